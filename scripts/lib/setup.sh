@@ -1,0 +1,47 @@
+# Sourced by scripts/testbed, scripts/test and scripts/demo: installs what is missing, idempotently.
+# Sets ROOT (the repository) and VENV (the project-local Python environment).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.venv"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_system() {
+    # etcd for the testbed; protobuf-compiler for the pulsar crate's build script.
+    apt_install etcd-server etcd-client protobuf-compiler curl
+}
+
+setup_venv() {
+    local req="$ROOT/scripts/lib/requirements.txt" stamp="$VENV/.requirements.sha256"
+    local want
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    log "python: installing scripts/lib/requirements.txt into .venv"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$want" > "$stamp"
+}
+
+setup_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup)"; return 1; }
+}
