@@ -1,0 +1,286 @@
+//! The target Milvus, reached through its public MilvusService: the target needs no special
+//! mode and stays an ordinary writable cluster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use milvus::proto::common::{ErrorCode, Status};
+use milvus::proto::milvus as rpc;
+use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
+use milvus::proto::schema::{CollectionSchema, DataType};
+use prost::Message;
+use tokio::runtime::Handle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::plan::Call;
+use super::{Ddl, Target, TargetError};
+use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
+
+/// Adds the `authorization` header Milvus expects when the target has auth on.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = MilvusServiceClient<InterceptedService<Channel, Auth>>;
+
+pub struct MilvusTarget {
+    client: Client,
+    runtime: Handle,
+    uri: String,
+    /// Primary key field (name, is varchar) per target collection, for delete expressions.
+    primary_keys: HashMap<(String, String), (String, bool)>,
+}
+
+impl MilvusTarget {
+    /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`.
+    pub fn connect(uri: &str, token: Option<&str>, runtime: Handle) -> Result<Self, TargetError> {
+        let endpoint = Endpoint::from_shared(uri.to_owned())
+            .map_err(|e| TargetError::Permanent(format!("invalid target uri {uri}: {e}")))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120));
+        // Connects lazily: an unreachable target surfaces as a transient error on the first call.
+        let channel = endpoint.connect_lazy();
+        let auth = match token.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+                Some(encoded.parse().map_err(|_| TargetError::Permanent("token is not valid header text".into()))?)
+            }
+        };
+        let client = MilvusServiceClient::with_interceptor(channel, Auth(auth))
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        Ok(Self { client, runtime, uri: uri.to_owned(), primary_keys: HashMap::new() })
+    }
+
+    fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+        let request = rpc::HasCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+        let mut client = self.client.clone();
+        let reply = self.runtime.block_on(client.has_collection(request)).map_err(|e| self.rpc_error("HasCollection", e))?;
+        let reply = reply.into_inner();
+        check("HasCollection", &c.name, reply.status.as_ref())?;
+        Ok(reply.value)
+    }
+
+    fn has_partition(&mut self, c: &CollectionRef, partition: &str) -> Result<bool, TargetError> {
+        let request = rpc::HasPartitionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            partition_name: partition.to_owned(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.runtime.block_on(client.has_partition(request)).map_err(|e| self.rpc_error("HasPartition", e))?;
+        let reply = reply.into_inner();
+        check("HasPartition", &c.name, reply.status.as_ref())?;
+        Ok(reply.value)
+    }
+
+    fn primary_key(&mut self, c: &CollectionRef) -> Result<(String, bool), TargetError> {
+        let cache_key = (c.db_name.clone(), c.name.clone());
+        if let Some(pk) = self.primary_keys.get(&cache_key) {
+            return Ok(pk.clone());
+        }
+        let request = rpc::DescribeCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+        let mut client = self.client.clone();
+        let reply = self.runtime.block_on(client.describe_collection(request)).map_err(|e| self.rpc_error("DescribeCollection", e))?;
+        let reply = reply.into_inner();
+        check("DescribeCollection", &c.name, reply.status.as_ref())?;
+        let field = reply
+            .schema
+            .and_then(|s| s.fields.into_iter().find(|f| f.is_primary_key))
+            .ok_or_else(|| TargetError::Permanent(format!("target collection {} has no primary key", c.name)))?;
+        let pk = (field.name, field.data_type == DataType::VarChar as i32);
+        self.primary_keys.insert(cache_key, pk.clone());
+        Ok(pk)
+    }
+
+    fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
+        use tonic::Code::*;
+        let reason = format!("{rpc} on {}: {}", self.uri, status.message());
+        match status.code() {
+            Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled | Internal => {
+                TargetError::Transient(reason)
+            }
+            _ => TargetError::Permanent(reason),
+        }
+    }
+}
+
+/// Milvus answers most failures inside a successful RPC, in `status`.
+// `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
+#[allow(deprecated)]
+fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), TargetError> {
+    let Some(status) = status else { return Ok(()) };
+    if status.error_code == ErrorCode::Success as i32 && status.code == 0 {
+        return Ok(());
+    }
+    let reason = format!("{rpc} of {collection}: {} (code {})", status.reason, status.code);
+    let transient = status.retriable
+        || [ErrorCode::RateLimit as i32, ErrorCode::NotReadyServe as i32, ErrorCode::NotReadyCoordActivating as i32]
+            .contains(&status.error_code);
+    Err(if transient { TargetError::Transient(reason) } else { TargetError::Permanent(reason) })
+}
+
+/// `pk in [...]`; string keys are quoted with JSON escaping, which Milvus's expression
+/// grammar reads the same way.
+pub fn delete_expr(pk: &str, keys: &PrimaryKeys) -> String {
+    let list = match keys {
+        PrimaryKeys::Int64(keys) => keys.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+        PrimaryKeys::VarChar(keys) => keys
+            .iter()
+            .map(|k| serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into()))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    format!("{pk} in [{list}]")
+}
+
+// `CollectionSchema::auto_id` is deprecated upstream; 2.3 still reads it.
+#[allow(deprecated)]
+impl Target for MilvusTarget {
+    fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError> {
+        let mut client = self.client.clone();
+        match call {
+            Call::Insert { collection, partition, num_rows, fields_data } => {
+                let num_rows = u32::try_from(*num_rows)
+                    .map_err(|_| TargetError::Permanent(format!("batch of {num_rows} rows is too large")))?;
+                let reply = if replay {
+                    let request = rpc::UpsertRequest {
+                        db_name: collection.db_name.clone(),
+                        collection_name: collection.name.clone(),
+                        partition_name: partition.clone(),
+                        fields_data: fields_data.clone(),
+                        num_rows,
+                        ..Default::default()
+                    };
+                    self.runtime.block_on(client.upsert(request)).map_err(|e| self.rpc_error("Upsert", e))?
+                } else {
+                    let request = rpc::InsertRequest {
+                        db_name: collection.db_name.clone(),
+                        collection_name: collection.name.clone(),
+                        partition_name: partition.clone(),
+                        fields_data: fields_data.clone(),
+                        num_rows,
+                        ..Default::default()
+                    };
+                    self.runtime.block_on(client.insert(request)).map_err(|e| self.rpc_error("Insert", e))?
+                };
+                check(if replay { "Upsert" } else { "Insert" }, &collection.name, reply.into_inner().status.as_ref())
+            }
+            Call::Delete { collection, partition, keys } => {
+                let (pk, _) = self.primary_key(collection)?;
+                let request = rpc::DeleteRequest {
+                    db_name: collection.db_name.clone(),
+                    collection_name: collection.name.clone(),
+                    partition_name: partition.clone(),
+                    expr: delete_expr(&pk, keys),
+                    ..Default::default()
+                };
+                let reply = self.runtime.block_on(client.delete(request)).map_err(|e| self.rpc_error("Delete", e))?;
+                check("Delete", &collection.name, reply.into_inner().status.as_ref())
+            }
+        }
+    }
+
+    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
+        let c = &ddl.collection;
+        let mut client = self.client.clone();
+        match &ddl.event {
+            DdlEvent::CreateCollection { schema, shards_num, consistency_level } => {
+                if self.has_collection(c)? {
+                    return Ok(());
+                }
+                let mut schema = CollectionSchema::decode(schema.as_slice())
+                    .map_err(|e| TargetError::Permanent(format!("schema of {} does not decode: {e}", c.name)))?;
+                // The target keeps the source's ids, so deletes by primary key still match.
+                for field in &mut schema.fields {
+                    field.auto_id = false;
+                }
+                schema.auto_id = false;
+                schema.name = c.name.clone();
+                let request = rpc::CreateCollectionRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    schema: schema.encode_to_vec(),
+                    shards_num: *shards_num,
+                    consistency_level: *consistency_level,
+                    ..Default::default()
+                };
+                let reply = self.runtime.block_on(client.create_collection(request)).map_err(|e| self.rpc_error("CreateCollection", e))?;
+                check("CreateCollection", &c.name, Some(&reply.into_inner()))
+            }
+            DdlEvent::DropCollection => {
+                self.primary_keys.remove(&(c.db_name.clone(), c.name.clone()));
+                if !self.has_collection(c)? {
+                    return Ok(());
+                }
+                let request = rpc::DropCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+                let reply = self.runtime.block_on(client.drop_collection(request)).map_err(|e| self.rpc_error("DropCollection", e))?;
+                check("DropCollection", &c.name, Some(&reply.into_inner()))
+            }
+            DdlEvent::CreatePartition { partition } => {
+                if self.has_partition(c, partition)? {
+                    return Ok(());
+                }
+                let request = rpc::CreatePartitionRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    partition_name: partition.clone(),
+                    ..Default::default()
+                };
+                let reply = self.runtime.block_on(client.create_partition(request)).map_err(|e| self.rpc_error("CreatePartition", e))?;
+                check("CreatePartition", &c.name, Some(&reply.into_inner()))
+            }
+            DdlEvent::DropPartition { partition } => {
+                if !self.has_collection(c)? || !self.has_partition(c, partition)? {
+                    return Ok(());
+                }
+                let request = rpc::DropPartitionRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    partition_name: partition.clone(),
+                    ..Default::default()
+                };
+                let reply = self.runtime.block_on(client.drop_partition(request)).map_err(|e| self.rpc_error("DropPartition", e))?;
+                check("DropPartition", &c.name, Some(&reply.into_inner()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_expressions_quote_strings() {
+        assert_eq!(delete_expr("id", &PrimaryKeys::Int64(vec![1, -2])), "id in [1,-2]");
+        assert_eq!(
+            delete_expr("pk", &PrimaryKeys::VarChar(vec!["a\"b".into(), "c\\".into()])),
+            r#"pk in ["a\"b","c\\"]"#
+        );
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn statuses_are_classified() {
+        let ok = Status::default();
+        assert_eq!(check("X", "c", Some(&ok)), Ok(()));
+        let limited = Status { error_code: ErrorCode::RateLimit as i32, reason: "slow down".into(), ..Default::default() };
+        assert!(matches!(check("X", "c", Some(&limited)), Err(TargetError::Transient(_))));
+        let bad = Status { error_code: ErrorCode::IllegalArgument as i32, code: 1100, reason: "schema mismatch".into(), ..Default::default() };
+        assert!(matches!(check("X", "c", Some(&bad)), Err(TargetError::Permanent(r)) if r.contains("schema mismatch")));
+    }
+}

@@ -1,0 +1,209 @@
+//! The applier: drains one task's journal to the target in ordered batches, exactly once.
+//!
+//! Crash behaviour, per batch:
+//! 1. [`Journal::begin_batch`] commits an in-flight marker naming the batch's rows.
+//! 2. The target calls are made (retried while the error is transient).
+//! 3. [`Journal::commit_batch`] moves the applied positions and clears the marker together.
+//!
+//! A crash before 1 leaves the rows pending: they are sent later, once. A crash between 1 and 3
+//! leaves the marker: [`Applier::recover`] sends exactly those rows again before anything else,
+//! with inserts as upserts, so rows the target already has are replaced rather than doubled;
+//! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
+
+pub mod milvus_target;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::journal::{Change, InFlightBatch, Journal, JournalError, JournalRow, RowPosition};
+use crate::metrics::METRICS;
+use crate::source::meta::vchannel_pchannel;
+use plan::{Call, PlanError, Step, next_step};
+
+pub use crate::journal::Ddl;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Worth retrying: the target is unreachable, overloaded or not ready.
+    #[error("target unavailable: {0}")]
+    Transient(String),
+    /// Retrying cannot help: the task fails with this reason.
+    #[error("target rejected the change: {0}")]
+    Permanent(String),
+}
+
+/// Where changes are applied. `replay` marks a batch the target may already have: inserts must
+/// then replace rows with the same primary keys instead of adding them.
+pub trait Target {
+    fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError>;
+    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplierSettings {
+    pub max_batch_rows: usize,
+    pub max_batch_bytes: usize,
+    /// Keep applied rows in the journal (for inspection) instead of deleting them.
+    pub retain_applied: bool,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub retry_attempts: usize,
+}
+
+impl Default for ApplierSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_rows: 512,
+            max_batch_bytes: 64 << 20,
+            retain_applied: false,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            retry_attempts: 8,
+        }
+    }
+}
+
+pub struct Applier<'a, T: Target> {
+    pub task: &'a str,
+    pub journal: &'a Journal,
+    pub target: T,
+    pub settings: ApplierSettings,
+}
+
+impl<T: Target> Applier<'_, T> {
+    /// Re-sends the batch that was in flight when the process stopped, if any.
+    pub fn recover(&mut self) -> Result<(), ApplyError> {
+        let Some(batch) = self.journal.in_flight(self.task)? else { return Ok(()) };
+        info!(task = self.task, vchannels = batch.ends.len(), "replaying the in-doubt batch");
+        let mut rows: Vec<JournalRow> = Vec::new();
+        for (vchannel, end) in &batch.ends {
+            let after = self.journal.applied(self.task, vchannel)?;
+            let pending = self.journal.rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
+            rows.extend(pending.into_iter().filter(|r| r.position <= *end));
+        }
+        if let Some(Change::Ddl(ddl)) = rows.first().map(|r| &r.change) {
+            self.with_retries(|t| t.apply_ddl(ddl))?;
+        } else {
+            rows.sort_by_key(|r| (r.vchannel.clone(), r.position));
+            for vchannel_rows in rows.chunk_by(|a, b| a.vchannel == b.vchannel) {
+                if let Step::Data { calls, .. } = next_step(vchannel_rows, true)? {
+                    for call in &calls {
+                        self.with_retries(|t| t.apply(call, true))?;
+                    }
+                }
+            }
+        }
+        self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+        Ok(())
+    }
+
+    /// Applies at most one batch; answers whether it did any work.
+    pub fn step(&mut self) -> Result<bool, ApplyError> {
+        let ticks: HashMap<String, u64> =
+            self.journal.source_offsets(self.task)?.into_iter().map(|(p, o)| (p, o.tick)).collect();
+        for vchannel in self.journal.vchannels(self.task)? {
+            let rows = self.pending(&ticks, &vchannel, self.settings.max_batch_rows)?;
+            let complete = rows.len() < self.settings.max_batch_rows
+                && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.settings.max_batch_bytes;
+            match next_step(&rows, complete)? {
+                Step::Idle => {}
+                Step::Data { rows, calls } => {
+                    let Some(last) = rows.last() else { continue };
+                    let batch = InFlightBatch { ends: vec![(vchannel.clone(), last.position)] };
+                    self.journal.begin_batch(self.task, &batch)?;
+                    for call in &calls {
+                        self.with_retries(|t| t.apply(call, false))?;
+                        METRICS.rows_applied.add(call.rows());
+                    }
+                    self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+                    METRICS.batches_applied.inc();
+                    debug!(task = self.task, %vchannel, rows = rows.len(), calls = calls.len(), "batch applied");
+                    return Ok(true);
+                }
+                Step::Ddl(row) => {
+                    let Change::Ddl(ddl) = &row.change else { continue };
+                    let Some(ends) = self.barrier_reached(&ticks, row)? else { continue };
+                    let batch = InFlightBatch { ends };
+                    self.journal.begin_batch(self.task, &batch)?;
+                    self.with_retries(|t| t.apply_ddl(ddl))?;
+                    self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+                    info!(task = self.task, collection = %ddl.collection.name, event = ?ddl_name(ddl), "DDL applied");
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn pending(&self, ticks: &HashMap<String, u64>, vchannel: &str, max_rows: usize) -> Result<Vec<JournalRow>, ApplyError> {
+        // Rows above the channel's tick may still be joined by rows of the same timestamp.
+        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else { return Ok(Vec::new()) };
+        let after = self.journal.applied(self.task, vchannel)?;
+        Ok(self.journal.rows(self.task, vchannel, after, *tick, max_rows, self.settings.max_batch_bytes)?)
+    }
+
+    /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
+    fn barrier_reached(
+        &self,
+        ticks: &HashMap<String, u64>,
+        row: &JournalRow,
+    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
+        let Change::Ddl(ddl) = &row.change else { return Ok(None) };
+        let mut ends = Vec::new();
+        for vchannel in &ddl.barrier {
+            let head = self.pending(ticks, vchannel, 1)?;
+            match head.first() {
+                Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
+                    ends.push((vchannel.clone(), h.position));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(ends))
+    }
+
+    fn with_retries(&mut self, mut call: impl FnMut(&mut T) -> Result<(), TargetError>) -> Result<(), TargetError> {
+        use backon::{BlockingRetryable, ExponentialBuilder};
+        let task = self.task;
+        let target = &mut self.target;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_initial)
+            .with_max_delay(self.settings.retry_max)
+            .with_max_times(self.settings.retry_attempts);
+        (|| call(target))
+            .retry(backoff)
+            .sleep(std::thread::sleep)
+            .when(|e| matches!(e, TargetError::Transient(_)))
+            .notify(|err, delay| {
+                METRICS.target_retries.inc();
+                tracing::warn!(task, %err, ?delay, "target call failed; retrying");
+            })
+            .call()
+    }
+}
+
+fn ddl_name(ddl: &Ddl) -> &'static str {
+    use crate::journal::DdlEvent::*;
+    match ddl.event {
+        CreateCollection { .. } => "create collection",
+        DropCollection => "drop collection",
+        CreatePartition { .. } => "create partition",
+        DropPartition { .. } => "drop partition",
+    }
+}
+
+#[cfg(test)]
+mod tests;

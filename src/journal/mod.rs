@@ -1,0 +1,392 @@
+//! The journal: one redb file holding every staged change until the target has it.
+//!
+//! Tables (all keyed by task first, so a task's state is one contiguous range):
+//! - `rows`: `(task, vchannel, ts, seq)` → encoded [`Change`].
+//! - `source_offsets`: `(task, pchannel)` → [`SourceOffset`]: where the reader resumes.
+//! - `applied`: `(task, vchannel)` → [`RowPosition`] of the last row the target acknowledged.
+//! - `in_flight`: `task` → [`InFlightBatch`] being sent to the target.
+//! - `tasks`: `task` → the task's spec, opaque here.
+//! - `stats`: counters kept in step with the rows (journal bytes).
+//!
+//! Exactly once rests on two transactions:
+//! - [`Journal::stage`] writes a run of changes **and** the channel's new source offset together,
+//!   so after a crash the reader resumes right after the last staged message: none lost, none
+//!   staged twice.
+//! - [`Journal::commit_batch`] moves the applied positions **and** clears the in-flight marker
+//!   together. A marker present at start-up is a batch the target may or may not have: the applier
+//!   replays exactly those rows idempotently ([`Journal::in_flight`]).
+
+pub mod record;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub use record::{Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys};
+
+type RowKey<'a> = (&'a str, &'a str, u64, u64);
+
+const ROWS: TableDefinition<RowKey, &[u8]> = TableDefinition::new("rows");
+const SOURCE_OFFSETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("source_offsets");
+const APPLIED: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("applied");
+const IN_FLIGHT: TableDefinition<&str, &[u8]> = TableDefinition::new("in_flight");
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+
+const JOURNAL_BYTES: &str = "journal_bytes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path} is in use by another process (is `milvus-cdc serve` running on it?)")]
+    Locked { path: PathBuf },
+    #[error("cannot open journal {path}: {source}")]
+    Open { path: PathBuf, source: Box<redb::DatabaseError> },
+    #[error("journal storage error: {0}")]
+    Storage(String),
+    #[error("journal row {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for JournalError {
+            fn from(e: $t) -> Self {
+                JournalError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Where a row sits within its vchannel: source timestamp, then the reader's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowPosition {
+    pub ts: u64,
+    pub seq: u64,
+}
+
+/// A message queue position: the next message the reader will fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqPosition {
+    Kafka { next_offset: i64 },
+}
+
+/// The reader's state for one physical channel, written with the rows it staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOffset {
+    pub next: MqPosition,
+    /// Newest TimeTick seen: every message of this channel with a timestamp at or below it has
+    /// been staged (Milvus stamps a channel's messages in increasing order before its tick).
+    pub tick: u64,
+    /// Next sequence number for a staged row; never reused, so positions of deleted (applied)
+    /// rows can never be taken again by new rows of the same timestamp.
+    pub next_seq: u64,
+}
+
+/// A change as the reader hands it to [`Journal::stage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedChange {
+    pub vchannel: String,
+    pub ts: u64,
+    pub change: Change,
+}
+
+/// A row read back for the applier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRow {
+    pub vchannel: String,
+    pub position: RowPosition,
+    pub change: Change,
+    pub encoded_len: usize,
+}
+
+/// The rows a batch covers: per vchannel, everything after its applied position up to `end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightBatch {
+    pub ends: Vec<(String, RowPosition)>,
+}
+
+pub struct Journal {
+    db: Database,
+    path: PathBuf,
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
+    serde_json::to_vec(value).map_err(|e| JournalError::Storage(e.to_string()))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt { what: what(), reason: e.to_string() })
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
+        let path = data_dir.join("journal.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked { path: path.clone() },
+            other => JournalError::Open { path: path.clone(), source: Box::new(other) },
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(ROWS)?;
+            txn.open_table(SOURCE_OFFSETS)?;
+            txn.open_table(APPLIED)?;
+            txn.open_table(IN_FLIGHT)?;
+            txn.open_table(TASKS)?;
+            txn.open_table(STATS)?;
+        }
+        txn.commit()?;
+        Ok(Self { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // ---- tasks -------------------------------------------------------------------------------
+
+    pub fn put_task(&self, task: &str, spec: &[u8]) -> Result<(), JournalError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(TASKS)?.insert(task, spec)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn task(&self, task: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(TASKS)?.get(task)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn tasks(&self) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TASKS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the task and everything staged or recorded for it, in one transaction.
+    pub fn delete_task(&self, task: &str) -> Result<bool, JournalError> {
+        let txn = self.db.begin_write()?;
+        let existed;
+        {
+            existed = txn.open_table(TASKS)?.remove(task)?.is_some();
+            txn.open_table(IN_FLIGHT)?.remove(task)?;
+            // `task\0` is the smallest string above `task`: the range is exactly this task's keys.
+            let above = format!("{task}\0");
+            let above = above.as_str();
+            let mut freed = 0u64;
+            let mut rows = txn.open_table(ROWS)?;
+            for entry in rows.extract_from_if((task, "", 0u64, 0u64)..(above, "", 0u64, 0u64), |_, _| true)? {
+                let (_, v) = entry?;
+                freed += v.value().len() as u64;
+            }
+            txn.open_table(SOURCE_OFFSETS)?.retain_in((task, "")..(above, ""), |_, _| false)?;
+            txn.open_table(APPLIED)?.retain_in((task, "")..(above, ""), |_, _| false)?;
+            add_journal_bytes(&txn, -(freed as i64))?;
+        }
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    // ---- reader side -------------------------------------------------------------------------
+
+    pub fn source_offset(&self, task: &str, pchannel: &str) -> Result<Option<SourceOffset>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SOURCE_OFFSETS)?;
+        let value = table.get((task, pchannel))?;
+        value
+            .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
+            .transpose()
+    }
+
+    pub fn source_offsets(&self, task: &str) -> Result<Vec<(String, SourceOffset)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SOURCE_OFFSETS)?;
+        let mut out = Vec::new();
+        for entry in table.range((task, "")..)? {
+            let (k, v) = entry?;
+            let (t, pchannel) = k.value();
+            if t != task {
+                break;
+            }
+            out.push((pchannel.to_owned(), from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Stages `changes` read from `pchannel` and records `next`/`tick` as the channel's new
+    /// source offset, in one transaction. Sequence numbers continue the channel's counter.
+    /// A crash before the commit loses nothing: the offset did not move either.
+    pub fn stage(
+        &self,
+        task: &str,
+        pchannel: &str,
+        changes: &[StagedChange],
+        next: MqPosition,
+        tick: u64,
+    ) -> Result<(), JournalError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
+            let previous: Option<SourceOffset> = offsets
+                .get((task, pchannel))?
+                .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
+                .transpose()?;
+            let mut seq = previous.map_or(0, |p| p.next_seq);
+            let mut rows = txn.open_table(ROWS)?;
+            let mut added = 0u64;
+            for staged in changes {
+                let bytes = record::encode(&staged.change)
+                    .map_err(|e| JournalError::Corrupt { what: format!("change for {}", staged.vchannel), reason: e.to_string() })?;
+                rows.insert((task, staged.vchannel.as_str(), staged.ts, seq), bytes.as_slice())?;
+                added += bytes.len() as u64;
+                seq += 1;
+            }
+            let offset = SourceOffset {
+                next,
+                tick: previous.map_or(tick, |p| p.tick.max(tick)),
+                next_seq: seq,
+            };
+            offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
+            drop(rows);
+            add_journal_bytes(&txn, added as i64)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Bytes of staged rows not yet removed; the reader waits while this is above its cap.
+    pub fn journal_bytes(&self) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(STATS)?.get(JOURNAL_BYTES)?.map_or(0, |v| v.value()))
+    }
+
+    // ---- applier side ------------------------------------------------------------------------
+
+    /// The vchannels of `task` that have rows in the journal.
+    pub fn vchannels(&self, task: &str) -> Result<Vec<String>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        let mut out: Vec<String> = Vec::new();
+        let mut from = String::new();
+        loop {
+            let next = rows.range((task, from.as_str(), 0u64, 0u64)..)?.next().transpose()?;
+            let Some((key, _)) = next else { break };
+            let (t, vchannel, _, _) = key.value();
+            if t != task {
+                break;
+            }
+            out.push(vchannel.to_owned());
+            // The smallest string greater than every key of this vchannel.
+            from = format!("{vchannel}\0");
+        }
+        Ok(out)
+    }
+
+    pub fn applied(&self, task: &str, vchannel: &str) -> Result<Option<RowPosition>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let value = txn.open_table(APPLIED)?.get((task, vchannel))?;
+        Ok(value.map(|v| {
+            let (ts, seq) = v.value();
+            RowPosition { ts, seq }
+        }))
+    }
+
+    /// Rows of one vchannel after `after`, with timestamps at most `max_ts`, in position order;
+    /// at most `max_rows` rows, and no more bytes than `max_bytes` beyond the first row.
+    pub fn rows(
+        &self,
+        task: &str,
+        vchannel: &str,
+        after: Option<RowPosition>,
+        max_ts: u64,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<JournalRow>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROWS)?;
+        let start = after.map_or((0, 0), |p| (p.ts, p.seq));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for entry in table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))? {
+            let (k, v) = entry?;
+            let (_, _, ts, seq) = k.value();
+            let position = RowPosition { ts, seq };
+            if after == Some(position) {
+                continue;
+            }
+            let value = v.value();
+            if !out.is_empty() && (out.len() >= max_rows || bytes + value.len() > max_bytes) {
+                break;
+            }
+            let change = record::decode(value).map_err(|e| JournalError::Corrupt {
+                what: format!("{task}/{vchannel}@{ts}/{seq}"),
+                reason: e.to_string(),
+            })?;
+            bytes += value.len();
+            out.push(JournalRow { vchannel: vchannel.to_owned(), position, change, encoded_len: value.len() });
+        }
+        Ok(out)
+    }
+
+    /// Records that `batch` is about to be sent. Committed before the first target call.
+    pub fn begin_batch(&self, task: &str, batch: &InFlightBatch) -> Result<(), JournalError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(IN_FLIGHT)?.insert(task, json(batch)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The batch that was being sent when the process stopped, if any.
+    pub fn in_flight(&self, task: &str) -> Result<Option<InFlightBatch>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let value = txn.open_table(IN_FLIGHT)?.get(task)?;
+        value.map(|v| from_json(|| format!("in-flight marker of {task}"), v.value())).transpose()
+    }
+
+    /// The target acknowledged `batch`: move each vchannel's applied position to its end, drop the
+    /// applied rows unless `retain`, and clear the marker, in one transaction.
+    pub fn commit_batch(&self, task: &str, batch: &InFlightBatch, retain: bool) -> Result<(), JournalError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut applied = txn.open_table(APPLIED)?;
+            let mut rows = txn.open_table(ROWS)?;
+            let mut freed = 0u64;
+            for (vchannel, end) in &batch.ends {
+                let vchannel = vchannel.as_str();
+                applied.insert((task, vchannel), (end.ts, end.seq))?;
+                if !retain {
+                    let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
+                    for entry in rows.extract_from_if(range, |_, _| true)? {
+                        let (_, v) = entry?;
+                        freed += v.value().len() as u64;
+                    }
+                }
+            }
+            txn.open_table(IN_FLIGHT)?.remove(task)?;
+            drop(rows);
+            add_journal_bytes(&txn, -(freed as i64))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn add_journal_bytes(txn: &redb::WriteTransaction, delta: i64) -> Result<(), JournalError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let mut stats = txn.open_table(STATS)?;
+    let current = stats.get(JOURNAL_BYTES)?.map_or(0, |v| v.value());
+    stats.insert(JOURNAL_BYTES, current.saturating_add_signed(delta))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

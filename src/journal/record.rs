@@ -1,0 +1,201 @@
+//! What one journal row holds: a change decoded from the source, ready to apply to the target.
+//!
+//! Rows are bincode-encoded behind a version tag ([`StoredRecord`]). Adding a variant to
+//! [`Change`] is compatible (bincode tags variants by index: append only, never reorder);
+//! changing a variant's fields needs a new `StoredRecord` version that decodes the old one.
+//! `schema/README.md` states the same rules.
+
+use serde::{Deserialize, Serialize};
+
+/// A source collection as the target sees it: the id selects (names are reused after a drop),
+/// the database and name address the target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CollectionRef {
+    pub id: i64,
+    pub db_name: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PrimaryKeys {
+    Int64(Vec<i64>),
+    VarChar(Vec<String>),
+}
+
+impl PrimaryKeys {
+    pub fn len(&self) -> usize {
+        match self {
+            PrimaryKeys::Int64(keys) => keys.len(),
+            PrimaryKeys::VarChar(keys) => keys.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows inserted by one source Insert message. The columns stay in Milvus's own encoding
+/// (`schema.FieldData`, protobuf) so they pass to the target's Insert without conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsertBatch {
+    pub collection: CollectionRef,
+    pub partition: String,
+    pub num_rows: u64,
+    pub fields_data: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteBatch {
+    pub collection: CollectionRef,
+    /// Empty: every partition.
+    pub partition: String,
+    pub keys: PrimaryKeys,
+}
+
+/// A DDL event is staged on every vchannel of its collection that the reader sees it on; the
+/// applier applies it once, when every vchannel in `barrier` has reached it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ddl {
+    pub collection: CollectionRef,
+    pub barrier: Vec<String>,
+    pub event: DdlEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DdlEvent {
+    CreateCollection {
+        /// `schema.CollectionSchema`, protobuf, user fields only.
+        schema: Vec<u8>,
+        shards_num: i32,
+        consistency_level: i32,
+    },
+    DropCollection,
+    CreatePartition { partition: String },
+    DropPartition { partition: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    Insert(InsertBatch),
+    Delete(DeleteBatch),
+    Ddl(Ddl),
+}
+
+impl Change {
+    pub fn collection(&self) -> &CollectionRef {
+        match self {
+            Change::Insert(b) => &b.collection,
+            Change::Delete(b) => &b.collection,
+            Change::Ddl(d) => &d.collection,
+        }
+    }
+
+    /// Order among changes of equal timestamp on one vchannel. An upsert reaches the MQ as an
+    /// Insert and a Delete of the same keys with the same timestamp, Insert first; the Delete
+    /// must be applied first or the new rows would be deleted.
+    pub fn rank_within_timestamp(&self) -> u8 {
+        match self {
+            Change::Ddl(_) => 0,
+            Change::Delete(_) => 1,
+            Change::Insert(_) => 2,
+        }
+    }
+}
+
+/// The versioned envelope actually stored.
+#[derive(Debug, Serialize, Deserialize)]
+enum StoredRecord {
+    V1(Change),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("journal record does not decode: {0}")]
+pub struct RecordError(String);
+
+pub fn encode(change: &Change) -> Result<Vec<u8>, RecordError> {
+    bincode::serde::encode_to_vec(StoredRecordRef::V1(change), bincode::config::standard())
+        .map_err(|e| RecordError(e.to_string()))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Change, RecordError> {
+    let (record, used): (StoredRecord, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| RecordError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(RecordError(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    match record {
+        StoredRecord::V1(change) => Ok(change),
+    }
+}
+
+/// Borrowing twin of [`StoredRecord`] so encoding needs no clone; same variant order.
+#[derive(Serialize)]
+enum StoredRecordRef<'a> {
+    V1(&'a Change),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coll() -> CollectionRef {
+        CollectionRef { id: 7, db_name: "default".into(), name: "c".into() }
+    }
+
+    #[test]
+    fn every_change_round_trips() {
+        let changes = [
+            Change::Insert(InsertBatch {
+                collection: coll(),
+                partition: "_default".into(),
+                num_rows: 2,
+                fields_data: vec![vec![1, 2, 3], vec![]],
+            }),
+            Change::Delete(DeleteBatch {
+                collection: coll(),
+                partition: String::new(),
+                keys: PrimaryKeys::VarChar(vec!["a".into(), "b".into()]),
+            }),
+            Change::Ddl(Ddl {
+                collection: coll(),
+                barrier: vec!["v0".into(), "v1".into()],
+                event: DdlEvent::CreateCollection { schema: vec![9], shards_num: 2, consistency_level: 1 },
+            }),
+        ];
+        for change in changes {
+            assert_eq!(decode(&encode(&change).unwrap()).unwrap(), change);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode(&[0xff; 3]).is_err());
+        assert!(decode(&[]).is_err());
+        let mut bytes = encode(&Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![],
+            event: DdlEvent::DropCollection,
+        }))
+        .unwrap();
+        bytes.push(0);
+        assert!(decode(&bytes).unwrap_err().to_string().contains("trailing"));
+    }
+
+    #[test]
+    fn a_delete_sorts_before_an_insert_of_the_same_timestamp() {
+        let insert = Change::Insert(InsertBatch {
+            collection: coll(),
+            partition: String::new(),
+            num_rows: 0,
+            fields_data: vec![],
+        });
+        let delete = Change::Delete(DeleteBatch {
+            collection: coll(),
+            partition: String::new(),
+            keys: PrimaryKeys::Int64(vec![]),
+        });
+        assert!(delete.rank_within_timestamp() < insert.rank_within_timestamp());
+    }
+}

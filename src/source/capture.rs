@@ -1,0 +1,291 @@
+//! Turning decoded source messages into journal changes for one task.
+//!
+//! Data messages name their vchannel (`shardName`). DDL messages do not: they arrive once per
+//! physical channel of the collection, so they are staged on every vchannel of the collection
+//! that lives on that physical channel, each copy listing all the collection's vchannels as the
+//! barrier the applier waits for.
+
+use std::collections::{HashMap, HashSet};
+
+use milvus::proto::schema::{CollectionSchema, IDs, i_ds::IdField};
+use prost::Message;
+
+use super::decode::{SourceMessage, timestamp};
+use super::meta::{CollectionMeta, vchannel_pchannel};
+use crate::journal::{Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys, StagedChange};
+
+/// Which collections a task replicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// Collection names of the default database.
+    Named(HashSet<String>),
+}
+
+impl Scope {
+    pub fn contains(&self, db_name: &str, collection: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Named(names) => (db_name.is_empty() || db_name == "default") && names.contains(collection),
+        }
+    }
+}
+
+/// What the task knows of the source's collections, by id.
+pub trait CollectionLookup {
+    fn collection(&mut self, id: i64) -> Option<CollectionMeta>;
+}
+
+impl CollectionLookup for HashMap<i64, CollectionMeta> {
+    fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+        self.get(&id).cloned()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Captured {
+    Changes(Vec<StagedChange>),
+    Tick(u64),
+    /// Out of scope, or a type replication does not use.
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CaptureError {
+    #[error("collection {0} is not in the source's metadata")]
+    UnknownCollection(i64),
+    #[error("CreateCollection of {collection} carries no schema")]
+    NoSchema { collection: i64 },
+    #[error("Delete on {shard} carries no primary keys")]
+    NoKeys { shard: String },
+}
+
+// `CreateCollectionRequest::schema` is deprecated upstream; it is where Milvus 2.3 puts it.
+#[allow(deprecated)]
+pub fn capture(
+    message: SourceMessage,
+    pchannel: &str,
+    scope: &Scope,
+    lookup: &mut dyn CollectionLookup,
+) -> Result<Captured, CaptureError> {
+    let ts = timestamp(&message);
+    let (collection_id, db_name, name) = match &message {
+        SourceMessage::TimeTick { ts } => return Ok(Captured::Tick(*ts)),
+        SourceMessage::Ignored { .. } => return Ok(Captured::Skipped),
+        SourceMessage::Insert(m) => (m.collection_id, &m.db_name, &m.collection_name),
+        SourceMessage::Delete(m) => (m.collection_id, &m.db_name, &m.collection_name),
+        SourceMessage::CreateCollection(m) => (m.collection_id, &m.db_name, &m.collection_name),
+        SourceMessage::DropCollection(m) => (m.collection_id, &m.db_name, &m.collection_name),
+        SourceMessage::CreatePartition(m) => (m.collection_id, &m.db_name, &m.collection_name),
+        SourceMessage::DropPartition(m) => (m.collection_id, &m.db_name, &m.collection_name),
+    };
+    // Data messages of 2.3 carry no database name; the metadata knows it.
+    let meta = lookup.collection(collection_id);
+    let db_name = match (&meta, db_name.is_empty()) {
+        (Some(meta), true) => meta.db_name.clone(),
+        (_, false) => db_name.clone(),
+        (None, true) => "default".to_owned(),
+    };
+    let name = match (&meta, name.is_empty()) {
+        (Some(meta), true) => meta.name.clone(),
+        _ => name.clone(),
+    };
+    let collection = CollectionRef { id: collection_id, db_name, name };
+
+    match message {
+        SourceMessage::Insert(m) => {
+            if !scope.contains(&collection.db_name, &collection.name) {
+                return Ok(Captured::Skipped);
+            }
+            let change = Change::Insert(InsertBatch {
+                collection,
+                partition: m.partition_name,
+                num_rows: m.num_rows,
+                fields_data: m.fields_data.iter().map(Message::encode_to_vec).collect(),
+            });
+            Ok(Captured::Changes(vec![StagedChange { vchannel: m.shard_name, ts, change }]))
+        }
+        SourceMessage::Delete(m) => {
+            if !scope.contains(&collection.db_name, &collection.name) {
+                return Ok(Captured::Skipped);
+            }
+            let keys = match m.primary_keys {
+                Some(IDs { id_field: Some(IdField::IntId(ids)) }) => PrimaryKeys::Int64(ids.data),
+                Some(IDs { id_field: Some(IdField::StrId(ids)) }) => PrimaryKeys::VarChar(ids.data),
+                _ if !m.int64_primary_keys.is_empty() => PrimaryKeys::Int64(m.int64_primary_keys),
+                _ => return Err(CaptureError::NoKeys { shard: m.shard_name }),
+            };
+            let change = Change::Delete(DeleteBatch { collection, partition: m.partition_name, keys });
+            Ok(Captured::Changes(vec![StagedChange { vchannel: m.shard_name, ts, change }]))
+        }
+        SourceMessage::CreateCollection(m) => {
+            // The name lives inside the schema in 2.3, not in the message.
+            let schema = match m.collection_schema {
+                Some(schema) => schema,
+                None if !m.schema.is_empty() => CollectionSchema::decode(m.schema.as_slice())
+                    .map_err(|_| CaptureError::NoSchema { collection: collection_id })?,
+                None => return Err(CaptureError::NoSchema { collection: collection_id }),
+            };
+            let collection = CollectionRef {
+                name: if collection.name.is_empty() { schema.name.clone() } else { collection.name },
+                ..collection
+            };
+            if !scope.contains(&collection.db_name, &collection.name) {
+                return Ok(Captured::Skipped);
+            }
+            let user_schema = user_fields_only(schema);
+            let consistency_level = meta.as_ref().map_or(0, |meta| meta.consistency_level);
+            let event = DdlEvent::CreateCollection {
+                schema: user_schema.encode_to_vec(),
+                shards_num: m.virtual_channel_names.len() as i32,
+                consistency_level,
+            };
+            Ok(Captured::Changes(ddl_copies(collection, m.virtual_channel_names, pchannel, ts, event)))
+        }
+        other => {
+            if !scope.contains(&collection.db_name, &collection.name) {
+                return Ok(Captured::Skipped);
+            }
+            let meta = meta.ok_or(CaptureError::UnknownCollection(collection_id))?;
+            let event = match other {
+                SourceMessage::DropCollection(_) => DdlEvent::DropCollection,
+                SourceMessage::CreatePartition(m) => DdlEvent::CreatePartition { partition: m.partition_name },
+                SourceMessage::DropPartition(m) => DdlEvent::DropPartition { partition: m.partition_name },
+                _ => return Ok(Captured::Skipped),
+            };
+            Ok(Captured::Changes(ddl_copies(collection, meta.virtual_channels, pchannel, ts, event)))
+        }
+    }
+}
+
+fn ddl_copies(
+    collection: CollectionRef,
+    vchannels: Vec<String>,
+    pchannel: &str,
+    ts: u64,
+    event: DdlEvent,
+) -> Vec<StagedChange> {
+    vchannels
+        .iter()
+        .filter(|v| vchannel_pchannel(v) == Some(pchannel))
+        .map(|v| StagedChange {
+            vchannel: v.clone(),
+            ts,
+            change: Change::Ddl(Ddl { collection: collection.clone(), barrier: vchannels.clone(), event: event.clone() }),
+        })
+        .collect()
+}
+
+/// The schema without Milvus's system fields (RowID, Timestamp: ids below 100), which the
+/// target adds itself.
+pub fn user_fields_only(mut schema: CollectionSchema) -> CollectionSchema {
+    schema.fields.retain(|f| f.field_id >= 100);
+    schema
+}
+
+#[cfg(test)]
+#[allow(deprecated)]
+mod tests {
+    use super::*;
+    use milvus::proto::msg;
+    use milvus::proto::schema::{FieldSchema, LongArray};
+
+    const P0: &str = "by-dev-rootcoord-dml_0";
+    const V0: &str = "by-dev-rootcoord-dml_0_9v0";
+    const V1: &str = "by-dev-rootcoord-dml_1_9v1";
+
+    fn meta() -> HashMap<i64, CollectionMeta> {
+        let meta = CollectionMeta {
+            id: 9,
+            db_id: 1,
+            db_name: "default".into(),
+            name: "c".into(),
+            schema: CollectionSchema::default(),
+            shards_num: 2,
+            consistency_level: 0,
+            virtual_channels: vec![V0.into(), V1.into()],
+            physical_channels: vec![P0.into(), "by-dev-rootcoord-dml_1".into()],
+            start_positions: vec![],
+            partitions: vec![],
+            create_time: 0,
+        };
+        HashMap::from([(9, meta)])
+    }
+
+    #[test]
+    fn a_delete_takes_its_database_from_the_metadata() {
+        let m = msg::DeleteRequest {
+            shard_name: V0.into(),
+            collection_id: 9,
+            collection_name: "c".into(),
+            timestamps: vec![5],
+            primary_keys: Some(IDs { id_field: Some(IdField::IntId(LongArray { data: vec![1, 2] })) }),
+            ..Default::default()
+        };
+        let Captured::Changes(changes) = capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()).unwrap()
+        else {
+            panic!("expected changes")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].ts, 5);
+        assert_eq!(changes[0].change.collection().db_name, "default");
+    }
+
+    #[test]
+    fn a_drop_is_staged_on_each_vchannel_of_this_pchannel_with_the_full_barrier() {
+        let m = msg::DropCollectionRequest { collection_id: 9, collection_name: "c".into(), ..Default::default() };
+        let Captured::Changes(changes) =
+            capture(SourceMessage::DropCollection(m), P0, &Scope::All, &mut meta()).unwrap()
+        else {
+            panic!("expected changes")
+        };
+        assert_eq!(changes.iter().map(|c| c.vchannel.as_str()).collect::<Vec<_>>(), [V0]);
+        let Change::Ddl(ddl) = &changes[0].change else { panic!() };
+        assert_eq!(ddl.barrier, [V0, V1]);
+    }
+
+    #[test]
+    fn create_collection_takes_the_name_from_the_schema_and_drops_system_fields() {
+        let schema = CollectionSchema {
+            name: "fresh".into(),
+            fields: vec![
+                FieldSchema { field_id: 0, name: "RowID".into(), ..Default::default() },
+                FieldSchema { field_id: 100, name: "id".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let m = msg::CreateCollectionRequest {
+            collection_id: 10,
+            schema: schema.encode_to_vec(),
+            virtual_channel_names: vec!["by-dev-rootcoord-dml_0_10v0".into()],
+            ..Default::default()
+        };
+        let Captured::Changes(changes) =
+            capture(SourceMessage::CreateCollection(m), P0, &Scope::All, &mut HashMap::new()).unwrap()
+        else {
+            panic!("expected changes")
+        };
+        let Change::Ddl(Ddl { collection, event: DdlEvent::CreateCollection { schema, shards_num, .. }, .. }) =
+            &changes[0].change
+        else {
+            panic!()
+        };
+        assert_eq!(collection.name, "fresh");
+        assert_eq!(*shards_num, 1);
+        let schema = CollectionSchema::decode(schema.as_slice()).unwrap();
+        assert_eq!(schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["id"]);
+    }
+
+    #[test]
+    fn out_of_scope_collections_are_skipped() {
+        let scope = Scope::Named(HashSet::from(["other".to_owned()]));
+        let m = msg::InsertRequest { shard_name: V0.into(), collection_id: 9, collection_name: "c".into(), ..Default::default() };
+        assert_eq!(capture(SourceMessage::Insert(m), P0, &scope, &mut meta()), Ok(Captured::Skipped));
+    }
+
+    #[test]
+    fn a_delete_without_keys_is_an_error() {
+        let m = msg::DeleteRequest { shard_name: V0.into(), collection_id: 9, ..Default::default() };
+        assert!(matches!(capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()), Err(CaptureError::NoKeys { .. })));
+    }
+}

@@ -1,0 +1,99 @@
+//! Kafka access: one consumer per physical channel, assigned to partition 0 at an explicit
+//! offset. No consumer group offsets are ever committed: the journal owns our positions.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Milvus writes every channel to partition 0 of its topic.
+const PARTITION: i32 = 0;
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka {brokers}: {action}: {source}")]
+    Client { brokers: String, action: String, source: rdkafka::error::KafkaError },
+}
+
+fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // Required by the client; never used to store offsets.
+        .set("group.id", "milvus-cdc")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "create consumer".into(), source })
+}
+
+/// The physical DML channels (`{prefix}-rootcoord-dml_N`) that exist on the broker.
+pub fn dml_topics(brokers: &str, prefix: &str) -> Result<Vec<String>, KafkaError> {
+    let consumer = client(brokers)?;
+    let metadata = consumer
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "list topics".into(), source })?;
+    let stem = format!("{prefix}-rootcoord-dml_");
+    let mut topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| name.strip_prefix(&stem).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+        .collect();
+    topics.sort();
+    Ok(topics)
+}
+
+/// (low, high) watermarks of a channel: the first retained offset and the next offset to be written.
+pub fn watermarks(brokers: &str, topic: &str) -> Result<(i64, i64), KafkaError> {
+    client(brokers)?
+        .fetch_watermarks(topic, PARTITION, METADATA_TIMEOUT)
+        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("watermarks of {topic}"), source })
+}
+
+/// A consumer of one channel.
+pub struct ChannelConsumer {
+    consumer: BaseConsumer,
+    brokers: String,
+    topic: String,
+}
+
+/// One fetched message: its offset and payload.
+pub struct Fetched {
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+impl ChannelConsumer {
+    pub fn open(brokers: &str, topic: &str, next_offset: i64) -> Result<Self, KafkaError> {
+        let consumer = client(brokers)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, PARTITION, Offset::Offset(next_offset))
+            .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("assign {topic}"), source })?;
+        consumer
+            .assign(&assignment)
+            .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("assign {topic}"), source })?;
+        Ok(Self { consumer, brokers: brokers.into(), topic: topic.into() })
+    }
+
+    /// The next message, or None when none arrived within `timeout`.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<Fetched>, KafkaError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(message)) => Ok(Some(Fetched {
+                offset: message.offset(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+            })),
+            Some(Err(source)) => Err(KafkaError::Client {
+                brokers: self.brokers.clone(),
+                action: format!("consume {}", self.topic),
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The reader of one physical channel for one task: fetch, decode, capture, stage.
+//!
+//! Crash behaviour: messages are staged together with the offset after them in one journal
+//! transaction ([`Journal::stage`]); a crash anywhere loses only uncommitted work, which is
+//! fetched again from the stored offset on restart. A message that does not decode is logged
+//! with its channel and offset, counted, and passed over; it never stops the channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::capture::{Captured, CollectionLookup, Scope, capture};
+use super::decode::decode;
+use super::kafka::{ChannelConsumer, KafkaError};
+use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
+use crate::metrics::METRICS;
+
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    /// Group commit: a staging transaction closes at this many messages, bytes or this delay.
+    pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_delay: Duration,
+    /// Past this many journal bytes the reader waits for the applier to drain.
+    pub journal_cap_bytes: u64,
+}
+
+impl Default for ReaderSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_messages: 2_000,
+            max_batch_bytes: 16 << 20,
+            max_batch_delay: Duration::from_millis(5),
+            journal_cap_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("no stored source offset for channel {0}: the task was not seeded")]
+    NotSeeded(String),
+}
+
+pub struct ChannelReader<'a> {
+    pub task: &'a str,
+    pub pchannel: &'a str,
+    pub brokers: &'a str,
+    pub scope: &'a Scope,
+    pub journal: &'a Journal,
+    pub settings: &'a ReaderSettings,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl ChannelReader<'_> {
+    pub fn run(&self, lookup: &mut dyn CollectionLookup) -> Result<(), ReaderError> {
+        let offset = self
+            .journal
+            .source_offset(self.task, self.pchannel)?
+            .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
+        let MqPosition::Kafka { next_offset } = offset.next;
+        info!(task = self.task, channel = self.pchannel, next_offset, "reading");
+        let consumer = ChannelConsumer::open(self.brokers, self.pchannel, next_offset)?;
+
+        let mut pending: Vec<StagedChange> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut pending_messages = 0usize;
+        let mut first_pending: Option<Instant> = None;
+        let mut next = next_offset;
+        let mut tick = offset.tick;
+
+        while !self.stop.load(Ordering::Relaxed) {
+            if first_pending.is_none() {
+                self.wait_below_cap()?;
+            }
+            let timeout = if first_pending.is_some() { Duration::from_millis(1) } else { Duration::from_millis(100) };
+            let fetched = match consumer.poll(timeout) {
+                Ok(fetched) => fetched,
+                Err(err) => {
+                    // librdkafka reconnects by itself; report and keep polling.
+                    warn!(task = self.task, channel = self.pchannel, %err, "fetch failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    None
+                }
+            };
+            let idle = fetched.is_none();
+            if let Some(message) = fetched {
+                next = message.offset + 1;
+                pending_messages += 1;
+                pending_bytes += message.payload.len();
+                first_pending.get_or_insert_with(Instant::now);
+                METRICS.messages_read.inc();
+                match decode(&message.payload).map_err(|e| e.to_string()).and_then(|decoded| {
+                    capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
+                }) {
+                    Ok(Captured::Changes(changes)) => pending.extend(changes),
+                    Ok(Captured::Tick(ts)) => tick = tick.max(ts),
+                    Ok(Captured::Skipped) => {}
+                    Err(reason) => {
+                        METRICS.messages_rejected.inc();
+                        warn!(task = self.task, channel = self.pchannel, offset = message.offset, %reason,
+                              "message skipped: not a usable Milvus message");
+                    }
+                }
+            }
+            let due = first_pending.is_some_and(|t| {
+                idle || pending_messages >= self.settings.max_batch_messages
+                    || pending_bytes >= self.settings.max_batch_bytes
+                    || t.elapsed() >= self.settings.max_batch_delay
+            });
+            if due {
+                self.journal.stage(self.task, self.pchannel, &pending, MqPosition::Kafka { next_offset: next }, tick)?;
+                METRICS.changes_staged.add(pending.len() as u64);
+                pending.clear();
+                pending_bytes = 0;
+                pending_messages = 0;
+                first_pending = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_below_cap(&self) -> Result<(), ReaderError> {
+        while self.journal.journal_bytes()? > self.settings.journal_cap_bytes && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
