@@ -9,6 +9,7 @@ pub mod journal;
 pub mod metrics;
 pub mod config;
 pub mod source;
+pub mod task;
 
 /// Protos this project owns (`schema/*.proto`).
 pub mod proto {

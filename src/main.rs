@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use milvus_cdc::config::Config;
+use milvus_cdc::journal::Journal;
+use milvus_cdc::task::Supervisor;
 use tracing::info;
 
 /// Change data capture for Milvus: replays every change of a source Milvus on a target Milvus.
@@ -69,6 +71,10 @@ enum ServeError {
     Http(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] milvus_cdc::journal::JournalError),
+    #[error(transparent)]
+    Task(#[from] milvus_cdc::task::TaskError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
@@ -84,13 +90,22 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
             .await
             .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
         let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
-        println!("milvus-cdc listening on http://{} with data in {}", config.listen, data_dir.display());
-        info!(listen = %config.listen, data_dir = %data_dir.display(), "serving");
-        axum::serve(listener, milvus_cdc::api::router())
+        let journal = std::sync::Arc::new(Journal::open(&data_dir)?);
+        let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
+        supervisor.resume_all()?;
+        println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
+        info!(listen = %config.listen, journal = %journal.path().display(), "serving");
+        let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone()))
             .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+                }
             })
             .await
-            .map_err(ServeError::Http)
+            .map_err(ServeError::Http);
+        tokio::task::spawn_blocking(move || supervisor.shutdown()).await.ok();
+        served
     })
 }

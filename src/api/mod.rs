@@ -1,11 +1,57 @@
-//! The HTTP surface of the appliance.
+//! The HTTP surface: the upstream-compatible `POST /cdc`, `/metrics` and `/healthz`.
+//!
+//! `/cdc` keeps the reference Go CDC's shapes: a body `{"request_type", "request_data"}` and a reply
+//! `{"code":200,"data":...}` or `{"code":4xx|5xx,"message":...}`. Every error is built in one
+//! place, [`ApiError`], and secrets never leave in a reply.
 
-use axum::{Router, routing::get};
+mod cdc;
 
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::task::{Supervisor, TaskError};
+
+pub fn router(supervisor: Arc<Supervisor>) -> Router {
+    Router::new()
+        .route("/cdc", post(cdc::handle))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/healthz", get(|| async { "OK" }))
+        .with_state(supervisor)
 }
 
-async fn healthz() -> &'static str {
-    "OK"
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(err: TaskError) -> Self {
+        let status = match err {
+            TaskError::NotFound(_) => StatusCode::NOT_FOUND,
+            TaskError::Exists(_) => StatusCode::CONFLICT,
+            TaskError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
+            TaskError::Journal(_) | TaskError::Corrupt(..) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self { status, message: err.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "code": self.status.as_u16(), "message": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
 }

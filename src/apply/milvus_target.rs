@@ -49,7 +49,10 @@ impl MilvusTarget {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120));
         // Connects lazily: an unreachable target surfaces as a transient error on the first call.
-        let channel = endpoint.connect_lazy();
+        let channel = {
+            let _context = runtime.enter();
+            endpoint.connect_lazy()
+        };
         let auth = match token.filter(|t| !t.is_empty()) {
             None => None,
             Some(token) => {

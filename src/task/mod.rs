@@ -1,0 +1,391 @@
+//! Tasks: what to replicate where, their state, and the threads that run them.
+//!
+//! A running task has one reader thread per physical channel and one applier thread. They
+//! share nothing but the journal, so either side can stop at any point (see `journal`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tracing::{error, info, info_span, warn};
+
+use crate::apply::milvus_target::MilvusTarget;
+use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
+use crate::config::{Config, MqConfig};
+use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
+use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
+use crate::source::kafka::{self, KafkaError};
+use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
+use crate::source::reader::{ChannelReader, ReaderSettings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Initial,
+    Running,
+    Paused,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    /// Changes made after the task was created.
+    #[default]
+    Latest,
+    /// Everything the broker still retains.
+    Earliest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub uri: String,
+    #[serde(default)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub target: TargetSpec,
+    /// Collection names of the default database; `*` for every collection.
+    pub collections: Vec<String>,
+    pub start: StartPosition,
+    pub state: TaskState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl TaskSpec {
+    pub fn scope(&self) -> Scope {
+        if self.collections.iter().any(|c| c == "*") {
+            Scope::All
+        } else {
+            Scope::Named(self.collections.iter().cloned().collect())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("task {0} already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("source metadata: {0}")]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("corrupt task record {0}: {1}")]
+    Corrupt(String, String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Owns the journal and the threads of every running task.
+pub struct Supervisor {
+    journal: Arc<Journal>,
+    config: Config,
+    runtime: Handle,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Supervisor {
+    pub fn new(journal: Arc<Journal>, config: Config, runtime: Handle) -> Arc<Self> {
+        Arc::new(Self { journal, config, runtime, running: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn tasks(&self) -> Result<Vec<TaskSpec>, TaskError> {
+        self.journal
+            .tasks()?
+            .into_iter()
+            .map(|(id, bytes)| serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id, e.to_string())))
+            .collect()
+    }
+
+    pub fn task(&self, id: &str) -> Result<TaskSpec, TaskError> {
+        let bytes = self.journal.task(id)?.ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
+        serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id.to_owned(), e.to_string()))
+    }
+
+    fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
+        let bytes = serde_json::to_vec(spec).map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
+        Ok(self.journal.put_task(&spec.task_id, &bytes)?)
+    }
+
+    /// Starts every task stored as Running (after a restart).
+    pub fn resume_all(self: &Arc<Self>) -> Result<(), TaskError> {
+        for spec in self.tasks()? {
+            if spec.state == TaskState::Running {
+                self.start(spec);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the task's start on every existing channel, then starts it. The start positions
+    /// and the creation of the in-scope collections that already exist are staged before the
+    /// task is saved, so a crash during create leaves no half-started task behind.
+    pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<TaskSpec, TaskError> {
+        if self.journal.task(&spec.task_id)?.is_some() {
+            return Err(TaskError::Exists(spec.task_id));
+        }
+        let MqConfig::Kafka { brokers } = &self.config.source.mq else {
+            return Err(TaskError::Unsupported("only a Kafka source is supported so far".into()));
+        };
+        let meta = SourceMeta::connect(&self.config.source.etcd_endpoints, &self.config.source.etcd_root_path).await?;
+        let scope = spec.scope();
+        let existing: Vec<CollectionMeta> = meta
+            .collections()
+            .await?
+            .into_iter()
+            .filter(|c| scope.contains(&c.db_name, &c.name))
+            .collect();
+        let (brokers, prefix, start) = (brokers.clone(), self.config.source.channel_prefix.clone(), spec.start);
+        let journal = self.journal.clone();
+        let task_id = spec.task_id.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
+            for topic in kafka::dml_topics(&brokers, &prefix)? {
+                let (low, high) = kafka::watermarks(&brokers, &topic)?;
+                let next_offset = match start {
+                    StartPosition::Latest => high,
+                    StartPosition::Earliest => low,
+                };
+                let seeds = existing_collection_seeds(&existing, &topic);
+                journal.stage(&task_id, &topic, &seeds, MqPosition::Kafka { next_offset }, 0)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| TaskError::Unsupported(format!("seeding task stopped: {e}")))??;
+        spec.state = TaskState::Running;
+        self.save(&spec)?;
+        self.start(spec.clone());
+        Ok(spec)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), TaskError> {
+        self.stop(id);
+        if !self.journal.delete_task(id)? {
+            return Err(TaskError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Stops every task's threads and waits for them.
+    pub fn shutdown(&self) {
+        let ids: Vec<String> = self.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+        for id in ids {
+            self.stop(&id);
+        }
+    }
+
+    fn stop(&self, id: &str) {
+        let running = self.running.lock().ok().and_then(|mut r| r.remove(id));
+        if let Some(running) = running {
+            running.stop.store(true, Ordering::Relaxed);
+            for thread in running.threads {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn fail(&self, id: &str, reason: String) {
+        error!(task = id, %reason, "task failed");
+        if let Ok(mut spec) = self.task(id) {
+            spec.state = TaskState::Failed;
+            spec.reason = Some(reason);
+            if let Err(err) = self.save(&spec) {
+                error!(task = id, %err, "cannot record the failure");
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, spec: TaskSpec) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let me = self.clone();
+        let (task, flag) = (spec.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || me.run_applier(task, flag)));
+        let me = self.clone();
+        let (task, flag) = (spec.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || me.run_channels(task, flag)));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(spec.task_id.clone(), Running { stop, threads });
+        }
+    }
+
+    fn run_applier(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+        let _span = info_span!("applier", task = %spec.task_id).entered();
+        let target = match MilvusTarget::connect(&spec.target.uri, Some(&spec.target.token), self.runtime.clone()) {
+            Ok(target) => target,
+            Err(err) => return self.fail(&spec.task_id, err.to_string()),
+        };
+        let mut applier =
+            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings::default() };
+        let mut recovered = false;
+        while !stop.load(Ordering::Relaxed) {
+            let result = if recovered { applier.step() } else { applier.recover().map(|_| true) };
+            match result {
+                Ok(true) => recovered = true,
+                Ok(false) => std::thread::sleep(Duration::from_millis(10)),
+                Err(ApplyError::Target(TargetError::Permanent(reason))) => return self.fail(&spec.task_id, reason),
+                Err(err) => {
+                    // Transient: the target or the journal will come back; keep the task running.
+                    warn!(%err, "apply failed; retrying");
+                    recovered = false;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Starts a reader for each DML channel, including channels created after the task.
+    fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+        let _span = info_span!("channels", task = %spec.task_id).entered();
+        let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else { return };
+        let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            match kafka::dml_topics(&brokers, &self.config.source.channel_prefix) {
+                Ok(topics) => {
+                    for topic in topics {
+                        if readers.contains_key(&topic) {
+                            continue;
+                        }
+                        match self.journal.source_offset(&spec.task_id, &topic) {
+                            // A channel created after the task: everything on it is new.
+                            Ok(None) => {
+                                if let Err(err) = self.journal.stage(&spec.task_id, &topic, &[], MqPosition::Kafka { next_offset: 0 }, 0) {
+                                    warn!(%err, channel = %topic, "cannot record the channel's start");
+                                    continue;
+                                }
+                            }
+                            Ok(Some(_)) => {}
+                            Err(err) => {
+                                warn!(%err, channel = %topic, "cannot read the channel's offset");
+                                continue;
+                            }
+                        }
+                        let me = self.clone();
+                        let (task, flag, brokers, channel) = (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
+                        readers.insert(topic, std::thread::spawn(move || me.run_reader(task, channel, brokers, flag)));
+                    }
+                }
+                Err(err) => warn!(%err, "cannot list the source's channels; retrying"),
+            }
+            for _ in 0..20 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for (_, reader) in readers {
+            let _ = reader.join();
+        }
+    }
+
+    fn run_reader(self: Arc<Self>, spec: TaskSpec, pchannel: String, brokers: String, stop: Arc<AtomicBool>) {
+        let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
+        let scope = spec.scope();
+        let settings = ReaderSettings::default();
+        while !stop.load(Ordering::Relaxed) {
+            let meta = match self.runtime.block_on(SourceMeta::connect(
+                &self.config.source.etcd_endpoints,
+                &self.config.source.etcd_root_path,
+            )) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    warn!(%err, "source etcd unreachable; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let mut lookup = EtcdLookup { meta, runtime: self.runtime.clone(), cache: HashMap::new(), missing: HashSet::new() };
+            let reader = ChannelReader {
+                task: &spec.task_id,
+                pchannel: &pchannel,
+                brokers: &brokers,
+                scope: &scope,
+                journal: &self.journal,
+                settings: &settings,
+                stop: stop.clone(),
+            };
+            match reader.run(&mut lookup) {
+                Ok(()) => return,
+                Err(err) => {
+                    warn!(%err, "reader stopped; restarting from the stored offset");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// The CreateCollection (and CreatePartition) events that bring collections existing before the
+/// task to the target, staged at timestamp 0 so they precede every row of the collection.
+fn existing_collection_seeds(collections: &[CollectionMeta], pchannel: &str) -> Vec<StagedChange> {
+    let mut seeds = Vec::new();
+    for c in collections {
+        let collection = crate::journal::CollectionRef { id: c.id, db_name: c.db_name.clone(), name: c.name.clone() };
+        let mut events = vec![DdlEvent::CreateCollection {
+            schema: prost::Message::encode_to_vec(&user_fields_only(c.schema.clone())),
+            shards_num: c.shards_num,
+            consistency_level: c.consistency_level,
+        }];
+        events.extend(
+            c.partitions.iter().filter(|p| p.name != "_default").map(|p| DdlEvent::CreatePartition { partition: p.name.clone() }),
+        );
+        for vchannel in c.virtual_channels.iter().filter(|v| vchannel_pchannel(v) == Some(pchannel)) {
+            for event in &events {
+                let ddl = Ddl { collection: collection.clone(), barrier: c.virtual_channels.clone(), event: event.clone() };
+                seeds.push(StagedChange { vchannel: vchannel.clone(), ts: 0, change: Change::Ddl(ddl) });
+            }
+        }
+    }
+    seeds
+}
+
+/// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
+/// a little after its first message, so a miss is retried briefly before it is remembered.
+struct EtcdLookup {
+    meta: SourceMeta,
+    runtime: Handle,
+    cache: HashMap<i64, CollectionMeta>,
+    missing: HashSet<i64>,
+}
+
+impl CollectionLookup for EtcdLookup {
+    fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+        if let Some(found) = self.cache.get(&id) {
+            return Some(found.clone());
+        }
+        if self.missing.contains(&id) {
+            return None;
+        }
+        for _ in 0..10 {
+            match self.runtime.block_on(self.meta.collection(id)) {
+                Ok(Some(found)) => {
+                    info!(collection = %found.name, id, "collection metadata loaded");
+                    self.cache.insert(id, found.clone());
+                    return Some(found);
+                }
+                Ok(None) => {}
+                Err(err) => warn!(%err, id, "cannot read collection metadata"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.missing.insert(id);
+        None
+    }
+}
