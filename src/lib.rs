@@ -8,6 +8,7 @@ pub mod apply;
 pub mod journal;
 pub mod metrics;
 pub mod config;
+pub mod failpoint;
 pub mod source;
 pub mod task;
 

@@ -8,6 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+import json  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
 from pymilvus import DataType, FieldSchema  # noqa: E402
 
 from workload import Cluster, count, create_collection, delete, ensure_loaded, insert, int64_pk, make_rows, schema, varchar_pk  # noqa: E402
@@ -30,23 +34,44 @@ def main() -> None:
     e = env()
     source = Cluster("source", e["SOURCE_MILVUS_URI"]).connect()
     target = Cluster("target", e["TARGET_MILVUS_URI"]).connect()
+    for name in COLLECTIONS:
+        source.drop_collection(name)
+        target.drop_collection(name)
+    body = {"request_type": "create", "request_data": {
+        "milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"], "token": ""},
+        "collection_infos": [{"name": name} for name in COLLECTIONS]}}
+    req = urllib.request.Request(f"{e['CDC_API']}/cdc", data=json.dumps(body).encode(), method="POST")
+    reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    print(f"== created replication task {reply['data']['task_id']} for {', '.join(COLLECTIONS)}")
     print("== writing a sample workload on the source")
     for name, s in COLLECTIONS.items():
-        source.drop_collection(name)
         create_collection(source, name, s)
         keys = range(10_000) if name == "demo_products" else [f"doc-{i}" for i in range(2_000)]
         insert(source, name, make_rows(s, keys, seed=1))
         delete(source, name, list(keys)[::10])
         print(f"   {name}: inserted {len(keys)} rows, deleted {len(keys[::10])}")
 
-    print("\n== report (rows read back with pymilvus)")
+    print("\n== waiting up to 60 s for the target to catch up")
+    written = time.monotonic()
+    counts = {}
+    while time.monotonic() - written < 60:
+        counts = {name: (count(ensure_loaded(source, name)),
+                         count(ensure_loaded(target, name)) if target.has_collection(name) else 0)
+                  for name in COLLECTIONS}
+        if all(src == dst for src, dst in counts.values()):
+            break
+        time.sleep(2)
+    caught_up = time.monotonic() - written
+    print("\n== report (rows read back with pymilvus on each side)")
     print(f"   {'collection':<16} {'source':>8} {'target':>8}")
-    for name in COLLECTIONS:
-        src = count(ensure_loaded(source, name))
-        dst = count(ensure_loaded(target, name)) if target.has_collection(name) else 0
+    for name, (src, dst) in counts.items():
         print(f"   {name:<16} {src:>8} {dst:>8}")
-    print("\nReplication is not built yet (issue: replication core), so no task was created and the")
-    print("target holds only what was written to it directly. Lag: not measured, nothing replicates.")
+    if all(src == dst for src, dst in counts.values()):
+        print(f"\nTarget equal in row counts {caught_up:.0f} s after the last write (checked by polling every 2 s;")
+        print("per-channel lag figures arrive with the metrics work).")
+    else:
+        print("\nThe target did NOT catch up within 60 s; see .testbed/cdc.log.")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ impl<T: Target> Applier<'_, T> {
                         self.with_retries(|t| t.apply(call, false))?;
                         METRICS.rows_applied.add(call.rows());
                     }
+                    crate::failpoint::hit("apply-after-ack");
                     self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
                     METRICS.batches_applied.inc();
                     debug!(task = self.task, %vchannel, rows = rows.len(), calls = calls.len(), "batch applied");

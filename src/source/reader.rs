@@ -115,6 +115,7 @@ impl ChannelReader<'_> {
                     || t.elapsed() >= self.settings.max_batch_delay
             });
             if due {
+                crate::failpoint::hit("stage-before-commit");
                 self.journal.stage(self.task, self.pchannel, &pending, MqPosition::Kafka { next_offset: next }, tick)?;
                 METRICS.changes_staged.add(pending.len() as u64);
                 pending.clear();

@@ -1,0 +1,95 @@
+"""Runs the real `milvus-cdc serve` binary against the testbed, and talks to its API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "target" / "debug" / "milvus-cdc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CdcServer:
+    def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.extra_env = extra_env or {}
+        self.log = workdir / "cdc.log"
+        self.config = workdir / "cdc.toml"
+        self.config.write_text(
+            f'listen = "127.0.0.1:{self.port}"\n'
+            f'data_dir = "{workdir / "data"}"\n'
+            "[source]\n"
+            f'etcd_endpoints = ["{env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")}"]\n'
+            f'etcd_root_path = "{env.get("SOURCE_ETCD_ROOT", "by-dev")}"\n'
+            "[source.mq]\n"
+            'type = "kafka"\n'
+            f'brokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, extra_env: dict | None = None) -> "CdcServer":
+        if not BINARY.exists():
+            raise RuntimeError(f"{BINARY} not built: run cargo build")
+        env = {**os.environ, "RUST_LOG": "info", **self.extra_env, **(extra_env or {})}
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen([str(BINARY), "serve", "--config", str(self.config)],
+                                     stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"milvus-cdc exited with {self.proc.returncode}; see {self.log}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"milvus-cdc did not answer on port {self.port}; see {self.log}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def post(self, request_type: str, data: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
+        body = raw if raw is not None else json.dumps({"request_type": request_type, "request_data": data or {}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/cdc", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def create_task(self, target_uri: str, collections=("*",)) -> str:
+        status, reply = self.post("create", {
+            "milvus_connect_param": {"uri": target_uri, "token": ""},
+            "collection_infos": [{"name": c} for c in collections],
+        })
+        assert status == 200 and reply["code"] == 200, reply
+        return reply["data"]["task_id"]

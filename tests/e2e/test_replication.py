@@ -1,0 +1,125 @@
+"""Replication core, end to end: the real milvus-cdc between the testbed's source and target."""
+
+import random
+import threading
+import time
+
+import pytest
+from pymilvus import DataType, FieldSchema
+
+from cdc import CdcServer
+from workload import (assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema,
+                      unique_name, upsert, varchar_pk)
+
+MAIN = schema(
+    int64_pk(),
+    FieldSchema("vec", DataType.FLOAT_VECTOR, dim=128),
+    FieldSchema("title", DataType.VARCHAR, max_length=64),
+    FieldSchema("i32", DataType.INT32),
+    FieldSchema("score", DataType.FLOAT),
+    FieldSchema("flag", DataType.BOOL),
+    FieldSchema("doc", DataType.JSON),
+)
+BY_NAME = schema(varchar_pk("key"), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=16),
+                 FieldSchema("n", DataType.INT64))
+
+
+@pytest.fixture
+def cdc(tmp_path, env, target):
+    server = CdcServer(tmp_path, env).start()
+    server.task_id = server.create_task(target.uri)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def names(source, target):
+    created = []
+    yield lambda prefix: created.append(unique_name(prefix)) or created[-1]
+    for name in created:
+        for cluster in (source, target):
+            cluster.drop_collection(name)
+
+
+def core_workload(source, main, by_name, rows=50_000):
+    create_collection(source, main, MAIN, shards=2)
+    insert(source, main, make_rows(MAIN, range(rows), seed=11), batch=5_000)
+    delete(source, main, list(range(0, rows, rows // 5_000)))
+    upsert(source, main, make_rows(MAIN, range(1, rows, rows // 5_000), seed=12), batch=2_500)
+    create_collection(source, by_name, BY_NAME, shards=2)
+    insert(source, by_name, make_rows(BY_NAME, [f"k-{i}" for i in range(5_000)], seed=13), batch=2_000)
+
+
+# Open defect (issue 3): on this 50,000-row, 7-field workload the target ended with 86,236
+# stored rows for 45,000 distinct keys, without any crash or retry; smaller runs are exact.
+# Strict: once it passes, the marker must go.
+@pytest.mark.xfail(strict=True, reason="duplicate rows on the 50k-row workload: open defect")
+def test_inserts_deletes_upserts_and_two_collections_replicate(source, target, cdc, names):
+    main, by_name = names("core"), names("bykey")
+    core_workload(source, main, by_name)
+    assert_replicated(source, target, main, timeout=300)
+    assert_replicated(source, target, by_name, timeout=120)
+
+
+@pytest.mark.xfail(reason="runs the 50k-row workload of the open duplicate defect")
+def test_survives_sigkill_at_random_moments(source, target, tmp_path, env, names):
+    """20+ SIGKILLs while the workload runs; the target ends equal, no key stored twice."""
+    seed = random.randrange(1 << 30)
+    print(f"crash test seed {seed}")
+    rng = random.Random(seed)
+    server = CdcServer(tmp_path, env).start()
+    server.create_task(target.uri)
+    main, by_name = names("crash"), names("crashkey")
+    writer = threading.Thread(target=core_workload, args=(source, main, by_name))
+    writer.start()
+    kills = 0
+    try:
+        while writer.is_alive() or kills < 20:
+            time.sleep(rng.uniform(0.2, 2.5))
+            server.kill()
+            kills += 1
+            server.start()
+        writer.join()
+        assert_replicated(source, target, main, timeout=180)
+        assert_replicated(source, target, by_name, timeout=120)
+    finally:
+        writer.join()
+        server.stop()
+    assert kills >= 20
+
+
+def test_a_mid_size_workload_replicates_exactly(source, target, cdc, names):
+    name = names("mid")
+    s = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=128), FieldSchema("doc", DataType.JSON))
+    create_collection(source, name, s, shards=2)
+    insert(source, name, make_rows(s, range(20_000), seed=1), batch=5_000)
+    delete(source, name, list(range(0, 20_000, 10)))
+    upsert(source, name, make_rows(s, range(1, 20_000, 10), seed=2), batch=2_500)
+    assert_replicated(source, target, name, timeout=120)
+
+
+@pytest.mark.parametrize("point", ["apply-after-ack", "stage-before-commit"])
+def test_crash_at_an_exact_point_is_recovered(source, target, tmp_path, env, names, point):
+    """The process aborts right after the target acknowledged a batch (or right before the reader
+    commits), restarts without the failpoint, and the target ends equal with no duplicate."""
+    server = CdcServer(tmp_path, env).start(extra_env={"MILVUS_CDC_CRASH_AT": point})
+    server.create_task(target.uri)
+    name = names("exact")
+    create_collection(source, name, BY_NAME, shards=2)
+    insert(source, name, make_rows(BY_NAME, [f"x-{i}" for i in range(3_000)], seed=5), batch=1_000)
+    assert server.wait_exit(timeout=60) != 0, "the failpoint was not reached"
+    server.start(extra_env={"MILVUS_CDC_CRASH_AT": ""})
+    try:
+        assert_replicated(source, target, name, timeout=120)
+    finally:
+        server.stop()
+
+
+def test_a_malformed_request_names_the_field(cdc):
+    status, reply = cdc.post("create", {"milvus_connect_param": {}, "collection_infos": [{"name": "*"}]})
+    assert status == 400
+    assert reply == {"code": 400, "message": "invalid request_data.milvus_connect_param: missing field `uri`"}
+    status, reply = cdc.post("", raw=b"{not json")
+    assert status == 400 and reply["message"].startswith("invalid request body")
+    status, reply = cdc.post("get", {"task_id": "nope"})
+    assert (status, reply) == (404, {"code": 404, "message": "task nope not found"})
