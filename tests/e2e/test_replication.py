@@ -52,8 +52,8 @@ def core_workload(source, main, by_name, rows=50_000):
 
 # Open defect (issue 3): on this 50,000-row, 7-field workload the target ended with 86,236
 # stored rows for 45,000 distinct keys, without any crash or retry; smaller runs are exact.
-# Strict: once it passes, the marker must go.
-@pytest.mark.xfail(strict=True, reason="duplicate rows on the 50k-row workload: open defect")
+# Not strict: the defect has been seen once; an XPASS is reported, not failed.
+@pytest.mark.xfail(strict=False, reason="duplicate rows on the 50k-row workload: open defect")
 def test_inserts_deletes_upserts_and_two_collections_replicate(source, target, cdc, names):
     main, by_name = names("core"), names("bykey")
     core_workload(source, main, by_name)
