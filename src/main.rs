@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
+use milvus_cdc::journal::dump::{JournalSnapshot, RowFilter};
 use milvus_cdc::task::Supervisor;
 use tracing::info;
 
@@ -32,6 +33,30 @@ enum Command {
         #[arg(long, env = "MILVUS_CDC_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print a stopped appliance's journal: tasks, source offsets, applied positions, in-flight
+    /// batches and staged rows. Opens the journal read-only.
+    Dump {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this channel (a physical channel also selects its virtual channels).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only rows with a timestamp at or after this.
+        #[arg(long)]
+        from_ts: Option<u64>,
+        /// Only rows with a timestamp at or before this.
+        #[arg(long)]
+        to_ts: Option<u64>,
+        /// At most this many journal rows.
+        #[arg(long, default_value_t = 1000)]
+        max_rows: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +64,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Dump { data_dir, task, channel, from_ts, to_ts, max_rows, json } => {
+            let filter = RowFilter { task, channel, from_ts, to_ts };
+            dump(&data_dir, &filter, max_rows, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +76,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn dump(data_dir: &std::path::Path, filter: &RowFilter, max_rows: usize, json: bool) -> Result<(), ServeError> {
+    let snapshot = JournalSnapshot::open(data_dir)?;
+    snapshot.entries(filter, max_rows, |entry| {
+        if json {
+            println!("{}", serde_json::to_string(&entry).unwrap_or_default());
+        } else {
+            println!("{}", entry.line());
+        }
+    })?;
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -16,6 +16,7 @@
 //!   together. A marker present at start-up is a batch the target may or may not have: the applier
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
 
+pub mod dump;
 pub mod record;
 
 use std::path::{Path, PathBuf};
