@@ -26,6 +26,7 @@ impl Counter {
 pub struct Metrics {
     pub messages_read: Counter,
     pub messages_rejected: Counter,
+    pub messages_duplicate: Counter,
     pub changes_staged: Counter,
     pub batches_applied: Counter,
     pub rows_applied: Counter,
@@ -35,6 +36,7 @@ pub struct Metrics {
 pub static METRICS: Metrics = Metrics {
     messages_read: Counter::new(),
     messages_rejected: Counter::new(),
+    messages_duplicate: Counter::new(),
     changes_staged: Counter::new(),
     batches_applied: Counter::new(),
     rows_applied: Counter::new(),
@@ -47,6 +49,7 @@ pub fn render() -> String {
     for (name, help, counter) in [
         ("milvus_cdc_messages_read_total", "Messages fetched from the source MQ.", &m.messages_read),
         ("milvus_cdc_messages_rejected_total", "Messages that did not decode or capture; skipped and logged.", &m.messages_rejected),
+        ("milvus_cdc_messages_duplicate_total", "Data messages byte-identical to an earlier one of their channel; skipped.", &m.messages_duplicate),
         ("milvus_cdc_changes_staged_total", "Changes written to the journal.", &m.changes_staged),
         ("milvus_cdc_batches_applied_total", "Batches the target acknowledged.", &m.batches_applied),
         ("milvus_cdc_rows_applied_total", "Rows inserted or deleted on the target.", &m.rows_applied),

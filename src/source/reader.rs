@@ -5,6 +5,8 @@
 //! fetched again from the stored offset on restart. A message that does not decode is logged
 //! with its channel and offset, counted, and passed over; it never stops the channel.
 
+use std::collections::{HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::capture::{Captured, CollectionLookup, Scope, capture};
-use super::decode::decode;
+use super::decode::{SourceMessage, decode};
 use super::kafka::{ChannelConsumer, KafkaError};
 use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::METRICS;
@@ -74,6 +76,7 @@ impl ChannelReader<'_> {
         let mut first_pending: Option<Instant> = None;
         let mut next = next_offset;
         let mut tick = offset.tick;
+        let mut recent = RecentPayloads::default();
 
         while !self.stop.load(Ordering::Relaxed) {
             if first_pending.is_none() {
@@ -96,7 +99,16 @@ impl ChannelReader<'_> {
                 pending_bytes += message.payload.len();
                 first_pending.get_or_insert_with(Instant::now);
                 METRICS.messages_read.inc();
-                match decode(&message.payload).map_err(|e| e.to_string()).and_then(|decoded| {
+                let decoded = decode(&message.payload);
+                if matches!(decoded, Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_)))
+                    && !recent.first_time(&message.payload)
+                {
+                    METRICS.messages_duplicate.inc();
+                    warn!(task = self.task, channel = self.pchannel, offset = message.offset,
+                          "message skipped: byte-identical to an earlier message of this channel");
+                    continue;
+                }
+                match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
                     capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
                 }) {
                     Ok(Captured::Changes(changes)) => pending.extend(changes),
@@ -132,5 +144,57 @@ impl ChannelReader<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+/// Fingerprints of the channel's most recent data messages. A broker or producer retry can store
+/// one message twice; two distinct Milvus data messages are never byte-identical (their
+/// timestamps and row ids differ), so an exact repeat is dropped rather than applied twice.
+#[derive(Default)]
+struct RecentPayloads {
+    set: HashSet<(u64, usize)>,
+    order: VecDeque<(u64, usize)>,
+}
+
+impl RecentPayloads {
+    const WINDOW: usize = 100_000;
+
+    fn first_time(&mut self, payload: &[u8]) -> bool {
+        let mut hasher = DefaultHasher::new();
+        payload.hash(&mut hasher);
+        let key = (hasher.finish(), payload.len());
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentPayloads;
+
+    #[test]
+    fn an_exact_repeat_is_recognised_and_a_different_payload_is_not() {
+        let mut recent = RecentPayloads::default();
+        assert!(recent.first_time(b"insert 1"));
+        assert!(recent.first_time(b"insert 2"));
+        assert!(!recent.first_time(b"insert 1"));
+    }
+
+    #[test]
+    fn the_window_is_bounded() {
+        let mut recent = RecentPayloads::default();
+        for i in 0..RecentPayloads::WINDOW + 10 {
+            recent.first_time(&i.to_le_bytes());
+        }
+        assert_eq!(recent.order.len(), RecentPayloads::WINDOW);
+        assert!(recent.first_time(&0usize.to_le_bytes()), "the oldest fell out of the window");
     }
 }

@@ -1,0 +1,73 @@
+//! The direct-insert ceiling of a target Milvus: the same rows the replication bench sends
+//! (int64 pk, 128-dim float vector), inserted straight through our own gRPC client with the same
+//! batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
+//!
+//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows> <batch>`; the collection must
+//! exist with fields `id` (int64 pk) and `vec` (128-dim float vector). Run by scripts/bench.
+
+use std::time::Instant;
+
+use milvus::proto::milvus::InsertRequest;
+use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
+use milvus::proto::schema::{DataType, FieldData, FloatArray, LongArray, ScalarField, VectorField};
+use milvus::proto::schema::{field_data, scalar_field, vector_field};
+
+const DIM: usize = 128;
+
+fn columns(start: i64, n: usize) -> Vec<FieldData> {
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    // Deterministic values: what is measured is transport and ingestion, not the numbers.
+    let vectors: Vec<f32> = (0..n * DIM).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    vec![
+        FieldData {
+            r#type: DataType::Int64 as i32,
+            field_name: "id".into(),
+            field: Some(field_data::Field::Scalars(ScalarField {
+                data: Some(scalar_field::Data::LongData(LongArray { data: ids })),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        FieldData {
+            r#type: DataType::FloatVector as i32,
+            field_name: "vec".into(),
+            field: Some(field_data::Field::Vectors(VectorField {
+                dim: DIM as i64,
+                data: Some(vector_field::Data::FloatVector(FloatArray { data: vectors })),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    ]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `cargo bench` passes `--bench`; ignore flags.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let [uri, collection, rows, batch] = args.as_slice() else {
+        eprintln!("usage: target_ceiling <uri> <collection> <rows> <batch>");
+        return Ok(());
+    };
+    let (rows, batch): (usize, usize) = (rows.parse()?, batch.parse()?);
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?.connect().await?;
+    let mut client = MilvusServiceClient::new(channel).max_encoding_message_size(256 << 20);
+    let batches: Vec<(usize, Vec<FieldData>)> =
+        (0..rows).step_by(batch).map(|start| (batch.min(rows - start), columns(start as i64, batch.min(rows - start)))).collect();
+    let started = Instant::now();
+    for (n, fields_data) in batches {
+        let request = InsertRequest {
+            collection_name: collection.clone(),
+            fields_data,
+            num_rows: n as u32,
+            ..Default::default()
+        };
+        let status = client.insert(request).await?.into_inner().status.unwrap_or_default();
+        if status.code != 0 {
+            return Err(format!("insert failed: {}", status.reason).into());
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{{\"rows\": {rows}, \"seconds\": {seconds:.3}, \"rows_per_s\": {:.0}}}", rows as f64 / seconds);
+    Ok(())
+}
