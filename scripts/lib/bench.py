@@ -88,6 +88,7 @@ def main() -> int:
     t0 = time.monotonic()
     write(source, name, 0, args.rows, args.batch)
     report["source_write_rows_per_s"] = args.rows / (time.monotonic() - t0)
+    (work / "replication").mkdir()
     server = CdcServer(work / "replication", e).start()
     started = time.monotonic()
     status, reply = server.post("create", {"milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]},
@@ -127,6 +128,7 @@ def main() -> int:
     # 4. memory with a backlog held in the journal: the target is unreachable, so nothing drains
     if args.backlog:
         backlog = f"bench_backlog_{stamp}"
+        (work / "backlog").mkdir()
         server = CdcServer(work / "backlog", e).start()
         server.create_task("http://127.0.0.1:9", collections=(backlog,))
         create_collection(source, backlog, SCHEMA, shards=2, consistency_level="Bounded")

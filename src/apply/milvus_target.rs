@@ -109,6 +109,55 @@ impl MilvusTarget {
         Ok(pk)
     }
 
+    async fn send(&self, call: &Call, replay: bool) -> Result<(), TargetError> {
+        let mut client = self.client.clone();
+        match call {
+            Call::Insert { collection, partition, num_rows, fields_data } => {
+                let num_rows = u32::try_from(*num_rows)
+                    .map_err(|_| TargetError::Permanent(format!("batch of {num_rows} rows is too large")))?;
+                // A replayed batch may already be on the target: upsert replaces, insert would double.
+                let status = if replay {
+                    let request = rpc::UpsertRequest {
+                        db_name: collection.db_name.clone(),
+                        collection_name: collection.name.clone(),
+                        partition_name: partition.clone(),
+                        fields_data: fields_data.clone(),
+                        num_rows,
+                        ..Default::default()
+                    };
+                    client.upsert(request).await.map_err(|e| self.rpc_error("Upsert", e))?.into_inner().status
+                } else {
+                    let request = rpc::InsertRequest {
+                        db_name: collection.db_name.clone(),
+                        collection_name: collection.name.clone(),
+                        partition_name: partition.clone(),
+                        fields_data: fields_data.clone(),
+                        num_rows,
+                        ..Default::default()
+                    };
+                    client.insert(request).await.map_err(|e| self.rpc_error("Insert", e))?.into_inner().status
+                };
+                check(if replay { "Upsert" } else { "Insert" }, &collection.name, status.as_ref())
+            }
+            Call::Delete { collection, partition, keys } => {
+                let (pk, _) = self
+                    .primary_keys
+                    .get(&(collection.db_name.clone(), collection.name.clone()))
+                    .cloned()
+                    .ok_or_else(|| TargetError::Transient(format!("primary key of {} not known yet", collection.name)))?;
+                let request = rpc::DeleteRequest {
+                    db_name: collection.db_name.clone(),
+                    collection_name: collection.name.clone(),
+                    partition_name: partition.clone(),
+                    expr: delete_expr(&pk, keys),
+                    ..Default::default()
+                };
+                let reply = client.delete(request).await.map_err(|e| self.rpc_error("Delete", e))?;
+                check("Delete", &collection.name, reply.into_inner().status.as_ref())
+            }
+        }
+    }
+
     fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
         use tonic::Code::*;
         let reason = format!("{rpc} on {}: {}", self.uri, status.message());
@@ -154,47 +203,27 @@ pub fn delete_expr(pk: &str, keys: &PrimaryKeys) -> String {
 #[allow(deprecated)]
 impl Target for MilvusTarget {
     fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError> {
-        let mut client = self.client.clone();
-        match call {
-            Call::Insert { collection, partition, num_rows, fields_data } => {
-                let num_rows = u32::try_from(*num_rows)
-                    .map_err(|_| TargetError::Permanent(format!("batch of {num_rows} rows is too large")))?;
-                let reply = if replay {
-                    let request = rpc::UpsertRequest {
-                        db_name: collection.db_name.clone(),
-                        collection_name: collection.name.clone(),
-                        partition_name: partition.clone(),
-                        fields_data: fields_data.clone(),
-                        num_rows,
-                        ..Default::default()
-                    };
-                    self.runtime.block_on(client.upsert(request)).map_err(|e| self.rpc_error("Upsert", e))?
-                } else {
-                    let request = rpc::InsertRequest {
-                        db_name: collection.db_name.clone(),
-                        collection_name: collection.name.clone(),
-                        partition_name: partition.clone(),
-                        fields_data: fields_data.clone(),
-                        num_rows,
-                        ..Default::default()
-                    };
-                    self.runtime.block_on(client.insert(request)).map_err(|e| self.rpc_error("Insert", e))?
-                };
-                check(if replay { "Upsert" } else { "Insert" }, &collection.name, reply.into_inner().status.as_ref())
-            }
-            Call::Delete { collection, partition, keys } => {
-                let (pk, _) = self.primary_key(collection)?;
-                let request = rpc::DeleteRequest {
-                    db_name: collection.db_name.clone(),
-                    collection_name: collection.name.clone(),
-                    partition_name: partition.clone(),
-                    expr: delete_expr(&pk, keys),
-                    ..Default::default()
-                };
-                let reply = self.runtime.block_on(client.delete(request)).map_err(|e| self.rpc_error("Delete", e))?;
-                check("Delete", &collection.name, reply.into_inner().status.as_ref())
+        self.apply_lanes(&[vec![call.clone()]], replay)
+    }
+
+    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        // Delete expressions need each collection's primary key name: look them up first.
+        for call in lanes.iter().flatten() {
+            if let Call::Delete { collection, .. } = call {
+                self.primary_key(collection)?;
             }
         }
+        let this = &*self;
+        let results = self.runtime.block_on(futures::future::join_all(lanes.iter().map(|lane| async move {
+            for call in lane {
+                this.send(call, replay).await?;
+            }
+            Ok::<(), TargetError>(())
+        })));
+        // A permanent error decides the outcome; otherwise the first transient one.
+        let mut errors: Vec<TargetError> = results.into_iter().filter_map(Result::err).collect();
+        errors.sort_by_key(|e| matches!(e, TargetError::Transient(_)));
+        errors.into_iter().next().map_or(Ok(()), Err)
     }
 
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {

@@ -14,6 +14,8 @@ pub mod milvus_target;
 pub mod plan;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, info};
@@ -40,6 +42,15 @@ pub enum TargetError {
 pub trait Target {
     fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError>;
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
+
+    /// Lanes are the batches of different vchannels: independent of each other, so a target may
+    /// run them concurrently; the calls of one lane go in order.
+    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        for call in lanes.iter().flatten() {
+            self.apply(call, replay)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +78,7 @@ impl Default for ApplierSettings {
     fn default() -> Self {
         Self {
             max_batch_rows: 512,
-            max_batch_bytes: 64 << 20,
+            max_batch_bytes: 16 << 20,
             retain_applied: false,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
@@ -81,6 +92,8 @@ pub struct Applier<'a, T: Target> {
     pub journal: &'a Journal,
     pub target: T,
     pub settings: ApplierSettings,
+    /// Set when the task stops: retries give up so the thread can exit promptly.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl<T: Target> Applier<'_, T> {
@@ -95,25 +108,29 @@ impl<T: Target> Applier<'_, T> {
             rows.extend(pending.into_iter().filter(|r| r.position <= *end));
         }
         if let Some(Change::Ddl(ddl)) = rows.first().map(|r| &r.change) {
-            self.with_retries(|t| t.apply_ddl(ddl))?;
+            self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
             rows.sort_by_key(|r| (r.vchannel.clone(), r.position));
+            let mut lanes = Vec::new();
             for vchannel_rows in rows.chunk_by(|a, b| a.vchannel == b.vchannel) {
                 if let Step::Data { calls, .. } = next_step(vchannel_rows, true)? {
-                    for call in &calls {
-                        self.with_retries(|t| t.apply(call, true))?;
-                    }
+                    lanes.push(calls);
                 }
             }
+            self.with_retries(|t, _| t.apply_lanes(&lanes, true))?;
         }
         self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
         Ok(())
     }
 
-    /// Applies at most one batch; answers whether it did any work.
+    /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
+    /// whether it did any work.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
         let ticks: HashMap<String, u64> =
             self.journal.source_offsets(self.task)?.into_iter().map(|(p, o)| (p, o.tick)).collect();
+        let mut ends = Vec::new();
+        let mut lanes = Vec::new();
+        let mut ddl_heads = Vec::new();
         for vchannel in self.journal.vchannels(self.task)? {
             let rows = self.pending(&ticks, &vchannel, self.settings.max_batch_rows)?;
             let complete = rows.len() < self.settings.max_batch_rows
@@ -121,30 +138,35 @@ impl<T: Target> Applier<'_, T> {
             match next_step(&rows, complete)? {
                 Step::Idle => {}
                 Step::Data { rows, calls } => {
-                    let Some(last) = rows.last() else { continue };
-                    let batch = InFlightBatch { ends: vec![(vchannel.clone(), last.position)] };
-                    self.journal.begin_batch(self.task, &batch)?;
-                    for call in &calls {
-                        self.with_retries(|t| t.apply(call, false))?;
-                        METRICS.rows_applied.add(call.rows());
+                    if let Some(last) = rows.last() {
+                        ends.push((vchannel.clone(), last.position));
+                        lanes.push(calls);
                     }
-                    crate::failpoint::hit("apply-after-ack");
-                    self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
-                    METRICS.batches_applied.inc();
-                    debug!(task = self.task, %vchannel, rows = rows.len(), calls = calls.len(), "batch applied");
-                    return Ok(true);
                 }
-                Step::Ddl(row) => {
-                    let Change::Ddl(ddl) = &row.change else { continue };
-                    let Some(ends) = self.barrier_reached(&ticks, row)? else { continue };
-                    let batch = InFlightBatch { ends };
-                    self.journal.begin_batch(self.task, &batch)?;
-                    self.with_retries(|t| t.apply_ddl(ddl))?;
-                    self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
-                    info!(task = self.task, collection = %ddl.collection.name, event = ?ddl_name(ddl), "DDL applied");
-                    return Ok(true);
-                }
+                Step::Ddl(row) => ddl_heads.push(row.clone()),
             }
+        }
+        if !lanes.is_empty() {
+            let batch = InFlightBatch { ends };
+            self.journal.begin_batch(self.task, &batch)?;
+            self.with_retries(|t, in_doubt| t.apply_lanes(&lanes, in_doubt))?;
+            crate::failpoint::hit("apply-after-ack");
+            self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            let rows: u64 = lanes.iter().flatten().map(Call::rows).sum();
+            METRICS.rows_applied.add(rows);
+            METRICS.batches_applied.inc();
+            debug!(task = self.task, vchannels = batch.ends.len(), rows, "batch applied");
+            return Ok(true);
+        }
+        for row in ddl_heads {
+            let Change::Ddl(ddl) = &row.change else { continue };
+            let Some(ends) = self.barrier_reached(&ticks, &row)? else { continue };
+            let batch = InFlightBatch { ends };
+            self.journal.begin_batch(self.task, &batch)?;
+            self.with_retries(|t, _| t.apply_ddl(ddl))?;
+            self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
+            return Ok(true);
         }
         Ok(false)
     }
@@ -176,23 +198,33 @@ impl<T: Target> Applier<'_, T> {
         Ok(Some(ends))
     }
 
-    fn with_retries(&mut self, mut call: impl FnMut(&mut T) -> Result<(), TargetError>) -> Result<(), TargetError> {
+    /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
+    /// The second argument tells the call whether the target may already have its data: after a
+    /// transient failure it may (the request can have landed before the connection broke), so
+    /// every retry is in doubt and must not add rows twice.
+    fn with_retries(&mut self, mut call: impl FnMut(&mut T, bool) -> Result<(), TargetError>) -> Result<(), TargetError> {
         use backon::{BlockingRetryable, ExponentialBuilder};
         let task = self.task;
+        let stop = self.stop.clone();
         let target = &mut self.target;
+        let mut in_doubt = false;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_initial)
             .with_max_delay(self.settings.retry_max)
             .with_max_times(self.settings.retry_attempts);
-        (|| call(target))
-            .retry(backoff)
-            .sleep(std::thread::sleep)
-            .when(|e| matches!(e, TargetError::Transient(_)))
-            .notify(|err, delay| {
-                METRICS.target_retries.inc();
-                tracing::warn!(task, %err, ?delay, "target call failed; retrying");
-            })
-            .call()
+        (|| {
+            let result = call(target, in_doubt);
+            in_doubt = true;
+            result
+        })
+        .retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(|e| matches!(e, TargetError::Transient(_)) && !stop.load(Ordering::Relaxed))
+        .notify(|err, delay| {
+            METRICS.target_retries.inc();
+            tracing::warn!(task, %err, ?delay, "target call failed; retrying");
+        })
+        .call()
     }
 }
 

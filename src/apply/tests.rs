@@ -127,7 +127,7 @@ fn delete(keys: Vec<i64>) -> Change {
 }
 
 fn drain(journal: &Journal, target: &mut FakeTarget) {
-    let mut applier = Applier { task: "t", journal, target, settings: ApplierSettings::default() };
+    let mut applier = Applier { task: "t", journal, target, settings: ApplierSettings::default(), stop: Default::default() };
     applier.recover().unwrap();
     while applier.step().unwrap() {}
 }
@@ -180,7 +180,7 @@ proptest! {
                 Op::Apply => drain(&journal, &mut target),
                 Op::Crash(point) => {
                     target.crash = Some(point);
-                    let mut applier = Applier { task: "t", journal: &journal, target: &mut target, settings: ApplierSettings::default() };
+                    let mut applier = Applier { task: "t", journal: &journal, target: &mut target, settings: ApplierSettings::default(), stop: Default::default() };
                     // Dies at `point` if there is anything to send; the marker stays behind.
                     let _ = applier.recover().and_then(|_| applier.step());
                     target.crash = None;

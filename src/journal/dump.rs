@@ -54,6 +54,11 @@ impl JournalSnapshot {
         }
         let db = ReadOnlyDatabase::open(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked { path: path.clone() },
+            redb::DatabaseError::RepairAborted => JournalError::Storage(format!(
+                "journal {} was not closed cleanly and needs a repair a read-only open cannot do; \
+                 start `milvus-cdc serve` on it once (it repairs on open), then stop it and dump again",
+                path.display()
+            )),
             other => JournalError::Open { path: path.clone(), source: Box::new(other) },
         })?;
         Ok(Self { db })

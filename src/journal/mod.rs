@@ -36,6 +36,7 @@ const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 const JOURNAL_BYTES: &str = "journal_bytes";
+const CACHE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -125,7 +126,8 @@ impl Journal {
     /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
         let path = data_dir.join("journal.redb");
-        let db = Database::create(&path).map_err(|e| match e {
+        // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked { path: path.clone() },
             other => JournalError::Open { path: path.clone(), source: Box::new(other) },
         })?;

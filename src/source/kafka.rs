@@ -26,7 +26,9 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.max.bytes", "52428800")
+        // Bound what librdkafka prefetches per channel: the backlog belongs in the journal.
+        .set("fetch.max.bytes", "16777216")
+        .set("queued.max.messages.kbytes", "16384")
         .create()
         .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "create consumer".into(), source })
 }

@@ -232,7 +232,7 @@ impl Supervisor {
             Err(err) => return self.fail(&spec.task_id, err.to_string()),
         };
         let mut applier =
-            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings::default() };
+            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings::default(), stop: stop.clone() };
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
             let result = if recovered { applier.step() } else { applier.recover().map(|_| true) };

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class CdcServer:
-    def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None):
+    def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev"):
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
@@ -34,6 +34,7 @@ class CdcServer:
             "[source]\n"
             f'etcd_endpoints = ["{env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")}"]\n'
             f'etcd_root_path = "{env.get("SOURCE_ETCD_ROOT", "by-dev")}"\n'
+            f'channel_prefix = "{channel_prefix}"\n'
             "[source.mq]\n"
             'type = "kafka"\n'
             f'brokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
@@ -75,6 +76,11 @@ class CdcServer:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def metrics(self) -> dict:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
 
     def post(self, request_type: str, data: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
         body = raw if raw is not None else json.dumps({"request_type": request_type, "request_data": data or {}}).encode()
