@@ -21,6 +21,22 @@ pub struct Config {
     /// Folder holding the journal; created if missing.
     pub data_dir: PathBuf,
     pub source: SourceConfig,
+    pub journal: JournalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Past this many bytes of staged rows, readers wait for the appliers to drain.
+    pub max_bytes: u64,
+    /// Keep applied rows (for `dump`) instead of deleting them once the target has them.
+    pub retain_applied: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self { max_bytes: 1 << 30, retain_applied: false }
+    }
 }
 
 /// Where the source Milvus keeps its metadata and its message queue.
@@ -64,6 +80,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             data_dir: PathBuf::from("cdc-data"),
             source: SourceConfig::default(),
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -111,6 +128,12 @@ mod tests {
                 namespace: "default".into()
             }
         );
+    }
+
+    #[test]
+    fn journal_limits_are_configurable() {
+        let config: Config = toml::from_str("[journal]\nmax_bytes = 1024\nretain_applied = true\n").unwrap();
+        assert_eq!(config.journal, JournalConfig { max_bytes: 1024, retain_applied: true });
     }
 
     #[test]

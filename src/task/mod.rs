@@ -232,7 +232,10 @@ impl Supervisor {
             Err(err) => return self.fail(&spec.task_id, err.to_string()),
         };
         let mut applier =
-            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings::default(), stop: stop.clone() };
+            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings {
+                retain_applied: self.config.journal.retain_applied,
+                ..ApplierSettings::default()
+            }, stop: stop.clone() };
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
             let result = if recovered { applier.step() } else { applier.recover().map(|_| true) };
@@ -298,7 +301,7 @@ impl Supervisor {
     fn run_reader(self: Arc<Self>, spec: TaskSpec, pchannel: String, brokers: String, stop: Arc<AtomicBool>) {
         let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
         let scope = spec.scope();
-        let settings = ReaderSettings::default();
+        let settings = ReaderSettings { journal_cap_bytes: self.config.journal.max_bytes, ..ReaderSettings::default() };
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(SourceMeta::connect(
                 &self.config.source.etcd_endpoints,
