@@ -94,8 +94,30 @@ def main() -> int:
     status, reply = server.post("create", {"milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]},
                                            "collection_infos": [{"name": name}], "start_position": "earliest"})
     assert status == 200, reply
+    # Which side limits throughput: when the reader has staged every insert, and when the
+    # applier has sent every row, from the appliance's own counters.
+    marks = {}
+
+    def watch():
+        while "applied" not in marks and server.proc.poll() is None:
+            m = server.metrics()
+            now = time.monotonic() - started
+            if m.get("milvus_cdc_rows_applied_total", 0) >= args.rows:
+                marks["applied"] = now
+            staged = m.get("milvus_cdc_changes_staged_total", 0)
+            if staged != marks.get("last_staged"):
+                marks["last_staged"], marks["staged_at"] = staged, now
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     done = wait_count(target, name, args.rows, timeout=900)
     report["replication_rows_per_s"] = args.rows / (done - started)
+    watcher.join(timeout=5)
+    # The last time the staged count grew: the reader had the whole backlog then.
+    report["reader_staged_all_after_s"] = marks.get("staged_at")
+    report["applier_sent_all_after_s"] = marks.get("applied")
+    report["target_showed_all_after_s"] = done - started
     report["appliance_rss_mb_after_throughput"] = rss_mb(server.proc.pid)
 
     # 2. lag, live

@@ -82,7 +82,7 @@ pub async fn handle(State(supervisor): State<Arc<Supervisor>>, body: Bytes) -> R
             let supervisor = supervisor.clone();
             tokio::task::spawn_blocking(move || supervisor.delete(&req.task_id))
                 .await
-                .map_err(|e| ApiError::bad_request(e.to_string()))??;
+                .map_err(|e| ApiError::internal(format!("deleting the task stopped: {e}")))??;
             json!({})
         }
         other => {
