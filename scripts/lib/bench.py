@@ -1,7 +1,8 @@
 """Replication benchmark against the real testbed, in one run:
 
 1. throughput: N rows (int64 pk, 128-dim vectors) written on the source first, then a task started
-   at `earliest` replicates the backlog; rows/s = N / (time until the target has all N rows);
+   at `earliest` replicates the backlog; rows/s = N / (time until the target acknowledged all N
+   rows, from the appliance's counters; the time until a query shows them is reported beside);
 2. lag: with the task running, batches written on the source one by one; lag = time from the
    source's insert reply to the batch's last row being visible on the target (p50, p99);
 3. ceiling: the same N rows inserted straight into the target by our own Rust client
@@ -109,14 +110,18 @@ def main() -> int:
                 marks["last_staged"], marks["staged_at"] = staged, now
             time.sleep(0.1)
 
+    # Measured like the ceiling: rows acknowledged by the target, with nothing querying it
+    # meanwhile (loading a collection makes the target do extra work while it ingests).
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    done = wait_count(target, name, args.rows, timeout=900)
-    report["replication_rows_per_s"] = args.rows / (done - started)
-    watcher.join(timeout=5)
+    watcher.join(timeout=900)
+    if "applied" not in marks:
+        raise TimeoutError("the appliance did not apply the backlog within 900 s")
+    report["replication_rows_per_s"] = args.rows / marks["applied"]
     # The last time the staged count grew: the reader had the whole backlog then.
     report["reader_staged_all_after_s"] = marks.get("staged_at")
-    report["applier_sent_all_after_s"] = marks.get("applied")
+    report["applier_sent_all_after_s"] = marks["applied"]
+    done = wait_count(target, name, args.rows, timeout=300)
     report["target_showed_all_after_s"] = done - started
     report["appliance_rss_mb_after_throughput"] = rss_mb(server.proc.pid)
 
