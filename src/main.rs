@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dump(data_dir: &std::path::Path, filter: &RowFilter, max_rows: usize, json: bool) -> Result<(), ServeError> {
+fn dump(data_dir: &std::path::Path, filter: &RowFilter, max_rows: usize, json: bool) -> Result<(), CliError> {
     let snapshot = JournalSnapshot::open(data_dir)?;
     snapshot.entries(filter, max_rows, |entry| {
         if json {
@@ -103,7 +103,7 @@ fn init_logging(format: LogFormat) {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ServeError {
+enum CliError {
     #[error(transparent)]
     Config(#[from] milvus_cdc::config::ConfigError),
     #[error("cannot create data dir {path}: {source}")]
@@ -120,18 +120,18 @@ enum ServeError {
     Task(#[from] milvus_cdc::task::TaskError),
 }
 
-fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
+fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
-    let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Runtime)?;
+        .map_err(|source| CliError::DataDir { path: config.data_dir.clone(), source })?;
+    let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+            .map_err(|source| CliError::Listen { addr: config.listen, source })?;
         let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
         let journal = std::sync::Arc::new(Journal::open(&data_dir)?);
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
@@ -147,7 +147,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), ServeError> {
                 }
             })
             .await
-            .map_err(ServeError::Http);
+            .map_err(CliError::Http);
         tokio::task::spawn_blocking(move || supervisor.shutdown()).await.ok();
         served
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use milvus::proto::common::{ErrorCode, Status};
 use milvus::proto::milvus as rpc;
 use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
-use milvus::proto::schema::{CollectionSchema, DataType};
+use milvus::proto::schema::CollectionSchema;
 use prost::Message;
 use tokio::runtime::Handle;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -37,8 +37,8 @@ pub struct MilvusTarget {
     client: Client,
     runtime: Handle,
     uri: String,
-    /// Primary key field (name, is varchar) per target collection, for delete expressions.
-    primary_keys: HashMap<(String, String), (String, bool)>,
+    /// Primary key field name per target collection, for delete expressions.
+    primary_keys: HashMap<(String, String), String>,
 }
 
 impl MilvusTarget {
@@ -70,8 +70,7 @@ impl MilvusTarget {
     fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
         let request = rpc::HasCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
         let mut client = self.client.clone();
-        let reply = self.runtime.block_on(client.has_collection(request)).map_err(|e| self.rpc_error("HasCollection", e))?;
-        let reply = reply.into_inner();
+        let reply = self.unary("HasCollection", client.has_collection(request))?;
         check("HasCollection", &c.name, reply.status.as_ref())?;
         Ok(reply.value)
     }
@@ -84,29 +83,26 @@ impl MilvusTarget {
             ..Default::default()
         };
         let mut client = self.client.clone();
-        let reply = self.runtime.block_on(client.has_partition(request)).map_err(|e| self.rpc_error("HasPartition", e))?;
-        let reply = reply.into_inner();
+        let reply = self.unary("HasPartition", client.has_partition(request))?;
         check("HasPartition", &c.name, reply.status.as_ref())?;
         Ok(reply.value)
     }
 
-    fn primary_key(&mut self, c: &CollectionRef) -> Result<(String, bool), TargetError> {
+    fn primary_key(&mut self, c: &CollectionRef) -> Result<String, TargetError> {
         let cache_key = (c.db_name.clone(), c.name.clone());
         if let Some(pk) = self.primary_keys.get(&cache_key) {
             return Ok(pk.clone());
         }
         let request = rpc::DescribeCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
         let mut client = self.client.clone();
-        let reply = self.runtime.block_on(client.describe_collection(request)).map_err(|e| self.rpc_error("DescribeCollection", e))?;
-        let reply = reply.into_inner();
+        let reply = self.unary("DescribeCollection", client.describe_collection(request))?;
         check("DescribeCollection", &c.name, reply.status.as_ref())?;
         let field = reply
             .schema
             .and_then(|s| s.fields.into_iter().find(|f| f.is_primary_key))
             .ok_or_else(|| TargetError::Permanent(format!("target collection {} has no primary key", c.name)))?;
-        let pk = (field.name, field.data_type == DataType::VarChar as i32);
-        self.primary_keys.insert(cache_key, pk.clone());
-        Ok(pk)
+        self.primary_keys.insert(cache_key, field.name.clone());
+        Ok(field.name)
     }
 
     async fn send(&self, call: &Call, replay: bool) -> Result<(), TargetError> {
@@ -140,7 +136,7 @@ impl MilvusTarget {
                 check(if replay { "Upsert" } else { "Insert" }, &collection.name, status.as_ref())
             }
             Call::Delete { collection, partition, keys } => {
-                let (pk, _) = self
+                let pk = self
                     .primary_keys
                     .get(&(collection.db_name.clone(), collection.name.clone()))
                     .cloned()
@@ -156,6 +152,15 @@ impl MilvusTarget {
                 check("Delete", &collection.name, reply.into_inner().status.as_ref())
             }
         }
+    }
+
+    /// Runs one unary RPC from this synchronous side.
+    fn unary<R>(
+        &self,
+        rpc: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, TargetError> {
+        self.runtime.block_on(call).map(tonic::Response::into_inner).map_err(|e| self.rpc_error(rpc, e))
     }
 
     fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
@@ -202,10 +207,6 @@ pub fn delete_expr(pk: &str, keys: &PrimaryKeys) -> String {
 // `CollectionSchema::auto_id` is deprecated upstream; 2.3 still reads it.
 #[allow(deprecated)]
 impl Target for MilvusTarget {
-    fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError> {
-        self.apply_lanes(&[vec![call.clone()]], replay)
-    }
-
     fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
         // Delete expressions need each collection's primary key name: look them up first.
         for call in lanes.iter().flatten() {
@@ -250,8 +251,8 @@ impl Target for MilvusTarget {
                     consistency_level: *consistency_level,
                     ..Default::default()
                 };
-                let reply = self.runtime.block_on(client.create_collection(request)).map_err(|e| self.rpc_error("CreateCollection", e))?;
-                check("CreateCollection", &c.name, Some(&reply.into_inner()))
+                let reply = self.unary("CreateCollection", client.create_collection(request))?;
+                check("CreateCollection", &c.name, Some(&reply))
             }
             DdlEvent::DropCollection => {
                 self.primary_keys.remove(&(c.db_name.clone(), c.name.clone()));
@@ -259,8 +260,8 @@ impl Target for MilvusTarget {
                     return Ok(());
                 }
                 let request = rpc::DropCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
-                let reply = self.runtime.block_on(client.drop_collection(request)).map_err(|e| self.rpc_error("DropCollection", e))?;
-                check("DropCollection", &c.name, Some(&reply.into_inner()))
+                let reply = self.unary("DropCollection", client.drop_collection(request))?;
+                check("DropCollection", &c.name, Some(&reply))
             }
             DdlEvent::CreatePartition { partition } => {
                 if self.has_partition(c, partition)? {
@@ -272,8 +273,8 @@ impl Target for MilvusTarget {
                     partition_name: partition.clone(),
                     ..Default::default()
                 };
-                let reply = self.runtime.block_on(client.create_partition(request)).map_err(|e| self.rpc_error("CreatePartition", e))?;
-                check("CreatePartition", &c.name, Some(&reply.into_inner()))
+                let reply = self.unary("CreatePartition", client.create_partition(request))?;
+                check("CreatePartition", &c.name, Some(&reply))
             }
             DdlEvent::DropPartition { partition } => {
                 if !self.has_collection(c)? || !self.has_partition(c, partition)? {
@@ -285,8 +286,8 @@ impl Target for MilvusTarget {
                     partition_name: partition.clone(),
                     ..Default::default()
                 };
-                let reply = self.runtime.block_on(client.drop_partition(request)).map_err(|e| self.rpc_error("DropPartition", e))?;
-                check("DropPartition", &c.name, Some(&reply.into_inner()))
+                let reply = self.unary("DropPartition", client.drop_partition(request))?;
+                check("DropPartition", &c.name, Some(&reply))
             }
         }
     }

@@ -37,20 +37,13 @@ pub enum TargetError {
     Permanent(String),
 }
 
-/// Where changes are applied. `replay` marks a batch the target may already have: inserts must
-/// then replace rows with the same primary keys instead of adding them.
+/// Where changes are applied.
 pub trait Target {
-    fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError>;
-    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
-
     /// Lanes are the batches of different vchannels: independent of each other, so a target may
-    /// run them concurrently; the calls of one lane go in order.
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        for call in lanes.iter().flatten() {
-            self.apply(call, replay)?;
-        }
-        Ok(())
-    }
+    /// run them concurrently; the calls of one lane go in order. `replay` marks calls the target
+    /// may already have: inserts must then replace rows with the same primary keys, not add them.
+    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
+    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,19 +94,19 @@ impl<T: Target> Applier<'_, T> {
     pub fn recover(&mut self) -> Result<(), ApplyError> {
         let Some(batch) = self.journal.in_flight(self.task)? else { return Ok(()) };
         info!(task = self.task, vchannels = batch.ends.len(), "replaying the in-doubt batch");
-        let mut rows: Vec<JournalRow> = Vec::new();
+        // The batch's rows, one run per vchannel in journal order, as they were cut.
+        let mut runs: Vec<Vec<JournalRow>> = Vec::new();
         for (vchannel, end) in &batch.ends {
             let after = self.journal.applied(self.task, vchannel)?;
             let pending = self.journal.rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
-            rows.extend(pending.into_iter().filter(|r| r.position <= *end));
+            runs.push(pending.into_iter().filter(|r| r.position <= *end).collect());
         }
-        if let Some(Change::Ddl(ddl)) = rows.first().map(|r| &r.change) {
+        if let Some(Change::Ddl(ddl)) = runs.first().and_then(|run| run.first()).map(|r| &r.change) {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
-            rows.sort_by_key(|r| (r.vchannel.clone(), r.position));
             let mut lanes = Vec::new();
-            for vchannel_rows in rows.chunk_by(|a, b| a.vchannel == b.vchannel) {
-                if let Step::Data { calls, .. } = next_step(vchannel_rows, true)? {
+            for run in &runs {
+                if let Step::Data { calls, .. } = next_step(run, true)? {
                     lanes.push(calls);
                 }
             }

@@ -35,7 +35,7 @@ fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
     column(0).into_iter().zip(column(1)).collect()
 }
 
-impl Target for &mut FakeTarget {
+impl FakeTarget {
     fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError> {
         if self.crash == Some(CrashPoint::BeforeCall) {
             self.crash = None;
@@ -61,6 +61,15 @@ impl Target for &mut FakeTarget {
         if self.crash == Some(CrashPoint::AfterCall) {
             self.crash = None;
             return Err(TargetError::Permanent("crash".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Target for &mut FakeTarget {
+    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        for call in lanes.iter().flatten() {
+            self.apply(call, replay)?;
         }
         Ok(())
     }

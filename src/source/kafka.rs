@@ -33,28 +33,43 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "create consumer".into(), source })
 }
 
-/// The physical DML channels (`{prefix}-rootcoord-dml_N`) that exist on the broker.
-pub fn dml_topics(brokers: &str, prefix: &str) -> Result<Vec<String>, KafkaError> {
-    let consumer = client(brokers)?;
-    let metadata = consumer
-        .fetch_metadata(None, METADATA_TIMEOUT)
-        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "list topics".into(), source })?;
-    let stem = format!("{prefix}-rootcoord-dml_");
-    let mut topics: Vec<String> = metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .filter(|name| name.strip_prefix(&stem).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
-        .collect();
-    topics.sort();
-    Ok(topics)
+/// The broker's metadata: which channels exist and what they retain. One client, reused.
+pub struct Broker {
+    consumer: BaseConsumer,
+    brokers: String,
 }
 
-/// (low, high) watermarks of a channel: the first retained offset and the next offset to be written.
-pub fn watermarks(brokers: &str, topic: &str) -> Result<(i64, i64), KafkaError> {
-    client(brokers)?
-        .fetch_watermarks(topic, PARTITION, METADATA_TIMEOUT)
-        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("watermarks of {topic}"), source })
+impl Broker {
+    pub fn connect(brokers: &str) -> Result<Self, KafkaError> {
+        Ok(Self { consumer: client(brokers)?, brokers: brokers.into() })
+    }
+
+    /// The physical DML channels (`{prefix}-rootcoord-dml_N`) that exist on the broker.
+    pub fn dml_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
+        let metadata = self.consumer.fetch_metadata(None, METADATA_TIMEOUT).map_err(|source| KafkaError::Client {
+            brokers: self.brokers.clone(),
+            action: "list topics".into(),
+            source,
+        })?;
+        let stem = format!("{prefix}-rootcoord-dml_");
+        let mut topics: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|name| name.strip_prefix(&stem).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+            .collect();
+        topics.sort();
+        Ok(topics)
+    }
+
+    /// (low, high) watermarks of a channel: the first retained offset and the next offset to be written.
+    pub fn watermarks(&self, topic: &str) -> Result<(i64, i64), KafkaError> {
+        self.consumer.fetch_watermarks(topic, PARTITION, METADATA_TIMEOUT).map_err(|source| KafkaError::Client {
+            brokers: self.brokers.clone(),
+            action: format!("watermarks of {topic}"),
+            source,
+        })
+    }
 }
 
 /// A consumer of one channel.

@@ -70,19 +70,16 @@ impl ChannelReader<'_> {
         info!(task = self.task, channel = self.pchannel, next_offset, "reading");
         let consumer = ChannelConsumer::open(self.brokers, self.pchannel, next_offset)?;
 
-        let mut pending: Vec<StagedChange> = Vec::new();
-        let mut pending_bytes = 0usize;
-        let mut pending_messages = 0usize;
-        let mut first_pending: Option<Instant> = None;
+        let mut pending = PendingStage::default();
         let mut next = next_offset;
         let mut tick = offset.tick;
         let mut recent = RecentPayloads::default();
 
         while !self.stop.load(Ordering::Relaxed) {
-            if first_pending.is_none() {
+            if pending.since.is_none() {
                 self.wait_below_cap()?;
             }
-            let timeout = if first_pending.is_some() { Duration::from_millis(1) } else { Duration::from_millis(100) };
+            let timeout = if pending.since.is_some() { Duration::from_millis(1) } else { Duration::from_millis(100) };
             let fetched = match consumer.poll(timeout) {
                 Ok(fetched) => fetched,
                 Err(err) => {
@@ -95,9 +92,7 @@ impl ChannelReader<'_> {
             let idle = fetched.is_none();
             if let Some(message) = fetched {
                 next = message.offset + 1;
-                pending_messages += 1;
-                pending_bytes += message.payload.len();
-                first_pending.get_or_insert_with(Instant::now);
+                pending.fetched(message.payload.len());
                 METRICS.messages_read.inc();
                 let decoded = decode(&message.payload);
                 if matches!(decoded, Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_)))
@@ -111,7 +106,7 @@ impl ChannelReader<'_> {
                 match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
                     capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
                 }) {
-                    Ok(Captured::Changes(changes)) => pending.extend(changes),
+                    Ok(Captured::Changes(changes)) => pending.changes.extend(changes),
                     Ok(Captured::Tick(ts)) => tick = tick.max(ts),
                     Ok(Captured::Skipped) => {}
                     Err(reason) => {
@@ -121,19 +116,11 @@ impl ChannelReader<'_> {
                     }
                 }
             }
-            let due = first_pending.is_some_and(|t| {
-                idle || pending_messages >= self.settings.max_batch_messages
-                    || pending_bytes >= self.settings.max_batch_bytes
-                    || t.elapsed() >= self.settings.max_batch_delay
-            });
-            if due {
+            if pending.due(self.settings, idle) {
                 crate::failpoint::hit("stage-before-commit");
-                self.journal.stage(self.task, self.pchannel, &pending, MqPosition::Kafka { next_offset: next }, tick)?;
-                METRICS.changes_staged.add(pending.len() as u64);
-                pending.clear();
-                pending_bytes = 0;
-                pending_messages = 0;
-                first_pending = None;
+                self.journal.stage(self.task, self.pchannel, &pending.changes, MqPosition::Kafka { next_offset: next }, tick)?;
+                METRICS.changes_staged.add(pending.changes.len() as u64);
+                pending = PendingStage::default();
             }
         }
         Ok(())
@@ -144,6 +131,33 @@ impl ChannelReader<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+/// What the reader fetched since its last staging transaction (group commit).
+#[derive(Default)]
+struct PendingStage {
+    changes: Vec<StagedChange>,
+    messages: usize,
+    bytes: usize,
+    /// When the first of these messages was fetched; None while nothing is pending.
+    since: Option<Instant>,
+}
+
+impl PendingStage {
+    fn fetched(&mut self, payload_len: usize) {
+        self.messages += 1;
+        self.bytes += payload_len;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time to commit: the channel went idle, or a count, size or delay bound was reached.
+    fn due(&self, settings: &ReaderSettings, idle: bool) -> bool {
+        self.since.is_some_and(|since| {
+            idle || self.messages >= settings.max_batch_messages
+                || self.bytes >= settings.max_batch_bytes
+                || since.elapsed() >= settings.max_batch_delay
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
 use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
-use crate::source::kafka::{self, KafkaError};
+use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
 use crate::source::reader::{ChannelReader, ReaderSettings};
 
@@ -155,8 +155,9 @@ impl Supervisor {
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
-            for topic in kafka::dml_topics(&brokers, &prefix)? {
-                let (low, high) = kafka::watermarks(&brokers, &topic)?;
+            let broker = Broker::connect(&brokers)?;
+            for topic in broker.dml_topics(&prefix)? {
+                let (low, high) = broker.watermarks(&topic)?;
                 let next_offset = match start {
                     StartPosition::Latest => high,
                     StartPosition::Earliest => low,
@@ -257,31 +258,20 @@ impl Supervisor {
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else { return };
+        let mut broker: Option<Broker> = None;
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
-            match kafka::dml_topics(&brokers, &self.config.source.channel_prefix) {
+            if broker.is_none() {
+                broker = Broker::connect(&brokers).inspect_err(|err| warn!(%err, "cannot reach the broker")).ok();
+            }
+            match broker.as_ref().map(|b| b.dml_topics(&self.config.source.channel_prefix)).unwrap_or(Ok(Vec::new())) {
                 Ok(topics) => {
                     for topic in topics {
-                        if readers.contains_key(&topic) {
-                            continue;
+                        if !readers.contains_key(&topic) && self.record_channel_start(&spec.task_id, &topic) {
+                            let me = self.clone();
+                            let (task, flag, brokers, channel) = (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
+                            readers.insert(topic, std::thread::spawn(move || me.run_reader(task, channel, brokers, flag)));
                         }
-                        match self.journal.source_offset(&spec.task_id, &topic) {
-                            // A channel created after the task: everything on it is new.
-                            Ok(None) => {
-                                if let Err(err) = self.journal.stage(&spec.task_id, &topic, &[], MqPosition::Kafka { next_offset: 0 }, 0) {
-                                    warn!(%err, channel = %topic, "cannot record the channel's start");
-                                    continue;
-                                }
-                            }
-                            Ok(Some(_)) => {}
-                            Err(err) => {
-                                warn!(%err, channel = %topic, "cannot read the channel's offset");
-                                continue;
-                            }
-                        }
-                        let me = self.clone();
-                        let (task, flag, brokers, channel) = (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
-                        readers.insert(topic, std::thread::spawn(move || me.run_reader(task, channel, brokers, flag)));
                     }
                 }
                 Err(err) => warn!(%err, "cannot list the source's channels; retrying"),
@@ -295,6 +285,23 @@ impl Supervisor {
         }
         for (_, reader) in readers {
             let _ = reader.join();
+        }
+    }
+
+    /// Makes sure the channel has a stored start offset; answers whether its reader may start.
+    /// A channel without one was created after the task: everything on it is new.
+    fn record_channel_start(&self, task: &str, topic: &str) -> bool {
+        let recorded = match self.journal.source_offset(task, topic) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.journal.stage(task, topic, &[], MqPosition::Kafka { next_offset: 0 }, 0),
+            Err(err) => Err(err),
+        };
+        match recorded {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(%err, channel = %topic, "cannot record the channel's start; retrying");
+                false
+            }
         }
     }
 
