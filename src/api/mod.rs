@@ -47,7 +47,7 @@ impl From<TaskError> for ApiError {
             TaskError::Exists(_) => StatusCode::CONFLICT,
             TaskError::Unsupported(_) => StatusCode::BAD_REQUEST,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
-            TaskError::Journal(_) | TaskError::Corrupt(..) => StatusCode::INTERNAL_SERVER_ERROR,
+            TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self { status, message: err.to_string() }
     }

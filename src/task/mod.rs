@@ -85,6 +85,8 @@ pub enum TaskError {
     Corrupt(String, String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 struct Running {
@@ -168,7 +170,7 @@ impl Supervisor {
             Ok(())
         })
         .await
-        .map_err(|e| TaskError::Unsupported(format!("seeding task stopped: {e}")))??;
+        .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         spec.state = TaskState::Running;
         self.save(&spec)?;
         self.start(spec.clone());
