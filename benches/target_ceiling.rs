@@ -17,7 +17,9 @@ const DIM: usize = 128;
 fn columns(start: i64, n: usize) -> Vec<FieldData> {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     // Deterministic values: what is measured is transport and ingestion, not the numbers.
-    let vectors: Vec<f32> = (0..n * DIM).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let vectors: Vec<f32> = (0..n * DIM)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
     vec![
         FieldData {
             r#type: DataType::Int64 as i32,
@@ -33,7 +35,9 @@ fn columns(start: i64, n: usize) -> Vec<FieldData> {
             field_name: "vec".into(),
             field: Some(field_data::Field::Vectors(VectorField {
                 dim: DIM as i64,
-                data: Some(vector_field::Data::FloatVector(FloatArray { data: vectors })),
+                data: Some(vector_field::Data::FloatVector(FloatArray {
+                    data: vectors,
+                })),
                 ..Default::default()
             })),
             ..Default::default()
@@ -44,16 +48,28 @@ fn columns(start: i64, n: usize) -> Vec<FieldData> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; ignore flags.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let [uri, collection, rows, batch] = args.as_slice() else {
         eprintln!("usage: target_ceiling <uri> <collection> <rows> <batch>");
         return Ok(());
     };
     let (rows, batch): (usize, usize) = (rows.parse()?, batch.parse()?);
-    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
+        .connect()
+        .await?;
     let mut client = MilvusServiceClient::new(channel).max_encoding_message_size(256 << 20);
-    let batches: Vec<(usize, Vec<FieldData>)> =
-        (0..rows).step_by(batch).map(|start| (batch.min(rows - start), columns(start as i64, batch.min(rows - start)))).collect();
+    let batches: Vec<(usize, Vec<FieldData>)> = (0..rows)
+        .step_by(batch)
+        .map(|start| {
+            (
+                batch.min(rows - start),
+                columns(start as i64, batch.min(rows - start)),
+            )
+        })
+        .collect();
     let started = Instant::now();
     for (n, fields_data) in batches {
         let request = InsertRequest {
@@ -62,12 +78,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             num_rows: n as u32,
             ..Default::default()
         };
-        let status = client.insert(request).await?.into_inner().status.unwrap_or_default();
+        let status = client
+            .insert(request)
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default();
         if status.code != 0 {
             return Err(format!("insert failed: {}", status.reason).into());
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!("{{\"rows\": {rows}, \"seconds\": {seconds:.3}, \"rows_per_s\": {:.0}}}", rows as f64 / seconds);
+    println!(
+        "{{\"rows\": {rows}, \"seconds\": {seconds:.3}, \"rows_per_s\": {:.0}}}",
+        rows as f64 / seconds
+    );
     Ok(())
 }

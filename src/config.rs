@@ -8,9 +8,15 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -35,7 +41,10 @@ pub struct JournalConfig {
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        Self { max_bytes: 1 << 30, retain_applied: false }
+        Self {
+            max_bytes: 1 << 30,
+            retain_applied: false,
+        }
     }
 }
 
@@ -91,17 +100,23 @@ impl Default for SourceConfig {
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
             etcd_root_path: "by-dev".into(),
             channel_prefix: "by-dev".into(),
-            mq: MqConfig::Kafka { brokers: "127.0.0.1:9092".into() },
+            mq: MqConfig::Kafka {
+                brokers: "127.0.0.1:9092".into(),
+            },
         }
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -113,13 +128,19 @@ mod tests {
     fn an_empty_file_means_the_local_testbed() {
         let config: Config = toml::from_str("").unwrap();
         assert_eq!(config, Config::default());
-        assert_eq!(config.source.mq, MqConfig::Kafka { brokers: "127.0.0.1:9092".into() });
+        assert_eq!(
+            config.source.mq,
+            MqConfig::Kafka {
+                brokers: "127.0.0.1:9092".into()
+            }
+        );
     }
 
     #[test]
     fn pulsar_defaults_tenant_and_namespace() {
         let config: Config =
-            toml::from_str("[source.mq]\ntype = \"pulsar\"\nurl = \"pulsar://127.0.0.1:6650\"\n").unwrap();
+            toml::from_str("[source.mq]\ntype = \"pulsar\"\nurl = \"pulsar://127.0.0.1:6650\"\n")
+                .unwrap();
         assert_eq!(
             config.source.mq,
             MqConfig::Pulsar {
@@ -132,8 +153,15 @@ mod tests {
 
     #[test]
     fn journal_limits_are_configurable() {
-        let config: Config = toml::from_str("[journal]\nmax_bytes = 1024\nretain_applied = true\n").unwrap();
-        assert_eq!(config.journal, JournalConfig { max_bytes: 1024, retain_applied: true });
+        let config: Config =
+            toml::from_str("[journal]\nmax_bytes = 1024\nretain_applied = true\n").unwrap();
+        assert_eq!(
+            config.journal,
+            JournalConfig {
+                max_bytes: 1024,
+                retain_applied: true
+            }
+        );
     }
 
     #[test]

@@ -5,7 +5,11 @@ use std::sync::OnceLock;
 
 pub fn hit(name: &str) {
     static CRASH_AT: OnceLock<Option<String>> = OnceLock::new();
-    if CRASH_AT.get_or_init(|| std::env::var("MILVUS_CDC_CRASH_AT").ok()).as_deref() == Some(name) {
+    if CRASH_AT
+        .get_or_init(|| std::env::var("MILVUS_CDC_CRASH_AT").ok())
+        .as_deref()
+        == Some(name)
+    {
         eprintln!("milvus-cdc: crashing at {name} (MILVUS_CDC_CRASH_AT)");
         std::process::abort();
     }

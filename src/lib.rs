@@ -5,10 +5,10 @@
 
 pub mod api;
 pub mod apply;
-pub mod journal;
-pub mod metrics;
 pub mod config;
 pub mod failpoint;
+pub mod journal;
+pub mod metrics;
 pub mod source;
 pub mod task;
 

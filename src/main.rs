@@ -64,8 +64,21 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Dump { data_dir, task, channel, from_ts, to_ts, max_rows, json } => {
-            let filter = RowFilter { task, channel, from_ts, to_ts };
+        Command::Dump {
+            data_dir,
+            task,
+            channel,
+            from_ts,
+            to_ts,
+            max_rows,
+            json,
+        } => {
+            let filter = RowFilter {
+                task,
+                channel,
+                from_ts,
+                to_ts,
+            };
             dump(&data_dir, &filter, max_rows, json)
         }
     };
@@ -78,7 +91,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn dump(data_dir: &std::path::Path, filter: &RowFilter, max_rows: usize, json: bool) -> Result<(), CliError> {
+fn dump(
+    data_dir: &std::path::Path,
+    filter: &RowFilter,
+    max_rows: usize,
+    json: bool,
+) -> Result<(), CliError> {
     let snapshot = JournalSnapshot::open(data_dir)?;
     snapshot.entries(filter, max_rows, |entry| {
         if json {
@@ -95,7 +113,10 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: log files and JSON stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -107,9 +128,15 @@ enum CliError {
     #[error(transparent)]
     Config(#[from] milvus_cdc::config::ConfigError),
     #[error("cannot create data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server stopped: {0}")]
     Http(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -125,8 +152,10 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| CliError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| CliError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -47,15 +47,47 @@ pub fn render() -> String {
     let m = &METRICS;
     let mut out = String::new();
     for (name, help, counter) in [
-        ("milvus_cdc_messages_read_total", "Messages fetched from the source MQ.", &m.messages_read),
-        ("milvus_cdc_messages_rejected_total", "Messages that did not decode or capture; skipped and logged.", &m.messages_rejected),
-        ("milvus_cdc_messages_duplicate_total", "Data messages byte-identical to an earlier one of their channel; skipped.", &m.messages_duplicate),
-        ("milvus_cdc_changes_staged_total", "Changes written to the journal.", &m.changes_staged),
-        ("milvus_cdc_batches_applied_total", "Batches the target acknowledged.", &m.batches_applied),
-        ("milvus_cdc_rows_applied_total", "Rows inserted or deleted on the target.", &m.rows_applied),
-        ("milvus_cdc_target_retries_total", "Target calls retried after a transient error.", &m.target_retries),
+        (
+            "milvus_cdc_messages_read_total",
+            "Messages fetched from the source MQ.",
+            &m.messages_read,
+        ),
+        (
+            "milvus_cdc_messages_rejected_total",
+            "Messages that did not decode or capture; skipped and logged.",
+            &m.messages_rejected,
+        ),
+        (
+            "milvus_cdc_messages_duplicate_total",
+            "Data messages byte-identical to an earlier one of their channel; skipped.",
+            &m.messages_duplicate,
+        ),
+        (
+            "milvus_cdc_changes_staged_total",
+            "Changes written to the journal.",
+            &m.changes_staged,
+        ),
+        (
+            "milvus_cdc_batches_applied_total",
+            "Batches the target acknowledged.",
+            &m.batches_applied,
+        ),
+        (
+            "milvus_cdc_rows_applied_total",
+            "Rows inserted or deleted on the target.",
+            &m.rows_applied,
+        ),
+        (
+            "milvus_cdc_target_retries_total",
+            "Target calls retried after a transient error.",
+            &m.target_retries,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.get());
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            counter.get()
+        );
     }
     out
 }

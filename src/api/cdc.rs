@@ -46,22 +46,38 @@ struct TaskIdRequest {
     task_id: String,
 }
 
-pub async fn handle(State(supervisor): State<Arc<Supervisor>>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let envelope: Envelope =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+pub async fn handle(
+    State(supervisor): State<Arc<Supervisor>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let envelope: Envelope = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let data = match envelope.request_type.as_str() {
         "create" => {
             let create: CreateRequest = request_data(envelope.request_data)?;
             if create.milvus_connect_param.uri.is_empty() {
-                return Err(ApiError::bad_request("milvus_connect_param.uri must not be empty"));
+                return Err(ApiError::bad_request(
+                    "milvus_connect_param.uri must not be empty",
+                ));
             }
             if create.collection_infos.is_empty() {
-                return Err(ApiError::bad_request("collection_infos must name at least one collection or \"*\""));
+                return Err(ApiError::bad_request(
+                    "collection_infos must name at least one collection or \"*\"",
+                ));
             }
             let spec = TaskSpec {
-                task_id: create.task_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-                target: TargetSpec { uri: create.milvus_connect_param.uri, token: create.milvus_connect_param.token },
-                collections: create.collection_infos.into_iter().map(|c| c.name).collect(),
+                task_id: create
+                    .task_id
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+                target: TargetSpec {
+                    uri: create.milvus_connect_param.uri,
+                    token: create.milvus_connect_param.token,
+                },
+                collections: create
+                    .collection_infos
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect(),
                 start: create.start_position,
                 state: TaskState::Initial,
                 reason: None,
@@ -98,14 +114,22 @@ pub async fn handle(State(supervisor): State<Arc<Supervisor>>, body: Bytes) -> R
 fn request_data<T: for<'de> Deserialize<'de>>(data: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(data).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!(".{path}") };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
         ApiError::bad_request(format!("invalid request_data{at}: {}", e.into_inner()))
     })
 }
 
 /// A task as the reference CDC shows it; the token is blanked.
 fn task_view(spec: &TaskSpec) -> Value {
-    let collections: Vec<CollectionInfo> = spec.collections.iter().map(|name| CollectionInfo { name: name.clone() }).collect();
+    let collections: Vec<CollectionInfo> = spec
+        .collections
+        .iter()
+        .map(|name| CollectionInfo { name: name.clone() })
+        .collect();
     json!({
         "task_id": spec.task_id,
         "milvus_connect_param": { "uri": spec.target.uri, "token": "" },

@@ -32,11 +32,17 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
     }
 }
 
@@ -47,9 +53,14 @@ impl From<TaskError> for ApiError {
             TaskError::Exists(_) => StatusCode::CONFLICT,
             TaskError::Unsupported(_) => StatusCode::BAD_REQUEST,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
-            TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
-        Self { status, message: err.to_string() }
+        Self {
+            status,
+            message: err.to_string(),
+        }
     }
 }
 

@@ -23,9 +23,14 @@ use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
 pub struct Auth(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         Ok(request)
     }
@@ -53,22 +58,34 @@ impl MilvusTarget {
             let _context = runtime.enter();
             endpoint.connect_lazy()
         };
-        let auth = match token.filter(|t| !t.is_empty()) {
-            None => None,
-            Some(token) => {
-                use base64::Engine;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(token);
-                Some(encoded.parse().map_err(|_| TargetError::Permanent("token is not valid header text".into()))?)
-            }
-        };
+        let auth =
+            match token.filter(|t| !t.is_empty()) {
+                None => None,
+                Some(token) => {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+                    Some(encoded.parse().map_err(|_| {
+                        TargetError::Permanent("token is not valid header text".into())
+                    })?)
+                }
+            };
         let client = MilvusServiceClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
-        Ok(Self { client, runtime, uri: uri.to_owned(), primary_keys: HashMap::new() })
+        Ok(Self {
+            client,
+            runtime,
+            uri: uri.to_owned(),
+            primary_keys: HashMap::new(),
+        })
     }
 
     fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
-        let request = rpc::HasCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+        let request = rpc::HasCollectionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
         let mut client = self.client.clone();
         let reply = self.unary("HasCollection", client.has_collection(request))?;
         check("HasCollection", &c.name, reply.status.as_ref())?;
@@ -93,14 +110,20 @@ impl MilvusTarget {
         if let Some(pk) = self.primary_keys.get(&cache_key) {
             return Ok(pk.clone());
         }
-        let request = rpc::DescribeCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+        let request = rpc::DescribeCollectionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
         let mut client = self.client.clone();
         let reply = self.unary("DescribeCollection", client.describe_collection(request))?;
         check("DescribeCollection", &c.name, reply.status.as_ref())?;
         let field = reply
             .schema
             .and_then(|s| s.fields.into_iter().find(|f| f.is_primary_key))
-            .ok_or_else(|| TargetError::Permanent(format!("target collection {} has no primary key", c.name)))?;
+            .ok_or_else(|| {
+                TargetError::Permanent(format!("target collection {} has no primary key", c.name))
+            })?;
         self.primary_keys.insert(cache_key, field.name.clone());
         Ok(field.name)
     }
@@ -108,9 +131,15 @@ impl MilvusTarget {
     async fn send(&self, call: &Call, replay: bool) -> Result<(), TargetError> {
         let mut client = self.client.clone();
         match call {
-            Call::Insert { collection, partition, num_rows, fields_data } => {
-                let num_rows = u32::try_from(*num_rows)
-                    .map_err(|_| TargetError::Permanent(format!("batch of {num_rows} rows is too large")))?;
+            Call::Insert {
+                collection,
+                partition,
+                num_rows,
+                fields_data,
+            } => {
+                let num_rows = u32::try_from(*num_rows).map_err(|_| {
+                    TargetError::Permanent(format!("batch of {num_rows} rows is too large"))
+                })?;
                 // A replayed batch may already be on the target: upsert replaces, insert would double.
                 let status = if replay {
                     let request = rpc::UpsertRequest {
@@ -121,7 +150,12 @@ impl MilvusTarget {
                         num_rows,
                         ..Default::default()
                     };
-                    client.upsert(request).await.map_err(|e| self.rpc_error("Upsert", e))?.into_inner().status
+                    client
+                        .upsert(request)
+                        .await
+                        .map_err(|e| self.rpc_error("Upsert", e))?
+                        .into_inner()
+                        .status
                 } else {
                     let request = rpc::InsertRequest {
                         db_name: collection.db_name.clone(),
@@ -131,16 +165,34 @@ impl MilvusTarget {
                         num_rows,
                         ..Default::default()
                     };
-                    client.insert(request).await.map_err(|e| self.rpc_error("Insert", e))?.into_inner().status
+                    client
+                        .insert(request)
+                        .await
+                        .map_err(|e| self.rpc_error("Insert", e))?
+                        .into_inner()
+                        .status
                 };
-                check(if replay { "Upsert" } else { "Insert" }, &collection.name, status.as_ref())
+                check(
+                    if replay { "Upsert" } else { "Insert" },
+                    &collection.name,
+                    status.as_ref(),
+                )
             }
-            Call::Delete { collection, partition, keys } => {
+            Call::Delete {
+                collection,
+                partition,
+                keys,
+            } => {
                 let pk = self
                     .primary_keys
                     .get(&(collection.db_name.clone(), collection.name.clone()))
                     .cloned()
-                    .ok_or_else(|| TargetError::Transient(format!("primary key of {} not known yet", collection.name)))?;
+                    .ok_or_else(|| {
+                        TargetError::Transient(format!(
+                            "primary key of {} not known yet",
+                            collection.name
+                        ))
+                    })?;
                 let request = rpc::DeleteRequest {
                     db_name: collection.db_name.clone(),
                     collection_name: collection.name.clone(),
@@ -148,8 +200,15 @@ impl MilvusTarget {
                     expr: delete_expr(&pk, keys),
                     ..Default::default()
                 };
-                let reply = client.delete(request).await.map_err(|e| self.rpc_error("Delete", e))?;
-                check("Delete", &collection.name, reply.into_inner().status.as_ref())
+                let reply = client
+                    .delete(request)
+                    .await
+                    .map_err(|e| self.rpc_error("Delete", e))?;
+                check(
+                    "Delete",
+                    &collection.name,
+                    reply.into_inner().status.as_ref(),
+                )
             }
         }
     }
@@ -160,16 +219,18 @@ impl MilvusTarget {
         rpc: &str,
         call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, TargetError> {
-        self.runtime.block_on(call).map(tonic::Response::into_inner).map_err(|e| self.rpc_error(rpc, e))
+        self.runtime
+            .block_on(call)
+            .map(tonic::Response::into_inner)
+            .map_err(|e| self.rpc_error(rpc, e))
     }
 
     fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
         use tonic::Code::*;
         let reason = format!("{rpc} on {}: {}", self.uri, status.message());
         match status.code() {
-            Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled | Internal => {
-                TargetError::Transient(reason)
-            }
+            Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled
+            | Internal => TargetError::Transient(reason),
             _ => TargetError::Permanent(reason),
         }
     }
@@ -183,18 +244,33 @@ fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), Tar
     if status.error_code == ErrorCode::Success as i32 && status.code == 0 {
         return Ok(());
     }
-    let reason = format!("{rpc} of {collection}: {} (code {})", status.reason, status.code);
+    let reason = format!(
+        "{rpc} of {collection}: {} (code {})",
+        status.reason, status.code
+    );
     let transient = status.retriable
-        || [ErrorCode::RateLimit as i32, ErrorCode::NotReadyServe as i32, ErrorCode::NotReadyCoordActivating as i32]
-            .contains(&status.error_code);
-    Err(if transient { TargetError::Transient(reason) } else { TargetError::Permanent(reason) })
+        || [
+            ErrorCode::RateLimit as i32,
+            ErrorCode::NotReadyServe as i32,
+            ErrorCode::NotReadyCoordActivating as i32,
+        ]
+        .contains(&status.error_code);
+    Err(if transient {
+        TargetError::Transient(reason)
+    } else {
+        TargetError::Permanent(reason)
+    })
 }
 
 /// `pk in [...]`; string keys are quoted with JSON escaping, which Milvus's expression
 /// grammar reads the same way.
 pub fn delete_expr(pk: &str, keys: &PrimaryKeys) -> String {
     let list = match keys {
-        PrimaryKeys::Int64(keys) => keys.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+        PrimaryKeys::Int64(keys) => keys
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         PrimaryKeys::VarChar(keys) => keys
             .iter()
             .map(|k| serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into()))
@@ -215,12 +291,16 @@ impl Target for MilvusTarget {
             }
         }
         let this = &*self;
-        let results = self.runtime.block_on(futures::future::join_all(lanes.iter().map(|lane| async move {
-            for call in lane {
-                this.send(call, replay).await?;
-            }
-            Ok::<(), TargetError>(())
-        })));
+        let results = self
+            .runtime
+            .block_on(futures::future::join_all(lanes.iter().map(
+                |lane| async move {
+                    for call in lane {
+                        this.send(call, replay).await?;
+                    }
+                    Ok::<(), TargetError>(())
+                },
+            )));
         // A permanent error decides the outcome; otherwise the first transient one.
         let mut errors: Vec<TargetError> = results.into_iter().filter_map(Result::err).collect();
         errors.sort_by_key(|e| matches!(e, TargetError::Transient(_)));
@@ -231,12 +311,17 @@ impl Target for MilvusTarget {
         let c = &ddl.collection;
         let mut client = self.client.clone();
         match &ddl.event {
-            DdlEvent::CreateCollection { schema, shards_num, consistency_level } => {
+            DdlEvent::CreateCollection {
+                schema,
+                shards_num,
+                consistency_level,
+            } => {
                 if self.has_collection(c)? {
                     return Ok(());
                 }
-                let mut schema = CollectionSchema::decode(schema.as_slice())
-                    .map_err(|e| TargetError::Permanent(format!("schema of {} does not decode: {e}", c.name)))?;
+                let mut schema = CollectionSchema::decode(schema.as_slice()).map_err(|e| {
+                    TargetError::Permanent(format!("schema of {} does not decode: {e}", c.name))
+                })?;
                 // The target keeps the source's ids, so deletes by primary key still match.
                 for field in &mut schema.fields {
                     field.auto_id = false;
@@ -255,11 +340,16 @@ impl Target for MilvusTarget {
                 check("CreateCollection", &c.name, Some(&reply))
             }
             DdlEvent::DropCollection => {
-                self.primary_keys.remove(&(c.db_name.clone(), c.name.clone()));
+                self.primary_keys
+                    .remove(&(c.db_name.clone(), c.name.clone()));
                 if !self.has_collection(c)? {
                     return Ok(());
                 }
-                let request = rpc::DropCollectionRequest { db_name: c.db_name.clone(), collection_name: c.name.clone(), ..Default::default() };
+                let request = rpc::DropCollectionRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    ..Default::default()
+                };
                 let reply = self.unary("DropCollection", client.drop_collection(request))?;
                 check("DropCollection", &c.name, Some(&reply))
             }
@@ -299,9 +389,15 @@ mod tests {
 
     #[test]
     fn delete_expressions_quote_strings() {
-        assert_eq!(delete_expr("id", &PrimaryKeys::Int64(vec![1, -2])), "id in [1,-2]");
         assert_eq!(
-            delete_expr("pk", &PrimaryKeys::VarChar(vec!["a\"b".into(), "c\\".into()])),
+            delete_expr("id", &PrimaryKeys::Int64(vec![1, -2])),
+            "id in [1,-2]"
+        );
+        assert_eq!(
+            delete_expr(
+                "pk",
+                &PrimaryKeys::VarChar(vec!["a\"b".into(), "c\\".into()])
+            ),
             r#"pk in ["a\"b","c\\"]"#
         );
     }
@@ -311,9 +407,23 @@ mod tests {
     fn statuses_are_classified() {
         let ok = Status::default();
         assert_eq!(check("X", "c", Some(&ok)), Ok(()));
-        let limited = Status { error_code: ErrorCode::RateLimit as i32, reason: "slow down".into(), ..Default::default() };
-        assert!(matches!(check("X", "c", Some(&limited)), Err(TargetError::Transient(_))));
-        let bad = Status { error_code: ErrorCode::IllegalArgument as i32, code: 1100, reason: "schema mismatch".into(), ..Default::default() };
-        assert!(matches!(check("X", "c", Some(&bad)), Err(TargetError::Permanent(r)) if r.contains("schema mismatch")));
+        let limited = Status {
+            error_code: ErrorCode::RateLimit as i32,
+            reason: "slow down".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check("X", "c", Some(&limited)),
+            Err(TargetError::Transient(_))
+        ));
+        let bad = Status {
+            error_code: ErrorCode::IllegalArgument as i32,
+            code: 1100,
+            reason: "schema mismatch".into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(check("X", "c", Some(&bad)), Err(TargetError::Permanent(r)) if r.contains("schema mismatch"))
+        );
     }
 }

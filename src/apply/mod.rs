@@ -92,16 +92,25 @@ pub struct Applier<'a, T: Target> {
 impl<T: Target> Applier<'_, T> {
     /// Re-sends the batch that was in flight when the process stopped, if any.
     pub fn recover(&mut self) -> Result<(), ApplyError> {
-        let Some(batch) = self.journal.in_flight(self.task)? else { return Ok(()) };
-        info!(task = self.task, vchannels = batch.ends.len(), "replaying the in-doubt batch");
+        let Some(batch) = self.journal.in_flight(self.task)? else {
+            return Ok(());
+        };
+        info!(
+            task = self.task,
+            vchannels = batch.ends.len(),
+            "replaying the in-doubt batch"
+        );
         // The batch's rows, one run per vchannel in journal order, as they were cut.
         let mut runs: Vec<Vec<JournalRow>> = Vec::new();
         for (vchannel, end) in &batch.ends {
             let after = self.journal.applied(self.task, vchannel)?;
-            let pending = self.journal.rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
+            let pending =
+                self.journal
+                    .rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
             runs.push(pending.into_iter().filter(|r| r.position <= *end).collect());
         }
-        if let Some(Change::Ddl(ddl)) = runs.first().and_then(|run| run.first()).map(|r| &r.change) {
+        if let Some(Change::Ddl(ddl)) = runs.first().and_then(|run| run.first()).map(|r| &r.change)
+        {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
             let mut lanes = Vec::new();
@@ -112,22 +121,28 @@ impl<T: Target> Applier<'_, T> {
             }
             self.with_retries(|t, _| t.apply_lanes(&lanes, true))?;
         }
-        self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+        self.journal
+            .commit_batch(self.task, &batch, self.settings.retain_applied)?;
         Ok(())
     }
 
     /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
     /// whether it did any work.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
-        let ticks: HashMap<String, u64> =
-            self.journal.source_offsets(self.task)?.into_iter().map(|(p, o)| (p, o.tick)).collect();
+        let ticks: HashMap<String, u64> = self
+            .journal
+            .source_offsets(self.task)?
+            .into_iter()
+            .map(|(p, o)| (p, o.tick))
+            .collect();
         let mut ends = Vec::new();
         let mut lanes = Vec::new();
         let mut ddl_heads = Vec::new();
         for vchannel in self.journal.vchannels(self.task)? {
             let rows = self.pending(&ticks, &vchannel, self.settings.max_batch_rows)?;
             let complete = rows.len() < self.settings.max_batch_rows
-                && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.settings.max_batch_bytes;
+                && rows.iter().map(|r| r.encoded_len).sum::<usize>()
+                    < self.settings.max_batch_bytes;
             match next_step(&rows, complete)? {
                 Step::Idle => {}
                 Step::Data { rows, calls } => {
@@ -144,31 +159,56 @@ impl<T: Target> Applier<'_, T> {
             self.journal.begin_batch(self.task, &batch)?;
             self.with_retries(|t, in_doubt| t.apply_lanes(&lanes, in_doubt))?;
             crate::failpoint::hit("apply-after-ack");
-            self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            self.journal
+                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
             let rows: u64 = lanes.iter().flatten().map(Call::rows).sum();
             METRICS.rows_applied.add(rows);
             METRICS.batches_applied.inc();
-            debug!(task = self.task, vchannels = batch.ends.len(), rows, "batch applied");
+            debug!(
+                task = self.task,
+                vchannels = batch.ends.len(),
+                rows,
+                "batch applied"
+            );
             return Ok(true);
         }
         for row in ddl_heads {
-            let Change::Ddl(ddl) = &row.change else { continue };
-            let Some(ends) = self.barrier_reached(&ticks, &row)? else { continue };
+            let Change::Ddl(ddl) = &row.change else {
+                continue;
+            };
+            let Some(ends) = self.barrier_reached(&ticks, &row)? else {
+                continue;
+            };
             let batch = InFlightBatch { ends };
             self.journal.begin_batch(self.task, &batch)?;
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
-            self.journal.commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            self.journal
+                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
             info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
             return Ok(true);
         }
         Ok(false)
     }
 
-    fn pending(&self, ticks: &HashMap<String, u64>, vchannel: &str, max_rows: usize) -> Result<Vec<JournalRow>, ApplyError> {
+    fn pending(
+        &self,
+        ticks: &HashMap<String, u64>,
+        vchannel: &str,
+        max_rows: usize,
+    ) -> Result<Vec<JournalRow>, ApplyError> {
         // Rows above the channel's tick may still be joined by rows of the same timestamp.
-        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else { return Ok(Vec::new()) };
+        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else {
+            return Ok(Vec::new());
+        };
         let after = self.journal.applied(self.task, vchannel)?;
-        Ok(self.journal.rows(self.task, vchannel, after, *tick, max_rows, self.settings.max_batch_bytes)?)
+        Ok(self.journal.rows(
+            self.task,
+            vchannel,
+            after,
+            *tick,
+            max_rows,
+            self.settings.max_batch_bytes,
+        )?)
     }
 
     /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
@@ -177,7 +217,9 @@ impl<T: Target> Applier<'_, T> {
         ticks: &HashMap<String, u64>,
         row: &JournalRow,
     ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
-        let Change::Ddl(ddl) = &row.change else { return Ok(None) };
+        let Change::Ddl(ddl) = &row.change else {
+            return Ok(None);
+        };
         let mut ends = Vec::new();
         for vchannel in &ddl.barrier {
             let head = self.pending(ticks, vchannel, 1)?;
@@ -195,7 +237,10 @@ impl<T: Target> Applier<'_, T> {
     /// The second argument tells the call whether the target may already have its data: after a
     /// transient failure it may (the request can have landed before the connection broke), so
     /// every retry is in doubt and must not add rows twice.
-    fn with_retries(&mut self, mut call: impl FnMut(&mut T, bool) -> Result<(), TargetError>) -> Result<(), TargetError> {
+    fn with_retries(
+        &mut self,
+        mut call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
+    ) -> Result<(), TargetError> {
         use backon::{BlockingRetryable, ExponentialBuilder};
         let task = self.task;
         let stop = self.stop.clone();

@@ -12,8 +12,17 @@ use crate::journal::{Change, CollectionRef, JournalRow, PrimaryKeys};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Insert { collection: CollectionRef, partition: String, num_rows: u64, fields_data: Vec<FieldData> },
-    Delete { collection: CollectionRef, partition: String, keys: PrimaryKeys },
+    Insert {
+        collection: CollectionRef,
+        partition: String,
+        num_rows: u64,
+        fields_data: Vec<FieldData>,
+    },
+    Delete {
+        collection: CollectionRef,
+        partition: String,
+        keys: PrimaryKeys,
+    },
 }
 
 impl Call {
@@ -30,7 +39,10 @@ pub enum Step<'a> {
     /// Nothing can be applied on this vchannel now.
     Idle,
     /// Data rows: a prefix of the pending rows and the calls that apply it.
-    Data { rows: &'a [JournalRow], calls: Vec<Call> },
+    Data {
+        rows: &'a [JournalRow],
+        calls: Vec<Call>,
+    },
     /// A DDL row at the head: applied once every vchannel of its barrier has it at its head.
     Ddl(&'a JournalRow),
 }
@@ -46,23 +58,37 @@ pub struct PlanError {
 /// `rows` are a vchannel's pending rows in journal order; `complete` says whether they are all
 /// the applicable rows (not cut by a fetch limit).
 pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanError> {
-    let Some(first) = rows.first() else { return Ok(Step::Idle) };
+    let Some(first) = rows.first() else {
+        return Ok(Step::Idle);
+    };
     if matches!(first.change, Change::Ddl(_)) {
         return Ok(Step::Ddl(first));
     }
-    let mut end = rows.iter().position(|r| matches!(r.change, Change::Ddl(_))).unwrap_or(rows.len());
+    let mut end = rows
+        .iter()
+        .position(|r| matches!(r.change, Change::Ddl(_)))
+        .unwrap_or(rows.len());
     if end == rows.len() && !complete {
         // Rows of the last timestamp may continue past the fetch limit: leave that timestamp for
         // the next batch so an upsert's Delete and Insert are never split (unless it is all we have).
         let last_ts = rows[end - 1].position.ts;
-        let cut = rows[..end].iter().rposition(|r| r.position.ts != last_ts).map_or(0, |i| i + 1);
+        let cut = rows[..end]
+            .iter()
+            .rposition(|r| r.position.ts != last_ts)
+            .map_or(0, |i| i + 1);
         if cut > 0 {
             end = cut;
         }
     }
     let prefix = &rows[..end];
     let mut ordered: Vec<&JournalRow> = prefix.iter().collect();
-    ordered.sort_by_key(|r| (r.position.ts, r.change.rank_within_timestamp(), r.position.seq));
+    ordered.sort_by_key(|r| {
+        (
+            r.position.ts,
+            r.change.rank_within_timestamp(),
+            r.position.seq,
+        )
+    });
     let mut calls: Vec<Call> = Vec::new();
     for row in ordered {
         let call = match &row.change {
@@ -85,7 +111,10 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
             calls.push(call);
         }
     }
-    Ok(Step::Data { rows: prefix, calls })
+    Ok(Step::Data {
+        rows: prefix,
+        calls,
+    })
 }
 
 fn decode_fields(row: &JournalRow, encoded: &[Vec<u8>]) -> Result<Vec<FieldData>, PlanError> {
@@ -105,8 +134,18 @@ fn decode_fields(row: &JournalRow, encoded: &[Vec<u8>]) -> Result<Vec<FieldData>
 fn merge(last: &mut Call, next: &Call) -> bool {
     match (last, next) {
         (
-            Call::Insert { collection, partition, num_rows, fields_data },
-            Call::Insert { collection: c2, partition: p2, num_rows: n2, fields_data: f2 },
+            Call::Insert {
+                collection,
+                partition,
+                num_rows,
+                fields_data,
+            },
+            Call::Insert {
+                collection: c2,
+                partition: p2,
+                num_rows: n2,
+                fields_data: f2,
+            },
         ) if collection == c2 && partition == p2 => {
             if !append_columns(fields_data, f2) {
                 return false;
@@ -115,8 +154,16 @@ fn merge(last: &mut Call, next: &Call) -> bool {
             true
         }
         (
-            Call::Delete { collection, partition, keys },
-            Call::Delete { collection: c2, partition: p2, keys: k2 },
+            Call::Delete {
+                collection,
+                partition,
+                keys,
+            },
+            Call::Delete {
+                collection: c2,
+                partition: p2,
+                keys: k2,
+            },
         ) if collection == c2 && partition == p2 => match (keys, k2) {
             (PrimaryKeys::Int64(a), PrimaryKeys::Int64(b)) => {
                 a.extend_from_slice(b);
@@ -136,7 +183,10 @@ fn merge(last: &mut Call, next: &Call) -> bool {
 /// false if the two do not have the same fields of the same mergeable kinds.
 fn append_columns(dst: &mut [FieldData], src: &[FieldData]) -> bool {
     if dst.len() != src.len()
-        || dst.iter().zip(src).any(|(d, s)| d.field_name != s.field_name || d.r#type != s.r#type || !mergeable(d, s))
+        || dst
+            .iter()
+            .zip(src)
+            .any(|(d, s)| d.field_name != s.field_name || d.r#type != s.r#type || !mergeable(d, s))
     {
         return false;
     }
@@ -154,17 +204,19 @@ fn mergeable(d: &FieldData, s: &FieldData) -> bool {
     match (&d.field, &s.field) {
         (Some(Field::Scalars(a)), Some(Field::Scalars(b))) => {
             use scalar_field::Data::*;
-            a.valid_data.is_empty() && b.valid_data.is_empty() && matches!(
-                (&a.data, &b.data),
-                (Some(BoolData(_)), Some(BoolData(_)))
-                    | (Some(IntData(_)), Some(IntData(_)))
-                    | (Some(LongData(_)), Some(LongData(_)))
-                    | (Some(FloatData(_)), Some(FloatData(_)))
-                    | (Some(DoubleData(_)), Some(DoubleData(_)))
-                    | (Some(StringData(_)), Some(StringData(_)))
-                    | (Some(JsonData(_)), Some(JsonData(_)))
-                    | (Some(ArrayData(_)), Some(ArrayData(_)))
-            )
+            a.valid_data.is_empty()
+                && b.valid_data.is_empty()
+                && matches!(
+                    (&a.data, &b.data),
+                    (Some(BoolData(_)), Some(BoolData(_)))
+                        | (Some(IntData(_)), Some(IntData(_)))
+                        | (Some(LongData(_)), Some(LongData(_)))
+                        | (Some(FloatData(_)), Some(FloatData(_)))
+                        | (Some(DoubleData(_)), Some(DoubleData(_)))
+                        | (Some(StringData(_)), Some(StringData(_)))
+                        | (Some(JsonData(_)), Some(JsonData(_)))
+                        | (Some(ArrayData(_)), Some(ArrayData(_)))
+                )
         }
         (Some(Field::Vectors(a)), Some(Field::Vectors(b))) => {
             use vector_field::Data::*;

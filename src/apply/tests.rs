@@ -4,12 +4,16 @@
 
 use std::collections::HashMap;
 
-use milvus::proto::schema::{FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data};
-use prost::Message;
+use milvus::proto::schema::{
+    FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data,
+};
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
-use crate::journal::{CollectionRef, DeleteBatch, InsertBatch, MqPosition, PrimaryKeys, StagedChange};
+use crate::journal::{
+    CollectionRef, DeleteBatch, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
+};
 
 /// Where the simulated process dies during the next target call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,9 +31,14 @@ struct FakeTarget {
 }
 
 fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
-    let Call::Insert { fields_data, .. } = call else { return vec![] };
+    let Call::Insert { fields_data, .. } = call else {
+        return vec![];
+    };
     let column = |i: usize| match &fields_data[i].field {
-        Some(Field::Scalars(ScalarField { data: Some(Data::LongData(a)), .. })) => a.data.clone(),
+        Some(Field::Scalars(ScalarField {
+            data: Some(Data::LongData(a)),
+            ..
+        })) => a.data.clone(),
         _ => panic!("test columns are int64"),
     };
     column(0).into_iter().zip(column(1)).collect()
@@ -51,7 +60,10 @@ impl FakeTarget {
                     copies.push(value);
                 }
             }
-            Call::Delete { keys: PrimaryKeys::Int64(keys), .. } => {
+            Call::Delete {
+                keys: PrimaryKeys::Int64(keys),
+                ..
+            } => {
                 for key in keys {
                     self.rows.remove(key);
                 }
@@ -82,10 +94,19 @@ impl Target for &mut FakeTarget {
 #[derive(Debug, Clone)]
 enum Op {
     /// Insert `n` fresh keys on vchannel `v`.
-    Insert { v: usize, n: usize },
+    Insert {
+        v: usize,
+        n: usize,
+    },
     /// Upsert (Insert then Delete at one timestamp, as the source writes it) of an earlier key.
-    Upsert { v: usize, pick: usize },
-    Delete { v: usize, pick: usize },
+    Upsert {
+        v: usize,
+        pick: usize,
+    },
+    Delete {
+        v: usize,
+        pick: usize,
+    },
     /// Advance the channel tick so staged rows become applicable.
     Tick,
     Apply,
@@ -108,14 +129,21 @@ fn op() -> impl Strategy<Value = Op> {
 const VCHANNELS: [&str; 2] = ["p0_1v0", "p0_1v1"];
 
 fn coll() -> CollectionRef {
-    CollectionRef { id: 1, db_name: "default".into(), name: "c".into() }
+    CollectionRef {
+        id: 1,
+        db_name: "default".into(),
+        name: "c".into(),
+    }
 }
 
 fn long_column(name: &str, values: Vec<i64>) -> Vec<u8> {
     FieldData {
         field_name: name.into(),
         r#type: 5,
-        field: Some(Field::Scalars(ScalarField { data: Some(Data::LongData(LongArray { data: values })), ..Default::default() })),
+        field: Some(Field::Scalars(ScalarField {
+            data: Some(Data::LongData(LongArray { data: values })),
+            ..Default::default()
+        })),
         ..Default::default()
     }
     .encode_to_vec()
@@ -132,11 +160,21 @@ fn insert(keys: Vec<i64>, value: i64) -> Change {
 }
 
 fn delete(keys: Vec<i64>) -> Change {
-    Change::Delete(DeleteBatch { collection: coll(), partition: "_default".into(), keys: PrimaryKeys::Int64(keys) })
+    Change::Delete(DeleteBatch {
+        collection: coll(),
+        partition: "_default".into(),
+        keys: PrimaryKeys::Int64(keys),
+    })
 }
 
 fn drain(journal: &Journal, target: &mut FakeTarget) {
-    let mut applier = Applier { task: "t", journal, target, settings: ApplierSettings::default(), stop: Default::default() };
+    let mut applier = Applier {
+        task: "t",
+        journal,
+        target,
+        settings: ApplierSettings::default(),
+        stop: Default::default(),
+    };
     applier.recover().unwrap();
     while applier.step().unwrap() {}
 }

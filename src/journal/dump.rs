@@ -6,7 +6,10 @@ use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
 use super::record::{self, Change, DdlEvent};
-use super::{APPLIED, IN_FLIGHT, InFlightBatch, JournalError, ROWS, RowPosition, SOURCE_OFFSETS, SourceOffset, TASKS};
+use super::{
+    APPLIED, IN_FLIGHT, InFlightBatch, JournalError, ROWS, RowPosition, SOURCE_OFFSETS,
+    SourceOffset, TASKS,
+};
 
 /// Which journal rows to show.
 #[derive(Debug, Default, Clone)]
@@ -23,7 +26,9 @@ impl RowFilter {
     }
 
     fn channel(&self, channel: &str) -> bool {
-        self.channel.as_deref().is_none_or(|c| channel == c || channel.starts_with(&format!("{c}_")))
+        self.channel
+            .as_deref()
+            .is_none_or(|c| channel == c || channel.starts_with(&format!("{c}_")))
     }
 
     fn ts(&self, ts: u64) -> bool {
@@ -35,11 +40,34 @@ impl RowFilter {
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    Task { task: String, spec: serde_json::Value },
-    SourceOffset { task: String, pchannel: String, offset: SourceOffset },
-    Applied { task: String, vchannel: String, position: RowPosition },
-    InFlight { task: String, batch: InFlightBatch },
-    Row { task: String, vchannel: String, ts: u64, seq: u64, bytes: usize, change: String, collection: String, rows: u64 },
+    Task {
+        task: String,
+        spec: serde_json::Value,
+    },
+    SourceOffset {
+        task: String,
+        pchannel: String,
+        offset: SourceOffset,
+    },
+    Applied {
+        task: String,
+        vchannel: String,
+        position: RowPosition,
+    },
+    InFlight {
+        task: String,
+        batch: InFlightBatch,
+    },
+    Row {
+        task: String,
+        vchannel: String,
+        ts: u64,
+        seq: u64,
+        bytes: usize,
+        change: String,
+        collection: String,
+        rows: u64,
+    },
 }
 
 pub struct JournalSnapshot {
@@ -50,7 +78,10 @@ impl JournalSnapshot {
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
         let path: PathBuf = data_dir.join("journal.redb");
         if !path.exists() {
-            return Err(JournalError::Storage(format!("no journal at {}", path.display())));
+            return Err(JournalError::Storage(format!(
+                "no journal at {}",
+                path.display()
+            )));
         }
         let db = ReadOnlyDatabase::open(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked { path: path.clone() },
@@ -65,7 +96,12 @@ impl JournalSnapshot {
     }
 
     /// Every entry passing `filter`, in table order; `max_rows` bounds the journal rows.
-    pub fn entries(&self, filter: &RowFilter, max_rows: usize, mut out: impl FnMut(Entry)) -> Result<(), JournalError> {
+    pub fn entries(
+        &self,
+        filter: &RowFilter,
+        max_rows: usize,
+        mut out: impl FnMut(Entry),
+    ) -> Result<(), JournalError> {
         let txn = self.db.begin_read()?;
         for item in txn.open_table(TASKS)?.iter()? {
             let (k, v) = item?;
@@ -79,9 +115,16 @@ impl JournalSnapshot {
             let (k, v) = item?;
             let (task, pchannel) = k.value();
             if filter.task(task) && filter.channel(pchannel) {
-                let offset = serde_json::from_slice(v.value())
-                    .map_err(|e| JournalError::Corrupt { what: format!("offset {task}/{pchannel}"), reason: e.to_string() })?;
-                out(Entry::SourceOffset { task: task.into(), pchannel: pchannel.into(), offset });
+                let offset =
+                    serde_json::from_slice(v.value()).map_err(|e| JournalError::Corrupt {
+                        what: format!("offset {task}/{pchannel}"),
+                        reason: e.to_string(),
+                    })?;
+                out(Entry::SourceOffset {
+                    task: task.into(),
+                    pchannel: pchannel.into(),
+                    offset,
+                });
             }
         }
         for item in txn.open_table(APPLIED)?.iter()? {
@@ -89,16 +132,26 @@ impl JournalSnapshot {
             let (task, vchannel) = k.value();
             let (ts, seq) = v.value();
             if filter.task(task) && filter.channel(vchannel) {
-                out(Entry::Applied { task: task.into(), vchannel: vchannel.into(), position: RowPosition { ts, seq } });
+                out(Entry::Applied {
+                    task: task.into(),
+                    vchannel: vchannel.into(),
+                    position: RowPosition { ts, seq },
+                });
             }
         }
         for item in txn.open_table(IN_FLIGHT)?.iter()? {
             let (k, v) = item?;
             let task = k.value();
             if filter.task(task) {
-                let batch = serde_json::from_slice(v.value())
-                    .map_err(|e| JournalError::Corrupt { what: format!("in-flight {task}"), reason: e.to_string() })?;
-                out(Entry::InFlight { task: task.into(), batch });
+                let batch =
+                    serde_json::from_slice(v.value()).map_err(|e| JournalError::Corrupt {
+                        what: format!("in-flight {task}"),
+                        reason: e.to_string(),
+                    })?;
+                out(Entry::InFlight {
+                    task: task.into(),
+                    batch,
+                });
             }
         }
         let mut shown = 0;
@@ -116,7 +169,16 @@ impl JournalSnapshot {
                 Ok(change) => describe(&change),
                 Err(err) => (format!("undecodable: {err}"), String::new(), 0),
             };
-            out(Entry::Row { task: task.into(), vchannel: vchannel.into(), ts, seq, bytes, change, collection, rows });
+            out(Entry::Row {
+                task: task.into(),
+                vchannel: vchannel.into(),
+                ts,
+                seq,
+                bytes,
+                change,
+                collection,
+                rows,
+            });
             shown += 1;
         }
         Ok(())
@@ -125,15 +187,26 @@ impl JournalSnapshot {
 
 fn describe(change: &Change) -> (String, String, u64) {
     let collection = change.collection();
-    let name = format!("{}.{} ({})", collection.db_name, collection.name, collection.id);
+    let name = format!(
+        "{}.{} ({})",
+        collection.db_name, collection.name, collection.id
+    );
     match change {
         Change::Insert(b) => (format!("insert into {:?}", b.partition), name, b.num_rows),
-        Change::Delete(b) => (format!("delete from {:?}", b.partition), name, b.keys.len() as u64),
+        Change::Delete(b) => (
+            format!("delete from {:?}", b.partition),
+            name,
+            b.keys.len() as u64,
+        ),
         Change::Ddl(d) => {
             let what = match &d.event {
-                DdlEvent::CreateCollection { shards_num, .. } => format!("create collection ({shards_num} shards)"),
+                DdlEvent::CreateCollection { shards_num, .. } => {
+                    format!("create collection ({shards_num} shards)")
+                }
                 DdlEvent::DropCollection => "drop collection".into(),
-                DdlEvent::CreatePartition { partition } => format!("create partition {partition:?}"),
+                DdlEvent::CreatePartition { partition } => {
+                    format!("create partition {partition:?}")
+                }
                 DdlEvent::DropPartition { partition } => format!("drop partition {partition:?}"),
             };
             (what, name, 0)
@@ -146,15 +219,40 @@ impl Entry {
     pub fn line(&self) -> String {
         match self {
             Entry::Task { task, spec } => format!("task      {task} {spec}"),
-            Entry::SourceOffset { task, pchannel, offset } => {
-                format!("offset    {task} {pchannel} next={:?} tick={} next_seq={}", offset.next, offset.tick, offset.next_seq)
+            Entry::SourceOffset {
+                task,
+                pchannel,
+                offset,
+            } => {
+                format!(
+                    "offset    {task} {pchannel} next={:?} tick={} next_seq={}",
+                    offset.next, offset.tick, offset.next_seq
+                )
             }
-            Entry::Applied { task, vchannel, position } => {
-                format!("applied   {task} {vchannel} ts={} seq={}", position.ts, position.seq)
+            Entry::Applied {
+                task,
+                vchannel,
+                position,
+            } => {
+                format!(
+                    "applied   {task} {vchannel} ts={} seq={}",
+                    position.ts, position.seq
+                )
             }
             Entry::InFlight { task, batch } => format!("in-flight {task} {:?}", batch.ends),
-            Entry::Row { task, vchannel, ts, seq, bytes, change, collection, rows } => {
-                format!("row       {task} {vchannel} ts={ts} seq={seq} {bytes}B {change} {collection} rows={rows}")
+            Entry::Row {
+                task,
+                vchannel,
+                ts,
+                seq,
+                bytes,
+                change,
+                collection,
+                rows,
+            } => {
+                format!(
+                    "row       {task} {vchannel} ts={ts} seq={seq} {bytes}B {change} {collection} rows={rows}"
+                )
             }
         }
     }
@@ -163,7 +261,9 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{CollectionRef, DeleteBatch, Journal, MqPosition, PrimaryKeys, StagedChange};
+    use crate::journal::{
+        CollectionRef, DeleteBatch, Journal, MqPosition, PrimaryKeys, StagedChange,
+    };
 
     #[test]
     fn dump_reads_a_closed_journal_and_filters_rows() {
@@ -172,22 +272,41 @@ mod tests {
             let j = Journal::open(dir.path()).unwrap();
             j.put_task("t", br#"{"task_id":"t"}"#).unwrap();
             let change = Change::Delete(DeleteBatch {
-                collection: CollectionRef { id: 3, db_name: "default".into(), name: "c".into() },
+                collection: CollectionRef {
+                    id: 3,
+                    db_name: "default".into(),
+                    name: "c".into(),
+                },
                 partition: String::new(),
                 keys: PrimaryKeys::Int64(vec![1, 2]),
             });
-            let rows: Vec<_> = (1..=3).map(|ts| StagedChange { vchannel: "p0_3v0".into(), ts, change: change.clone() }).collect();
-            j.stage("t", "p0", &rows, MqPosition::Kafka { next_offset: 9 }, 3).unwrap();
+            let rows: Vec<_> = (1..=3)
+                .map(|ts| StagedChange {
+                    vchannel: "p0_3v0".into(),
+                    ts,
+                    change: change.clone(),
+                })
+                .collect();
+            j.stage("t", "p0", &rows, MqPosition::Kafka { next_offset: 9 }, 3)
+                .unwrap();
         }
         let snapshot = JournalSnapshot::open(dir.path()).unwrap();
         let mut lines = Vec::new();
-        let filter = RowFilter { from_ts: Some(2), channel: Some("p0".into()), ..Default::default() };
-        snapshot.entries(&filter, 100, |e| lines.push(e.line())).unwrap();
+        let filter = RowFilter {
+            from_ts: Some(2),
+            channel: Some("p0".into()),
+            ..Default::default()
+        };
+        snapshot
+            .entries(&filter, 100, |e| lines.push(e.line()))
+            .unwrap();
         assert!(lines[0].starts_with("task      t"));
         assert!(lines[1].contains("next=Kafka { next_offset: 9 } tick=3"));
         let rows: Vec<_> = lines.iter().filter(|l| l.starts_with("row")).collect();
         assert_eq!(rows.len(), 2, "{lines:?}");
-        assert!(rows[0].contains("ts=2") && rows[0].contains("delete") && rows[0].contains("rows=2"));
+        assert!(
+            rows[0].contains("ts=2") && rows[0].contains("delete") && rows[0].contains("rows=2")
+        );
     }
 
     #[test]
@@ -195,7 +314,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _open = Journal::open(dir.path()).unwrap();
         let err = JournalSnapshot::open(dir.path()).err().unwrap();
-        assert!(err.to_string().contains("in use by another process"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub enum JournalError {
     #[error("journal {path} is in use by another process (is `milvus-cdc serve` running on it?)")]
     Locked { path: PathBuf },
     #[error("cannot open journal {path}: {source}")]
-    Open { path: PathBuf, source: Box<redb::DatabaseError> },
+    Open {
+        path: PathBuf,
+        source: Box<redb::DatabaseError>,
+    },
     #[error("journal storage error: {0}")]
     Storage(String),
     #[error("journal row {what} is corrupt: {reason}")]
@@ -59,7 +62,12 @@ macro_rules! storage_from {
         }
     )*};
 }
-storage_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Where a row sits within its vchannel: source timestamp, then the reader's sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -118,8 +126,14 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
     serde_json::to_vec(value).map_err(|e| JournalError::Storage(e.to_string()))
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, JournalError> {
-    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt { what: what(), reason: e.to_string() })
+fn from_json<T: for<'de> Deserialize<'de>>(
+    what: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt {
+        what: what(),
+        reason: e.to_string(),
+    })
 }
 
 impl Journal {
@@ -127,10 +141,18 @@ impl Journal {
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
         let path = data_dir.join("journal.redb");
         // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked { path: path.clone() },
-            other => JournalError::Open { path: path.clone(), source: Box::new(other) },
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    JournalError::Locked { path: path.clone() }
+                }
+                other => JournalError::Open {
+                    path: path.clone(),
+                    source: Box::new(other),
+                },
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(ROWS)?;
@@ -159,7 +181,10 @@ impl Journal {
 
     pub fn task(&self, task: &str) -> Result<Option<Vec<u8>>, JournalError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(TASKS)?.get(task)?.map(|v| v.value().to_vec()))
+        Ok(txn
+            .open_table(TASKS)?
+            .get(task)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn tasks(&self) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
@@ -185,12 +210,16 @@ impl Journal {
             let above = above.as_str();
             let mut freed = 0u64;
             let mut rows = txn.open_table(ROWS)?;
-            for entry in rows.extract_from_if((task, "", 0u64, 0u64)..(above, "", 0u64, 0u64), |_, _| true)? {
+            for entry in
+                rows.extract_from_if((task, "", 0u64, 0u64)..(above, "", 0u64, 0u64), |_, _| true)?
+            {
                 let (_, v) = entry?;
                 freed += v.value().len() as u64;
             }
-            txn.open_table(SOURCE_OFFSETS)?.retain_in((task, "")..(above, ""), |_, _| false)?;
-            txn.open_table(APPLIED)?.retain_in((task, "")..(above, ""), |_, _| false)?;
+            txn.open_table(SOURCE_OFFSETS)?
+                .retain_in((task, "")..(above, ""), |_, _| false)?;
+            txn.open_table(APPLIED)?
+                .retain_in((task, "")..(above, ""), |_, _| false)?;
             add_journal_bytes(&txn, -(freed as i64))?;
         }
         txn.commit()?;
@@ -199,7 +228,11 @@ impl Journal {
 
     // ---- reader side -------------------------------------------------------------------------
 
-    pub fn source_offset(&self, task: &str, pchannel: &str) -> Result<Option<SourceOffset>, JournalError> {
+    pub fn source_offset(
+        &self,
+        task: &str,
+        pchannel: &str,
+    ) -> Result<Option<SourceOffset>, JournalError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SOURCE_OFFSETS)?;
         let value = table.get((task, pchannel))?;
@@ -218,7 +251,10 @@ impl Journal {
             if t != task {
                 break;
             }
-            out.push((pchannel.to_owned(), from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?));
+            out.push((
+                pchannel.to_owned(),
+                from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?,
+            ));
         }
         Ok(out)
     }
@@ -245,9 +281,14 @@ impl Journal {
             let mut rows = txn.open_table(ROWS)?;
             let mut added = 0u64;
             for staged in changes {
-                let bytes = record::encode(&staged.change)
-                    .map_err(|e| JournalError::Corrupt { what: format!("change for {}", staged.vchannel), reason: e.to_string() })?;
-                rows.insert((task, staged.vchannel.as_str(), staged.ts, seq), bytes.as_slice())?;
+                let bytes = record::encode(&staged.change).map_err(|e| JournalError::Corrupt {
+                    what: format!("change for {}", staged.vchannel),
+                    reason: e.to_string(),
+                })?;
+                rows.insert(
+                    (task, staged.vchannel.as_str(), staged.ts, seq),
+                    bytes.as_slice(),
+                )?;
                 added += bytes.len() as u64;
                 seq += 1;
             }
@@ -267,7 +308,10 @@ impl Journal {
     /// Bytes of staged rows not yet removed; the reader waits while this is above its cap.
     pub fn journal_bytes(&self) -> Result<u64, JournalError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(STATS)?.get(JOURNAL_BYTES)?.map_or(0, |v| v.value()))
+        Ok(txn
+            .open_table(STATS)?
+            .get(JOURNAL_BYTES)?
+            .map_or(0, |v| v.value()))
     }
 
     // ---- applier side ------------------------------------------------------------------------
@@ -279,7 +323,10 @@ impl Journal {
         let mut out: Vec<String> = Vec::new();
         let mut from = String::new();
         loop {
-            let next = rows.range((task, from.as_str(), 0u64, 0u64)..)?.next().transpose()?;
+            let next = rows
+                .range((task, from.as_str(), 0u64, 0u64)..)?
+                .next()
+                .transpose()?;
             let Some((key, _)) = next else { break };
             let (t, vchannel, _, _) = key.value();
             if t != task {
@@ -317,7 +364,9 @@ impl Journal {
         let start = after.map_or((0, 0), |p| (p.ts, p.seq));
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for entry in table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))? {
+        for entry in
+            table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))?
+        {
             let (k, v) = entry?;
             let (_, _, ts, seq) = k.value();
             let position = RowPosition { ts, seq };
@@ -333,7 +382,12 @@ impl Journal {
                 reason: e.to_string(),
             })?;
             bytes += value.len();
-            out.push(JournalRow { vchannel: vchannel.to_owned(), position, change, encoded_len: value.len() });
+            out.push(JournalRow {
+                vchannel: vchannel.to_owned(),
+                position,
+                change,
+                encoded_len: value.len(),
+            });
         }
         Ok(out)
     }
@@ -341,7 +395,8 @@ impl Journal {
     /// Records that `batch` is about to be sent. Committed before the first target call.
     pub fn begin_batch(&self, task: &str, batch: &InFlightBatch) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(IN_FLIGHT)?.insert(task, json(batch)?.as_slice())?;
+        txn.open_table(IN_FLIGHT)?
+            .insert(task, json(batch)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -350,12 +405,19 @@ impl Journal {
     pub fn in_flight(&self, task: &str) -> Result<Option<InFlightBatch>, JournalError> {
         let txn = self.db.begin_read()?;
         let value = txn.open_table(IN_FLIGHT)?.get(task)?;
-        value.map(|v| from_json(|| format!("in-flight marker of {task}"), v.value())).transpose()
+        value
+            .map(|v| from_json(|| format!("in-flight marker of {task}"), v.value()))
+            .transpose()
     }
 
     /// The target acknowledged `batch`: move each vchannel's applied position to its end, drop the
     /// applied rows unless `retain`, and clear the marker, in one transaction.
-    pub fn commit_batch(&self, task: &str, batch: &InFlightBatch, retain: bool) -> Result<(), JournalError> {
+    pub fn commit_batch(
+        &self,
+        task: &str,
+        batch: &InFlightBatch,
+        retain: bool,
+    ) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
         {
             let mut applied = txn.open_table(APPLIED)?;

@@ -71,8 +71,12 @@ pub enum DdlEvent {
         consistency_level: i32,
     },
     DropCollection,
-    CreatePartition { partition: String },
-    DropPartition { partition: String },
+    CreatePartition {
+        partition: String,
+    },
+    DropPartition {
+        partition: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,10 +128,13 @@ const DECODE_LIMIT: usize = 1 << 30;
 
 pub fn decode(bytes: &[u8]) -> Result<Change, RecordError> {
     let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-    let (record, used): (StoredRecord, usize) = bincode::serde::decode_from_slice(bytes, config)
-            .map_err(|e| RecordError(e.to_string()))?;
+    let (record, used): (StoredRecord, usize) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| RecordError(e.to_string()))?;
     if used != bytes.len() {
-        return Err(RecordError(format!("{} trailing bytes", bytes.len() - used)));
+        return Err(RecordError(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
     }
     match record {
         StoredRecord::V1(change) => Ok(change),
@@ -145,7 +152,11 @@ mod tests {
     use super::*;
 
     fn coll() -> CollectionRef {
-        CollectionRef { id: 7, db_name: "default".into(), name: "c".into() }
+        CollectionRef {
+            id: 7,
+            db_name: "default".into(),
+            name: "c".into(),
+        }
     }
 
     #[test]
@@ -165,7 +176,11 @@ mod tests {
             Change::Ddl(Ddl {
                 collection: coll(),
                 barrier: vec!["v0".into(), "v1".into()],
-                event: DdlEvent::CreateCollection { schema: vec![9], shards_num: 2, consistency_level: 1 },
+                event: DdlEvent::CreateCollection {
+                    schema: vec![9],
+                    shards_num: 2,
+                    consistency_level: 1,
+                },
             }),
         ];
         for change in changes {

@@ -8,14 +8,22 @@ fn journal() -> (tempfile::TempDir, Journal) {
 
 fn delete(keys: &[i64]) -> Change {
     Change::Delete(DeleteBatch {
-        collection: CollectionRef { id: 1, db_name: "default".into(), name: "c".into() },
+        collection: CollectionRef {
+            id: 1,
+            db_name: "default".into(),
+            name: "c".into(),
+        },
         partition: String::new(),
         keys: PrimaryKeys::Int64(keys.to_vec()),
     })
 }
 
 fn staged(vchannel: &str, ts: u64, key: i64) -> StagedChange {
-    StagedChange { vchannel: vchannel.into(), ts, change: delete(&[key]) }
+    StagedChange {
+        vchannel: vchannel.into(),
+        ts,
+        change: delete(&[key]),
+    }
 }
 
 fn kafka(next_offset: i64) -> MqPosition {
@@ -26,14 +34,33 @@ fn kafka(next_offset: i64) -> MqPosition {
 fn staging_moves_rows_and_offset_together() {
     let (_dir, j) = journal();
     assert_eq!(j.source_offset("t", "p0").unwrap(), None);
-    j.stage("t", "p0", &[staged("p0_1v0", 10, 1), staged("p0_1v0", 10, 2)], kafka(5), 12).unwrap();
+    j.stage(
+        "t",
+        "p0",
+        &[staged("p0_1v0", 10, 1), staged("p0_1v0", 10, 2)],
+        kafka(5),
+        12,
+    )
+    .unwrap();
     let offset = j.source_offset("t", "p0").unwrap().unwrap();
-    assert_eq!(offset, SourceOffset { next: kafka(5), tick: 12, next_seq: 2 });
-    let rows = j.rows("t", "p0_1v0", None, u64::MAX, 100, usize::MAX).unwrap();
-    assert_eq!(rows.iter().map(|r| r.position).collect::<Vec<_>>(), [
-        RowPosition { ts: 10, seq: 0 },
-        RowPosition { ts: 10, seq: 1 }
-    ]);
+    assert_eq!(
+        offset,
+        SourceOffset {
+            next: kafka(5),
+            tick: 12,
+            next_seq: 2
+        }
+    );
+    let rows = j
+        .rows("t", "p0_1v0", None, u64::MAX, 100, usize::MAX)
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+        [
+            RowPosition { ts: 10, seq: 0 },
+            RowPosition { ts: 10, seq: 1 }
+        ]
+    );
     assert!(j.journal_bytes().unwrap() > 0);
 }
 
@@ -48,12 +75,29 @@ fn a_tick_never_moves_back() {
 #[test]
 fn sequence_numbers_are_never_reused_after_rows_are_removed() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("v", 10, 1)], kafka(1), 0).unwrap();
-    let batch = InFlightBatch { ends: vec![("v".into(), RowPosition { ts: 10, seq: 0 })] };
+    j.stage("t", "p0", &[staged("v", 10, 1)], kafka(1), 0)
+        .unwrap();
+    let batch = InFlightBatch {
+        ends: vec![("v".into(), RowPosition { ts: 10, seq: 0 })],
+    };
     j.commit_batch("t", &batch, false).unwrap();
-    j.stage("t", "p0", &[staged("v", 10, 2)], kafka(2), 0).unwrap();
-    let rows = j.rows("t", "v", j.applied("t", "v").unwrap(), u64::MAX, 10, usize::MAX).unwrap();
-    assert_eq!(rows.len(), 1, "the new row sorts after the applied position");
+    j.stage("t", "p0", &[staged("v", 10, 2)], kafka(2), 0)
+        .unwrap();
+    let rows = j
+        .rows(
+            "t",
+            "v",
+            j.applied("t", "v").unwrap(),
+            u64::MAX,
+            10,
+            usize::MAX,
+        )
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the new row sorts after the applied position"
+    );
     assert_eq!(rows[0].position, RowPosition { ts: 10, seq: 1 });
 }
 
@@ -64,16 +108,34 @@ fn rows_respect_position_timestamp_and_limits() {
     j.stage("t", "p0", &changes, kafka(10), 0).unwrap();
     let after = Some(RowPosition { ts: 102, seq: 2 });
     let rows = j.rows("t", "v", after, 106, 100, usize::MAX).unwrap();
-    assert_eq!(rows.iter().map(|r| r.position.ts).collect::<Vec<_>>(), [103, 104, 105, 106]);
-    assert_eq!(j.rows("t", "v", after, 106, 2, usize::MAX).unwrap().len(), 2);
-    assert_eq!(j.rows("t", "v", after, 106, 100, 1).unwrap().len(), 1, "one row even over the byte cap");
+    assert_eq!(
+        rows.iter().map(|r| r.position.ts).collect::<Vec<_>>(),
+        [103, 104, 105, 106]
+    );
+    assert_eq!(
+        j.rows("t", "v", after, 106, 2, usize::MAX).unwrap().len(),
+        2
+    );
+    assert_eq!(
+        j.rows("t", "v", after, 106, 100, 1).unwrap().len(),
+        1,
+        "one row even over the byte cap"
+    );
 }
 
 #[test]
 fn vchannels_lists_each_channel_of_the_task_once() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("a", 1, 1), staged("a", 2, 1), staged("b", 1, 1)], kafka(3), 0).unwrap();
-    j.stage("u", "p0", &[staged("c", 1, 1)], kafka(1), 0).unwrap();
+    j.stage(
+        "t",
+        "p0",
+        &[staged("a", 1, 1), staged("a", 2, 1), staged("b", 1, 1)],
+        kafka(3),
+        0,
+    )
+    .unwrap();
+    j.stage("u", "p0", &[staged("c", 1, 1)], kafka(1), 0)
+        .unwrap();
     assert_eq!(j.vchannels("t").unwrap(), ["a", "b"]);
     assert_eq!(j.vchannels("u").unwrap(), ["c"]);
 }
@@ -81,14 +143,29 @@ fn vchannels_lists_each_channel_of_the_task_once() {
 #[test]
 fn commit_moves_positions_clears_marker_and_frees_rows() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("a", 1, 1), staged("a", 2, 2), staged("b", 1, 3)], kafka(3), 0).unwrap();
-    let batch = InFlightBatch { ends: vec![("a".into(), RowPosition { ts: 1, seq: 0 }), ("b".into(), RowPosition { ts: 1, seq: 2 })] };
+    j.stage(
+        "t",
+        "p0",
+        &[staged("a", 1, 1), staged("a", 2, 2), staged("b", 1, 3)],
+        kafka(3),
+        0,
+    )
+    .unwrap();
+    let batch = InFlightBatch {
+        ends: vec![
+            ("a".into(), RowPosition { ts: 1, seq: 0 }),
+            ("b".into(), RowPosition { ts: 1, seq: 2 }),
+        ],
+    };
     j.begin_batch("t", &batch).unwrap();
     assert_eq!(j.in_flight("t").unwrap(), Some(batch.clone()));
     let before = j.journal_bytes().unwrap();
     j.commit_batch("t", &batch, false).unwrap();
     assert_eq!(j.in_flight("t").unwrap(), None);
-    assert_eq!(j.applied("t", "a").unwrap(), Some(RowPosition { ts: 1, seq: 0 }));
+    assert_eq!(
+        j.applied("t", "a").unwrap(),
+        Some(RowPosition { ts: 1, seq: 0 })
+    );
     assert_eq!(j.vchannels("t").unwrap(), ["a"]);
     assert!(j.journal_bytes().unwrap() < before);
 }
@@ -96,11 +173,34 @@ fn commit_moves_positions_clears_marker_and_frees_rows() {
 #[test]
 fn retained_rows_stay_but_are_not_read_again() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("a", 1, 1), staged("a", 2, 2)], kafka(2), 0).unwrap();
-    let batch = InFlightBatch { ends: vec![("a".into(), RowPosition { ts: 1, seq: 0 })] };
+    j.stage(
+        "t",
+        "p0",
+        &[staged("a", 1, 1), staged("a", 2, 2)],
+        kafka(2),
+        0,
+    )
+    .unwrap();
+    let batch = InFlightBatch {
+        ends: vec![("a".into(), RowPosition { ts: 1, seq: 0 })],
+    };
     j.commit_batch("t", &batch, true).unwrap();
-    assert_eq!(j.rows("t", "a", None, u64::MAX, 10, usize::MAX).unwrap().len(), 2);
-    let pending = j.rows("t", "a", j.applied("t", "a").unwrap(), u64::MAX, 10, usize::MAX).unwrap();
+    assert_eq!(
+        j.rows("t", "a", None, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .len(),
+        2
+    );
+    let pending = j
+        .rows(
+            "t",
+            "a",
+            j.applied("t", "a").unwrap(),
+            u64::MAX,
+            10,
+            usize::MAX,
+        )
+        .unwrap();
     assert_eq!(pending.len(), 1);
 }
 
@@ -109,8 +209,10 @@ fn deleting_a_task_removes_only_its_state() {
     let (_dir, j) = journal();
     j.put_task("t", b"spec-t").unwrap();
     j.put_task("t2", b"spec-t2").unwrap();
-    j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 0).unwrap();
-    j.stage("t2", "p0", &[staged("a", 1, 1)], kafka(1), 0).unwrap();
+    j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 0)
+        .unwrap();
+    j.stage("t2", "p0", &[staged("a", 1, 1)], kafka(1), 0)
+        .unwrap();
     j.begin_batch("t", &InFlightBatch { ends: vec![] }).unwrap();
     assert!(j.delete_task("t").unwrap());
     assert!(!j.delete_task("t").unwrap());
@@ -134,9 +236,15 @@ fn state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = Journal::open(dir.path()).unwrap();
-        j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 7).unwrap();
+        j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 7)
+            .unwrap();
     }
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.source_offset("t", "p0").unwrap().unwrap().tick, 7);
-    assert_eq!(j.rows("t", "a", None, u64::MAX, 10, usize::MAX).unwrap().len(), 1);
+    assert_eq!(
+        j.rows("t", "a", None, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .len(),
+        1
+    );
 }

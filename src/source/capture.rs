@@ -12,7 +12,9 @@ use prost::Message;
 
 use super::decode::{SourceMessage, timestamp};
 use super::meta::{CollectionMeta, vchannel_pchannel};
-use crate::journal::{Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys, StagedChange};
+use crate::journal::{
+    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys, StagedChange,
+};
 
 /// Which collections a task replicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,9 @@ impl Scope {
     pub fn contains(&self, db_name: &str, collection: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Named(names) => (db_name.is_empty() || db_name == "default") && names.contains(collection),
+            Scope::Named(names) => {
+                (db_name.is_empty() || db_name == "default") && names.contains(collection)
+            }
         }
     }
 }
@@ -90,7 +94,11 @@ pub fn capture(
         (Some(meta), true) => meta.name.clone(),
         _ => name.clone(),
     };
-    let collection = CollectionRef { id: collection_id, db_name, name };
+    let collection = CollectionRef {
+        id: collection_id,
+        db_name,
+        name,
+    };
 
     match message {
         SourceMessage::Insert(m) => {
@@ -103,31 +111,61 @@ pub fn capture(
                 num_rows: m.num_rows,
                 fields_data: m.fields_data.iter().map(Message::encode_to_vec).collect(),
             });
-            Ok(Captured::Changes(vec![StagedChange { vchannel: m.shard_name, ts, change }]))
+            Ok(Captured::Changes(vec![StagedChange {
+                vchannel: m.shard_name,
+                ts,
+                change,
+            }]))
         }
         SourceMessage::Delete(m) => {
             if !scope.contains(&collection.db_name, &collection.name) {
                 return Ok(Captured::Skipped);
             }
             let keys = match m.primary_keys {
-                Some(IDs { id_field: Some(IdField::IntId(ids)) }) => PrimaryKeys::Int64(ids.data),
-                Some(IDs { id_field: Some(IdField::StrId(ids)) }) => PrimaryKeys::VarChar(ids.data),
+                Some(IDs {
+                    id_field: Some(IdField::IntId(ids)),
+                }) => PrimaryKeys::Int64(ids.data),
+                Some(IDs {
+                    id_field: Some(IdField::StrId(ids)),
+                }) => PrimaryKeys::VarChar(ids.data),
                 _ if !m.int64_primary_keys.is_empty() => PrimaryKeys::Int64(m.int64_primary_keys),
-                _ => return Err(CaptureError::NoKeys { shard: m.shard_name }),
+                _ => {
+                    return Err(CaptureError::NoKeys {
+                        shard: m.shard_name,
+                    });
+                }
             };
-            let change = Change::Delete(DeleteBatch { collection, partition: m.partition_name, keys });
-            Ok(Captured::Changes(vec![StagedChange { vchannel: m.shard_name, ts, change }]))
+            let change = Change::Delete(DeleteBatch {
+                collection,
+                partition: m.partition_name,
+                keys,
+            });
+            Ok(Captured::Changes(vec![StagedChange {
+                vchannel: m.shard_name,
+                ts,
+                change,
+            }]))
         }
         SourceMessage::CreateCollection(m) => {
             // The name lives inside the schema in 2.3, not in the message.
             let schema = match m.collection_schema {
                 Some(schema) => schema,
                 None if !m.schema.is_empty() => CollectionSchema::decode(m.schema.as_slice())
-                    .map_err(|_| CaptureError::NoSchema { collection: collection_id })?,
-                None => return Err(CaptureError::NoSchema { collection: collection_id }),
+                    .map_err(|_| CaptureError::NoSchema {
+                        collection: collection_id,
+                    })?,
+                None => {
+                    return Err(CaptureError::NoSchema {
+                        collection: collection_id,
+                    });
+                }
             };
             let collection = CollectionRef {
-                name: if collection.name.is_empty() { schema.name.clone() } else { collection.name },
+                name: if collection.name.is_empty() {
+                    schema.name.clone()
+                } else {
+                    collection.name
+                },
                 ..collection
             };
             if !scope.contains(&collection.db_name, &collection.name) {
@@ -140,7 +178,13 @@ pub fn capture(
                 shards_num: m.virtual_channel_names.len() as i32,
                 consistency_level,
             };
-            Ok(Captured::Changes(ddl_copies(collection, m.virtual_channel_names, pchannel, ts, event)))
+            Ok(Captured::Changes(ddl_copies(
+                collection,
+                m.virtual_channel_names,
+                pchannel,
+                ts,
+                event,
+            )))
         }
         other => {
             if !scope.contains(&collection.db_name, &collection.name) {
@@ -149,11 +193,21 @@ pub fn capture(
             let meta = meta.ok_or(CaptureError::UnknownCollection(collection_id))?;
             let event = match other {
                 SourceMessage::DropCollection(_) => DdlEvent::DropCollection,
-                SourceMessage::CreatePartition(m) => DdlEvent::CreatePartition { partition: m.partition_name },
-                SourceMessage::DropPartition(m) => DdlEvent::DropPartition { partition: m.partition_name },
+                SourceMessage::CreatePartition(m) => DdlEvent::CreatePartition {
+                    partition: m.partition_name,
+                },
+                SourceMessage::DropPartition(m) => DdlEvent::DropPartition {
+                    partition: m.partition_name,
+                },
                 _ => return Ok(Captured::Skipped),
             };
-            Ok(Captured::Changes(ddl_copies(collection, meta.virtual_channels, pchannel, ts, event)))
+            Ok(Captured::Changes(ddl_copies(
+                collection,
+                meta.virtual_channels,
+                pchannel,
+                ts,
+                event,
+            )))
         }
     }
 }
@@ -171,7 +225,11 @@ fn ddl_copies(
         .map(|v| StagedChange {
             vchannel: v.clone(),
             ts,
-            change: Change::Ddl(Ddl { collection: collection.clone(), barrier: vchannels.clone(), event: event.clone() }),
+            change: Change::Ddl(Ddl {
+                collection: collection.clone(),
+                barrier: vchannels.clone(),
+                event: event.clone(),
+            }),
         })
         .collect()
 }
@@ -219,10 +277,13 @@ mod tests {
             collection_id: 9,
             collection_name: "c".into(),
             timestamps: vec![5],
-            primary_keys: Some(IDs { id_field: Some(IdField::IntId(LongArray { data: vec![1, 2] })) }),
+            primary_keys: Some(IDs {
+                id_field: Some(IdField::IntId(LongArray { data: vec![1, 2] })),
+            }),
             ..Default::default()
         };
-        let Captured::Changes(changes) = capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()).unwrap()
+        let Captured::Changes(changes) =
+            capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()).unwrap()
         else {
             panic!("expected changes")
         };
@@ -233,14 +294,30 @@ mod tests {
 
     #[test]
     fn a_drop_is_staged_on_each_vchannel_of_this_pchannel_with_the_full_barrier() {
-        let m = msg::DropCollectionRequest { collection_id: 9, collection_name: "c".into(), ..Default::default() };
-        let Captured::Changes(changes) =
-            capture(SourceMessage::DropCollection(m), P0, &Scope::All, &mut meta()).unwrap()
-        else {
+        let m = msg::DropCollectionRequest {
+            collection_id: 9,
+            collection_name: "c".into(),
+            ..Default::default()
+        };
+        let Captured::Changes(changes) = capture(
+            SourceMessage::DropCollection(m),
+            P0,
+            &Scope::All,
+            &mut meta(),
+        )
+        .unwrap() else {
             panic!("expected changes")
         };
-        assert_eq!(changes.iter().map(|c| c.vchannel.as_str()).collect::<Vec<_>>(), [V0]);
-        let Change::Ddl(ddl) = &changes[0].change else { panic!() };
+        assert_eq!(
+            changes
+                .iter()
+                .map(|c| c.vchannel.as_str())
+                .collect::<Vec<_>>(),
+            [V0]
+        );
+        let Change::Ddl(ddl) = &changes[0].change else {
+            panic!()
+        };
         assert_eq!(ddl.barrier, [V0, V1]);
     }
 
@@ -249,8 +326,16 @@ mod tests {
         let schema = CollectionSchema {
             name: "fresh".into(),
             fields: vec![
-                FieldSchema { field_id: 0, name: "RowID".into(), ..Default::default() },
-                FieldSchema { field_id: 100, name: "id".into(), ..Default::default() },
+                FieldSchema {
+                    field_id: 0,
+                    name: "RowID".into(),
+                    ..Default::default()
+                },
+                FieldSchema {
+                    field_id: 100,
+                    name: "id".into(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -260,32 +345,63 @@ mod tests {
             virtual_channel_names: vec!["by-dev-rootcoord-dml_0_10v0".into()],
             ..Default::default()
         };
-        let Captured::Changes(changes) =
-            capture(SourceMessage::CreateCollection(m), P0, &Scope::All, &mut HashMap::new()).unwrap()
-        else {
+        let Captured::Changes(changes) = capture(
+            SourceMessage::CreateCollection(m),
+            P0,
+            &Scope::All,
+            &mut HashMap::new(),
+        )
+        .unwrap() else {
             panic!("expected changes")
         };
-        let Change::Ddl(Ddl { collection, event: DdlEvent::CreateCollection { schema, shards_num, .. }, .. }) =
-            &changes[0].change
+        let Change::Ddl(Ddl {
+            collection,
+            event: DdlEvent::CreateCollection {
+                schema, shards_num, ..
+            },
+            ..
+        }) = &changes[0].change
         else {
             panic!()
         };
         assert_eq!(collection.name, "fresh");
         assert_eq!(*shards_num, 1);
         let schema = CollectionSchema::decode(schema.as_slice()).unwrap();
-        assert_eq!(schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["id"]);
+        assert_eq!(
+            schema
+                .fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            ["id"]
+        );
     }
 
     #[test]
     fn out_of_scope_collections_are_skipped() {
         let scope = Scope::Named(HashSet::from(["other".to_owned()]));
-        let m = msg::InsertRequest { shard_name: V0.into(), collection_id: 9, collection_name: "c".into(), ..Default::default() };
-        assert_eq!(capture(SourceMessage::Insert(m), P0, &scope, &mut meta()), Ok(Captured::Skipped));
+        let m = msg::InsertRequest {
+            shard_name: V0.into(),
+            collection_id: 9,
+            collection_name: "c".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            capture(SourceMessage::Insert(m), P0, &scope, &mut meta()),
+            Ok(Captured::Skipped)
+        );
     }
 
     #[test]
     fn a_delete_without_keys_is_an_error() {
-        let m = msg::DeleteRequest { shard_name: V0.into(), collection_id: 9, ..Default::default() };
-        assert!(matches!(capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()), Err(CaptureError::NoKeys { .. })));
+        let m = msg::DeleteRequest {
+            shard_name: V0.into(),
+            collection_id: 9,
+            ..Default::default()
+        };
+        assert!(matches!(
+            capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()),
+            Err(CaptureError::NoKeys { .. })
+        ));
     }
 }

@@ -15,9 +15,13 @@ pub enum SourceMessage {
     DropCollection(msg::DropCollectionRequest),
     CreatePartition(msg::CreatePartitionRequest),
     DropPartition(msg::DropPartitionRequest),
-    TimeTick { ts: u64 },
+    TimeTick {
+        ts: u64,
+    },
     /// A well-formed message of a type replication does not use on DML channels.
-    Ignored { msg_type: i32 },
+    Ignored {
+        msg_type: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,23 +37,33 @@ pub enum DecodeError {
 }
 
 fn body<M: Message + Default>(kind: &'static str, payload: &[u8]) -> Result<M, DecodeError> {
-    M::decode(payload).map_err(|e| DecodeError::Malformed { kind, reason: e.to_string() })
+    M::decode(payload).map_err(|e| DecodeError::Malformed {
+        kind,
+        reason: e.to_string(),
+    })
 }
 
 pub fn decode(payload: &[u8]) -> Result<SourceMessage, DecodeError> {
     let header = MsgHeader::decode(payload).map_err(|e| DecodeError::NotMilvus(e.to_string()))?;
     let base = header.base.ok_or(DecodeError::NoHeader)?;
-    let msg_type = MsgType::try_from(base.msg_type).map_err(|_| DecodeError::UnknownType(base.msg_type))?;
+    let msg_type =
+        MsgType::try_from(base.msg_type).map_err(|_| DecodeError::UnknownType(base.msg_type))?;
     Ok(match msg_type {
         MsgType::Insert => SourceMessage::Insert(body("Insert", payload)?),
         MsgType::Delete => SourceMessage::Delete(body("Delete", payload)?),
-        MsgType::CreateCollection => SourceMessage::CreateCollection(body("CreateCollection", payload)?),
+        MsgType::CreateCollection => {
+            SourceMessage::CreateCollection(body("CreateCollection", payload)?)
+        }
         MsgType::DropCollection => SourceMessage::DropCollection(body("DropCollection", payload)?),
-        MsgType::CreatePartition => SourceMessage::CreatePartition(body("CreatePartition", payload)?),
+        MsgType::CreatePartition => {
+            SourceMessage::CreatePartition(body("CreatePartition", payload)?)
+        }
         MsgType::DropPartition => SourceMessage::DropPartition(body("DropPartition", payload)?),
         MsgType::TimeTick => SourceMessage::TimeTick { ts: base.timestamp },
         MsgType::Undefined => return Err(DecodeError::UnknownType(0)),
-        other => SourceMessage::Ignored { msg_type: other as i32 },
+        other => SourceMessage::Ignored {
+            msg_type: other as i32,
+        },
     })
 }
 
@@ -60,8 +74,18 @@ pub fn timestamp(message: &SourceMessage) -> u64 {
         base.as_ref().map_or(0, |b| b.timestamp)
     }
     match message {
-        SourceMessage::Insert(m) => m.timestamps.iter().copied().max().unwrap_or_else(|| base_ts(&m.base)),
-        SourceMessage::Delete(m) => m.timestamps.iter().copied().max().unwrap_or_else(|| base_ts(&m.base)),
+        SourceMessage::Insert(m) => m
+            .timestamps
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or_else(|| base_ts(&m.base)),
+        SourceMessage::Delete(m) => m
+            .timestamps
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or_else(|| base_ts(&m.base)),
         SourceMessage::CreateCollection(m) => base_ts(&m.base),
         SourceMessage::DropCollection(m) => base_ts(&m.base),
         SourceMessage::CreatePartition(m) => base_ts(&m.base),
@@ -77,12 +101,19 @@ mod tests {
     use milvus::proto::common::MsgBase;
 
     fn base(msg_type: MsgType, timestamp: u64) -> Option<MsgBase> {
-        Some(MsgBase { msg_type: msg_type as i32, timestamp, ..Default::default() })
+        Some(MsgBase {
+            msg_type: msg_type as i32,
+            timestamp,
+            ..Default::default()
+        })
     }
 
     #[test]
     fn a_time_tick_carries_its_base_timestamp() {
-        let bytes = msg::TimeTickMsg { base: base(MsgType::TimeTick, 42) }.encode_to_vec();
+        let bytes = msg::TimeTickMsg {
+            base: base(MsgType::TimeTick, 42),
+        }
+        .encode_to_vec();
         assert_eq!(decode(&bytes), Ok(SourceMessage::TimeTick { ts: 42 }));
     }
 
@@ -102,19 +133,45 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_errors() {
-        assert!(matches!(decode(b"\xff\xff\xff"), Err(DecodeError::NotMilvus(_))));
+        assert!(matches!(
+            decode(b"\xff\xff\xff"),
+            Err(DecodeError::NotMilvus(_))
+        ));
         assert_eq!(decode(b""), Err(DecodeError::NoHeader));
-        let unknown = msg::TimeTickMsg { base: Some(MsgBase { msg_type: 99_999, ..Default::default() }) };
-        assert_eq!(decode(&unknown.encode_to_vec()), Err(DecodeError::UnknownType(99_999)));
-        let insert = msg::InsertRequest { base: base(MsgType::Insert, 1), num_rows: 3, ..Default::default() };
+        let unknown = msg::TimeTickMsg {
+            base: Some(MsgBase {
+                msg_type: 99_999,
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            decode(&unknown.encode_to_vec()),
+            Err(DecodeError::UnknownType(99_999))
+        );
+        let insert = msg::InsertRequest {
+            base: base(MsgType::Insert, 1),
+            num_rows: 3,
+            ..Default::default()
+        };
         let bytes = insert.encode_to_vec();
         let truncated = &bytes[..bytes.len() - 1];
-        assert!(decode(truncated).is_err(), "a truncated message must not decode");
+        assert!(
+            decode(truncated).is_err(),
+            "a truncated message must not decode"
+        );
     }
 
     #[test]
     fn known_types_replication_does_not_use_are_ignored() {
-        let bytes = msg::TimeTickMsg { base: base(MsgType::Flush, 5) }.encode_to_vec();
-        assert_eq!(decode(&bytes), Ok(SourceMessage::Ignored { msg_type: MsgType::Flush as i32 }));
+        let bytes = msg::TimeTickMsg {
+            base: base(MsgType::Flush, 5),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            decode(&bytes),
+            Ok(SourceMessage::Ignored {
+                msg_type: MsgType::Flush as i32
+            })
+        );
     }
 }

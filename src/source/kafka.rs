@@ -15,7 +15,11 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("kafka {brokers}: {action}: {source}")]
-    Client { brokers: String, action: String, source: rdkafka::error::KafkaError },
+    Client {
+        brokers: String,
+        action: String,
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
@@ -30,7 +34,11 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .set("fetch.max.bytes", "16777216")
         .set("queued.max.messages.kbytes", "16384")
         .create()
-        .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: "create consumer".into(), source })
+        .map_err(|source| KafkaError::Client {
+            brokers: brokers.into(),
+            action: "create consumer".into(),
+            source,
+        })
 }
 
 /// The broker's metadata: which channels exist and what they retain. One client, reused.
@@ -41,22 +49,31 @@ pub struct Broker {
 
 impl Broker {
     pub fn connect(brokers: &str) -> Result<Self, KafkaError> {
-        Ok(Self { consumer: client(brokers)?, brokers: brokers.into() })
+        Ok(Self {
+            consumer: client(brokers)?,
+            brokers: brokers.into(),
+        })
     }
 
     /// The physical DML channels (`{prefix}-rootcoord-dml_N`) that exist on the broker.
     pub fn dml_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
-        let metadata = self.consumer.fetch_metadata(None, METADATA_TIMEOUT).map_err(|source| KafkaError::Client {
-            brokers: self.brokers.clone(),
-            action: "list topics".into(),
-            source,
-        })?;
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|source| KafkaError::Client {
+                brokers: self.brokers.clone(),
+                action: "list topics".into(),
+                source,
+            })?;
         let stem = format!("{prefix}-rootcoord-dml_");
         let mut topics: Vec<String> = metadata
             .topics()
             .iter()
             .map(|t| t.name().to_owned())
-            .filter(|name| name.strip_prefix(&stem).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+            .filter(|name| {
+                name.strip_prefix(&stem)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
             .collect();
         topics.sort();
         Ok(topics)
@@ -64,11 +81,13 @@ impl Broker {
 
     /// (low, high) watermarks of a channel: the first retained offset and the next offset to be written.
     pub fn watermarks(&self, topic: &str) -> Result<(i64, i64), KafkaError> {
-        self.consumer.fetch_watermarks(topic, PARTITION, METADATA_TIMEOUT).map_err(|source| KafkaError::Client {
-            brokers: self.brokers.clone(),
-            action: format!("watermarks of {topic}"),
-            source,
-        })
+        self.consumer
+            .fetch_watermarks(topic, PARTITION, METADATA_TIMEOUT)
+            .map_err(|source| KafkaError::Client {
+                brokers: self.brokers.clone(),
+                action: format!("watermarks of {topic}"),
+                source,
+            })
     }
 }
 
@@ -91,11 +110,23 @@ impl ChannelConsumer {
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, PARTITION, Offset::Offset(next_offset))
-            .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("assign {topic}"), source })?;
+            .map_err(|source| KafkaError::Client {
+                brokers: brokers.into(),
+                action: format!("assign {topic}"),
+                source,
+            })?;
         consumer
             .assign(&assignment)
-            .map_err(|source| KafkaError::Client { brokers: brokers.into(), action: format!("assign {topic}"), source })?;
-        Ok(Self { consumer, brokers: brokers.into(), topic: topic.into() })
+            .map_err(|source| KafkaError::Client {
+                brokers: brokers.into(),
+                action: format!("assign {topic}"),
+                source,
+            })?;
+        Ok(Self {
+            consumer,
+            brokers: brokers.into(),
+            topic: topic.into(),
+        })
     }
 
     /// The next message, or None when none arrived within `timeout`.

@@ -67,7 +67,12 @@ impl ChannelReader<'_> {
             .source_offset(self.task, self.pchannel)?
             .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
         let MqPosition::Kafka { next_offset } = offset.next;
-        info!(task = self.task, channel = self.pchannel, next_offset, "reading");
+        info!(
+            task = self.task,
+            channel = self.pchannel,
+            next_offset,
+            "reading"
+        );
         let consumer = ChannelConsumer::open(self.brokers, self.pchannel, next_offset)?;
 
         let mut pending = PendingStage::default();
@@ -79,7 +84,11 @@ impl ChannelReader<'_> {
             if pending.since.is_none() {
                 self.wait_below_cap()?;
             }
-            let timeout = if pending.since.is_some() { Duration::from_millis(1) } else { Duration::from_millis(100) };
+            let timeout = if pending.since.is_some() {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
             let fetched = match consumer.poll(timeout) {
                 Ok(fetched) => fetched,
                 Err(err) => {
@@ -95,12 +104,18 @@ impl ChannelReader<'_> {
                 pending.fetched(message.payload.len());
                 METRICS.messages_read.inc();
                 let decoded = decode(&message.payload);
-                if matches!(decoded, Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_)))
-                    && !recent.first_time(&message.payload)
+                if matches!(
+                    decoded,
+                    Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
+                ) && !recent.first_time(&message.payload)
                 {
                     METRICS.messages_duplicate.inc();
-                    warn!(task = self.task, channel = self.pchannel, offset = message.offset,
-                          "message skipped: byte-identical to an earlier message of this channel");
+                    warn!(
+                        task = self.task,
+                        channel = self.pchannel,
+                        offset = message.offset,
+                        "message skipped: byte-identical to an earlier message of this channel"
+                    );
                     continue;
                 }
                 match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
@@ -118,7 +133,13 @@ impl ChannelReader<'_> {
             }
             if pending.due(self.settings, idle) {
                 crate::failpoint::hit("stage-before-commit");
-                self.journal.stage(self.task, self.pchannel, &pending.changes, MqPosition::Kafka { next_offset: next }, tick)?;
+                self.journal.stage(
+                    self.task,
+                    self.pchannel,
+                    &pending.changes,
+                    MqPosition::Kafka { next_offset: next },
+                    tick,
+                )?;
                 METRICS.changes_staged.add(pending.changes.len() as u64);
                 pending = PendingStage::default();
             }
@@ -127,7 +148,9 @@ impl ChannelReader<'_> {
     }
 
     fn wait_below_cap(&self) -> Result<(), ReaderError> {
-        while self.journal.journal_bytes()? > self.settings.journal_cap_bytes && !self.stop.load(Ordering::Relaxed) {
+        while self.journal.journal_bytes()? > self.settings.journal_cap_bytes
+            && !self.stop.load(Ordering::Relaxed)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
@@ -209,6 +232,9 @@ mod tests {
             recent.first_time(&i.to_le_bytes());
         }
         assert_eq!(recent.order.len(), RecentPayloads::WINDOW);
-        assert!(recent.first_time(&0usize.to_le_bytes()), "the oldest fell out of the window");
+        assert!(
+            recent.first_time(&0usize.to_le_bytes()),
+            "the oldest fell out of the window"
+        );
     }
 }

@@ -104,24 +104,35 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(journal: Arc<Journal>, config: Config, runtime: Handle) -> Arc<Self> {
-        Arc::new(Self { journal, config, runtime, running: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            journal,
+            config,
+            runtime,
+            running: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskSpec>, TaskError> {
         self.journal
             .tasks()?
             .into_iter()
-            .map(|(id, bytes)| serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id, e.to_string())))
+            .map(|(id, bytes)| {
+                serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id, e.to_string()))
+            })
             .collect()
     }
 
     pub fn task(&self, id: &str) -> Result<TaskSpec, TaskError> {
-        let bytes = self.journal.task(id)?.ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
+        let bytes = self
+            .journal
+            .task(id)?
+            .ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
         serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id.to_owned(), e.to_string()))
     }
 
     fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
-        let bytes = serde_json::to_vec(spec).map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
+        let bytes = serde_json::to_vec(spec)
+            .map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
         Ok(self.journal.put_task(&spec.task_id, &bytes)?)
     }
 
@@ -143,9 +154,15 @@ impl Supervisor {
             return Err(TaskError::Exists(spec.task_id));
         }
         let MqConfig::Kafka { brokers } = &self.config.source.mq else {
-            return Err(TaskError::Unsupported("only a Kafka source is supported so far".into()));
+            return Err(TaskError::Unsupported(
+                "only a Kafka source is supported so far".into(),
+            ));
         };
-        let meta = SourceMeta::connect(&self.config.source.etcd_endpoints, &self.config.source.etcd_root_path).await?;
+        let meta = SourceMeta::connect(
+            &self.config.source.etcd_endpoints,
+            &self.config.source.etcd_root_path,
+        )
+        .await?;
         let scope = spec.scope();
         let existing: Vec<CollectionMeta> = meta
             .collections()
@@ -153,7 +170,11 @@ impl Supervisor {
             .into_iter()
             .filter(|c| scope.contains(&c.db_name, &c.name))
             .collect();
-        let (brokers, prefix, start) = (brokers.clone(), self.config.source.channel_prefix.clone(), spec.start);
+        let (brokers, prefix, start) = (
+            brokers.clone(),
+            self.config.source.channel_prefix.clone(),
+            spec.start,
+        );
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
@@ -165,7 +186,13 @@ impl Supervisor {
                     StartPosition::Earliest => low,
                 };
                 let seeds = existing_collection_seeds(&existing, &topic);
-                journal.stage(&task_id, &topic, &seeds, MqPosition::Kafka { next_offset }, 0)?;
+                journal.stage(
+                    &task_id,
+                    &topic,
+                    &seeds,
+                    MqPosition::Kafka { next_offset },
+                    0,
+                )?;
             }
             Ok(())
         })
@@ -187,7 +214,11 @@ impl Supervisor {
 
     /// Stops every task's threads and waits for them.
     pub fn shutdown(&self) {
-        let ids: Vec<String> = self.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
         for id in ids {
             self.stop(&id);
         }
@@ -230,22 +261,37 @@ impl Supervisor {
 
     fn run_applier(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("applier", task = %spec.task_id).entered();
-        let target = match MilvusTarget::connect(&spec.target.uri, Some(&spec.target.token), self.runtime.clone()) {
+        let target = match MilvusTarget::connect(
+            &spec.target.uri,
+            Some(&spec.target.token),
+            self.runtime.clone(),
+        ) {
             Ok(target) => target,
             Err(err) => return self.fail(&spec.task_id, err.to_string()),
         };
-        let mut applier =
-            Applier { task: &spec.task_id, journal: &self.journal, target, settings: ApplierSettings {
+        let mut applier = Applier {
+            task: &spec.task_id,
+            journal: &self.journal,
+            target,
+            settings: ApplierSettings {
                 retain_applied: self.config.journal.retain_applied,
                 ..ApplierSettings::default()
-            }, stop: stop.clone() };
+            },
+            stop: stop.clone(),
+        };
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
-            let result = if recovered { applier.step() } else { applier.recover().map(|_| true) };
+            let result = if recovered {
+                applier.step()
+            } else {
+                applier.recover().map(|_| true)
+            };
             match result {
                 Ok(true) => recovered = true,
                 Ok(false) => std::thread::sleep(Duration::from_millis(10)),
-                Err(ApplyError::Target(TargetError::Permanent(reason))) => return self.fail(&spec.task_id, reason),
+                Err(ApplyError::Target(TargetError::Permanent(reason))) => {
+                    return self.fail(&spec.task_id, reason);
+                }
                 Err(err) => {
                     // Transient: the target or the journal will come back; keep the task running.
                     warn!(%err, "apply failed; retrying");
@@ -259,20 +305,36 @@ impl Supervisor {
     /// Starts a reader for each DML channel, including channels created after the task.
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
-        let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else { return };
+        let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else {
+            return;
+        };
         let mut broker: Option<Broker> = None;
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             if broker.is_none() {
-                broker = Broker::connect(&brokers).inspect_err(|err| warn!(%err, "cannot reach the broker")).ok();
+                broker = Broker::connect(&brokers)
+                    .inspect_err(|err| warn!(%err, "cannot reach the broker"))
+                    .ok();
             }
-            match broker.as_ref().map(|b| b.dml_topics(&self.config.source.channel_prefix)).unwrap_or(Ok(Vec::new())) {
+            match broker
+                .as_ref()
+                .map(|b| b.dml_topics(&self.config.source.channel_prefix))
+                .unwrap_or(Ok(Vec::new()))
+            {
                 Ok(topics) => {
                     for topic in topics {
-                        if !readers.contains_key(&topic) && self.record_channel_start(&spec.task_id, &topic) {
+                        if !readers.contains_key(&topic)
+                            && self.record_channel_start(&spec.task_id, &topic)
+                        {
                             let me = self.clone();
-                            let (task, flag, brokers, channel) = (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
-                            readers.insert(topic, std::thread::spawn(move || me.run_reader(task, channel, brokers, flag)));
+                            let (task, flag, brokers, channel) =
+                                (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
+                            readers.insert(
+                                topic,
+                                std::thread::spawn(move || {
+                                    me.run_reader(task, channel, brokers, flag)
+                                }),
+                            );
                         }
                     }
                 }
@@ -295,7 +357,10 @@ impl Supervisor {
     fn record_channel_start(&self, task: &str, topic: &str) -> bool {
         let recorded = match self.journal.source_offset(task, topic) {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => self.journal.stage(task, topic, &[], MqPosition::Kafka { next_offset: 0 }, 0),
+            Ok(None) => {
+                self.journal
+                    .stage(task, topic, &[], MqPosition::Kafka { next_offset: 0 }, 0)
+            }
             Err(err) => Err(err),
         };
         match recorded {
@@ -307,10 +372,19 @@ impl Supervisor {
         }
     }
 
-    fn run_reader(self: Arc<Self>, spec: TaskSpec, pchannel: String, brokers: String, stop: Arc<AtomicBool>) {
+    fn run_reader(
+        self: Arc<Self>,
+        spec: TaskSpec,
+        pchannel: String,
+        brokers: String,
+        stop: Arc<AtomicBool>,
+    ) {
         let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
         let scope = spec.scope();
-        let settings = ReaderSettings { journal_cap_bytes: self.config.journal.max_bytes, ..ReaderSettings::default() };
+        let settings = ReaderSettings {
+            journal_cap_bytes: self.config.journal.max_bytes,
+            ..ReaderSettings::default()
+        };
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(SourceMeta::connect(
                 &self.config.source.etcd_endpoints,
@@ -323,7 +397,12 @@ impl Supervisor {
                     continue;
                 }
             };
-            let mut lookup = EtcdLookup { meta, runtime: self.runtime.clone(), cache: HashMap::new(), missing: HashSet::new() };
+            let mut lookup = EtcdLookup {
+                meta,
+                runtime: self.runtime.clone(),
+                cache: HashMap::new(),
+                missing: HashSet::new(),
+            };
             let reader = ChannelReader {
                 task: &spec.task_id,
                 pchannel: &pchannel,
@@ -349,19 +428,40 @@ impl Supervisor {
 fn existing_collection_seeds(collections: &[CollectionMeta], pchannel: &str) -> Vec<StagedChange> {
     let mut seeds = Vec::new();
     for c in collections {
-        let collection = crate::journal::CollectionRef { id: c.id, db_name: c.db_name.clone(), name: c.name.clone() };
+        let collection = crate::journal::CollectionRef {
+            id: c.id,
+            db_name: c.db_name.clone(),
+            name: c.name.clone(),
+        };
         let mut events = vec![DdlEvent::CreateCollection {
             schema: prost::Message::encode_to_vec(&user_fields_only(c.schema.clone())),
             shards_num: c.shards_num,
             consistency_level: c.consistency_level,
         }];
         events.extend(
-            c.partitions.iter().filter(|p| p.name != "_default").map(|p| DdlEvent::CreatePartition { partition: p.name.clone() }),
+            c.partitions
+                .iter()
+                .filter(|p| p.name != "_default")
+                .map(|p| DdlEvent::CreatePartition {
+                    partition: p.name.clone(),
+                }),
         );
-        for vchannel in c.virtual_channels.iter().filter(|v| vchannel_pchannel(v) == Some(pchannel)) {
+        for vchannel in c
+            .virtual_channels
+            .iter()
+            .filter(|v| vchannel_pchannel(v) == Some(pchannel))
+        {
             for event in &events {
-                let ddl = Ddl { collection: collection.clone(), barrier: c.virtual_channels.clone(), event: event.clone() };
-                seeds.push(StagedChange { vchannel: vchannel.clone(), ts: 0, change: Change::Ddl(ddl) });
+                let ddl = Ddl {
+                    collection: collection.clone(),
+                    barrier: c.virtual_channels.clone(),
+                    event: event.clone(),
+                };
+                seeds.push(StagedChange {
+                    vchannel: vchannel.clone(),
+                    ts: 0,
+                    change: Change::Ddl(ddl),
+                });
             }
         }
     }

@@ -1,24 +1,40 @@
-use milvus::proto::schema::{FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data};
+use milvus::proto::schema::{
+    FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data,
+};
 
 use super::*;
 use crate::journal::{Ddl, DdlEvent, DeleteBatch, InsertBatch, RowPosition};
 
 fn coll() -> CollectionRef {
-    CollectionRef { id: 1, db_name: "default".into(), name: "c".into() }
+    CollectionRef {
+        id: 1,
+        db_name: "default".into(),
+        name: "c".into(),
+    }
 }
 
 fn ids(values: &[i64]) -> Vec<Vec<u8>> {
     let field = FieldData {
         field_name: "id".into(),
         r#type: 5,
-        field: Some(Field::Scalars(ScalarField { data: Some(Data::LongData(LongArray { data: values.to_vec() })), ..Default::default() })),
+        field: Some(Field::Scalars(ScalarField {
+            data: Some(Data::LongData(LongArray {
+                data: values.to_vec(),
+            })),
+            ..Default::default()
+        })),
         ..Default::default()
     };
     vec![field.encode_to_vec()]
 }
 
 fn row(ts: u64, seq: u64, change: Change) -> JournalRow {
-    JournalRow { vchannel: "v".into(), position: RowPosition { ts, seq }, change, encoded_len: 1 }
+    JournalRow {
+        vchannel: "v".into(),
+        position: RowPosition { ts, seq },
+        change,
+        encoded_len: 1,
+    }
 }
 
 fn insert(ts: u64, seq: u64, keys: &[i64]) -> JournalRow {
@@ -32,23 +48,53 @@ fn insert(ts: u64, seq: u64, keys: &[i64]) -> JournalRow {
 }
 
 fn delete(ts: u64, seq: u64, keys: &[i64]) -> JournalRow {
-    row(ts, seq, Change::Delete(DeleteBatch { collection: coll(), partition: "_default".into(), keys: PrimaryKeys::Int64(keys.to_vec()) }))
+    row(
+        ts,
+        seq,
+        Change::Delete(DeleteBatch {
+            collection: coll(),
+            partition: "_default".into(),
+            keys: PrimaryKeys::Int64(keys.to_vec()),
+        }),
+    )
 }
 
 fn ddl(ts: u64, seq: u64) -> JournalRow {
-    row(ts, seq, Change::Ddl(Ddl { collection: coll(), barrier: vec!["v".into()], event: DdlEvent::DropCollection }))
+    row(
+        ts,
+        seq,
+        Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec!["v".into()],
+            event: DdlEvent::DropCollection,
+        }),
+    )
 }
 
 fn inserted_keys(call: &Call) -> Vec<i64> {
-    let Call::Insert { fields_data, .. } = call else { panic!("not an insert: {call:?}") };
-    let Some(Field::Scalars(ScalarField { data: Some(Data::LongData(keys)), .. })) = &fields_data[0].field else { panic!() };
+    let Call::Insert { fields_data, .. } = call else {
+        panic!("not an insert: {call:?}")
+    };
+    let Some(Field::Scalars(ScalarField {
+        data: Some(Data::LongData(keys)),
+        ..
+    })) = &fields_data[0].field
+    else {
+        panic!()
+    };
     keys.data.clone()
 }
 
 #[test]
 fn consecutive_inserts_become_one_call() {
     let rows = [insert(1, 0, &[1, 2]), insert(2, 1, &[3])];
-    let Step::Data { rows: prefix, calls } = next_step(&rows, true).unwrap() else { panic!() };
+    let Step::Data {
+        rows: prefix,
+        calls,
+    } = next_step(&rows, true).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(prefix.len(), 2);
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].rows(), 3);
@@ -59,8 +105,18 @@ fn consecutive_inserts_become_one_call() {
 fn an_upserts_delete_is_applied_before_its_insert() {
     // The source writes an upsert as Insert then Delete with one timestamp.
     let rows = [insert(5, 0, &[7]), delete(5, 1, &[7])];
-    let Step::Data { rows: prefix, calls } = next_step(&rows, true).unwrap() else { panic!() };
-    assert_eq!(prefix.len(), 2, "the batch still covers both rows in journal order");
+    let Step::Data {
+        rows: prefix,
+        calls,
+    } = next_step(&rows, true).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        prefix.len(),
+        2,
+        "the batch still covers both rows in journal order"
+    );
     assert!(matches!(calls[0], Call::Delete { .. }));
     assert_eq!(inserted_keys(&calls[1]), [7]);
 }
@@ -68,14 +124,18 @@ fn an_upserts_delete_is_applied_before_its_insert() {
 #[test]
 fn a_fetch_cut_never_splits_a_timestamp() {
     let rows = [insert(1, 0, &[1]), insert(5, 1, &[7])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, false).unwrap() else { panic!() };
+    let Step::Data { rows: prefix, .. } = next_step(&rows, false).unwrap() else {
+        panic!()
+    };
     assert_eq!(prefix.len(), 1, "ts 5 may have more rows beyond the limit");
 }
 
 #[test]
 fn data_stops_before_a_ddl_and_a_ddl_comes_alone() {
     let rows = [insert(1, 0, &[1]), ddl(2, 1), insert(3, 2, &[2])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, true).unwrap() else { panic!() };
+    let Step::Data { rows: prefix, .. } = next_step(&rows, true).unwrap() else {
+        panic!()
+    };
     assert_eq!(prefix.len(), 1);
     assert!(matches!(next_step(&rows[1..], true).unwrap(), Step::Ddl(r) if r.position.ts == 2));
 }
@@ -83,7 +143,9 @@ fn data_stops_before_a_ddl_and_a_ddl_comes_alone() {
 #[test]
 fn inserts_and_deletes_interleaved_keep_their_order() {
     let rows = [insert(1, 0, &[1]), delete(2, 1, &[1]), insert(3, 2, &[1])];
-    let Step::Data { calls, .. } = next_step(&rows, true).unwrap() else { panic!() };
+    let Step::Data { calls, .. } = next_step(&rows, true).unwrap() else {
+        panic!()
+    };
     assert_eq!(calls.len(), 3);
     assert!(matches!(calls[1], Call::Delete { .. }));
 }
