@@ -9,6 +9,11 @@ use milvus_cdc::source::decode::decode;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = decode(data) {
-        let _ = capture(message, "by-dev-rootcoord-dml_0", &Scope::All, &mut HashMap::new());
+        let _ = capture(
+            message,
+            "by-dev-rootcoord-dml_0",
+            &Scope::All,
+            &mut HashMap::new(),
+        );
     }
 });
