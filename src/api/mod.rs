@@ -52,6 +52,7 @@ impl From<TaskError> for ApiError {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_) => StatusCode::CONFLICT,
             TaskError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -25,6 +25,15 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// False when a collection of this name cannot be in scope whatever its database: such a
+    /// message is skipped without a metadata lookup (which may wait for a collection long gone).
+    pub fn may_contain(&self, collection: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Named(names) => collection.is_empty() || names.contains(collection),
+        }
+    }
+
     pub fn contains(&self, db_name: &str, collection: &str) -> bool {
         match self {
             Scope::All => true,
@@ -83,6 +92,9 @@ pub fn capture(
         SourceMessage::CreatePartition(m) => (m.collection_id, &m.db_name, &m.collection_name),
         SourceMessage::DropPartition(m) => (m.collection_id, &m.db_name, &m.collection_name),
     };
+    if !scope.may_contain(name) {
+        return Ok(Captured::Skipped);
+    }
     // Data messages of 2.3 carry no database name; the metadata knows it.
     let meta = lookup.collection(collection_id);
     let db_name = match (&meta, db_name.is_empty()) {
@@ -388,6 +400,30 @@ mod tests {
         };
         assert_eq!(
             capture(SourceMessage::Insert(m), P0, &scope, &mut meta()),
+            Ok(Captured::Skipped)
+        );
+    }
+
+    /// A lookup that must not be consulted.
+    struct NoLookup;
+
+    impl CollectionLookup for NoLookup {
+        fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+            panic!("collection {id} was looked up")
+        }
+    }
+
+    #[test]
+    fn a_named_scope_skips_other_names_without_a_metadata_lookup() {
+        let scope = Scope::Named(HashSet::from(["wanted".to_owned()]));
+        let m = msg::InsertRequest {
+            shard_name: V0.into(),
+            collection_id: 404,
+            collection_name: "dropped_long_ago".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            capture(SourceMessage::Insert(m), P0, &scope, &mut NoLookup),
             Ok(Captured::Skipped)
         );
     }

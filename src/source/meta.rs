@@ -66,7 +66,7 @@ pub enum MetaError {
     UnknownDatabase { collection_id: i64, db_id: i64 },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectionMeta {
     pub id: i64,
     pub db_id: i64,
@@ -85,7 +85,7 @@ pub struct CollectionMeta {
     pub create_time: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartitionMeta {
     pub id: i64,
     pub name: String,

@@ -36,7 +36,8 @@ pub enum StartPosition {
     /// Changes made after the task was created.
     #[default]
     Latest,
-    /// Everything the broker still retains.
+    /// Each in-scope collection from its start position in the source's etcd (its
+    /// CreateCollection message), so collections that exist already are copied whole.
     Earliest,
 }
 
@@ -85,6 +86,17 @@ pub enum TaskError {
     Corrupt(String, String),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "collection {collection} starts at offset {start} of {channel}, but the broker retains that \
+         channel only from offset {retained}: its oldest changes are gone. Create the task with \
+         start_position \"latest\" and copy the existing data another way (for example a backup)"
+    )]
+    StartNotRetained {
+        collection: String,
+        channel: String,
+        start: i64,
+        retained: i64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -181,11 +193,13 @@ impl Supervisor {
             let broker = Broker::connect(&brokers)?;
             for topic in broker.dml_topics(&prefix)? {
                 let (low, high) = broker.watermarks(&topic)?;
-                let next_offset = match start {
-                    StartPosition::Latest => high,
-                    StartPosition::Earliest => low,
+                let (next_offset, seeds) = match start {
+                    StartPosition::Latest => (high, existing_collection_seeds(&existing, &topic)),
+                    // The collections' own CreateCollection messages are read from the channel.
+                    StartPosition::Earliest => {
+                        (earliest_offset(&existing, &topic, low, high)?, Vec::new())
+                    }
                 };
-                let seeds = existing_collection_seeds(&existing, &topic);
                 journal.stage(
                     &task_id,
                     &topic,
@@ -423,6 +437,48 @@ impl Supervisor {
     }
 }
 
+/// Where an `earliest` task starts reading a channel: the oldest start position of the in-scope
+/// collections on it, or the channel's end when none lives there (collections created later
+/// are read as they come). A start the broker no longer retains is an error, never a later start.
+fn earliest_offset(
+    collections: &[CollectionMeta],
+    pchannel: &str,
+    low: i64,
+    high: i64,
+) -> Result<i64, TaskError> {
+    let mut earliest: Option<(i64, &str)> = None;
+    for c in collections {
+        for (channel, position) in &c.start_positions {
+            if channel != pchannel {
+                continue;
+            }
+            // Milvus writes a Kafka message id as the offset, 8 bytes little-endian.
+            let bytes: [u8; 8] = position.as_slice().try_into().map_err(|_| {
+                TaskError::Unsupported(format!(
+                    "collection {} has a start position on {pchannel} that is not a Kafka offset \
+                     ({} bytes): is the source on another message queue?",
+                    c.name,
+                    position.len()
+                ))
+            })?;
+            let offset = i64::from_le_bytes(bytes);
+            if earliest.is_none_or(|(o, _)| offset < o) {
+                earliest = Some((offset, &c.name));
+            }
+        }
+    }
+    match earliest {
+        None => Ok(high),
+        Some((start, collection)) if start < low => Err(TaskError::StartNotRetained {
+            collection: collection.to_owned(),
+            channel: pchannel.to_owned(),
+            start,
+            retained: low,
+        }),
+        Some((start, _)) => Ok(start),
+    }
+}
+
 /// The CreateCollection (and CreatePartition) events that bring collections existing before the
 /// task to the target, staged at timestamp 0 so they precede every row of the collection.
 fn existing_collection_seeds(collections: &[CollectionMeta], pchannel: &str) -> Vec<StagedChange> {
@@ -499,5 +555,60 @@ impl CollectionLookup for EtcdLookup {
         }
         self.missing.insert(id);
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CollectionMeta, TaskError, earliest_offset};
+
+    const P0: &str = "by-dev-rootcoord-dml_0";
+
+    fn starting_at(name: &str, channel: &str, offset: i64) -> CollectionMeta {
+        CollectionMeta {
+            name: name.into(),
+            start_positions: vec![(channel.into(), offset.to_le_bytes().to_vec())],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn earliest_starts_at_the_oldest_in_scope_collection_of_the_channel() {
+        let collections = [
+            starting_at("b", P0, 500),
+            starting_at("a", P0, 120),
+            starting_at("elsewhere", "by-dev-rootcoord-dml_1", 3),
+        ];
+        assert_eq!(earliest_offset(&collections, P0, 100, 900).ok(), Some(120));
+    }
+
+    #[test]
+    fn a_channel_without_in_scope_collections_starts_at_its_end() {
+        let collections = [starting_at("elsewhere", "by-dev-rootcoord-dml_1", 3)];
+        assert_eq!(earliest_offset(&collections, P0, 100, 900).ok(), Some(900));
+    }
+
+    #[test]
+    fn a_start_the_broker_no_longer_retains_is_refused_not_moved_later() {
+        let collections = [starting_at("old", P0, 40)];
+        match earliest_offset(&collections, P0, 100, 900) {
+            Err(TaskError::StartNotRetained {
+                collection,
+                start: 40,
+                retained: 100,
+                ..
+            }) => assert_eq!(collection, "old"),
+            other => panic!("expected StartNotRetained, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_start_position_that_is_not_a_kafka_offset_is_refused() {
+        let mut c = starting_at("c", P0, 0);
+        c.start_positions[0].1 = vec![1, 2, 3];
+        assert!(matches!(
+            earliest_offset(&[c], P0, 0, 10),
+            Err(TaskError::Unsupported(_))
+        ));
     }
 }

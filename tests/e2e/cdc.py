@@ -92,10 +92,11 @@ class CdcServer:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
 
-    def create_task(self, target_uri: str, collections=("*",)) -> str:
+    def create_task(self, target_uri: str, collections=("*",), start: str = "latest") -> str:
         status, reply = self.post("create", {
             "milvus_connect_param": {"uri": target_uri, "token": ""},
             "collection_infos": [{"name": c} for c in collections],
+            "start_position": start,
         })
         assert status == 200 and reply["code"] == 200, reply
         return reply["data"]["task_id"]

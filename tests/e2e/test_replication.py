@@ -99,6 +99,25 @@ def test_a_mid_size_workload_replicates_exactly(source, target, cdc, names):
     assert_replicated(source, target, name, timeout=120)
 
 
+def test_earliest_copies_a_collection_that_existed_before_the_task(source, target, tmp_path, env, names):
+    """`earliest` starts at the collection's own start position in etcd: its rows and deletes
+    from before the task arrive, and a collection outside the task's scope does not."""
+    before, other = names("before"), names("outside")
+    create_collection(source, before, BY_NAME, shards=2)
+    create_collection(source, other, BY_NAME, shards=1)
+    insert(source, before, make_rows(BY_NAME, [f"b-{i}" for i in range(4_000)], seed=7), batch=1_000)
+    insert(source, other, make_rows(BY_NAME, [f"o-{i}" for i in range(100)], seed=8), batch=100)
+    delete(source, before, [f"b-{i}" for i in range(0, 4_000, 7)])
+    server = CdcServer(tmp_path, env).start()
+    try:
+        server.create_task(target.uri, collections=(before,), start="earliest")
+        insert(source, before, make_rows(BY_NAME, [f"a-{i}" for i in range(500)], seed=9), batch=500)
+        assert_replicated(source, target, before, timeout=120)
+        assert not target.has_collection(other)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("point", ["apply-after-ack", "stage-before-commit"])
 def test_crash_at_an_exact_point_is_recovered(source, target, tmp_path, env, names, point):
     """The process aborts right after the target acknowledged a batch (or right before the reader
