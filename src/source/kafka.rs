@@ -18,7 +18,7 @@ pub enum KafkaError {
     Client {
         brokers: String,
         action: String,
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
 }
 
@@ -37,7 +37,7 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .map_err(|source| KafkaError::Client {
             brokers: brokers.into(),
             action: "create consumer".into(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -63,7 +63,7 @@ impl Broker {
             .map_err(|source| KafkaError::Client {
                 brokers: self.brokers.clone(),
                 action: "list topics".into(),
-                source,
+                source: Box::new(source),
             })?;
         let stem = format!("{prefix}-rootcoord-dml_");
         let mut topics: Vec<String> = metadata
@@ -86,7 +86,7 @@ impl Broker {
             .map_err(|source| KafkaError::Client {
                 brokers: self.brokers.clone(),
                 action: format!("watermarks of {topic}"),
-                source,
+                source: Box::new(source),
             })
     }
 }
@@ -113,14 +113,14 @@ impl ChannelConsumer {
             .map_err(|source| KafkaError::Client {
                 brokers: brokers.into(),
                 action: format!("assign {topic}"),
-                source,
+                source: Box::new(source),
             })?;
         consumer
             .assign(&assignment)
             .map_err(|source| KafkaError::Client {
                 brokers: brokers.into(),
                 action: format!("assign {topic}"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Self {
             consumer,
@@ -140,7 +140,7 @@ impl ChannelConsumer {
             Some(Err(source)) => Err(KafkaError::Client {
                 brokers: self.brokers.clone(),
                 action: format!("consume {}", self.topic),
-                source,
+                source: Box::new(source),
             }),
         }
     }

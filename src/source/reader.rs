@@ -204,10 +204,10 @@ impl RecentPayloads {
             return false;
         }
         self.order.push_back(key);
-        if self.order.len() > Self::WINDOW {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > Self::WINDOW
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         true
     }
