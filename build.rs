@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=schema");
-    prost_build::compile_protos(&["schema/etcd_meta.proto"], &["schema"])?;
+    prost_build::compile_protos(
+        &["schema/etcd_meta.proto", "schema/passthrough.proto"],
+        &["schema"],
+    )?;
     Ok(())
 }

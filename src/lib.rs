@@ -17,4 +17,7 @@ pub mod proto {
     pub mod etcd_meta {
         include!(concat!(env!("OUT_DIR"), "/milvus_cdc.etcd_meta.rs"));
     }
+    pub mod passthrough {
+        include!(concat!(env!("OUT_DIR"), "/milvus_cdc.passthrough.rs"));
+    }
 }

@@ -10,6 +10,8 @@ use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::schema::CollectionSchema;
 use prost::Message;
 use tokio::runtime::Handle;
+use tonic::codec::ProstCodec;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -17,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
 use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
+use crate::proto::passthrough::InsertCall;
 
 /// Adds the `authorization` header Milvus expects when the target has auth on.
 #[derive(Clone)]
@@ -36,10 +39,14 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Client = MilvusServiceClient<InterceptedService<Channel, Auth>>;
+type Service = InterceptedService<Channel, Auth>;
+type Client = MilvusServiceClient<Service>;
+
+const MAX_MESSAGE: usize = 256 << 20;
 
 pub struct MilvusTarget {
     client: Client,
+    service: Service,
     runtime: Handle,
     uri: String,
     /// Primary key field name per target collection, for delete expressions.
@@ -69,11 +76,13 @@ impl MilvusTarget {
                     })?)
                 }
             };
-        let client = MilvusServiceClient::with_interceptor(channel, Auth(auth))
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
+        let service = InterceptedService::new(channel, Auth(auth));
+        let client = MilvusServiceClient::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         Ok(Self {
             client,
+            service,
             runtime,
             uri: uri.to_owned(),
             primary_keys: HashMap::new(),
@@ -140,43 +149,24 @@ impl MilvusTarget {
                 let num_rows = u32::try_from(*num_rows).map_err(|_| {
                     TargetError::Permanent(format!("batch of {num_rows} rows is too large"))
                 })?;
-                // A replayed batch may already be on the target: upsert replaces, insert would double.
-                let status = if replay {
-                    let request = rpc::UpsertRequest {
-                        db_name: collection.db_name.clone(),
-                        collection_name: collection.name.clone(),
-                        partition_name: partition.clone(),
-                        fields_data: fields_data.clone(),
-                        num_rows,
-                        ..Default::default()
-                    };
-                    client
-                        .upsert(request)
-                        .await
-                        .map_err(|e| self.rpc_error("Upsert", e))?
-                        .into_inner()
-                        .status
-                } else {
-                    let request = rpc::InsertRequest {
-                        db_name: collection.db_name.clone(),
-                        collection_name: collection.name.clone(),
-                        partition_name: partition.clone(),
-                        fields_data: fields_data.clone(),
-                        num_rows,
-                        ..Default::default()
-                    };
-                    client
-                        .insert(request)
-                        .await
-                        .map_err(|e| self.rpc_error("Insert", e))?
-                        .into_inner()
-                        .status
+                let request = InsertCall {
+                    db_name: collection.db_name.clone(),
+                    collection_name: collection.name.clone(),
+                    partition_name: partition.clone(),
+                    fields_data: fields_data.iter().map(|c| c.0.clone()).collect(),
+                    num_rows,
                 };
-                check(
-                    if replay { "Upsert" } else { "Insert" },
-                    &collection.name,
-                    status.as_ref(),
-                )
+                // A replayed batch may already be on the target: upsert replaces, insert would double.
+                let (rpc, path) = if replay {
+                    ("Upsert", "/milvus.proto.milvus.MilvusService/Upsert")
+                } else {
+                    ("Insert", "/milvus.proto.milvus.MilvusService/Insert")
+                };
+                let reply = self
+                    .insert_encoded(path, request)
+                    .await
+                    .map_err(|e| self.rpc_error(rpc, e))?;
+                check(rpc, &collection.name, reply.status.as_ref())
             }
             Call::Delete {
                 collection,
@@ -211,6 +201,28 @@ impl MilvusTarget {
                 )
             }
         }
+    }
+
+    /// `MilvusService.Insert` or `Upsert` (same request fields) with columns already encoded:
+    /// the generated client would need them decoded first.
+    async fn insert_encoded(
+        &self,
+        path: &'static str,
+        request: InsertCall,
+    ) -> Result<rpc::MutationResult, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.service.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        grpc.unary(
+            tonic::Request::new(request),
+            PathAndQuery::from_static(path),
+            ProstCodec::default(),
+        )
+        .await
+        .map(tonic::Response::into_inner)
     }
 
     /// Runs one unary RPC from this synchronous side.

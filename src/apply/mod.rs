@@ -10,6 +10,7 @@
 //! with inserts as upserts, so rows the target already has are replaced rather than doubled;
 //! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
 
+pub mod columns;
 pub mod milvus_target;
 pub mod plan;
 

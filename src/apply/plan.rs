@@ -5,10 +5,8 @@
 //! order, which puts an upsert's Delete before its Insert, and consecutive rows of one kind into
 //! one collection and partition are merged into one target call.
 
-use milvus::proto::schema::{FieldData, field_data, scalar_field, vector_field};
-use prost::Message;
-
-use crate::journal::{Change, CollectionRef, JournalRow, PrimaryKeys};
+use super::columns::{append_columns, head};
+use crate::journal::{Change, CollectionRef, EncodedColumn, JournalRow, PrimaryKeys};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -16,7 +14,8 @@ pub enum Call {
         collection: CollectionRef,
         partition: String,
         num_rows: u64,
-        fields_data: Vec<FieldData>,
+        /// `schema.FieldData` as the source encoded it, merged without decoding.
+        fields_data: Vec<EncodedColumn>,
     },
     Delete {
         collection: CollectionRef,
@@ -91,13 +90,23 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
     });
     let mut calls: Vec<Call> = Vec::new();
     for row in ordered {
+        let undecodable = |e: prost::DecodeError| PlanError {
+            vchannel: row.vchannel.clone(),
+            position: format!("{}/{}", row.position.ts, row.position.seq),
+            reason: e.to_string(),
+        };
         let call = match &row.change {
-            Change::Insert(b) => Call::Insert {
-                collection: b.collection.clone(),
-                partition: b.partition.clone(),
-                num_rows: b.num_rows,
-                fields_data: decode_fields(row, &b.fields_data)?,
-            },
+            Change::Insert(b) => {
+                for column in &b.fields_data {
+                    head(column).map_err(undecodable)?;
+                }
+                Call::Insert {
+                    collection: b.collection.clone(),
+                    partition: b.partition.clone(),
+                    num_rows: b.num_rows,
+                    fields_data: b.fields_data.clone(),
+                }
+            }
             Change::Delete(b) => Call::Delete {
                 collection: b.collection.clone(),
                 partition: b.partition.clone(),
@@ -106,7 +115,10 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
             // The prefix ends before the first DDL row.
             Change::Ddl(_) => continue,
         };
-        let merged = calls.last_mut().is_some_and(|last| merge(last, &call));
+        let merged = match calls.last_mut() {
+            Some(last) => merge(last, &call).map_err(undecodable)?,
+            None => false,
+        };
         if !merged {
             calls.push(call);
         }
@@ -117,21 +129,8 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
     })
 }
 
-fn decode_fields(row: &JournalRow, encoded: &[Vec<u8>]) -> Result<Vec<FieldData>, PlanError> {
-    encoded
-        .iter()
-        .map(|bytes| {
-            FieldData::decode(bytes.as_slice()).map_err(|e| PlanError {
-                vchannel: row.vchannel.clone(),
-                position: format!("{}/{}", row.position.ts, row.position.seq),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Appends `next` to `last` when both go to the same place with the same kind; false otherwise.
-fn merge(last: &mut Call, next: &Call) -> bool {
+fn merge(last: &mut Call, next: &Call) -> Result<bool, prost::DecodeError> {
     match (last, next) {
         (
             Call::Insert {
@@ -147,11 +146,11 @@ fn merge(last: &mut Call, next: &Call) -> bool {
                 fields_data: f2,
             },
         ) if collection == c2 && partition == p2 => {
-            if !append_columns(fields_data, f2) {
-                return false;
+            if !append_columns(fields_data, f2)? {
+                return Ok(false);
             }
             *num_rows += n2;
-            true
+            Ok(true)
         }
         (
             Call::Delete {
@@ -164,7 +163,7 @@ fn merge(last: &mut Call, next: &Call) -> bool {
                 partition: p2,
                 keys: k2,
             },
-        ) if collection == c2 && partition == p2 => match (keys, k2) {
+        ) if collection == c2 && partition == p2 => Ok(match (keys, k2) {
             (PrimaryKeys::Int64(a), PrimaryKeys::Int64(b)) => {
                 a.extend_from_slice(b);
                 true
@@ -174,95 +173,8 @@ fn merge(last: &mut Call, next: &Call) -> bool {
                 true
             }
             _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Column-wise append of one insert's fields to another's. Leaves `dst` untouched and answers
-/// false if the two do not have the same fields of the same mergeable kinds.
-fn append_columns(dst: &mut [FieldData], src: &[FieldData]) -> bool {
-    if dst.len() != src.len()
-        || dst
-            .iter()
-            .zip(src)
-            .any(|(d, s)| d.field_name != s.field_name || d.r#type != s.r#type || !mergeable(d, s))
-    {
-        return false;
-    }
-    for (d, s) in dst.iter_mut().zip(src) {
-        append_column(d, s);
-    }
-    true
-}
-
-fn mergeable(d: &FieldData, s: &FieldData) -> bool {
-    use field_data::Field;
-    if !d.valid_data.is_empty() || !s.valid_data.is_empty() {
-        return false;
-    }
-    match (&d.field, &s.field) {
-        (Some(Field::Scalars(a)), Some(Field::Scalars(b))) => {
-            use scalar_field::Data::*;
-            a.valid_data.is_empty()
-                && b.valid_data.is_empty()
-                && matches!(
-                    (&a.data, &b.data),
-                    (Some(BoolData(_)), Some(BoolData(_)))
-                        | (Some(IntData(_)), Some(IntData(_)))
-                        | (Some(LongData(_)), Some(LongData(_)))
-                        | (Some(FloatData(_)), Some(FloatData(_)))
-                        | (Some(DoubleData(_)), Some(DoubleData(_)))
-                        | (Some(StringData(_)), Some(StringData(_)))
-                        | (Some(JsonData(_)), Some(JsonData(_)))
-                        | (Some(ArrayData(_)), Some(ArrayData(_)))
-                )
-        }
-        (Some(Field::Vectors(a)), Some(Field::Vectors(b))) => {
-            use vector_field::Data::*;
-            a.dim == b.dim
-                && a.valid_data.is_empty()
-                && b.valid_data.is_empty()
-                && matches!(
-                    (&a.data, &b.data),
-                    (Some(FloatVector(_)), Some(FloatVector(_)))
-                        | (Some(BinaryVector(_)), Some(BinaryVector(_)))
-                        | (Some(Float16Vector(_)), Some(Float16Vector(_)))
-                        | (Some(Bfloat16Vector(_)), Some(Bfloat16Vector(_)))
-                )
-        }
-        _ => false,
-    }
-}
-
-fn append_column(d: &mut FieldData, s: &FieldData) {
-    use field_data::Field;
-    match (&mut d.field, &s.field) {
-        (Some(Field::Scalars(a)), Some(Field::Scalars(b))) => {
-            use scalar_field::Data::*;
-            match (&mut a.data, &b.data) {
-                (Some(BoolData(x)), Some(BoolData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(IntData(x)), Some(IntData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(LongData(x)), Some(LongData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(FloatData(x)), Some(FloatData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(DoubleData(x)), Some(DoubleData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(StringData(x)), Some(StringData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(JsonData(x)), Some(JsonData(y))) => x.data.extend_from_slice(&y.data),
-                (Some(ArrayData(x)), Some(ArrayData(y))) => x.data.extend_from_slice(&y.data),
-                _ => {}
-            }
-        }
-        (Some(Field::Vectors(a)), Some(Field::Vectors(b))) => {
-            use vector_field::Data::*;
-            match (&mut a.data, &b.data) {
-                (Some(FloatVector(x)), Some(FloatVector(y))) => x.data.extend_from_slice(&y.data),
-                (Some(BinaryVector(x)), Some(BinaryVector(y)))
-                | (Some(Float16Vector(x)), Some(Float16Vector(y)))
-                | (Some(Bfloat16Vector(x)), Some(Bfloat16Vector(y))) => x.extend_from_slice(y),
-                _ => {}
-            }
-        }
-        _ => {}
+        }),
+        _ => Ok(false),
     }
 }
 

@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::*;
 use crate::journal::{
-    CollectionRef, DeleteBatch, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
+    CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
 };
 
 /// Where the simulated process dies during the next target call.
@@ -34,7 +34,10 @@ fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
     let Call::Insert { fields_data, .. } = call else {
         return vec![];
     };
-    let column = |i: usize| match &fields_data[i].field {
+    let column = |i: usize| match FieldData::decode(fields_data[i].0.as_slice())
+        .expect("test columns decode")
+        .field
+    {
         Some(Field::Scalars(ScalarField {
             data: Some(Data::LongData(a)),
             ..
@@ -136,17 +139,19 @@ fn coll() -> CollectionRef {
     }
 }
 
-fn long_column(name: &str, values: Vec<i64>) -> Vec<u8> {
-    FieldData {
-        field_name: name.into(),
-        r#type: 5,
-        field: Some(Field::Scalars(ScalarField {
-            data: Some(Data::LongData(LongArray { data: values })),
+fn long_column(name: &str, values: Vec<i64>) -> EncodedColumn {
+    EncodedColumn(
+        FieldData {
+            field_name: name.into(),
+            r#type: 5,
+            field: Some(Field::Scalars(ScalarField {
+                data: Some(Data::LongData(LongArray { data: values })),
+                ..Default::default()
+            })),
             ..Default::default()
-        })),
-        ..Default::default()
-    }
-    .encode_to_vec()
+        }
+        .encode_to_vec(),
+    )
 }
 
 fn insert(keys: Vec<i64>, value: i64) -> Change {

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use record::{Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys};
+pub use record::{
+    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
+};
 
 type RowKey<'a> = (&'a str, &'a str, u64, u64);
 

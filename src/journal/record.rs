@@ -42,8 +42,13 @@ pub struct InsertBatch {
     pub collection: CollectionRef,
     pub partition: String,
     pub num_rows: u64,
-    pub fields_data: Vec<Vec<u8>>,
+    pub fields_data: Vec<EncodedColumn>,
 }
+
+/// One column of an insert: a `schema.FieldData`, protobuf-encoded as the source wrote it.
+/// Stored as one byte string (bincode: length, then the bytes), not as a sequence of numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedColumn(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeleteBatch {
@@ -166,7 +171,7 @@ mod tests {
                 collection: coll(),
                 partition: "_default".into(),
                 num_rows: 2,
-                fields_data: vec![vec![1, 2, 3], vec![]],
+                fields_data: vec![EncodedColumn(vec![1, 2, 3]), EncodedColumn(vec![])],
             }),
             Change::Delete(DeleteBatch {
                 collection: coll(),
@@ -186,6 +191,20 @@ mod tests {
         for change in changes {
             assert_eq!(decode(&encode(&change).unwrap()).unwrap(), change);
         }
+    }
+
+    #[test]
+    fn a_column_is_stored_as_its_length_then_its_bytes() {
+        // The same bytes as a plain Vec<u8> would give: journals from before the newtype decode.
+        let column = EncodedColumn(vec![7, 8, 9]);
+        let plain = vec![7u8, 8, 9];
+        let config = bincode::config::standard();
+        let stored = bincode::serde::encode_to_vec(&column, config).unwrap();
+        assert_eq!(stored, [3, 7, 8, 9]);
+        assert_eq!(
+            stored,
+            bincode::serde::encode_to_vec(&plain, config).unwrap()
+        );
     }
 
     #[test]

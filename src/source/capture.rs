@@ -13,7 +13,8 @@ use prost::Message;
 use super::decode::{SourceMessage, timestamp};
 use super::meta::{CollectionMeta, vchannel_pchannel};
 use crate::journal::{
-    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, InsertBatch, PrimaryKeys, StagedChange,
+    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
+    StagedChange,
 };
 
 /// Which collections a task replicates.
@@ -121,7 +122,7 @@ pub fn capture(
                 collection,
                 partition: m.partition_name,
                 num_rows: m.num_rows,
-                fields_data: m.fields_data.iter().map(Message::encode_to_vec).collect(),
+                fields_data: m.fields_data.into_iter().map(EncodedColumn).collect(),
             });
             Ok(Captured::Changes(vec![StagedChange {
                 vchannel: m.shard_name,
@@ -257,6 +258,7 @@ pub fn user_fields_only(mut schema: CollectionSchema) -> CollectionSchema {
 #[allow(deprecated)]
 mod tests {
     use super::*;
+    use crate::source::decode::InsertMessage;
     use milvus::proto::msg;
     use milvus::proto::schema::{FieldSchema, LongArray};
 
@@ -358,7 +360,7 @@ mod tests {
             ..Default::default()
         };
         let Captured::Changes(changes) = capture(
-            SourceMessage::CreateCollection(m),
+            SourceMessage::CreateCollection(Box::new(m)),
             P0,
             &Scope::All,
             &mut HashMap::new(),
@@ -392,7 +394,7 @@ mod tests {
     #[test]
     fn out_of_scope_collections_are_skipped() {
         let scope = Scope::Named(HashSet::from(["other".to_owned()]));
-        let m = msg::InsertRequest {
+        let m = InsertMessage {
             shard_name: V0.into(),
             collection_id: 9,
             collection_name: "c".into(),
@@ -416,7 +418,7 @@ mod tests {
     #[test]
     fn a_named_scope_skips_other_names_without_a_metadata_lookup() {
         let scope = Scope::Named(HashSet::from(["wanted".to_owned()]));
-        let m = msg::InsertRequest {
+        let m = InsertMessage {
             shard_name: V0.into(),
             collection_id: 404,
             collection_name: "dropped_long_ago".into(),

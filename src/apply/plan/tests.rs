@@ -2,6 +2,8 @@ use milvus::proto::schema::{
     FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data,
 };
 
+use prost::Message;
+
 use super::*;
 use crate::journal::{Ddl, DdlEvent, DeleteBatch, InsertBatch, RowPosition};
 
@@ -13,7 +15,7 @@ fn coll() -> CollectionRef {
     }
 }
 
-fn ids(values: &[i64]) -> Vec<Vec<u8>> {
+fn ids(values: &[i64]) -> Vec<EncodedColumn> {
     let field = FieldData {
         field_name: "id".into(),
         r#type: 5,
@@ -25,7 +27,7 @@ fn ids(values: &[i64]) -> Vec<Vec<u8>> {
         })),
         ..Default::default()
     };
-    vec![field.encode_to_vec()]
+    vec![EncodedColumn(field.encode_to_vec())]
 }
 
 fn row(ts: u64, seq: u64, change: Change) -> JournalRow {
@@ -78,7 +80,9 @@ fn inserted_keys(call: &Call) -> Vec<i64> {
     let Some(Field::Scalars(ScalarField {
         data: Some(Data::LongData(keys)),
         ..
-    })) = &fields_data[0].field
+    })) = FieldData::decode(fields_data[0].0.as_slice())
+        .unwrap()
+        .field
     else {
         panic!()
     };
