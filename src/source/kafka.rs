@@ -31,8 +31,13 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         // Bound what librdkafka prefetches per channel: the backlog belongs in the journal.
+        // Milvus writes one partition per topic, so one fetch may carry the whole bound.
         .set("fetch.max.bytes", "16777216")
+        .set("max.partition.fetch.bytes", "16777216")
         .set("queued.max.messages.kbytes", "16384")
+        // A full prefetch queue pauses fetching for this long (1 s by default): reading a
+        // backlog stalled a second at a time. Resume almost as soon as the reader drained it.
+        .set("fetch.queue.backoff.ms", "5")
         .create()
         .map_err(|source| KafkaError::Client {
             brokers: brokers.into(),
