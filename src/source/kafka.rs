@@ -30,6 +30,8 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
+        // Never jump to another offset on its own (that would skip or repeat changes): report it.
+        .set("auto.offset.reset", "error")
         // Bound what librdkafka prefetches per channel: the backlog belongs in the journal.
         // Milvus writes one partition per topic, so one fetch may carry the whole bound.
         .set("fetch.max.bytes", "16777216")

@@ -4,6 +4,8 @@
 //! transaction ([`Journal::stage`]); a crash anywhere loses only uncommitted work, which is
 //! fetched again from the stored offset on restart. A message that does not decode is logged
 //! with its channel and offset, counted, and passed over; it never stops the channel.
+//! A message is staged only if its offset is at or after the channel's next offset, so a
+//! broker or client that delivers a range twice cannot stage it twice.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -89,17 +91,24 @@ impl ChannelReader<'_> {
             } else {
                 Duration::from_millis(100)
             };
-            let fetched = match consumer.poll(timeout) {
-                Ok(fetched) => fetched,
-                Err(err) => {
-                    // librdkafka reconnects by itself; report and keep polling.
-                    warn!(task = self.task, channel = self.pchannel, %err, "fetch failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                    None
-                }
-            };
+            // librdkafka reconnects by itself, but a consumer that lost its position (an offset
+            // the broker reports out of range) stays lost: start over from the stored offset.
+            let fetched = consumer.poll(timeout)?;
             let idle = fetched.is_none();
             if let Some(message) = fetched {
+                // Offsets only grow: a message before `next` was read already (staged, or
+                // pending in this very batch) and must not be staged again.
+                if message.offset < next {
+                    METRICS.messages_duplicate.inc();
+                    warn!(
+                        task = self.task,
+                        channel = self.pchannel,
+                        offset = message.offset,
+                        next,
+                        "message skipped: its offset was read already"
+                    );
+                    continue;
+                }
                 next = message.offset + 1;
                 pending.fetched(message.payload.len());
                 METRICS.messages_read.inc();
