@@ -88,9 +88,29 @@ pub struct Applier<'a, T: Target> {
     pub settings: ApplierSettings,
     /// Set when the task stops: retries give up so the thread can exit promptly.
     pub stop: Arc<AtomicBool>,
+    /// The next data batch, read while the previous one was with the target; its in-flight
+    /// marker is committed already.
+    prepared: Option<DataBatch>,
 }
 
-impl<T: Target> Applier<'_, T> {
+impl<'a, T: Target> Applier<'a, T> {
+    pub fn new(
+        task: &'a str,
+        journal: &'a Journal,
+        target: T,
+        settings: ApplierSettings,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            task,
+            journal,
+            target,
+            settings,
+            stop,
+            prepared: None,
+        }
+    }
+
     /// Re-sends the batch that was in flight when the process stopped, if any.
     pub fn recover(&mut self) -> Result<(), ApplyError> {
         let Some(batch) = self.journal.in_flight(self.task)? else {
@@ -128,56 +148,70 @@ impl<T: Target> Applier<'_, T> {
     }
 
     /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
-    /// whether it did any work.
+    /// whether it did any work. While a data batch is with the target, the next one is read
+    /// from the journal; its marker is then committed together with this batch's positions.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
-        let ticks: HashMap<String, u64> = self
-            .journal
-            .source_offsets(self.task)?
-            .into_iter()
-            .map(|(p, o)| (p, o.tick))
-            .collect();
-        let mut ends = Vec::new();
-        let mut lanes = Vec::new();
-        let mut ddl_heads = Vec::new();
-        for vchannel in self.journal.vchannels(self.task)? {
-            let rows = self.pending(&ticks, &vchannel, self.settings.max_batch_rows)?;
-            let complete = rows.len() < self.settings.max_batch_rows
-                && rows.iter().map(|r| r.encoded_len).sum::<usize>()
-                    < self.settings.max_batch_bytes;
-            match next_step(&rows, complete)? {
-                Step::Idle => {}
-                Step::Data { rows, calls } => {
-                    if let Some(last) = rows.last() {
-                        ends.push((vchannel.clone(), last.position));
-                        lanes.push(calls);
-                    }
+        let planner = Planner {
+            task: self.task,
+            journal: self.journal,
+            max_rows: self.settings.max_batch_rows,
+            max_bytes: self.settings.max_batch_bytes,
+        };
+        let batch = match self.prepared.take() {
+            // Its in-flight marker was committed with the previous batch.
+            Some(batch) => batch,
+            None => match planner.plan(&[])? {
+                Plan::Idle => return Ok(false),
+                Plan::Ddl(heads) => return self.apply_ddl_heads(&planner, heads),
+                Plan::Data(batch) => {
+                    self.journal.begin_batch(self.task, &batch.marker)?;
+                    batch
                 }
-                Step::Ddl(row) => ddl_heads.push(row.clone()),
+            },
+        };
+        let (sent, next) = std::thread::scope(|scope| {
+            let next = scope.spawn(|| planner.plan(&batch.marker.ends));
+            let sent = self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt));
+            (sent, next.join())
+        });
+        sent?;
+        crate::failpoint::hit("apply-after-ack");
+        let retain = self.settings.retain_applied;
+        match next {
+            Ok(Ok(Plan::Data(next))) => {
+                self.journal
+                    .commit_and_begin(self.task, &batch.marker, retain, &next.marker)?;
+                self.prepared = Some(next);
             }
+            // Anything else is planned again, after this batch is committed.
+            _ => self
+                .journal
+                .commit_batch(self.task, &batch.marker, retain)?,
         }
-        if !lanes.is_empty() {
-            let batch = InFlightBatch { ends };
-            self.journal.begin_batch(self.task, &batch)?;
-            self.with_retries(|t, in_doubt| t.apply_lanes(&lanes, in_doubt))?;
-            crate::failpoint::hit("apply-after-ack");
-            self.journal
-                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
-            let rows: u64 = lanes.iter().flatten().map(Call::rows).sum();
-            METRICS.rows_applied.add(rows);
-            METRICS.batches_applied.inc();
-            debug!(
-                task = self.task,
-                vchannels = batch.ends.len(),
-                rows,
-                "batch applied"
-            );
-            return Ok(true);
-        }
-        for row in ddl_heads {
+        let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
+        METRICS.rows_applied.add(rows);
+        METRICS.batches_applied.inc();
+        debug!(
+            task = self.task,
+            vchannels = batch.marker.ends.len(),
+            rows,
+            "batch applied"
+        );
+        Ok(true)
+    }
+
+    /// Applies the first DDL whose barrier is complete, if any.
+    fn apply_ddl_heads(
+        &mut self,
+        planner: &Planner,
+        heads: Vec<JournalRow>,
+    ) -> Result<bool, ApplyError> {
+        let ticks = planner.ticks()?;
+        for row in heads {
             let Change::Ddl(ddl) = &row.change else {
                 continue;
             };
-            let Some(ends) = self.barrier_reached(&ticks, &row)? else {
+            let Some(ends) = planner.barrier_reached(&ticks, &row)? else {
                 continue;
             };
             let batch = InFlightBatch { ends };
@@ -189,49 +223,6 @@ impl<T: Target> Applier<'_, T> {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    fn pending(
-        &self,
-        ticks: &HashMap<String, u64>,
-        vchannel: &str,
-        max_rows: usize,
-    ) -> Result<Vec<JournalRow>, ApplyError> {
-        // Rows above the channel's tick may still be joined by rows of the same timestamp.
-        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else {
-            return Ok(Vec::new());
-        };
-        let after = self.journal.applied(self.task, vchannel)?;
-        Ok(self.journal.rows(
-            self.task,
-            vchannel,
-            after,
-            *tick,
-            max_rows,
-            self.settings.max_batch_bytes,
-        )?)
-    }
-
-    /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
-    fn barrier_reached(
-        &self,
-        ticks: &HashMap<String, u64>,
-        row: &JournalRow,
-    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
-        let Change::Ddl(ddl) = &row.change else {
-            return Ok(None);
-        };
-        let mut ends = Vec::new();
-        for vchannel in &ddl.barrier {
-            let head = self.pending(ticks, vchannel, 1)?;
-            match head.first() {
-                Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
-                    ends.push((vchannel.clone(), h.position));
-                }
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(ends))
     }
 
     /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
@@ -264,6 +255,127 @@ impl<T: Target> Applier<'_, T> {
             tracing::warn!(task, %err, ?delay, "target call failed; retrying");
         })
         .call()
+    }
+}
+
+/// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
+pub struct DataBatch {
+    marker: InFlightBatch,
+    lanes: Vec<Vec<Call>>,
+}
+
+enum Plan {
+    Idle,
+    Data(DataBatch),
+    /// No data is ready; these DDL rows head their vchannels.
+    Ddl(Vec<JournalRow>),
+}
+
+/// Reads what comes next from the journal. Holds no part of the applier, so it can run on
+/// another thread while the applier waits for the target.
+struct Planner<'a> {
+    task: &'a str,
+    journal: &'a Journal,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl Planner<'_> {
+    /// The next step after `sent` (vchannel positions already sent, not yet committed) or,
+    /// for other vchannels, after the applied positions.
+    fn plan(&self, sent: &[(String, RowPosition)]) -> Result<Plan, ApplyError> {
+        let ticks = self.ticks()?;
+        let mut ends = Vec::new();
+        let mut lanes = Vec::new();
+        let mut ddl_heads = Vec::new();
+        for vchannel in self.journal.vchannels(self.task)? {
+            let after = match sent.iter().find(|(v, _)| *v == vchannel) {
+                Some((_, position)) => Some(*position),
+                None => self.journal.applied(self.task, &vchannel)?,
+            };
+            let mut rows = self.pending(&ticks, &vchannel, after, self.max_rows)?;
+            let complete = rows.len() < self.max_rows
+                && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.max_bytes;
+            if let (false, Some(first), Some(last)) = (complete, rows.first(), rows.last())
+                && first.position.ts == last.position.ts
+            {
+                // The limits cut one timestamp, which must go whole (an upsert's Delete is
+                // applied before its Insert): read all of it, whatever its size.
+                let ts = first.position.ts;
+                rows =
+                    self.journal
+                        .rows(self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
+            }
+            match next_step(&rows, complete)? {
+                Step::Idle => {}
+                Step::Data { rows, calls } => {
+                    if let Some(last) = rows.last() {
+                        ends.push((vchannel.clone(), last.position));
+                        lanes.push(calls);
+                    }
+                }
+                Step::Ddl(row) => ddl_heads.push(row.clone()),
+            }
+        }
+        Ok(if !lanes.is_empty() {
+            Plan::Data(DataBatch {
+                marker: InFlightBatch { ends },
+                lanes,
+            })
+        } else if !ddl_heads.is_empty() {
+            Plan::Ddl(ddl_heads)
+        } else {
+            Plan::Idle
+        })
+    }
+
+    /// Each physical channel's latest TimeTick.
+    fn ticks(&self) -> Result<HashMap<String, u64>, ApplyError> {
+        Ok(self
+            .journal
+            .source_offsets(self.task)?
+            .into_iter()
+            .map(|(p, o)| (p, o.tick))
+            .collect())
+    }
+
+    fn pending(
+        &self,
+        ticks: &HashMap<String, u64>,
+        vchannel: &str,
+        after: Option<RowPosition>,
+        max_rows: usize,
+    ) -> Result<Vec<JournalRow>, ApplyError> {
+        // Rows above the channel's tick may still be joined by rows of the same timestamp.
+        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .journal
+            .rows(self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
+    }
+
+    /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
+    fn barrier_reached(
+        &self,
+        ticks: &HashMap<String, u64>,
+        row: &JournalRow,
+    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
+        let Change::Ddl(ddl) = &row.change else {
+            return Ok(None);
+        };
+        let mut ends = Vec::new();
+        for vchannel in &ddl.barrier {
+            let after = self.journal.applied(self.task, vchannel)?;
+            let head = self.pending(ticks, vchannel, after, 1)?;
+            match head.first() {
+                Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
+                    ends.push((vchannel.clone(), h.position));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(ends))
     }
 }
 

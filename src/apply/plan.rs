@@ -69,7 +69,8 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
         .unwrap_or(rows.len());
     if end == rows.len() && !complete {
         // Rows of the last timestamp may continue past the fetch limit: leave that timestamp for
-        // the next batch so an upsert's Delete and Insert are never split (unless it is all we have).
+        // the next batch so an upsert's Delete and Insert are never split. When it is all we
+        // have, the caller read that timestamp whole.
         let last_ts = rows[end - 1].position.ts;
         let cut = rows[..end]
             .iter()

@@ -113,7 +113,11 @@ enum Op {
     /// Advance the channel tick so staged rows become applicable.
     Tick,
     Apply,
-    Crash(CrashPoint),
+    /// The process dies at `point` after `steps` successful steps of one applier run.
+    Crash {
+        point: CrashPoint,
+        steps: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -124,8 +128,14 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Tick),
         Just(Op::Apply),
         Just(Op::Apply),
-        Just(Op::Crash(CrashPoint::BeforeCall)),
-        Just(Op::Crash(CrashPoint::AfterCall)),
+        (0..3usize).prop_map(|steps| Op::Crash {
+            point: CrashPoint::BeforeCall,
+            steps
+        }),
+        (0..3usize).prop_map(|steps| Op::Crash {
+            point: CrashPoint::AfterCall,
+            steps
+        }),
     ]
 }
 
@@ -172,14 +182,22 @@ fn delete(keys: Vec<i64>) -> Change {
     })
 }
 
-fn drain(journal: &Journal, target: &mut FakeTarget) {
-    let mut applier = Applier {
-        task: "t",
+/// Small batches, so a drain takes several steps and the next batch is read during a send.
+fn settings(max_batch_rows: usize) -> ApplierSettings {
+    ApplierSettings {
+        max_batch_rows,
+        ..ApplierSettings::default()
+    }
+}
+
+fn drain(journal: &Journal, target: &mut FakeTarget, batch_rows: usize) {
+    let mut applier = Applier::new(
+        "t",
         journal,
         target,
-        settings: ApplierSettings::default(),
-        stop: Default::default(),
-    };
+        settings(batch_rows),
+        Default::default(),
+    );
     applier.recover().unwrap();
     while applier.step().unwrap() {}
 }
@@ -188,7 +206,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn every_staged_change_is_applied_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
+    fn every_staged_change_is_applied_exactly_once(
+        ops in proptest::collection::vec(op(), 1..60),
+        batch_rows in 1..4usize,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let mut target = FakeTarget::default();
@@ -229,19 +250,25 @@ proptest! {
                 }
                 Op::Upsert { .. } | Op::Delete { .. } => {}
                 Op::Tick => stage(vec![], ts, &journal),
-                Op::Apply => drain(&journal, &mut target),
-                Op::Crash(point) => {
-                    target.crash = Some(point);
-                    let mut applier = Applier { task: "t", journal: &journal, target: &mut target, settings: ApplierSettings::default(), stop: Default::default() };
+                Op::Apply => drain(&journal, &mut target, batch_rows),
+                Op::Crash { point, steps } => {
+                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default());
+                    let _ = applier.recover();
+                    for _ in 0..steps {
+                        if !applier.step().unwrap_or(false) {
+                            break;
+                        }
+                    }
                     // Dies at `point` if there is anything to send; the marker stays behind.
-                    let _ = applier.recover().and_then(|_| applier.step());
+                    applier.target.crash = Some(point);
+                    let _ = applier.step();
                     target.crash = None;
                 }
             }
         }
         ts += 1;
         stage(vec![], ts, &journal);
-        drain(&journal, &mut target);
+        drain(&journal, &mut target, batch_rows);
 
         prop_assert_eq!(journal.in_flight("t").unwrap(), None);
         for (key, copies) in &target.rows {

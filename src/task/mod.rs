@@ -283,16 +283,12 @@ impl Supervisor {
             Ok(target) => target,
             Err(err) => return self.fail(&spec.task_id, err.to_string()),
         };
-        let mut applier = Applier {
-            task: &spec.task_id,
-            journal: &self.journal,
-            target,
-            settings: ApplierSettings {
-                retain_applied: self.config.journal.retain_applied,
-                ..ApplierSettings::default()
-            },
-            stop: stop.clone(),
+        let settings = ApplierSettings {
+            retain_applied: self.config.journal.retain_applied,
+            ..ApplierSettings::default()
         };
+        let mut applier =
+            Applier::new(&spec.task_id, &self.journal, target, settings, stop.clone());
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
             let result = if recovered {
