@@ -88,9 +88,6 @@ pub struct Applier<'a, T: Target> {
     pub settings: ApplierSettings,
     /// Set when the task stops: retries give up so the thread can exit promptly.
     pub stop: Arc<AtomicBool>,
-    /// The next data batch, read while the previous one was with the target; its in-flight
-    /// marker is committed already.
-    prepared: Option<DataBatch>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -107,7 +104,6 @@ impl<'a, T: Target> Applier<'a, T> {
             target,
             settings,
             stop,
-            prepared: None,
         }
     }
 
@@ -148,8 +144,7 @@ impl<'a, T: Target> Applier<'a, T> {
     }
 
     /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
-    /// whether it did any work. While a data batch is with the target, the next one is read
-    /// from the journal; its marker is then committed together with this batch's positions.
+    /// whether it did any work.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
         let planner = Planner {
             task: self.task,
@@ -157,37 +152,16 @@ impl<'a, T: Target> Applier<'a, T> {
             max_rows: self.settings.max_batch_rows,
             max_bytes: self.settings.max_batch_bytes,
         };
-        let batch = match self.prepared.take() {
-            // Its in-flight marker was committed with the previous batch.
-            Some(batch) => batch,
-            None => match planner.plan(&[])? {
-                Plan::Idle => return Ok(false),
-                Plan::Ddl(heads) => return self.apply_ddl_heads(&planner, heads),
-                Plan::Data(batch) => {
-                    self.journal.begin_batch(self.task, &batch.marker)?;
-                    batch
-                }
-            },
+        let batch = match planner.plan()? {
+            Plan::Idle => return Ok(false),
+            Plan::Ddl(heads) => return self.apply_ddl_heads(&planner, heads),
+            Plan::Data(batch) => batch,
         };
-        let (sent, next) = std::thread::scope(|scope| {
-            let next = scope.spawn(|| planner.plan(&batch.marker.ends));
-            let sent = self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt));
-            (sent, next.join())
-        });
-        sent?;
+        self.journal.begin_batch(self.task, &batch.marker)?;
+        self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))?;
         crate::failpoint::hit("apply-after-ack");
-        let retain = self.settings.retain_applied;
-        match next {
-            Ok(Ok(Plan::Data(next))) => {
-                self.journal
-                    .commit_and_begin(self.task, &batch.marker, retain, &next.marker)?;
-                self.prepared = Some(next);
-            }
-            // Anything else is planned again, after this batch is committed.
-            _ => self
-                .journal
-                .commit_batch(self.task, &batch.marker, retain)?,
-        }
+        self.journal
+            .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         METRICS.rows_applied.add(rows);
         METRICS.batches_applied.inc();
@@ -259,7 +233,7 @@ impl<'a, T: Target> Applier<'a, T> {
 }
 
 /// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
-pub struct DataBatch {
+struct DataBatch {
     marker: InFlightBatch,
     lanes: Vec<Vec<Call>>,
 }
@@ -271,8 +245,7 @@ enum Plan {
     Ddl(Vec<JournalRow>),
 }
 
-/// Reads what comes next from the journal. Holds no part of the applier, so it can run on
-/// another thread while the applier waits for the target.
+/// Reads what comes next from the journal.
 struct Planner<'a> {
     task: &'a str,
     journal: &'a Journal,
@@ -281,18 +254,14 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    /// The next step after `sent` (vchannel positions already sent, not yet committed) or,
-    /// for other vchannels, after the applied positions.
-    fn plan(&self, sent: &[(String, RowPosition)]) -> Result<Plan, ApplyError> {
+    /// The next step after the applied positions.
+    fn plan(&self) -> Result<Plan, ApplyError> {
         let ticks = self.ticks()?;
         let mut ends = Vec::new();
         let mut lanes = Vec::new();
         let mut ddl_heads = Vec::new();
         for vchannel in self.journal.vchannels(self.task)? {
-            let after = match sent.iter().find(|(v, _)| *v == vchannel) {
-                Some((_, position)) => Some(*position),
-                None => self.journal.applied(self.task, &vchannel)?,
-            };
+            let after = self.journal.applied(self.task, &vchannel)?;
             let mut rows = self.pending(&ticks, &vchannel, after, self.max_rows)?;
             let complete = rows.len() < self.max_rows
                 && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.max_bytes;

@@ -421,26 +421,25 @@ impl Journal {
         retain: bool,
     ) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
-        record_applied(&txn, task, batch, retain)?;
-        txn.open_table(IN_FLIGHT)?.remove(task)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// [`Journal::commit_batch`] of `done` and [`Journal::begin_batch`] of `next` in one
-    /// transaction: one durable commit instead of two, and no moment without a marker while
-    /// `next` is about to be sent.
-    pub fn commit_and_begin(
-        &self,
-        task: &str,
-        done: &InFlightBatch,
-        retain: bool,
-        next: &InFlightBatch,
-    ) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
-        record_applied(&txn, task, done, retain)?;
-        txn.open_table(IN_FLIGHT)?
-            .insert(task, json(next)?.as_slice())?;
+        {
+            let mut applied = txn.open_table(APPLIED)?;
+            let mut rows = txn.open_table(ROWS)?;
+            let mut freed = 0u64;
+            for (vchannel, end) in &batch.ends {
+                let vchannel = vchannel.as_str();
+                applied.insert((task, vchannel), (end.ts, end.seq))?;
+                if !retain {
+                    let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
+                    for entry in rows.extract_from_if(range, |_, _| true)? {
+                        let (_, v) = entry?;
+                        freed += v.value().len() as u64;
+                    }
+                }
+            }
+            txn.open_table(IN_FLIGHT)?.remove(task)?;
+            drop(rows);
+            add_journal_bytes(&txn, -(freed as i64))?;
+        }
         txn.commit()?;
         Ok(())
     }
@@ -458,29 +457,3 @@ fn add_journal_bytes(txn: &redb::WriteTransaction, delta: i64) -> Result<(), Jou
 
 #[cfg(test)]
 mod tests;
-
-/// Moves each vchannel's applied position to the batch's end and drops the applied rows unless
-/// `retain`; part of the caller's transaction.
-fn record_applied(
-    txn: &redb::WriteTransaction,
-    task: &str,
-    batch: &InFlightBatch,
-    retain: bool,
-) -> Result<(), JournalError> {
-    let mut applied = txn.open_table(APPLIED)?;
-    let mut rows = txn.open_table(ROWS)?;
-    let mut freed = 0u64;
-    for (vchannel, end) in &batch.ends {
-        let vchannel = vchannel.as_str();
-        applied.insert((task, vchannel), (end.ts, end.seq))?;
-        if !retain {
-            let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
-            for entry in rows.extract_from_if(range, |_, _| true)? {
-                let (_, v) = entry?;
-                freed += v.value().len() as u64;
-            }
-        }
-    }
-    drop(rows);
-    add_journal_bytes(txn, -(freed as i64))
-}
