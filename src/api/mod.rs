@@ -1,10 +1,13 @@
-//! The HTTP surface: the upstream-compatible `POST /cdc`, `/metrics` and `/healthz`.
+//! The HTTP surface: the upstream-compatible `POST /cdc`, REST on `/v1/tasks`, `/metrics` and
+//! `/healthz`.
 //!
 //! `/cdc` keeps the reference Go CDC's shapes: a body `{"request_type", "request_data"}` and a reply
 //! `{"code":200,"data":...}` or `{"code":4xx|5xx,"message":...}`. Every error is built in one
 //! place, [`ApiError`], and secrets never leave in a reply.
 
 mod cdc;
+mod rest;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -19,6 +22,11 @@ use crate::task::{Supervisor, TaskError};
 pub fn router(supervisor: Arc<Supervisor>) -> Router {
     Router::new()
         .route("/cdc", post(cdc::handle))
+        .route("/v1/tasks", get(rest::list).post(rest::create))
+        .route("/v1/tasks/{id}", get(rest::get).delete(rest::delete))
+        .route("/v1/tasks/{id}/pause", post(rest::pause))
+        .route("/v1/tasks/{id}/resume", post(rest::resume))
+        .route("/v1/tasks/{id}/positions", get(rest::positions))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .route("/healthz", get(|| async { "OK" }))
         .with_state(supervisor)

@@ -341,6 +341,26 @@ impl Journal {
         Ok(out)
     }
 
+    /// Every vchannel's applied position for `task`.
+    pub fn applied_positions(
+        &self,
+        task: &str,
+    ) -> Result<Vec<(String, RowPosition)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPLIED)?;
+        let mut out = Vec::new();
+        for entry in table.range((task, "")..)? {
+            let (k, v) = entry?;
+            let (t, vchannel) = k.value();
+            if t != task {
+                break;
+            }
+            let (ts, seq) = v.value();
+            out.push((vchannel.to_owned(), RowPosition { ts, seq }));
+        }
+        Ok(out)
+    }
+
     pub fn applied(&self, task: &str, vchannel: &str) -> Result<Option<RowPosition>, JournalError> {
         let txn = self.db.begin_read()?;
         let value = txn.open_table(APPLIED)?.get((task, vchannel))?;

@@ -70,6 +70,31 @@ impl TaskSpec {
     }
 }
 
+/// A task's read position on one physical channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelPosition {
+    pub channel: String,
+    /// The next source offset to read.
+    pub next_offset: i64,
+    /// The newest TimeTick staged: every change at or below it is in the journal.
+    pub tick: u64,
+}
+
+/// The last journal position of one vchannel that the target acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedPosition {
+    pub vchannel: String,
+    /// Source timestamp (hybrid: physical milliseconds << 18 | logical).
+    pub ts: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskPositions {
+    pub channels: Vec<ChannelPosition>,
+    pub applied: Vec<AppliedPosition>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error("task {0} not found")]
@@ -216,6 +241,75 @@ impl Supervisor {
         self.save(&spec)?;
         self.start(spec.clone());
         Ok(spec)
+    }
+
+    /// Stops the task's readers and applier and records it as Paused; what was staged stays in
+    /// the journal. Pausing a paused task changes nothing.
+    pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
+        let mut spec = self.task(id)?;
+        self.stop(id);
+        if spec.state != TaskState::Paused {
+            spec.state = TaskState::Paused;
+            self.save(&spec)?;
+            info!(task = id, "task paused");
+        }
+        Ok(spec)
+    }
+
+    /// Starts a paused or failed task again from its journal: its readers continue at their
+    /// stored offsets and its applier at its applied positions (replaying an in-doubt batch).
+    /// Resuming a running task changes nothing.
+    pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
+        let mut spec = self.task(id)?;
+        if spec.state == TaskState::Running && self.is_running(id) {
+            return Ok(spec);
+        }
+        spec.state = TaskState::Running;
+        spec.reason = None;
+        self.save(&spec)?;
+        self.stop(id);
+        self.start(spec.clone());
+        info!(task = id, "task resumed");
+        Ok(spec)
+    }
+
+    /// Where the task is: per physical channel the next source offset and the newest TimeTick
+    /// staged, per vchannel the position applied to the target.
+    pub fn positions(&self, id: &str) -> Result<TaskPositions, TaskError> {
+        self.task(id)?;
+        let channels = self
+            .journal
+            .source_offsets(id)?
+            .into_iter()
+            .map(|(pchannel, offset)| {
+                let MqPosition::Kafka { next_offset } = offset.next;
+                ChannelPosition {
+                    channel: pchannel,
+                    next_offset,
+                    tick: offset.tick,
+                }
+            })
+            .collect();
+        Ok(TaskPositions {
+            channels,
+            applied: self
+                .journal
+                .applied_positions(id)?
+                .into_iter()
+                .map(|(vchannel, p)| AppliedPosition {
+                    vchannel,
+                    ts: p.ts,
+                    seq: p.seq,
+                })
+                .collect(),
+        })
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(id))
+            .unwrap_or(false)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {

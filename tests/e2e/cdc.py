@@ -83,12 +83,20 @@ class CdcServer:
                 if line and not line.startswith("#")}
 
     def post(self, request_type: str, data: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
+        """`POST /cdc` with the reference CDC's envelope (or a raw body)."""
         body = raw if raw is not None else json.dumps({"request_type": request_type, "request_data": data or {}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/cdc", data=body, method="POST",
+        return self.request("POST", "/cdc", raw=body)
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                raw: bytes | None = None) -> tuple[int, dict | None]:
+        """Any API call: (HTTP status, JSON reply or None when the reply has no body)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
                                      headers={"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read())
+                text = resp.read()
+                return resp.status, json.loads(text) if text else None
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
 

@@ -1,0 +1,97 @@
+"""Task management over HTTP, against the real appliance and testbed: the reference CDC's
+`POST /cdc` request types and the REST endpoints beside them, and pausing a task under load."""
+
+import threading
+import time
+
+import pytest
+from pymilvus import DataType, FieldSchema
+
+from cdc import CdcServer
+from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, unique_name
+
+SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
+
+
+@pytest.fixture
+def server(tmp_path, env):
+    server = CdcServer(tmp_path, env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def collection(source, target):
+    name = unique_name("api")
+    yield name
+    for cluster in (source, target):
+        cluster.drop_collection(name)
+
+
+def create_body(target_uri: str, **extra) -> dict:
+    return {"milvus_connect_param": {"uri": target_uri, "token": "root:Milvus"},
+            "collection_infos": [{"name": "*"}], **extra}
+
+
+def test_rest_task_lifecycle(server, target):
+    status, task = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="rest-1"))
+    assert status == 201, task
+    assert task == {"task_id": "rest-1", "milvus_connect_param": {"uri": target.uri, "token": ""},
+                    "collection_infos": [{"name": "*"}], "state": "Running", "reason": ""}
+    assert server.request("GET", "/v1/tasks") == (200, {"tasks": [task]})
+    assert server.request("GET", "/v1/tasks/rest-1") == (200, task)
+
+    status, positions = server.request("GET", "/v1/tasks/rest-1/positions")
+    assert status == 200
+    channels = {p["channel"] for p in positions["channels"]}
+    assert channels and all(c.startswith("by-dev-rootcoord-dml_") for c in channels), positions
+    assert all(p["next_offset"] >= 0 for p in positions["channels"])
+
+    assert server.request("POST", "/v1/tasks/rest-1/pause") == (200, {**task, "state": "Paused"})
+    assert server.request("POST", "/v1/tasks/rest-1/pause") == (200, {**task, "state": "Paused"})
+    assert server.request("POST", "/v1/tasks/rest-1/resume") == (200, task)
+    assert server.request("DELETE", "/v1/tasks/rest-1") == (204, None)
+    assert server.request("GET", "/v1/tasks/rest-1") == (404, {"code": 404, "message": "task rest-1 not found"})
+
+
+def test_rest_errors_name_what_is_wrong(server, target):
+    assert server.request("POST", "/v1/tasks/nope/pause") == (404, {"code": 404, "message": "task nope not found"})
+    assert server.request("POST", "/v1/tasks", raw=b"{nope")[0] == 400
+    status, reply = server.request("POST", "/v1/tasks", {"milvus_connect_param": {"uri": target.uri}})
+    assert (status, reply) == (400, {"code": 400, "message": "invalid body: missing field `collection_infos`"})
+    status, reply = server.request("POST", "/v1/tasks", {**create_body(target.uri), "collection_infos": "*"})
+    assert status == 400 and reply["message"].startswith("invalid body.collection_infos: invalid type"), reply
+    assert server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice"))[0] == 201
+    assert server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice")) == (
+        409, {"code": 409, "message": "task twice already exists"})
+
+
+def test_cdc_pause_resume_and_position(server, target):
+    status, reply = server.post("create", create_body(target.uri, task_id="cdc-1"))
+    assert (status, reply) == (200, {"code": 200, "data": {"task_id": "cdc-1"}})
+    assert server.post("pause", {"task_id": "cdc-1"}) == (200, {"code": 200, "data": {}})
+    assert server.post("get", {"task_id": "cdc-1"})[1]["data"]["task"]["state"] == "Paused"
+    assert server.post("resume", {"task_id": "cdc-1"}) == (200, {"code": 200, "data": {}})
+    assert server.post("get", {"task_id": "cdc-1"})[1]["data"]["task"]["state"] == "Running"
+    status, reply = server.post("position", {"task_id": "cdc-1"})
+    assert status == 200 and reply["data"]["positions"]["channels"], reply
+    assert server.post("pause", {"task_id": "gone"}) == (404, {"code": 404, "message": "task gone not found"})
+    status, reply = server.post("pause", {})
+    assert (status, reply) == (400, {"code": 400, "message": "invalid request_data: missing field `task_id`"})
+
+
+def test_a_task_paused_under_load_resumes_without_loss(server, source, target, collection):
+    task = server.create_task(target.uri, collections=(collection,))
+    create_collection(source, collection, SMALL, shards=2)
+    writer = threading.Thread(target=insert, args=(source, collection, make_rows(SMALL, range(20_000), seed=3)),
+                              kwargs={"batch": 500})
+    writer.start()
+    time.sleep(2)
+    assert server.request("POST", f"/v1/tasks/{task}/pause")[1]["state"] == "Paused"
+    applied = server.metrics().get("milvus_cdc_rows_applied_total", 0)
+    writer.join()
+    insert(source, collection, make_rows(SMALL, range(20_000, 25_000), seed=4), batch=1_000)
+    time.sleep(2)
+    assert server.metrics().get("milvus_cdc_rows_applied_total", 0) == applied, "a paused task applied rows"
+    assert server.request("POST", f"/v1/tasks/{task}/resume")[1]["state"] == "Running"
+    assert_replicated(source, target, collection, timeout=120)
