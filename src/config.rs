@@ -17,17 +17,34 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error(
+        "listen = {0} is reachable from other hosts and the API has no token: set [api] token \
+         (or MILVUS_CDC_API_TOKEN), listen on a loopback address, or set \
+         [api] allow_remote_without_token = true"
+    )]
+    OpenApi(SocketAddr),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address of the HTTP API. Loopback by default: the API has no auth yet.
+    /// Address of the HTTP API. Loopback by default; any other address needs an API token.
     pub listen: SocketAddr,
     /// Folder holding the journal; created if missing.
     pub data_dir: PathBuf,
     pub source: SourceConfig,
     pub journal: JournalConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer token every API request must carry (`/healthz` excepted). The environment
+    /// variable `MILVUS_CDC_API_TOKEN` overrides it.
+    pub token: Option<String>,
+    /// Serve a non-loopback address without a token: only behind a proxy that authenticates.
+    pub allow_remote_without_token: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,6 +107,7 @@ impl Default for Config {
             data_dir: PathBuf::from("cdc-data"),
             source: SourceConfig::default(),
             journal: JournalConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -108,6 +126,21 @@ impl Default for SourceConfig {
 }
 
 impl Config {
+    /// The API token in effect: `env_token` (from `MILVUS_CDC_API_TOKEN`) over the file's.
+    /// Refuses an API open to other hosts without one, unless that was asked for.
+    pub fn api_token(&self, env_token: Option<String>) -> Result<Option<String>, ConfigError> {
+        let token = env_token
+            .or_else(|| self.api.token.clone())
+            .filter(|t| !t.is_empty());
+        if token.is_none()
+            && !self.listen.ip().is_loopback()
+            && !self.api.allow_remote_without_token
+        {
+            return Err(ConfigError::OpenApi(self.listen));
+        }
+        Ok(token)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -168,6 +201,38 @@ mod tests {
     fn an_unknown_key_is_an_error_that_names_it() {
         let err = toml::from_str::<Config>("listn = \"127.0.0.1:1\"").unwrap_err();
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn an_api_open_to_other_hosts_needs_a_token_unless_told_otherwise() {
+        let open: Config = toml::from_str("listen = \"0.0.0.0:8444\"").unwrap();
+        let err = open.api_token(None).unwrap_err();
+        assert!(err.to_string().contains("[api] token"), "{err}");
+        assert_eq!(
+            open.api_token(Some("s3cret".into())).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        let told: Config =
+            toml::from_str("listen = \"0.0.0.0:8444\"\n[api]\nallow_remote_without_token = true")
+                .unwrap();
+        assert_eq!(told.api_token(None).unwrap(), None);
+        assert_eq!(Config::default().api_token(None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_environment_token_overrides_the_file() {
+        let config: Config = toml::from_str("[api]\ntoken = \"from-file\"").unwrap();
+        assert_eq!(
+            config.api_token(None).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            config
+                .api_token(Some("from-env".into()))
+                .unwrap()
+                .as_deref(),
+            Some("from-env")
+        );
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    let token = config.api_token(std::env::var("MILVUS_CDC_API_TOKEN").ok())?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| CliError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -167,7 +168,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         supervisor.resume_all()?;
         println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
         info!(listen = %config.listen, journal = %journal.path().display(), "serving");
-        let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone()))
+        let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone(), token))
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {

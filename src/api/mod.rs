@@ -12,15 +12,18 @@ mod tasks;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::task::{Supervisor, TaskError};
 
-pub fn router(supervisor: Arc<Supervisor>) -> Router {
-    Router::new()
+/// The API. With a `token`, every route but `/healthz` needs `Authorization: Bearer <token>`.
+pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
+    let api = Router::new()
         .route("/cdc", post(cdc::handle))
         .route("/v1/tasks", get(rest::list).post(rest::create))
         .route("/v1/tasks/{id}", get(rest::get).delete(rest::delete))
@@ -28,8 +31,38 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/tasks/{id}/resume", post(rest::resume))
         .route("/v1/tasks/{id}/positions", get(rest::positions))
         .route("/metrics", get(|| async { crate::metrics::render() }))
-        .route("/healthz", get(|| async { "OK" }))
-        .with_state(supervisor)
+        .with_state(supervisor);
+    let api = match token {
+        Some(token) => api.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        )),
+        None => api,
+    };
+    api.route("/healthz", get(|| async { "OK" }))
+}
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
+        _ => {
+            let mut response = ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: "missing or wrong bearer token (Authorization: Bearer <token>)".into(),
+            }
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
 }
 
 #[derive(Debug)]

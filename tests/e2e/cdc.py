@@ -26,6 +26,8 @@ class CdcServer:
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
+        # Sent as a bearer token when set; the server requires it when started with one.
+        self.token = self.extra_env.get("MILVUS_CDC_API_TOKEN")
         self.log = workdir / "cdc.log"
         self.config = workdir / "cdc.toml"
         self.config.write_text(
@@ -77,8 +79,13 @@ class CdcServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def headers(self) -> dict:
+        return {"content-type": "application/json",
+                **({"authorization": f"Bearer {self.token}"} if self.token else {})}
+
     def metrics(self) -> dict:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics", headers=self.headers())
+        text = urllib.request.urlopen(req, timeout=5).read().decode()
         return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
                 if line and not line.startswith("#")}
 
@@ -92,7 +99,7 @@ class CdcServer:
         """Any API call: (HTTP status, JSON reply or None when the reply has no body)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"content-type": "application/json"})
+                                     headers=self.headers())
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 text = resp.read()

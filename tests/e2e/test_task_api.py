@@ -1,13 +1,14 @@
 """Task management over HTTP, against the real appliance and testbed: the reference CDC's
 `POST /cdc` request types and the REST endpoints beside them, and pausing a task under load."""
 
+import subprocess
 import threading
 import time
 
 import pytest
 from pymilvus import DataType, FieldSchema
 
-from cdc import CdcServer
+from cdc import BINARY, CdcServer, free_port
 from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, unique_name
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
@@ -95,3 +96,26 @@ def test_a_task_paused_under_load_resumes_without_loss(server, source, target, c
     assert server.metrics().get("milvus_cdc_rows_applied_total", 0) == applied, "a paused task applied rows"
     assert server.request("POST", f"/v1/tasks/{task}/resume")[1]["state"] == "Running"
     assert_replicated(source, target, collection, timeout=120)
+
+
+def test_with_a_token_every_call_but_health_needs_it(tmp_path, env):
+    server = CdcServer(tmp_path, env, extra_env={"MILVUS_CDC_API_TOKEN": "s3cret"}).start()
+    try:
+        assert server.request("GET", "/v1/tasks") == (200, {"tasks": []})
+        assert server.post("list")[0] == 200
+        unauthorized = (401, {"code": 401, "message": "missing or wrong bearer token (Authorization: Bearer <token>)"})
+        server.token = "wrong"
+        assert server.request("GET", "/v1/tasks") == unauthorized
+        server.token = None
+        assert server.post("list") == unauthorized
+    finally:
+        server.stop()
+
+
+def test_an_api_open_to_other_hosts_without_a_token_is_refused(tmp_path):
+    config = tmp_path / "open.toml"
+    config.write_text(f'listen = "0.0.0.0:{free_port()}"\ndata_dir = "{tmp_path / "data"}"\n')
+    done = subprocess.run([str(BINARY), "serve", "--config", str(config)], capture_output=True, text=True,
+                          timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode != 0
+    assert "has no token: set [api] token" in done.stderr, done.stderr
