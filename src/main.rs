@@ -1,3 +1,5 @@
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +59,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the tasks of a running server: list, get, create, pause, resume, delete, positions.
+    Task(cli::task::TaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             };
             dump(&data_dir, &filter, max_rows, json)
         }
+        Command::Task(args) => cli::task::run(args).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +150,8 @@ enum CliError {
     Journal(#[from] milvus_cdc::journal::JournalError),
     #[error(transparent)]
     Task(#[from] milvus_cdc::task::TaskError),
+    #[error(transparent)]
+    Client(#[from] cli::task::ClientError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {

@@ -1,6 +1,7 @@
 """Task management over HTTP, against the real appliance and testbed: the reference CDC's
 `POST /cdc` request types and the REST endpoints beside them, and pausing a task under load."""
 
+import json
 import subprocess
 import threading
 import time
@@ -119,3 +120,23 @@ def test_an_api_open_to_other_hosts_without_a_token_is_refused(tmp_path):
                           timeout=30, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode != 0
     assert "has no token: set [api] token" in done.stderr, done.stderr
+
+
+def test_the_task_command_manages_tasks_from_a_shell(server, target):
+    def cli(*args):
+        return subprocess.run([str(BINARY), "task", "--server", f"http://127.0.0.1:{server.port}", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    created = cli("create", "--target-uri", target.uri, "--task-id", "cli-1", "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["state"] == "Running"
+    listed = cli("list").stdout.splitlines()
+    assert listed[0].split() == ["TASK", "STATE", "TARGET", "COLLECTIONS", "REASON"]
+    assert listed[1].split() == ["cli-1", "Running", target.uri, "*"]
+    assert "state        Paused" in cli("pause", "cli-1").stdout
+    positions = cli("positions", "cli-1").stdout
+    assert positions.startswith("CHANNEL") and "by-dev-rootcoord-dml_0" in positions, positions
+    missing = cli("get", "nope")
+    assert missing.returncode == 1 and missing.stderr.strip() == "milvus-cdc: task nope not found (HTTP 404)"
+    assert cli("delete", "cli-1").stdout.strip() == "deleted cli-1"
+    assert cli("list").stdout.strip() == "TASK  STATE  TARGET  COLLECTIONS  REASON"

@@ -1,0 +1,319 @@
+//! `milvus-cdc task ...`: the REST API from a shell, as tables for people or `--json` for scripts.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct TaskArgs {
+    /// The milvus-cdc server.
+    #[arg(
+        long,
+        env = "MILVUS_CDC_SERVER",
+        default_value = "http://127.0.0.1:8444"
+    )]
+    server: String,
+    /// The API's bearer token, if it has one.
+    #[arg(long, env = "MILVUS_CDC_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON reply instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: TaskCommand,
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Every task, one line each.
+    List,
+    /// One task.
+    Get { task_id: String },
+    /// A new task replicating to `--target-uri`.
+    Create {
+        #[arg(long)]
+        target_uri: String,
+        /// `user:password` or an API key of the target.
+        #[arg(
+            long,
+            env = "MILVUS_CDC_TARGET_TOKEN",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        target_token: String,
+        /// A collection of the default database, or `*` for all; repeatable.
+        #[arg(long = "collection", default_value = "*")]
+        collections: Vec<String>,
+        /// `latest` (changes from now on) or `earliest` (existing collections whole).
+        #[arg(long, default_value = "latest")]
+        start: String,
+        #[arg(long)]
+        task_id: Option<String>,
+    },
+    /// Stop reading and applying; the journal is kept.
+    Pause { task_id: String },
+    /// Continue a paused or failed task from its journal.
+    Resume { task_id: String },
+    /// Remove the task and its journal.
+    Delete { task_id: String },
+    /// Source offsets per channel and applied positions per vchannel.
+    Positions { task_id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the milvus-cdc server at {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("{message} (HTTP {status})")]
+    Rejected { status: u16, message: String },
+    #[error("the server's reply is not JSON: {0}")]
+    Reply(String),
+}
+
+pub fn run(args: TaskArgs) -> Result<(), ClientError> {
+    let client = Client {
+        server: args.server.trim_end_matches('/').to_owned(),
+        token: args.token,
+        agent: ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into(),
+    };
+    let (reply, render): (Value, fn(&Value) -> String) = match args.command {
+        TaskCommand::List => (client.call("GET", "/v1/tasks", None)?, task_table),
+        TaskCommand::Get { task_id } => (
+            client.call("GET", &format!("/v1/tasks/{task_id}"), None)?,
+            task_details,
+        ),
+        TaskCommand::Create {
+            target_uri,
+            target_token,
+            collections,
+            start,
+            task_id,
+        } => {
+            let body = json!({
+                "milvus_connect_param": { "uri": target_uri, "token": target_token },
+                "collection_infos": collections.iter().map(|c| json!({ "name": c })).collect::<Vec<_>>(),
+                "start_position": start,
+                "task_id": task_id,
+            });
+            (client.call("POST", "/v1/tasks", Some(body))?, task_details)
+        }
+        TaskCommand::Pause { task_id } => (
+            client.call("POST", &format!("/v1/tasks/{task_id}/pause"), None)?,
+            task_details,
+        ),
+        TaskCommand::Resume { task_id } => (
+            client.call("POST", &format!("/v1/tasks/{task_id}/resume"), None)?,
+            task_details,
+        ),
+        TaskCommand::Delete { task_id } => {
+            client.call("DELETE", &format!("/v1/tasks/{task_id}"), None)?;
+            (json!({ "deleted": task_id }), |r| {
+                format!("deleted {}", text(&r["deleted"]))
+            })
+        }
+        TaskCommand::Positions { task_id } => (
+            client.call("GET", &format!("/v1/tasks/{task_id}/positions"), None)?,
+            positions_table,
+        ),
+    };
+    if args.json {
+        println!("{reply}");
+    } else {
+        println!("{}", render(&reply));
+    }
+    Ok(())
+}
+
+struct Client {
+    server: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// One API call: the JSON reply of a 2xx answer (`null` when it has no body), else the
+    /// server's error message.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.server);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            server: self.server.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = match (method, body) {
+            ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
+            ("DELETE", _) => with_auth(self.agent.delete(&url), &auth).call(),
+            (_, Some(body)) => with_auth(self.agent.post(&url), &auth)
+                .header("content-type", "application/json")
+                .send(body.to_string()),
+            (_, None) => with_auth(self.agent.post(&url), &auth).send_empty(),
+        }
+        .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(unreachable)?;
+        let reply: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|_| ClientError::Reply(text.clone()))?
+        };
+        if (200..300).contains(&status) {
+            Ok(reply)
+        } else {
+            Err(ClientError::Rejected {
+                status,
+                message: reply["message"].as_str().unwrap_or(&text).to_owned(),
+            })
+        }
+    }
+}
+
+fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    auth: &Option<String>,
+) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(auth) => request.header("authorization", auth),
+        None => request,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn collections(task: &Value) -> String {
+    task["collection_infos"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| text(&c["name"]))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    std::iter::once(line(header.iter().map(|h| h.to_string()).collect()))
+        .chain(rows.iter().map(|r| line(r.clone())))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn task_table(reply: &Value) -> String {
+    let rows: Vec<Vec<String>> = reply["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(&t["task_id"]),
+                        text(&t["state"]),
+                        text(&t["milvus_connect_param"]["uri"]),
+                        collections(t),
+                        text(&t["reason"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["TASK", "STATE", "TARGET", "COLLECTIONS", "REASON"], &rows)
+}
+
+fn task_details(task: &Value) -> String {
+    let rows = vec![
+        vec!["task".into(), text(&task["task_id"])],
+        vec!["state".into(), text(&task["state"])],
+        vec!["target".into(), text(&task["milvus_connect_param"]["uri"])],
+        vec!["collections".into(), collections(task)],
+        vec!["reason".into(), text(&task["reason"])],
+    ];
+    table(&["FIELD", "VALUE"], &rows)
+}
+
+fn positions_table(reply: &Value) -> String {
+    let list = |key: &str, fields: &[&str]| -> Vec<Vec<String>> {
+        reply[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| fields.iter().map(|f| text(&item[*f])).collect())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "{}\n\n{}",
+        table(
+            &["CHANNEL", "NEXT_OFFSET", "TICK"],
+            &list("channels", &["channel", "next_offset", "tick"])
+        ),
+        table(
+            &["VCHANNEL", "APPLIED_TS", "APPLIED_SEQ"],
+            &list("applied", &["vchannel", "ts", "seq"])
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_list_is_a_table_with_aligned_columns() {
+        let reply = json!({ "tasks": [
+            { "task_id": "a1", "state": "Running", "milvus_connect_param": { "uri": "http://t:19530" },
+              "collection_infos": [{ "name": "c1" }, { "name": "c2" }], "reason": "" },
+            { "task_id": "b", "state": "Failed", "milvus_connect_param": { "uri": "http://t:19530" },
+              "collection_infos": [{ "name": "*" }], "reason": "schema mismatch" },
+        ]});
+        assert_eq!(
+            task_table(&reply),
+            "TASK  STATE    TARGET          COLLECTIONS  REASON\n\
+             a1    Running  http://t:19530  c1,c2\n\
+             b     Failed   http://t:19530  *            schema mismatch"
+        );
+    }
+
+    #[test]
+    fn positions_show_channels_and_applied_vchannels() {
+        let reply = json!({
+            "channels": [{ "channel": "by-dev-rootcoord-dml_0", "next_offset": 12, "tick": 99 }],
+            "applied": [{ "vchannel": "by-dev-rootcoord-dml_0_1v0", "ts": 98, "seq": 3 }],
+        });
+        let shown = positions_table(&reply);
+        assert!(
+            shown.contains("by-dev-rootcoord-dml_0  12           99"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("by-dev-rootcoord-dml_0_1v0  98          3"),
+            "{shown}"
+        );
+    }
+}
