@@ -1,28 +1,22 @@
-//! Process-wide counters, rendered as Prometheus text at `/metrics`.
+//! `/metrics` in Prometheus text: process-wide counters, and per task the lag and state read
+//! from the journal at scrape time (so they are exact, and survive restarts).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
 
-pub struct Counter(AtomicU64);
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-impl Counter {
-    const fn new() -> Self {
-        Self(AtomicU64::new(0))
-    }
+use crate::journal::{Journal, JournalError};
+use crate::source::meta::vchannel_pchannel;
+use crate::task::TaskSpec;
 
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
+#[derive(Default)]
 pub struct Metrics {
     pub messages_read: Counter,
     pub messages_rejected: Counter,
@@ -33,61 +27,237 @@ pub struct Metrics {
     pub target_retries: Counter,
 }
 
-pub static METRICS: Metrics = Metrics {
-    messages_read: Counter::new(),
-    messages_rejected: Counter::new(),
-    messages_duplicate: Counter::new(),
-    changes_staged: Counter::new(),
-    batches_applied: Counter::new(),
-    rows_applied: Counter::new(),
-    target_retries: Counter::new(),
-};
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
-pub fn render() -> String {
-    let m = &METRICS;
-    let mut out = String::new();
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    task: String,
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    task: String,
+    state: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// How far behind a task is, in seconds, at `now_ms` (Unix milliseconds).
+#[derive(Debug, PartialEq)]
+pub struct TaskLag {
+    /// Per physical channel: age of the newest TimeTick staged (how far the reader trails the
+    /// source).
+    pub source: BTreeMap<String, f64>,
+    /// Per vchannel: age of the oldest change not yet applied, or of the channel's newest
+    /// TimeTick when everything up to it is applied (how far the target trails the source).
+    pub target: BTreeMap<String, f64>,
+}
+
+/// Milvus timestamps are hybrid: physical milliseconds shifted left by 18 logical bits.
+fn age_seconds(ts: u64, now_ms: u64) -> f64 {
+    now_ms.saturating_sub(ts >> 18) as f64 / 1000.0
+}
+
+pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, JournalError> {
+    let ticks: HashMap<String, u64> = journal
+        .source_offsets(task)?
+        .into_iter()
+        .map(|(pchannel, offset)| (pchannel, offset.tick))
+        .collect();
+    let source = ticks
+        .iter()
+        .filter(|(_, tick)| **tick > 0)
+        .map(|(pchannel, tick)| (pchannel.clone(), age_seconds(*tick, now_ms)))
+        .collect();
+    let applied: HashMap<String, _> = journal.applied_positions(task)?.into_iter().collect();
+    let mut vchannels: Vec<String> = journal.vchannels(task)?;
+    vchannels.extend(applied.keys().cloned());
+    vchannels.sort();
+    vchannels.dedup();
+    let mut target = BTreeMap::new();
+    for vchannel in vchannels {
+        let Some(&tick) = vchannel_pchannel(&vchannel).and_then(|p| ticks.get(p)) else {
+            continue;
+        };
+        let after = applied.get(&vchannel).copied();
+        let applied_through = match journal.first_position(task, &vchannel, after, tick)? {
+            // Everything before the first pending change is applied.
+            Some(pending) => pending.ts.saturating_sub(1),
+            None => tick,
+        };
+        if applied_through > 0 {
+            target.insert(vchannel, age_seconds(applied_through, now_ms));
+        }
+    }
+    Ok(TaskLag { source, target })
+}
+
+pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<String, String> {
+    let mut registry = Registry::with_prefix("milvus_cdc");
+    let m = &*METRICS;
     for (name, help, counter) in [
         (
-            "milvus_cdc_messages_read_total",
-            "Messages fetched from the source MQ.",
+            "messages_read",
+            "Messages fetched from the source MQ",
             &m.messages_read,
         ),
         (
-            "milvus_cdc_messages_rejected_total",
-            "Messages that did not decode or capture; skipped and logged.",
+            "messages_rejected",
+            "Messages that did not decode or capture; skipped and logged",
             &m.messages_rejected,
         ),
         (
-            "milvus_cdc_messages_duplicate_total",
-            "Data messages byte-identical to an earlier one of their channel; skipped.",
+            "messages_duplicate",
+            "Messages read before (a repeated offset, or a data message byte-identical to an earlier one); skipped",
             &m.messages_duplicate,
         ),
         (
-            "milvus_cdc_changes_staged_total",
-            "Changes written to the journal.",
+            "changes_staged",
+            "Changes written to the journal",
             &m.changes_staged,
         ),
         (
-            "milvus_cdc_batches_applied_total",
-            "Batches the target acknowledged.",
+            "batches_applied",
+            "Batches the target acknowledged",
             &m.batches_applied,
         ),
         (
-            "milvus_cdc_rows_applied_total",
-            "Rows inserted or deleted on the target.",
+            "rows_applied",
+            "Rows inserted or deleted on the target",
             &m.rows_applied,
         ),
         (
-            "milvus_cdc_target_retries_total",
-            "Target calls retried after a transient error.",
+            "target_retries",
+            "Target calls retried after a transient error",
             &m.target_retries,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            counter.get()
+        registry.register(name, help, counter.clone());
+    }
+
+    let source_lag = Family::<ChannelLabels, Seconds>::default();
+    let target_lag = Family::<ChannelLabels, Seconds>::default();
+    let state = Family::<StateLabels, Gauge>::default();
+    for spec in tasks {
+        let lag = task_lag(journal, &spec.task_id, now_ms).map_err(|e| e.to_string())?;
+        for (family, values) in [(&source_lag, lag.source), (&target_lag, lag.target)] {
+            for (channel, seconds) in values {
+                let labels = ChannelLabels {
+                    task: spec.task_id.clone(),
+                    channel,
+                };
+                family.get_or_create(&labels).set(seconds);
+            }
+        }
+        state
+            .get_or_create(&StateLabels {
+                task: spec.task_id.clone(),
+                state: format!("{:?}", spec.state),
+            })
+            .set(1);
+    }
+    registry.register(
+        "source_lag_seconds",
+        "Per task and physical channel: age of the newest source TimeTick staged",
+        source_lag,
+    );
+    registry.register(
+        "lag_seconds",
+        "Per task and vchannel: age of the oldest change not applied to the target yet (of the newest TimeTick when all is applied)",
+        target_lag,
+    );
+    registry.register("task_state", "1 for each task's current state", state);
+    let mut out = String::new();
+    encode(&mut out, &registry).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{
+        Change, CollectionRef, DeleteBatch, InFlightBatch, MqPosition, PrimaryKeys, RowPosition,
+        StagedChange,
+    };
+
+    /// A hybrid timestamp at `ms` Unix milliseconds.
+    fn at(ms: u64) -> u64 {
+        ms << 18
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 0.01
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_unapplied_change_then_of_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let delete = Change::Delete(DeleteBatch {
+            collection: CollectionRef {
+                id: 1,
+                db_name: "default".into(),
+                name: "c".into(),
+            },
+            partition: String::new(),
+            keys: PrimaryKeys::Int64(vec![1]),
+        });
+        let change = StagedChange {
+            vchannel: "p0_1v0".into(),
+            ts: at(90_000),
+            change: delete,
+        };
+        let next = MqPosition::Kafka { next_offset: 2 };
+        journal
+            .stage("t", "p0", &[change], next, at(95_000))
+            .unwrap();
+
+        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        assert!(close(lag.source["p0"], 5.0), "{lag:?}");
+        assert!(close(lag.target["p0_1v0"], 10.0), "{lag:?}");
+
+        let applied = InFlightBatch {
+            ends: vec![(
+                "p0_1v0".into(),
+                RowPosition {
+                    ts: at(90_000),
+                    seq: 0,
+                },
+            )],
+        };
+        journal.commit_batch("t", &applied, false).unwrap();
+        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
+    }
+
+    #[test]
+    fn the_text_has_counters_lag_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal
+            .stage(
+                "t",
+                "p0",
+                &[],
+                MqPosition::Kafka { next_offset: 0 },
+                at(1_000),
+            )
+            .unwrap();
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "task_id": "t", "target": { "uri": "http://x" }, "collections": ["*"],
+            "start": "latest", "state": "Running"
+        }))
+        .unwrap();
+        let text = render(&journal, &[spec], 3_000).unwrap();
+        assert!(text.contains("milvus_cdc_rows_applied_total "), "{text}");
+        assert!(
+            text.contains(r#"milvus_cdc_source_lag_seconds{task="t",channel="p0"} 2.0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"milvus_cdc_task_state{task="t",state="Running"} 1"#),
+            "{text}"
         );
     }
-    out
 }

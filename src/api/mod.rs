@@ -30,7 +30,7 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         .route("/v1/tasks/{id}/pause", post(rest::pause))
         .route("/v1/tasks/{id}/resume", post(rest::resume))
         .route("/v1/tasks/{id}/positions", get(rest::positions))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/metrics", get(metrics))
         .with_state(supervisor);
     let api = match token {
         Some(token) => api.layer(middleware::from_fn_with_state(
@@ -40,6 +40,14 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         None => api,
     };
     api.route("/healthz", get(|| async { "OK" }))
+}
+
+async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<String, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
+        .map_err(|e| ApiError::internal(format!("metrics: {e}")))
 }
 
 async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {

@@ -163,7 +163,7 @@ impl<'a, T: Target> Applier<'a, T> {
         self.journal
             .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
-        METRICS.rows_applied.add(rows);
+        METRICS.rows_applied.inc_by(rows);
         METRICS.batches_applied.inc();
         debug!(
             task = self.task,

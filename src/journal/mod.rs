@@ -341,6 +341,31 @@ impl Journal {
         Ok(out)
     }
 
+    /// The position of the first row of `vchannel` after `after` with a timestamp at most
+    /// `max_ts`; keys only, no record is decoded.
+    pub fn first_position(
+        &self,
+        task: &str,
+        vchannel: &str,
+        after: Option<RowPosition>,
+        max_ts: u64,
+    ) -> Result<Option<RowPosition>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROWS)?;
+        let start = after.map_or((0, 0), |p| (p.ts, p.seq));
+        for entry in
+            table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))?
+        {
+            let (k, _) = entry?;
+            let (_, _, ts, seq) = k.value();
+            let position = RowPosition { ts, seq };
+            if after != Some(position) {
+                return Ok(Some(position));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every vchannel's applied position for `task`.
     pub fn applied_positions(
         &self,

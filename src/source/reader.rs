@@ -149,7 +149,7 @@ impl ChannelReader<'_> {
                     MqPosition::Kafka { next_offset: next },
                     tick,
                 )?;
-                METRICS.changes_staged.add(pending.changes.len() as u64);
+                METRICS.changes_staged.inc_by(pending.changes.len() as u64);
                 pending = PendingStage::default();
             }
         }

@@ -149,6 +149,10 @@ impl Supervisor {
         })
     }
 
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     pub fn tasks(&self) -> Result<Vec<TaskSpec>, TaskError> {
         self.journal
             .tasks()?
