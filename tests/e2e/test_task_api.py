@@ -2,6 +2,8 @@
 `POST /cdc` request types and the REST endpoints beside them, and pausing a task under load."""
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -9,7 +11,7 @@ import time
 import pytest
 from pymilvus import DataType, FieldSchema
 
-from cdc import BINARY, CdcServer, free_port
+from cdc import BINARY, ROOT, CdcServer, free_port
 from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, unique_name
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
@@ -140,3 +142,38 @@ def test_the_task_command_manages_tasks_from_a_shell(server, target):
     assert missing.returncode == 1 and missing.stderr.strip() == "milvus-cdc: task nope not found (HTTP 404)"
     assert cli("delete", "cli-1").stdout.strip() == "deleted cli-1"
     assert cli("list").stdout.strip() == "TASK  STATE  TARGET  COLLECTIONS  REASON"
+
+
+def apply_lag(server: CdcServer, task: str) -> float:
+    """The task's largest apply lag over its vchannels, from /metrics."""
+    lags = [v for k, v in server.metrics().items() if k.startswith(f'milvus_cdc_lag_seconds{{task="{task}"')]
+    assert lags, "no lag reported"
+    return max(lags)
+
+
+def wait_lag_below(server: CdcServer, task: str, seconds: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while (lag := apply_lag(server, task)) >= seconds:
+        assert time.monotonic() < deadline, f"lag still {lag:.1f}s after {timeout:.0f}s"
+        time.sleep(0.5)
+    return lag
+
+
+def test_lag_rises_while_the_target_is_stopped_and_falls_when_it_is_back(server, source, target, collection):
+    task = server.create_task(target.uri, collections=(collection,))
+    create_collection(source, collection, SMALL, shards=2)
+    insert(source, collection, make_rows(SMALL, range(1_000), seed=5), batch=1_000)
+    wait_lag_below(server, task, 2.0, timeout=60)
+    # SIGSTOP freezes the target Milvus: calls to it hang, as with a network partition. Kept
+    # short, so its etcd session does not expire.
+    pid = int((ROOT / ".testbed" / "target" / "pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        insert(source, collection, make_rows(SMALL, range(1_000, 2_000), seed=6), batch=1_000)
+        time.sleep(6)
+        stalled = apply_lag(server, task)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert stalled > 5.0, f"lag {stalled:.1f}s while the target was stopped"
+    assert wait_lag_below(server, task, 2.0, timeout=120) < 2.0
+    assert_replicated(source, target, collection, timeout=60)
