@@ -7,6 +7,7 @@ pub mod api;
 pub mod apply;
 pub mod config;
 pub mod failpoint;
+pub mod health;
 pub mod journal;
 pub mod metrics;
 pub mod source;

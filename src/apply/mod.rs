@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
+use crate::health::Health;
 use crate::journal::{Change, InFlightBatch, Journal, JournalError, JournalRow, RowPosition};
 use crate::metrics::METRICS;
 use crate::source::meta::vchannel_pchannel;
@@ -88,6 +89,8 @@ pub struct Applier<'a, T: Target> {
     pub settings: ApplierSettings,
     /// Set when the task stops: retries give up so the thread can exit promptly.
     pub stop: Arc<AtomicBool>,
+    /// Where a target fault being retried is shown.
+    pub health: Arc<Health>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -97,6 +100,7 @@ impl<'a, T: Target> Applier<'a, T> {
         target: T,
         settings: ApplierSettings,
         stop: Arc<AtomicBool>,
+        health: Arc<Health>,
     ) -> Self {
         Self {
             task,
@@ -104,6 +108,7 @@ impl<'a, T: Target> Applier<'a, T> {
             target,
             settings,
             stop,
+            health,
         }
     }
 
@@ -210,6 +215,7 @@ impl<'a, T: Target> Applier<'a, T> {
         use backon::{BlockingRetryable, ExponentialBuilder};
         let task = self.task;
         let stop = self.stop.clone();
+        let health = self.health.clone();
         let target = &mut self.target;
         let mut in_doubt = false;
         let backoff = ExponentialBuilder::default()
@@ -226,9 +232,11 @@ impl<'a, T: Target> Applier<'a, T> {
         .when(|e| matches!(e, TargetError::Transient(_)) && !stop.load(Ordering::Relaxed))
         .notify(|err, delay| {
             METRICS.target_retries.inc();
+            health.problem("target", err);
             tracing::warn!(task, %err, ?delay, "target call failed; retrying");
         })
         .call()
+        .inspect(|()| self.health.resolved("target"))
     }
 }
 

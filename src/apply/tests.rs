@@ -197,6 +197,7 @@ fn drain(journal: &Journal, target: &mut FakeTarget, batch_rows: usize) {
         target,
         settings(batch_rows),
         Default::default(),
+        Default::default(),
     );
     applier.recover().unwrap();
     while applier.step().unwrap() {}
@@ -252,7 +253,7 @@ proptest! {
                 Op::Tick => stage(vec![], ts, &journal),
                 Op::Apply => drain(&journal, &mut target, batch_rows),
                 Op::Crash { point, steps } => {
-                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default());
+                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
                     let _ = applier.recover();
                     for _ in 0..steps {
                         if !applier.step().unwrap_or(false) {

@@ -16,6 +16,7 @@ use tracing::{error, info, info_span, warn};
 use crate::apply::milvus_target::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
+use crate::health::Health;
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
 use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
@@ -137,6 +138,8 @@ pub struct Supervisor {
     config: Config,
     runtime: Handle,
     running: Mutex<HashMap<String, Running>>,
+    /// Transient faults each task is retrying, shown as its `reason` while it is Running.
+    health: Mutex<HashMap<String, Arc<Health>>>,
 }
 
 impl Supervisor {
@@ -146,6 +149,7 @@ impl Supervisor {
             config,
             runtime,
             running: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
         })
     }
 
@@ -153,22 +157,47 @@ impl Supervisor {
         &self.journal
     }
 
+    /// Every task; a running one's `reason` names the faults it is retrying, if any.
     pub fn tasks(&self) -> Result<Vec<TaskSpec>, TaskError> {
         self.journal
             .tasks()?
             .into_iter()
             .map(|(id, bytes)| {
-                serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id, e.to_string()))
+                serde_json::from_slice(&bytes)
+                    .map(|spec| self.with_health(spec))
+                    .map_err(|e| TaskError::Corrupt(id, e.to_string()))
             })
             .collect()
     }
 
+    /// One task; a running one's `reason` names the faults it is retrying, if any.
     pub fn task(&self, id: &str) -> Result<TaskSpec, TaskError> {
+        self.stored(id).map(|spec| self.with_health(spec))
+    }
+
+    fn stored(&self, id: &str) -> Result<TaskSpec, TaskError> {
         let bytes = self
             .journal
             .task(id)?
             .ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
         serde_json::from_slice(&bytes).map_err(|e| TaskError::Corrupt(id.to_owned(), e.to_string()))
+    }
+
+    fn with_health(&self, mut spec: TaskSpec) -> TaskSpec {
+        if spec.state == TaskState::Running {
+            spec.reason = self
+                .health(&spec.task_id)
+                .summary()
+                .map(|problems| format!("retrying: {problems}"));
+        }
+        spec
+    }
+
+    fn health(&self, id: &str) -> Arc<Health> {
+        self.health
+            .lock()
+            .map(|mut h| h.entry(id.to_owned()).or_default().clone())
+            .unwrap_or_default()
     }
 
     fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
@@ -250,7 +279,7 @@ impl Supervisor {
     /// Stops the task's readers and applier and records it as Paused; what was staged stays in
     /// the journal. Pausing a paused task changes nothing.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
-        let mut spec = self.task(id)?;
+        let mut spec = self.stored(id)?;
         self.stop(id);
         if spec.state != TaskState::Paused {
             spec.state = TaskState::Paused;
@@ -264,7 +293,7 @@ impl Supervisor {
     /// stored offsets and its applier at its applied positions (replaying an in-doubt batch).
     /// Resuming a running task changes nothing.
     pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
-        let mut spec = self.task(id)?;
+        let mut spec = self.stored(id)?;
         if spec.state == TaskState::Running && self.is_running(id) {
             return Ok(spec);
         }
@@ -318,6 +347,9 @@ impl Supervisor {
 
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {
         self.stop(id);
+        if let Ok(mut health) = self.health.lock() {
+            health.remove(id);
+        }
         if !self.journal.delete_task(id)? {
             return Err(TaskError::NotFound(id.to_owned()));
         }
@@ -348,7 +380,7 @@ impl Supervisor {
 
     fn fail(&self, id: &str, reason: String) {
         error!(task = id, %reason, "task failed");
-        if let Ok(mut spec) = self.task(id) {
+        if let Ok(mut spec) = self.stored(id) {
             spec.state = TaskState::Failed;
             spec.reason = Some(reason);
             if let Err(err) = self.save(&spec) {
@@ -358,6 +390,9 @@ impl Supervisor {
     }
 
     fn start(self: &Arc<Self>, spec: TaskSpec) {
+        if let Ok(mut health) = self.health.lock() {
+            health.insert(spec.task_id.clone(), Arc::default());
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let me = self.clone();
@@ -385,8 +420,15 @@ impl Supervisor {
             retain_applied: self.config.journal.retain_applied,
             ..ApplierSettings::default()
         };
-        let mut applier =
-            Applier::new(&spec.task_id, &self.journal, target, settings, stop.clone());
+        let health = self.health(&spec.task_id);
+        let mut applier = Applier::new(
+            &spec.task_id,
+            &self.journal,
+            target,
+            settings,
+            stop.clone(),
+            health.clone(),
+        );
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
             let result = if recovered {
@@ -395,14 +437,21 @@ impl Supervisor {
                 applier.recover().map(|_| true)
             };
             match result {
-                Ok(true) => recovered = true,
-                Ok(false) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(true) => {
+                    recovered = true;
+                    health.resolved("applier");
+                }
+                Ok(false) => {
+                    health.resolved("applier");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 Err(ApplyError::Target(TargetError::Permanent(reason))) => {
                     return self.fail(&spec.task_id, reason);
                 }
                 Err(err) => {
                     // Transient: the target or the journal will come back; keep the task running.
                     warn!(%err, "apply failed; retrying");
+                    health.problem("applier", &err);
                     recovered = false;
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -493,6 +542,7 @@ impl Supervisor {
             journal_cap_bytes: self.config.journal.max_bytes,
             ..ReaderSettings::default()
         };
+        let health = self.health(&spec.task_id);
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(SourceMeta::connect(
                 &self.config.source.etcd_endpoints,
@@ -501,10 +551,12 @@ impl Supervisor {
                 Ok(meta) => meta,
                 Err(err) => {
                     warn!(%err, "source etcd unreachable; retrying");
+                    health.problem(&pchannel, format!("source etcd: {err}"));
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
             };
+            health.resolved(&pchannel);
             let mut lookup = EtcdLookup {
                 meta,
                 runtime: self.runtime.clone(),
@@ -524,6 +576,7 @@ impl Supervisor {
                 Ok(()) => return,
                 Err(err) => {
                     warn!(%err, "reader stopped; restarting from the stored offset");
+                    health.problem(&pchannel, &err);
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }

@@ -177,3 +177,16 @@ def test_lag_rises_while_the_target_is_stopped_and_falls_when_it_is_back(server,
     assert stalled > 5.0, f"lag {stalled:.1f}s while the target was stopped"
     assert wait_lag_below(server, task, 2.0, timeout=120) < 2.0
     assert_replicated(source, target, collection, timeout=60)
+
+
+def test_a_task_retrying_an_unreachable_target_stays_running_and_says_why(server, source, collection):
+    task = server.create_task("http://127.0.0.1:9", collections=(collection,))
+    create_collection(source, collection, SMALL, shards=1)
+    deadline = time.monotonic() + 60
+    while True:
+        shown = server.request("GET", f"/v1/tasks/{task}")[1]
+        if shown["reason"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert shown["state"] == "Running"
+    assert shown["reason"].startswith("retrying: target: target unavailable: HasCollection on http://127.0.0.1:9"), shown
