@@ -10,13 +10,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::journal::{Journal, JournalError};
 use crate::source::meta::vchannel_pchannel;
 use crate::task::TaskSpec;
 
-#[derive(Default)]
 pub struct Metrics {
     pub messages_read: Counter,
     pub messages_rejected: Counter,
@@ -25,9 +25,23 @@ pub struct Metrics {
     pub batches_applied: Counter,
     pub rows_applied: Counter,
     pub target_retries: Counter,
+    /// Rows per applied data batch.
+    pub batch_rows: Histogram,
+    /// Seconds from sending a data batch to the target's acknowledgement, retries included.
+    pub batch_seconds: Histogram,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    messages_read: Counter::default(),
+    messages_rejected: Counter::default(),
+    messages_duplicate: Counter::default(),
+    changes_staged: Counter::default(),
+    batches_applied: Counter::default(),
+    rows_applied: Counter::default(),
+    target_retries: Counter::default(),
+    batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+    batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+});
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
@@ -135,6 +149,23 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
     ] {
         registry.register(name, help, counter.clone());
     }
+    registry.register(
+        "apply_batch_rows",
+        "Rows per data batch applied to the target",
+        m.batch_rows.clone(),
+    );
+    registry.register(
+        "apply_batch_seconds",
+        "Time from sending a data batch to the target's acknowledgement, retries included",
+        m.batch_seconds.clone(),
+    );
+    let journal_bytes = Gauge::<i64>::default();
+    journal_bytes.set(journal.journal_bytes().map_err(|e| e.to_string())? as i64);
+    registry.register(
+        "journal_bytes",
+        "Bytes of changes staged and not yet applied, all tasks",
+        journal_bytes,
+    );
 
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
@@ -251,6 +282,11 @@ mod tests {
         .unwrap();
         let text = render(&journal, &[spec], 3_000).unwrap();
         assert!(text.contains("milvus_cdc_rows_applied_total "), "{text}");
+        assert!(
+            text.contains("milvus_cdc_apply_batch_seconds_bucket{le="),
+            "{text}"
+        );
+        assert!(text.contains("milvus_cdc_journal_bytes 0"), "{text}");
         assert!(
             text.contains(r#"milvus_cdc_source_lag_seconds{task="t",channel="p0"} 2.0"#),
             "{text}"

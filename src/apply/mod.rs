@@ -163,12 +163,15 @@ impl<'a, T: Target> Applier<'a, T> {
             Plan::Data(batch) => batch,
         };
         self.journal.begin_batch(self.task, &batch.marker)?;
+        let sent = std::time::Instant::now();
         self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))?;
+        METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
         crate::failpoint::hit("apply-after-ack");
         self.journal
             .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         METRICS.rows_applied.inc_by(rows);
+        METRICS.batch_rows.observe(rows as f64);
         METRICS.batches_applied.inc();
         debug!(
             task = self.task,
