@@ -173,6 +173,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         let journal = std::sync::Arc::new(Journal::open(&data_dir)?);
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
         supervisor.resume_all()?;
+        supervisor.start_sampling(std::time::Duration::from_secs(5));
         println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
         info!(listen = %config.listen, journal = %journal.path().display(), "serving");
         let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone(), token))

@@ -29,6 +29,16 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     /// Seconds from sending a data batch to the target's acknowledgement, retries included.
     pub batch_seconds: Histogram,
+    task_rows_applied: Family<TaskLabels, Counter>,
+}
+
+impl Metrics {
+    /// Rows the task applied to the target since the process started.
+    pub fn task_rows_applied(&self, task: &str) -> Counter {
+        self.task_rows_applied
+            .get_or_create(&TaskLabels { task: task.into() })
+            .clone()
+    }
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -41,7 +51,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     target_retries: Counter::default(),
     batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
     batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+    task_rows_applied: Family::default(),
 });
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
@@ -149,6 +165,11 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
     ] {
         registry.register(name, help, counter.clone());
     }
+    registry.register(
+        "task_rows_applied",
+        "Rows inserted or deleted on the target, per task",
+        m.task_rows_applied.clone(),
+    );
     registry.register(
         "apply_batch_rows",
         "Rows per data batch applied to the target",

@@ -26,6 +26,11 @@ setup_system() {
     apt_install etcd-server etcd-client protobuf-compiler curl
 }
 
+setup_browser() {
+    # Debian's Chromium, headless, for the status page's browser test.
+    apt_install chromium
+}
+
 setup_venv() {
     local req="$ROOT/scripts/lib/requirements.txt" stamp="$VENV/.requirements.sha256"
     local want

@@ -1,5 +1,5 @@
-//! The HTTP surface: the upstream-compatible `POST /cdc`, REST on `/v1/tasks`, `/metrics` and
-//! `/healthz`.
+//! The HTTP surface: the upstream-compatible `POST /cdc`, REST on `/v1/tasks`, the status page
+//! at `/` (with `/v1/status`), `/metrics` and `/healthz`.
 //!
 //! `/cdc` keeps the reference Go CDC's shapes: a body `{"request_type", "request_data"}` and a reply
 //! `{"code":200,"data":...}` or `{"code":4xx|5xx,"message":...}`. Every error is built in one
@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
@@ -30,6 +30,7 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         .route("/v1/tasks/{id}/pause", post(rest::pause))
         .route("/v1/tasks/{id}/resume", post(rest::resume))
         .route("/v1/tasks/{id}/positions", get(rest::positions))
+        .route("/v1/status", get(rest::status))
         .route("/metrics", get(metrics))
         .with_state(supervisor);
     let api = match token {
@@ -39,13 +40,13 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         )),
         None => api,
     };
+    // The page holds no data (it fetches /v1/status, with the token): served to anyone.
     api.route("/healthz", get(|| async { "OK" }))
+        .route("/", get(|| async { Html(include_str!("status.html")) }))
 }
 
 async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<String, ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = crate::task::now_ms();
     crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
         .map_err(|e| ApiError::internal(format!("metrics: {e}")))
 }

@@ -54,3 +54,9 @@ pub async fn positions(
 ) -> Result<Json<TaskPositions>, ApiError> {
     Ok(Json(supervisor.positions(&id)?))
 }
+
+/// Every task's state, lag, throughput and lag over the last 15 minutes (the status page's data).
+pub async fn status(State(supervisor): State<Arc<Supervisor>>) -> Reply {
+    let tasks = tasks::blocking(&supervisor, |s| s.status()).await?;
+    Ok(Json(json!({ "tasks": tasks })))
+}

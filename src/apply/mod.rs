@@ -171,6 +171,7 @@ impl<'a, T: Target> Applier<'a, T> {
             .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         METRICS.rows_applied.inc_by(rows);
+        METRICS.task_rows_applied(self.task).inc_by(rows);
         METRICS.batch_rows.observe(rows as f64);
         METRICS.batches_applied.inc();
         debug!(

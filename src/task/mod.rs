@@ -3,6 +3,8 @@
 //! A running task has one reader thread per physical channel and one applier thread. They
 //! share nothing but the journal, so either side can stop at any point (see `journal`).
 
+pub mod history;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,10 +20,12 @@ use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
+use crate::metrics::METRICS;
 use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
 use crate::source::reader::{ChannelReader, ReaderSettings};
+use history::{LagHistory, Sample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskState {
@@ -140,6 +144,20 @@ pub struct Supervisor {
     running: Mutex<HashMap<String, Running>>,
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
+    history: LagHistory,
+}
+
+/// A task as the status page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub state: TaskState,
+    pub reason: String,
+    /// The largest apply lag over the task's vchannels, now.
+    pub lag_seconds: Option<f64>,
+    pub rows_per_second: Option<f64>,
+    /// The last 15 minutes.
+    pub history: Vec<Sample>,
 }
 
 impl Supervisor {
@@ -150,6 +168,7 @@ impl Supervisor {
             runtime,
             running: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            history: LagHistory::default(),
         })
     }
 
@@ -347,6 +366,7 @@ impl Supervisor {
 
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {
         self.stop(id);
+        self.history.forget(id);
         if let Ok(mut health) = self.health.lock() {
             health.remove(id);
         }
@@ -354,6 +374,52 @@ impl Supervisor {
             return Err(TaskError::NotFound(id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Samples every task's lag and applied rows every `every`, for the status page.
+    pub fn start_sampling(self: &Arc<Self>, every: Duration) {
+        let me = Arc::downgrade(self);
+        std::thread::spawn(move || {
+            while let Some(supervisor) = me.upgrade() {
+                if let Err(err) = supervisor.sample(now_ms()) {
+                    warn!(%err, "cannot sample the tasks' lag");
+                }
+                drop(supervisor);
+                std::thread::sleep(every);
+            }
+        });
+    }
+
+    fn sample(&self, now_ms: u64) -> Result<(), TaskError> {
+        for spec in self.tasks()? {
+            let id = &spec.task_id;
+            let sample = Sample {
+                at_ms: now_ms,
+                lag_seconds: max_lag(&crate::metrics::task_lag(&self.journal, id, now_ms)?),
+                rows_applied: METRICS.task_rows_applied(id).get(),
+            };
+            self.history.record(id, sample);
+        }
+        Ok(())
+    }
+
+    /// Every task with its lag now, its throughput and its lag over the last 15 minutes.
+    pub fn status(&self) -> Result<Vec<TaskStatus>, TaskError> {
+        let now = now_ms();
+        self.tasks()?
+            .into_iter()
+            .map(|spec| {
+                let id = &spec.task_id;
+                Ok(TaskStatus {
+                    lag_seconds: max_lag(&crate::metrics::task_lag(&self.journal, id, now)?),
+                    rows_per_second: self.history.rows_per_second(id),
+                    history: self.history.of(id),
+                    state: spec.state,
+                    reason: spec.reason.clone().unwrap_or_default(),
+                    task_id: spec.task_id,
+                })
+            })
+            .collect()
     }
 
     /// Stops every task's threads and waits for them.
@@ -582,6 +648,16 @@ impl Supervisor {
             }
         }
     }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn max_lag(lag: &crate::metrics::TaskLag) -> Option<f64> {
+    lag.target.values().copied().reduce(f64::max)
 }
 
 /// Where an `earliest` task starts reading a channel: the oldest start position of the in-scope

@@ -1,0 +1,51 @@
+"""The status page at `/`, rendered by a real headless Chromium (Debian's `chromium`): it lists
+the task with its state and lag, and draws its lag over time. The screenshot is kept in
+`target/e2e/status-page.png`."""
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from pymilvus import DataType, FieldSchema
+
+from cdc import ROOT, CdcServer
+from workload import create_collection, insert, int64_pk, make_rows, schema, unique_name
+
+SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    # --no-sandbox: the test may run as root; --virtual-time-budget lets the page's fetch finish.
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--virtual-time-budget=8000", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test installs it)")
+def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source, target):
+    name = unique_name("page")
+    server = CdcServer(tmp_path, env).start()
+    try:
+        task = server.create_task(target.uri, collections=(name,))
+        create_collection(source, name, SMALL, shards=1)
+        insert(source, name, make_rows(SMALL, range(500), seed=1), batch=500)
+        time.sleep(11)  # two lag samples (every 5 s)
+        url = f"http://127.0.0.1:{server.port}/"
+        dom = chromium("--dump-dom", url)
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert f'<tr data-task="{task}">' in dom.stdout, dom.stdout[-3000:]
+        assert '<td class="Running">Running</td>' in dom.stdout
+        assert f'<svg width="720" height="160" data-task="{task}">' in dom.stdout
+        assert '<polyline class="lag"' in dom.stdout, "no lag line drawn"
+
+        shot = ROOT / "target" / "e2e" / "status-page.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot.unlink(missing_ok=True)
+        taken = chromium(f"--screenshot={shot}", "--window-size=900,600", url)
+        assert taken.returncode == 0, taken.stderr[-2000:]
+        assert shot.stat().st_size > 10_000, "the screenshot is (nearly) empty"
+    finally:
+        server.stop()
+        for cluster in (source, target):
+            cluster.drop_collection(name)
