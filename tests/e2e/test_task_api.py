@@ -145,10 +145,10 @@ def test_the_task_command_manages_tasks_from_a_shell(server, target):
 
 
 def apply_lag(server: CdcServer, task: str) -> float:
-    """The task's largest apply lag over its vchannels, from /metrics."""
+    """The task's largest apply lag over its vchannels, from /metrics (infinite before the task
+    has read anything)."""
     lags = [v for k, v in server.metrics().items() if k.startswith(f'milvus_cdc_lag_seconds{{task="{task}"')]
-    assert lags, "no lag reported"
-    return max(lags)
+    return max(lags, default=float("inf"))
 
 
 def wait_lag_below(server: CdcServer, task: str, seconds: float, timeout: float) -> float:
