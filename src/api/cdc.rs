@@ -32,9 +32,9 @@ pub async fn handle(
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let data = match envelope.request_type.as_str() {
         "create" => {
-            let spec =
+            let created =
                 tasks::create(&supervisor, tasks::request_data(envelope.request_data)?).await?;
-            json!({ "task_id": spec.task_id })
+            json!({ "task_id": created.spec().task_id })
         }
         "get" => {
             let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;

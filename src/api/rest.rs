@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ApiError, tasks};
-use crate::task::{Supervisor, TaskPositions};
+use crate::task::{Created, Supervisor, TaskPositions};
 
 type Reply = Result<Json<Value>, ApiError>;
 
@@ -22,8 +22,11 @@ pub async fn create(
     State(supervisor): State<Arc<Supervisor>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = tasks::create(&supervisor, tasks::body(&body)?).await?;
-    Ok((StatusCode::CREATED, Json(tasks::view(&spec))))
+    let (status, spec) = match tasks::create(&supervisor, tasks::body(&body)?).await? {
+        Created::New(spec) => (StatusCode::CREATED, spec),
+        Created::Existing(spec) => (StatusCode::OK, spec),
+    };
+    Ok((status, Json(tasks::view(&spec))))
 }
 
 pub async fn get(State(supervisor): State<Arc<Supervisor>>, Path(id): Path<String>) -> Reply {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ApiError;
-use crate::task::{StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
+use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
 #[derive(Deserialize)]
@@ -36,7 +36,7 @@ struct CollectionInfo {
 pub async fn create(
     supervisor: &Arc<Supervisor>,
     request: CreateRequest,
-) -> Result<TaskSpec, ApiError> {
+) -> Result<Created, ApiError> {
     if request.milvus_connect_param.uri.is_empty() {
         return Err(ApiError::bad_request(
             "milvus_connect_param.uri must not be empty",

@@ -104,7 +104,7 @@ pub struct TaskPositions {
 pub enum TaskError {
     #[error("task {0} not found")]
     NotFound(String),
-    #[error("task {0} already exists")]
+    #[error("task {0} already exists with another target, collections or start")]
     Exists(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -145,6 +145,22 @@ pub struct Supervisor {
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
     history: LagHistory,
+}
+
+/// What a create request did.
+#[derive(Debug)]
+pub enum Created {
+    New(TaskSpec),
+    /// The same task existed already.
+    Existing(TaskSpec),
+}
+
+impl Created {
+    pub fn spec(&self) -> &TaskSpec {
+        match self {
+            Created::New(spec) | Created::Existing(spec) => spec,
+        }
+    }
 }
 
 /// A task as the status page shows it.
@@ -238,9 +254,21 @@ impl Supervisor {
     /// Records the task's start on every existing channel, then starts it. The start positions
     /// and the creation of the in-scope collections that already exist are staged before the
     /// task is saved, so a crash during create leaves no half-started task behind.
-    pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<TaskSpec, TaskError> {
+    ///
+    /// Creating a task again with the same id and the same target, collections and start is
+    /// not an error: the existing task is answered (`Created::Existing`), so a retried create
+    /// is safe. The same id with anything else is [`TaskError::Exists`].
+    pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
         if self.journal.task(&spec.task_id)?.is_some() {
-            return Err(TaskError::Exists(spec.task_id));
+            let existing = self.task(&spec.task_id)?;
+            let same = existing.target == spec.target
+                && existing.collections == spec.collections
+                && existing.start == spec.start;
+            return if same {
+                Ok(Created::Existing(existing))
+            } else {
+                Err(TaskError::Exists(spec.task_id))
+            };
         }
         let MqConfig::Kafka { brokers } = &self.config.source.mq else {
             return Err(TaskError::Unsupported(
@@ -292,7 +320,7 @@ impl Supervisor {
         spec.state = TaskState::Running;
         self.save(&spec)?;
         self.start(spec.clone());
-        Ok(spec)
+        Ok(Created::New(spec))
     }
 
     /// Stops the task's readers and applier and records it as Paused; what was staged stays in

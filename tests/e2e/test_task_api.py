@@ -65,9 +65,15 @@ def test_rest_errors_name_what_is_wrong(server, target):
     assert (status, reply) == (400, {"code": 400, "message": "invalid body: missing field `collection_infos`"})
     status, reply = server.request("POST", "/v1/tasks", {**create_body(target.uri), "collection_infos": "*"})
     assert status == 400 and reply["message"].startswith("invalid body.collection_infos: invalid type"), reply
-    assert server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice"))[0] == 201
-    assert server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice")) == (
-        409, {"code": 409, "message": "task twice already exists"})
+    status, first = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice"))
+    assert status == 201
+    # A repeated create is answered with the existing task; another spec under that id is refused.
+    assert server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice")) == (200, first)
+    assert server.post("create", create_body(target.uri, task_id="twice")) == (
+        200, {"code": 200, "data": {"task_id": "twice"}})
+    other = create_body(target.uri, task_id="twice", collection_infos=[{"name": "other"}])
+    assert server.request("POST", "/v1/tasks", other) == (
+        409, {"code": 409, "message": "task twice already exists with another target, collections or start"})
 
 
 def test_cdc_pause_resume_and_position(server, target):
