@@ -6,68 +6,114 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::{ApiError, tasks};
+use super::tasks::{self, CreateRequest, TaskList, TaskView};
+use super::{ApiError, ErrorBody};
 use crate::task::Supervisor;
 
-#[derive(Deserialize)]
-struct Envelope {
-    request_type: String,
-    #[serde(default)]
-    request_data: Value,
+/// The reference CDC's request: `{"request_type": ..., "request_data": ...}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(
+    tag = "request_type",
+    content = "request_data",
+    rename_all = "lowercase"
+)]
+pub enum CdcRequest {
+    Create(CreateRequest),
+    Delete(TaskIdRequest),
+    Pause(TaskIdRequest),
+    Resume(TaskIdRequest),
+    Get(TaskIdRequest),
+    /// `request_data` may be left out.
+    List(#[allow(dead_code)] Option<NoData>),
+    Position(TaskIdRequest),
 }
 
-#[derive(Deserialize)]
-struct TaskIdRequest {
+#[derive(Deserialize, ToSchema)]
+pub struct TaskIdRequest {
     task_id: String,
 }
 
+#[derive(Deserialize, ToSchema)]
+pub struct NoData {}
+
+/// `data` is `{"task_id"}` for create, `{"task": ...}` for get, `{"tasks": [...]}` for list,
+/// `{"positions": ...}` for position and `{}` for the others.
+#[derive(Serialize, ToSchema)]
+pub struct CdcReply {
+    /// Always 200 here; errors carry their status in `code` and as the HTTP status.
+    code: u16,
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+#[utoipa::path(post, path = "/cdc", operation_id = "cdc", tag = "cdc",
+    request_body = CdcRequest,
+    responses(
+        (status = 200, description = "Done", body = CdcReply),
+        (status = 400, description = "The body is not a valid request", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task id is taken by another task, or the start is no \
+            longer retained by the broker", body = ErrorBody),
+        (status = 502, description = "The source's etcd or broker cannot be reached",
+            body = ErrorBody),
+        (status = 500, description = "The journal cannot be read or written", body = ErrorBody),
+    ))]
 pub async fn handle(
     State(supervisor): State<Arc<Supervisor>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let envelope: Envelope = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    let data = match envelope.request_type.as_str() {
-        "create" => {
-            let created =
-                tasks::create(&supervisor, tasks::request_data(envelope.request_data)?).await?;
+) -> Result<Json<CdcReply>, ApiError> {
+    let data = match tasks::decode(None, &body)? {
+        CdcRequest::Create(request) => {
+            let created = tasks::create(&supervisor, request).await?;
             json!({ "task_id": created.spec().task_id })
         }
-        "get" => {
-            let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;
-            json!({ "task": tasks::view(&supervisor.task(&req.task_id)?) })
+        CdcRequest::Get(TaskIdRequest { task_id }) => {
+            json!({ "task": TaskView::of(&supervisor.task(&task_id)?) })
         }
-        "list" => {
-            let all: Vec<Value> = supervisor.tasks()?.iter().map(tasks::view).collect();
-            json!({ "tasks": all })
-        }
-        "delete" => {
-            let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;
-            tasks::blocking(&supervisor, move |s| s.delete(&req.task_id)).await?;
+        CdcRequest::List(_) => json!(TaskList::of(&supervisor.tasks()?)),
+        CdcRequest::Delete(TaskIdRequest { task_id }) => {
+            tasks::blocking(&supervisor, move |s| s.delete(&task_id)).await?;
             json!({})
         }
-        "pause" => {
-            let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;
-            tasks::blocking(&supervisor, move |s| s.pause(&req.task_id)).await?;
+        CdcRequest::Pause(TaskIdRequest { task_id }) => {
+            tasks::blocking(&supervisor, move |s| s.pause(&task_id)).await?;
             json!({})
         }
-        "resume" => {
-            let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;
-            tasks::blocking(&supervisor, move |s| s.resume(&req.task_id)).await?;
+        CdcRequest::Resume(TaskIdRequest { task_id }) => {
+            tasks::blocking(&supervisor, move |s| s.resume(&task_id)).await?;
             json!({})
         }
-        "position" => {
-            let req: TaskIdRequest = tasks::request_data(envelope.request_data)?;
-            json!({ "positions": supervisor.positions(&req.task_id)? })
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "unknown request_type {other:?}: expected create, delete, pause, resume, get, list or position"
-            )));
+        CdcRequest::Position(TaskIdRequest { task_id }) => {
+            json!({ "positions": supervisor.positions(&task_id)? })
         }
     };
-    Ok(Json(json!({ "code": 200, "data": data })))
+    Ok(Json(CdcReply { code: 200, data }))
+}
+
+/// The derived schema requires `request_data` in every variant, but `list` may leave it out:
+/// the reference CDC's clients send `{"request_type": "list"}`.
+pub fn document_list_without_data(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    let schemas = doc.components.as_mut().map(|c| &mut c.schemas);
+    let Some(RefOr::T(Schema::OneOf(variants))) = schemas.and_then(|s| s.get_mut("CdcRequest"))
+    else {
+        return;
+    };
+    for variant in &mut variants.items {
+        let RefOr::T(Schema::Object(variant)) = variant else {
+            continue;
+        };
+        let is_list = matches!(
+            variant.properties.get("request_type"),
+            Some(RefOr::T(Schema::Object(tag)))
+                if tag.enum_values.as_ref().is_some_and(|v| v.contains(&json!("list")))
+        );
+        if is_list {
+            variant.required.retain(|field| field != "request_data");
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! The HTTP surface: the upstream-compatible `POST /cdc`, REST on `/v1/tasks`, the status page
-//! at `/` (with `/v1/status`), `/metrics` and `/healthz`.
+//! at `/` (with `/v1/status`), `/metrics`, `/healthz` and `/openapi.json`.
+//!
+//! Routes and their OpenAPI entries are registered together (`utoipa_axum::routes!`), so the
+//! document cannot list a route the server lacks or miss one it has.
 //!
 //! `/cdc` keeps the reference Go CDC's shapes: a body `{"request_type", "request_data"}` and a reply
 //! `{"code":200,"data":...}` or `{"code":4xx|5xx,"message":...}`. Every error is built in one
@@ -16,39 +19,107 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, SecurityRequirement};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::task::{Supervisor, TaskError};
 
-/// The API. With a `token`, every route but `/healthz` needs `Authorization: Bearer <token>`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "milvus-cdc", description = "Replicates a source Milvus to a target Milvus."),
+    tags(
+        (name = "cdc", description = "The reference Go Milvus-CDC's API"),
+        (name = "tasks", description = "Replication tasks"),
+        (name = "observability", description = "Lag, state and health"),
+    )
+)]
+struct ApiDoc;
+
+/// The API. With a `token`, every route but `/healthz`, `/` and `/openapi.json` needs
+/// `Authorization: Bearer <token>`.
 pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
-    let api = Router::new()
-        .route("/cdc", post(cdc::handle))
-        .route("/v1/tasks", get(rest::list).post(rest::create))
-        .route("/v1/tasks/{id}", get(rest::get).delete(rest::delete))
-        .route("/v1/tasks/{id}/pause", post(rest::pause))
-        .route("/v1/tasks/{id}/resume", post(rest::resume))
-        .route("/v1/tasks/{id}/positions", get(rest::positions))
-        .route("/v1/status", get(rest::status))
-        .route("/metrics", get(metrics))
-        .with_state(supervisor);
-    let api = match token {
-        Some(token) => api.layer(middleware::from_fn_with_state(
+    let (mut api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(cdc::handle))
+        .routes(routes!(rest::list, rest::create))
+        .routes(routes!(rest::get, rest::delete))
+        .routes(routes!(rest::pause))
+        .routes(routes!(rest::resume))
+        .routes(routes!(rest::positions))
+        .routes(routes!(rest::status))
+        .routes(routes!(metrics))
+        .with_state(supervisor)
+        .split_for_parts();
+    cdc::document_list_without_data(&mut doc);
+    if let Some(token) = token {
+        api = api.layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
-        )),
-        None => api,
-    };
-    // The page holds no data (it fetches /v1/status, with the token): served to anyone.
-    api.route("/healthz", get(|| async { "OK" }))
-        .route("/", get(|| async { Html(include_str!("status.html")) }))
+        ));
+        require_bearer(&mut doc);
+    }
+    // These hold no data (the page fetches /v1/status, with the token): served to anyone.
+    let (public, public_doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(status_page))
+        .split_for_parts();
+    doc.merge(public_doc);
+    let doc = Arc::new(doc);
+    api.merge(public).route(
+        "/openapi.json",
+        get(move || async move { axum::Json(doc.as_ref().clone()) }),
+    )
 }
 
-async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<String, ApiError> {
+/// Marks every operation documented so far as needing the bearer token.
+fn require_bearer(doc: &mut Document) {
+    let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", scheme);
+    let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![bearer.clone()]);
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "observability",
+    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "OK"
+}
+
+#[utoipa::path(get, path = "/", tag = "observability",
+    responses((status = 200, description = "The status page", body = String, content_type = "text/html")))]
+async fn status_page() -> Html<&'static str> {
+    Html(include_str!("status.html"))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "observability",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String,
+            content_type = "application/openmetrics-text"),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+    ))]
+async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<Response, ApiError> {
     let now_ms = crate::task::now_ms();
-    crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
-        .map_err(|e| ApiError::internal(format!("metrics: {e}")))
+    let text = crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
+        .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
@@ -72,6 +143,13 @@ async fn require_token(State(token): State<Arc<String>>, request: Request, next:
             response
         }
     }
+}
+
+/// Every error reply: the HTTP status again in `code`, and one line saying what is wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    code: u16,
+    message: String,
 }
 
 #[derive(Debug)]
@@ -101,7 +179,7 @@ impl From<TaskError> for ApiError {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_) => StatusCode::CONFLICT,
-            TaskError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
@@ -117,7 +195,10 @@ impl From<TaskError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "code": self.status.as_u16(), "message": self.message });
+        let body = ErrorBody {
+            code: self.status.as_u16(),
+            message: self.message,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -1,4 +1,5 @@
 //! REST beside `POST /cdc`: the same operations on `/v1/tasks`, with real HTTP status codes.
+//! Each handler's `#[utoipa::path]` is its entry in `/openapi.json`.
 
 use std::sync::Arc;
 
@@ -6,33 +7,63 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{ApiError, tasks};
-use crate::task::{Created, Supervisor, TaskPositions};
+use super::tasks::{self, CreateRequest, TaskList, TaskView};
+use super::{ApiError, ErrorBody};
+use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
 
-type Reply = Result<Json<Value>, ApiError>;
-
-pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Reply {
-    let all: Vec<Value> = supervisor.tasks()?.iter().map(tasks::view).collect();
-    Ok(Json(json!({ "tasks": all })))
+#[utoipa::path(get, path = "/v1/tasks", operation_id = "list_tasks", tag = "tasks",
+    responses(
+        (status = 200, description = "Every task", body = TaskList),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+    ))]
+pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<TaskList>, ApiError> {
+    Ok(Json(TaskList::of(&supervisor.tasks()?)))
 }
 
+#[utoipa::path(post, path = "/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The task was created and is running", body = TaskView),
+        (status = 200, description = "The same task existed already", body = TaskView),
+        (status = 400, description = "The body is not a valid create request", body = ErrorBody),
+        (status = 409, description = "The task id is taken by another task, or the start is no \
+            longer retained by the broker", body = ErrorBody),
+        (status = 502, description = "The source's etcd or broker cannot be reached", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
 pub async fn create(
     State(supervisor): State<Arc<Supervisor>>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (status, spec) = match tasks::create(&supervisor, tasks::body(&body)?).await? {
-        Created::New(spec) => (StatusCode::CREATED, spec),
-        Created::Existing(spec) => (StatusCode::OK, spec),
-    };
-    Ok((status, Json(tasks::view(&spec))))
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let (status, spec) =
+        match tasks::create(&supervisor, tasks::decode(Some("body"), &body)?).await? {
+            Created::New(spec) => (StatusCode::CREATED, spec),
+            Created::Existing(spec) => (StatusCode::OK, spec),
+        };
+    Ok((status, Json(TaskView::of(&spec))))
 }
 
-pub async fn get(State(supervisor): State<Arc<Supervisor>>, Path(id): Path<String>) -> Reply {
-    Ok(Json(tasks::view(&supervisor.task(&id)?)))
+#[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(supervisor): State<Arc<Supervisor>>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    Ok(Json(TaskView::of(&supervisor.task(&id)?)))
 }
 
+#[utoipa::path(delete, path = "/v1/tasks/{id}", operation_id = "delete_task", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "The task and its journal rows are gone"),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(supervisor): State<Arc<Supervisor>>,
     Path(id): Path<String>,
@@ -41,16 +72,41 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn pause(State(supervisor): State<Arc<Supervisor>>, Path(id): Path<String>) -> Reply {
+#[utoipa::path(post, path = "/v1/tasks/{id}/pause", operation_id = "pause_task", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The task is paused; its journal is kept", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
+pub async fn pause(
+    State(supervisor): State<Arc<Supervisor>>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.pause(&id)).await?;
-    Ok(Json(tasks::view(&spec)))
+    Ok(Json(TaskView::of(&spec)))
 }
 
-pub async fn resume(State(supervisor): State<Arc<Supervisor>>, Path(id): Path<String>) -> Reply {
+#[utoipa::path(post, path = "/v1/tasks/{id}/resume", operation_id = "resume_task", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The task runs again from its journal", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
+pub async fn resume(
+    State(supervisor): State<Arc<Supervisor>>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
-    Ok(Json(tasks::view(&spec)))
+    Ok(Json(TaskView::of(&spec)))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/positions", operation_id = "task_positions", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Where the task reads and what the target acknowledged",
+            body = TaskPositions),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+    ))]
 pub async fn positions(
     State(supervisor): State<Arc<Supervisor>>,
     Path(id): Path<String>,
@@ -58,8 +114,20 @@ pub async fn positions(
     Ok(Json(supervisor.positions(&id)?))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct StatusReport {
+    tasks: Vec<TaskStatus>,
+}
+
 /// Every task's state, lag, throughput and lag over the last 15 minutes (the status page's data).
-pub async fn status(State(supervisor): State<Arc<Supervisor>>) -> Reply {
+#[utoipa::path(get, path = "/v1/status", operation_id = "status", tag = "observability",
+    responses(
+        (status = 200, description = "Every task's state, lag and throughput", body = StatusReport),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+    ))]
+pub async fn status(
+    State(supervisor): State<Arc<Supervisor>>,
+) -> Result<Json<StatusReport>, ApiError> {
     let tasks = tasks::blocking(&supervisor, |s| s.status()).await?;
-    Ok(Json(json!({ "tasks": tasks })))
+    Ok(Json(StatusReport { tasks }))
 }

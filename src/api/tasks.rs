@@ -4,33 +4,89 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateRequest {
     milvus_connect_param: ConnectParam,
+    /// Collection names of the default database, or `*` for all.
+    #[schema(min_items = 1)]
     collection_infos: Vec<CollectionInfo>,
+    /// Given, a repeated create with the same request answers the existing task.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     task_id: Option<String>,
     /// Not in the reference CDC: `latest` (default) or `earliest`.
     #[serde(default)]
     start_position: StartPosition,
 }
 
-#[derive(Deserialize)]
-struct ConnectParam {
+/// The target Milvus.
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct ConnectParam {
+    /// For example `http://127.0.0.1:19530`; a bracketed IPv6 address is accepted too.
+    // The server's check is `milvus_target::endpoint`.
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9._-]+(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
+    )]
     uri: String,
+    /// `user:password` or an API key; always blank in replies.
     #[serde(default)]
     token: String,
 }
 
-#[derive(Deserialize, Serialize)]
-struct CollectionInfo {
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct CollectionInfo {
     name: String,
+}
+
+/// A task as the reference CDC shows it.
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    task_id: String,
+    milvus_connect_param: ConnectParam,
+    collection_infos: Vec<CollectionInfo>,
+    state: TaskState,
+    /// Why a task failed, or the faults a running task is retrying; empty when none.
+    reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    tasks: Vec<TaskView>,
+}
+
+impl TaskList {
+    pub fn of(specs: &[TaskSpec]) -> Self {
+        Self {
+            tasks: specs.iter().map(TaskView::of).collect(),
+        }
+    }
+}
+
+impl TaskView {
+    /// The token is blanked.
+    pub fn of(spec: &TaskSpec) -> Self {
+        Self {
+            task_id: spec.task_id.clone(),
+            milvus_connect_param: ConnectParam {
+                uri: spec.target.uri.clone(),
+                token: String::new(),
+            },
+            collection_infos: spec
+                .collections
+                .iter()
+                .map(|name| CollectionInfo { name: name.clone() })
+                .collect(),
+            state: spec.state,
+            reason: spec.reason.clone().unwrap_or_default(),
+        }
+    }
 }
 
 pub async fn create(
@@ -47,10 +103,17 @@ pub async fn create(
             "collection_infos must name at least one collection or \"*\"",
         ));
     }
+    let task_id = match request.task_id {
+        Some(id) if is_task_id(&id) => id,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "task_id must be 1 to 128 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
     let spec = TaskSpec {
-        task_id: request
-            .task_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+        task_id,
         target: TargetSpec {
             uri: request.milvus_connect_param.uri,
             token: request.milvus_connect_param.token,
@@ -67,6 +130,14 @@ pub async fn create(
     Ok(supervisor.create(spec).await?)
 }
 
+/// Task ids appear in URL paths and logs: plain characters only.
+fn is_task_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Runs a supervisor call that may wait for a task's threads to stop.
 pub async fn blocking<T: Send + 'static>(
     supervisor: &Arc<Supervisor>,
@@ -79,42 +150,23 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// A task as the reference CDC shows it; the token is blanked.
-pub fn view(spec: &TaskSpec) -> Value {
-    let collections: Vec<CollectionInfo> = spec
-        .collections
-        .iter()
-        .map(|name| CollectionInfo { name: name.clone() })
-        .collect();
-    json!({
-        "task_id": spec.task_id,
-        "milvus_connect_param": { "uri": spec.target.uri, "token": "" },
-        "collection_infos": collections,
-        "state": spec.state,
-        "reason": spec.reason.clone().unwrap_or_default(),
-    })
-}
-
-/// Decodes `request_data`, naming the offending field on error.
-pub fn request_data<T: for<'de> Deserialize<'de>>(data: Value) -> Result<T, ApiError> {
-    decode("request_data", data)
-}
-
-/// Decodes a JSON body, naming the offending field on error.
-pub fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Decodes a JSON body, naming the offending field by its path: from `root` when given
+/// (REST: `invalid body.collection_infos: ...`), else from the top (`/cdc`:
+/// `invalid request_data.task_id: ...`).
+pub fn decode<T: for<'de> Deserialize<'de>>(
+    root: Option<&str>,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    decode("body", value)
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, data: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(data).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!(".{path}")
+        let what = match (root, path.as_str()) {
+            (Some(root), ".") => root.to_owned(),
+            (Some(root), path) => format!("{root}.{path}"),
+            (None, ".") => "request body".to_owned(),
+            (None, path) => path.to_owned(),
         };
-        ApiError::bad_request(format!("invalid {what}{at}: {}", e.into_inner()))
+        ApiError::bad_request(format!("invalid {what}: {}", e.into_inner()))
     })
 }

@@ -53,29 +53,73 @@ pub struct MilvusTarget {
     primary_keys: HashMap<(String, String), String>,
 }
 
+/// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
+/// an unusable target is rejected when it is created rather than failing later.
+pub fn check_target(uri: &str, token: &str) -> Result<(), String> {
+    endpoint(uri)?;
+    auth_header(token)?;
+    Ok(())
+}
+
+/// Accepts `http(s)://host[:port][/]`, as the API documents it (`ConnectParam::uri`).
+fn endpoint(uri: &str) -> Result<Endpoint, String> {
+    let expected = "expected http://host:port or https://host:port";
+    let invalid = |why: &dyn std::fmt::Display| format!("invalid target uri {uri:?}: {why}");
+    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| invalid(&e))?;
+    let parsed = endpoint.uri();
+    let host_ok = parsed.host().is_some_and(|host| {
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            || (!host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    });
+    let authority = parsed.authority().map(|a| a.as_str()).unwrap_or_default();
+    let plain = matches!(parsed.scheme_str(), Some("http" | "https"))
+        && host_ok
+        && !authority.contains('@')
+        && !authority.ends_with(':')
+        && parsed
+            .port()
+            .is_none_or(|p| p.as_str() == "0" || !p.as_str().starts_with('0'))
+        && matches!(parsed.path(), "" | "/")
+        && parsed.query().is_none()
+        && !uri.contains('#');
+    if plain {
+        Ok(endpoint)
+    } else {
+        Err(invalid(&expected))
+    }
+}
+
+/// The `authorization` value Milvus expects: base64 of `user:password`; none for no token.
+fn auth_header(token: &str) -> Result<Option<MetadataValue<Ascii>>, String> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+    encoded
+        .parse()
+        .map(Some)
+        .map_err(|_| "the token is not valid header text".to_owned())
+}
+
 impl MilvusTarget {
     /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`.
     pub fn connect(uri: &str, token: Option<&str>, runtime: Handle) -> Result<Self, TargetError> {
-        let endpoint = Endpoint::from_shared(uri.to_owned())
-            .map_err(|e| TargetError::Permanent(format!("invalid target uri {uri}: {e}")))?
+        let endpoint = endpoint(uri)
+            .map_err(TargetError::Permanent)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120));
+        let auth = auth_header(token.unwrap_or_default()).map_err(TargetError::Permanent)?;
         // Connects lazily: an unreachable target surfaces as a transient error on the first call.
         let channel = {
             let _context = runtime.enter();
             endpoint.connect_lazy()
         };
-        let auth =
-            match token.filter(|t| !t.is_empty()) {
-                None => None,
-                Some(token) => {
-                    use base64::Engine;
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
-                    Some(encoded.parse().map_err(|_| {
-                        TargetError::Permanent("token is not valid header text".into())
-                    })?)
-                }
-            };
         let service = InterceptedService::new(channel, Auth(auth));
         let client = MilvusServiceClient::new(service.clone())
             .max_decoding_message_size(MAX_MESSAGE)

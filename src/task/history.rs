@@ -9,11 +9,11 @@ use serde::Serialize;
 /// How long samples are kept.
 pub const WINDOW_MS: u64 = 15 * 60 * 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     /// Unix milliseconds.
     pub at_ms: u64,
-    /// The task's largest apply lag over its vchannels; None before anything was read.
+    /// The task's largest apply lag over its vchannels; null before anything was read.
     pub lag_seconds: Option<f64>,
     /// Rows the task had applied since the process started.
     pub rows_applied: u64,

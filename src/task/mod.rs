@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tracing::{error, info, info_span, warn};
 
-use crate::apply::milvus_target::MilvusTarget;
+use crate::apply::milvus_target::{MilvusTarget, check_target};
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
@@ -27,7 +27,7 @@ use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchann
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TaskState {
     Initial,
     Running,
@@ -35,7 +35,7 @@ pub enum TaskState {
     Failed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartPosition {
     /// Changes made after the task was created.
@@ -76,7 +76,7 @@ impl TaskSpec {
 }
 
 /// A task's read position on one physical channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelPosition {
     pub channel: String,
     /// The next source offset to read.
@@ -86,7 +86,7 @@ pub struct ChannelPosition {
 }
 
 /// The last journal position of one vchannel that the target acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AppliedPosition {
     pub vchannel: String,
     /// Source timestamp (hybrid: physical milliseconds << 18 | logical).
@@ -94,7 +94,7 @@ pub struct AppliedPosition {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TaskPositions {
     pub channels: Vec<ChannelPosition>,
     pub applied: Vec<AppliedPosition>,
@@ -116,6 +116,8 @@ pub enum TaskError {
     Corrupt(String, String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("milvus_connect_param: {0}")]
+    InvalidTarget(String),
     #[error(
         "collection {collection} starts at offset {start} of {channel}, but the broker retains that \
          channel only from offset {retained}: its oldest changes are gone. Create the task with \
@@ -164,7 +166,7 @@ impl Created {
 }
 
 /// A task as the status page shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub task_id: String,
     pub state: TaskState,
@@ -259,6 +261,7 @@ impl Supervisor {
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
     /// is safe. The same id with anything else is [`TaskError::Exists`].
     pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
+        check_target(&spec.target.uri, &spec.target.token).map_err(TaskError::InvalidTarget)?;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;
             let same = existing.target == spec.target
@@ -319,6 +322,8 @@ impl Supervisor {
         .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         spec.state = TaskState::Running;
         self.save(&spec)?;
+        info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
+            start = ?spec.start, "task created");
         self.start(spec.clone());
         Ok(Created::New(spec))
     }
@@ -401,6 +406,7 @@ impl Supervisor {
         if !self.journal.delete_task(id)? {
             return Err(TaskError::NotFound(id.to_owned()));
         }
+        info!(task = id, "task deleted with its journal rows");
         Ok(())
     }
 

@@ -60,11 +60,18 @@ def test_rest_task_lifecycle(server, target):
 
 def test_rest_errors_name_what_is_wrong(server, target):
     assert server.request("POST", "/v1/tasks/nope/pause") == (404, {"code": 404, "message": "task nope not found"})
-    assert server.request("POST", "/v1/tasks", raw=b"{nope")[0] == 400
+    assert server.request("POST", "/v1/tasks", raw=b"{nope") == (
+        400, {"code": 400, "message": "invalid request body: key must be a string at line 1 column 2"})
     status, reply = server.request("POST", "/v1/tasks", {"milvus_connect_param": {"uri": target.uri}})
     assert (status, reply) == (400, {"code": 400, "message": "invalid body: missing field `collection_infos`"})
     status, reply = server.request("POST", "/v1/tasks", {**create_body(target.uri), "collection_infos": "*"})
-    assert status == 400 and reply["message"].startswith("invalid body.collection_infos: invalid type"), reply
+    assert (status, reply) == (400, {"code": 400, "message":
+                                     'invalid body.collection_infos: invalid type: string "*", expected a sequence'})
+    status, reply = server.request("POST", "/v1/tasks", {**create_body("ftp://x")})
+    assert (status, reply) == (400, {"code": 400, "message": 'milvus_connect_param: invalid target uri "ftp://x": '
+                                                             "expected http://host:port or https://host:port"})
+    status, reply = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="a b"))
+    assert (status, reply) == (400, {"code": 400, "message": "task_id must be 1 to 128 letters, digits, '.', '_' or '-'"})
     status, first = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice"))
     assert status == 201
     # A repeated create is answered with the existing task; another spec under that id is refused.
@@ -88,6 +95,29 @@ def test_cdc_pause_resume_and_position(server, target):
     assert server.post("pause", {"task_id": "gone"}) == (404, {"code": 404, "message": "task gone not found"})
     status, reply = server.post("pause", {})
     assert (status, reply) == (400, {"code": 400, "message": "invalid request_data: missing field `task_id`"})
+
+
+@pytest.mark.parametrize("request_type", ["delete", "pause", "resume", "get", "position"])
+def test_cdc_on_an_unknown_task_is_a_404(server, request_type):
+    assert server.post(request_type, {"task_id": "nope"}) == (404, {"code": 404, "message": "task nope not found"})
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{nope", "invalid request body: key must be a string at line 1 column 2"),
+    (b'{"request_data": {}}', "invalid request body: missing field `request_type`"),
+    (b'{"request_type": "frobnicate"}', "invalid request_type: unknown variant `frobnicate`, expected one of "
+                                        "`create`, `delete`, `pause`, `resume`, `get`, `list`, `position`"),
+    (b'{"request_type": "get", "request_data": {"task_id": 5}}',
+     "invalid request_data.task_id: invalid type: integer `5`, expected a string"),
+    (b'{"request_type": "create", "request_data": {"collection_infos": [{"name": "*"}]}}',
+     "invalid request_data: missing field `milvus_connect_param`"),
+])
+def test_cdc_errors_name_what_is_wrong(server, body, message):
+    assert server.post("", raw=body) == (400, {"code": 400, "message": message})
+
+
+def test_cdc_list_needs_no_request_data(server):
+    assert server.post("", raw=b'{"request_type": "list"}') == (200, {"code": 200, "data": {"tasks": []}})
 
 
 def test_a_task_paused_under_load_resumes_without_loss(server, source, target, collection):
