@@ -13,7 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::record::Operation;
+use crate::journal::{Change, Journal, JournalError};
 use crate::source::meta::vchannel_pchannel;
 use crate::task::TaskSpec;
 
@@ -30,6 +31,76 @@ pub struct Metrics {
     /// Seconds from sending a data batch to the target's acknowledgement, retries included.
     pub batch_seconds: Histogram,
     task_rows_applied: Family<TaskLabels, Counter>,
+    staged: OperationCounters,
+    applied: OperationCounters,
+    errors: Family<ErrorLabels, Counter>,
+}
+
+/// Changes, rows and bytes per task and operation.
+#[derive(Default)]
+struct OperationCounters {
+    changes: Family<OperationLabels, Counter>,
+    rows: Family<OperationLabels, Counter>,
+    bytes: Family<OperationLabels, Counter>,
+}
+
+impl OperationCounters {
+    fn add(&self, task: &str, op: Operation, rows: u64, bytes: u64) {
+        let labels = OperationLabels {
+            task: task.into(),
+            op: op.as_str(),
+        };
+        self.changes.get_or_create(&labels).inc();
+        self.rows.get_or_create(&labels).inc_by(rows);
+        self.bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    fn register(&self, registry: &mut Registry, stage: &str, what: &str) {
+        for (unit, help, family) in [
+            ("changes", "Changes", &self.changes),
+            ("rows", "Rows", &self.rows),
+            ("bytes", "Bytes of row data", &self.bytes),
+        ] {
+            registry.register(
+                format!("{stage}_{unit}"),
+                format!("{help} {what}, per task and operation"),
+                family.clone(),
+            );
+        }
+    }
+}
+
+/// What went wrong, for `milvus_cdc_errors_total{kind}`.
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorKind {
+    /// A source message that does not decode or capture (skipped).
+    MessageRejected,
+    /// A target call that failed and is retried.
+    TargetTransient,
+    /// A target refusal that fails the task.
+    TargetPermanent,
+    /// The applier stopped on another error (the journal) and restarts.
+    Applier,
+    /// The source's etcd could not be reached.
+    SourceEtcd,
+    /// The source broker could not be reached or listed.
+    Broker,
+    /// A channel reader stopped (broker or journal) and restarts from its stored offset.
+    Reader,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::MessageRejected => "message_rejected",
+            ErrorKind::TargetTransient => "target_transient",
+            ErrorKind::TargetPermanent => "target_permanent",
+            ErrorKind::Applier => "applier",
+            ErrorKind::SourceEtcd => "source_etcd",
+            ErrorKind::Broker => "broker",
+            ErrorKind::Reader => "reader",
+        }
+    }
 }
 
 impl Metrics {
@@ -38,6 +109,27 @@ impl Metrics {
         self.task_rows_applied
             .get_or_create(&TaskLabels { task: task.into() })
             .clone()
+    }
+
+    /// Changes the task's reader committed to the journal.
+    pub fn staged<'a>(&self, task: &str, changes: impl IntoIterator<Item = &'a Change>) {
+        for change in changes {
+            self.staged
+                .add(task, change.operation(), change.rows(), change.bytes());
+        }
+    }
+
+    /// One operation the target acknowledged.
+    pub fn applied(&self, task: &str, op: Operation, rows: u64, bytes: u64) {
+        self.applied.add(task, op, rows, bytes);
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 }
 
@@ -52,11 +144,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
     batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
     task_rows_applied: Family::default(),
+    staged: OperationCounters::default(),
+    applied: OperationCounters::default(),
+    errors: Family::default(),
 });
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    task: String,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +276,15 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
         "Rows inserted or deleted on the target, per task",
         m.task_rows_applied.clone(),
     );
+    m.staged
+        .register(&mut registry, "staged", "written to the journal");
+    m.applied
+        .register(&mut registry, "applied", "acknowledged by the target");
+    registry.register(
+        "errors",
+        "Errors by kind (message_rejected, target_transient, target_permanent, applier, source_etcd, broker, reader)",
+        m.errors.clone(),
+    );
     registry.register(
         "apply_batch_rows",
         "Rows per data batch applied to the target",
@@ -281,6 +396,36 @@ mod tests {
         journal.commit_batch("t", &applied, false).unwrap();
         let lag = task_lag(&journal, "t", 100_000).unwrap();
         assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
+    }
+
+    #[test]
+    fn changes_rows_and_bytes_are_counted_per_task_and_operation() {
+        let delete = Change::Delete(DeleteBatch {
+            collection: CollectionRef {
+                id: 1,
+                db_name: "default".into(),
+                name: "c".into(),
+            },
+            partition: String::new(),
+            keys: PrimaryKeys::VarChar(vec!["ab".into(), "cde".into()]),
+        });
+        METRICS.staged("ops", [&delete, &delete]);
+        METRICS.applied("ops", Operation::Delete, 2, 5);
+        METRICS.applied("ops", Operation::CreateCollection, 0, 0);
+        METRICS.error(ErrorKind::MessageRejected);
+        let dir = tempfile::tempdir().unwrap();
+        let text = render(&Journal::open(dir.path()).unwrap(), &[], 0).unwrap();
+        for line in [
+            r#"milvus_cdc_staged_changes_total{task="ops",op="delete"} 2"#,
+            r#"milvus_cdc_staged_rows_total{task="ops",op="delete"} 4"#,
+            r#"milvus_cdc_staged_bytes_total{task="ops",op="delete"} 10"#,
+            r#"milvus_cdc_applied_rows_total{task="ops",op="delete"} 2"#,
+            r#"milvus_cdc_applied_bytes_total{task="ops",op="delete"} 5"#,
+            r#"milvus_cdc_applied_changes_total{task="ops",op="create_collection"} 1"#,
+            r#"milvus_cdc_errors_total{kind="message_rejected"} "#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

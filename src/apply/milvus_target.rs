@@ -15,6 +15,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::info;
 
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
@@ -143,6 +144,31 @@ impl MilvusTarget {
         let reply = self.unary("HasCollection", client.has_collection(request))?;
         check("HasCollection", &c.name, reply.status.as_ref())?;
         Ok(reply.value)
+    }
+
+    /// Creates the collection's database on the target when it lacks it: a collection of a
+    /// non-default database cannot be created before its database.
+    fn ensure_database(&mut self, db_name: &str) -> Result<(), TargetError> {
+        if db_name.is_empty() || db_name == "default" {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let reply = self.unary(
+            "ListDatabases",
+            client.list_databases(rpc::ListDatabasesRequest::default()),
+        )?;
+        check("ListDatabases", db_name, reply.status.as_ref())?;
+        if reply.db_names.iter().any(|name| name == db_name) {
+            return Ok(());
+        }
+        let request = rpc::CreateDatabaseRequest {
+            db_name: db_name.to_owned(),
+            ..Default::default()
+        };
+        let reply = self.unary("CreateDatabase", client.create_database(request))?;
+        check("CreateDatabase", db_name, Some(&reply))?;
+        info!(database = db_name, "database created on the target");
+        Ok(())
     }
 
     fn has_partition(&mut self, c: &CollectionRef, partition: &str) -> Result<bool, TargetError> {
@@ -375,6 +401,7 @@ impl Target for MilvusTarget {
                 if self.has_collection(c)? {
                     return Ok(());
                 }
+                self.ensure_database(&c.db_name)?;
                 let mut schema = CollectionSchema::decode(schema.as_slice()).map_err(|e| {
                     TargetError::Permanent(format!("schema of {} does not decode: {e}", c.name))
                 })?;

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use crate::health::Health;
 use crate::journal::{Change, InFlightBatch, Journal, JournalError, JournalRow, RowPosition};
-use crate::metrics::METRICS;
+use crate::metrics::{ErrorKind, METRICS};
 use crate::source::meta::vchannel_pchannel;
 use plan::{Call, PlanError, Step, next_step};
 
@@ -170,6 +170,9 @@ impl<'a, T: Target> Applier<'a, T> {
         self.journal
             .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
+        for call in batch.lanes.iter().flatten() {
+            METRICS.applied(self.task, call.operation(), call.rows(), call.bytes());
+        }
         METRICS.rows_applied.inc_by(rows);
         METRICS.task_rows_applied(self.task).inc_by(rows);
         METRICS.batch_rows.observe(rows as f64);
@@ -202,6 +205,7 @@ impl<'a, T: Target> Applier<'a, T> {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
             self.journal
                 .commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            METRICS.applied(self.task, row.change.operation(), 0, 0);
             info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
             return Ok(true);
         }
@@ -236,6 +240,7 @@ impl<'a, T: Target> Applier<'a, T> {
         .when(|e| matches!(e, TargetError::Transient(_)) && !stop.load(Ordering::Relaxed))
         .notify(|err, delay| {
             METRICS.target_retries.inc();
+            METRICS.error(ErrorKind::TargetTransient);
             health.problem("target", err);
             tracing::warn!(task, %err, ?delay, "target call failed; retrying");
         })

@@ -6,6 +6,7 @@
 //! one collection and partition are merged into one target call.
 
 use super::columns::{append_columns, head};
+use crate::journal::record::{Operation, columns_bytes};
 use crate::journal::{Change, CollectionRef, EncodedColumn, JournalRow, PrimaryKeys};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,20 @@ impl Call {
         match self {
             Call::Insert { num_rows, .. } => *num_rows,
             Call::Delete { keys, .. } => keys.len() as u64,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Call::Insert { fields_data, .. } => columns_bytes(fields_data),
+            Call::Delete { keys, .. } => keys.bytes(),
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        match self {
+            Call::Insert { .. } => Operation::Insert,
+            Call::Delete { .. } => Operation::Delete,
         }
     }
 }

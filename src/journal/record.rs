@@ -33,6 +33,14 @@ impl PrimaryKeys {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The keys' size: 8 bytes per integer, the UTF-8 length of a string.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            PrimaryKeys::Int64(keys) => 8 * keys.len() as u64,
+            PrimaryKeys::VarChar(keys) => keys.iter().map(|k| k.len() as u64).sum(),
+        }
+    }
 }
 
 /// Rows inserted by one source Insert message. The columns stay in Milvus's own encoding
@@ -49,6 +57,34 @@ pub struct InsertBatch {
 /// Stored as one byte string (bincode: length, then the bytes), not as a sequence of numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedColumn(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+pub fn columns_bytes(columns: &[EncodedColumn]) -> u64 {
+    columns.iter().map(|c| c.0.len() as u64).sum()
+}
+
+/// What a change does to the target, as metrics and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Insert,
+    Delete,
+    CreateCollection,
+    DropCollection,
+    CreatePartition,
+    DropPartition,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Delete => "delete",
+            Operation::CreateCollection => "create_collection",
+            Operation::DropCollection => "drop_collection",
+            Operation::CreatePartition => "create_partition",
+            Operation::DropPartition => "drop_partition",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeleteBatch {
@@ -97,6 +133,37 @@ impl Change {
             Change::Insert(b) => &b.collection,
             Change::Delete(b) => &b.collection,
             Change::Ddl(d) => &d.collection,
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        match self {
+            Change::Insert(_) => Operation::Insert,
+            Change::Delete(_) => Operation::Delete,
+            Change::Ddl(ddl) => match ddl.event {
+                DdlEvent::CreateCollection { .. } => Operation::CreateCollection,
+                DdlEvent::DropCollection => Operation::DropCollection,
+                DdlEvent::CreatePartition { .. } => Operation::CreatePartition,
+                DdlEvent::DropPartition { .. } => Operation::DropPartition,
+            },
+        }
+    }
+
+    /// Rows inserted or deleted; none for DDL.
+    pub fn rows(&self) -> u64 {
+        match self {
+            Change::Insert(b) => b.num_rows,
+            Change::Delete(b) => b.keys.len() as u64,
+            Change::Ddl(_) => 0,
+        }
+    }
+
+    /// Bytes of row data: encoded columns, or primary keys; none for DDL.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Change::Insert(b) => columns_bytes(&b.fields_data),
+            Change::Delete(b) => b.keys.bytes(),
+            Change::Ddl(_) => 0,
         }
     }
 

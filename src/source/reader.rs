@@ -19,7 +19,7 @@ use super::capture::{Captured, CollectionLookup, Scope, capture};
 use super::decode::{SourceMessage, decode};
 use super::kafka::{ChannelConsumer, KafkaError};
 use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
-use crate::metrics::METRICS;
+use crate::metrics::{ErrorKind, METRICS};
 
 #[derive(Debug, Clone)]
 pub struct ReaderSettings {
@@ -135,6 +135,7 @@ impl ChannelReader<'_> {
                     Ok(Captured::Skipped) => {}
                     Err(reason) => {
                         METRICS.messages_rejected.inc();
+                        METRICS.error(ErrorKind::MessageRejected);
                         warn!(task = self.task, channel = self.pchannel, offset = message.offset, %reason,
                               "message skipped: not a usable Milvus message");
                     }
@@ -150,6 +151,7 @@ impl ChannelReader<'_> {
                     tick,
                 )?;
                 METRICS.changes_staged.inc_by(pending.changes.len() as u64);
+                METRICS.staged(self.task, pending.changes.iter().map(|c| &c.change));
                 pending = PendingStage::default();
             }
         }

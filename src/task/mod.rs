@@ -20,7 +20,7 @@ use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
-use crate::metrics::METRICS;
+use crate::metrics::{ErrorKind, METRICS};
 use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
@@ -546,10 +546,12 @@ impl Supervisor {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(ApplyError::Target(TargetError::Permanent(reason))) => {
+                    METRICS.error(ErrorKind::TargetPermanent);
                     return self.fail(&spec.task_id, reason);
                 }
                 Err(err) => {
                     // Transient: the target or the journal will come back; keep the task running.
+                    METRICS.error(ErrorKind::Applier);
                     warn!(%err, "apply failed; retrying");
                     health.problem("applier", &err);
                     recovered = false;
@@ -570,7 +572,10 @@ impl Supervisor {
         while !stop.load(Ordering::Relaxed) {
             if broker.is_none() {
                 broker = Broker::connect(&brokers)
-                    .inspect_err(|err| warn!(%err, "cannot reach the broker"))
+                    .inspect_err(|err| {
+                        METRICS.error(ErrorKind::Broker);
+                        warn!(%err, "cannot reach the broker");
+                    })
                     .ok();
             }
             match broker
@@ -595,7 +600,10 @@ impl Supervisor {
                         }
                     }
                 }
-                Err(err) => warn!(%err, "cannot list the source's channels; retrying"),
+                Err(err) => {
+                    METRICS.error(ErrorKind::Broker);
+                    warn!(%err, "cannot list the source's channels; retrying");
+                }
             }
             for _ in 0..20 {
                 if stop.load(Ordering::Relaxed) {
@@ -650,6 +658,7 @@ impl Supervisor {
             )) {
                 Ok(meta) => meta,
                 Err(err) => {
+                    METRICS.error(ErrorKind::SourceEtcd);
                     warn!(%err, "source etcd unreachable; retrying");
                     health.problem(&pchannel, format!("source etcd: {err}"));
                     std::thread::sleep(Duration::from_secs(1));
@@ -675,6 +684,7 @@ impl Supervisor {
             match reader.run(&mut lookup) {
                 Ok(()) => return,
                 Err(err) => {
+                    METRICS.error(ErrorKind::Reader);
                     warn!(%err, "reader stopped; restarting from the stored offset");
                     health.problem(&pchannel, &err);
                     std::thread::sleep(Duration::from_secs(1));

@@ -33,6 +33,13 @@ def cdc(tmp_path, env, target):
 
 
 @pytest.fixture
+def server(tmp_path, env):
+    server = CdcServer(tmp_path, env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def names(source, target):
     created = []
     yield lambda prefix: created.append(unique_name(prefix)) or created[-1]
@@ -83,14 +90,31 @@ def test_survives_sigkill_at_random_moments(source, target, tmp_path, env, names
     assert kills >= 20
 
 
-def test_a_mid_size_workload_replicates_exactly(source, target, cdc, names):
+def test_a_mid_size_workload_replicates_exactly(source, target, server, names):
     name = names("mid")
+    # Scoped to the one collection, so its counters below see nothing else.
+    task = server.create_task(target.uri, collections=(name,))
     s = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=128), FieldSchema("doc", DataType.JSON))
     create_collection(source, name, s, shards=2)
     insert(source, name, make_rows(s, range(20_000), seed=1), batch=5_000)
     delete(source, name, list(range(0, 20_000, 10)))
     upsert(source, name, make_rows(s, range(1, 20_000, 10), seed=2), batch=2_500)
     assert_replicated(source, target, name, timeout=120)
+    # An upsert reaches the journal as a Delete and an Insert of its keys.
+    expected = {("insert", "rows"): 22_000, ("delete", "rows"): 4_000, ("create_collection", "changes"): 1}
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = server.metrics()
+        applied = {(op, unit): metrics.get(f'milvus_cdc_applied_{unit}_total{{task="{task}",op="{op}"}}')
+                   for op, unit in expected}
+        if applied == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert applied == expected
+    staged = lambda unit, op: metrics.get(f'milvus_cdc_staged_{unit}_total{{task="{task}",op="{op}"}}')
+    assert (staged("rows", "insert"), staged("rows", "delete")) == (22_000, 4_000)
+    assert staged("changes", "create_collection") == 2, "staged once per shard"
+    assert staged("bytes", "insert") > 22_000 * 128 * 4
 
 
 def test_earliest_copies_a_collection_that_existed_before_the_task(source, target, tmp_path, env, names):
