@@ -303,6 +303,14 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
         journal_bytes,
     );
 
+    let journal_rows = Gauge::<i64>::default();
+    journal_rows.set(journal.journal_rows().map_err(|e| e.to_string())? as i64);
+    registry.register(
+        "journal_rows",
+        "Rows the journal holds, all tasks",
+        journal_rows,
+    );
+
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
     let state = Family::<StateLabels, Gauge>::default();
@@ -453,6 +461,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("milvus_cdc_journal_bytes 0"), "{text}");
+        assert!(text.contains("milvus_cdc_journal_rows 0"), "{text}");
         assert!(
             text.contains(r#"milvus_cdc_source_lag_seconds{task="t",channel="p0"} 2.0"#),
             "{text}"

@@ -21,7 +21,7 @@ pub mod record;
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use record::{
@@ -314,6 +314,12 @@ impl Journal {
             .open_table(STATS)?
             .get(JOURNAL_BYTES)?
             .map_or(0, |v| v.value()))
+    }
+
+    /// Rows the journal holds, all tasks (applied ones too when they are retained).
+    pub fn journal_rows(&self) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(ROWS)?.len()?)
     }
 
     // ---- applier side ------------------------------------------------------------------------
