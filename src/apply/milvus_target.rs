@@ -1,7 +1,7 @@
 //! The target Milvus, reached through its public MilvusService: the target needs no special
 //! mode and stays an ordinary writable cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use milvus::proto::common::{ErrorCode, Status};
@@ -50,8 +50,26 @@ pub struct MilvusTarget {
     service: Service,
     runtime: Handle,
     uri: String,
-    /// Primary key field name per target collection, for delete expressions.
-    primary_keys: HashMap<(String, String), String>,
+    /// What the data calls need to know of each target collection, by (database, name);
+    /// forgotten when the collection is dropped.
+    shapes: HashMap<(String, String), CollectionShape>,
+}
+
+/// The parts of a target collection's schema that decide how rows are sent to it.
+#[derive(Debug, Clone)]
+struct CollectionShape {
+    /// For delete expressions.
+    primary_key: String,
+    /// Milvus places rows by the key itself and refuses a partition name in Insert and Delete;
+    /// the source's messages name the hashed partition (`_default_N`), which is left out.
+    partition_key: bool,
+    /// Partitions known to exist on the target. Milvus 2.3 writes no message when a partition
+    /// is created, so a partition is created on the target before its first rows.
+    partitions: HashSet<String>,
+}
+
+fn shape_key(c: &CollectionRef) -> (String, String) {
+    (c.db_name.clone(), c.name.clone())
 }
 
 /// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
@@ -130,7 +148,7 @@ impl MilvusTarget {
             service,
             runtime,
             uri: uri.to_owned(),
-            primary_keys: HashMap::new(),
+            shapes: HashMap::new(),
         })
     }
 
@@ -184,11 +202,18 @@ impl MilvusTarget {
         Ok(reply.value)
     }
 
-    fn primary_key(&mut self, c: &CollectionRef) -> Result<String, TargetError> {
-        let cache_key = (c.db_name.clone(), c.name.clone());
-        if let Some(pk) = self.primary_keys.get(&cache_key) {
-            return Ok(pk.clone());
+    fn shape(&mut self, c: &CollectionRef) -> Result<&mut CollectionShape, TargetError> {
+        let key = shape_key(c);
+        if !self.shapes.contains_key(&key) {
+            let shape = self.describe(c)?;
+            self.shapes.insert(key.clone(), shape);
         }
+        self.shapes
+            .get_mut(&key)
+            .ok_or_else(|| TargetError::Transient(format!("shape of {} not cached", c.name)))
+    }
+
+    fn describe(&mut self, c: &CollectionRef) -> Result<CollectionShape, TargetError> {
         let request = rpc::DescribeCollectionRequest {
             db_name: c.db_name.clone(),
             collection_name: c.name.clone(),
@@ -197,14 +222,51 @@ impl MilvusTarget {
         let mut client = self.client.clone();
         let reply = self.unary("DescribeCollection", client.describe_collection(request))?;
         check("DescribeCollection", &c.name, reply.status.as_ref())?;
-        let field = reply
-            .schema
-            .and_then(|s| s.fields.into_iter().find(|f| f.is_primary_key))
+        let fields = reply.schema.map(|s| s.fields).unwrap_or_default();
+        let primary_key = fields
+            .iter()
+            .find(|f| f.is_primary_key)
+            .map(|f| f.name.clone())
             .ok_or_else(|| {
                 TargetError::Permanent(format!("target collection {} has no primary key", c.name))
             })?;
-        self.primary_keys.insert(cache_key, field.name.clone());
-        Ok(field.name)
+        Ok(CollectionShape {
+            primary_key,
+            partition_key: fields.iter().any(|f| f.is_partition_key),
+            partitions: HashSet::from(["_default".to_owned()]),
+        })
+    }
+
+    /// Makes sure the collection's shape is known and the call's partition exists.
+    fn prepare(&mut self, collection: &CollectionRef, partition: &str) -> Result<(), TargetError> {
+        let shape = self.shape(collection)?;
+        if shape.partition_key || partition.is_empty() || shape.partitions.contains(partition) {
+            return Ok(());
+        }
+        if !self.has_partition(collection, partition)? {
+            let request = rpc::CreatePartitionRequest {
+                db_name: collection.db_name.clone(),
+                collection_name: collection.name.clone(),
+                partition_name: partition.to_owned(),
+                ..Default::default()
+            };
+            let mut client = self.client.clone();
+            let reply = self.unary("CreatePartition", client.create_partition(request))?;
+            check("CreatePartition", &collection.name, Some(&reply))?;
+            info!(collection = %collection.name, partition, "partition created on the target before its rows");
+        }
+        self.shape(collection)?
+            .partitions
+            .insert(partition.to_owned());
+        Ok(())
+    }
+
+    /// The partition to name in a data call (none for a partition-key collection).
+    fn partition_for<'a>(&self, collection: &CollectionRef, partition: &'a str) -> &'a str {
+        match self.shapes.get(&shape_key(collection)) {
+            Some(shape) if shape.partition_key => "",
+            _ => partition,
+        }
     }
 
     async fn send(&self, call: &Call, replay: bool) -> Result<(), TargetError> {
@@ -222,7 +284,7 @@ impl MilvusTarget {
                 let request = InsertCall {
                     db_name: collection.db_name.clone(),
                     collection_name: collection.name.clone(),
-                    partition_name: partition.clone(),
+                    partition_name: self.partition_for(collection, partition).to_owned(),
                     fields_data: fields_data.iter().map(|c| c.0.clone()).collect(),
                     num_rows,
                 };
@@ -244,9 +306,9 @@ impl MilvusTarget {
                 keys,
             } => {
                 let pk = self
-                    .primary_keys
-                    .get(&(collection.db_name.clone(), collection.name.clone()))
-                    .cloned()
+                    .shapes
+                    .get(&shape_key(collection))
+                    .map(|shape| shape.primary_key.clone())
                     .ok_or_else(|| {
                         TargetError::Transient(format!(
                             "primary key of {} not known yet",
@@ -256,7 +318,7 @@ impl MilvusTarget {
                 let request = rpc::DeleteRequest {
                     db_name: collection.db_name.clone(),
                     collection_name: collection.name.clone(),
-                    partition_name: partition.clone(),
+                    partition_name: self.partition_for(collection, partition).to_owned(),
                     expr: delete_expr(&pk, keys),
                     ..Default::default()
                 };
@@ -366,11 +428,19 @@ pub fn delete_expr(pk: &str, keys: &PrimaryKeys) -> String {
 #[allow(deprecated)]
 impl Target for MilvusTarget {
     fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        // Delete expressions need each collection's primary key name: look them up first.
+        // The calls need each collection's shape (primary key, partition key) and partition.
         for call in lanes.iter().flatten() {
-            if let Call::Delete { collection, .. } = call {
-                self.primary_key(collection)?;
+            let (Call::Insert {
+                collection,
+                partition,
+                ..
             }
+            | Call::Delete {
+                collection,
+                partition,
+                ..
+            }) = call;
+            self.prepare(collection, partition)?;
         }
         let this = &*self;
         let results = self
@@ -405,6 +475,9 @@ impl Target for MilvusTarget {
                 let mut schema = CollectionSchema::decode(schema.as_slice()).map_err(|e| {
                     TargetError::Permanent(format!("schema of {} does not decode: {e}", c.name))
                 })?;
+                // `$meta` holds a dynamic-field collection's extra keys; the target adds it
+                // itself (`enable_dynamic_field`) and refuses it given explicitly.
+                schema.fields.retain(|f| !f.is_dynamic);
                 // The target keeps the source's ids, so deletes by primary key still match.
                 for field in &mut schema.fields {
                     field.auto_id = false;
@@ -423,8 +496,7 @@ impl Target for MilvusTarget {
                 check("CreateCollection", &c.name, Some(&reply))
             }
             DdlEvent::DropCollection => {
-                self.primary_keys
-                    .remove(&(c.db_name.clone(), c.name.clone()));
+                self.shapes.remove(&shape_key(c));
                 if !self.has_collection(c)? {
                     return Ok(());
                 }
@@ -437,7 +509,8 @@ impl Target for MilvusTarget {
                 check("DropCollection", &c.name, Some(&reply))
             }
             DdlEvent::CreatePartition { partition } => {
-                if self.has_partition(c, partition)? {
+                // A partition-key collection's partitions are made by the target itself.
+                if self.shape(c)?.partition_key || self.has_partition(c, partition)? {
                     return Ok(());
                 }
                 let request = rpc::CreatePartitionRequest {
@@ -450,9 +523,23 @@ impl Target for MilvusTarget {
                 check("CreatePartition", &c.name, Some(&reply))
             }
             DdlEvent::DropPartition { partition } => {
+                if let Some(shape) = self.shapes.get_mut(&shape_key(c)) {
+                    shape.partitions.remove(partition);
+                }
                 if !self.has_collection(c)? || !self.has_partition(c, partition)? {
                     return Ok(());
                 }
+                // Milvus refuses to drop a loaded partition. The source released it before its
+                // drop, but 2.3 writes no message for that: release it here (a no-op when not
+                // loaded).
+                let request = rpc::ReleasePartitionsRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    partition_names: vec![partition.clone()],
+                    ..Default::default()
+                };
+                let reply = self.unary("ReleasePartitions", client.release_partitions(request))?;
+                check("ReleasePartitions", &c.name, Some(&reply))?;
                 let request = rpc::DropPartitionRequest {
                     db_name: c.db_name.clone(),
                     collection_name: c.name.clone(),

@@ -83,3 +83,14 @@ def test_a_missing_collection_is_reported(source, target, twin):
     create_collection(source, twin, ALL_TYPES)
     with pytest.raises(NotReplicated, match=f"collection {twin} missing on target"):
         assert_replicated(source, target, twin, timeout=0)
+
+
+def test_a_row_in_another_partition_is_reported(source, target, twin):
+    s = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8))
+    for cluster, part in ((source, "p1"), (target, "p2")):
+        coll = create_collection(cluster, twin, s)
+        coll.create_partition("p1")
+        coll.create_partition("p2")
+        insert(cluster, twin, make_rows(s, range(100), seed=1), partition=part)
+    with pytest.raises(NotReplicated, match="partition p1 holds 100 rows on source, 0 on target"):
+        assert_replicated(source, target, twin, timeout=0)

@@ -115,6 +115,13 @@ def column_values(f: FieldSchema, n: int, rng: np.random.Generator, keys: list) 
     if t == DataType.BINARY_VECTOR:
         dim = int(f.params["dim"])
         return [bytes(row) for row in rng.integers(0, 256, (n, dim // 8), dtype=np.uint8)]
+    if t == DataType.ARRAY:
+        capacity = int(f.params["max_capacity"])
+        lengths = rng.integers(0, capacity + 1, n)
+        if f.element_type == DataType.VARCHAR:
+            return [[f"{k}-{i}" for i in range(m)] for k, m in zip(keys, lengths)]
+        values = rng.integers(-1000, 1000, (n, capacity))
+        return [[int(v) for v in row[:m]] for row, m in zip(values, lengths)]
     raise ValueError(f"no generator for field {f.name} of type {t!r}")
 
 
@@ -204,8 +211,9 @@ def all_rows(coll: Collection) -> dict:
     return rows
 
 
-def count(coll: Collection) -> int:
-    return coll.query("", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
+def count(coll: Collection, partition: str | None = None) -> int:
+    return coll.query("", output_fields=["count(*)"], consistency_level="Strong",
+                      partition_names=[partition] if partition else None)[0]["count(*)"]
 
 
 def values_equal(a: Any, b: Any) -> bool:
@@ -231,6 +239,13 @@ def differences(source: Cluster, target: Cluster, name: str, ignore_auto_id: boo
     dst_parts = sorted(p.name for p in dst.partitions)
     if src_parts != dst_parts:
         problems.append(f"partitions differ: {source.name}={src_parts} {target.name}={dst_parts}")
+    partition_key = any(getattr(f, "is_partition_key", False) for f in src.schema.fields)
+    if src_parts == dst_parts and len(src_parts) > 1 and not partition_key:
+        # Rows must land in the same partition, not only in the collection.
+        for part in src_parts:
+            src_n, dst_n = count(src, part), count(dst, part)
+            if src_n != dst_n:
+                problems.append(f"partition {part} holds {src_n} rows on {source.name}, {dst_n} on {target.name}")
     src_count, dst_count = count(src), count(dst)
     if src_count != dst_count:
         problems.append(f"row count differs: {source.name}={src_count} {target.name}={dst_count}")
