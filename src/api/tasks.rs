@@ -1,6 +1,7 @@
 //! What both task APIs share: the create request, the task as shown to clients (secrets
 //! blanked), and the supervisor calls that block (stopping a task joins its threads).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,13 @@ use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, Tas
 #[derive(Deserialize, ToSchema)]
 pub struct CreateRequest {
     milvus_connect_param: ConnectParam,
-    /// Collection names of the default database, or `*` for all.
-    #[schema(min_items = 1)]
+    /// Collection names of the default database, or `*` for every collection of every database.
+    #[serde(default)]
     collection_infos: Vec<CollectionInfo>,
+    /// Collections per database: `{"sales": [{"name": "*"}]}` for every collection of `sales`;
+    /// the database `*` stands for every database.
+    #[serde(default)]
+    db_collections: BTreeMap<String, Vec<CollectionInfo>>,
     /// Given, a repeated create with the same request answers the existing task.
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
@@ -51,6 +56,8 @@ pub struct TaskView {
     task_id: String,
     milvus_connect_param: ConnectParam,
     collection_infos: Vec<CollectionInfo>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    db_collections: BTreeMap<String, Vec<CollectionInfo>>,
     state: TaskState,
     /// Why a task failed, or the faults a running task is retrying; empty when none.
     reason: String,
@@ -83,6 +90,17 @@ impl TaskView {
                 .iter()
                 .map(|name| CollectionInfo { name: name.clone() })
                 .collect(),
+            db_collections: spec
+                .databases
+                .iter()
+                .map(|(db, names)| {
+                    let infos = names
+                        .iter()
+                        .map(|name| CollectionInfo { name: name.clone() })
+                        .collect();
+                    (db.clone(), infos)
+                })
+                .collect(),
             state: spec.state,
             reason: spec.reason.clone().unwrap_or_default(),
         }
@@ -98,9 +116,15 @@ pub async fn create(
             "milvus_connect_param.uri must not be empty",
         ));
     }
-    if request.collection_infos.is_empty() {
+    let databases: BTreeMap<String, Vec<String>> = request
+        .db_collections
+        .into_iter()
+        .filter(|(_, infos)| !infos.is_empty())
+        .map(|(db, infos)| (db, infos.into_iter().map(|c| c.name).collect()))
+        .collect();
+    if request.collection_infos.is_empty() && databases.is_empty() {
         return Err(ApiError::bad_request(
-            "collection_infos must name at least one collection or \"*\"",
+            "collection_infos or db_collections must name at least one collection or \"*\"",
         ));
     }
     let task_id = match request.task_id {
@@ -123,6 +147,7 @@ pub async fn create(
             .into_iter()
             .map(|c| c.name)
             .collect(),
+        databases,
         start: request.start_position,
         state: TaskState::Initial,
         reason: None,

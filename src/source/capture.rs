@@ -20,27 +20,48 @@ use crate::journal::{
 /// Which collections a task replicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
+    /// Every collection of every database.
     All,
-    /// Collection names of the default database.
-    Named(HashSet<String>),
+    /// `(database, collection)` pairs; a collection `*` stands for all of its database.
+    Named(HashSet<(String, String)>),
 }
 
+/// The name Milvus gives the database of a message or collection that names none.
+pub const DEFAULT_DB: &str = "default";
+
 impl Scope {
+    /// Collections of the default database.
+    pub fn default_db<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Scope::Named(
+            names
+                .into_iter()
+                .map(|n| (DEFAULT_DB.to_owned(), n.to_owned()))
+                .collect(),
+        )
+    }
+
     /// False when a collection of this name cannot be in scope whatever its database: such a
     /// message is skipped without a metadata lookup (which may wait for a collection long gone).
     pub fn may_contain(&self, collection: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Named(names) => collection.is_empty() || names.contains(collection),
+            Scope::Named(entries) => {
+                collection.is_empty() || entries.iter().any(|(_, c)| c == "*" || c == collection)
+            }
         }
     }
 
     pub fn contains(&self, db_name: &str, collection: &str) -> bool {
+        let db = if db_name.is_empty() {
+            DEFAULT_DB
+        } else {
+            db_name
+        };
         match self {
             Scope::All => true,
-            Scope::Named(names) => {
-                (db_name.is_empty() || db_name == "default") && names.contains(collection)
-            }
+            Scope::Named(entries) => entries
+                .iter()
+                .any(|(d, c)| (d == "*" || d == db) && (c == "*" || c == collection)),
         }
     }
 }
@@ -101,7 +122,7 @@ pub fn capture(
     let db_name = match (&meta, db_name.is_empty()) {
         (Some(meta), true) => meta.db_name.clone(),
         (_, false) => db_name.clone(),
-        (None, true) => "default".to_owned(),
+        (None, true) => DEFAULT_DB.to_owned(),
     };
     let name = match (&meta, name.is_empty()) {
         (Some(meta), true) => meta.name.clone(),
@@ -393,7 +414,7 @@ mod tests {
 
     #[test]
     fn out_of_scope_collections_are_skipped() {
-        let scope = Scope::Named(HashSet::from(["other".to_owned()]));
+        let scope = Scope::default_db(["other"]);
         let m = InsertMessage {
             shard_name: V0.into(),
             collection_id: 9,
@@ -417,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_named_scope_skips_other_names_without_a_metadata_lookup() {
-        let scope = Scope::Named(HashSet::from(["wanted".to_owned()]));
+        let scope = Scope::default_db(["wanted"]);
         let m = InsertMessage {
             shard_name: V0.into(),
             collection_id: 404,
@@ -428,6 +449,23 @@ mod tests {
             capture(SourceMessage::Insert(m), P0, &scope, &mut NoLookup),
             Ok(Captured::Skipped)
         );
+    }
+
+    #[test]
+    fn a_scope_names_collections_per_database() {
+        let scope = Scope::Named(HashSet::from([
+            ("default".to_owned(), "a".to_owned()),
+            ("sales".to_owned(), "*".to_owned()),
+        ]));
+        assert!(scope.contains("default", "a"));
+        assert!(scope.contains("", "a"), "no database is the default one");
+        assert!(!scope.contains("default", "b"));
+        assert!(!scope.contains("other", "a"));
+        assert!(scope.contains("sales", "anything"));
+        assert!(scope.may_contain("anything"), "may be in sales");
+        let default_only = Scope::default_db(["a"]);
+        assert!(!default_only.may_contain("b"));
+        assert!(!default_only.contains("sales", "a"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 pub mod history;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use crate::config::{Config, MqConfig};
 use crate::health::Health;
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::source::capture::{CollectionLookup, Scope, user_fields_only};
+use crate::source::capture::{CollectionLookup, DEFAULT_DB, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
 use crate::source::reader::{ChannelReader, ReaderSettings};
@@ -57,8 +57,11 @@ pub struct TargetSpec {
 pub struct TaskSpec {
     pub task_id: String,
     pub target: TargetSpec,
-    /// Collection names of the default database; `*` for every collection.
+    /// Collection names of the default database; `*` for every collection of every database.
     pub collections: Vec<String>,
+    /// Collection names (`*`: all) per database (`*`: every database).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, Vec<String>>,
     pub start: StartPosition,
     pub state: TaskState,
     #[serde(default)]
@@ -67,11 +70,23 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     pub fn scope(&self) -> Scope {
-        if self.collections.iter().any(|c| c == "*") {
-            Scope::All
-        } else {
-            Scope::Named(self.collections.iter().cloned().collect())
+        let everything = self.collections.iter().any(|c| c == "*")
+            || self
+                .databases
+                .get("*")
+                .is_some_and(|names| names.iter().any(|c| c == "*"));
+        if everything {
+            return Scope::All;
         }
+        let default_db = self
+            .collections
+            .iter()
+            .map(|name| (DEFAULT_DB.to_owned(), name.clone()));
+        let named = self
+            .databases
+            .iter()
+            .flat_map(|(db, names)| names.iter().map(move |name| (db.clone(), name.clone())));
+        Scope::Named(default_db.chain(named).collect())
     }
 }
 
@@ -266,6 +281,7 @@ impl Supervisor {
             let existing = self.task(&spec.task_id)?;
             let same = existing.target == spec.target
                 && existing.collections == spec.collections
+                && existing.databases == spec.databases
                 && existing.start == spec.start;
             return if same {
                 Ok(Created::Existing(existing))
@@ -827,7 +843,43 @@ impl CollectionLookup for EtcdLookup {
 
 #[cfg(test)]
 mod tests {
-    use super::{CollectionMeta, TaskError, earliest_offset};
+    use super::{CollectionMeta, TaskError, TaskSpec, earliest_offset};
+    use crate::source::capture::Scope;
+
+    fn spec(collections: &[&str], databases: &[(&str, &[&str])]) -> TaskSpec {
+        serde_json::from_value(serde_json::json!({
+            "task_id": "t", "target": { "uri": "http://x" }, "collections": collections,
+            "databases": databases.iter().map(|(db, names)| (db.to_string(), names.to_vec()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            "start": "latest", "state": "Running"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_star_collection_or_database_star_star_is_everything() {
+        assert_eq!(spec(&["*"], &[]).scope(), Scope::All);
+        assert_eq!(spec(&[], &[("*", &["*"])]).scope(), Scope::All);
+    }
+
+    #[test]
+    fn collection_infos_name_the_default_database_and_db_collections_the_others() {
+        let scope = spec(&["a"], &[("sales", &["*"]), ("hr", &["people"])]).scope();
+        assert!(scope.contains("default", "a"));
+        assert!(scope.contains("sales", "a"), "every collection of sales");
+        assert!(scope.contains("sales", "orders"));
+        assert!(scope.contains("hr", "people"));
+        assert!(!scope.contains("hr", "salaries"));
+        assert!(!scope.contains("default", "orders"));
+    }
+
+    #[test]
+    fn a_spec_stored_before_databases_existed_still_reads() {
+        let old = r#"{"task_id":"t","target":{"uri":"http://x"},"collections":["a"],"start":"latest","state":"Paused"}"#;
+        let spec: TaskSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.databases.is_empty());
+        assert!(spec.scope().contains("default", "a"));
+    }
 
     const P0: &str = "by-dev-rootcoord-dml_0";
 

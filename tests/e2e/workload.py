@@ -25,10 +25,15 @@ class Cluster:
 
     name: str
     uri: str
+    db: str = "default"
 
     def connect(self) -> "Cluster":
-        connections.connect(alias=self.name, uri=self.uri)
+        connections.connect(alias=self.name, uri=self.uri, db_name=self.db)
         return self
+
+    def database(self, db: str) -> "Cluster":
+        """The same Milvus, through a connection that uses database `db`."""
+        return Cluster(f"{self.name}/{db}", self.uri, db).connect()
 
     def collection(self, name: str) -> Collection:
         return Collection(name, using=self.name)

@@ -1,0 +1,77 @@
+"""Databases: a task names collections per database (`db_collections`, as the reference CDC), or
+takes every collection of every database with `*`; collections land in the same database on the
+target, which is created there when missing."""
+
+import time
+
+import pytest
+from pymilvus import DataType, FieldSchema, db, utility
+
+from cdc import CdcServer
+from workload import assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema, unique_name
+
+SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
+
+
+@pytest.fixture
+def database(source, target):
+    """A database name; at the end it is dropped on both sides with its collections."""
+    name = unique_name("db")
+    yield name
+    for cluster in (source, target):
+        if name in db.list_database(using=cluster.name):
+            inside = cluster.database(name)
+            for coll in utility.list_collections(using=inside.name):
+                inside.drop_collection(coll)
+            db.drop_database(name, using=cluster.name)
+
+
+@pytest.fixture
+def server(tmp_path, env):
+    server = CdcServer(tmp_path, env).start()
+    yield server
+    server.stop()
+
+
+def create_task(server, target, **scope):
+    status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri, "token": ""}, **scope})
+    assert (status, reply["code"]) == (200, 200), reply
+    return reply["data"]["task_id"]
+
+
+def replicated_database(target, name: str, timeout: float = 60):
+    """The target's connection to database `name`, once the appliance has created it there."""
+    deadline = time.monotonic() + timeout
+    while name not in db.list_database(using=target.name):
+        assert time.monotonic() < deadline, f"database {name} not created on the target"
+        time.sleep(0.5)
+    return target.database(name)
+
+
+def test_db_collections_replicates_the_named_database_only(server, source, target, database):
+    name = unique_name("dbc")
+    task = create_task(server, target, db_collections={database: [{"name": "*"}]})
+    shown = server.post("get", {"task_id": task})[1]["data"]["task"]
+    assert shown["collection_infos"] == [] and shown["db_collections"] == {database: [{"name": "*"}]}
+    db.create_database(database, using=source.name)
+    src = source.database(database)
+    create_collection(src, name, SMALL, shards=2)
+    create_collection(source, name, SMALL, shards=1)  # the same name in the default database
+    try:
+        insert(src, name, make_rows(SMALL, range(2_000), seed=41), batch=500)
+        insert(source, name, make_rows(SMALL, range(100), seed=42))
+        delete(src, name, list(range(0, 2_000, 10)))
+        assert_replicated(src, replicated_database(target, database), name)
+        assert not target.has_collection(name), "a collection of the default database was replicated"
+    finally:
+        source.drop_collection(name)
+
+
+def test_star_replicates_every_database(server, source, target, database):
+    name = unique_name("star")
+    create_task(server, target, collection_infos=[{"name": "*"}])
+    db.create_database(database, using=source.name)
+    src = source.database(database)
+    create_collection(src, name, SMALL, shards=2)
+    insert(src, name, make_rows(SMALL, range(1_000), seed=43), batch=500)
+    assert_replicated(src, replicated_database(target, database), name)
