@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use milvus::proto::common::{ErrorCode, Status};
+use milvus::proto::common::{ErrorCode, KeyValuePair, Status};
 use milvus::proto::milvus as rpc;
 use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::schema::CollectionSchema;
@@ -66,7 +66,16 @@ struct CollectionShape {
     /// Partitions known to exist on the target. Milvus 2.3 writes no message when a partition
     /// is created, so a partition is created on the target before its first rows.
     partitions: HashSet<String>,
+    /// The source collection this one was created from ([`SOURCE_ID_PROPERTY`]); none for a
+    /// collection this appliance did not create.
+    source_id: Option<i64>,
 }
+
+/// A collection property naming the source collection id the target collection was created
+/// from. A name can be dropped and reused on the source while the target still has the older
+/// collection (its drop waits for its own vchannels): the id tells the two apart, so a create
+/// never mistakes the older one for itself, and a late drop never removes the newer one.
+const SOURCE_ID_PROPERTY: &str = "milvus_cdc.source_collection_id";
 
 fn shape_key(c: &CollectionRef) -> (String, String) {
     (c.db_name.clone(), c.name.clone())
@@ -222,6 +231,11 @@ impl MilvusTarget {
         let mut client = self.client.clone();
         let reply = self.unary("DescribeCollection", client.describe_collection(request))?;
         check("DescribeCollection", &c.name, reply.status.as_ref())?;
+        let source_id = reply
+            .properties
+            .iter()
+            .find(|p| p.key == SOURCE_ID_PROPERTY)
+            .and_then(|p| p.value.parse().ok());
         let fields = reply.schema.map(|s| s.fields).unwrap_or_default();
         let primary_key = fields
             .iter()
@@ -234,6 +248,7 @@ impl MilvusTarget {
             primary_key,
             partition_key: fields.iter().any(|f| f.is_partition_key),
             partitions: HashSet::from(["_default".to_owned()]),
+            source_id,
         })
     }
 
@@ -459,6 +474,25 @@ impl Target for MilvusTarget {
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
+    fn ddl_blocked(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
+        let c = &ddl.collection;
+        if !matches!(ddl.event, DdlEvent::CreateCollection { .. }) {
+            return Ok(None);
+        }
+        self.shapes.remove(&shape_key(c));
+        if !self.has_collection(c)? {
+            return Ok(None);
+        }
+        Ok(match self.shape(c)?.source_id {
+            Some(id) if id != c.id => Some(format!(
+                "the target still has the earlier collection {} (source id {id}); its drop \
+                 comes before the creation of source id {}",
+                c.name, c.id
+            )),
+            _ => None,
+        })
+    }
+
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
         let c = &ddl.collection;
         let mut client = self.client.clone();
@@ -468,6 +502,8 @@ impl Target for MilvusTarget {
                 shards_num,
                 consistency_level,
             } => {
+                // This very collection (a replay), or one made without us: keep it. An earlier
+                // one of the same name is `ddl_blocked`.
                 if self.has_collection(c)? {
                     return Ok(());
                 }
@@ -490,6 +526,10 @@ impl Target for MilvusTarget {
                     schema: schema.encode_to_vec(),
                     shards_num: *shards_num,
                     consistency_level: *consistency_level,
+                    properties: vec![KeyValuePair {
+                        key: SOURCE_ID_PROPERTY.to_owned(),
+                        value: c.id.to_string(),
+                    }],
                     ..Default::default()
                 };
                 let reply = self.unary("CreateCollection", client.create_collection(request))?;
@@ -500,6 +540,12 @@ impl Target for MilvusTarget {
                 if !self.has_collection(c)? {
                     return Ok(());
                 }
+                if let Some(id) = self.shape(c)?.source_id.filter(|id| *id != c.id) {
+                    info!(collection = %c.name, dropped = c.id, kept = id,
+                        "drop skipped: the target's collection of that name is a newer one");
+                    return Ok(());
+                }
+                self.shapes.remove(&shape_key(c));
                 let request = rpc::DropCollectionRequest {
                     db_name: c.db_name.clone(),
                     collection_name: c.name.clone(),

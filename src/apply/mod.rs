@@ -46,6 +46,12 @@ pub trait Target {
     /// may already have: inserts must then replace rows with the same primary keys, not add them.
     fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
+    /// Why `ddl` cannot be applied yet, if so: another DDL must reach the target first (a
+    /// collection re-created under a reused name waits for the drop of the older one, which
+    /// travels on other vchannels). The applier then applies other work meanwhile.
+    fn ddl_blocked(&mut self, _ddl: &Ddl) -> Result<Option<String>, TargetError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +199,7 @@ impl<'a, T: Target> Applier<'a, T> {
         heads: Vec<JournalRow>,
     ) -> Result<bool, ApplyError> {
         let ticks = planner.ticks()?;
+        let mut blocked = None;
         for row in heads {
             let Change::Ddl(ddl) = &row.change else {
                 continue;
@@ -200,6 +207,11 @@ impl<'a, T: Target> Applier<'a, T> {
             let Some(ends) = planner.barrier_reached(&ticks, &row)? else {
                 continue;
             };
+            if let Some(why) = self.target.ddl_blocked(ddl)? {
+                blocked = Some(why);
+                continue;
+            }
+            self.health.resolved("ddl");
             let batch = InFlightBatch { ends };
             self.journal.begin_batch(self.task, &batch)?;
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
@@ -208,6 +220,12 @@ impl<'a, T: Target> Applier<'a, T> {
             METRICS.applied(self.task, row.change.operation(), 0, 0);
             info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
             return Ok(true);
+        }
+        if let Some(why) = blocked {
+            debug!(task = self.task, %why, "DDL waits");
+            self.health.problem("ddl", &why);
+            // Nothing else could be applied: wait for the readers before asking the target again.
+            std::thread::sleep(Duration::from_millis(200));
         }
         Ok(false)
     }

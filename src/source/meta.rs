@@ -35,6 +35,18 @@ const PAGE_SIZE: i64 = 256;
 
 /// CollectionState / PartitionState `Created`.
 const STATE_CREATED: i32 = 0;
+/// CollectionState `Dropping`: dropped, not yet removed by Milvus's garbage collection.
+const STATE_DROPPING: i32 = 2;
+
+/// Which collections [`assemble`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Collections in state created.
+    Live,
+    /// Also dropped ones etcd still holds: a message of a collection already dropped must
+    /// still be captured (its DropCollection above all, on every one of its vchannels).
+    LiveOrDropping,
+}
 /// DatabaseState `Unknown` (0) and `Created` (1) are live; the others are on their way out.
 const DB_STATE_CREATED: i32 = 1;
 
@@ -252,6 +264,14 @@ struct CollectionParts {
 /// one revision. Keys outside the meta namespaces are ignored; tombstones, collections and
 /// partitions not in state created, and system fields are left out.
 pub fn assemble(meta_root: &str, kvs: &[(String, Vec<u8>)]) -> Result<Assembled, MetaError> {
+    assemble_wanted(meta_root, kvs, Wanted::Live)
+}
+
+pub fn assemble_wanted(
+    meta_root: &str,
+    kvs: &[(String, Vec<u8>)],
+    wanted: Wanted,
+) -> Result<Assembled, MetaError> {
     let mut db_names: BTreeMap<i64, String> = BTreeMap::new();
     let mut parts: BTreeMap<i64, CollectionParts> = BTreeMap::new();
     for (key, value) in kvs {
@@ -305,7 +325,7 @@ pub fn assemble(meta_root: &str, kvs: &[(String, Vec<u8>)]) -> Result<Assembled,
 
     let mut collections = Vec::new();
     for (id, p) in parts {
-        if let Some(c) = build_collection(id, p, &db_names)? {
+        if let Some(c) = build_collection(id, p, &db_names, wanted)? {
             collections.push(c);
         }
     }
@@ -324,6 +344,7 @@ fn build_collection(
     id: i64,
     parts: CollectionParts,
     db_names: &BTreeMap<i64, String>,
+    wanted: Wanted,
 ) -> Result<Option<CollectionMeta>, MetaError> {
     let inconsistent = |reason: String| MetaError::Inconsistent {
         collection_id: id,
@@ -347,7 +368,9 @@ fn build_collection(
         (None, Some(info)) => (info.db_id, info),
         (None, None) => return Ok(None), // only fields/partitions left: dropped or foreign
     };
-    if info.state != STATE_CREATED {
+    let kept = info.state == STATE_CREATED
+        || (wanted == Wanted::LiveOrDropping && info.state == STATE_DROPPING);
+    if !kept {
         return Ok(None);
     }
     let db_id = if db_id == 0 { DEFAULT_DB_ID } else { db_id };
@@ -545,7 +568,7 @@ impl SourceMeta {
         Ok(assemble(&self.meta_root, &kvs)?.collections)
     }
 
-    /// One collection, `None` if it does not exist or is not (or no longer) live.
+    /// One collection, live or being dropped; `None` if etcd no longer has it.
     pub async fn collection(&self, id: i64) -> Result<Option<CollectionMeta>, MetaError> {
         let mut rev = 0;
         // The database of a collection is only in its key, so find the key first.
@@ -567,7 +590,7 @@ impl SourceMeta {
         ] {
             kvs.extend(self.read_prefix(&prefix, &mut rev, false).await?);
         }
-        let assembled = assemble(&self.meta_root, &kvs)?;
+        let assembled = assemble_wanted(&self.meta_root, &kvs, Wanted::LiveOrDropping)?;
         Ok(assembled.collections.into_iter().find(|c| c.id == id))
     }
 
@@ -829,6 +852,17 @@ mod tests {
             .map(|c| c.id)
             .collect();
         assert_eq!(ids, vec![500]);
+        let with_dropping: Vec<i64> = assemble_wanted(ROOT, &kvs, Wanted::LiveOrDropping)
+            .unwrap()
+            .collections
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(
+            with_dropping,
+            vec![500, 700],
+            "a lookup by id still finds a dropping one"
+        );
     }
 
     #[test]

@@ -123,3 +123,24 @@ def test_a_partition_key_collection_is_hashed_by_the_target(source, target, name
     insert(source, name, rows, batch=500)
     delete(source, name, list(range(0, 2_000, 6)))
     assert_replicated(source, target, name)
+
+
+def test_a_collection_dropped_and_recreated_with_another_schema_while_rows_flow(source, target, names, replicate):
+    """The source reuses the name with a new collection id; the target follows the drop, then
+    creates the new schema, with the rows written around both."""
+    name, other = names("again"), names("flowing")
+    first = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8))
+    second = schema(varchar_pk("key"), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=16),
+                    FieldSchema("note", DataType.VARCHAR, max_length=32))
+    replicate(name, other)
+    create_collection(source, other, first, shards=1)
+    create_collection(source, name, first, shards=2)
+    insert(source, name, make_rows(first, range(1_000), seed=33), batch=250)
+    insert(source, other, make_rows(first, range(500), seed=34))
+    source.drop_collection(name)
+    create_collection(source, name, second, shards=1)
+    insert(source, other, make_rows(first, range(500, 1_000), seed=35))
+    insert(source, name, make_rows(second, [f"k{i}" for i in range(800)], seed=36), batch=200)
+    delete(source, name, [f"k{i}" for i in range(0, 800, 4)])
+    assert_replicated(source, target, name)
+    assert_replicated(source, target, other)
