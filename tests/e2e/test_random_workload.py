@@ -1,0 +1,147 @@
+"""A seeded random mix of operations over several databases and collections, drops and re-creates
+included, while the appliance replicates everything (`*`); at the end the target equals the source.
+
+The seed is printed (and taken from MILVUS_CDC_SOAK_SEED when set) so a failure can be replayed;
+MILVUS_CDC_SOAK_SECONDS sets how long operations run (60 s in the default suite; `scripts/soak`
+runs 600)."""
+
+import os
+import random
+import time
+
+import pytest
+from pymilvus import DataType, FieldSchema, db, utility
+
+from cdc import CdcServer
+from workload import (Cluster, assert_replicated, create_collection, delete, ensure_loaded, insert, int64_pk,
+                      make_rows, schema, unique_name, upsert, varchar_pk)
+
+SCHEMAS = [
+    schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT32)),
+    schema(varchar_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=16), FieldSchema("doc", DataType.JSON)),
+    schema(int64_pk(), FieldSchema("bits", DataType.BINARY_VECTOR, dim=32), FieldSchema("s", DataType.VARCHAR,
+                                                                                     max_length=16), dynamic=True),
+]
+
+
+class Collections:
+    """What the workload created on the source and is still there: name -> (cluster, schema, keys)."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.live: dict[str, dict] = {}
+        self.next_key = 0
+
+    def keys(self, s, n):
+        start, self.next_key = self.next_key, self.next_key + n
+        if s.primary_field.dtype == DataType.VARCHAR:
+            return [f"r{k}" for k in range(start, start + n)]
+        return list(range(start, start + n))
+
+
+def step(rng: random.Random, state: Collections, clusters: list[Cluster], log: list[str]) -> None:
+    op = rng.choices(["create", "insert", "delete", "upsert", "drop", "recreate", "partition", "drop_partition"],
+                     weights=[2, 8, 3, 3, 1, 1, 1, 1])[0]
+    if op == "create" or not state.live:
+        cluster = rng.choice(clusters)
+        name, s = unique_name("mix"), rng.choice(SCHEMAS)
+        create_collection(cluster, name, s, shards=rng.choice([1, 2]))
+        state.live[name] = {"cluster": cluster, "schema": s, "keys": [], "partitions": []}
+        log.append(f"create {cluster.db}.{name}")
+        return
+    name = rng.choice(sorted(state.live))
+    c = state.live[name]
+    cluster, s = c["cluster"], c["schema"]
+    if op == "insert":
+        keys = state.keys(s, rng.randint(1, 800))
+        part = rng.choice([None, *c["partitions"]])
+        insert(cluster, name, make_rows(s, keys, seed=rng.randint(0, 10**6)), batch=rng.choice([50, 300, 1000]),
+               partition=part)
+        c["keys"].extend(keys)
+        log.append(f"insert {len(keys)} into {name}/{part}")
+    elif op == "delete" and c["keys"]:
+        gone = rng.sample(c["keys"], min(len(c["keys"]), rng.randint(1, 200)))
+        delete(cluster, name, gone)
+        c["keys"] = [k for k in c["keys"] if k not in set(gone)]
+        log.append(f"delete {len(gone)} from {name}")
+    elif op == "upsert" and c["keys"] and not c["partitions"]:
+        again = rng.sample(c["keys"], min(len(c["keys"]), rng.randint(1, 200)))
+        upsert(cluster, name, make_rows(s, again, seed=rng.randint(0, 10**6)))
+        log.append(f"upsert {len(again)} into {name}")
+    elif op == "drop":
+        cluster.drop_collection(name)
+        del state.live[name]
+        log.append(f"drop collection {name}")
+    elif op == "recreate":
+        cluster.drop_collection(name)
+        s = rng.choice(SCHEMAS)
+        create_collection(cluster, name, s, shards=rng.choice([1, 2]))
+        state.live[name] = {"cluster": cluster, "schema": s, "keys": [], "partitions": []}
+        log.append(f"recreate {name}")
+    elif op == "partition" and len(c["partitions"]) < 3:
+        part = f"p{rng.randint(0, 999)}"
+        if part not in c["partitions"]:
+            cluster.collection(name).create_partition(part)
+            c["partitions"].append(part)
+            log.append(f"create partition {name}/{part}")
+    elif op == "drop_partition" and c["partitions"]:
+        part = c["partitions"].pop()
+        coll = cluster.collection(name)
+        coll.release()  # Milvus drops only a released partition
+        # Its rows go with it.
+        rows = coll_keys_in(cluster, name, part)
+        coll.drop_partition(part)
+        c["keys"] = [k for k in c["keys"] if k not in rows]
+        log.append(f"drop partition {name}/{part}")
+
+
+def coll_keys_in(cluster: Cluster, name: str, partition: str) -> set:
+    coll = ensure_loaded(cluster, name)
+    pk = coll.schema.primary_field.name
+    keys = {r[pk] for r in coll.query("", output_fields=[pk], partition_names=[partition], limit=16384)}
+    coll.release()
+    return keys
+
+
+@pytest.fixture
+def other_database(source, target):
+    name = unique_name("mixdb")
+    db.create_database(name, using=source.name)
+    yield name
+    for cluster in (source, target):
+        if name in db.list_database(using=cluster.name):
+            inside = cluster.database(name)
+            for coll in utility.list_collections(using=inside.name):
+                inside.drop_collection(coll)
+            db.drop_database(name, using=cluster.name)
+
+
+def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, other_database):
+    seed = int(os.environ.get("MILVUS_CDC_SOAK_SEED", random.randrange(1 << 32)))
+    seconds = float(os.environ.get("MILVUS_CDC_SOAK_SECONDS", 60))
+    print(f"random workload: seed {seed}, {seconds:.0f} s (MILVUS_CDC_SOAK_SEED={seed} replays it)")
+    rng = random.Random(seed)
+    server = CdcServer(tmp_path, env).start()
+    state = Collections(rng)
+    clusters = [source, source.database(other_database)]
+    log: list[str] = []
+    try:
+        server.create_task(target.uri)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            step(rng, state, clusters, log)
+        print(f"{len(log)} operations; last: {log[-5:]}")
+        targets = {source.db: target, other_database: target.database(other_database)}
+        for name, c in sorted(state.live.items()):
+            assert_replicated(c["cluster"], targets[c["cluster"].db], name, timeout=180)
+        dropped = {line.split()[2] for line in log if line.startswith("drop collection ")} - set(state.live)
+        for name in dropped:
+            assert not target.has_collection(name), f"{name} was dropped on the source, not on the target"
+        status = server.request("GET", "/v1/tasks")[1]["tasks"][0]
+        assert status["state"] == "Running", status
+    finally:
+        server.stop()
+        for name, c in state.live.items():
+            c["cluster"].drop_collection(name)
+            if c["cluster"].db == "default":
+                target.drop_collection(name)
