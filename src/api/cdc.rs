@@ -56,8 +56,8 @@ pub struct CdcReply {
         (status = 200, description = "Done", body = CdcReply),
         (status = 400, description = "The body is not a valid request", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
-        (status = 409, description = "The task id is taken by another task, or the start is no \
-            longer retained by the broker", body = ErrorBody),
+        (status = 409, description = "The task id is taken by another task, another task replicates \
+            some of the collections to the same target, or the start is no longer retained by the broker", body = ErrorBody),
         (status = 502, description = "The source's etcd or broker cannot be reached",
             body = ErrorBody),
         (status = 500, description = "The journal cannot be read or written", body = ErrorBody),

@@ -178,7 +178,7 @@ impl From<TaskError> for ApiError {
     fn from(err: TaskError) -> Self {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
-            TaskError::Exists(_) => StatusCode::CONFLICT,
+            TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
             TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,

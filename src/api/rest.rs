@@ -28,8 +28,8 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<Task
         (status = 201, description = "The task was created and is running", body = TaskView),
         (status = 200, description = "The same task existed already", body = TaskView),
         (status = 400, description = "The body is not a valid create request", body = ErrorBody),
-        (status = 409, description = "The task id is taken by another task, or the start is no \
-            longer retained by the broker", body = ErrorBody),
+        (status = 409, description = "The task id is taken by another task, another task replicates \
+            some of the collections to the same target, or the start is no longer retained by the broker", body = ErrorBody),
         (status = 502, description = "The source's etcd or broker cannot be reached", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]

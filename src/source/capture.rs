@@ -51,6 +51,17 @@ impl Scope {
         }
     }
 
+    /// Whether some collection could be in both scopes.
+    pub fn overlaps(&self, other: &Scope) -> bool {
+        let matches = |a: &str, b: &str| a == "*" || b == "*" || a == b;
+        match (self, other) {
+            (Scope::All, _) | (_, Scope::All) => true,
+            (Scope::Named(a), Scope::Named(b)) => a
+                .iter()
+                .any(|(da, ca)| b.iter().any(|(db, cb)| matches(da, db) && matches(ca, cb))),
+        }
+    }
+
     pub fn contains(&self, db_name: &str, collection: &str) -> bool {
         let db = if db_name.is_empty() {
             DEFAULT_DB
@@ -466,6 +477,23 @@ mod tests {
         let default_only = Scope::default_db(["a"]);
         assert!(!default_only.may_contain("b"));
         assert!(!default_only.contains("sales", "a"));
+    }
+
+    #[test]
+    fn scopes_overlap_when_a_collection_can_be_in_both() {
+        let named = |pairs: &[(&str, &str)]| {
+            Scope::Named(
+                pairs
+                    .iter()
+                    .map(|(d, c)| (d.to_string(), c.to_string()))
+                    .collect(),
+            )
+        };
+        assert!(Scope::All.overlaps(&named(&[("hr", "people")])));
+        assert!(named(&[("hr", "*")]).overlaps(&named(&[("hr", "people")])));
+        assert!(named(&[("*", "people")]).overlaps(&named(&[("hr", "people")])));
+        assert!(!named(&[("hr", "people")]).overlaps(&named(&[("sales", "people")])));
+        assert!(!named(&[("default", "a")]).overlaps(&named(&[("default", "b")])));
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub enum TaskError {
     NotFound(String),
     #[error("task {0} already exists with another target, collections or start")]
     Exists(String),
+    #[error(
+        "task {existing} already replicates some of these collections to {target}: the target \
+         would get their rows twice. Narrow the collections, or delete task {existing} first"
+    )]
+    Overlaps { existing: String, target: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("source metadata: {0}")]
@@ -289,6 +294,19 @@ impl Supervisor {
                 Err(TaskError::Exists(spec.task_id))
             };
         }
+        let scope = spec.scope();
+        let same_target =
+            |uri: &str| uri.trim_end_matches('/') == spec.target.uri.trim_end_matches('/');
+        if let Some(existing) = self
+            .tasks()?
+            .into_iter()
+            .find(|t| same_target(&t.target.uri) && t.scope().overlaps(&scope))
+        {
+            return Err(TaskError::Overlaps {
+                existing: existing.task_id,
+                target: spec.target.uri,
+            });
+        }
         let MqConfig::Kafka { brokers } = &self.config.source.mq else {
             return Err(TaskError::Unsupported(
                 "only a Kafka source is supported so far".into(),
@@ -299,7 +317,6 @@ impl Supervisor {
             &self.config.source.etcd_root_path,
         )
         .await?;
-        let scope = spec.scope();
         let existing: Vec<CollectionMeta> = meta
             .collections()
             .await?

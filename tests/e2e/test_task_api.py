@@ -82,6 +82,11 @@ def test_rest_errors_name_what_is_wrong(server, target):
     other = create_body(target.uri, task_id="twice", collection_infos=[{"name": "other"}])
     assert server.request("POST", "/v1/tasks", other) == (
         409, {"code": 409, "message": "task twice already exists with another target, collections or start"})
+    # A second task writing the same collections to the same target would store their rows twice.
+    overlapping = create_body(target.uri, task_id="again", collection_infos=[{"name": "other"}])
+    assert server.request("POST", "/v1/tasks", overlapping) == (409, {"code": 409, "message":
+        f"task twice already replicates some of these collections to {target.uri}: the target would get their "
+        "rows twice. Narrow the collections, or delete task twice first"})
 
 
 def test_cdc_pause_resume_and_position(server, target):
