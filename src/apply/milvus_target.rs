@@ -17,6 +17,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::info;
 
+mod replicated;
+
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
 use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
@@ -462,6 +464,16 @@ impl Target for MilvusTarget {
                 let reply = self.unary("DropPartition", client.drop_partition(request))?;
                 check("DropPartition", &c.name, Some(&reply))
             }
+            DdlEvent::Replicated { kind, request, .. } => {
+                self.apply_replicated(ddl, *kind, request)
+            }
+        }
+    }
+
+    fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
+        match &ddl.event {
+            DdlEvent::Replicated { kind, .. } => self.replicated_not_ready(ddl, *kind),
+            _ => Ok(None),
         }
     }
 }

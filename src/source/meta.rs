@@ -450,9 +450,26 @@ pub fn vchannel_collection_id(vchannel: &str) -> Option<i64> {
     split_vchannel(vchannel).map(|(_, id)| id)
 }
 
-/// The physical channel (MQ topic) a virtual channel lives on.
+/// The physical channel (MQ topic) a virtual channel lives on. The replicate-msg topic is its
+/// own journal lane, so it maps to itself: its staged events and their tick live there.
 pub fn vchannel_pchannel(vchannel: &str) -> Option<&str> {
+    if is_replicate_topic(vchannel) {
+        return Some(vchannel);
+    }
     split_vchannel(vchannel).map(|(p, _)| p)
+}
+
+const REPLICATE_TOPIC_SUFFIX: &str = "-replicate-msg";
+
+/// The topic where the source's proxy writes the operations that do not go through the DML
+/// channels (index, load, release, flush, database): `{prefix}-replicate-msg`.
+pub fn replicate_topic(prefix: &str) -> String {
+    format!("{prefix}{REPLICATE_TOPIC_SUFFIX}")
+}
+
+/// True for a replicate-msg topic name (also the name of its journal lane).
+pub fn is_replicate_topic(name: &str) -> bool {
+    name.len() > REPLICATE_TOPIC_SUFFIX.len() && name.ends_with(REPLICATE_TOPIC_SUFFIX)
 }
 
 fn split_vchannel(vchannel: &str) -> Option<(&str, i64)> {
@@ -543,6 +560,25 @@ impl SourceMeta {
             kvs.extend(self.read_prefix(prefix, &mut rev, false).await?);
         }
         Ok(assemble(&self.meta_root, &kvs)?.collections)
+    }
+
+    /// The live collection of that name in that database (`""` is the default database).
+    /// Reads every collection: only the rare replicate-msg events ask by name.
+    pub async fn collection_named(
+        &self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, MetaError> {
+        let db_name = if db_name.is_empty() {
+            "default"
+        } else {
+            db_name
+        };
+        Ok(self
+            .collections()
+            .await?
+            .into_iter()
+            .find(|c| c.db_name == db_name && c.name == name))
     }
 
     /// One collection, `None` if it does not exist or is not (or no longer) live.
@@ -987,6 +1023,17 @@ mod tests {
         assert_eq!(vchannel_collection_id(v), Some(445612345678901234));
         assert_eq!(vchannel_pchannel(v), Some("by-dev-rootcoord-dml_0"));
         assert_eq!(vchannel_collection_id("dml_3_12v15"), Some(12));
+        // The replicate-msg lane is its own channel, whatever the prefix.
+        assert_eq!(
+            vchannel_pchannel("by-dev-replicate-msg"),
+            Some("by-dev-replicate-msg")
+        );
+        assert_eq!(
+            vchannel_pchannel(&replicate_topic("by_dev_2")),
+            Some("by_dev_2-replicate-msg")
+        );
+        assert_eq!(vchannel_collection_id("by-dev-replicate-msg"), None);
+        assert!(!is_replicate_topic("-replicate-msg"));
         for bad in [
             "",
             "by-dev-rootcoord-dml_0",

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::capture::{Captured, CollectionLookup, Scope, capture};
-use super::decode::{SourceMessage, decode};
+use super::decode::{SourceMessage, decode, timestamp};
 use super::kafka::{ChannelConsumer, KafkaError};
+use super::meta::is_replicate_topic;
 use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::{ErrorKind, METRICS};
 
@@ -81,6 +82,9 @@ impl ChannelReader<'_> {
         let mut next = next_offset;
         let mut tick = offset.tick;
         let mut recent = RecentPayloads::default();
+        // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
+        // what is staged there is applicable at once (in the order of the topic).
+        let stamps_are_ticks = is_replicate_topic(self.pchannel);
 
         while !self.stop.load(Ordering::Relaxed) {
             if pending.since.is_none() {
@@ -126,6 +130,9 @@ impl ChannelReader<'_> {
                         "message skipped: byte-identical to an earlier message of this channel"
                     );
                     continue;
+                }
+                if stamps_are_ticks && let Ok(message) = &decoded {
+                    tick = tick.max(timestamp(message));
                 }
                 match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
                     capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
