@@ -467,4 +467,6 @@ fn ddl_name(ddl: &Ddl) -> &'static str {
 }
 
 #[cfg(test)]
+mod lane_tests;
+#[cfg(test)]
 mod tests;
