@@ -232,3 +232,34 @@ fn an_event_the_target_is_not_ready_for_stays_pending_without_a_marker() {
     assert!(applier.step().unwrap());
     assert_eq!(applier.target.log, ["delete [7]", "load"]);
 }
+
+#[test]
+fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![], 100);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    // The process died after marking the event in flight: the target may or may not have it.
+    let position = f
+        .journal
+        .first_position("t", LANE, None, 20)
+        .unwrap()
+        .unwrap();
+    let marker = InFlightBatch {
+        ends: vec![(LANE.to_owned(), position)],
+    };
+    f.journal.begin_batch("t", &marker).unwrap();
+    let mut applier = Applier::new(
+        "t",
+        &f.journal,
+        &mut target,
+        ApplierSettings::default(),
+        Default::default(),
+        Default::default(),
+    );
+    applier.recover().unwrap();
+    while applier.step().unwrap() {}
+    assert_eq!(applier.target.log, ["load"]);
+    assert_eq!(f.journal.in_flight("t").unwrap(), None);
+    assert_eq!(f.journal.applied("t", LANE).unwrap(), Some(position));
+}

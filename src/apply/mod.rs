@@ -234,7 +234,8 @@ impl<'a, T: Target> Applier<'a, T> {
             self.journal
                 .commit_batch(self.task, &batch, self.settings.retain_applied)?;
             METRICS.applied(self.task, row.change.operation(), 0, 0);
-            info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
+            info!(task = self.task, database = %ddl.collection.db_name, collection = %ddl.collection.name,
+                event = ddl_name(ddl), "DDL applied");
             return Ok(true);
         }
         Ok(false)
