@@ -231,6 +231,9 @@ impl<'a, T: Target> Applier<'a, T> {
             let batch = InFlightBatch { ends };
             self.journal.begin_batch(self.task, &batch)?;
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
+            if matches!(ddl.event, DdlEvent::Replicated { .. }) {
+                crate::failpoint::hit("replicated-after-ack");
+            }
             self.journal
                 .commit_batch(self.task, &batch, self.settings.retain_applied)?;
             METRICS.applied(self.task, row.change.operation(), 0, 0);

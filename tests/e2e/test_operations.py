@@ -114,3 +114,24 @@ def test_create_and_drop_database_replicate(source, target, tmp_path, env):
                 for leftover in utility.list_collections(using=for_db.name):
                     utility.drop_collection(leftover, using=for_db.name)
                 db.drop_database(db_name, using=cluster.name)
+
+
+def test_a_crash_after_the_target_took_an_index_replays_it_once(source, target, tmp_path, env, collection):
+    """The process aborts right after the target acknowledged a replicate-msg event, before the
+    journal recorded it; restarted, it sends the event again: the index is there once, and the
+    operations after it follow."""
+    server = CdcServer(tmp_path, env).start(extra_env={"MILVUS_CDC_CRASH_AT": "replicated-after-ack"})
+    try:
+        server.create_task(target.uri, collections=[collection])
+        coll = create_collection(source, collection, OPS, shards=2)
+        insert(source, collection, make_rows(OPS, range(1_000), seed=41))
+        coll.create_index("vec", IVF, index_name="ops_ivf")
+        assert server.wait_exit(timeout=60) != 0, "the failpoint was not reached"
+        coll.load()
+        server.start(extra_env={"MILVUS_CDC_CRASH_AT": ""})
+        wait_until("index and load not replicated after the restart",
+                   same_index_and_load_state(source, target, collection, "Loaded"))
+        assert [i["name"] for i in index_summary(target, collection)] == ["ops_ivf"]
+        assert_replicated(source, target, collection, timeout=120)
+    finally:
+        server.stop()
