@@ -135,3 +135,21 @@ def test_a_crash_after_the_target_took_an_index_replays_it_once(source, target, 
         assert_replicated(source, target, collection, timeout=120)
     finally:
         server.stop()
+
+
+def test_earliest_brings_an_existing_collections_index_and_load_state(source, target, tmp_path, env, collection):
+    """From `earliest`, the replicate-msg topic is read from its start too: a collection indexed
+    and loaded before the task arrives indexed and loaded."""
+    coll = create_collection(source, collection, OPS, shards=2)
+    insert(source, collection, make_rows(OPS, range(1_500), seed=51))
+    coll.create_index("vec", IVF, index_name="ops_before")
+    coll.load()
+    server = CdcServer(tmp_path, env).start()
+    try:
+        server.create_task(target.uri, collections=[collection], start="earliest")
+        wait_until("index and load of an existing collection not replicated",
+                   same_index_and_load_state(source, target, collection, "Loaded"))
+        assert [i["name"] for i in index_summary(target, collection)] == ["ops_before"]
+        assert_replicated(source, target, collection, timeout=120)
+    finally:
+        server.stop()
