@@ -263,3 +263,22 @@ fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
     assert_eq!(f.journal.in_flight("t").unwrap(), None);
     assert_eq!(f.journal.applied("t", LANE).unwrap(), Some(position));
 }
+
+#[test]
+fn of_two_ready_events_the_older_goes_first_whatever_the_lane_names() {
+    // "a0_1v0" sorts before the lane's name; the drop (ts 30) must still follow the load (20).
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let drop = StagedChange {
+        vchannel: "a0_1v0".into(),
+        ts: 30,
+        change: Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec!["a0_1v0".into()],
+            event: DdlEvent::DropCollection,
+        }),
+    };
+    f.stage("a0", vec![drop], 40);
+    f.stage(LANE, vec![load(20, &["a0_1v0"])], 20);
+    assert_eq!(f.drain(&mut target), ["load", "drop collection"]);
+}

@@ -210,9 +210,12 @@ impl<'a, T: Target> Applier<'a, T> {
     fn apply_ddl_heads(
         &mut self,
         planner: &Planner,
-        heads: Vec<JournalRow>,
+        mut heads: Vec<JournalRow>,
     ) -> Result<bool, ApplyError> {
         let ticks = planner.ticks()?;
+        // Oldest first: an index or load event must reach its collection before a later drop
+        // of that collection (and a new one of the same name) does.
+        heads.sort_by_key(|row| row.position);
         for row in heads {
             let Change::Ddl(ddl) = &row.change else {
                 continue;
