@@ -54,6 +54,8 @@ pub struct MilvusTarget {
     uri: String,
     /// Primary key field name per target collection, for delete expressions.
     primary_keys: HashMap<(String, String), String>,
+    /// Since when a load has waited for its collection's index on the target, per collection.
+    load_waits: HashMap<(String, String), std::time::Instant>,
 }
 
 /// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
@@ -133,6 +135,7 @@ impl MilvusTarget {
             runtime,
             uri: uri.to_owned(),
             primary_keys: HashMap::new(),
+            load_waits: HashMap::new(),
         })
     }
 

@@ -153,3 +153,26 @@ def test_earliest_brings_an_existing_collections_index_and_load_state(source, ta
         assert_replicated(source, target, collection, timeout=120)
     finally:
         server.stop()
+
+
+def test_a_load_without_an_index_on_the_target_does_not_hold_up_the_lane(source, target, tmp_path, env,
+                                                                         collection):
+    """A `latest` task does not copy the index of a collection that existed before it, so the
+    target cannot load it: the load is given up after a while (logged), and the operations after
+    it still arrive."""
+    coll = create_collection(source, collection, OPS, shards=1)
+    insert(source, collection, make_rows(OPS, range(300), seed=61))
+    coll.create_index("vec", IVF, index_name="ops_old")
+    server = CdcServer(tmp_path, env).start()
+    try:
+        server.create_task(target.uri, collections=[collection])
+        coll.load()
+        coll.release()
+        coll.drop_index(index_name="ops_old")
+        coll.create_index("vec", HNSW, index_name="ops_new")
+        coll.load()
+        wait_until("the operations after an impossible load did not arrive",
+                   same_index_and_load_state(source, target, collection, "Loaded"), timeout=180)
+        assert "load skipped: the collection has no index on the target" in server.log.read_text()
+    finally:
+        server.stop()

@@ -2,14 +2,22 @@
 //! database), sent to the target as the public requests they are, made idempotent: a replayed
 //! event must leave the target as one application would.
 
+use std::time::{Duration, Instant};
+
 use milvus::proto::common::ErrorCode;
 use milvus::proto::milvus as rpc;
 use prost::Message;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{MilvusTarget, check};
 use crate::apply::{Ddl, TargetError};
 use crate::journal::{CollectionRef, ReplicatedKind};
+
+/// How long a load waits for its collection's index on the target. The index event comes
+/// before the load on the same lane, so once it is applied the index is there at once; one
+/// that never comes was created before the task started, and waiting longer would only hold
+/// up every later event of the lane.
+const LOAD_WAITS_FOR_INDEX: Duration = Duration::from_secs(60);
 
 /// The stored request, decoded; one that does not decode can never be sent.
 fn request<M: Message + Default>(kind: ReplicatedKind, bytes: &[u8]) -> Result<M, TargetError> {
@@ -90,13 +98,20 @@ impl MilvusTarget {
             // LoadCollection fails without an index; the index event before it may still be
             // on its way (or building on a slow target).
             ReplicatedKind::Load => {
-                if self.collection_exists(c)? && self.indexes(c)?.is_empty() {
-                    return Ok(Some(format!(
-                        "load of {}.{}: no index on the target yet",
-                        c.db_name, c.name
-                    )));
+                let key = (c.db_name.clone(), c.name.clone());
+                if !self.collection_exists(c)? || !self.indexes(c)?.is_empty() {
+                    self.load_waits.remove(&key);
+                    return Ok(None);
                 }
-                Ok(None)
+                let since = *self.load_waits.entry(key).or_insert_with(Instant::now);
+                if since.elapsed() >= LOAD_WAITS_FOR_INDEX {
+                    // Given up: the load itself is skipped (see `apply_replicated`).
+                    return Ok(None);
+                }
+                Ok(Some(format!(
+                    "load of {}.{}: no index on the target yet",
+                    c.db_name, c.name
+                )))
             }
             // Milvus refuses to drop a database that has collections; their drops come on the
             // DML lanes, applied by this same applier.
@@ -170,6 +185,14 @@ impl MilvusTarget {
             ReplicatedKind::Load => {
                 let mut r: rpc::LoadCollectionRequest = request(kind, bytes)?;
                 r.base = None;
+                if self.indexes(c)?.is_empty() {
+                    warn!(collection = %c.name, database = %c.db_name, waited = ?LOAD_WAITS_FOR_INDEX,
+                        "load skipped: the collection has no index on the target (its index was \
+                         created on the source before the task started?)");
+                    // The wait stays recorded: later loads of it are skipped without one
+                    // until an index appears.
+                    return Ok(());
+                }
                 let reply = self.unary("LoadCollection", client.load_collection(r))?;
                 check("LoadCollection", &c.name, Some(&reply))
             }
