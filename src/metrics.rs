@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::journal::record::Operation;
 use crate::journal::{Change, Journal, JournalError};
-use crate::source::meta::vchannel_pchannel;
+use crate::source::meta::{is_replicate_topic, vchannel_pchannel};
 use crate::task::TaskSpec;
 
 pub struct Metrics {
@@ -201,9 +201,11 @@ pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, J
         .into_iter()
         .map(|(pchannel, offset)| (pchannel, offset.tick))
         .collect();
+    // The replicate-msg topic has no ticks, only its last event's stamp: its age says nothing
+    // about how far the reader trails.
     let source = ticks
         .iter()
-        .filter(|(_, tick)| **tick > 0)
+        .filter(|(pchannel, tick)| **tick > 0 && !is_replicate_topic(pchannel))
         .map(|(pchannel, tick)| (pchannel.clone(), age_seconds(*tick, now_ms)))
         .collect();
     let applied: HashMap<String, _> = journal.applied_positions(task)?.into_iter().collect();
@@ -220,6 +222,9 @@ pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, J
         let applied_through = match journal.first_position(task, &vchannel, after, tick)? {
             // Everything before the first pending change is applied.
             Some(pending) => pending.ts.saturating_sub(1),
+            // The replicate-msg lane has no ticks of its own (its "tick" is its last event):
+            // with nothing pending it is not behind.
+            None if is_replicate_topic(&vchannel) => continue,
             None => tick,
         };
         if applied_through > 0 {
@@ -404,6 +409,52 @@ mod tests {
         journal.commit_batch("t", &applied, false).unwrap();
         let lag = task_lag(&journal, "t", 100_000).unwrap();
         assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
+    }
+
+    #[test]
+    fn the_replicate_msg_lane_lags_only_while_an_event_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let lane = "by-dev-replicate-msg";
+        let event = StagedChange {
+            vchannel: lane.into(),
+            ts: at(90_000),
+            change: Change::Ddl(crate::journal::Ddl {
+                collection: CollectionRef {
+                    id: 1,
+                    db_name: "default".into(),
+                    name: "c".into(),
+                },
+                barrier: vec![lane.into()],
+                event: crate::journal::DdlEvent::Replicated {
+                    kind: crate::journal::ReplicatedKind::Flush,
+                    request: vec![],
+                    waits_for: vec![],
+                },
+            }),
+        };
+        let next = MqPosition::Kafka { next_offset: 1 };
+        journal
+            .stage("t", lane, &[event], next, at(90_000))
+            .unwrap();
+        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        assert!(close(lag.target[lane], 10.0), "pending: {lag:?}");
+        assert!(lag.source.is_empty(), "no ticks to age: {lag:?}");
+        let applied = InFlightBatch {
+            ends: vec![(
+                lane.into(),
+                RowPosition {
+                    ts: at(90_000),
+                    seq: 0,
+                },
+            )],
+        };
+        journal.commit_batch("t", &applied, false).unwrap();
+        let lag = task_lag(&journal, "t", 500_000).unwrap();
+        assert!(
+            !lag.target.contains_key(lane),
+            "idle is not behind: {lag:?}"
+        );
     }
 
     #[test]

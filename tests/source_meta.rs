@@ -176,6 +176,17 @@ async fn scenario(client: &mut Milvus, meta: &SourceMeta, name: &str) -> i64 {
         .expect("collection(id)")
         .unwrap_or_else(|| panic!("collection({id}) returned None"));
     assert_eq!(listed, &single, "collections() and collection(id) disagree");
+    let named = meta
+        .collection_named("", name)
+        .await
+        .expect("collection_named");
+    assert_eq!(named.as_ref(), Some(&single), "found by name as by id");
+    assert_eq!(
+        meta.collection_named("no_such_db", name)
+            .await
+            .expect("collection_named"),
+        None
+    );
 
     let c = single;
     assert_eq!(c.name, name);

@@ -17,6 +17,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::info;
 
+mod replicated;
+
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
 use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
@@ -53,6 +55,8 @@ pub struct MilvusTarget {
     /// What the data calls need to know of each target collection, by (database, name);
     /// forgotten when the collection is dropped.
     shapes: HashMap<(String, String), CollectionShape>,
+    /// Since when a load has waited for its collection's index on the target, per collection.
+    load_waits: HashMap<(String, String), std::time::Instant>,
 }
 
 /// The parts of a target collection's schema that decide how rows are sent to it.
@@ -158,6 +162,7 @@ impl MilvusTarget {
             runtime,
             uri: uri.to_owned(),
             shapes: HashMap::new(),
+            load_waits: HashMap::new(),
         })
     }
 
@@ -249,6 +254,26 @@ impl MilvusTarget {
             partition_key: fields.iter().any(|f| f.is_partition_key),
             partitions: HashSet::from(["_default".to_owned()]),
             source_id,
+        })
+    }
+
+    /// A create of `c` waits while the target holds an older collection of that name (its drop
+    /// travels on other vchannels and is still to be applied).
+    fn earlier_collection_of_the_name(
+        &mut self,
+        c: &CollectionRef,
+    ) -> Result<Option<String>, TargetError> {
+        self.shapes.remove(&shape_key(c));
+        if !self.has_collection(c)? {
+            return Ok(None);
+        }
+        Ok(match self.shape(c)?.source_id {
+            Some(id) if id != c.id => Some(format!(
+                "the target still has the earlier collection {} (source id {id}); its drop \
+                 comes before the creation of source id {}",
+                c.name, c.id
+            )),
+            _ => None,
         })
     }
 
@@ -474,23 +499,14 @@ impl Target for MilvusTarget {
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
-    fn ddl_blocked(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
-        let c = &ddl.collection;
-        if !matches!(ddl.event, DdlEvent::CreateCollection { .. }) {
-            return Ok(None);
+    fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
+        match &ddl.event {
+            DdlEvent::Replicated { kind, .. } => self.replicated_not_ready(ddl, *kind),
+            DdlEvent::CreateCollection { .. } => {
+                self.earlier_collection_of_the_name(&ddl.collection)
+            }
+            _ => Ok(None),
         }
-        self.shapes.remove(&shape_key(c));
-        if !self.has_collection(c)? {
-            return Ok(None);
-        }
-        Ok(match self.shape(c)?.source_id {
-            Some(id) if id != c.id => Some(format!(
-                "the target still has the earlier collection {} (source id {id}); its drop \
-                 comes before the creation of source id {}",
-                c.name, c.id
-            )),
-            _ => None,
-        })
     }
 
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
@@ -503,7 +519,7 @@ impl Target for MilvusTarget {
                 consistency_level,
             } => {
                 // This very collection (a replay), or one made without us: keep it. An earlier
-                // one of the same name is `ddl_blocked`.
+                // one of the same name makes the create wait (`not_ready`).
                 if self.has_collection(c)? {
                     return Ok(());
                 }
@@ -594,6 +610,9 @@ impl Target for MilvusTarget {
                 };
                 let reply = self.unary("DropPartition", client.drop_partition(request))?;
                 check("DropPartition", &c.name, Some(&reply))
+            }
+            DdlEvent::Replicated { kind, request, .. } => {
+                self.apply_replicated(ddl, *kind, request)
             }
         }
     }

@@ -17,12 +17,14 @@ pub mod plan;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
 use crate::health::Health;
-use crate::journal::{Change, InFlightBatch, Journal, JournalError, JournalRow, RowPosition};
+use crate::journal::{
+    Change, DdlEvent, InFlightBatch, Journal, JournalError, JournalRow, RowPosition,
+};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::source::meta::vchannel_pchannel;
 use plan::{Call, PlanError, Step, next_step};
@@ -46,13 +48,18 @@ pub trait Target {
     /// may already have: inserts must then replace rows with the same primary keys, not add them.
     fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
-    /// Why `ddl` cannot be applied yet, if so: another DDL must reach the target first (a
-    /// collection re-created under a reused name waits for the drop of the older one, which
-    /// travels on other vchannels). The applier then applies other work meanwhile.
-    fn ddl_blocked(&mut self, _ddl: &Ddl) -> Result<Option<String>, TargetError> {
+    /// Why the target cannot take `ddl` yet (a load before its index exists there, a drop of a
+    /// database whose collections are still being dropped, a collection re-created under a
+    /// reused name while the older one's drop is still to come), or None when it can. The event
+    /// then stays pending, without an in-flight marker, and the rest of the journal moves on:
+    /// what it waits for may well be behind it in the same applier.
+    fn not_ready(&mut self, _ddl: &Ddl) -> Result<Option<String>, TargetError> {
         Ok(None)
     }
 }
+
+/// How long an event the target is not ready for waits before it is asked again.
+const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -97,6 +104,8 @@ pub struct Applier<'a, T: Target> {
     pub stop: Arc<AtomicBool>,
     /// Where a target fault being retried is shown.
     pub health: Arc<Health>,
+    /// Events the target was not ready for, and when to ask again.
+    not_ready: HashMap<(String, RowPosition), Instant>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -115,6 +124,7 @@ impl<'a, T: Target> Applier<'a, T> {
             settings,
             stop,
             health,
+            not_ready: HashMap::new(),
         }
     }
 
@@ -163,10 +173,15 @@ impl<'a, T: Target> Applier<'a, T> {
             max_rows: self.settings.max_batch_rows,
             max_bytes: self.settings.max_batch_bytes,
         };
-        let batch = match planner.plan()? {
-            Plan::Idle => return Ok(false),
-            Plan::Ddl(heads) => return self.apply_ddl_heads(&planner, heads),
-            Plan::Data(batch) => batch,
+        let Plan { data, ddl_heads } = planner.plan()?;
+        // A DDL whose barrier is complete goes first: the vchannels it waits for have nothing
+        // before it, and data of other vchannels does not depend on it. So events are not
+        // starved by a steady flow of rows elsewhere.
+        if !ddl_heads.is_empty() && self.apply_ddl_heads(&planner, ddl_heads)? {
+            return Ok(true);
+        }
+        let Some(batch) = data else {
+            return Ok(false);
         };
         self.journal.begin_batch(self.task, &batch.marker)?;
         let sent = std::time::Instant::now();
@@ -196,10 +211,12 @@ impl<'a, T: Target> Applier<'a, T> {
     fn apply_ddl_heads(
         &mut self,
         planner: &Planner,
-        heads: Vec<JournalRow>,
+        mut heads: Vec<JournalRow>,
     ) -> Result<bool, ApplyError> {
         let ticks = planner.ticks()?;
-        let mut blocked = None;
+        // Oldest first: an index or load event must reach its collection before a later drop
+        // of that collection (and a new one of the same name) does.
+        heads.sort_by_key(|row| row.position);
         for row in heads {
             let Change::Ddl(ddl) = &row.change else {
                 continue;
@@ -207,27 +224,59 @@ impl<'a, T: Target> Applier<'a, T> {
             let Some(ends) = planner.barrier_reached(&ticks, &row)? else {
                 continue;
             };
-            if let Some(why) = self.target.ddl_blocked(ddl)? {
-                blocked = Some(why);
+            if let DdlEvent::Replicated { waits_for, .. } = &ddl.event
+                && !planner.applied_through(&ticks, waits_for, row.position.ts)?
+            {
                 continue;
             }
-            self.health.resolved("ddl");
+            if !self.target_ready(&row, ddl)? {
+                continue;
+            }
             let batch = InFlightBatch { ends };
             self.journal.begin_batch(self.task, &batch)?;
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
+            if matches!(ddl.event, DdlEvent::Replicated { .. }) {
+                crate::failpoint::hit("replicated-after-ack");
+            }
             self.journal
                 .commit_batch(self.task, &batch, self.settings.retain_applied)?;
             METRICS.applied(self.task, row.change.operation(), 0, 0);
-            info!(task = self.task, collection = %ddl.collection.name, event = ddl_name(ddl), "DDL applied");
+            info!(task = self.task, database = %ddl.collection.db_name, collection = %ddl.collection.name,
+                event = ddl_name(ddl), "DDL applied");
             return Ok(true);
         }
-        if let Some(why) = blocked {
-            debug!(task = self.task, %why, "DDL waits");
-            self.health.problem("ddl", &why);
-            // Nothing else could be applied: wait for the readers before asking the target again.
-            std::thread::sleep(Duration::from_millis(200));
-        }
         Ok(false)
+    }
+
+    /// Asks the target whether it can take `ddl` now, at most every [`NOT_READY_RECHECK`] per
+    /// event; a wait is shown in the task's health.
+    fn target_ready(&mut self, row: &JournalRow, ddl: &Ddl) -> Result<bool, ApplyError> {
+        let key = (row.vchannel.clone(), row.position);
+        if self
+            .not_ready
+            .get(&key)
+            .is_some_and(|&again| Instant::now() < again)
+        {
+            return Ok(false);
+        }
+        match self.target.not_ready(ddl)? {
+            None => {
+                if self.not_ready.remove(&key).is_some() {
+                    self.health.resolved("target");
+                }
+                Ok(true)
+            }
+            Some(why) => {
+                if !self.not_ready.contains_key(&key) {
+                    info!(task = self.task, channel = %row.vchannel, event = ddl_name(ddl), %why,
+                        "event waits for the target");
+                }
+                self.health.problem("target", format!("waiting: {why}"));
+                self.not_ready
+                    .insert(key, Instant::now() + NOT_READY_RECHECK);
+                Ok(false)
+            }
+        }
     }
 
     /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
@@ -273,11 +322,10 @@ struct DataBatch {
     lanes: Vec<Vec<Call>>,
 }
 
-enum Plan {
-    Idle,
-    Data(DataBatch),
-    /// No data is ready; these DDL rows head their vchannels.
-    Ddl(Vec<JournalRow>),
+struct Plan {
+    data: Option<DataBatch>,
+    /// DDL rows heading their vchannels.
+    ddl_heads: Vec<JournalRow>,
 }
 
 /// Reads what comes next from the journal.
@@ -321,15 +369,12 @@ impl Planner<'_> {
                 Step::Ddl(row) => ddl_heads.push(row.clone()),
             }
         }
-        Ok(if !lanes.is_empty() {
-            Plan::Data(DataBatch {
+        Ok(Plan {
+            data: (!lanes.is_empty()).then_some(DataBatch {
                 marker: InFlightBatch { ends },
                 lanes,
-            })
-        } else if !ddl_heads.is_empty() {
-            Plan::Ddl(ddl_heads)
-        } else {
-            Plan::Idle
+            }),
+            ddl_heads,
         })
     }
 
@@ -357,6 +402,41 @@ impl Planner<'_> {
         Ok(self
             .journal
             .rows(self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
+    }
+
+    /// True when each of `vchannels` has been applied through `ts`: no pending row at or
+    /// before it, and its channel is known to be past it. Past means its tick reached `ts`,
+    /// or a row after `ts` was staged or applied there: a channel's ticks stop once its last
+    /// collection is dropped, and the drop itself is such a row.
+    fn applied_through(
+        &self,
+        ticks: &HashMap<String, u64>,
+        vchannels: &[String],
+        ts: u64,
+    ) -> Result<bool, ApplyError> {
+        for vchannel in vchannels {
+            let after = self.journal.applied(self.task, vchannel)?;
+            if self
+                .journal
+                .first_position(self.task, vchannel, after, ts)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let ticked = vchannel_pchannel(vchannel)
+                .and_then(|p| ticks.get(p))
+                .is_some_and(|&tick| tick >= ts);
+            let passed = ticked
+                || after.is_some_and(|a| a.ts >= ts)
+                || self
+                    .journal
+                    .first_position(self.task, vchannel, after, u64::MAX)?
+                    .is_some();
+            if !passed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
@@ -390,8 +470,11 @@ fn ddl_name(ddl: &Ddl) -> &'static str {
         DropCollection => "drop collection",
         CreatePartition { .. } => "create partition",
         DropPartition { .. } => "drop partition",
+        Replicated { kind, .. } => kind.operation().as_str(),
     }
 }
 
+#[cfg(test)]
+mod lane_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
-use super::record::{self, Change, DdlEvent};
+use milvus::proto::milvus as rpc;
+use prost::Message;
+
+use super::record::{self, Change, DdlEvent, ReplicatedKind};
 use super::{
     APPLIED, IN_FLIGHT, InFlightBatch, JournalError, ROWS, RowPosition, SOURCE_OFFSETS,
     SourceOffset, TASKS,
@@ -208,10 +211,54 @@ fn describe(change: &Change) -> (String, String, u64) {
                     format!("create partition {partition:?}")
                 }
                 DdlEvent::DropPartition { partition } => format!("drop partition {partition:?}"),
+                DdlEvent::Replicated {
+                    kind,
+                    request,
+                    waits_for,
+                } => {
+                    let what = replicated_summary(*kind, request);
+                    if kind.is_database() {
+                        return (what, collection.db_name.clone(), 0);
+                    }
+                    format!("{what} (waits for {} vchannels)", waits_for.len())
+                }
             };
             (what, name, 0)
         }
     }
+}
+
+/// A replicate-msg event in words: the operation and what its request says.
+fn replicated_summary(kind: ReplicatedKind, request: &[u8]) -> String {
+    fn decoded<M: Message + Default>(request: &[u8]) -> Result<M, String> {
+        M::decode(request).map_err(|e| format!("(request does not decode: {e})"))
+    }
+    let detail = match kind {
+        ReplicatedKind::CreateIndex => decoded::<rpc::CreateIndexRequest>(request).map(|r| {
+            let params: Vec<String> = r
+                .extra_params
+                .iter()
+                .map(|p| format!("{}={}", p.key, p.value))
+                .collect();
+            format!(
+                "create index {:?} on {:?} ({})",
+                r.index_name,
+                r.field_name,
+                params.join(", ")
+            )
+        }),
+        ReplicatedKind::DropIndex => decoded::<rpc::DropIndexRequest>(request)
+            .map(|r| format!("drop index {:?} on {:?}", r.index_name, r.field_name)),
+        ReplicatedKind::Load => decoded::<rpc::LoadCollectionRequest>(request)
+            .map(|r| format!("load ({} replicas)", r.replica_number)),
+        ReplicatedKind::Release => Ok("release".to_owned()),
+        ReplicatedKind::Flush => Ok("flush".to_owned()),
+        ReplicatedKind::CreateDatabase => decoded::<rpc::CreateDatabaseRequest>(request)
+            .map(|r| format!("create database {:?}", r.db_name)),
+        ReplicatedKind::DropDatabase => decoded::<rpc::DropDatabaseRequest>(request)
+            .map(|r| format!("drop database {:?}", r.db_name)),
+    };
+    detail.unwrap_or_else(|e| format!("{} {e}", kind.operation().as_str()))
 }
 
 impl Entry {
@@ -306,6 +353,43 @@ mod tests {
         assert_eq!(rows.len(), 2, "{lines:?}");
         assert!(
             rows[0].contains("ts=2") && rows[0].contains("delete") && rows[0].contains("rows=2")
+        );
+    }
+
+    #[test]
+    fn replicated_events_read_as_what_they_do() {
+        let request = rpc::CreateIndexRequest {
+            field_name: "vec".into(),
+            index_name: "idx".into(),
+            extra_params: vec![milvus::proto::common::KeyValuePair {
+                key: "index_type".into(),
+                value: "IVF_FLAT".into(),
+            }],
+            ..Default::default()
+        };
+        let change = Change::Ddl(crate::journal::Ddl {
+            collection: CollectionRef {
+                id: 3,
+                db_name: "default".into(),
+                name: "c".into(),
+            },
+            barrier: vec!["by-dev-replicate-msg".into()],
+            event: DdlEvent::Replicated {
+                kind: ReplicatedKind::CreateIndex,
+                request: request.encode_to_vec(),
+                waits_for: vec!["v0".into(), "v1".into()],
+            },
+        });
+        let (what, name, _) = describe(&change);
+        assert_eq!(
+            what,
+            r#"create index "idx" on "vec" (index_type=IVF_FLAT) (waits for 2 vchannels)"#
+        );
+        assert_eq!(name, "default.c (3)");
+        assert!(
+            replicated_summary(ReplicatedKind::Load, &[0xff])
+                .starts_with("load (request does not decode"),
+            "a corrupt request is named, not a panic"
         );
     }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use record::{
     Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
+    ReplicatedKind,
 };
 
 type RowKey<'a> = (&'a str, &'a str, u64, u64);

@@ -71,6 +71,13 @@ pub enum Operation {
     DropCollection,
     CreatePartition,
     DropPartition,
+    CreateIndex,
+    DropIndex,
+    Load,
+    Release,
+    Flush,
+    CreateDatabase,
+    DropDatabase,
 }
 
 impl Operation {
@@ -82,6 +89,13 @@ impl Operation {
             Operation::DropCollection => "drop_collection",
             Operation::CreatePartition => "create_partition",
             Operation::DropPartition => "drop_partition",
+            Operation::CreateIndex => "create_index",
+            Operation::DropIndex => "drop_index",
+            Operation::Load => "load",
+            Operation::Release => "release",
+            Operation::Flush => "flush",
+            Operation::CreateDatabase => "create_database",
+            Operation::DropDatabase => "drop_database",
         }
     }
 }
@@ -118,6 +132,51 @@ pub enum DdlEvent {
     DropPartition {
         partition: String,
     },
+    /// An operation the source writes to its `{prefix}-replicate-msg` topic. It is staged on
+    /// that topic's own lane (`Ddl.barrier` is the lane alone) and applied once every vchannel
+    /// of `waits_for` has been applied through its timestamp.
+    Replicated {
+        kind: ReplicatedKind,
+        /// The public `milvus.*Request` protobuf of `kind`, as the source wrote it.
+        #[serde(with = "serde_bytes")]
+        request: Vec<u8>,
+        /// The collection's vchannels on the source; empty for database events.
+        waits_for: Vec<String>,
+    },
+}
+
+/// Which public request a [`DdlEvent::Replicated`] carries. Stored by index: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicatedKind {
+    CreateIndex,
+    DropIndex,
+    Load,
+    Release,
+    Flush,
+    CreateDatabase,
+    DropDatabase,
+}
+
+impl ReplicatedKind {
+    pub fn operation(self) -> Operation {
+        match self {
+            ReplicatedKind::CreateIndex => Operation::CreateIndex,
+            ReplicatedKind::DropIndex => Operation::DropIndex,
+            ReplicatedKind::Load => Operation::Load,
+            ReplicatedKind::Release => Operation::Release,
+            ReplicatedKind::Flush => Operation::Flush,
+            ReplicatedKind::CreateDatabase => Operation::CreateDatabase,
+            ReplicatedKind::DropDatabase => Operation::DropDatabase,
+        }
+    }
+
+    /// True for events on a database rather than on one collection.
+    pub fn is_database(self) -> bool {
+        matches!(
+            self,
+            ReplicatedKind::CreateDatabase | ReplicatedKind::DropDatabase
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +204,7 @@ impl Change {
                 DdlEvent::DropCollection => Operation::DropCollection,
                 DdlEvent::CreatePartition { .. } => Operation::CreatePartition,
                 DdlEvent::DropPartition { .. } => Operation::DropPartition,
+                DdlEvent::Replicated { kind, .. } => kind.operation(),
             },
         }
     }
@@ -254,10 +314,48 @@ mod tests {
                     consistency_level: 1,
                 },
             }),
+            Change::Ddl(Ddl {
+                collection: coll(),
+                barrier: vec!["by-dev-replicate-msg".into()],
+                event: DdlEvent::Replicated {
+                    kind: ReplicatedKind::CreateIndex,
+                    request: vec![1, 2, 3],
+                    waits_for: vec!["v0".into(), "v1".into()],
+                },
+            }),
         ];
         for change in changes {
             assert_eq!(decode(&encode(&change).unwrap()).unwrap(), change);
         }
+    }
+
+    #[test]
+    fn older_variants_keep_their_tags() {
+        // Appending `Replicated` must not move the variants journals already hold: a
+        // DropCollection row written before it still decodes as one.
+        let drop = Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![],
+            event: DdlEvent::DropCollection,
+        });
+        let bytes = encode(&drop).unwrap();
+        // V1 tag 0, Change::Ddl tag 2, id 7 zigzag 14, "default", "c", no barrier, DropCollection 1.
+        let mut expected = vec![0u8, 2, 14, 7];
+        expected.extend(b"default");
+        expected.extend([1, b'c', 0, 1]);
+        assert_eq!(bytes, expected);
+        let replicated = Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![],
+            event: DdlEvent::Replicated {
+                kind: ReplicatedKind::DropDatabase,
+                request: vec![],
+                waits_for: vec![],
+            },
+        });
+        let bytes = encode(&replicated).unwrap();
+        // DdlEvent tag 4, then ReplicatedKind tag 6.
+        assert_eq!(&bytes[expected.len() - 1..expected.len() + 1], [4, 6]);
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! physical channel of the collection, so they are staged on every vchannel of the collection
 //! that lives on that physical channel, each copy listing all the collection's vchannels as the
 //! barrier the applier waits for.
+//!
+//! Operations read from the replicate-msg topic (index, load, release, flush, database) name
+//! their collection, not its channels: each is staged once, on the topic's own lane, listing
+//! the collection's vchannels (from the metadata) as what it waits for.
 
 use std::collections::{HashMap, HashSet};
 
 use milvus::proto::schema::{CollectionSchema, IDs, i_ds::IdField};
 use prost::Message;
 
-use super::decode::{SourceMessage, timestamp};
+use tracing::info;
+
+use super::decode::{ReplicatedRequest, SourceMessage, timestamp};
 use super::meta::{CollectionMeta, vchannel_pchannel};
 use crate::journal::{
     Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
@@ -75,16 +81,35 @@ impl Scope {
                 .any(|(d, c)| (d == "*" || d == db) && (c == "*" || c == collection)),
         }
     }
+
+    /// Database events (create, drop) belong to a task that replicates everything only.
+    pub fn contains_databases(&self) -> bool {
+        matches!(self, Scope::All)
+    }
 }
 
-/// What the task knows of the source's collections, by id.
+/// What the task knows of the source's collections, by id (and by name for replicate-msg
+/// events, which carry no id).
 pub trait CollectionLookup {
     fn collection(&mut self, id: i64) -> Option<CollectionMeta>;
+    /// The live collection of that name in that database (`""` is the default database).
+    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta>;
 }
 
 impl CollectionLookup for HashMap<i64, CollectionMeta> {
     fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
         self.get(&id).cloned()
+    }
+
+    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+        let db_name = if db_name.is_empty() {
+            "default"
+        } else {
+            db_name
+        };
+        self.values()
+            .find(|c| c.db_name == db_name && c.name == name)
+            .cloned()
     }
 }
 
@@ -118,6 +143,9 @@ pub fn capture(
     let (collection_id, db_name, name) = match &message {
         SourceMessage::TimeTick { ts } => return Ok(Captured::Tick(*ts)),
         SourceMessage::Ignored { .. } => return Ok(Captured::Skipped),
+        SourceMessage::Replicated(request) => {
+            return Ok(capture_replicated(request, pchannel, ts, scope, lookup));
+        }
         SourceMessage::Insert(m) => (m.collection_id, &m.db_name, &m.collection_name),
         SourceMessage::Delete(m) => (m.collection_id, &m.db_name, &m.collection_name),
         SourceMessage::CreateCollection(m) => (m.collection_id, &m.db_name, &m.collection_name),
@@ -254,6 +282,84 @@ pub fn capture(
                 event,
             )))
         }
+    }
+}
+
+/// A replicate-msg event, staged on `lane` (the topic) at its timestamp: one event per in-scope
+/// collection it names (a flush may name several), or one database event.
+fn capture_replicated(
+    request: &ReplicatedRequest,
+    lane: &str,
+    ts: u64,
+    scope: &Scope,
+    lookup: &mut dyn CollectionLookup,
+) -> Captured {
+    let kind = request.kind();
+    let db_name = match request.db_name() {
+        "" => "default",
+        name => name,
+    };
+    let staged =
+        |collection: CollectionRef, request: Vec<u8>, waits_for: Vec<String>| StagedChange {
+            vchannel: lane.to_owned(),
+            ts,
+            change: Change::Ddl(Ddl {
+                collection,
+                barrier: vec![lane.to_owned()],
+                event: DdlEvent::Replicated {
+                    kind,
+                    request,
+                    waits_for,
+                },
+            }),
+        };
+    if kind.is_database() {
+        if !scope.contains_databases() {
+            return Captured::Skipped;
+        }
+        let database = CollectionRef {
+            id: 0,
+            db_name: db_name.to_owned(),
+            name: String::new(),
+        };
+        return Captured::Changes(vec![staged(database, request.encode(), Vec::new())]);
+    }
+    let mut changes = Vec::new();
+    for name in request.collection_names() {
+        if !scope.may_contain(name) || !scope.contains(db_name, name) {
+            continue;
+        }
+        // The event names the collection; its channels and id come from the metadata. A
+        // collection gone from it was dropped since: whatever this did is dropped with it.
+        let Some(meta) = lookup.collection_named(db_name, name) else {
+            info!(
+                channel = lane,
+                collection = name,
+                database = db_name,
+                ?kind,
+                "replicated event skipped: the collection is no longer on the source"
+            );
+            continue;
+        };
+        if ts < meta.create_time {
+            // An earlier collection of the same name (read from an earlier start).
+            continue;
+        }
+        let collection = CollectionRef {
+            id: meta.id,
+            db_name: db_name.to_owned(),
+            name: name.to_owned(),
+        };
+        changes.push(staged(
+            collection,
+            request.for_collection(name).encode(),
+            meta.virtual_channels,
+        ));
+    }
+    if changes.is_empty() {
+        Captured::Skipped
+    } else {
+        Captured::Changes(changes)
     }
 }
 
@@ -445,6 +551,10 @@ mod tests {
         fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
             panic!("collection {id} was looked up")
         }
+
+        fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+            panic!("collection {db_name}.{name} was looked up")
+        }
     }
 
     #[test]
@@ -459,6 +569,135 @@ mod tests {
         assert_eq!(
             capture(SourceMessage::Insert(m), P0, &scope, &mut NoLookup),
             Ok(Captured::Skipped)
+        );
+    }
+
+    const LANE: &str = "by-dev-replicate-msg";
+
+    fn load(db_name: &str, collection: &str, ts: u64) -> SourceMessage {
+        SourceMessage::Replicated(ReplicatedRequest::Load(
+            milvus::proto::milvus::LoadCollectionRequest {
+                base: Some(milvus::proto::common::MsgBase {
+                    msg_type: milvus::proto::common::MsgType::LoadCollection as i32,
+                    timestamp: ts,
+                    ..Default::default()
+                }),
+                db_name: db_name.into(),
+                collection_name: collection.into(),
+                replica_number: 1,
+                ..Default::default()
+            },
+        ))
+    }
+
+    #[test]
+    fn a_replicated_event_is_staged_once_on_the_lane_and_waits_for_every_vchannel() {
+        let Captured::Changes(changes) =
+            capture(load("default", "c", 50), LANE, &Scope::All, &mut meta()).unwrap()
+        else {
+            panic!("expected changes")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].vchannel.as_str(), changes[0].ts), (LANE, 50));
+        let Change::Ddl(ddl) = &changes[0].change else {
+            panic!("expected an event")
+        };
+        assert_eq!(ddl.collection.id, 9, "the id comes from the metadata");
+        assert_eq!(ddl.barrier, [LANE]);
+        let DdlEvent::Replicated {
+            kind, waits_for, ..
+        } = &ddl.event
+        else {
+            panic!("expected a replicated event")
+        };
+        assert_eq!(*kind, crate::journal::ReplicatedKind::Load);
+        assert_eq!(waits_for, &[V0, V1]);
+    }
+
+    #[test]
+    fn replicated_events_follow_the_tasks_scope() {
+        let wanted = Scope::default_db(["c"]);
+        let other = Scope::default_db(["other"]);
+        assert!(matches!(
+            capture(load("default", "c", 50), LANE, &wanted, &mut meta()),
+            Ok(Captured::Changes(_))
+        ));
+        assert_eq!(
+            capture(load("default", "c", 50), LANE, &other, &mut NoLookup),
+            Ok(Captured::Skipped)
+        );
+        // A named scope is the default database's collections only.
+        assert_eq!(
+            capture(load("db2", "c", 50), LANE, &wanted, &mut NoLookup),
+            Ok(Captured::Skipped)
+        );
+    }
+
+    #[test]
+    fn database_events_pass_only_for_a_task_on_everything() {
+        let create = SourceMessage::Replicated(ReplicatedRequest::CreateDatabase(
+            milvus::proto::milvus::CreateDatabaseRequest {
+                db_name: "ops".into(),
+                ..Default::default()
+            },
+        ));
+        let named = Scope::default_db(["c"]);
+        assert_eq!(
+            capture(create.clone(), LANE, &named, &mut NoLookup),
+            Ok(Captured::Skipped)
+        );
+        let Ok(Captured::Changes(changes)) = capture(create, LANE, &Scope::All, &mut NoLookup)
+        else {
+            panic!("expected changes")
+        };
+        let Change::Ddl(ddl) = &changes[0].change else {
+            panic!("expected an event")
+        };
+        assert_eq!(ddl.collection.db_name, "ops");
+        assert!(
+            matches!(&ddl.event, DdlEvent::Replicated { waits_for, .. } if waits_for.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_flush_keeps_only_the_in_scope_collections_each_with_its_own_request() {
+        let flush = SourceMessage::Replicated(ReplicatedRequest::Flush(
+            milvus::proto::milvus::FlushRequest {
+                db_name: "default".into(),
+                collection_names: vec!["other".into(), "c".into()],
+                ..Default::default()
+            },
+        ));
+        let scope = Scope::default_db(["c"]);
+        let Ok(Captured::Changes(changes)) = capture(flush, LANE, &scope, &mut meta()) else {
+            panic!("expected changes")
+        };
+        assert_eq!(changes.len(), 1);
+        let Change::Ddl(Ddl {
+            event: DdlEvent::Replicated { request, .. },
+            ..
+        }) = &changes[0].change
+        else {
+            panic!("expected an event")
+        };
+        let request = milvus::proto::milvus::FlushRequest::decode(request.as_slice()).unwrap();
+        assert_eq!(request.collection_names, ["c"]);
+    }
+
+    #[test]
+    fn a_replicated_event_on_a_collection_gone_from_the_source_or_older_than_it_is_skipped() {
+        assert_eq!(
+            capture(load("default", "gone", 50), LANE, &Scope::All, &mut meta()),
+            Ok(Captured::Skipped)
+        );
+        let mut recreated = meta();
+        if let Some(c) = recreated.get_mut(&9) {
+            c.create_time = 60;
+        }
+        assert_eq!(
+            capture(load("default", "c", 50), LANE, &Scope::All, &mut recreated),
+            Ok(Captured::Skipped),
+            "an event older than the collection belongs to an earlier one of that name"
         );
     }
 

@@ -4,10 +4,100 @@
 //! (`MsgHeader { base: MsgBase }`, field 1 of every request), then the full request is decoded.
 
 use milvus::proto::common::{MsgBase, MsgHeader, MsgType};
+use milvus::proto::milvus as rpc;
 use milvus::proto::msg;
 use prost::Message;
 
+use crate::journal::ReplicatedKind;
 pub use crate::proto::passthrough::InsertMessage;
+
+/// What the proxy writes to `{prefix}-replicate-msg`: the public requests it executed, each
+/// with a `base` carrying its type and timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicatedRequest {
+    CreateIndex(rpc::CreateIndexRequest),
+    DropIndex(rpc::DropIndexRequest),
+    Load(rpc::LoadCollectionRequest),
+    Release(rpc::ReleaseCollectionRequest),
+    Flush(rpc::FlushRequest),
+    CreateDatabase(rpc::CreateDatabaseRequest),
+    DropDatabase(rpc::DropDatabaseRequest),
+}
+
+impl ReplicatedRequest {
+    pub fn kind(&self) -> ReplicatedKind {
+        match self {
+            ReplicatedRequest::CreateIndex(_) => ReplicatedKind::CreateIndex,
+            ReplicatedRequest::DropIndex(_) => ReplicatedKind::DropIndex,
+            ReplicatedRequest::Load(_) => ReplicatedKind::Load,
+            ReplicatedRequest::Release(_) => ReplicatedKind::Release,
+            ReplicatedRequest::Flush(_) => ReplicatedKind::Flush,
+            ReplicatedRequest::CreateDatabase(_) => ReplicatedKind::CreateDatabase,
+            ReplicatedRequest::DropDatabase(_) => ReplicatedKind::DropDatabase,
+        }
+    }
+
+    fn base(&self) -> &Option<MsgBase> {
+        match self {
+            ReplicatedRequest::CreateIndex(m) => &m.base,
+            ReplicatedRequest::DropIndex(m) => &m.base,
+            ReplicatedRequest::Load(m) => &m.base,
+            ReplicatedRequest::Release(m) => &m.base,
+            ReplicatedRequest::Flush(m) => &m.base,
+            ReplicatedRequest::CreateDatabase(m) => &m.base,
+            ReplicatedRequest::DropDatabase(m) => &m.base,
+        }
+    }
+
+    pub fn db_name(&self) -> &str {
+        match self {
+            ReplicatedRequest::CreateIndex(m) => &m.db_name,
+            ReplicatedRequest::DropIndex(m) => &m.db_name,
+            ReplicatedRequest::Load(m) => &m.db_name,
+            ReplicatedRequest::Release(m) => &m.db_name,
+            ReplicatedRequest::Flush(m) => &m.db_name,
+            ReplicatedRequest::CreateDatabase(m) => &m.db_name,
+            ReplicatedRequest::DropDatabase(m) => &m.db_name,
+        }
+    }
+
+    /// The collections the request acts on: one, several for a flush, none for a database.
+    pub fn collection_names(&self) -> Vec<&str> {
+        match self {
+            ReplicatedRequest::CreateIndex(m) => vec![m.collection_name.as_str()],
+            ReplicatedRequest::DropIndex(m) => vec![m.collection_name.as_str()],
+            ReplicatedRequest::Load(m) => vec![m.collection_name.as_str()],
+            ReplicatedRequest::Release(m) => vec![m.collection_name.as_str()],
+            ReplicatedRequest::Flush(m) => m.collection_names.iter().map(String::as_str).collect(),
+            ReplicatedRequest::CreateDatabase(_) | ReplicatedRequest::DropDatabase(_) => vec![],
+        }
+    }
+
+    /// The same request for one of its collections only (a flush may name several; each
+    /// collection's flush waits for that collection's data alone).
+    pub fn for_collection(&self, name: &str) -> ReplicatedRequest {
+        match self {
+            ReplicatedRequest::Flush(m) => ReplicatedRequest::Flush(rpc::FlushRequest {
+                collection_names: vec![name.to_owned()],
+                ..m.clone()
+            }),
+            other => other.clone(),
+        }
+    }
+
+    /// The public request's protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ReplicatedRequest::CreateIndex(m) => m.encode_to_vec(),
+            ReplicatedRequest::DropIndex(m) => m.encode_to_vec(),
+            ReplicatedRequest::Load(m) => m.encode_to_vec(),
+            ReplicatedRequest::Release(m) => m.encode_to_vec(),
+            ReplicatedRequest::Flush(m) => m.encode_to_vec(),
+            ReplicatedRequest::CreateDatabase(m) => m.encode_to_vec(),
+            ReplicatedRequest::DropDatabase(m) => m.encode_to_vec(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceMessage {
@@ -18,6 +108,8 @@ pub enum SourceMessage {
     DropCollection(msg::DropCollectionRequest),
     CreatePartition(msg::CreatePartitionRequest),
     DropPartition(msg::DropPartitionRequest),
+    /// Read from `{prefix}-replicate-msg`.
+    Replicated(ReplicatedRequest),
     TimeTick {
         ts: u64,
     },
@@ -63,11 +155,36 @@ pub fn decode(payload: &[u8]) -> Result<SourceMessage, DecodeError> {
         }
         MsgType::DropPartition => SourceMessage::DropPartition(body("DropPartition", payload)?),
         MsgType::TimeTick => SourceMessage::TimeTick { ts: base.timestamp },
+        MsgType::CreateIndex => replicated(ReplicatedRequest::CreateIndex(body(
+            "CreateIndex",
+            payload,
+        )?)),
+        MsgType::DropIndex => replicated(ReplicatedRequest::DropIndex(body("DropIndex", payload)?)),
+        MsgType::LoadCollection => {
+            replicated(ReplicatedRequest::Load(body("LoadCollection", payload)?))
+        }
+        MsgType::ReleaseCollection => replicated(ReplicatedRequest::Release(body(
+            "ReleaseCollection",
+            payload,
+        )?)),
+        MsgType::Flush => replicated(ReplicatedRequest::Flush(body("Flush", payload)?)),
+        MsgType::CreateDatabase => replicated(ReplicatedRequest::CreateDatabase(body(
+            "CreateDatabase",
+            payload,
+        )?)),
+        MsgType::DropDatabase => replicated(ReplicatedRequest::DropDatabase(body(
+            "DropDatabase",
+            payload,
+        )?)),
         MsgType::Undefined => return Err(DecodeError::UnknownType(0)),
         other => SourceMessage::Ignored {
             msg_type: other as i32,
         },
     })
+}
+
+fn replicated(request: ReplicatedRequest) -> SourceMessage {
+    SourceMessage::Replicated(request)
 }
 
 /// The timestamp a message is ordered by: its rows' stamp (all rows of one message share it),
@@ -93,6 +210,7 @@ pub fn timestamp(message: &SourceMessage) -> u64 {
         SourceMessage::DropCollection(m) => base_ts(&m.base),
         SourceMessage::CreatePartition(m) => base_ts(&m.base),
         SourceMessage::DropPartition(m) => base_ts(&m.base),
+        SourceMessage::Replicated(r) => base_ts(r.base()),
         SourceMessage::TimeTick { ts } => *ts,
         SourceMessage::Ignored { .. } => 0,
     }
@@ -204,14 +322,151 @@ mod tests {
     #[test]
     fn known_types_replication_does_not_use_are_ignored() {
         let bytes = msg::TimeTickMsg {
-            base: base(MsgType::Flush, 5),
+            base: base(MsgType::ShowCollections, 5),
         }
         .encode_to_vec();
         assert_eq!(
             decode(&bytes),
             Ok(SourceMessage::Ignored {
-                msg_type: MsgType::Flush as i32
+                msg_type: MsgType::ShowCollections as i32
             })
         );
+    }
+
+    use milvus::proto::common::KeyValuePair;
+
+    fn replicated_from(bytes: Vec<u8>) -> ReplicatedRequest {
+        match decode(&bytes) {
+            Ok(SourceMessage::Replicated(request)) => request,
+            other => panic!("expected a replicated request, got {other:?}"),
+        }
+    }
+
+    fn kv(key: &str, value: &str) -> KeyValuePair {
+        KeyValuePair {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_create_index_keeps_its_field_index_name_and_params() {
+        let sent = rpc::CreateIndexRequest {
+            base: base(MsgType::CreateIndex, 900),
+            db_name: "default".into(),
+            collection_name: "c".into(),
+            field_name: "vec".into(),
+            extra_params: vec![
+                kv("index_type", "IVF_FLAT"),
+                kv("metric_type", "L2"),
+                kv("params", r#"{"nlist":16}"#),
+            ],
+            index_name: "idx".into(),
+        };
+        let decoded = replicated_from(sent.encode_to_vec());
+        assert_eq!(decoded, ReplicatedRequest::CreateIndex(sent.clone()));
+        assert_eq!(decoded.kind(), ReplicatedKind::CreateIndex);
+        assert_eq!(decoded.collection_names(), ["c"]);
+        assert_eq!(decoded.encode(), sent.encode_to_vec());
+        assert_eq!(timestamp(&SourceMessage::Replicated(decoded)), 900);
+    }
+
+    #[test]
+    fn each_replicate_msg_type_decodes_to_its_public_request() {
+        let cases: Vec<(Vec<u8>, ReplicatedKind, Vec<&str>)> = vec![
+            (
+                rpc::DropIndexRequest {
+                    base: base(MsgType::DropIndex, 1),
+                    db_name: "default".into(),
+                    collection_name: "c".into(),
+                    field_name: "vec".into(),
+                    index_name: "idx".into(),
+                }
+                .encode_to_vec(),
+                ReplicatedKind::DropIndex,
+                vec!["c"],
+            ),
+            (
+                rpc::LoadCollectionRequest {
+                    base: base(MsgType::LoadCollection, 2),
+                    db_name: "default".into(),
+                    collection_name: "c".into(),
+                    replica_number: 1,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                ReplicatedKind::Load,
+                vec!["c"],
+            ),
+            (
+                rpc::ReleaseCollectionRequest {
+                    base: base(MsgType::ReleaseCollection, 3),
+                    db_name: "default".into(),
+                    collection_name: "c".into(),
+                }
+                .encode_to_vec(),
+                ReplicatedKind::Release,
+                vec!["c"],
+            ),
+            (
+                rpc::FlushRequest {
+                    base: base(MsgType::Flush, 4),
+                    db_name: "default".into(),
+                    collection_names: vec!["a".into(), "b".into()],
+                }
+                .encode_to_vec(),
+                ReplicatedKind::Flush,
+                vec!["a", "b"],
+            ),
+            (
+                rpc::CreateDatabaseRequest {
+                    base: base(MsgType::CreateDatabase, 5),
+                    db_name: "ops".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                ReplicatedKind::CreateDatabase,
+                vec![],
+            ),
+            (
+                rpc::DropDatabaseRequest {
+                    base: base(MsgType::DropDatabase, 6),
+                    db_name: "ops".into(),
+                }
+                .encode_to_vec(),
+                ReplicatedKind::DropDatabase,
+                vec![],
+            ),
+        ];
+        for (i, (bytes, kind, collections)) in cases.into_iter().enumerate() {
+            let decoded = replicated_from(bytes.clone());
+            assert_eq!(decoded.kind(), kind);
+            assert_eq!(decoded.collection_names(), collections);
+            assert_eq!(decoded.encode(), bytes, "{kind:?} re-encodes as read");
+            assert_eq!(timestamp(&SourceMessage::Replicated(decoded)), i as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn a_flush_of_several_collections_splits_per_collection() {
+        let flush = ReplicatedRequest::Flush(rpc::FlushRequest {
+            base: base(MsgType::Flush, 4),
+            db_name: "default".into(),
+            collection_names: vec!["a".into(), "b".into()],
+        });
+        assert_eq!(flush.for_collection("b").collection_names(), ["b"]);
+        assert_eq!(flush.for_collection("b").db_name(), "default");
+    }
+
+    #[test]
+    fn a_truncated_replicate_msg_is_an_error() {
+        let bytes = rpc::CreateIndexRequest {
+            base: base(MsgType::CreateIndex, 900),
+            collection_name: "c".into(),
+            index_name: "idx".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -72,17 +72,28 @@ impl Broker {
                 action: "list topics".into(),
                 source: Box::new(source),
             })?;
-        let stem = format!("{prefix}-rootcoord-dml_");
-        let mut topics: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .filter(|name| {
-                name.strip_prefix(&stem)
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            })
-            .collect();
-        topics.sort();
+        Ok(dml_topic_names(
+            prefix,
+            metadata.topics().iter().map(|t| t.name()),
+        ))
+    }
+
+    /// The channels a task reads: the DML channels, and the replicate-msg topic once the
+    /// source has written to it (Milvus creates it on first use).
+    pub fn channel_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|source| KafkaError::Client {
+                brokers: self.brokers.clone(),
+                action: "list topics".into(),
+                source: Box::new(source),
+            })?;
+        let replicate = super::meta::replicate_topic(prefix);
+        let mut topics = dml_topic_names(prefix, metadata.topics().iter().map(|t| t.name()));
+        if metadata.topics().iter().any(|t| t.name() == replicate) {
+            topics.push(replicate);
+        }
         Ok(topics)
     }
 
@@ -96,6 +107,20 @@ impl Broker {
                 source: Box::new(source),
             })
     }
+}
+
+/// The DML channels (`{prefix}-rootcoord-dml_N`) among `names`, sorted.
+fn dml_topic_names<'a>(prefix: &str, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let stem = format!("{prefix}-rootcoord-dml_");
+    let mut topics: Vec<String> = names
+        .filter(|name| {
+            name.strip_prefix(&stem)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_owned)
+        .collect();
+    topics.sort();
+    topics
 }
 
 /// A consumer of one channel.

@@ -339,6 +339,63 @@ pub fn assemble_wanted(
     })
 }
 
+/// The id of the live collection called `name` in database `db_name` (`""`: the default), from
+/// collection-info and db-info values. Other keys, and collections that do not decode, are
+/// passed over: one damaged collection must not hide another.
+pub fn find_named(
+    meta_root: &str,
+    kvs: &[(String, Vec<u8>)],
+    db_name: &str,
+    name: &str,
+) -> Result<Option<i64>, MetaError> {
+    let db_name = if db_name.is_empty() {
+        DEFAULT_DB_NAME
+    } else {
+        db_name
+    };
+    let mut db_names: BTreeMap<i64, String> =
+        BTreeMap::from([(DEFAULT_DB_ID, DEFAULT_DB_NAME.to_owned())]);
+    let mut candidates = Vec::new();
+    for (key, value) in kvs {
+        match parse_key(meta_root, key)? {
+            Some(MetaKey::Database { db_id }) => {
+                if let Ok(Some(db)) = decode::<DatabaseInfo>(key, value, "DatabaseInfo")
+                    && (db.state == 0 || db.state == DB_STATE_CREATED)
+                {
+                    db_names.insert(db_id, db.name);
+                }
+            }
+            Some(MetaKey::CollectionInfo {
+                db_id,
+                collection_id,
+            }) => candidates.push((Some(db_id), collection_id, key, value)),
+            Some(MetaKey::LegacyCollection { collection_id }) => {
+                candidates.push((None, collection_id, key, value))
+            }
+            _ => {}
+        }
+    }
+    for (db_id, collection_id, key, value) in candidates {
+        let Ok(Some(info)) = decode::<CollectionInfo>(key, value, "CollectionInfo") else {
+            continue;
+        };
+        let Ok(schema) = CollectionSchema::decode(info.schema.as_slice()) else {
+            continue;
+        };
+        let db_id = match db_id.unwrap_or(info.db_id) {
+            0 => DEFAULT_DB_ID,
+            id => id,
+        };
+        if info.state == STATE_CREATED
+            && schema.name == name
+            && db_names.get(&db_id).is_some_and(|n| n == db_name)
+        {
+            return Ok(Some(collection_id));
+        }
+    }
+    Ok(None)
+}
+
 /// One collection from its parts; `None` when it is not (or no longer) a live collection.
 fn build_collection(
     id: i64,
@@ -473,9 +530,26 @@ pub fn vchannel_collection_id(vchannel: &str) -> Option<i64> {
     split_vchannel(vchannel).map(|(_, id)| id)
 }
 
-/// The physical channel (MQ topic) a virtual channel lives on.
+/// The physical channel (MQ topic) a virtual channel lives on. The replicate-msg topic is its
+/// own journal lane, so it maps to itself: its staged events and their tick live there.
 pub fn vchannel_pchannel(vchannel: &str) -> Option<&str> {
+    if is_replicate_topic(vchannel) {
+        return Some(vchannel);
+    }
     split_vchannel(vchannel).map(|(p, _)| p)
+}
+
+const REPLICATE_TOPIC_SUFFIX: &str = "-replicate-msg";
+
+/// The topic where the source's proxy writes the operations that do not go through the DML
+/// channels (index, load, release, flush, database): `{prefix}-replicate-msg`.
+pub fn replicate_topic(prefix: &str) -> String {
+    format!("{prefix}{REPLICATE_TOPIC_SUFFIX}")
+}
+
+/// True for a replicate-msg topic name (also the name of its journal lane).
+pub fn is_replicate_topic(name: &str) -> bool {
+    name.len() > REPLICATE_TOPIC_SUFFIX.len() && name.ends_with(REPLICATE_TOPIC_SUFFIX)
 }
 
 fn split_vchannel(vchannel: &str) -> Option<(&str, i64)> {
@@ -566,6 +640,27 @@ impl SourceMeta {
             kvs.extend(self.read_prefix(prefix, &mut rev, false).await?);
         }
         Ok(assemble(&self.meta_root, &kvs)?.collections)
+    }
+
+    /// The live collection of that name in that database (`""` is the default database).
+    /// Only collection-info and db-info values are read to find it, then the one collection.
+    pub async fn collection_named(
+        &self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, MetaError> {
+        let mut rev = 0;
+        let mut kvs = self
+            .read_prefix("root-coord/database/", &mut rev, false)
+            .await?;
+        kvs.extend(
+            self.read_prefix("root-coord/collection/", &mut rev, false)
+                .await?,
+        );
+        match find_named(&self.meta_root, &kvs, db_name, name)? {
+            Some(id) => self.collection(id).await,
+            None => Ok(None),
+        }
     }
 
     /// One collection, live or being dropped; `None` if etcd no longer has it.
@@ -1016,11 +1111,53 @@ mod tests {
     }
 
     #[test]
+    fn a_collection_is_found_by_database_and_name_among_live_ones() {
+        let db = DatabaseInfo {
+            name: "db2".into(),
+            id: 7,
+            state: DB_STATE_CREATED,
+            ..Default::default()
+        };
+        let mut in_db2 = info(600, "c1", 0);
+        in_db2.db_id = 7;
+        let kvs = vec![
+            kv("root-coord/database/db-info/7", enc(&db)),
+            // A dropped collection of the same name, and garbage, are passed over.
+            kv(
+                "root-coord/database/collection-info/1/400",
+                enc(&info(400, "c1", 2)),
+            ),
+            kv("root-coord/database/collection-info/1/450", vec![0xff]),
+            kv(
+                "root-coord/database/collection-info/1/500",
+                enc(&info(500, "c1", 0)),
+            ),
+            kv("root-coord/database/collection-info/7/600", enc(&in_db2)),
+        ];
+        assert_eq!(find_named(ROOT, &kvs, "", "c1").unwrap(), Some(500));
+        assert_eq!(find_named(ROOT, &kvs, "default", "c1").unwrap(), Some(500));
+        assert_eq!(find_named(ROOT, &kvs, "db2", "c1").unwrap(), Some(600));
+        assert_eq!(find_named(ROOT, &kvs, "db3", "c1").unwrap(), None);
+        assert_eq!(find_named(ROOT, &kvs, "", "c2").unwrap(), None);
+    }
+
+    #[test]
     fn vchannel_helpers() {
         let v = "by-dev-rootcoord-dml_0_445612345678901234v0";
         assert_eq!(vchannel_collection_id(v), Some(445612345678901234));
         assert_eq!(vchannel_pchannel(v), Some("by-dev-rootcoord-dml_0"));
         assert_eq!(vchannel_collection_id("dml_3_12v15"), Some(12));
+        // The replicate-msg lane is its own channel, whatever the prefix.
+        assert_eq!(
+            vchannel_pchannel("by-dev-replicate-msg"),
+            Some("by-dev-replicate-msg")
+        );
+        assert_eq!(
+            vchannel_pchannel(&replicate_topic("by_dev_2")),
+            Some("by_dev_2-replicate-msg")
+        );
+        assert_eq!(vchannel_collection_id("by-dev-replicate-msg"), None);
+        assert!(!is_replicate_topic("-replicate-msg"));
         for bad in [
             "",
             "by-dev-rootcoord-dml_0",

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::capture::{Captured, CollectionLookup, Scope, capture};
-use super::decode::{SourceMessage, decode};
+use super::decode::{SourceMessage, decode, timestamp};
 use super::kafka::{ChannelConsumer, KafkaError};
+use super::meta::is_replicate_topic;
 use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::{ErrorKind, METRICS};
 
@@ -81,6 +82,9 @@ impl ChannelReader<'_> {
         let mut next = next_offset;
         let mut tick = offset.tick;
         let mut recent = RecentPayloads::default();
+        // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
+        // what is staged there is applicable at once, in the order of the topic.
+        let stamps_are_ticks = is_replicate_topic(self.pchannel);
 
         while !self.stop.load(Ordering::Relaxed) {
             if pending.since.is_none() {
@@ -127,9 +131,20 @@ impl ChannelReader<'_> {
                     );
                     continue;
                 }
+                // The proxy runs some of these requests in different queues, so one may reach
+                // the topic after a later-stamped one. Staged at its own stamp it could sort
+                // behind an event already applied and never be read: it is staged no earlier
+                // than the newest stamp of the topic instead (it then waits a little longer).
+                let floor = tick;
+                if stamps_are_ticks && let Ok(message) = &decoded {
+                    tick = tick.max(timestamp(message));
+                }
                 match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
                     capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
                 }) {
+                    Ok(Captured::Changes(changes)) if stamps_are_ticks => {
+                        pending.changes.extend(not_before(changes, floor));
+                    }
                     Ok(Captured::Changes(changes)) => pending.changes.extend(changes),
                     Ok(Captured::Tick(ts)) => tick = tick.max(ts),
                     Ok(Captured::Skipped) => {}
@@ -166,6 +181,14 @@ impl ChannelReader<'_> {
         }
         Ok(())
     }
+}
+
+/// `changes` restamped no earlier than `floor`, so they sort after what was staged before.
+fn not_before(changes: Vec<StagedChange>, floor: u64) -> impl Iterator<Item = StagedChange> {
+    changes.into_iter().map(move |mut c| {
+        c.ts = c.ts.max(floor);
+        c
+    })
 }
 
 /// What the reader fetched since its last staging transaction (group commit).
@@ -226,7 +249,29 @@ impl RecentPayloads {
 
 #[cfg(test)]
 mod tests {
-    use super::RecentPayloads;
+    use super::{RecentPayloads, not_before};
+    use crate::journal::{Change, CollectionRef, Ddl, DdlEvent, StagedChange};
+
+    #[test]
+    fn a_replicate_msg_event_stamped_before_the_newest_one_is_staged_after_it() {
+        let event = |ts| StagedChange {
+            vchannel: "by-dev-replicate-msg".into(),
+            ts,
+            change: Change::Ddl(Ddl {
+                collection: CollectionRef {
+                    id: 1,
+                    db_name: "default".into(),
+                    name: "c".into(),
+                },
+                barrier: vec![],
+                event: DdlEvent::DropCollection,
+            }),
+        };
+        let staged: Vec<u64> = not_before(vec![event(5), event(9)], 7)
+            .map(|c| c.ts)
+            .collect();
+        assert_eq!(staged, [7, 9]);
+    }
 
     #[test]
     fn an_exact_repeat_is_recognised_and_a_different_payload_is_not() {

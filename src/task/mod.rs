@@ -23,7 +23,9 @@ use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, S
 use crate::metrics::{ErrorKind, METRICS};
 use crate::source::capture::{CollectionLookup, DEFAULT_DB, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
-use crate::source::meta::{CollectionMeta, MetaError, SourceMeta, vchannel_pchannel};
+use crate::source::meta::{
+    CollectionMeta, MetaError, SourceMeta, is_replicate_topic, vchannel_pchannel,
+};
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
 
@@ -332,9 +334,16 @@ impl Supervisor {
         let task_id = spec.task_id.clone();
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
             let broker = Broker::connect(&brokers)?;
-            for topic in broker.dml_topics(&prefix)? {
+            for topic in broker.channel_topics(&prefix)? {
                 let (low, high) = broker.watermarks(&topic)?;
                 let (next_offset, seeds) = match start {
+                    // Operations on the collections from before the task (their index, load
+                    // state) are not copied; those from now on are.
+                    StartPosition::Latest if is_replicate_topic(&topic) => (high, Vec::new()),
+                    // The topic names collections, not channels: read all it retains; capture
+                    // keeps what concerns the in-scope collections (not older ones of the same
+                    // name).
+                    StartPosition::Earliest if is_replicate_topic(&topic) => (low, Vec::new()),
                     StartPosition::Latest => (high, existing_collection_seeds(&existing, &topic)),
                     // The collections' own CreateCollection messages are read from the channel.
                     StartPosition::Earliest => {
@@ -594,7 +603,8 @@ impl Supervisor {
         }
     }
 
-    /// Starts a reader for each DML channel, including channels created after the task.
+    /// Starts a reader for each DML channel and the replicate-msg topic, including channels
+    /// created after the task.
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else {
@@ -613,7 +623,7 @@ impl Supervisor {
             }
             match broker
                 .as_ref()
-                .map(|b| b.dml_topics(&self.config.source.channel_prefix))
+                .map(|b| b.channel_topics(&self.config.source.channel_prefix))
                 .unwrap_or(Ok(Vec::new()))
             {
                 Ok(topics) => {
@@ -854,6 +864,29 @@ impl CollectionLookup for EtcdLookup {
             std::thread::sleep(Duration::from_millis(200));
         }
         self.missing.insert(id);
+        None
+    }
+
+    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+        // Not cached: a name may be dropped and reused at any time, and these events are rare.
+        // The collection exists before any operation on it is written, so only an etcd fault
+        // is retried.
+        for _ in 0..10 {
+            match self
+                .runtime
+                .block_on(self.meta.collection_named(db_name, name))
+            {
+                Ok(found) => {
+                    if let Some(found) = &found {
+                        self.cache.insert(found.id, found.clone());
+                    }
+                    return found;
+                }
+                Err(err) => warn!(%err, collection = name, database = db_name,
+                    "cannot read collection metadata"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         None
     }
 }

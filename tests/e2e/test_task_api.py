@@ -48,7 +48,9 @@ def test_rest_task_lifecycle(server, target):
     status, positions = server.request("GET", "/v1/tasks/rest-1/positions")
     assert status == 200
     channels = {p["channel"] for p in positions["channels"]}
-    assert channels and all(c.startswith("by-dev-rootcoord-dml_") for c in channels), positions
+    # The DML channels, and the topic of index, load, flush and database operations.
+    assert channels and all(c.startswith("by-dev-rootcoord-dml_") or c == "by-dev-replicate-msg"
+                            for c in channels), positions
     assert all(p["next_offset"] >= 0 for p in positions["channels"])
 
     assert server.request("POST", "/v1/tasks/rest-1/pause") == (200, {**task, "state": "Paused"})

@@ -6,6 +6,7 @@ Rows are generated deterministically from a seed, so a failing run can be replay
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -44,6 +45,38 @@ class Cluster:
     def drop_collection(self, name: str) -> None:
         if self.has_collection(name):
             utility.drop_collection(name, using=self.name)
+
+
+def index_summary(cluster: Cluster, name: str) -> list[dict]:
+    """The collection's indexes as comparable values: field, name, type, metric and build
+    params (a JSON string on the wire, parsed here so key order does not matter)."""
+    summary = []
+    for idx in cluster.collection(name).indexes:
+        params = dict(idx.params)
+        build = params.get("params", {})
+        if isinstance(build, str):
+            build = json.loads(build) if build else {}
+        summary.append({"field": idx.field_name, "name": idx.index_name,
+                        "type": params.get("index_type"), "metric": params.get("metric_type"),
+                        "params": {k: str(v) for k, v in build.items()}})
+    return sorted(summary, key=lambda i: (i["field"], i["name"]))
+
+
+def load_state(cluster: Cluster, name: str) -> str:
+    """`Loaded`, `Loading`, `NotLoad` or `NotExist`."""
+    return utility.load_state(name, using=cluster.name).name
+
+
+def wait_until(what: str, check, timeout: float = 120.0, interval: float = 1.0) -> None:
+    """Polls `check()` (a list of problems, empty when done) until it is empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = check()
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            raise NotReplicated(f"{what} after {timeout:.0f}s:\n  " + "\n  ".join(map(str, problems)))
+        time.sleep(interval)
 
 
 def unique_name(prefix: str) -> str:

@@ -1,0 +1,284 @@
+//! The replicate-msg lane: an event there is applied once every vchannel it waits for has been
+//! applied through its timestamp, and never holds up the DML lanes.
+
+use super::*;
+use crate::journal::{
+    CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind, StagedChange,
+};
+
+const LANE: &str = "by-dev-replicate-msg";
+const V0: &str = "p0_1v0";
+const V1: &str = "p1_1v1";
+
+/// Records what reached it, in order; says "not ready" to the first `refuse` events asked.
+#[derive(Default)]
+struct Recorder {
+    log: Vec<String>,
+    refuse: usize,
+}
+
+impl Target for &mut Recorder {
+    fn apply_lanes(&mut self, lanes: &[Vec<Call>], _replay: bool) -> Result<(), TargetError> {
+        for call in lanes.iter().flatten() {
+            if let Call::Delete {
+                keys: PrimaryKeys::Int64(keys),
+                ..
+            } = call
+            {
+                self.log.push(format!("delete {keys:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
+        self.log.push(ddl_name(ddl).to_owned());
+        Ok(())
+    }
+
+    fn not_ready(&mut self, _: &Ddl) -> Result<Option<String>, TargetError> {
+        if self.refuse > 0 {
+            self.refuse -= 1;
+            return Ok(Some("no index yet".into()));
+        }
+        Ok(None)
+    }
+}
+
+fn coll() -> CollectionRef {
+    CollectionRef {
+        id: 1,
+        db_name: "default".into(),
+        name: "c".into(),
+    }
+}
+
+fn delete(vchannel: &str, ts: u64, key: i64) -> StagedChange {
+    StagedChange {
+        vchannel: vchannel.into(),
+        ts,
+        change: Change::Delete(DeleteBatch {
+            collection: coll(),
+            partition: String::new(),
+            keys: PrimaryKeys::Int64(vec![key]),
+        }),
+    }
+}
+
+fn load(ts: u64, waits_for: &[&str]) -> StagedChange {
+    StagedChange {
+        vchannel: LANE.into(),
+        ts,
+        change: Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![LANE.into()],
+            event: DdlEvent::Replicated {
+                kind: ReplicatedKind::Load,
+                request: vec![],
+                waits_for: waits_for.iter().map(|v| v.to_string()).collect(),
+            },
+        }),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    journal: Journal,
+    offset: i64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        Self {
+            _dir: dir,
+            journal,
+            offset: 0,
+        }
+    }
+
+    /// Stages on `channel` as its reader would, with the channel's tick.
+    fn stage(&mut self, channel: &str, changes: Vec<StagedChange>, tick: u64) {
+        self.offset += 1;
+        self.journal
+            .stage(
+                "t",
+                channel,
+                &changes,
+                MqPosition::Kafka {
+                    next_offset: self.offset,
+                },
+                tick,
+            )
+            .unwrap();
+    }
+
+    /// Steps the applier until it has nothing to do; what reached the target.
+    fn drain(&self, target: &mut Recorder) -> Vec<String> {
+        let mut applier = Applier::new(
+            "t",
+            &self.journal,
+            &mut *target,
+            ApplierSettings::default(),
+            Default::default(),
+            Default::default(),
+        );
+        while applier.step().unwrap() {}
+        std::mem::take(&mut target.log)
+    }
+}
+
+#[test]
+fn an_event_waits_for_earlier_rows_and_for_the_tick_of_every_vchannel_it_names() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![delete(V0, 10, 1)], 5);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    assert_eq!(
+        f.drain(&mut target),
+        Vec::<String>::new(),
+        "a row before the event is not applicable yet (tick 5): the event waits"
+    );
+    f.stage("p0", vec![], 15);
+    assert_eq!(
+        f.drain(&mut target),
+        ["delete [1]"],
+        "the row is applied; the event still waits: the channel's tick (15) is below it (20)"
+    );
+    f.stage("p0", vec![], 20);
+    assert_eq!(f.drain(&mut target), ["load"]);
+    assert_eq!(f.journal.in_flight("t").unwrap(), None);
+}
+
+#[test]
+fn a_waiting_event_does_not_hold_up_the_dml_lanes() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p1", vec![], 0);
+    f.stage(LANE, vec![load(20, &[V1])], 20);
+    f.stage("p0", vec![delete(V0, 30, 7)], 40);
+    assert_eq!(f.drain(&mut target), ["delete [7]"]);
+    f.stage("p1", vec![delete(V1, 25, 8)], 30);
+    assert_eq!(
+        f.drain(&mut target),
+        ["load", "delete [8]"],
+        "V1 has passed the event with nothing before it; its later row follows"
+    );
+}
+
+#[test]
+fn a_channel_whose_ticks_stopped_counts_as_passed_once_a_later_row_was_staged() {
+    // Ticks of a channel stop when its last collection is dropped: the drop, a row after the
+    // event, shows the channel has passed the event even though its tick stays below it.
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![delete(V0, 30, 1)], 10);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    assert_eq!(f.drain(&mut target), ["load"]);
+}
+
+#[test]
+fn without_a_later_row_a_tick_below_the_event_keeps_it_waiting() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![delete(V0, 5, 1)], 10);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    assert_eq!(f.drain(&mut target), ["delete [1]"]);
+}
+
+#[test]
+fn database_events_wait_for_nothing() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![delete(V0, 10, 1)], 0);
+    let mut create = load(50, &[]);
+    if let Change::Ddl(Ddl {
+        event: DdlEvent::Replicated { kind, .. },
+        ..
+    }) = &mut create.change
+    {
+        *kind = ReplicatedKind::CreateDatabase;
+    }
+    f.stage(LANE, vec![create], 50);
+    assert_eq!(f.drain(&mut target), ["create_database"]);
+}
+
+#[test]
+fn an_event_the_target_is_not_ready_for_stays_pending_without_a_marker() {
+    let mut f = Fixture::new();
+    let mut target = Recorder {
+        refuse: 1,
+        ..Default::default()
+    };
+    f.stage("p0", vec![], 100);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage("p0", vec![delete(V0, 30, 7)], 100);
+    let mut applier = Applier::new(
+        "t",
+        &f.journal,
+        &mut target,
+        ApplierSettings::default(),
+        Default::default(),
+        Default::default(),
+    );
+    // Refused: no marker, and the data behind it on the DML lane goes on.
+    assert!(applier.step().unwrap());
+    assert_eq!(applier.target.log, ["delete [7]"]);
+    assert_eq!(f.journal.in_flight("t").unwrap(), None);
+    // Not asked again at once.
+    assert!(!applier.step().unwrap());
+    std::thread::sleep(NOT_READY_RECHECK);
+    assert!(applier.step().unwrap());
+    assert_eq!(applier.target.log, ["delete [7]", "load"]);
+}
+
+#[test]
+fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p0", vec![], 100);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    // The process died after marking the event in flight: the target may or may not have it.
+    let position = f
+        .journal
+        .first_position("t", LANE, None, 20)
+        .unwrap()
+        .unwrap();
+    let marker = InFlightBatch {
+        ends: vec![(LANE.to_owned(), position)],
+    };
+    f.journal.begin_batch("t", &marker).unwrap();
+    let mut applier = Applier::new(
+        "t",
+        &f.journal,
+        &mut target,
+        ApplierSettings::default(),
+        Default::default(),
+        Default::default(),
+    );
+    applier.recover().unwrap();
+    while applier.step().unwrap() {}
+    assert_eq!(applier.target.log, ["load"]);
+    assert_eq!(f.journal.in_flight("t").unwrap(), None);
+    assert_eq!(f.journal.applied("t", LANE).unwrap(), Some(position));
+}
+
+#[test]
+fn of_two_ready_events_the_older_goes_first_whatever_the_lane_names() {
+    // "a0_1v0" sorts before the lane's name; the drop (ts 30) must still follow the load (20).
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let drop = StagedChange {
+        vchannel: "a0_1v0".into(),
+        ts: 30,
+        change: Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec!["a0_1v0".into()],
+            event: DdlEvent::DropCollection,
+        }),
+    };
+    f.stage("a0", vec![drop], 40);
+    f.stage(LANE, vec![load(20, &["a0_1v0"])], 20);
+    assert_eq!(f.drain(&mut target), ["load", "drop collection"]);
+}

@@ -1,0 +1,283 @@
+//! Operations read from the source's replicate-msg topic (index, load, release, flush,
+//! database), sent to the target as the public requests they are, made idempotent: a replayed
+//! event must leave the target as one application would.
+
+use std::time::{Duration, Instant};
+
+use milvus::proto::common::ErrorCode;
+use milvus::proto::milvus as rpc;
+use prost::Message;
+use tracing::{info, warn};
+
+use super::{MilvusTarget, check};
+use crate::apply::{Ddl, TargetError};
+use crate::journal::{CollectionRef, ReplicatedKind};
+
+/// How long a load waits for its collection's index on the target. The index event comes
+/// before the load on the same lane, so once it is applied the index is there at once; one
+/// that never comes was created before the task started, and waiting longer would only hold
+/// up every later event of the lane.
+const LOAD_WAITS_FOR_INDEX: Duration = Duration::from_secs(60);
+
+/// The stored request, decoded; one that does not decode can never be sent.
+fn request<M: Message + Default>(kind: ReplicatedKind, bytes: &[u8]) -> Result<M, TargetError> {
+    M::decode(bytes).map_err(|e| {
+        TargetError::Permanent(format!(
+            "stored {} request does not decode: {e}",
+            kind.operation().as_str()
+        ))
+    })
+}
+
+/// Milvus 2.3 answers DescribeIndex on a collection without an index with an error status.
+// `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
+#[allow(deprecated)]
+fn no_index(status: Option<&milvus::proto::common::Status>) -> bool {
+    status.is_some_and(|s| {
+        s.error_code == ErrorCode::IndexNotExist as i32
+            || s.code == 700
+            || s.reason.contains("index not found")
+    })
+}
+
+impl MilvusTarget {
+    /// The target's indexes on the collection, all fields.
+    fn indexes(&mut self, c: &CollectionRef) -> Result<Vec<rpc::IndexDescription>, TargetError> {
+        let request = rpc::DescribeIndexRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.unary("DescribeIndex", client.describe_index(request))?;
+        if no_index(reply.status.as_ref()) {
+            return Ok(Vec::new());
+        }
+        check("DescribeIndex", &c.name, reply.status.as_ref())?;
+        Ok(reply.index_descriptions)
+    }
+
+    fn databases(&mut self) -> Result<Vec<String>, TargetError> {
+        let mut client = self.client.clone();
+        let reply = self.unary(
+            "ListDatabases",
+            client.list_databases(rpc::ListDatabasesRequest::default()),
+        )?;
+        check("ListDatabases", "", reply.status.as_ref())?;
+        Ok(reply.db_names)
+    }
+
+    /// Whether the collection is on the target; false as well when its database is not.
+    fn collection_exists(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+        let default_db = c.db_name.is_empty() || c.db_name == "default";
+        if !default_db && !self.databases()?.contains(&c.db_name) {
+            return Ok(false);
+        }
+        self.has_collection(c)
+    }
+
+    /// Collections of a target database.
+    fn collections_in(&mut self, db_name: &str) -> Result<Vec<String>, TargetError> {
+        let request = rpc::ShowCollectionsRequest {
+            db_name: db_name.to_owned(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.unary("ShowCollections", client.show_collections(request))?;
+        check("ShowCollections", db_name, reply.status.as_ref())?;
+        Ok(reply.collection_names)
+    }
+
+    pub(super) fn replicated_not_ready(
+        &mut self,
+        ddl: &Ddl,
+        kind: ReplicatedKind,
+    ) -> Result<Option<String>, TargetError> {
+        let c = &ddl.collection;
+        match kind {
+            // LoadCollection fails without an index; the index event before it may still be
+            // on its way (or building on a slow target).
+            ReplicatedKind::Load => {
+                let key = (c.db_name.clone(), c.name.clone());
+                if !self.collection_exists(c)? || !self.indexes(c)?.is_empty() {
+                    self.load_waits.remove(&key);
+                    return Ok(None);
+                }
+                let since = *self.load_waits.entry(key).or_insert_with(Instant::now);
+                if since.elapsed() >= LOAD_WAITS_FOR_INDEX {
+                    // Given up: the load itself is skipped (see `apply_replicated`).
+                    return Ok(None);
+                }
+                Ok(Some(format!(
+                    "load of {}.{}: no index on the target yet",
+                    c.db_name, c.name
+                )))
+            }
+            // Milvus refuses to drop a database that has collections; their drops come on the
+            // DML lanes, applied by this same applier.
+            ReplicatedKind::DropDatabase => {
+                if !self.databases()?.contains(&c.db_name) {
+                    return Ok(None);
+                }
+                let left = self.collections_in(&c.db_name)?;
+                if left.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(format!(
+                    "drop of database {}: {} collections still on the target ({})",
+                    c.db_name,
+                    left.len(),
+                    left.join(", ")
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) fn apply_replicated(
+        &mut self,
+        ddl: &Ddl,
+        kind: ReplicatedKind,
+        bytes: &[u8],
+    ) -> Result<(), TargetError> {
+        let c = &ddl.collection;
+        if kind.is_database() {
+            return self.apply_database(kind, bytes);
+        }
+        if !self.collection_exists(c)? {
+            // Dropped on the source since (the drop is applied already, or comes later).
+            info!(collection = %c.name, database = %c.db_name, operation = kind.operation().as_str(),
+                "skipped: the collection is not on the target");
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        match kind {
+            ReplicatedKind::CreateIndex => {
+                let mut r: rpc::CreateIndexRequest = request(kind, bytes)?;
+                r.base = None;
+                let exists = self.indexes(c)?.iter().any(|i| {
+                    if r.index_name.is_empty() {
+                        i.field_name == r.field_name
+                    } else {
+                        i.index_name == r.index_name
+                    }
+                });
+                if exists {
+                    return Ok(());
+                }
+                let reply = self.unary("CreateIndex", client.create_index(r))?;
+                check("CreateIndex", &c.name, Some(&reply))
+            }
+            ReplicatedKind::DropIndex => {
+                let mut r: rpc::DropIndexRequest = request(kind, bytes)?;
+                r.base = None;
+                let exists = self.indexes(c)?.iter().any(|i| {
+                    (r.index_name.is_empty() || i.index_name == r.index_name)
+                        && (r.field_name.is_empty() || i.field_name == r.field_name)
+                });
+                if !exists {
+                    return Ok(());
+                }
+                let reply = self.unary("DropIndex", client.drop_index(r))?;
+                check("DropIndex", &c.name, Some(&reply))
+            }
+            // Loading a loaded collection and releasing a released one succeed on Milvus.
+            ReplicatedKind::Load => {
+                let mut r: rpc::LoadCollectionRequest = request(kind, bytes)?;
+                r.base = None;
+                if self.indexes(c)?.is_empty() {
+                    warn!(collection = %c.name, database = %c.db_name, waited = ?LOAD_WAITS_FOR_INDEX,
+                        "load skipped: the collection has no index on the target (its index was \
+                         created on the source before the task started?)");
+                    // The wait stays recorded: later loads of it are skipped without one
+                    // until an index appears.
+                    return Ok(());
+                }
+                let reply = self.unary("LoadCollection", client.load_collection(r))?;
+                check("LoadCollection", &c.name, Some(&reply))
+            }
+            ReplicatedKind::Release => {
+                let mut r: rpc::ReleaseCollectionRequest = request(kind, bytes)?;
+                r.base = None;
+                let reply = self.unary("ReleaseCollection", client.release_collection(r))?;
+                check("ReleaseCollection", &c.name, Some(&reply))
+            }
+            ReplicatedKind::Flush => {
+                let mut r: rpc::FlushRequest = request(kind, bytes)?;
+                r.base = None;
+                let reply = self.unary("Flush", client.flush(r))?;
+                check("Flush", &c.name, reply.status.as_ref())
+            }
+            ReplicatedKind::CreateDatabase | ReplicatedKind::DropDatabase => Ok(()),
+        }
+    }
+
+    fn apply_database(&mut self, kind: ReplicatedKind, bytes: &[u8]) -> Result<(), TargetError> {
+        let mut client = self.client.clone();
+        match kind {
+            ReplicatedKind::CreateDatabase => {
+                let mut r: rpc::CreateDatabaseRequest = request(kind, bytes)?;
+                r.base = None;
+                if self.databases()?.contains(&r.db_name) {
+                    return Ok(());
+                }
+                let name = r.db_name.clone();
+                let reply = self.unary("CreateDatabase", client.create_database(r))?;
+                check("CreateDatabase", &name, Some(&reply))?;
+                info!(database = %name, "database created on the target");
+                Ok(())
+            }
+            ReplicatedKind::DropDatabase => {
+                let mut r: rpc::DropDatabaseRequest = request(kind, bytes)?;
+                r.base = None;
+                if !self.databases()?.contains(&r.db_name) {
+                    return Ok(());
+                }
+                let name = r.db_name.clone();
+                let reply = self.unary("DropDatabase", client.drop_database(r))?;
+                if let Err(err) = check("DropDatabase", &name, Some(&reply)) {
+                    return Err(match err {
+                        // Collections still there; their drops are coming on the DML lanes.
+                        TargetError::Permanent(reason) if reason.contains("not empty") => {
+                            TargetError::Transient(reason)
+                        }
+                        other => other,
+                    });
+                }
+                info!(database = %name, "database dropped on the target");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milvus::proto::common::Status;
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_collection_without_an_index_is_recognised_by_code_or_reason() {
+        let legacy = Status {
+            error_code: ErrorCode::IndexNotExist as i32,
+            ..Default::default()
+        };
+        let coded = Status {
+            code: 700,
+            reason: "index not found[collection=c]".into(),
+            ..Default::default()
+        };
+        assert!(no_index(Some(&legacy)) && no_index(Some(&coded)));
+        assert!(!no_index(Some(&Status::default())));
+        assert!(!no_index(None));
+    }
+
+    #[test]
+    fn a_corrupt_stored_request_is_permanent() {
+        let err =
+            request::<rpc::CreateIndexRequest>(ReplicatedKind::CreateIndex, &[0xff]).unwrap_err();
+        assert!(matches!(err, TargetError::Permanent(r) if r.contains("create_index")));
+    }
+}
