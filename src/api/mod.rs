@@ -179,7 +179,10 @@ impl From<TaskError> for ApiError {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
-            TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            TaskError::Unsupported(_)
+            | TaskError::InvalidTarget(_)
+            | TaskError::UnknownChannel(_) => StatusCode::BAD_REQUEST,
+            TaskError::PositionNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use crate::source::position::decode_kafka_position;
 use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
@@ -29,6 +30,10 @@ pub struct CreateRequest {
     /// Not in the reference CDC: `latest` (default) or `earliest`.
     #[serde(default)]
     start_position: StartPosition,
+    /// Where to start on some physical channels: channel name to base64 `msg.MsgPosition`, as
+    /// a task's `position` reports it. Other channels start at `start_position`.
+    #[serde(default)]
+    positions: BTreeMap<String, String>,
 }
 
 /// The target Milvus.
@@ -136,6 +141,12 @@ pub async fn create(
         }
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
+    let mut positions = BTreeMap::new();
+    for (channel, text) in &request.positions {
+        let offset = decode_kafka_position(channel, text)
+            .map_err(|e| ApiError::bad_request(format!("invalid positions.{channel}: {e}")))?;
+        positions.insert(channel.clone(), offset);
+    }
     let spec = TaskSpec {
         task_id,
         target: TargetSpec {
@@ -149,6 +160,7 @@ pub async fn create(
             .collect(),
         databases,
         start: request.start_position,
+        positions,
         state: TaskState::Initial,
         reason: None,
     };

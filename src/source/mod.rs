@@ -5,4 +5,5 @@ pub mod capture;
 pub mod decode;
 pub mod kafka;
 pub mod meta;
+pub mod position;
 pub mod reader;

@@ -26,6 +26,7 @@ use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{
     CollectionMeta, MetaError, SourceMeta, is_replicate_topic, vchannel_pchannel,
 };
+use crate::source::position::encode_kafka_position;
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
 
@@ -65,6 +66,11 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub databases: BTreeMap<String, Vec<String>>,
     pub start: StartPosition,
+    /// Explicit next offsets per physical channel, given at create; they take the place of
+    /// `start` on their channels (collections that exist already are created on the target
+    /// first, as with `latest`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positions: BTreeMap<String, i64>,
     pub state: TaskState,
     #[serde(default)]
     pub reason: Option<String>,
@@ -96,6 +102,9 @@ impl TaskSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelPosition {
     pub channel: String,
+    /// The same as a base64 `msg.MsgPosition`, as the reference CDC exchanges positions: give it
+    /// to a new task's create (`positions`) to start it here.
+    pub position: String,
     /// The next source offset to read.
     pub next_offset: i64,
     /// The newest TimeTick staged: every change at or below it is in the journal.
@@ -150,6 +159,18 @@ pub enum TaskError {
         channel: String,
         start: i64,
         retained: i64,
+    },
+    #[error("positions names channel {0}, which the source does not have")]
+    UnknownChannel(String),
+    #[error(
+        "position {offset} of {channel} is outside what the broker retains there (offsets {low} \
+         to {high}): the changes before it are gone or it lies in the future"
+    )]
+    PositionNotRetained {
+        channel: String,
+        offset: i64,
+        low: i64,
+        high: i64,
     },
     #[error("internal error: {0}")]
     Internal(String),
@@ -289,7 +310,8 @@ impl Supervisor {
             let same = existing.target == spec.target
                 && existing.collections == spec.collections
                 && existing.databases == spec.databases
-                && existing.start == spec.start;
+                && existing.start == spec.start
+                && existing.positions == spec.positions;
             return if same {
                 Ok(Created::Existing(existing))
             } else {
@@ -325,28 +347,48 @@ impl Supervisor {
             .into_iter()
             .filter(|c| scope.contains(&c.db_name, &c.name))
             .collect();
-        let (brokers, prefix, start) = (
+        let (brokers, prefix, start, positions) = (
             brokers.clone(),
             self.config.source.channel_prefix.clone(),
             spec.start,
+            spec.positions.clone(),
         );
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
             let broker = Broker::connect(&brokers)?;
-            for topic in broker.channel_topics(&prefix)? {
+            let topics = broker.channel_topics(&prefix)?;
+            if let Some(unknown) = positions.keys().find(|c| !topics.contains(c)) {
+                return Err(TaskError::UnknownChannel(unknown.clone()));
+            }
+            for topic in topics {
                 let (low, high) = broker.watermarks(&topic)?;
-                let (next_offset, seeds) = match start {
+                let (next_offset, seeds) = match (positions.get(&topic).copied(), start) {
+                    (Some(offset), _) if !(low..=high).contains(&offset) => {
+                        return Err(TaskError::PositionNotRetained {
+                            channel: topic,
+                            offset,
+                            low,
+                            high,
+                        });
+                    }
+                    (Some(offset), _) => (offset, existing_collection_seeds(&existing, &topic)),
                     // Operations on the collections from before the task (their index, load
                     // state) are not copied; those from now on are.
-                    StartPosition::Latest if is_replicate_topic(&topic) => (high, Vec::new()),
+                    (None, StartPosition::Latest) if is_replicate_topic(&topic) => {
+                        (high, Vec::new())
+                    }
                     // The topic names collections, not channels: read all it retains; capture
                     // keeps what concerns the in-scope collections (not older ones of the same
                     // name).
-                    StartPosition::Earliest if is_replicate_topic(&topic) => (low, Vec::new()),
-                    StartPosition::Latest => (high, existing_collection_seeds(&existing, &topic)),
+                    (None, StartPosition::Earliest) if is_replicate_topic(&topic) => {
+                        (low, Vec::new())
+                    }
+                    (None, StartPosition::Latest) => {
+                        (high, existing_collection_seeds(&existing, &topic))
+                    }
                     // The collections' own CreateCollection messages are read from the channel.
-                    StartPosition::Earliest => {
+                    (None, StartPosition::Earliest) => {
                         (earliest_offset(&existing, &topic, low, high)?, Vec::new())
                     }
                 };
@@ -411,6 +453,7 @@ impl Supervisor {
             .map(|(pchannel, offset)| {
                 let MqPosition::Kafka { next_offset } = offset.next;
                 ChannelPosition {
+                    position: encode_kafka_position(&pchannel, next_offset, offset.tick),
                     channel: pchannel,
                     next_offset,
                     tick: offset.tick,

@@ -234,3 +234,31 @@ def test_a_task_retrying_an_unreachable_target_stays_running_and_says_why(server
         time.sleep(0.5)
     assert shown["state"] == "Running"
     assert shown["reason"].startswith("retrying: target: target unavailable: HasCollection on http://127.0.0.1:9"), shown
+
+
+def test_a_task_started_at_another_tasks_position_continues_exactly_there(server, source, target, collection):
+    """The reference CDC's `positions` at create: channel to base64 MsgPosition, as `position`
+    reports it. Starting later would miss the second batch; earlier would store the first twice."""
+    first = server.create_task(target.uri, collections=(collection,))
+    create_collection(source, collection, SMALL, shards=2)
+    insert(source, collection, make_rows(SMALL, range(500), seed=7), batch=250)
+    assert_replicated(source, target, collection, timeout=60)
+    positions = server.post("position", {"task_id": first})[1]["data"]["positions"]["channels"]
+    assert server.post("delete", {"task_id": first}) == (200, {"code": 200, "data": {}})
+    insert(source, collection, make_rows(SMALL, range(500, 1_000), seed=8), batch=250)
+    status, reply = server.post("create", {
+        "milvus_connect_param": {"uri": target.uri}, "collection_infos": [{"name": collection}],
+        "positions": {p["channel"]: p["position"] for p in positions}})
+    assert status == 200, reply
+    assert_replicated(source, target, collection, timeout=60)
+
+
+def test_a_bad_position_is_refused_with_its_channel(server, target):
+    body = {"milvus_connect_param": {"uri": target.uri}, "collection_infos": [{"name": "*"}]}
+    status, reply = server.post("create", {**body, "positions": {"by-dev-rootcoord-dml_0": "%%"}})
+    assert (status, reply["message"]) == (400, "invalid positions.by-dev-rootcoord-dml_0: position of "
+                                               "by-dev-rootcoord-dml_0: not base64: Invalid symbol 37, offset 0.")
+    other = server.post("position", {"task_id": "nope"})
+    assert other[0] == 404
+    status, reply = server.post("create", {**body, "positions": {"nope": "CgRub3BlEggAAAAAAAAAAA=="}})
+    assert (status, reply["message"]) == (400, "positions names channel nope, which the source does not have")
