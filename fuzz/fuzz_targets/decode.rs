@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = capture(
             message,
             "by-dev-rootcoord-dml_0",
-            &Scope::All,
+            &Scope::all(),
             &mut HashMap::new(),
         );
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use crate::source::capture::NameMapping;
 use crate::source::position::decode_kafka_position;
 use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
@@ -23,6 +24,14 @@ pub struct CreateRequest {
     /// the database `*` stands for every database.
     #[serde(default)]
     db_collections: BTreeMap<String, Vec<CollectionInfo>>,
+    /// Not in the reference CDC: collections left out, in the shape of `db_collections`
+    /// (`{"default": [{"name": "scratch"}]}`).
+    #[serde(default)]
+    exclude_db_collections: BTreeMap<String, Vec<CollectionInfo>>,
+    /// As the reference CDC: `[{"source_db", "target_db", "col_mapping": {"from": "to"}}]`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    name_mapping: Vec<NameMapping>,
     /// Given, a repeated create with the same request answers the existing task.
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
@@ -63,6 +72,11 @@ pub struct TaskView {
     collection_infos: Vec<CollectionInfo>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     db_collections: BTreeMap<String, Vec<CollectionInfo>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    exclude_db_collections: BTreeMap<String, Vec<CollectionInfo>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    name_mapping: Vec<NameMapping>,
     state: TaskState,
     /// Why a task failed, or the faults a running task is retrying; empty when none.
     reason: String,
@@ -95,17 +109,9 @@ impl TaskView {
                 .iter()
                 .map(|name| CollectionInfo { name: name.clone() })
                 .collect(),
-            db_collections: spec
-                .databases
-                .iter()
-                .map(|(db, names)| {
-                    let infos = names
-                        .iter()
-                        .map(|name| CollectionInfo { name: name.clone() })
-                        .collect();
-                    (db.clone(), infos)
-                })
-                .collect(),
+            db_collections: infos(&spec.databases),
+            exclude_db_collections: infos(&spec.excluded),
+            name_mapping: spec.name_mapping.clone(),
             state: spec.state,
             reason: spec.reason.clone().unwrap_or_default(),
         }
@@ -121,12 +127,15 @@ pub async fn create(
             "milvus_connect_param.uri must not be empty",
         ));
     }
-    let databases: BTreeMap<String, Vec<String>> = request
-        .db_collections
-        .into_iter()
-        .filter(|(_, infos)| !infos.is_empty())
-        .map(|(db, infos)| (db, infos.into_iter().map(|c| c.name).collect()))
-        .collect();
+    let names = |per_db: BTreeMap<String, Vec<CollectionInfo>>| -> BTreeMap<String, Vec<String>> {
+        per_db
+            .into_iter()
+            .filter(|(_, infos)| !infos.is_empty())
+            .map(|(db, infos)| (db, infos.into_iter().map(|c| c.name).collect()))
+            .collect()
+    };
+    let databases = names(request.db_collections);
+    let excluded = names(request.exclude_db_collections);
     if request.collection_infos.is_empty() && databases.is_empty() {
         return Err(ApiError::bad_request(
             "collection_infos or db_collections must name at least one collection or \"*\"",
@@ -159,12 +168,27 @@ pub async fn create(
             .map(|c| c.name)
             .collect(),
         databases,
+        excluded,
+        name_mapping: request.name_mapping,
         start: request.start_position,
         positions,
         state: TaskState::Initial,
         reason: None,
     };
     Ok(supervisor.create(spec).await?)
+}
+
+fn infos(per_db: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<CollectionInfo>> {
+    per_db
+        .iter()
+        .map(|(db, names)| {
+            let infos = names
+                .iter()
+                .map(|name| CollectionInfo { name: name.clone() })
+                .collect();
+            (db.clone(), infos)
+        })
+        .collect()
 }
 
 /// Task ids appear in URL paths and logs: plain characters only.

@@ -23,22 +23,68 @@ use crate::journal::{
     StagedChange,
 };
 
-/// Which collections a task replicates.
+/// Which collections a task replicates, and under which names the target has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every collection of every database.
-    All,
-    /// `(database, collection)` pairs; a collection `*` stands for all of its database.
-    Named(HashSet<(String, String)>),
+pub struct Scope {
+    /// Every collection of every database, or `(database, collection)` pairs where either may
+    /// be `*`.
+    included: Option<HashSet<(String, String)>>,
+    /// Left out even when included; pairs as above.
+    excluded: HashSet<(String, String)>,
+    renames: Vec<NameMapping>,
+}
+
+/// A source database's collections under another database or name on the target, as the
+/// reference CDC's `name_mapping`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NameMapping {
+    pub source_db: String,
+    /// Empty: the same database.
+    #[serde(default)]
+    pub target_db: String,
+    /// Source collection name to target collection name; others keep their names.
+    #[serde(default)]
+    pub col_mapping: std::collections::BTreeMap<String, String>,
 }
 
 /// The name Milvus gives the database of a message or collection that names none.
 pub const DEFAULT_DB: &str = "default";
 
+fn db_or_default(db_name: &str) -> &str {
+    if db_name.is_empty() {
+        DEFAULT_DB
+    } else {
+        db_name
+    }
+}
+
+/// `*` matches anything.
+fn matches(pattern: &str, name: &str) -> bool {
+    pattern == "*" || name == "*" || pattern == name
+}
+
 impl Scope {
+    /// Every collection of every database.
+    pub fn all() -> Self {
+        Scope {
+            included: None,
+            excluded: HashSet::new(),
+            renames: Vec::new(),
+        }
+    }
+
+    /// `(database, collection)` pairs; a collection `*` stands for all of its database, a
+    /// database `*` for every database.
+    pub fn named(pairs: HashSet<(String, String)>) -> Self {
+        Scope {
+            included: Some(pairs),
+            ..Scope::all()
+        }
+    }
+
     /// Collections of the default database.
     pub fn default_db<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Scope::Named(
+        Scope::named(
             names
                 .into_iter()
                 .map(|n| (DEFAULT_DB.to_owned(), n.to_owned()))
@@ -46,45 +92,84 @@ impl Scope {
         )
     }
 
+    pub fn excluding(mut self, pairs: HashSet<(String, String)>) -> Self {
+        self.excluded = pairs;
+        self
+    }
+
+    pub fn renaming(mut self, renames: Vec<NameMapping>) -> Self {
+        self.renames = renames;
+        self
+    }
+
     /// False when a collection of this name cannot be in scope whatever its database: such a
     /// message is skipped without a metadata lookup (which may wait for a collection long gone).
     pub fn may_contain(&self, collection: &str) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Named(entries) => {
-                collection.is_empty() || entries.iter().any(|(_, c)| c == "*" || c == collection)
+        match &self.included {
+            None => true,
+            Some(pairs) => {
+                collection.is_empty() || pairs.iter().any(|(_, c)| matches(c, collection))
             }
         }
     }
 
-    /// Whether some collection could be in both scopes.
+    /// Whether some collection could be in both scopes (exclusions aside).
     pub fn overlaps(&self, other: &Scope) -> bool {
-        let matches = |a: &str, b: &str| a == "*" || b == "*" || a == b;
-        match (self, other) {
-            (Scope::All, _) | (_, Scope::All) => true,
-            (Scope::Named(a), Scope::Named(b)) => a
+        match (&self.included, &other.included) {
+            (None, _) | (_, None) => true,
+            (Some(a), Some(b)) => a
                 .iter()
                 .any(|(da, ca)| b.iter().any(|(db, cb)| matches(da, db) && matches(ca, cb))),
         }
     }
 
     pub fn contains(&self, db_name: &str, collection: &str) -> bool {
-        let db = if db_name.is_empty() {
-            DEFAULT_DB
-        } else {
-            db_name
-        };
-        match self {
-            Scope::All => true,
-            Scope::Named(entries) => entries
+        let db = db_or_default(db_name);
+        let listed = |pairs: &HashSet<(String, String)>| {
+            pairs
                 .iter()
-                .any(|(d, c)| (d == "*" || d == db) && (c == "*" || c == collection)),
+                .any(|(d, c)| (d == "*" || d == db) && (c == "*" || c == collection))
+        };
+        self.included.as_ref().is_none_or(listed) && !listed(&self.excluded)
+    }
+
+    /// Database events (create, drop) belong to a task that replicates every database.
+    pub fn contains_databases(&self) -> bool {
+        self.included.is_none() && !self.excluded.iter().any(|(_, c)| c == "*")
+    }
+
+    /// The collection's database and name on the target (a database event has no name).
+    pub fn target_name(&self, db_name: &str, collection: &str) -> (String, String) {
+        let db = db_or_default(db_name);
+        match self
+            .renames
+            .iter()
+            .find(|m| db_or_default(&m.source_db) == db)
+        {
+            None => (db.to_owned(), collection.to_owned()),
+            Some(m) => (
+                if m.target_db.is_empty() {
+                    db
+                } else {
+                    &m.target_db
+                }
+                .to_owned(),
+                m.col_mapping
+                    .get(collection)
+                    .cloned()
+                    .unwrap_or_else(|| collection.to_owned()),
+            ),
         }
     }
 
-    /// Database events (create, drop) belong to a task that replicates everything only.
-    pub fn contains_databases(&self) -> bool {
-        matches!(self, Scope::All)
+    /// `collection` under its target names.
+    pub fn on_target(&self, collection: CollectionRef) -> CollectionRef {
+        let (db_name, name) = self.target_name(&collection.db_name, &collection.name);
+        CollectionRef {
+            db_name,
+            name,
+            ..collection
+        }
     }
 }
 
@@ -131,9 +216,34 @@ pub enum CaptureError {
     NoKeys { shard: String },
 }
 
+/// `message` as journal changes, addressed to the target's names of its collections.
+pub fn capture(
+    message: SourceMessage,
+    pchannel: &str,
+    scope: &Scope,
+    lookup: &mut dyn CollectionLookup,
+) -> Result<Captured, CaptureError> {
+    Ok(
+        match capture_under_source_names(message, pchannel, scope, lookup)? {
+            Captured::Changes(mut changes) => {
+                for staged in &mut changes {
+                    let collection = match &mut staged.change {
+                        Change::Insert(b) => &mut b.collection,
+                        Change::Delete(b) => &mut b.collection,
+                        Change::Ddl(d) => &mut d.collection,
+                    };
+                    *collection = scope.on_target(collection.clone());
+                }
+                Captured::Changes(changes)
+            }
+            other => other,
+        },
+    )
+}
+
 // `CreateCollectionRequest::schema` is deprecated upstream; it is where Milvus 2.3 puts it.
 #[allow(deprecated)]
-pub fn capture(
+fn capture_under_source_names(
     message: SourceMessage,
     pchannel: &str,
     scope: &Scope,
@@ -435,7 +545,7 @@ mod tests {
             ..Default::default()
         };
         let Captured::Changes(changes) =
-            capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()).unwrap()
+            capture(SourceMessage::Delete(m), P0, &Scope::all(), &mut meta()).unwrap()
         else {
             panic!("expected changes")
         };
@@ -454,7 +564,7 @@ mod tests {
         let Captured::Changes(changes) = capture(
             SourceMessage::DropCollection(m),
             P0,
-            &Scope::All,
+            &Scope::all(),
             &mut meta(),
         )
         .unwrap() else {
@@ -500,7 +610,7 @@ mod tests {
         let Captured::Changes(changes) = capture(
             SourceMessage::CreateCollection(Box::new(m)),
             P0,
-            &Scope::All,
+            &Scope::all(),
             &mut HashMap::new(),
         )
         .unwrap() else {
@@ -593,7 +703,7 @@ mod tests {
     #[test]
     fn a_replicated_event_is_staged_once_on_the_lane_and_waits_for_every_vchannel() {
         let Captured::Changes(changes) =
-            capture(load("default", "c", 50), LANE, &Scope::All, &mut meta()).unwrap()
+            capture(load("default", "c", 50), LANE, &Scope::all(), &mut meta()).unwrap()
         else {
             panic!("expected changes")
         };
@@ -646,7 +756,7 @@ mod tests {
             capture(create.clone(), LANE, &named, &mut NoLookup),
             Ok(Captured::Skipped)
         );
-        let Ok(Captured::Changes(changes)) = capture(create, LANE, &Scope::All, &mut NoLookup)
+        let Ok(Captured::Changes(changes)) = capture(create, LANE, &Scope::all(), &mut NoLookup)
         else {
             panic!("expected changes")
         };
@@ -687,7 +797,12 @@ mod tests {
     #[test]
     fn a_replicated_event_on_a_collection_gone_from_the_source_or_older_than_it_is_skipped() {
         assert_eq!(
-            capture(load("default", "gone", 50), LANE, &Scope::All, &mut meta()),
+            capture(
+                load("default", "gone", 50),
+                LANE,
+                &Scope::all(),
+                &mut meta()
+            ),
             Ok(Captured::Skipped)
         );
         let mut recreated = meta();
@@ -695,7 +810,12 @@ mod tests {
             c.create_time = 60;
         }
         assert_eq!(
-            capture(load("default", "c", 50), LANE, &Scope::All, &mut recreated),
+            capture(
+                load("default", "c", 50),
+                LANE,
+                &Scope::all(),
+                &mut recreated
+            ),
             Ok(Captured::Skipped),
             "an event older than the collection belongs to an earlier one of that name"
         );
@@ -703,7 +823,7 @@ mod tests {
 
     #[test]
     fn a_scope_names_collections_per_database() {
-        let scope = Scope::Named(HashSet::from([
+        let scope = Scope::named(HashSet::from([
             ("default".to_owned(), "a".to_owned()),
             ("sales".to_owned(), "*".to_owned()),
         ]));
@@ -719,16 +839,64 @@ mod tests {
     }
 
     #[test]
+    fn an_excluded_collection_is_out_of_scope_even_when_included() {
+        let pair = |d: &str, c: &str| (d.to_owned(), c.to_owned());
+        let scope = Scope::all().excluding(HashSet::from([
+            pair("default", "scratch"),
+            pair("tmp", "*"),
+        ]));
+        assert!(scope.contains("default", "orders"));
+        assert!(!scope.contains("", "scratch"));
+        assert!(!scope.contains("tmp", "anything"));
+        assert!(
+            !scope.contains_databases(),
+            "database tmp's events are left out"
+        );
+    }
+
+    #[test]
+    fn renamed_collections_are_captured_under_their_target_names() {
+        let scope = Scope::all().renaming(vec![NameMapping {
+            source_db: "default".into(),
+            target_db: "dr".into(),
+            col_mapping: [("c".to_owned(), "c_copy".to_owned())].into(),
+        }]);
+        assert_eq!(scope.target_name("", "c"), ("dr".into(), "c_copy".into()));
+        assert_eq!(scope.target_name("default", "d"), ("dr".into(), "d".into()));
+        assert_eq!(
+            scope.target_name("sales", "c"),
+            ("sales".into(), "c".into())
+        );
+        let m = InsertMessage {
+            shard_name: V0.into(),
+            collection_id: 9,
+            collection_name: "c".into(),
+            num_rows: 1,
+            ..Default::default()
+        };
+        let Ok(Captured::Changes(changes)) =
+            capture(SourceMessage::Insert(m), P0, &scope, &mut meta())
+        else {
+            panic!("not captured");
+        };
+        let target = changes[0].change.collection();
+        assert_eq!(
+            (target.db_name.as_str(), target.name.as_str(), target.id),
+            ("dr", "c_copy", 9)
+        );
+    }
+
+    #[test]
     fn scopes_overlap_when_a_collection_can_be_in_both() {
         let named = |pairs: &[(&str, &str)]| {
-            Scope::Named(
+            Scope::named(
                 pairs
                     .iter()
                     .map(|(d, c)| (d.to_string(), c.to_string()))
                     .collect(),
             )
         };
-        assert!(Scope::All.overlaps(&named(&[("hr", "people")])));
+        assert!(Scope::all().overlaps(&named(&[("hr", "people")])));
         assert!(named(&[("hr", "*")]).overlaps(&named(&[("hr", "people")])));
         assert!(named(&[("*", "people")]).overlaps(&named(&[("hr", "people")])));
         assert!(!named(&[("hr", "people")]).overlaps(&named(&[("sales", "people")])));
@@ -743,7 +911,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            capture(SourceMessage::Delete(m), P0, &Scope::All, &mut meta()),
+            capture(SourceMessage::Delete(m), P0, &Scope::all(), &mut meta()),
             Err(CaptureError::NoKeys { .. })
         ));
     }

@@ -21,7 +21,7 @@ use crate::config::{Config, MqConfig};
 use crate::health::Health;
 use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::source::capture::{CollectionLookup, DEFAULT_DB, Scope, user_fields_only};
+use crate::source::capture::{CollectionLookup, DEFAULT_DB, NameMapping, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{
     CollectionMeta, MetaError, SourceMeta, is_replicate_topic, vchannel_pchannel,
@@ -66,6 +66,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub databases: BTreeMap<String, Vec<String>>,
     pub start: StartPosition,
+    /// Collections left out (names per database, `*` for all of one), even when included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, Vec<String>>,
+    /// Target names of source databases and collections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_mapping: Vec<NameMapping>,
     /// Explicit next offsets per physical channel, given at create; they take the place of
     /// `start` on their channels (collections that exist already are created on the target
     /// first, as with `latest`).
@@ -83,18 +89,24 @@ impl TaskSpec {
                 .databases
                 .get("*")
                 .is_some_and(|names| names.iter().any(|c| c == "*"));
-        if everything {
-            return Scope::All;
-        }
-        let default_db = self
-            .collections
-            .iter()
-            .map(|name| (DEFAULT_DB.to_owned(), name.clone()));
-        let named = self
-            .databases
-            .iter()
-            .flat_map(|(db, names)| names.iter().map(move |name| (db.clone(), name.clone())));
-        Scope::Named(default_db.chain(named).collect())
+        let pairs = |per_db: &BTreeMap<String, Vec<String>>| {
+            per_db
+                .iter()
+                .flat_map(|(db, names)| names.iter().map(move |name| (db.clone(), name.clone())))
+                .collect::<HashSet<_>>()
+        };
+        let included = if everything {
+            Scope::all()
+        } else {
+            let default_db = self
+                .collections
+                .iter()
+                .map(|name| (DEFAULT_DB.to_owned(), name.clone()));
+            Scope::named(default_db.chain(pairs(&self.databases)).collect())
+        };
+        included
+            .excluding(pairs(&self.excluded))
+            .renaming(self.name_mapping.clone())
     }
 }
 
@@ -311,7 +323,9 @@ impl Supervisor {
                 && existing.collections == spec.collections
                 && existing.databases == spec.databases
                 && existing.start == spec.start
-                && existing.positions == spec.positions;
+                && existing.positions == spec.positions
+                && existing.excluded == spec.excluded
+                && existing.name_mapping == spec.name_mapping;
             return if same {
                 Ok(Created::Existing(existing))
             } else {
@@ -372,7 +386,9 @@ impl Supervisor {
                             high,
                         });
                     }
-                    (Some(offset), _) => (offset, existing_collection_seeds(&existing, &topic)),
+                    (Some(offset), _) => {
+                        (offset, existing_collection_seeds(&existing, &topic, &scope))
+                    }
                     // Operations on the collections from before the task (their index, load
                     // state) are not copied; those from now on are.
                     (None, StartPosition::Latest) if is_replicate_topic(&topic) => {
@@ -385,7 +401,7 @@ impl Supervisor {
                         (low, Vec::new())
                     }
                     (None, StartPosition::Latest) => {
-                        (high, existing_collection_seeds(&existing, &topic))
+                        (high, existing_collection_seeds(&existing, &topic, &scope))
                     }
                     // The collections' own CreateCollection messages are read from the channel.
                     (None, StartPosition::Earliest) => {
@@ -834,14 +850,18 @@ fn earliest_offset(
 
 /// The CreateCollection (and CreatePartition) events that bring collections existing before the
 /// task to the target, staged at timestamp 0 so they precede every row of the collection.
-fn existing_collection_seeds(collections: &[CollectionMeta], pchannel: &str) -> Vec<StagedChange> {
+fn existing_collection_seeds(
+    collections: &[CollectionMeta],
+    pchannel: &str,
+    scope: &Scope,
+) -> Vec<StagedChange> {
     let mut seeds = Vec::new();
     for c in collections {
-        let collection = crate::journal::CollectionRef {
+        let collection = scope.on_target(crate::journal::CollectionRef {
             id: c.id,
             db_name: c.db_name.clone(),
             name: c.name.clone(),
-        };
+        });
         let mut events = vec![DdlEvent::CreateCollection {
             schema: prost::Message::encode_to_vec(&user_fields_only(c.schema.clone())),
             shards_num: c.shards_num,
@@ -951,8 +971,8 @@ mod tests {
 
     #[test]
     fn a_star_collection_or_database_star_star_is_everything() {
-        assert_eq!(spec(&["*"], &[]).scope(), Scope::All);
-        assert_eq!(spec(&[], &[("*", &["*"])]).scope(), Scope::All);
+        assert_eq!(spec(&["*"], &[]).scope(), Scope::all());
+        assert_eq!(spec(&[], &[("*", &["*"])]).scope(), Scope::all());
     }
 
     #[test]

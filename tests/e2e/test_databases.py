@@ -75,3 +75,35 @@ def test_star_replicates_every_database(server, source, target, database):
     create_collection(src, name, SMALL, shards=2)
     insert(src, name, make_rows(SMALL, range(1_000), seed=43), batch=500)
     assert_replicated(src, replicated_database(target, database), name)
+
+
+def test_name_mapping_puts_a_collection_under_its_target_name(server, source, target, database):
+    name, copy = unique_name("mapped"), unique_name("copy")
+    create_task(server, target, collection_infos=[{"name": name}],
+                name_mapping=[{"source_db": "default", "target_db": database, "col_mapping": {name: copy}}])
+    create_collection(source, name, SMALL, shards=2)
+    try:
+        insert(source, name, make_rows(SMALL, range(1_500), seed=44), batch=500)
+        delete(source, name, list(range(0, 1_500, 5)))
+        assert_replicated(source, replicated_database(target, database), name, target_name=copy)
+        assert not target.has_collection(name), "replicated under its source name too"
+    finally:
+        source.drop_collection(name)
+
+
+def test_an_excluded_collection_is_left_out(server, source, target):
+    kept, left = unique_name("kept"), unique_name("left")
+    task = create_task(server, target, collection_infos=[{"name": "*"}],
+                       exclude_db_collections={"default": [{"name": left}]})
+    assert server.post("get", {"task_id": task})[1]["data"]["task"]["exclude_db_collections"] == {
+        "default": [{"name": left}]}
+    try:
+        for name in (kept, left):
+            create_collection(source, name, SMALL, shards=1)
+            insert(source, name, make_rows(SMALL, range(300), seed=45))
+        assert_replicated(source, target, kept)
+        assert not target.has_collection(left)
+    finally:
+        for name in (kept, left):
+            source.drop_collection(name)
+            target.drop_collection(name)

@@ -264,11 +264,14 @@ def values_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def differences(source: Cluster, target: Cluster, name: str, ignore_auto_id: bool) -> list[str]:
-    """What differs between the collection on the two clusters; empty when they are equal."""
-    if not target.has_collection(name):
-        return [f"collection {name} missing on {target.name}"]
-    src, dst = ensure_loaded(source, name), ensure_loaded(target, name)
+def differences(source: Cluster, target: Cluster, name: str, ignore_auto_id: bool,
+                target_name: str | None = None) -> list[str]:
+    """What differs between the collection on the two clusters (named `target_name` on the
+    target when given); empty when they are equal."""
+    target_name = target_name or name
+    if not target.has_collection(target_name):
+        return [f"collection {target_name} missing on {target.name}"]
+    src, dst = ensure_loaded(source, name), ensure_loaded(target, target_name)
     problems = []
     src_schema, dst_schema = schema_summary(src, ignore_auto_id), schema_summary(dst, ignore_auto_id)
     if src_schema != dst_schema:
@@ -307,7 +310,7 @@ def differences(source: Cluster, target: Cluster, name: str, ignore_auto_id: boo
 
 
 def assert_replicated(source: Cluster, target: Cluster, name: str, timeout: float = 120.0,
-                      ignore_auto_id: bool = True) -> None:
+                      ignore_auto_id: bool = True, target_name: str | None = None) -> None:
     """Waits up to `timeout` seconds for the target to hold exactly the source's collection:
     schema, partitions, row count and every row by primary key (vectors and floats within 1e-6).
 
@@ -315,7 +318,7 @@ def assert_replicated(source: Cluster, target: Cluster, name: str, timeout: floa
     with auto id off; the flag is then not compared."""
     deadline = time.monotonic() + timeout
     while True:
-        problems = differences(source, target, name, ignore_auto_id)
+        problems = differences(source, target, name, ignore_auto_id, target_name)
         if not problems:
             return
         if time.monotonic() > deadline:

@@ -142,7 +142,7 @@ impl MilvusTarget {
     ) -> Result<(), TargetError> {
         let c = &ddl.collection;
         if kind.is_database() {
-            return self.apply_database(kind, bytes);
+            return self.apply_database(kind, bytes, &c.db_name);
         }
         if !self.collection_exists(c)? {
             // Dropped on the source since (the drop is applied already, or comes later).
@@ -155,6 +155,7 @@ impl MilvusTarget {
             ReplicatedKind::CreateIndex => {
                 let mut r: rpc::CreateIndexRequest = request(kind, bytes)?;
                 r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
                 let exists = self.indexes(c)?.iter().any(|i| {
                     if r.index_name.is_empty() {
                         i.field_name == r.field_name
@@ -171,6 +172,7 @@ impl MilvusTarget {
             ReplicatedKind::DropIndex => {
                 let mut r: rpc::DropIndexRequest = request(kind, bytes)?;
                 r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
                 let exists = self.indexes(c)?.iter().any(|i| {
                     (r.index_name.is_empty() || i.index_name == r.index_name)
                         && (r.field_name.is_empty() || i.field_name == r.field_name)
@@ -185,6 +187,7 @@ impl MilvusTarget {
             ReplicatedKind::Load => {
                 let mut r: rpc::LoadCollectionRequest = request(kind, bytes)?;
                 r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
                 if self.indexes(c)?.is_empty() {
                     warn!(collection = %c.name, database = %c.db_name, waited = ?LOAD_WAITS_FOR_INDEX,
                         "load skipped: the collection has no index on the target (its index was \
@@ -199,12 +202,14 @@ impl MilvusTarget {
             ReplicatedKind::Release => {
                 let mut r: rpc::ReleaseCollectionRequest = request(kind, bytes)?;
                 r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
                 let reply = self.unary("ReleaseCollection", client.release_collection(r))?;
                 check("ReleaseCollection", &c.name, Some(&reply))
             }
             ReplicatedKind::Flush => {
                 let mut r: rpc::FlushRequest = request(kind, bytes)?;
                 r.base = None;
+                (r.db_name, r.collection_names) = (c.db_name.clone(), vec![c.name.clone()]);
                 let reply = self.unary("Flush", client.flush(r))?;
                 check("Flush", &c.name, reply.status.as_ref())
             }
@@ -212,12 +217,19 @@ impl MilvusTarget {
         }
     }
 
-    fn apply_database(&mut self, kind: ReplicatedKind, bytes: &[u8]) -> Result<(), TargetError> {
+    /// `db_name` is the database's name on the target (the task may map it).
+    fn apply_database(
+        &mut self,
+        kind: ReplicatedKind,
+        bytes: &[u8],
+        db_name: &str,
+    ) -> Result<(), TargetError> {
         let mut client = self.client.clone();
         match kind {
             ReplicatedKind::CreateDatabase => {
                 let mut r: rpc::CreateDatabaseRequest = request(kind, bytes)?;
                 r.base = None;
+                r.db_name = db_name.to_owned();
                 if self.databases()?.contains(&r.db_name) {
                     return Ok(());
                 }
@@ -230,6 +242,7 @@ impl MilvusTarget {
             ReplicatedKind::DropDatabase => {
                 let mut r: rpc::DropDatabaseRequest = request(kind, bytes)?;
                 r.base = None;
+                r.db_name = db_name.to_owned();
                 if !self.databases()?.contains(&r.db_name) {
                     return Ok(());
                 }
