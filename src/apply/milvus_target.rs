@@ -549,7 +549,16 @@ impl Target for MilvusTarget {
                     ..Default::default()
                 };
                 let reply = self.unary("CreateCollection", client.create_collection(request))?;
-                check("CreateCollection", &c.name, Some(&reply))
+                let created = check("CreateCollection", &c.name, Some(&reply));
+                // Refused because it exists now: made meanwhile from the same source
+                // collection (another appliance on the same target), it is the one wanted.
+                if created.is_err() && self.has_collection(c)? {
+                    self.shapes.remove(&shape_key(c));
+                    if self.shape(c)?.source_id == Some(c.id) {
+                        return Ok(());
+                    }
+                }
+                created
             }
             DdlEvent::DropCollection => {
                 self.shapes.remove(&shape_key(c));
