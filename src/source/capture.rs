@@ -133,9 +133,14 @@ impl Scope {
         self.included.as_ref().is_none_or(listed) && !listed(&self.excluded)
     }
 
-    /// Database events (create, drop) belong to a task that replicates every database.
-    pub fn contains_databases(&self) -> bool {
-        self.included.is_none() && !self.excluded.iter().any(|(_, c)| c == "*")
+    /// Whether the database's own events (create, drop) are replicated: the task takes the
+    /// whole database.
+    pub fn contains_database(&self, db_name: &str) -> bool {
+        let db = db_or_default(db_name);
+        let whole = |pairs: &HashSet<(String, String)>| {
+            pairs.iter().any(|(d, c)| (d == "*" || d == db) && c == "*")
+        };
+        self.included.as_ref().is_none_or(whole) && !whole(&self.excluded)
     }
 
     /// The collection's database and name on the target (a database event has no name).
@@ -424,7 +429,7 @@ fn capture_replicated(
             }),
         };
     if kind.is_database() {
-        if !scope.contains_databases() {
+        if !scope.contains_database(db_name) {
             return Captured::Skipped;
         }
         let database = CollectionRef {
@@ -849,9 +854,12 @@ mod tests {
         assert!(!scope.contains("", "scratch"));
         assert!(!scope.contains("tmp", "anything"));
         assert!(
-            !scope.contains_databases(),
+            !scope.contains_database("tmp"),
             "database tmp's events are left out"
         );
+        assert!(scope.contains_database("sales"));
+        let one_db = Scope::named(HashSet::from([pair("sales", "*")]));
+        assert!(one_db.contains_database("sales") && !one_db.contains_database("hr"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 """A seeded random mix of operations over several databases and collections, drops and re-creates
-included, while the appliance replicates everything (`*`); at the end the target equals the source.
+included, while the appliance replicates them (a task on the default database's collections by
+name as they come would need a restart, so the task takes two whole databases of its own:
+`db_collections` with `*`); at the end the target equals the source.
 
 The seed is printed (and taken from MILVUS_CDC_SOAK_SEED when set) so a failure can be replayed;
 MILVUS_CDC_SOAK_SECONDS sets how long operations run (60 s in the default suite; `scripts/soak`
@@ -104,44 +106,55 @@ def coll_keys_in(cluster: Cluster, name: str, partition: str) -> set:
 
 
 @pytest.fixture
-def other_database(source, target):
-    name = unique_name("mixdb")
-    db.create_database(name, using=source.name)
-    yield name
-    for cluster in (source, target):
-        if name in db.list_database(using=cluster.name):
-            inside = cluster.database(name)
-            for coll in utility.list_collections(using=inside.name):
-                inside.drop_collection(coll)
-            db.drop_database(name, using=cluster.name)
+def databases(source, target):
+    """Two database names, created by the test; dropped at the end on both sides."""
+    names = [unique_name("mixdb"), unique_name("mixdb")]
+    yield names
+    for name in names:
+        for cluster in (source, target):
+            if name in db.list_database(using=cluster.name):
+                inside = cluster.database(name)
+                for coll in utility.list_collections(using=inside.name):
+                    inside.drop_collection(coll)
+                db.drop_database(name, using=cluster.name)
 
 
-def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, other_database):
+def wait_for_database(target: Cluster, name: str, timeout: float = 60) -> Cluster:
+    deadline = time.monotonic() + timeout
+    while name not in db.list_database(using=target.name):
+        assert time.monotonic() < deadline, f"database {name} not created on the target"
+        time.sleep(0.5)
+    return target.database(name)
+
+
+def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, databases):
     seed = int(os.environ.get("MILVUS_CDC_SOAK_SEED", random.randrange(1 << 32)))
     seconds = float(os.environ.get("MILVUS_CDC_SOAK_SECONDS", 60))
     print(f"random workload: seed {seed}, {seconds:.0f} s (MILVUS_CDC_SOAK_SEED={seed} replays it)")
     rng = random.Random(seed)
     server = CdcServer(tmp_path, env).start()
     state = Collections(rng)
-    clusters = [source, source.database(other_database)]
     log: list[str] = []
     try:
-        server.create_task(target.uri)
+        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
+                                               "db_collections": {name: [{"name": "*"}] for name in databases}})
+        assert status == 200, reply
+        for name in databases:
+            db.create_database(name, using=source.name)
+        clusters = [source.database(name) for name in databases]
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             step(rng, state, clusters, log)
         print(f"{len(log)} operations; last: {log[-5:]}")
-        targets = {source.db: target, other_database: target.database(other_database)}
+        # The task takes both databases whole, so their creation is replicated too.
+        targets = {name: wait_for_database(target, name) for name in databases}
         for name, c in sorted(state.live.items()):
             assert_replicated(c["cluster"], targets[c["cluster"].db], name, timeout=180)
         dropped = {line.split()[2] for line in log if line.startswith("drop collection ")} - set(state.live)
+        on_target = {coll for t in targets.values() for coll in utility.list_collections(using=t.name)}
         for name in dropped:
-            assert not target.has_collection(name), f"{name} was dropped on the source, not on the target"
+            assert name not in on_target, f"{name} was dropped on the source, not on the target"
         status = server.request("GET", "/v1/tasks")[1]["tasks"][0]
         assert status["state"] == "Running", status
     finally:
         server.stop()
-        for name, c in state.live.items():
-            c["cluster"].drop_collection(name)
-            if c["cluster"].db == "default":
-                target.drop_collection(name)
