@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workload import Cluster
+from cdc import CdcServer
+from workload import Cluster, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,3 +40,21 @@ def source(env) -> Cluster:
 @pytest.fixture(scope="session")
 def target(env) -> Cluster:
     return Cluster("target", env["TARGET_MILVUS_URI"]).connect()
+
+
+@pytest.fixture
+def server(tmp_path, env) -> CdcServer:
+    """The appliance, started with no task."""
+    server = CdcServer(tmp_path, env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def names(source, target):
+    """`names(prefix)` gives a new collection name; each is dropped on both sides at the end."""
+    created = []
+    yield lambda prefix: created.append(unique_name(prefix)) or created[-1]
+    for name in created:
+        for cluster in (source, target):
+            cluster.drop_collection(name)

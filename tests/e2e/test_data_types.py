@@ -10,7 +10,7 @@ from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer
 from workload import (assert_replicated, create_collection, delete, ensure_loaded, insert, int64_pk, make_rows,
-                      schema, unique_name, upsert, varchar_pk)
+                      schema, upsert, varchar_pk)
 
 SCALARS = schema(
     int64_pk(),
@@ -28,15 +28,6 @@ SCALARS = schema(
     FieldSchema("words", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=4, max_length=32),
     dynamic=True,
 )
-
-
-@pytest.fixture
-def names(source, target):
-    created = []
-    yield lambda prefix: created.append(unique_name(prefix)) or created[-1]
-    for name in created:
-        for cluster in (source, target):
-            cluster.drop_collection(name)
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 takes every collection of every database with `*`; collections land in the same database on the
 target, which is created there when missing."""
 
-import time
-
 import pytest
-from pymilvus import DataType, FieldSchema, db, utility
+from pymilvus import DataType, FieldSchema, db
 
-from cdc import CdcServer
-from workload import assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema, unique_name
+from workload import (assert_replicated, create_collection, delete, drop_database, insert, int64_pk, make_rows,
+                      replicated_database, schema, unique_name)
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
 
@@ -18,34 +16,13 @@ def database(source, target):
     """A database name; at the end it is dropped on both sides with its collections."""
     name = unique_name("db")
     yield name
-    for cluster in (source, target):
-        if name in db.list_database(using=cluster.name):
-            inside = cluster.database(name)
-            for coll in utility.list_collections(using=inside.name):
-                inside.drop_collection(coll)
-            db.drop_database(name, using=cluster.name)
-
-
-@pytest.fixture
-def server(tmp_path, env):
-    server = CdcServer(tmp_path, env).start()
-    yield server
-    server.stop()
+    drop_database((source, target), name)
 
 
 def create_task(server, target, **scope):
     status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri, "token": ""}, **scope})
     assert (status, reply["code"]) == (200, 200), reply
     return reply["data"]["task_id"]
-
-
-def replicated_database(target, name: str, timeout: float = 60):
-    """The target's connection to database `name`, once the appliance has created it there."""
-    deadline = time.monotonic() + timeout
-    while name not in db.list_database(using=target.name):
-        assert time.monotonic() < deadline, f"database {name} not created on the target"
-        time.sleep(0.5)
-    return target.database(name)
 
 
 def test_db_collections_replicates_the_named_database_only(server, source, target, database):

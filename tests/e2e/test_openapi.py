@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cdc import CdcServer
 
 ROUTES = {
@@ -18,13 +16,6 @@ ROUTES = {
     ("get", "/v1/tasks/{id}/positions"),
     ("get", "/v1/status"), ("get", "/metrics"), ("get", "/healthz"), ("get", "/"),
 }
-
-
-@pytest.fixture
-def server(tmp_path, env):
-    server = CdcServer(tmp_path, env).start()
-    yield server
-    server.stop()
 
 
 def document(server: CdcServer) -> dict:

@@ -15,8 +15,8 @@ import pytest
 from pymilvus import DataType, FieldSchema, db, utility
 
 from cdc import CdcServer
-from workload import (Cluster, assert_replicated, create_collection, delete, ensure_loaded, insert, int64_pk,
-                      make_rows, schema, unique_name, upsert, varchar_pk)
+from workload import (Cluster, assert_replicated, create_collection, delete, drop_database, ensure_loaded, insert,
+                      int64_pk, make_rows, replicated_database, schema, unique_name, upsert, varchar_pk)
 
 SCHEMAS = [
     schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT32)),
@@ -111,20 +111,7 @@ def databases(source, target):
     names = [unique_name("mixdb"), unique_name("mixdb")]
     yield names
     for name in names:
-        for cluster in (source, target):
-            if name in db.list_database(using=cluster.name):
-                inside = cluster.database(name)
-                for coll in utility.list_collections(using=inside.name):
-                    inside.drop_collection(coll)
-                db.drop_database(name, using=cluster.name)
-
-
-def wait_for_database(target: Cluster, name: str, timeout: float = 60) -> Cluster:
-    deadline = time.monotonic() + timeout
-    while name not in db.list_database(using=target.name):
-        assert time.monotonic() < deadline, f"database {name} not created on the target"
-        time.sleep(0.5)
-    return target.database(name)
+        drop_database((source, target), name)
 
 
 def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, databases):
@@ -147,7 +134,7 @@ def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, da
             step(rng, state, clusters, log)
         print(f"{len(log)} operations; last: {log[-5:]}")
         # The task takes both databases whole, so their creation is replicated too.
-        targets = {name: wait_for_database(target, name) for name in databases}
+        targets = {name: replicated_database(target, name) for name in databases}
         for name, c in sorted(state.live.items()):
             assert_replicated(c["cluster"], targets[c["cluster"].db], name, timeout=180)
         dropped = {line.split()[2] for line in log if line.startswith("drop collection ")} - set(state.live)

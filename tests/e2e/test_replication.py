@@ -9,7 +9,7 @@ from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer
 from workload import (assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema,
-                      unique_name, upsert, varchar_pk)
+                      upsert, varchar_pk)
 
 MAIN = schema(
     int64_pk(),
@@ -30,22 +30,6 @@ def cdc(tmp_path, env, target):
     server.task_id = server.create_task(target.uri)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def server(tmp_path, env):
-    server = CdcServer(tmp_path, env).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def names(source, target):
-    created = []
-    yield lambda prefix: created.append(unique_name(prefix)) or created[-1]
-    for name in created:
-        for cluster in (source, target):
-            cluster.drop_collection(name)
 
 
 def core_workload(source, main, by_name, rows=50_000):

@@ -18,13 +18,6 @@ SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), Fie
 
 
 @pytest.fixture
-def server(tmp_path, env):
-    server = CdcServer(tmp_path, env).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def collection(source, target):
     name = unique_name("api")
     yield name

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
-from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, utility
+from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, db, utility
 
 VECTOR_TYPES = (DataType.FLOAT_VECTOR, DataType.BINARY_VECTOR)
 FLOAT_TOLERANCE = 1e-6
@@ -77,6 +77,26 @@ def wait_until(what: str, check, timeout: float = 120.0, interval: float = 1.0) 
         if time.monotonic() > deadline:
             raise NotReplicated(f"{what} after {timeout:.0f}s:\n  " + "\n  ".join(map(str, problems)))
         time.sleep(interval)
+
+
+def replicated_database(target: Cluster, name: str, timeout: float = 60) -> Cluster:
+    """The target's connection to database `name`, once replication has created it there."""
+    deadline = time.monotonic() + timeout
+    while name not in db.list_database(using=target.name):
+        if time.monotonic() > deadline:
+            raise NotReplicated(f"database {name} not created on {target.name} after {timeout:.0f}s")
+        time.sleep(0.5)
+    return target.database(name)
+
+
+def drop_database(clusters: Iterable[Cluster], name: str) -> None:
+    """Drops database `name` with its collections wherever it exists."""
+    for cluster in clusters:
+        if name in db.list_database(using=cluster.name):
+            inside = cluster.database(name)
+            for coll in utility.list_collections(using=inside.name):
+                inside.drop_collection(coll)
+            db.drop_database(name, using=cluster.name)
 
 
 def unique_name(prefix: str) -> str:
