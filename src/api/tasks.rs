@@ -30,7 +30,6 @@ pub struct CreateRequest {
     exclude_db_collections: BTreeMap<String, Vec<CollectionInfo>>,
     /// As the reference CDC: `[{"source_db", "target_db", "col_mapping": {"from": "to"}}]`.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
     name_mapping: Vec<NameMapping>,
     /// Given, a repeated create with the same request answers the existing task.
     #[serde(default)]
@@ -75,7 +74,6 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     exclude_db_collections: BTreeMap<String, Vec<CollectionInfo>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
     name_mapping: Vec<NameMapping>,
     state: TaskState,
     /// Why a task failed, or the faults a running task is retrying; empty when none.

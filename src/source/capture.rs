@@ -36,7 +36,9 @@ pub struct Scope {
 
 /// A source database's collections under another database or name on the target, as the
 /// reference CDC's `name_mapping`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct NameMapping {
     pub source_db: String,
     /// Empty: the same database.
