@@ -16,7 +16,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use milvus::proto::schema::{CollectionSchema, FieldSchema};
 use prost::Message;
 
-use crate::proto::etcd_meta::{CollectionInfo, DatabaseInfo, PartitionInfo};
+use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, DatabaseInfo, PartitionInfo};
 
 /// What Milvus's snapshot KV writes in place of a deleted value (U+26FC, "⛼"); the key itself
 /// stays until Milvus garbage-collects it.
@@ -320,8 +320,9 @@ pub fn assemble(meta_root: &str, kvs: &[(String, Vec<u8>)]) -> Result<Assembled,
 }
 
 /// The id of the live collection called `name` in database `db_name` (`""`: the default), from
-/// collection-info and db-info values. Other keys, and collections that do not decode, are
-/// passed over: one damaged collection must not hide another.
+/// collection-info, alias and db-info values: requests sent through an alias carry the alias.
+/// Other keys, and values that do not decode, are passed over: one damaged collection must not
+/// hide another.
 pub fn find_named(
     meta_root: &str,
     kvs: &[(String, Vec<u8>)],
@@ -336,7 +337,24 @@ pub fn find_named(
     let mut db_names: BTreeMap<i64, String> =
         BTreeMap::from([(DEFAULT_DB_ID, DEFAULT_DB_NAME.to_owned())]);
     let mut candidates = Vec::new();
+    let mut aliased: Option<(i64, i64)> = None;
+    let alias_prefix = format!("{meta_root}/root-coord/database/aliases/");
     for (key, value) in kvs {
+        if let Some((db_id, alias)) = key
+            .strip_prefix(&alias_prefix)
+            .and_then(|rest| rest.split_once('/'))
+        {
+            if alias == name
+                && let (Some(db_id), Ok(Some(info))) = (
+                    parse_id(db_id),
+                    decode::<AliasInfo>(key, value, "AliasInfo"),
+                )
+                && info.state == STATE_CREATED
+            {
+                aliased = Some((db_id, info.collection_id));
+            }
+            continue;
+        }
         match parse_key(meta_root, key)? {
             Some(MetaKey::Database { db_id }) => {
                 if let Ok(Some(db)) = decode::<DatabaseInfo>(key, value, "DatabaseInfo")
@@ -373,7 +391,9 @@ pub fn find_named(
             return Ok(Some(collection_id));
         }
     }
-    Ok(None)
+    Ok(aliased
+        .filter(|(db_id, _)| db_names.get(db_id).is_some_and(|n| n == db_name))
+        .map(|(_, collection_id)| collection_id))
 }
 
 /// One collection from its parts; `None` when it is not (or no longer) a live collection.
@@ -1105,6 +1125,36 @@ mod tests {
         assert_eq!(find_named(ROOT, &kvs, "db2", "c1").unwrap(), Some(600));
         assert_eq!(find_named(ROOT, &kvs, "db3", "c1").unwrap(), None);
         assert_eq!(find_named(ROOT, &kvs, "", "c2").unwrap(), None);
+    }
+
+    #[test]
+    fn an_alias_names_its_collection_and_a_dropped_alias_nothing() {
+        let alias = |name: &str, collection_id, state| AliasInfo {
+            alias_name: name.into(),
+            collection_id,
+            state,
+            db_id: 1,
+            ..Default::default()
+        };
+        let kvs = vec![
+            kv(
+                "root-coord/database/collection-info/1/500",
+                enc(&info(500, "c1", 0)),
+            ),
+            kv(
+                "root-coord/database/aliases/1/a1",
+                enc(&alias("a1", 500, 0)),
+            ),
+            kv("root-coord/database/aliases/1/gone", TOMBSTONE.to_vec()),
+            kv(
+                "root-coord/database/aliases/1/old",
+                enc(&alias("old", 500, 2)),
+            ),
+        ];
+        assert_eq!(find_named(ROOT, &kvs, "default", "a1").unwrap(), Some(500));
+        assert_eq!(find_named(ROOT, &kvs, "db2", "a1").unwrap(), None);
+        assert_eq!(find_named(ROOT, &kvs, "", "gone").unwrap(), None);
+        assert_eq!(find_named(ROOT, &kvs, "", "old").unwrap(), None);
     }
 
     #[test]
