@@ -16,7 +16,9 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use milvus::proto::schema::{CollectionSchema, FieldSchema};
 use prost::Message;
 
-use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, DatabaseInfo, PartitionInfo};
+use crate::proto::etcd_meta::{
+    AliasInfo, CollectionInfo, CollectionLoadInfo, DatabaseInfo, FieldIndex, PartitionInfo,
+};
 
 /// What Milvus's snapshot KV writes in place of a deleted value (U+26FC, "⛼"); the key itself
 /// stays until Milvus garbage-collects it.
@@ -90,6 +92,51 @@ pub struct PartitionMeta {
     pub id: i64,
     pub name: String,
     pub created: u64,
+}
+
+/// An index of a collection on the source, as a CreateIndex request would name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexMeta {
+    pub field_id: i64,
+    pub index_name: String,
+    /// index_type, metric_type and params (one JSON string), as the user gave them.
+    pub params: Vec<(String, String)>,
+}
+
+/// The live indexes among `field-index/{collection}/...` values.
+pub fn live_indexes(kvs: &[(String, Vec<u8>)]) -> Result<Vec<IndexMeta>, MetaError> {
+    let mut out = Vec::new();
+    for (key, value) in kvs {
+        let Some(index) = decode::<FieldIndex>(key, value, "FieldIndex")? else {
+            continue;
+        };
+        let Some(info) = index.index_info.filter(|_| !index.deleted) else {
+            continue;
+        };
+        // Milvus keeps the user's request apart from what it derived; older ones only the latter.
+        let params = if info.user_index_params.is_empty() {
+            info.index_params
+        } else {
+            info.user_index_params
+        };
+        out.push(IndexMeta {
+            field_id: info.field_id,
+            index_name: info.index_name,
+            params: params.into_iter().map(|p| (p.key, p.value)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Replicas of a collection loaded as a whole, from its `querycoord-collection-loadinfo` value;
+/// None when it is not loaded (or only some partitions are).
+pub fn loaded_replicas(key: &str, value: &[u8]) -> Result<Option<i32>, MetaError> {
+    const LOAD_COLLECTION: i32 = 2;
+    Ok(
+        decode::<CollectionLoadInfo>(key, value, "CollectionLoadInfo")?
+            .filter(|info| info.load_type == LOAD_COLLECTION)
+            .map(|info| info.replica_number.max(1)),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -660,6 +707,28 @@ impl SourceMeta {
         }
     }
 
+    /// The collection's live indexes.
+    pub async fn indexes(&self, collection_id: i64) -> Result<Vec<IndexMeta>, MetaError> {
+        let mut rev = 0;
+        let kvs = self
+            .read_prefix(&format!("field-index/{collection_id}/"), &mut rev, false)
+            .await?;
+        live_indexes(&kvs)
+    }
+
+    /// How many replicas the collection is loaded with, None when it is not loaded.
+    pub async fn loaded_replicas(&self, collection_id: i64) -> Result<Option<i32>, MetaError> {
+        let mut rev = 0;
+        let key = format!(
+            "{}/querycoord-collection-loadinfo/{collection_id}",
+            self.meta_root
+        );
+        match self.read_key(&key, &mut rev).await?.first() {
+            Some((key, value)) => loaded_replicas(key, value),
+            None => Ok(None),
+        }
+    }
+
     /// One collection, `None` if it does not exist or is not (or no longer) live.
     pub async fn collection(&self, id: i64) -> Result<Option<CollectionMeta>, MetaError> {
         let mut rev = 0;
@@ -1155,6 +1224,61 @@ mod tests {
         assert_eq!(find_named(ROOT, &kvs, "db2", "a1").unwrap(), None);
         assert_eq!(find_named(ROOT, &kvs, "", "gone").unwrap(), None);
         assert_eq!(find_named(ROOT, &kvs, "", "old").unwrap(), None);
+    }
+
+    #[test]
+    fn indexes_keep_the_users_params_and_skip_deleted_ones() {
+        use crate::proto::etcd_meta::{IndexInfo, KeyValuePair};
+        let pair = |k: &str, v: &str| KeyValuePair {
+            key: k.into(),
+            value: v.into(),
+        };
+        let index = |name: &str, deleted| FieldIndex {
+            index_info: Some(IndexInfo {
+                collection_id: 5,
+                field_id: 101,
+                index_name: name.into(),
+                index_params: vec![pair("index_type", "IVF_FLAT"), pair("nlist", "16")],
+                user_index_params: vec![
+                    pair("index_type", "IVF_FLAT"),
+                    pair("params", r#"{"nlist":16}"#),
+                ],
+                ..Default::default()
+            }),
+            deleted,
+            create_time: 1,
+        };
+        let kvs = vec![
+            kv("field-index/5/1", enc(&index("live", false))),
+            kv("field-index/5/2", enc(&index("gone", true))),
+            kv("field-index/5/3", TOMBSTONE.to_vec()),
+        ];
+        let found = live_indexes(&kvs).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].field_id, found[0].index_name.as_str()),
+            (101, "live")
+        );
+        assert_eq!(
+            found[0].params[1],
+            ("params".into(), r#"{"nlist":16}"#.into())
+        );
+    }
+
+    #[test]
+    fn only_a_collection_loaded_whole_counts_as_loaded() {
+        let info = |load_type, replica_number| {
+            enc(&CollectionLoadInfo {
+                collection_id: 5,
+                replica_number,
+                status: 2,
+                load_type,
+            })
+        };
+        assert_eq!(loaded_replicas("k", &info(2, 1)).unwrap(), Some(1));
+        assert_eq!(loaded_replicas("k", &info(2, 0)).unwrap(), Some(1));
+        assert_eq!(loaded_replicas("k", &info(1, 1)).unwrap(), None);
+        assert_eq!(loaded_replicas("k", TOMBSTONE).unwrap(), None);
     }
 
     #[test]

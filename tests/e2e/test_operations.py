@@ -171,17 +171,37 @@ def test_earliest_brings_an_existing_collections_index_and_load_state(source, ta
         server.stop()
 
 
-def test_a_load_without_an_index_on_the_target_does_not_hold_up_the_lane(source, target, tmp_path, env,
-                                                                         collection):
-    """A `latest` task does not copy the index of a collection that existed before it, so the
-    target cannot load it: the load is given up after a while (logged), and the operations after
-    it still arrive."""
-    coll = create_collection(source, collection, OPS, shards=1)
+def test_latest_brings_an_existing_collections_index_and_load_state(source, target, tmp_path, env,
+                                                                  collection):
+    """A `latest` task copies no old rows, but a collection indexed and loaded before it arrives
+    indexed and loaded (from the source's metadata)."""
+    coll = create_collection(source, collection, OPS, shards=2)
     insert(source, collection, make_rows(OPS, range(300), seed=61))
     coll.create_index("vec", IVF, index_name="ops_old")
+    coll.load()
     server = CdcServer(tmp_path, env).start()
     try:
         server.create_task(target.uri, collections=[collection])
+        wait_until("index and load state of an existing collection not replicated",
+                   same_index_and_load_state(source, target, collection, "Loaded"))
+        assert [i["name"] for i in index_summary(target, collection)] == ["ops_old"]
+    finally:
+        server.stop()
+
+
+def test_a_load_the_target_cannot_do_is_given_up_and_the_lane_goes_on(source, target, tmp_path, env,
+                                                                       collection):
+    """The target lost the index behind the task's back: a load of the collection waits for an
+    index a while, is given up (logged), and the operations after it still arrive."""
+    coll = create_collection(source, collection, OPS, shards=1)
+    server = CdcServer(tmp_path, env).start()
+    try:
+        server.create_task(target.uri, collections=[collection])
+        insert(source, collection, make_rows(OPS, range(300), seed=62))
+        coll.create_index("vec", IVF, index_name="ops_old")
+        wait_until("first index not replicated", lambda: [] if [i["name"] for i in index_summary(
+            target, collection)] == ["ops_old"] else ["no index yet"])
+        target.collection(collection).drop_index(index_name="ops_old")
         coll.load()
         coll.release()
         coll.drop_index(index_name="ops_old")
