@@ -168,14 +168,35 @@ fn a_waiting_event_does_not_hold_up_the_dml_lanes() {
 }
 
 #[test]
-fn a_channel_whose_ticks_stopped_counts_as_passed_once_a_later_row_was_staged() {
-    // Ticks of a channel stop when its last collection is dropped: the drop, a row after the
+fn a_channel_whose_ticks_stopped_counts_as_passed_once_the_collections_drop_is_staged() {
+    // Ticks of a channel stop when its last collection is dropped: the drop, staged after the
     // event, shows the channel has passed the event even though its tick stays below it.
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let drop = StagedChange {
+        vchannel: V0.into(),
+        ts: 30,
+        change: Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![V0.into()],
+            event: DdlEvent::DropCollection,
+        }),
+    };
+    f.stage("p0", vec![drop], 10);
+    f.stage(LANE, vec![load(20, &[V0])], 20);
+    assert_eq!(f.drain(&mut target), ["load"]);
+}
+
+#[test]
+fn a_later_data_row_does_not_stand_for_a_tick() {
+    // Only ticks say every row up to a stamp is staged; a row after the event does not.
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p0", vec![delete(V0, 30, 1)], 10);
     f.stage(LANE, vec![load(20, &[V0])], 20);
-    assert_eq!(f.drain(&mut target), ["load"]);
+    assert_eq!(f.drain(&mut target), Vec::<String>::new());
+    f.stage("p0", vec![], 30);
+    assert_eq!(f.drain(&mut target), ["load", "delete [1]"]);
 }
 
 #[test]

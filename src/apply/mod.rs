@@ -405,9 +405,9 @@ impl Planner<'_> {
     }
 
     /// True when each of `vchannels` has been applied through `ts`: no pending row at or
-    /// before it, and its channel is known to be past it. Past means its tick reached `ts`,
-    /// or a row after `ts` was staged or applied there: a channel's ticks stop once its last
-    /// collection is dropped, and the drop itself is such a row.
+    /// before it, and its channel is known to be past it. Past means its tick reached `ts`, or
+    /// the collection's drop, after `ts`, is staged there: a channel's ticks stop once its last
+    /// collection is dropped, so the drop may never be followed by a tick.
     fn applied_through(
         &self,
         ticks: &HashMap<String, u64>,
@@ -426,13 +426,21 @@ impl Planner<'_> {
             let ticked = vchannel_pchannel(vchannel)
                 .and_then(|p| ticks.get(p))
                 .is_some_and(|&tick| tick >= ts);
-            let passed = ticked
-                || after.is_some_and(|a| a.ts >= ts)
-                || self
+            let dropped_after = || -> Result<bool, ApplyError> {
+                let next = self
                     .journal
-                    .first_position(self.task, vchannel, after, u64::MAX)?
-                    .is_some();
-            if !passed {
+                    .rows(self.task, vchannel, after, u64::MAX, 1, 0)?;
+                Ok(next.first().is_some_and(|row| {
+                    matches!(
+                        &row.change,
+                        Change::Ddl(Ddl {
+                            event: DdlEvent::DropCollection,
+                            ..
+                        })
+                    )
+                }))
+            };
+            if !ticked && !dropped_after()? {
                 return Ok(false);
             }
         }

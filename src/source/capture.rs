@@ -462,16 +462,17 @@ fn capture_replicated(
             // An earlier collection of the same name (read from an earlier start).
             continue;
         }
+        // `name` may be an alias: the target knows the collection by its own name.
+        if !scope.contains(db_name, &meta.name) {
+            continue;
+        }
+        let request = request.addressed_to(&meta.name).encode();
         let collection = CollectionRef {
             id: meta.id,
             db_name: db_name.to_owned(),
-            name: name.to_owned(),
+            name: meta.name,
         };
-        changes.push(staged(
-            collection,
-            request.for_collection(name).encode(),
-            meta.virtual_channels,
-        ));
+        changes.push(staged(collection, request, meta.virtual_channels));
     }
     if changes.is_empty() {
         Captured::Skipped
@@ -826,6 +827,41 @@ mod tests {
             Ok(Captured::Skipped),
             "an event older than the collection belongs to an earlier one of that name"
         );
+    }
+
+    /// A source where `a` is an alias of collection 9 (`c`).
+    struct Aliased;
+
+    impl CollectionLookup for Aliased {
+        fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+            meta().remove(&id)
+        }
+
+        fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+            let name = if name == "a" { "c" } else { name };
+            meta().collection_named(db_name, name)
+        }
+    }
+
+    #[test]
+    fn an_event_sent_through_an_alias_is_staged_for_the_collection_itself() {
+        let Ok(Captured::Changes(changes)) =
+            capture(load("default", "a", 50), LANE, &Scope::all(), &mut Aliased)
+        else {
+            panic!("expected changes")
+        };
+        let Change::Ddl(Ddl {
+            collection,
+            event: DdlEvent::Replicated { request, .. },
+            ..
+        }) = &changes[0].change
+        else {
+            panic!("expected an event")
+        };
+        assert_eq!((collection.id, collection.name.as_str()), (9, "c"));
+        let request =
+            milvus::proto::milvus::LoadCollectionRequest::decode(request.as_slice()).unwrap();
+        assert_eq!(request.collection_name, "c");
     }
 
     #[test]

@@ -73,15 +73,40 @@ impl ReplicatedRequest {
         }
     }
 
-    /// The same request for one of its collections only (a flush may name several; each
-    /// collection's flush waits for that collection's data alone).
-    pub fn for_collection(&self, name: &str) -> ReplicatedRequest {
+    /// The same request for one collection, by its own name: a flush may name several (each
+    /// collection's flush waits for that collection's data alone), and a request sent through
+    /// an alias names the alias, which the target does not have.
+    pub fn addressed_to(&self, collection: &str) -> ReplicatedRequest {
+        let name = collection.to_owned();
         match self {
-            ReplicatedRequest::Flush(m) => ReplicatedRequest::Flush(rpc::FlushRequest {
-                collection_names: vec![name.to_owned()],
+            ReplicatedRequest::CreateIndex(m) => {
+                ReplicatedRequest::CreateIndex(rpc::CreateIndexRequest {
+                    collection_name: name,
+                    ..m.clone()
+                })
+            }
+            ReplicatedRequest::DropIndex(m) => {
+                ReplicatedRequest::DropIndex(rpc::DropIndexRequest {
+                    collection_name: name,
+                    ..m.clone()
+                })
+            }
+            ReplicatedRequest::Load(m) => ReplicatedRequest::Load(rpc::LoadCollectionRequest {
+                collection_name: name,
                 ..m.clone()
             }),
-            other => other.clone(),
+            ReplicatedRequest::Release(m) => {
+                ReplicatedRequest::Release(rpc::ReleaseCollectionRequest {
+                    collection_name: name,
+                    ..m.clone()
+                })
+            }
+            ReplicatedRequest::Flush(m) => ReplicatedRequest::Flush(rpc::FlushRequest {
+                collection_names: vec![name],
+                ..m.clone()
+            }),
+            database @ (ReplicatedRequest::CreateDatabase(_)
+            | ReplicatedRequest::DropDatabase(_)) => database.clone(),
         }
     }
 
@@ -454,8 +479,24 @@ mod tests {
             db_name: "default".into(),
             collection_names: vec!["a".into(), "b".into()],
         });
-        assert_eq!(flush.for_collection("b").collection_names(), ["b"]);
-        assert_eq!(flush.for_collection("b").db_name(), "default");
+        assert_eq!(flush.addressed_to("b").collection_names(), ["b"]);
+        assert_eq!(flush.addressed_to("b").db_name(), "default");
+    }
+
+    #[test]
+    fn a_request_through_an_alias_is_readdressed_to_the_collection() {
+        let load = ReplicatedRequest::Load(rpc::LoadCollectionRequest {
+            base: base(MsgType::LoadCollection, 4),
+            db_name: "default".into(),
+            collection_name: "alias".into(),
+            replica_number: 1,
+            ..Default::default()
+        });
+        let ReplicatedRequest::Load(readdressed) = load.addressed_to("real") else {
+            panic!("still a load")
+        };
+        assert_eq!(readdressed.collection_name, "real");
+        assert_eq!(readdressed.replica_number, 1);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use milvus::proto::schema::{CollectionSchema, FieldSchema};
 use prost::Message;
 
-use crate::proto::etcd_meta::{CollectionInfo, DatabaseInfo, PartitionInfo};
+use crate::proto::etcd_meta::{
+    AliasInfo, CollectionInfo, CollectionLoadInfo, DatabaseInfo, FieldIndex, PartitionInfo,
+};
 
 /// What Milvus's snapshot KV writes in place of a deleted value (U+26FC, "⛼"); the key itself
 /// stays until Milvus garbage-collects it.
@@ -102,6 +104,51 @@ pub struct PartitionMeta {
     pub id: i64,
     pub name: String,
     pub created: u64,
+}
+
+/// An index of a collection on the source, as a CreateIndex request would name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexMeta {
+    pub field_id: i64,
+    pub index_name: String,
+    /// index_type, metric_type and params (one JSON string), as the user gave them.
+    pub params: Vec<(String, String)>,
+}
+
+/// The live indexes among `field-index/{collection}/...` values.
+pub fn live_indexes(kvs: &[(String, Vec<u8>)]) -> Result<Vec<IndexMeta>, MetaError> {
+    let mut out = Vec::new();
+    for (key, value) in kvs {
+        let Some(index) = decode::<FieldIndex>(key, value, "FieldIndex")? else {
+            continue;
+        };
+        let Some(info) = index.index_info.filter(|_| !index.deleted) else {
+            continue;
+        };
+        // Milvus keeps the user's request apart from what it derived; older ones only the latter.
+        let params = if info.user_index_params.is_empty() {
+            info.index_params
+        } else {
+            info.user_index_params
+        };
+        out.push(IndexMeta {
+            field_id: info.field_id,
+            index_name: info.index_name,
+            params: params.into_iter().map(|p| (p.key, p.value)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Replicas of a collection loaded as a whole, from its `querycoord-collection-loadinfo` value;
+/// None when it is not loaded (or only some partitions are).
+pub fn loaded_replicas(key: &str, value: &[u8]) -> Result<Option<i32>, MetaError> {
+    const LOAD_COLLECTION: i32 = 2;
+    Ok(
+        decode::<CollectionLoadInfo>(key, value, "CollectionLoadInfo")?
+            .filter(|info| info.load_type == LOAD_COLLECTION)
+            .map(|info| info.replica_number.max(1)),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,8 +387,9 @@ pub fn assemble_wanted(
 }
 
 /// The id of the live collection called `name` in database `db_name` (`""`: the default), from
-/// collection-info and db-info values. Other keys, and collections that do not decode, are
-/// passed over: one damaged collection must not hide another.
+/// collection-info, alias and db-info values: requests sent through an alias carry the alias.
+/// Other keys, and values that do not decode, are passed over: one damaged collection must not
+/// hide another.
 pub fn find_named(
     meta_root: &str,
     kvs: &[(String, Vec<u8>)],
@@ -356,7 +404,24 @@ pub fn find_named(
     let mut db_names: BTreeMap<i64, String> =
         BTreeMap::from([(DEFAULT_DB_ID, DEFAULT_DB_NAME.to_owned())]);
     let mut candidates = Vec::new();
+    let mut aliased: Option<(i64, i64)> = None;
+    let alias_prefix = format!("{meta_root}/root-coord/database/aliases/");
     for (key, value) in kvs {
+        if let Some((db_id, alias)) = key
+            .strip_prefix(&alias_prefix)
+            .and_then(|rest| rest.split_once('/'))
+        {
+            if alias == name
+                && let (Some(db_id), Ok(Some(info))) = (
+                    parse_id(db_id),
+                    decode::<AliasInfo>(key, value, "AliasInfo"),
+                )
+                && info.state == STATE_CREATED
+            {
+                aliased = Some((db_id, info.collection_id));
+            }
+            continue;
+        }
         match parse_key(meta_root, key)? {
             Some(MetaKey::Database { db_id }) => {
                 if let Ok(Some(db)) = decode::<DatabaseInfo>(key, value, "DatabaseInfo")
@@ -393,7 +458,9 @@ pub fn find_named(
             return Ok(Some(collection_id));
         }
     }
-    Ok(None)
+    Ok(aliased
+        .filter(|(db_id, _)| db_names.get(db_id).is_some_and(|n| n == db_name))
+        .map(|(_, collection_id)| collection_id))
 }
 
 /// One collection from its parts; `None` when it is not (or no longer) a live collection.
@@ -659,6 +726,28 @@ impl SourceMeta {
         );
         match find_named(&self.meta_root, &kvs, db_name, name)? {
             Some(id) => self.collection(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The collection's live indexes.
+    pub async fn indexes(&self, collection_id: i64) -> Result<Vec<IndexMeta>, MetaError> {
+        let mut rev = 0;
+        let kvs = self
+            .read_prefix(&format!("field-index/{collection_id}/"), &mut rev, false)
+            .await?;
+        live_indexes(&kvs)
+    }
+
+    /// How many replicas the collection is loaded with, None when it is not loaded.
+    pub async fn loaded_replicas(&self, collection_id: i64) -> Result<Option<i32>, MetaError> {
+        let mut rev = 0;
+        let key = format!(
+            "{}/querycoord-collection-loadinfo/{collection_id}",
+            self.meta_root
+        );
+        match self.read_key(&key, &mut rev).await?.first() {
+            Some((key, value)) => loaded_replicas(key, value),
             None => Ok(None),
         }
     }
@@ -1139,6 +1228,91 @@ mod tests {
         assert_eq!(find_named(ROOT, &kvs, "db2", "c1").unwrap(), Some(600));
         assert_eq!(find_named(ROOT, &kvs, "db3", "c1").unwrap(), None);
         assert_eq!(find_named(ROOT, &kvs, "", "c2").unwrap(), None);
+    }
+
+    #[test]
+    fn an_alias_names_its_collection_and_a_dropped_alias_nothing() {
+        let alias = |name: &str, collection_id, state| AliasInfo {
+            alias_name: name.into(),
+            collection_id,
+            state,
+            db_id: 1,
+            ..Default::default()
+        };
+        let kvs = vec![
+            kv(
+                "root-coord/database/collection-info/1/500",
+                enc(&info(500, "c1", 0)),
+            ),
+            kv(
+                "root-coord/database/aliases/1/a1",
+                enc(&alias("a1", 500, 0)),
+            ),
+            kv("root-coord/database/aliases/1/gone", TOMBSTONE.to_vec()),
+            kv(
+                "root-coord/database/aliases/1/old",
+                enc(&alias("old", 500, 2)),
+            ),
+        ];
+        assert_eq!(find_named(ROOT, &kvs, "default", "a1").unwrap(), Some(500));
+        assert_eq!(find_named(ROOT, &kvs, "db2", "a1").unwrap(), None);
+        assert_eq!(find_named(ROOT, &kvs, "", "gone").unwrap(), None);
+        assert_eq!(find_named(ROOT, &kvs, "", "old").unwrap(), None);
+    }
+
+    #[test]
+    fn indexes_keep_the_users_params_and_skip_deleted_ones() {
+        use crate::proto::etcd_meta::{IndexInfo, KeyValuePair};
+        let pair = |k: &str, v: &str| KeyValuePair {
+            key: k.into(),
+            value: v.into(),
+        };
+        let index = |name: &str, deleted| FieldIndex {
+            index_info: Some(IndexInfo {
+                collection_id: 5,
+                field_id: 101,
+                index_name: name.into(),
+                index_params: vec![pair("index_type", "IVF_FLAT"), pair("nlist", "16")],
+                user_index_params: vec![
+                    pair("index_type", "IVF_FLAT"),
+                    pair("params", r#"{"nlist":16}"#),
+                ],
+                ..Default::default()
+            }),
+            deleted,
+            create_time: 1,
+        };
+        let kvs = vec![
+            kv("field-index/5/1", enc(&index("live", false))),
+            kv("field-index/5/2", enc(&index("gone", true))),
+            kv("field-index/5/3", TOMBSTONE.to_vec()),
+        ];
+        let found = live_indexes(&kvs).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].field_id, found[0].index_name.as_str()),
+            (101, "live")
+        );
+        assert_eq!(
+            found[0].params[1],
+            ("params".into(), r#"{"nlist":16}"#.into())
+        );
+    }
+
+    #[test]
+    fn only_a_collection_loaded_whole_counts_as_loaded() {
+        let info = |load_type, replica_number| {
+            enc(&CollectionLoadInfo {
+                collection_id: 5,
+                replica_number,
+                status: 2,
+                load_type,
+            })
+        };
+        assert_eq!(loaded_replicas("k", &info(2, 1)).unwrap(), Some(1));
+        assert_eq!(loaded_replicas("k", &info(2, 0)).unwrap(), Some(1));
+        assert_eq!(loaded_replicas("k", &info(1, 1)).unwrap(), None);
+        assert_eq!(loaded_replicas("k", TOMBSTONE).unwrap(), None);
     }
 
     #[test]

@@ -19,12 +19,14 @@ use crate::apply::milvus_target::{MilvusTarget, check_target};
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
-use crate::journal::{Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, StagedChange};
+use crate::journal::{
+    Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, ReplicatedKind, StagedChange,
+};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::source::capture::{CollectionLookup, DEFAULT_DB, NameMapping, Scope, user_fields_only};
 use crate::source::kafka::{Broker, KafkaError};
 use crate::source::meta::{
-    CollectionMeta, MetaError, SourceMeta, is_replicate_topic, vchannel_pchannel,
+    CollectionMeta, MetaError, SourceMeta, is_replicate_topic, replicate_topic, vchannel_pchannel,
 };
 use crate::source::position::encode_kafka_position;
 use crate::source::reader::{ChannelReader, ReaderSettings};
@@ -367,6 +369,15 @@ impl Supervisor {
             spec.start,
             spec.positions.clone(),
         );
+        let lane = replicate_topic(&prefix);
+        // From `latest`, the existing collections' indexes and load state are not in what the
+        // task reads: they are staged with it, on the replicate-msg lane, after the collections.
+        let mut lane_seeds = match start {
+            StartPosition::Latest => {
+                existing_operation_seeds(&meta, &existing, &lane, &scope).await?
+            }
+            StartPosition::Earliest => Vec::new(),
+        };
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
@@ -386,13 +397,16 @@ impl Supervisor {
                             high,
                         });
                     }
+                    (Some(offset), _) if is_replicate_topic(&topic) => {
+                        (offset, std::mem::take(&mut lane_seeds))
+                    }
                     (Some(offset), _) => {
                         (offset, existing_collection_seeds(&existing, &topic, &scope))
                     }
-                    // Operations on the collections from before the task (their index, load
-                    // state) are not copied; those from now on are.
+                    // The existing collections' indexes and load state are staged as seeds;
+                    // operations from now on are read.
                     (None, StartPosition::Latest) if is_replicate_topic(&topic) => {
-                        (high, Vec::new())
+                        (high, std::mem::take(&mut lane_seeds))
                     }
                     // The topic names collections, not channels: read all it retains; capture
                     // keeps what concerns the in-scope collections (not older ones of the same
@@ -413,6 +427,16 @@ impl Supervisor {
                     &topic,
                     &seeds,
                     MqPosition::Kafka { next_offset },
+                    0,
+                )?;
+            }
+            if !lane_seeds.is_empty() {
+                // The source has not written its replicate-msg topic yet: all of it is new.
+                journal.stage(
+                    &task_id,
+                    &lane,
+                    &lane_seeds,
+                    MqPosition::Kafka { next_offset: 0 },
                     0,
                 )?;
             }
@@ -895,6 +919,80 @@ fn existing_collection_seeds(
         }
     }
     seeds
+}
+
+/// The CreateIndex and Load events that give collections existing before the task their
+/// indexes and load state on the target, staged at timestamp 0 on the replicate-msg lane:
+/// each waits for its collection's creation there.
+async fn existing_operation_seeds(
+    meta: &SourceMeta,
+    collections: &[CollectionMeta],
+    lane: &str,
+    scope: &Scope,
+) -> Result<Vec<StagedChange>, TaskError> {
+    use milvus::proto::common::KeyValuePair;
+    use milvus::proto::milvus::{CreateIndexRequest, LoadCollectionRequest};
+    let mut seeds = Vec::new();
+    for c in collections {
+        let event = |kind, request: Vec<u8>| StagedChange {
+            vchannel: lane.to_owned(),
+            ts: 0,
+            change: Change::Ddl(Ddl {
+                collection: scope.on_target(crate::journal::CollectionRef {
+                    id: c.id,
+                    db_name: c.db_name.clone(),
+                    name: c.name.clone(),
+                }),
+                barrier: vec![lane.to_owned()],
+                event: DdlEvent::Replicated {
+                    kind,
+                    request,
+                    waits_for: c.virtual_channels.clone(),
+                },
+            }),
+        };
+        for index in meta.indexes(c.id).await? {
+            let Some(field) = c
+                .schema
+                .fields
+                .iter()
+                .find(|f| f.field_id == index.field_id)
+            else {
+                warn!(collection = %c.name, index = %index.index_name, field = index.field_id,
+                    "index on a field the collection does not have: not copied");
+                continue;
+            };
+            let request = CreateIndexRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                field_name: field.name.clone(),
+                extra_params: index
+                    .params
+                    .into_iter()
+                    .map(|(key, value)| KeyValuePair { key, value })
+                    .collect(),
+                index_name: index.index_name,
+                ..Default::default()
+            };
+            seeds.push(event(
+                ReplicatedKind::CreateIndex,
+                prost::Message::encode_to_vec(&request),
+            ));
+        }
+        if let Some(replica_number) = meta.loaded_replicas(c.id).await? {
+            let request = LoadCollectionRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                replica_number,
+                ..Default::default()
+            };
+            seeds.push(event(
+                ReplicatedKind::Load,
+                prost::Message::encode_to_vec(&request),
+            ));
+        }
+    }
+    Ok(seeds)
 }
 
 /// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
