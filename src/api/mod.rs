@@ -181,7 +181,9 @@ impl From<TaskError> for ApiError {
             TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
             TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
-            TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
+            TaskError::Meta(_) | TaskError::Kafka(_) | TaskError::Pulsar(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -5,4 +5,8 @@ pub mod capture;
 pub mod decode;
 pub mod kafka;
 pub mod meta;
+pub mod mq;
+pub mod pulsar;
 pub mod reader;
+#[cfg(test)]
+mod reader_tests;
