@@ -18,7 +18,7 @@ use prost::Message as _;
 use pulsar::consumer::InitialPosition;
 use pulsar::message::proto::MessageIdData;
 use pulsar::reader::Reader;
-use pulsar::{Authentication, ConsumerOptions, Pulsar, TokioExecutor};
+use pulsar::{Authentication, ConsumerOptions, Pulsar, SubType, TokioExecutor};
 use tokio::runtime::Handle;
 use tracing::debug;
 
@@ -100,8 +100,14 @@ pub fn start_position(bytes: &[u8]) -> Result<MqPosition, PulsarError> {
         len: bytes.len(),
         source,
     })?;
+    // The whole entry is included, whatever batch index Milvus's client wrote (its Go client
+    // writes 0 for a message sent without batching, which the broker delivers without one):
+    // nothing of the collection precedes its own start message in that entry.
     Ok(MqPosition::Pulsar {
-        from: pulsar_id(&id),
+        from: PulsarId {
+            batch: -1,
+            ..pulsar_id(&id)
+        },
         inclusive: true,
     })
 }
@@ -194,6 +200,7 @@ impl PulsarClient {
             .reader()
             .with_topic(topic.clone())
             .with_subscription(subscription(&self.task, pchannel))
+            .with_subscription_type(SubType::Exclusive)
             .with_consumer_name(subscription(&self.task, pchannel))
             .with_options(options)
             .into_reader::<Vec<u8>>()
@@ -322,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_milvus_start_position_decodes_to_an_inclusive_position() {
-        let bytes = message_id_data(&id(12, 34, -1)).encode_to_vec();
+        let bytes = message_id_data(&id(12, 34, 0)).encode_to_vec();
         assert_eq!(
             start_position(&bytes).unwrap(),
             MqPosition::Pulsar {
