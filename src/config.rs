@@ -84,7 +84,11 @@ pub enum MqConfig {
         brokers: String,
     },
     Pulsar {
+        /// The service URL, `pulsar://host:6650`.
         url: String,
+        /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
+        #[serde(default)]
+        token: Option<String>,
         #[serde(default = "default_pulsar_tenant")]
         tenant: String,
         #[serde(default = "default_pulsar_namespace")]
@@ -178,6 +182,7 @@ mod tests {
             config.source.mq,
             MqConfig::Pulsar {
                 url: "pulsar://127.0.0.1:6650".into(),
+                token: None,
                 tenant: "public".into(),
                 namespace: "default".into()
             }

@@ -184,7 +184,9 @@ impl From<TaskError> for ApiError {
             | TaskError::UnknownChannel(_) => StatusCode::BAD_REQUEST,
             TaskError::PositionNotRetained { .. } => StatusCode::CONFLICT,
             TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
-            TaskError::Meta(_) | TaskError::Kafka(_) => StatusCode::BAD_GATEWAY,
+            TaskError::Meta(_) | TaskError::Kafka(_) | TaskError::Pulsar(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -272,7 +272,7 @@ impl Entry {
                 offset,
             } => {
                 format!(
-                    "offset    {task} {pchannel} next={:?} tick={} next_seq={}",
+                    "offset    {task} {pchannel} next={} tick={} next_seq={}",
                     offset.next, offset.tick, offset.next_seq
                 )
             }
@@ -348,7 +348,7 @@ mod tests {
             .entries(&filter, 100, |e| lines.push(e.line()))
             .unwrap();
         assert!(lines[0].starts_with("task      t"));
-        assert!(lines[1].contains("next=Kafka { next_offset: 9 } tick=3"));
+        assert!(lines[1].contains("next=kafka next_offset=9 tick=3"));
         let rows: Vec<_> = lines.iter().filter(|l| l.starts_with("row")).collect();
         assert_eq!(rows.len(), 2, "{lines:?}");
         assert!(

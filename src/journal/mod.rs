@@ -17,6 +17,7 @@
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
 
 pub mod dump;
+pub mod position;
 pub mod record;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+pub use position::{MessageId, MqPosition, PositionMismatch, PulsarId};
 pub use record::{
     Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
     ReplicatedKind,
@@ -77,12 +79,6 @@ storage_from!(
 pub struct RowPosition {
     pub ts: u64,
     pub seq: u64,
-}
-
-/// A message queue position: the next message the reader will fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MqPosition {
-    Kafka { next_offset: i64 },
 }
 
 /// The reader's state for one physical channel, written with the rows it staged.

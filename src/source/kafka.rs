@@ -8,6 +8,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::mq::{ChannelSource, Fetched, MqClient, MqError};
+use crate::journal::{MessageId, MqPosition, PositionMismatch};
+
 /// Milvus writes every channel to partition 0 of its topic.
 const PARTITION: i32 = 0;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,12 +133,6 @@ pub struct ChannelConsumer {
     topic: String,
 }
 
-/// One fetched message: its offset and payload.
-pub struct Fetched {
-    pub offset: i64,
-    pub payload: Vec<u8>,
-}
-
 impl ChannelConsumer {
     pub fn open(brokers: &str, topic: &str, next_offset: i64) -> Result<Self, KafkaError> {
         let consumer = client(brokers)?;
@@ -166,7 +163,7 @@ impl ChannelConsumer {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(message)) => Ok(Some(Fetched {
-                offset: message.offset(),
+                id: MessageId::Kafka(message.offset()),
                 payload: message.payload().unwrap_or_default().to_vec(),
             })),
             Some(Err(source)) => Err(KafkaError::Client {
@@ -175,5 +172,33 @@ impl ChannelConsumer {
                 source: Box::new(source),
             }),
         }
+    }
+}
+
+impl ChannelSource for ChannelConsumer {
+    fn poll(&mut self, timeout: Duration) -> Result<Option<Fetched>, MqError> {
+        Ok(ChannelConsumer::poll(self, timeout)?)
+    }
+}
+
+/// Opens Kafka channels: partition 0 of the channel's topic, at the stored offset.
+pub struct KafkaClient {
+    pub brokers: String,
+}
+
+impl MqClient for KafkaClient {
+    fn open(&self, pchannel: &str, from: &MqPosition) -> Result<Box<dyn ChannelSource>, MqError> {
+        let MqPosition::Kafka { next_offset } = from else {
+            return Err(PositionMismatch {
+                message: "Kafka",
+                position: *from,
+            }
+            .into());
+        };
+        Ok(Box::new(ChannelConsumer::open(
+            &self.brokers,
+            pchannel,
+            *next_offset,
+        )?))
     }
 }

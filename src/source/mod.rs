@@ -5,5 +5,9 @@ pub mod capture;
 pub mod decode;
 pub mod kafka;
 pub mod meta;
+pub mod mq;
 pub mod position;
+pub mod pulsar;
 pub mod reader;
+#[cfg(test)]
+mod reader_tests;

@@ -4,8 +4,14 @@
 //! transaction ([`Journal::stage`]); a crash anywhere loses only uncommitted work, which is
 //! fetched again from the stored offset on restart. A message that does not decode is logged
 //! with its channel and offset, counted, and passed over; it never stops the channel.
-//! A message is staged only if its offset is at or after the channel's next offset, so a
-//! broker or client that delivers a range twice cannot stage it twice.
+//! The redelivery rule, enforced here: a message is staged only if its id is past the
+//! channel's position ([`MqPosition::admits`]: a Kafka offset at or after the next offset, a
+//! Pulsar MessageId after the last one read, by ledger, entry and batch index). The position
+//! starts at the one stored in the journal and moves past every message read, so a broker or
+//! client that delivers a message again (a Pulsar redelivery, a Kafka re-fetch) cannot get it
+//! staged twice; the repeat is counted in `milvus_cdc_messages_duplicate_total`.
+//! A channel that cannot be opened (a topic that does not exist yet, a broker that is down) is
+//! waited for and retried until the reader is stopped.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,8 +23,8 @@ use tracing::{info, warn};
 
 use super::capture::{Captured, CollectionLookup, Scope, capture};
 use super::decode::{SourceMessage, decode, timestamp};
-use super::kafka::{ChannelConsumer, KafkaError};
 use super::meta::is_replicate_topic;
+use super::mq::{ChannelSource, MqClient, MqError};
 use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
 use crate::metrics::{ErrorKind, METRICS};
 
@@ -48,7 +54,7 @@ pub enum ReaderError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
-    Kafka(#[from] KafkaError),
+    Mq(#[from] MqError),
     #[error("no stored source offset for channel {0}: the task was not seeded")]
     NotSeeded(String),
 }
@@ -56,7 +62,7 @@ pub enum ReaderError {
 pub struct ChannelReader<'a> {
     pub task: &'a str,
     pub pchannel: &'a str,
-    pub brokers: &'a str,
+    pub mq: &'a dyn MqClient,
     pub scope: &'a Scope,
     pub journal: &'a Journal,
     pub settings: &'a ReaderSettings,
@@ -69,17 +75,13 @@ impl ChannelReader<'_> {
             .journal
             .source_offset(self.task, self.pchannel)?
             .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
-        let MqPosition::Kafka { next_offset } = offset.next;
-        info!(
-            task = self.task,
-            channel = self.pchannel,
-            next_offset,
-            "reading"
-        );
-        let consumer = ChannelConsumer::open(self.brokers, self.pchannel, next_offset)?;
+        info!(task = self.task, channel = self.pchannel, from = %offset.next, "reading");
+        let Some(mut consumer) = self.open(&offset.next) else {
+            return Ok(());
+        };
 
         let mut pending = PendingStage::default();
-        let mut next = next_offset;
+        let mut position = offset.next;
         let mut tick = offset.tick;
         let mut recent = RecentPayloads::default();
         // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
@@ -95,25 +97,27 @@ impl ChannelReader<'_> {
             } else {
                 Duration::from_millis(100)
             };
-            // librdkafka reconnects by itself, but a consumer that lost its position (an offset
-            // the broker reports out of range) stays lost: start over from the stored offset.
+            // Clients reconnect by themselves, but one that lost its position (a Kafka offset
+            // out of range, a closed Pulsar reader) stays lost: the error ends this run and the
+            // task starts over from the stored position, dropping what was pending.
             let fetched = consumer.poll(timeout)?;
             let idle = fetched.is_none();
             if let Some(message) = fetched {
-                // Offsets only grow: a message before `next` was read already (staged, or
-                // pending in this very batch) and must not be staged again.
-                if message.offset < next {
+                // The redelivery rule (module doc): ids only grow along a channel, so one the
+                // position does not admit was read already (staged, or pending in this very
+                // batch) and must not be staged again.
+                if !position.admits(&message.id).map_err(MqError::from)? {
                     METRICS.messages_duplicate.inc();
                     warn!(
                         task = self.task,
                         channel = self.pchannel,
-                        offset = message.offset,
-                        next,
-                        "message skipped: its offset was read already"
+                        id = %message.id,
+                        %position,
+                        "message skipped: it was read already"
                     );
                     continue;
                 }
-                next = message.offset + 1;
+                position = MqPosition::after(&message.id);
                 pending.fetched(message.payload.len());
                 METRICS.messages_read.inc();
                 let decoded = decode(&message.payload);
@@ -126,7 +130,7 @@ impl ChannelReader<'_> {
                     warn!(
                         task = self.task,
                         channel = self.pchannel,
-                        offset = message.offset,
+                        id = %message.id,
                         "message skipped: byte-identical to an earlier message of this channel"
                     );
                     continue;
@@ -151,26 +155,40 @@ impl ChannelReader<'_> {
                     Err(reason) => {
                         METRICS.messages_rejected.inc();
                         METRICS.error(ErrorKind::MessageRejected);
-                        warn!(task = self.task, channel = self.pchannel, offset = message.offset, %reason,
+                        warn!(task = self.task, channel = self.pchannel, id = %message.id, %reason,
                               "message skipped: not a usable Milvus message");
                     }
                 }
             }
             if pending.due(self.settings, idle) {
                 crate::failpoint::hit("stage-before-commit");
-                self.journal.stage(
-                    self.task,
-                    self.pchannel,
-                    &pending.changes,
-                    MqPosition::Kafka { next_offset: next },
-                    tick,
-                )?;
+                self.journal
+                    .stage(self.task, self.pchannel, &pending.changes, position, tick)?;
                 METRICS.changes_staged.inc_by(pending.changes.len() as u64);
                 METRICS.staged(self.task, pending.changes.iter().map(|c| &c.change));
                 pending = PendingStage::default();
             }
         }
         Ok(())
+    }
+
+    /// The channel opened at `from`, waiting while it cannot be (a topic that does not exist
+    /// yet, a broker that is down); None once the reader is stopped.
+    fn open(&self, from: &MqPosition) -> Option<Box<dyn ChannelSource>> {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.mq.open(self.pchannel, from) {
+                Ok(consumer) => return Some(consumer),
+                Err(err) => {
+                    METRICS.error(ErrorKind::Broker);
+                    warn!(task = self.task, channel = self.pchannel, %err,
+                          "cannot open the channel; waiting for it");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        None
     }
 
     fn wait_below_cap(&self) -> Result<(), ReaderError> {

@@ -20,15 +20,18 @@ use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
 use crate::journal::{
-    Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, ReplicatedKind, StagedChange,
+    Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, PulsarId, ReplicatedKind,
+    StagedChange,
 };
 use crate::metrics::{ErrorKind, METRICS};
 use crate::source::capture::{CollectionLookup, DEFAULT_DB, NameMapping, Scope, user_fields_only};
-use crate::source::kafka::{Broker, KafkaError};
+use crate::source::kafka::{Broker, KafkaClient, KafkaError};
 use crate::source::meta::{
     CollectionMeta, MetaError, SourceMeta, is_replicate_topic, replicate_topic, vchannel_pchannel,
 };
+use crate::source::mq::MqClient;
 use crate::source::position::encode_kafka_position;
+use crate::source::pulsar::{PulsarClient, PulsarError, PulsarSettings};
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
 
@@ -117,10 +120,13 @@ impl TaskSpec {
 pub struct ChannelPosition {
     pub channel: String,
     /// The same as a base64 `msg.MsgPosition`, as the reference CDC exchanges positions: give it
-    /// to a new task's create (`positions`) to start it here.
+    /// to a new task's create (`positions`) to start it here (Kafka; empty on Pulsar).
     pub position: String,
-    /// The next source offset to read.
+    /// The next source offset to read (Kafka; -1 on Pulsar).
     pub next_offset: i64,
+    /// The stored position, readable: `kafka next_offset=N` or
+    /// `pulsar after ledger=L entry=E batch=B partition=P`.
+    pub readable: String,
     /// The newest TimeTick staged: every change at or below it is in the journal.
     pub tick: u64,
 }
@@ -157,6 +163,8 @@ pub enum TaskError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Pulsar(#[from] PulsarError),
     #[error("corrupt task record {0}: {1}")]
     Corrupt(String, String),
     #[error("{0}")]
@@ -317,7 +325,7 @@ impl Supervisor {
     /// Creating a task again with the same id and the same target, collections and start is
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
     /// is safe. The same id with anything else is [`TaskError::Exists`].
-    pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
+    pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
         check_target(&spec.target.uri, &spec.target.token).map_err(TaskError::InvalidTarget)?;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;
@@ -347,11 +355,6 @@ impl Supervisor {
                 target: spec.target.uri,
             });
         }
-        let MqConfig::Kafka { brokers } = &self.config.source.mq else {
-            return Err(TaskError::Unsupported(
-                "only a Kafka source is supported so far".into(),
-            ));
-        };
         let meta = SourceMeta::connect(
             &self.config.source.etcd_endpoints,
             &self.config.source.etcd_root_path,
@@ -363,8 +366,7 @@ impl Supervisor {
             .into_iter()
             .filter(|c| scope.contains(&c.db_name, &c.name))
             .collect();
-        let (brokers, prefix, start, positions) = (
-            brokers.clone(),
+        let (prefix, start, positions) = (
             self.config.source.channel_prefix.clone(),
             spec.start,
             spec.positions.clone(),
@@ -380,6 +382,27 @@ impl Supervisor {
         };
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
+        let brokers = match &self.config.source.mq {
+            MqConfig::Kafka { brokers } => brokers.clone(),
+            MqConfig::Pulsar { .. } => {
+                if !positions.is_empty() {
+                    return Err(TaskError::Unsupported(
+                        "positions are Kafka offsets; a Pulsar task starts at latest or earliest"
+                            .into(),
+                    ));
+                }
+                let client = self.pulsar_client(&task_id);
+                let channels = pulsar_channels(&meta.collections().await?, &prefix);
+                tokio::task::spawn_blocking(move || {
+                    seed_pulsar(
+                        &journal, &client, &task_id, &channels, &existing, start, &scope,
+                    )
+                })
+                .await
+                .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
+                return self.created(spec);
+            }
+        };
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
             let broker = Broker::connect(&brokers)?;
             let topics = broker.channel_topics(&prefix)?;
@@ -444,6 +467,11 @@ impl Supervisor {
         })
         .await
         .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
+        self.created(spec)
+    }
+
+    /// Saves a seeded task as Running and starts it.
+    fn created(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
         spec.state = TaskState::Running;
         self.save(&spec)?;
         info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
@@ -491,11 +519,18 @@ impl Supervisor {
             .source_offsets(id)?
             .into_iter()
             .map(|(pchannel, offset)| {
-                let MqPosition::Kafka { next_offset } = offset.next;
+                let (next_offset, position) = match offset.next {
+                    MqPosition::Kafka { next_offset } => (
+                        next_offset,
+                        encode_kafka_position(&pchannel, next_offset, offset.tick),
+                    ),
+                    MqPosition::Pulsar { .. } => (-1, String::new()),
+                };
                 ChannelPosition {
-                    position: encode_kafka_position(&pchannel, next_offset, offset.tick),
+                    readable: offset.next.to_string(),
                     channel: pchannel,
                     next_offset,
+                    position,
                     tick: offset.tick,
                 }
             })
@@ -690,38 +725,22 @@ impl Supervisor {
     /// created after the task.
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
-        let MqConfig::Kafka { brokers } = self.config.source.mq.clone() else {
-            return;
-        };
+        let mq = self.mq_client(&spec.task_id);
         let mut broker: Option<Broker> = None;
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
-            if broker.is_none() {
-                broker = Broker::connect(&brokers)
-                    .inspect_err(|err| {
-                        METRICS.error(ErrorKind::Broker);
-                        warn!(%err, "cannot reach the broker");
-                    })
-                    .ok();
-            }
-            match broker
-                .as_ref()
-                .map(|b| b.channel_topics(&self.config.source.channel_prefix))
-                .unwrap_or(Ok(Vec::new()))
-            {
+            match self.list_channels(&mut broker) {
                 Ok(topics) => {
                     for topic in topics {
                         if !readers.contains_key(&topic)
                             && self.record_channel_start(&spec.task_id, &topic)
                         {
                             let me = self.clone();
-                            let (task, flag, brokers, channel) =
-                                (spec.clone(), stop.clone(), brokers.clone(), topic.clone());
+                            let (task, flag, mq, channel) =
+                                (spec.clone(), stop.clone(), mq.clone(), topic.clone());
                             readers.insert(
                                 topic,
-                                std::thread::spawn(move || {
-                                    me.run_reader(task, channel, brokers, flag)
-                                }),
+                                std::thread::spawn(move || me.run_reader(task, channel, mq, flag)),
                             );
                         }
                     }
@@ -743,14 +762,90 @@ impl Supervisor {
         }
     }
 
+    /// The source's channels. Kafka lists its topics; a Pulsar client may not be allowed to list
+    /// a namespace, so there the channels are the physical channels the source's collections
+    /// name in etcd, and the replicate-msg topic.
+    fn list_channels(&self, broker: &mut Option<Broker>) -> Result<Vec<String>, TaskError> {
+        let prefix = &self.config.source.channel_prefix;
+        match &self.config.source.mq {
+            MqConfig::Kafka { brokers } => {
+                let broker = match broker {
+                    Some(broker) => broker,
+                    None => broker.insert(Broker::connect(brokers)?),
+                };
+                Ok(broker.channel_topics(prefix)?)
+            }
+            MqConfig::Pulsar { .. } => {
+                let collections = self.runtime.block_on(async {
+                    SourceMeta::connect(
+                        &self.config.source.etcd_endpoints,
+                        &self.config.source.etcd_root_path,
+                    )
+                    .await?
+                    .collections()
+                    .await
+                })?;
+                Ok(pulsar_channels(&collections, prefix))
+            }
+        }
+    }
+
+    /// The client a task's readers open their channels with.
+    fn mq_client(&self, task: &str) -> Arc<dyn MqClient> {
+        match &self.config.source.mq {
+            MqConfig::Kafka { brokers } => Arc::new(KafkaClient {
+                brokers: brokers.clone(),
+            }),
+            MqConfig::Pulsar { .. } => Arc::new(self.pulsar_client(task)),
+        }
+    }
+
+    fn pulsar_client(&self, task: &str) -> PulsarClient {
+        let (url, token, tenant, namespace) = match &self.config.source.mq {
+            MqConfig::Pulsar {
+                url,
+                token,
+                tenant,
+                namespace,
+            } => (
+                url.clone(),
+                token.clone(),
+                tenant.clone(),
+                namespace.clone(),
+            ),
+            // Only called on a Pulsar source; an empty URL fails to connect with a clear error.
+            MqConfig::Kafka { .. } => Default::default(),
+        };
+        PulsarClient {
+            settings: PulsarSettings {
+                url,
+                token: std::env::var("MILVUS_CDC_PULSAR_TOKEN")
+                    .ok()
+                    .or(token)
+                    .filter(|t| !t.is_empty()),
+                tenant,
+                namespace,
+            },
+            task: task.to_owned(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
     /// Makes sure the channel has a stored start offset; answers whether its reader may start.
     /// A channel without one was created after the task: everything on it is new.
     fn record_channel_start(&self, task: &str, topic: &str) -> bool {
         let recorded = match self.journal.source_offset(task, topic) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
-                self.journal
-                    .stage(task, topic, &[], MqPosition::Kafka { next_offset: 0 }, 0)
+                // A channel created after the task: everything on it is new.
+                let start = match self.config.source.mq {
+                    MqConfig::Kafka { .. } => MqPosition::Kafka { next_offset: 0 },
+                    MqConfig::Pulsar { .. } => MqPosition::Pulsar {
+                        from: PulsarId::EARLIEST,
+                        inclusive: true,
+                    },
+                };
+                self.journal.stage(task, topic, &[], start, 0)
             }
             Err(err) => Err(err),
         };
@@ -767,7 +862,7 @@ impl Supervisor {
         self: Arc<Self>,
         spec: TaskSpec,
         pchannel: String,
-        brokers: String,
+        mq: Arc<dyn MqClient>,
         stop: Arc<AtomicBool>,
     ) {
         let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
@@ -801,7 +896,7 @@ impl Supervisor {
             let reader = ChannelReader {
                 task: &spec.task_id,
                 pchannel: &pchannel,
-                brokers: &brokers,
+                mq: mq.as_ref(),
                 scope: &scope,
                 journal: &self.journal,
                 settings: &settings,
@@ -828,6 +923,95 @@ pub fn now_ms() -> u64 {
 
 fn max_lag(lag: &crate::metrics::TaskLag) -> Option<f64> {
     lag.target.values().copied().reduce(f64::max)
+}
+
+/// The channels of a Pulsar source: every physical channel a collection of the source uses
+/// (etcd), and the replicate-msg topic; sorted.
+fn pulsar_channels(collections: &[CollectionMeta], prefix: &str) -> Vec<String> {
+    let mut channels: Vec<String> = collections
+        .iter()
+        .flat_map(|c| c.physical_channels.iter().cloned())
+        .chain([crate::source::meta::replicate_topic(prefix)])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    channels.dedup();
+    channels
+}
+
+/// Records where a new task starts on each channel of a Pulsar source, as `seed` the Kafka one:
+/// `latest` after the newest message (collections that exist already are created on the
+/// target first), `earliest` at the oldest start position Milvus recorded for the in-scope
+/// collections on the channel. Pulsar does not report what it retains, so an `earliest` start
+/// the broker no longer has cannot be refused here.
+fn seed_pulsar(
+    journal: &Journal,
+    client: &PulsarClient,
+    task: &str,
+    channels: &[String],
+    existing: &[CollectionMeta],
+    start: StartPosition,
+    scope: &Scope,
+) -> Result<(), TaskError> {
+    for channel in channels {
+        let (position, seeds) = if is_replicate_topic(channel) {
+            let position = match start {
+                StartPosition::Earliest => MqPosition::Pulsar {
+                    from: PulsarId::EARLIEST,
+                    inclusive: true,
+                },
+                StartPosition::Latest => match client.latest(channel) {
+                    Ok(position) => position,
+                    // Milvus creates the topic on first use: until then, all that comes is new
+                    // (the channel is recorded when its reader starts).
+                    Err(err) => {
+                        warn!(task, %channel, %err, "replicate-msg topic not readable yet");
+                        continue;
+                    }
+                },
+            };
+            (position, Vec::new())
+        } else {
+            match start {
+                StartPosition::Latest => (
+                    client.latest(channel)?,
+                    existing_collection_seeds(existing, channel, scope),
+                ),
+                StartPosition::Earliest => match earliest_pulsar_start(existing, channel)? {
+                    Some(position) => (position, Vec::new()),
+                    None => (client.latest(channel)?, Vec::new()),
+                },
+            }
+        };
+        journal.stage(task, channel, &seeds, position, 0)?;
+    }
+    Ok(())
+}
+
+/// The oldest start position of the collections on `pchannel`, if any lives there.
+fn earliest_pulsar_start(
+    collections: &[CollectionMeta],
+    pchannel: &str,
+) -> Result<Option<MqPosition>, TaskError> {
+    let mut earliest: Option<(PulsarId, MqPosition)> = None;
+    for c in collections {
+        for (channel, bytes) in &c.start_positions {
+            if channel != pchannel {
+                continue;
+            }
+            let position = crate::source::pulsar::start_position(bytes)?;
+            let MqPosition::Pulsar { from, .. } = position else {
+                continue;
+            };
+            if earliest
+                .as_ref()
+                .is_none_or(|(e, _)| from.cmp_on_topic(e).is_lt())
+            {
+                earliest = Some((from, position));
+            }
+        }
+    }
+    Ok(earliest.map(|(_, position)| position))
 }
 
 /// Where an `earliest` task starts reading a channel: the oldest start position of the in-scope

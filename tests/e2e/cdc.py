@@ -22,7 +22,10 @@ def free_port() -> int:
 
 
 class CdcServer:
-    def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev"):
+    def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev",
+                 pulsar_url: str | None = None):
+        """`pulsar_url`: read the testbed's Pulsar source (etcd root `SOURCE_PULSAR_ETCD_ROOT`)
+        through that service URL instead of the Kafka source."""
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
@@ -30,16 +33,21 @@ class CdcServer:
         self.token = self.extra_env.get("MILVUS_CDC_API_TOKEN")
         self.log = workdir / "cdc.log"
         self.config = workdir / "cdc.toml"
+        if pulsar_url:
+            etcd_root = env.get("SOURCE_PULSAR_ETCD_ROOT", "by-dev-pulsar")
+            mq = f'type = "pulsar"\nurl = "{pulsar_url}"\n'
+        else:
+            etcd_root = env.get("SOURCE_ETCD_ROOT", "by-dev")
+            mq = f'type = "kafka"\nbrokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\n'
             f'data_dir = "{workdir / "data"}"\n'
             "[source]\n"
             f'etcd_endpoints = ["{env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")}"]\n'
-            f'etcd_root_path = "{env.get("SOURCE_ETCD_ROOT", "by-dev")}"\n'
+            f'etcd_root_path = "{etcd_root}"\n'
             f'channel_prefix = "{channel_prefix}"\n'
             "[source.mq]\n"
-            'type = "kafka"\n'
-            f'brokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
+            + mq
         )
         self.proc: subprocess.Popen | None = None
 

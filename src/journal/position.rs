@@ -1,0 +1,258 @@
+//! Where a reader is on its channel, for each message queue, and the redelivery rule.
+//!
+//! The rule ([`MqPosition::admits`]): a message is staged only if its id is past the channel's
+//! stored position. Kafka offsets and Pulsar MessageIds both only grow along a topic, so a
+//! message at or before the position was read already (staged, or passed over as unusable) and
+//! a broker that delivers it again (Kafka re-fetch, Pulsar redelivery after a reconnect or an
+//! ack timeout) cannot get it staged twice.
+//!
+//! Stored as JSON in the journal's `source_offsets` table; [`MqPosition`] variants are appended,
+//! never reordered or changed, so older journals keep decoding.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A message queue position: what the reader stages next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqPosition {
+    /// The next Kafka offset to stage.
+    Kafka { next_offset: i64 },
+    /// Stage messages after `from`, or at it too when `inclusive` (a start position Milvus
+    /// recorded is the id of a message that must itself be read).
+    Pulsar { from: PulsarId, inclusive: bool },
+}
+
+/// A Pulsar MessageId. Milvus writes each channel to a non-partitioned topic, so `partition`
+/// is -1 there; it is kept to tell ids of different partitions apart, never to order them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PulsarId {
+    pub ledger: u64,
+    pub entry: u64,
+    /// Index within a batch entry; -1 for a message sent without batching.
+    pub batch: i32,
+    pub partition: i32,
+}
+
+impl PulsarId {
+    /// Before every message of a topic: `Pulsar { from: EARLIEST, inclusive: true }` reads all
+    /// it retains.
+    pub const EARLIEST: PulsarId = PulsarId {
+        ledger: 0,
+        entry: 0,
+        batch: -1,
+        partition: -1,
+    };
+
+    /// Order along one topic: ledger, then entry, then batch index. Ledger ids grow as the
+    /// broker rolls ledgers, entries within a ledger, batch indexes within an entry.
+    pub fn cmp_on_topic(&self, other: &PulsarId) -> Ordering {
+        (self.ledger, self.entry, self.batch).cmp(&(other.ledger, other.entry, other.batch))
+    }
+}
+
+impl fmt::Display for PulsarId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ledger={} entry={} batch={} partition={}",
+            self.ledger, self.entry, self.batch, self.partition
+        )
+    }
+}
+
+/// The id of one fetched message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageId {
+    Kafka(i64),
+    Pulsar(PulsarId),
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageId::Kafka(offset) => write!(f, "offset={offset}"),
+            MessageId::Pulsar(id) => id.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a {message} message id cannot be compared with the stored position {position}")]
+pub struct PositionMismatch {
+    pub message: &'static str,
+    pub position: MqPosition,
+}
+
+impl MqPosition {
+    /// The redelivery rule: whether a message with this id is new to the channel and may be
+    /// staged. An id of the other queue's kind is an error (a journal from another source).
+    pub fn admits(&self, id: &MessageId) -> Result<bool, PositionMismatch> {
+        match (self, id) {
+            (MqPosition::Kafka { next_offset }, MessageId::Kafka(offset)) => {
+                Ok(offset >= next_offset)
+            }
+            (MqPosition::Pulsar { from, inclusive }, MessageId::Pulsar(id)) => {
+                Ok(match id.cmp_on_topic(from) {
+                    Ordering::Greater => true,
+                    Ordering::Equal => *inclusive,
+                    Ordering::Less => false,
+                })
+            }
+            (position, MessageId::Kafka(_)) => Err(PositionMismatch {
+                message: "Kafka",
+                position: *position,
+            }),
+            (position, MessageId::Pulsar(_)) => Err(PositionMismatch {
+                message: "Pulsar",
+                position: *position,
+            }),
+        }
+    }
+
+    /// The position right after a message that was read.
+    pub fn after(id: &MessageId) -> MqPosition {
+        match id {
+            MessageId::Kafka(offset) => MqPosition::Kafka {
+                next_offset: offset + 1,
+            },
+            MessageId::Pulsar(id) => MqPosition::Pulsar {
+                from: *id,
+                inclusive: false,
+            },
+        }
+    }
+}
+
+impl fmt::Display for MqPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MqPosition::Kafka { next_offset } => write!(f, "kafka next_offset={next_offset}"),
+            MqPosition::Pulsar { from, inclusive } => write!(
+                f,
+                "pulsar {} {from}",
+                if *inclusive { "from" } else { "after" }
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ledger: u64, entry: u64, batch: i32) -> PulsarId {
+        PulsarId {
+            ledger,
+            entry,
+            batch,
+            partition: -1,
+        }
+    }
+
+    fn after(from: PulsarId) -> MqPosition {
+        MqPosition::Pulsar {
+            from,
+            inclusive: false,
+        }
+    }
+
+    #[test]
+    fn pulsar_ids_order_by_ledger_then_entry_then_batch_index() {
+        let mut ids = vec![
+            id(7, 0, -1),
+            id(5, 9, 2),
+            id(5, 9, -1),
+            id(5, 10, 0),
+            id(5, 9, 0),
+        ];
+        ids.sort_by(PulsarId::cmp_on_topic);
+        assert_eq!(
+            ids,
+            [
+                id(5, 9, -1),
+                id(5, 9, 0),
+                id(5, 9, 2),
+                id(5, 10, 0),
+                id(7, 0, -1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pulsar_message_is_admitted_only_after_the_stored_position() {
+        let position = after(id(5, 9, -1));
+        let admits = |m| position.admits(&MessageId::Pulsar(m)).unwrap();
+        assert!(!admits(id(5, 9, -1)), "the last message read, redelivered");
+        assert!(!admits(id(5, 3, -1)), "an older entry");
+        assert!(!admits(id(4, 100, -1)), "an older ledger");
+        assert!(admits(id(5, 10, -1)));
+        assert!(admits(id(6, 0, -1)), "a new ledger starts at entry 0");
+    }
+
+    #[test]
+    fn within_a_batch_entry_only_later_indexes_are_new() {
+        let position = after(id(5, 9, 1));
+        let admits = |m| position.admits(&MessageId::Pulsar(m)).unwrap();
+        assert!(!admits(id(5, 9, 0)));
+        assert!(!admits(id(5, 9, 1)));
+        assert!(admits(id(5, 9, 2)));
+    }
+
+    #[test]
+    fn a_start_position_admits_its_own_message() {
+        let start = MqPosition::Pulsar {
+            from: id(5, 9, -1),
+            inclusive: true,
+        };
+        assert!(start.admits(&MessageId::Pulsar(id(5, 9, -1))).unwrap());
+        assert!(!start.admits(&MessageId::Pulsar(id(5, 8, -1))).unwrap());
+        let earliest = MqPosition::Pulsar {
+            from: PulsarId::EARLIEST,
+            inclusive: true,
+        };
+        assert!(earliest.admits(&MessageId::Pulsar(id(0, 0, -1))).unwrap());
+    }
+
+    #[test]
+    fn after_a_message_the_position_excludes_it() {
+        let message = MessageId::Pulsar(id(5, 9, -1));
+        let next = MqPosition::after(&message);
+        assert!(!next.admits(&message).unwrap());
+        assert_eq!(
+            MqPosition::after(&MessageId::Kafka(41)),
+            MqPosition::Kafka { next_offset: 42 }
+        );
+        assert!(
+            MqPosition::Kafka { next_offset: 42 }
+                .admits(&MessageId::Kafka(42))
+                .unwrap()
+        );
+        assert!(
+            !MqPosition::Kafka { next_offset: 42 }
+                .admits(&MessageId::Kafka(41))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn an_id_of_the_other_queue_is_an_error() {
+        let kafka = MqPosition::Kafka { next_offset: 1 };
+        assert!(kafka.admits(&MessageId::Pulsar(id(1, 1, -1))).is_err());
+        assert!(after(id(1, 1, -1)).admits(&MessageId::Kafka(1)).is_err());
+    }
+
+    #[test]
+    fn positions_read_back_as_written_and_print_readably() {
+        let position = after(id(5, 9, -1));
+        let json = serde_json::to_string(&position).unwrap();
+        assert_eq!(serde_json::from_str::<MqPosition>(&json).unwrap(), position);
+        let kafka: MqPosition = serde_json::from_str(r#"{"Kafka":{"next_offset":3}}"#).unwrap();
+        assert_eq!(kafka, MqPosition::Kafka { next_offset: 3 });
+        assert_eq!(
+            position.to_string(),
+            "pulsar after ledger=5 entry=9 batch=-1 partition=-1"
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! The channel reader against a scripted message queue: the redelivery rule, resuming at a
+//! stored position, and a channel that cannot be opened yet. The queue delivers what the
+//! script says whatever position it is opened at, as a broker that starts early or redelivers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use milvus::proto::common::{MsgBase, MsgType};
+use milvus::proto::msg;
+use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
+use prost::Message as _;
+
+use super::capture::Scope;
+use super::meta::CollectionMeta;
+use super::mq::{ChannelSource, Fetched, MqClient, MqError};
+use super::pulsar::PulsarError;
+use super::reader::{ChannelReader, ReaderSettings};
+use crate::journal::{Change, Journal, MessageId, MqPosition, PrimaryKeys, PulsarId};
+
+const P0: &str = "by-dev-rootcoord-dml_0";
+const V0: &str = "by-dev-rootcoord-dml_0_9v0";
+
+fn id(ledger: u64, entry: u64) -> PulsarId {
+    PulsarId {
+        ledger,
+        entry,
+        batch: -1,
+        partition: -1,
+    }
+}
+
+/// A Milvus Delete of one key, stamped `ts`.
+fn delete(key: i64, ts: u64) -> Vec<u8> {
+    msg::DeleteRequest {
+        base: Some(MsgBase {
+            msg_type: MsgType::Delete as i32,
+            timestamp: ts,
+            ..Default::default()
+        }),
+        shard_name: V0.into(),
+        collection_id: 9,
+        collection_name: "c".into(),
+        timestamps: vec![ts],
+        primary_keys: Some(IDs {
+            id_field: Some(IdField::IntId(LongArray { data: vec![key] })),
+        }),
+        num_rows: 1,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn collections() -> HashMap<i64, CollectionMeta> {
+    HashMap::from([(
+        9,
+        CollectionMeta {
+            id: 9,
+            db_id: 1,
+            db_name: "default".into(),
+            name: "c".into(),
+            schema: Default::default(),
+            shards_num: 1,
+            consistency_level: 0,
+            virtual_channels: vec![V0.into()],
+            physical_channels: vec![P0.into()],
+            start_positions: vec![],
+            partitions: vec![],
+            create_time: 0,
+        },
+    )])
+}
+
+/// A message queue that fails the first `missing` opens (a topic not created yet), then
+/// delivers `script` from its start on every open, and stops the reader once it ran dry.
+struct ScriptedMq {
+    script: Vec<(PulsarId, Vec<u8>)>,
+    missing: AtomicUsize,
+    opened_at: Mutex<Vec<MqPosition>>,
+    stop: Arc<AtomicBool>,
+}
+
+struct ScriptedChannel {
+    script: std::vec::IntoIter<(PulsarId, Vec<u8>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MqClient for ScriptedMq {
+    fn open(&self, _pchannel: &str, from: &MqPosition) -> Result<Box<dyn ChannelSource>, MqError> {
+        if self
+            .missing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PulsarError::Timeout {
+                url: "pulsar://test".into(),
+                action: "open a reader on a topic that does not exist yet".into(),
+                timeout: Duration::ZERO,
+            }
+            .into());
+        }
+        self.opened_at.lock().unwrap().push(*from);
+        Ok(Box::new(ScriptedChannel {
+            script: self.script.clone().into_iter(),
+            stop: self.stop.clone(),
+        }))
+    }
+}
+
+impl ChannelSource for ScriptedChannel {
+    fn poll(&mut self, _timeout: Duration) -> Result<Option<Fetched>, MqError> {
+        match self.script.next() {
+            Some((id, payload)) => Ok(Some(Fetched {
+                id: MessageId::Pulsar(id),
+                payload,
+            })),
+            None => {
+                self.stop.store(true, Ordering::SeqCst);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Runs a reader from `start` over `script`; answers the keys staged, in order, the stored
+/// position after the run and the positions the queue was opened at.
+fn read(
+    start: MqPosition,
+    script: Vec<(PulsarId, Vec<u8>)>,
+    missing: usize,
+) -> (Vec<i64>, MqPosition, Vec<MqPosition>) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    journal.stage("t", P0, &[], start, 0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mq = ScriptedMq {
+        script,
+        missing: AtomicUsize::new(missing),
+        opened_at: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    };
+    let reader = ChannelReader {
+        task: "t",
+        pchannel: P0,
+        mq: &mq,
+        scope: &Scope::all(),
+        journal: &journal,
+        settings: &ReaderSettings::default(),
+        stop,
+    };
+    reader.run(&mut collections()).unwrap();
+    let keys = journal
+        .rows("t", V0, None, u64::MAX, usize::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .flat_map(|row| match row.change {
+            Change::Delete(d) => match d.keys {
+                PrimaryKeys::Int64(keys) => keys,
+                PrimaryKeys::VarChar(_) => vec![],
+            },
+            _ => vec![],
+        })
+        .collect();
+    let stored = journal.source_offset("t", P0).unwrap().unwrap().next;
+    (keys, stored, mq.opened_at.into_inner().unwrap())
+}
+
+fn earliest() -> MqPosition {
+    MqPosition::Pulsar {
+        from: PulsarId::EARLIEST,
+        inclusive: true,
+    }
+}
+
+#[test]
+fn a_redelivered_message_is_staged_once() {
+    let (keys, stored, _) = read(
+        earliest(),
+        vec![
+            (id(5, 1), delete(1, 10)),
+            (id(5, 2), delete(2, 11)),
+            // The broker redelivers both (a reconnect, an ack timeout), then goes on.
+            (id(5, 1), delete(1, 10)),
+            (id(5, 2), delete(2, 11)),
+            (id(6, 0), delete(3, 12)),
+        ],
+        0,
+    );
+    assert_eq!(keys, [1, 2, 3]);
+    assert_eq!(stored, MqPosition::after(&MessageId::Pulsar(id(6, 0))));
+}
+
+#[test]
+fn a_message_with_an_older_id_is_skipped_even_with_new_bytes() {
+    // The id rule decides, not the payload: an id at or before the position was read already.
+    let (keys, _, _) = read(
+        earliest(),
+        vec![
+            (id(5, 2), delete(2, 11)),
+            (id(5, 1), delete(7, 13)),
+            (id(5, 3), delete(3, 14)),
+        ],
+        0,
+    );
+    assert_eq!(keys, [2, 3]);
+}
+
+#[test]
+fn a_resumed_reader_seeks_to_its_stored_position_and_stages_only_what_follows() {
+    let stored = MqPosition::after(&MessageId::Pulsar(id(5, 2)));
+    let (keys, after, opened_at) = read(
+        stored,
+        // The broker starts earlier than asked (or treats the start as inclusive).
+        vec![
+            (id(5, 1), delete(1, 10)),
+            (id(5, 2), delete(2, 11)),
+            (id(5, 3), delete(3, 12)),
+        ],
+        0,
+    );
+    assert_eq!(
+        opened_at,
+        [stored],
+        "the queue is opened at the stored position"
+    );
+    assert_eq!(keys, [3]);
+    assert_eq!(after, MqPosition::after(&MessageId::Pulsar(id(5, 3))));
+}
+
+#[test]
+fn an_inclusive_start_position_stages_its_own_message() {
+    let start = MqPosition::Pulsar {
+        from: id(5, 2),
+        inclusive: true,
+    };
+    let (keys, _, _) = read(
+        start,
+        vec![(id(5, 1), delete(1, 10)), (id(5, 2), delete(2, 11))],
+        0,
+    );
+    assert_eq!(keys, [2]);
+}
+
+#[test]
+fn a_topic_that_does_not_exist_yet_is_waited_for() {
+    let (keys, _, opened_at) = read(earliest(), vec![(id(1, 0), delete(1, 10))], 3);
+    assert_eq!(
+        opened_at,
+        [earliest()],
+        "opened once it exists, at the stored position"
+    );
+    assert_eq!(keys, [1]);
+}
+
+#[test]
+fn a_reader_waiting_for_its_topic_ends_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    journal.stage("t", P0, &[], earliest(), 0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mq = ScriptedMq {
+        script: vec![],
+        missing: AtomicUsize::new(usize::MAX),
+        opened_at: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    };
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let reader = ChannelReader {
+        task: "t",
+        pchannel: P0,
+        mq: &mq,
+        scope: &Scope::all(),
+        journal: &journal,
+        settings: &ReaderSettings::default(),
+        stop,
+    };
+    assert!(reader.run(&mut collections()).is_ok());
+    stopper.join().unwrap();
+    assert!(mq.opened_at.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_kafka_journal_is_not_read_with_pulsar_ids() {
+    // A stored Kafka offset and Pulsar ids cannot be compared: an error, never a guess.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    journal
+        .stage("t", P0, &[], MqPosition::Kafka { next_offset: 0 }, 0)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mq = ScriptedMq {
+        script: vec![(id(1, 0), delete(1, 10))],
+        missing: AtomicUsize::new(0),
+        opened_at: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    };
+    let reader = ChannelReader {
+        task: "t",
+        pchannel: P0,
+        mq: &mq,
+        scope: &Scope::all(),
+        journal: &journal,
+        settings: &ReaderSettings::default(),
+        stop,
+    };
+    assert!(reader.run(&mut collections()).is_err());
+}
