@@ -1,8 +1,8 @@
 //! Pulsar access: one non-durable reader per task and physical channel.
 //!
 //! Why a reader (a non-durable, exclusive subscription): the journal owns our positions, so no
-//! cursor is kept on the broker, and the subscription is named `milvus-cdc-{task}-{pchannel}`,
-//! never one the source Milvus uses, so acknowledging (the crate's reader acknowledges every
+//! cursor is kept on the broker, and the subscription is named
+//! `milvus-cdc-{task}-{pchannel}-{run}` ([`subscription`]), never one the source Milvus uses, so acknowledging (the crate's reader acknowledges every
 //! message it hands out) never moves a cursor of Milvus's own consumers.
 //!
 //! The broker is asked to start at or before the stored position; which messages are new is
@@ -68,9 +68,17 @@ impl PulsarSettings {
     }
 }
 
-/// The subscription of one task on one channel: unique to the task, never a Milvus one.
-pub fn subscription(task: &str, pchannel: &str) -> String {
-    format!("milvus-cdc-{task}-{pchannel}")
+/// The subscription of one task on one channel, `milvus-cdc-{task}-{pchannel}-{run}`: never a
+/// Milvus one. `run` is new for every open: after a crash the broker keeps the dead process's
+/// exclusive consumer until it notices the lost connection, and a second consumer on that name
+/// would be refused meanwhile (pulsar-lite was seen refusing it for minutes). A non-durable
+/// subscription holds no state worth reusing: the position comes from the journal.
+pub fn subscription(task: &str, pchannel: &str, run: &str) -> String {
+    format!("milvus-cdc-{task}-{pchannel}-{run}")
+}
+
+fn new_run() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 /// A Pulsar MessageId as the journal keeps it.
@@ -199,9 +207,9 @@ impl PulsarClient {
         client
             .reader()
             .with_topic(topic.clone())
-            .with_subscription(subscription(&self.task, pchannel))
+            .with_subscription(subscription(&self.task, pchannel, &new_run()))
             .with_subscription_type(SubType::Exclusive)
-            .with_consumer_name(subscription(&self.task, pchannel))
+            .with_consumer_name(format!("milvus-cdc-{}", self.task))
             .with_options(options)
             .into_reader::<Vec<u8>>()
             .await
@@ -305,8 +313,13 @@ mod tests {
             settings.topic("by-dev-rootcoord-dml_3"),
             "persistent://public/default/by-dev-rootcoord-dml_3"
         );
-        let sub = subscription("t1", "by-dev-rootcoord-dml_3");
-        assert_eq!(sub, "milvus-cdc-t1-by-dev-rootcoord-dml_3");
+        let sub = subscription("t1", "by-dev-rootcoord-dml_3", "0a1b2c3d");
+        assert_eq!(sub, "milvus-cdc-t1-by-dev-rootcoord-dml_3-0a1b2c3d");
+        assert_ne!(
+            new_run(),
+            new_run(),
+            "each open subscribes under a new name"
+        );
         // Milvus 2.3 names its own subscriptions after its nodes and channels (`by-dev-...`).
         assert!(!sub.starts_with("by-dev"));
     }

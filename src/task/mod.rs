@@ -928,15 +928,13 @@ fn max_lag(lag: &crate::metrics::TaskLag) -> Option<f64> {
 /// The channels of a Pulsar source: every physical channel a collection of the source uses
 /// (etcd), and the replicate-msg topic; sorted.
 fn pulsar_channels(collections: &[CollectionMeta], prefix: &str) -> Vec<String> {
-    let mut channels: Vec<String> = collections
+    collections
         .iter()
         .flat_map(|c| c.physical_channels.iter().cloned())
         .chain([crate::source::meta::replicate_topic(prefix)])
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .collect();
-    channels.dedup();
-    channels
+        .collect()
 }
 
 /// Records where a new task starts on each channel of a Pulsar source, as `seed` the Kafka one:
@@ -1324,5 +1322,70 @@ mod tests {
             earliest_offset(&[c], P0, 0, 10),
             Err(TaskError::Unsupported(_))
         ));
+    }
+
+    fn pulsar_start(name: &str, channel: &str, ledger: u64, entry: u64) -> CollectionMeta {
+        use prost::Message as _;
+        let id = pulsar::proto::MessageIdData {
+            ledger_id: ledger,
+            entry_id: entry,
+            batch_index: Some(0),
+            ..Default::default()
+        };
+        CollectionMeta {
+            name: name.into(),
+            physical_channels: vec![channel.into()],
+            start_positions: vec![(channel.into(), id.encode_to_vec())],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pulsar_earliest_start_is_the_oldest_message_id_of_the_channel_included() {
+        use crate::journal::{MessageId, MqPosition, PulsarId};
+        let collections = [
+            pulsar_start("b", P0, 4, 20),
+            pulsar_start("a", P0, 3, 900),
+            pulsar_start("elsewhere", "by-dev-rootcoord-dml_1", 1, 1),
+        ];
+        let start = super::earliest_pulsar_start(&collections, P0)
+            .unwrap()
+            .unwrap();
+        let a = PulsarId {
+            ledger: 3,
+            entry: 900,
+            batch: -1,
+            partition: -1,
+        };
+        assert!(start.admits(&MessageId::Pulsar(a)).unwrap());
+        assert_eq!(
+            start,
+            MqPosition::Pulsar {
+                from: a,
+                inclusive: true
+            }
+        );
+        assert!(
+            super::earliest_pulsar_start(&collections, "by-dev-rootcoord-dml_2")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn pulsar_channels_are_the_collections_physical_channels_and_the_replicate_topic() {
+        let collections = [
+            pulsar_start("a", "by-dev-rootcoord-dml_1", 1, 1),
+            pulsar_start("b", "by-dev-rootcoord-dml_0", 1, 1),
+            pulsar_start("c", "by-dev-rootcoord-dml_1", 1, 1),
+        ];
+        assert_eq!(
+            super::pulsar_channels(&collections, "by-dev"),
+            [
+                "by-dev-replicate-msg",
+                "by-dev-rootcoord-dml_0",
+                "by-dev-rootcoord-dml_1"
+            ]
+        );
     }
 }

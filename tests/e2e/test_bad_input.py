@@ -52,4 +52,4 @@ def test_bad_messages_are_logged_counted_and_skipped(tmp_path, env, target):
     dump = subprocess.run([str(BINARY), "dump", "--data-dir", str(tmp_path / "data"), "--channel", topic],
                           capture_output=True, text=True, check=True).stdout
     # Every message was passed: the next offset is after the last one, and the last tick was read.
-    assert f"{topic} next=Kafka {{ next_offset: 7 }} tick=9" in dump, dump
+    assert f"{topic} next=kafka next_offset=7 tick=9" in dump, dump
