@@ -267,8 +267,11 @@ impl MilvusTarget {
         if !self.has_collection(c)? {
             return Ok(None);
         }
+        // Source ids grow: a smaller one on the target is an earlier collection of the name.
+        // A larger one is a later one, applied first because its channels were ready first:
+        // this collection was dropped before it existed, and is skipped (`superseded`).
         Ok(match self.shape(c)?.source_id {
-            Some(id) if id != c.id => Some(format!(
+            Some(id) if id < c.id => Some(format!(
                 "the target still has the earlier collection {} (source id {id}); its drop \
                  comes before the creation of source id {}",
                 c.name, c.id
@@ -277,8 +280,21 @@ impl MilvusTarget {
         })
     }
 
+    /// Whether the target's collection of this name is a later one than `c` (source ids grow):
+    /// `c` was dropped on the source before that one was created, so nothing of `c` applies.
+    fn superseded(&self, c: &CollectionRef) -> bool {
+        self.shapes
+            .get(&shape_key(c))
+            .and_then(|shape| shape.source_id)
+            .is_some_and(|id| id > c.id)
+    }
+
     /// Makes sure the collection's shape is known and the call's partition exists.
     fn prepare(&mut self, collection: &CollectionRef, partition: &str) -> Result<(), TargetError> {
+        self.shape(collection)?;
+        if self.superseded(collection) {
+            return Ok(());
+        }
         let shape = self.shape(collection)?;
         if shape.partition_key || partition.is_empty() || shape.partitions.contains(partition) {
             return Ok(());
@@ -311,6 +327,10 @@ impl MilvusTarget {
 
     async fn send(&self, call: &Call, replay: bool) -> Result<(), TargetError> {
         let mut client = self.client.clone();
+        let (Call::Insert { collection, .. } | Call::Delete { collection, .. }) = call;
+        if self.superseded(collection) {
+            return Ok(());
+        }
         match call {
             Call::Insert {
                 collection,
@@ -512,6 +532,17 @@ impl Target for MilvusTarget {
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
         let c = &ddl.collection;
         let mut client = self.client.clone();
+        if !matches!(ddl.event, DdlEvent::Replicated { .. }) && c.id != 0 {
+            self.shapes.remove(&shape_key(c));
+            if self.has_collection(c)? {
+                self.shape(c)?;
+                if self.superseded(c) {
+                    info!(collection = %c.name, source_id = c.id,
+                        "DDL skipped: the target's collection of that name is a later one");
+                    return Ok(());
+                }
+            }
+        }
         match &ddl.event {
             DdlEvent::CreateCollection {
                 schema,
