@@ -713,7 +713,11 @@ impl Supervisor {
                     // Transient: the target or the journal will come back; keep the task running.
                     METRICS.error(ErrorKind::Applier);
                     warn!(%err, "apply failed; retrying");
-                    health.problem("applier", &err);
+                    let part = match err {
+                        ApplyError::Target(_) => "target",
+                        _ => "applier",
+                    };
+                    health.problem(part, &err);
                     recovered = false;
                     std::thread::sleep(Duration::from_secs(1));
                 }

@@ -85,7 +85,12 @@ def step(rng: random.Random, state: Collections, clusters: list[Cluster], log: l
         if part not in c["partitions"]:
             cluster.collection(name).create_partition(part)
             c["partitions"].append(part)
-            log.append(f"create partition {name}/{part}")
+            # Milvus 2.3 writes no message for a new partition: the target gets it with its
+            # first row (README, "What is replicated").
+            keys = state.keys(s, rng.randint(1, 50))
+            insert(cluster, name, make_rows(s, keys, seed=rng.randint(0, 10**6)), partition=part)
+            c["keys"].extend(keys)
+            log.append(f"create partition {name}/{part} with {len(keys)} rows")
     elif op == "drop_partition" and c["partitions"]:
         part = c["partitions"].pop()
         coll = cluster.collection(name)
