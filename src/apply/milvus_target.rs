@@ -184,15 +184,10 @@ impl MilvusTarget {
         if db_name.is_empty() || db_name == "default" {
             return Ok(());
         }
-        let mut client = self.client.clone();
-        let reply = self.unary(
-            "ListDatabases",
-            client.list_databases(rpc::ListDatabasesRequest::default()),
-        )?;
-        check("ListDatabases", db_name, reply.status.as_ref())?;
-        if reply.db_names.iter().any(|name| name == db_name) {
+        if self.databases()?.iter().any(|name| name == db_name) {
             return Ok(());
         }
+        let mut client = self.client.clone();
         let request = rpc::CreateDatabaseRequest {
             db_name: db_name.to_owned(),
             ..Default::default()

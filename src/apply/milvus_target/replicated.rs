@@ -57,7 +57,7 @@ impl MilvusTarget {
         Ok(reply.index_descriptions)
     }
 
-    fn databases(&mut self) -> Result<Vec<String>, TargetError> {
+    pub(super) fn databases(&mut self) -> Result<Vec<String>, TargetError> {
         let mut client = self.client.clone();
         let reply = self.unary(
             "ListDatabases",
