@@ -65,8 +65,8 @@ impl Broker {
         })
     }
 
-    /// The physical DML channels (`{prefix}-rootcoord-dml_N`) that exist on the broker.
-    pub fn dml_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
+    /// Every topic on the broker.
+    fn topics(&self) -> Result<Vec<String>, KafkaError> {
         let metadata = self
             .consumer
             .fetch_metadata(None, METADATA_TIMEOUT)
@@ -75,26 +75,20 @@ impl Broker {
                 action: "list topics".into(),
                 source: Box::new(source),
             })?;
-        Ok(dml_topic_names(
-            prefix,
-            metadata.topics().iter().map(|t| t.name()),
-        ))
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect())
     }
 
     /// The channels a task reads: the DML channels, and the replicate-msg topic once the
     /// source has written to it (Milvus creates it on first use).
     pub fn channel_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .map_err(|source| KafkaError::Client {
-                brokers: self.brokers.clone(),
-                action: "list topics".into(),
-                source: Box::new(source),
-            })?;
+        let all = self.topics()?;
         let replicate = super::meta::replicate_topic(prefix);
-        let mut topics = dml_topic_names(prefix, metadata.topics().iter().map(|t| t.name()));
-        if metadata.topics().iter().any(|t| t.name() == replicate) {
+        let mut topics = dml_topic_names(prefix, all.iter().map(String::as_str));
+        if all.contains(&replicate) {
             topics.push(replicate);
         }
         Ok(topics)
