@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::source::position::MqKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -94,6 +96,15 @@ pub enum MqConfig {
         #[serde(default = "default_pulsar_namespace")]
         namespace: String,
     },
+}
+
+impl MqConfig {
+    pub fn kind(&self) -> MqKind {
+        match self {
+            MqConfig::Kafka { .. } => MqKind::Kafka,
+            MqConfig::Pulsar { .. } => MqKind::Pulsar,
+        }
+    }
 }
 
 fn default_pulsar_tenant() -> String {

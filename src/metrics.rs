@@ -30,6 +30,8 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     /// Seconds from sending a data batch to the target's acknowledgement, retries included.
     pub batch_seconds: Histogram,
+    /// Where the appliers' time goes, per stage of a data batch.
+    applier_seconds: Family<StageLabels, Counter<f64, AtomicU64>>,
     task_rows_applied: Family<TaskLabels, Counter>,
     staged: OperationCounters,
     applied: OperationCounters,
@@ -124,6 +126,13 @@ impl Metrics {
         self.applied.add(task, op, rows, bytes);
     }
 
+    /// Adds the time since `since` to an applier stage.
+    pub fn applier_stage(&self, stage: &'static str, since: std::time::Instant) {
+        self.applier_seconds
+            .get_or_create(&StageLabels { stage })
+            .inc_by(since.elapsed().as_secs_f64());
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors
             .get_or_create(&ErrorLabels {
@@ -143,6 +152,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     target_retries: Counter::default(),
     batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
     batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+    applier_seconds: Family::default(),
     task_rows_applied: Family::default(),
     staged: OperationCounters::default(),
     applied: OperationCounters::default(),
@@ -158,6 +168,11 @@ struct TaskLabels {
 struct OperationLabels {
     task: String,
     op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -294,6 +309,11 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
         "apply_batch_rows",
         "Rows per data batch applied to the target",
         m.batch_rows.clone(),
+    );
+    registry.register(
+        "applier_seconds",
+        "Time the appliers spent per stage of a data batch: plan (reading the journal), mark (the in-flight marker), send (target calls), commit (applied positions)",
+        m.applier_seconds.clone(),
     );
     registry.register(
         "apply_batch_seconds",

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::source::capture::NameMapping;
-use crate::source::position::decode_kafka_position;
+use crate::source::position::decode_position;
 use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
@@ -150,9 +150,9 @@ pub async fn create(
     };
     let mut positions = BTreeMap::new();
     for (channel, text) in &request.positions {
-        let offset = decode_kafka_position(channel, text)
+        let position = decode_position(channel, text, supervisor.mq_kind())
             .map_err(|e| ApiError::bad_request(format!("invalid positions.{channel}: {e}")))?;
-        positions.insert(channel.clone(), offset);
+        positions.insert(channel.clone(), position);
     }
     let spec = TaskSpec {
         task_id,

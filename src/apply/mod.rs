@@ -173,6 +173,7 @@ impl<'a, T: Target> Applier<'a, T> {
             max_rows: self.settings.max_batch_rows,
             max_bytes: self.settings.max_batch_bytes,
         };
+        let planned = Instant::now();
         let Plan { data, ddl_heads } = planner.plan()?;
         // A DDL whose barrier is complete goes first: the vchannels it waits for have nothing
         // before it, and data of other vchannels does not depend on it. So events are not
@@ -183,13 +184,19 @@ impl<'a, T: Target> Applier<'a, T> {
         let Some(batch) = data else {
             return Ok(false);
         };
+        METRICS.applier_stage("plan", planned);
+        let marked = Instant::now();
         self.journal.begin_batch(self.task, &batch.marker)?;
-        let sent = std::time::Instant::now();
+        METRICS.applier_stage("mark", marked);
+        let sent = Instant::now();
         self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))?;
         METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
+        METRICS.applier_stage("send", sent);
         crate::failpoint::hit("apply-after-ack");
+        let committed = Instant::now();
         self.journal
             .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
+        METRICS.applier_stage("commit", committed);
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         for call in batch.lanes.iter().flatten() {
             METRICS.applied(self.task, call.operation(), call.rows(), call.bytes());

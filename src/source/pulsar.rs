@@ -91,7 +91,7 @@ pub fn pulsar_id(id: &MessageIdData) -> PulsarId {
     }
 }
 
-fn message_id_data(id: &PulsarId) -> MessageIdData {
+pub fn message_id_data(id: &PulsarId) -> MessageIdData {
     MessageIdData {
         ledger_id: id.ledger,
         entry_id: id.entry,

@@ -30,7 +30,7 @@ use crate::source::meta::{
     CollectionMeta, MetaError, SourceMeta, is_replicate_topic, replicate_topic, vchannel_pchannel,
 };
 use crate::source::mq::MqClient;
-use crate::source::position::encode_kafka_position;
+use crate::source::position::{MqKind, encode_position};
 use crate::source::pulsar::{PulsarClient, PulsarError, PulsarSettings};
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
@@ -77,14 +77,41 @@ pub struct TaskSpec {
     /// Target names of source databases and collections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub name_mapping: Vec<NameMapping>,
-    /// Explicit next offsets per physical channel, given at create; they take the place of
+    /// Explicit positions per physical channel, given at create; they take the place of
     /// `start` on their channels (collections that exist already are created on the target
     /// first, as with `latest`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub positions: BTreeMap<String, i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "given_positions"
+    )]
+    pub positions: BTreeMap<String, MqPosition>,
     pub state: TaskState,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// Task records written before Pulsar positions hold a bare Kafka offset per channel.
+fn given_positions<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, MqPosition>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Position(MqPosition),
+        KafkaOffset(i64),
+    }
+    let given = BTreeMap::<String, Given>::deserialize(deserializer)?;
+    Ok(given
+        .into_iter()
+        .map(|(channel, given)| {
+            let position = match given {
+                Given::Position(position) => position,
+                Given::KafkaOffset(next_offset) => MqPosition::Kafka { next_offset },
+            };
+            (channel, position)
+        })
+        .collect())
 }
 
 impl TaskSpec {
@@ -120,7 +147,7 @@ impl TaskSpec {
 pub struct ChannelPosition {
     pub channel: String,
     /// The same as a base64 `msg.MsgPosition`, as the reference CDC exchanges positions: give it
-    /// to a new task's create (`positions`) to start it here (Kafka; empty on Pulsar).
+    /// to a new task's create (`positions`) to start it here.
     pub position: String,
     /// The next source offset to read (Kafka; -1 on Pulsar).
     pub next_offset: i64,
@@ -385,18 +412,18 @@ impl Supervisor {
         let brokers = match &self.config.source.mq {
             MqConfig::Kafka { brokers } => brokers.clone(),
             MqConfig::Pulsar { .. } => {
-                if !positions.is_empty() {
-                    return Err(TaskError::Unsupported(
-                        "positions are Kafka offsets; a Pulsar task starts at latest or earliest"
-                            .into(),
-                    ));
-                }
                 let client = self.pulsar_client(&task_id);
                 let channels = pulsar_channels(&meta.collections().await?, &prefix);
+                if let Some(unknown) = positions.keys().find(|c| !channels.contains(c)) {
+                    return Err(TaskError::UnknownChannel(unknown.clone()));
+                }
+                let start = PulsarStart {
+                    start,
+                    positions,
+                    lane_seeds,
+                };
                 tokio::task::spawn_blocking(move || {
-                    seed_pulsar(
-                        &journal, &client, &task_id, &channels, &existing, start, &scope,
-                    )
+                    seed_pulsar(&journal, &client, &task_id, &channels, &existing, start, &scope)
                 })
                 .await
                 .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
@@ -411,7 +438,16 @@ impl Supervisor {
             }
             for topic in topics {
                 let (low, high) = broker.watermarks(&topic)?;
-                let (next_offset, seeds) = match (positions.get(&topic).copied(), start) {
+                let given = match positions.get(&topic) {
+                    Some(MqPosition::Kafka { next_offset }) => Some(*next_offset),
+                    Some(other) => {
+                        return Err(TaskError::Unsupported(format!(
+                            "position of {topic} is not a Kafka offset: {other}"
+                        )));
+                    }
+                    None => None,
+                };
+                let (next_offset, seeds) = match (given, start) {
                     (Some(offset), _) if !(low..=high).contains(&offset) => {
                         return Err(TaskError::PositionNotRetained {
                             channel: topic,
@@ -510,6 +546,11 @@ impl Supervisor {
         Ok(spec)
     }
 
+    /// What the source's message ids are.
+    pub fn mq_kind(&self) -> MqKind {
+        self.config.source.mq.kind()
+    }
+
     /// Where the task is: per physical channel the next source offset and the newest TimeTick
     /// staged, per vchannel the position applied to the target.
     pub fn positions(&self, id: &str) -> Result<TaskPositions, TaskError> {
@@ -519,18 +560,15 @@ impl Supervisor {
             .source_offsets(id)?
             .into_iter()
             .map(|(pchannel, offset)| {
-                let (next_offset, position) = match offset.next {
-                    MqPosition::Kafka { next_offset } => (
-                        next_offset,
-                        encode_kafka_position(&pchannel, next_offset, offset.tick),
-                    ),
-                    MqPosition::Pulsar { .. } => (-1, String::new()),
+                let next_offset = match offset.next {
+                    MqPosition::Kafka { next_offset } => next_offset,
+                    MqPosition::Pulsar { .. } => -1,
                 };
                 ChannelPosition {
                     readable: offset.next.to_string(),
+                    position: encode_position(&pchannel, &offset.next, offset.tick),
                     channel: pchannel,
                     next_offset,
-                    position,
                     tick: offset.tick,
                 }
             })
@@ -941,45 +979,61 @@ fn pulsar_channels(collections: &[CollectionMeta], prefix: &str) -> Vec<String> 
         .collect()
 }
 
+/// How a new Pulsar task starts: `start`, except on the channels `positions` names; the
+/// replicate-msg lane's seeds (none from `earliest`) go with its position.
+struct PulsarStart {
+    start: StartPosition,
+    positions: BTreeMap<String, MqPosition>,
+    lane_seeds: Vec<StagedChange>,
+}
+
 /// Records where a new task starts on each channel of a Pulsar source, as `seed` the Kafka one:
 /// `latest` after the newest message (collections that exist already are created on the
 /// target first), `earliest` at the oldest start position Milvus recorded for the in-scope
-/// collections on the channel. Pulsar does not report what it retains, so an `earliest` start
-/// the broker no longer has cannot be refused here.
+/// collections on the channel, a given position where one is. Pulsar does not report what it
+/// retains, so a start the broker no longer has cannot be refused here.
 fn seed_pulsar(
     journal: &Journal,
     client: &PulsarClient,
     task: &str,
     channels: &[String],
     existing: &[CollectionMeta],
-    start: StartPosition,
+    mut start: PulsarStart,
     scope: &Scope,
 ) -> Result<(), TaskError> {
+    // Before a topic's first message, and where Milvus has not created it yet: all that comes.
+    let everything = MqPosition::Pulsar {
+        from: PulsarId::EARLIEST,
+        inclusive: true,
+    };
     for channel in channels {
+        let given = start.positions.get(channel).copied();
+        if let Some(other @ MqPosition::Kafka { .. }) = given {
+            return Err(TaskError::Unsupported(format!(
+                "position of {channel} is not a Pulsar message id: {other}"
+            )));
+        }
         let (position, seeds) = if is_replicate_topic(channel) {
-            let position = match start {
-                StartPosition::Earliest => MqPosition::Pulsar {
-                    from: PulsarId::EARLIEST,
-                    inclusive: true,
-                },
-                StartPosition::Latest => match client.latest(channel) {
-                    Ok(position) => position,
-                    // Milvus creates the topic on first use: until then, all that comes is new
-                    // (the channel is recorded when its reader starts).
-                    Err(err) => {
-                        warn!(task, %channel, %err, "replicate-msg topic not readable yet");
-                        continue;
-                    }
-                },
+            let position = match (given, start.start) {
+                (Some(position), _) => position,
+                (None, StartPosition::Earliest) => everything,
+                (None, StartPosition::Latest) => client.latest(channel).unwrap_or_else(|err| {
+                    warn!(task, %channel, %err, "replicate-msg topic not readable yet");
+                    everything
+                }),
             };
-            (position, Vec::new())
+            (position, std::mem::take(&mut start.lane_seeds))
         } else {
-            match start {
-                StartPosition::Latest => (
+            match (given, start.start) {
+                (Some(position), _) => (
+                    position,
+                    existing_collection_seeds(existing, channel, scope),
+                ),
+                (None, StartPosition::Latest) => (
                     client.latest(channel)?,
                     existing_collection_seeds(existing, channel, scope),
                 ),
-                StartPosition::Earliest => match earliest_pulsar_start(existing, channel)? {
+                (None, StartPosition::Earliest) => match earliest_pulsar_start(existing, channel)? {
                     Some(position) => (position, Vec::new()),
                     None => (client.latest(channel)?, Vec::new()),
                 },
@@ -1302,6 +1356,19 @@ mod tests {
     fn a_channel_without_in_scope_collections_starts_at_its_end() {
         let collections = [starting_at("elsewhere", "by-dev-rootcoord-dml_1", 3)];
         assert_eq!(earliest_offset(&collections, P0, 100, 900).ok(), Some(900));
+    }
+
+    #[test]
+    fn a_task_record_with_bare_kafka_offsets_still_reads() {
+        let spec = r#"{"task_id":"t","target":{"uri":"http://t:19530"},"collections":["*"],
+            "start":"latest","positions":{"dml_0":42},"state":"Running"}"#;
+        let spec: TaskSpec = serde_json::from_str(spec).unwrap();
+        assert_eq!(
+            spec.positions["dml_0"],
+            crate::journal::MqPosition::Kafka { next_offset: 42 }
+        );
+        let again: TaskSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
     }
 
     #[test]
