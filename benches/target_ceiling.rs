@@ -1,9 +1,10 @@
-//! The direct-insert ceiling of a target Milvus: the same rows the replication bench sends
-//! (int64 pk, 128-dim float vector), inserted straight through our own gRPC client with the same
-//! batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
+//! The direct-insert ceiling of a target Milvus: the rows the replication bench wrote to the
+//! source (int64 pk, 128-dim float vector), inserted straight through our own gRPC client with
+//! the same batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
 //!
-//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows> <batch>`; the collection must
-//! exist with fields `id` (int64 pk) and `vec` (128-dim float vector). Run by scripts/bench.
+//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows-file> <batch>`; the collection
+//! must exist with fields `id` (int64 pk) and `vec` (128-dim float vector). The rows file holds
+//! per row the id (i64) and the vector (128 f32), little endian. Run by scripts/bench.
 
 use std::time::Instant;
 
@@ -13,12 +14,17 @@ use milvus::proto::schema::{DataType, FieldData, FloatArray, LongArray, ScalarFi
 use milvus::proto::schema::{field_data, scalar_field, vector_field};
 
 const DIM: usize = 128;
+const ROW_BYTES: usize = 8 + DIM * 4;
 
-fn columns(start: i64, n: usize) -> Vec<FieldData> {
-    let ids: Vec<i64> = (start..start + n as i64).collect();
-    // Deterministic values: what is measured is transport and ingestion, not the numbers.
-    let vectors: Vec<f32> = (0..n * DIM)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+fn columns(rows: &[u8]) -> Vec<FieldData> {
+    let ids: Vec<i64> = rows
+        .chunks_exact(ROW_BYTES)
+        .map(|row| i64::from_le_bytes(row[..8].try_into().unwrap_or_default()))
+        .collect();
+    let vectors: Vec<f32> = rows
+        .chunks_exact(ROW_BYTES)
+        .flat_map(|row| row[8..].chunks_exact(4))
+        .map(|v| f32::from_le_bytes(v.try_into().unwrap_or_default()))
         .collect();
     vec![
         FieldData {
@@ -52,24 +58,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let [uri, collection, rows, batch] = args.as_slice() else {
-        eprintln!("usage: target_ceiling <uri> <collection> <rows> <batch>");
+    let [uri, collection, rows_file, batch] = args.as_slice() else {
+        eprintln!("usage: target_ceiling <uri> <collection> <rows-file> <batch>");
         return Ok(());
     };
-    let (rows, batch): (usize, usize) = (rows.parse()?, batch.parse()?);
+    let rows = std::fs::read(rows_file)?;
+    let batch: usize = batch.parse()?;
     let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
         .connect()
         .await?;
     let mut client = MilvusServiceClient::new(channel).max_encoding_message_size(256 << 20);
-    let batches: Vec<(usize, Vec<FieldData>)> = (0..rows)
-        .step_by(batch)
-        .map(|start| {
-            (
-                batch.min(rows - start),
-                columns(start as i64, batch.min(rows - start)),
-            )
-        })
+    let batches: Vec<(usize, Vec<FieldData>)> = rows
+        .chunks(batch * ROW_BYTES)
+        .map(|part| (part.len() / ROW_BYTES, columns(part)))
         .collect();
+    let rows = rows.len() / ROW_BYTES;
     let started = Instant::now();
     for (n, fields_data) in batches {
         let request = InsertRequest {

@@ -36,7 +36,28 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub source: SourceConfig,
     pub journal: JournalConfig,
+    pub apply: ApplyConfig,
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// Largest target call: consecutive inserts (or deletes) of one collection and partition
+    /// are merged into one call up to this many bytes. Milvus ingests calls of a few MiB
+    /// faster than larger ones; it must stay under the target's gRPC message limit.
+    pub max_call_bytes: usize,
+    /// Bytes of journal rows read per vchannel for one batch (an applied-position commit).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        Self {
+            max_call_bytes: 4 << 20,
+            max_batch_bytes: 16 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -122,6 +143,7 @@ impl Default for Config {
             data_dir: PathBuf::from("cdc-data"),
             source: SourceConfig::default(),
             journal: JournalConfig::default(),
+            apply: ApplyConfig::default(),
             api: ApiConfig::default(),
         }
     }

@@ -1,11 +1,14 @@
 """Replication benchmark against the real testbed, in one run:
 
-1. throughput: N rows (int64 pk, 128-dim vectors) written and flushed on the source, then a task
-   started at `earliest` replicates that backlog. rows/s = N / time from the create request until
-   the target acknowledged all N rows (task start and the target collection's creation included);
-   steady rows/s = the rows after the first acknowledged batch / the time they took;
+1. throughput over a backlog of N rows (int64 pk, 128-dim vectors) written and flushed on the
+   source, measured twice on the same rows: "catch-up", a paused task (its collection on the
+   target already) resumed, rows/s = N / time from the resume request until the target
+   acknowledged all N rows; and "from create", a new task started at `earliest`, the task's start
+   and the target collection's creation included;
 2. the ceiling: the same N rows inserted straight into the target by our own Rust client
-   (benches/target_ceiling.rs) with the same batch size. Runs 1 and 2 alternate `--repeat` times
+   (benches/target_ceiling.rs) with the same batch size, into a collection created beforehand.
+   Every run starts once the testbed is at rest (see `settle`); the CPU seconds each part used
+   are printed per run. Runs 1 and 2 alternate `--repeat` times
    and the medians are reported, so both see the machine in the same state;
 3. lag: with a task running, batches written on the source one by one; lag = time from the
    source's insert reply to the batch's last row being visible on the target (p50, p99);
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+import numpy as np  # noqa: E402
 from pymilvus import DataType, FieldSchema  # noqa: E402
 
 from cdc import CdcServer  # noqa: E402
@@ -50,9 +55,55 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"] / 1024, values["VmHWM"] / 1024
 
 
-def write(source: Cluster, name: str, start: int, rows: int, batch: int) -> None:
+def part_pids() -> dict[str, int]:
+    """The testbed's processes, from `scripts/testbed status`."""
+    out = subprocess.run([str(ROOT / "scripts" / "testbed"), "status"], capture_output=True, text=True).stdout
+    return {line.split()[0]: int(line.split("pid=")[1].split()[0]) for line in out.splitlines()
+            if "pid=" in line and "pid=-" not in line}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_use(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def settle(pids: dict[str, int], timeout: float = 60, idle_cores: float = 0.3) -> None:
+    """Waits until the testbed is at rest (a Milvus seals and compacts segments for a while after
+    a write), so each measured run starts from the same quiet machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_use(pids)
+        time.sleep(1)
+        after = cpu_use(pids)
+        if sum(after.values()) - sum(before.values()) < idle_cores:
+            return
+
+
+def batches(start: int, rows: int, batch: int):
     for lo in range(start, start + rows, batch):
-        insert(source, name, make_rows(SCHEMA, range(lo, min(lo + batch, start + rows)), seed=lo), batch=batch)
+        yield make_rows(SCHEMA, range(lo, min(lo + batch, start + rows)), seed=lo)
+
+
+def write(source: Cluster, name: str, start: int, rows: int, batch: int) -> None:
+    for part in batches(start, rows, batch):
+        insert(source, name, part, batch=batch)
+
+
+def rows_file(path: Path, rows: int, batch: int) -> Path:
+    """The rows `write` sends, for the ceiling client: per row the id (i64) and the vector
+    (128 f32), little endian."""
+    with open(path, "wb") as out:
+        for part in batches(0, rows, batch):
+            ids = np.array([row["id"] for row in part], dtype="<i8")
+            vectors = np.array([row["vec"] for row in part], dtype="<f4")
+            records = np.zeros(len(part), dtype=[("id", "<i8"), ("vec", "<f4", (128,))])
+            records["id"], records["vec"] = ids, vectors
+            out.write(records.tobytes())
+    return path
 
 
 def wait_for_collection(cluster: Cluster, name: str, timeout: float) -> None:
@@ -69,20 +120,22 @@ def visible(cluster: Cluster, name: str, pk: int) -> bool:
     return bool(coll.query(f"id == {pk}", output_fields=["id"], consistency_level="Strong"))
 
 
-def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int) -> dict:
-    """One throughput run: N rows written and flushed on the source (so it is at rest, as during
-    the ceiling run), then a task started at `earliest` replicates them. Times come from the
-    appliance's own counters, polled every 20 ms, with nothing querying the target meanwhile."""
-    name = f"bench_{time.time_ns()}"
-    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
-    write(source, name, 0, rows, batch)
-    source.collection(name).flush()
-    (work / name).mkdir()
-    server = CdcServer(work / name, e).start()
+def appliance(work: Path, e: dict, max_call_bytes: int | None) -> CdcServer:
+    work.mkdir()
+    server = CdcServer(work, e)
+    if max_call_bytes:
+        server.config.write_text(server.config.read_text() + f"[apply]\nmax_call_bytes = {max_call_bytes}\n")
+    return server.start()
+
+
+def measure(server: CdcServer, pids: dict[str, int], rows: int, begin) -> dict:
+    """Calls `begin` (the request that sets the backlog going) and times it until the target
+    acknowledged all `rows`, from the appliance's own counters polled every 20 ms, with nothing
+    querying the target meanwhile."""
+    pids = {**pids, "appliance": server.proc.pid}
+    cpu_before = cpu_use(pids)
     started = time.monotonic()
-    status, reply = server.post("create", {"milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]},
-                                           "collection_infos": [{"name": name}], "start_position": "earliest"})
-    assert status == 200, reply
+    begin()
     marks = {}
     while "applied" not in marks:
         if server.proc.poll() is not None or time.monotonic() - started > 900:
@@ -99,20 +152,16 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
             marks["last_staged"], marks["staged_at"] = staged, now
         time.sleep(0.02)
     rss = rss_mb(server.proc.pid)
+    cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_use(pids).items()}
     m = server.metrics()
     server.stop()
-    source.drop_collection(name)
-    target.drop_collection(name)
-    steady_s = marks["applied"] - marks["first"]
     return {
-        # From the create request: task start, the target collection's creation, every row.
         "rows_per_s": rows / marks["applied"],
-        # From the first acknowledged batch to the last: the rate once rows flow.
-        "steady_rows_per_s": (rows - marks["first_rows"]) / steady_s if steady_s > 0 else float("nan"),
         "first_batch_acknowledged_after_s": marks["first"],
         "reader_staged_all_after_s": marks["staged_at"],
         "applier_sent_all_after_s": marks["applied"],
         "rss_mb": rss,
+        "cpu_s": cpu,
         "batches": m.get("milvus_cdc_batches_applied_total", 0),
         # Where the applier's time went: reading the journal, marking, target calls, committing.
         **{f"applier_{stage}_s": m.get(f'milvus_cdc_applier_seconds_total{{stage="{stage}"}}', 0.0)
@@ -120,16 +169,55 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     }
 
 
-def ceiling(target: Cluster, e: dict, rows: int, batch: int) -> float:
+def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int,
+                      max_call_bytes: int | None) -> dict:
+    """One throughput run over a backlog of N rows, measured twice on the same source rows:
+
+    - catch-up: a running task, whose collection is on the target already, is paused while the
+      N rows are written and flushed on the source (so it is at rest, as during the ceiling run),
+      then resumed: rows/s = N / time from the resume request until the target acknowledged all;
+    - from create: a new task started at `earliest` over the same backlog, the target
+      collection's creation and the task's start included."""
+    name = f"bench_{time.time_ns()}"
+    uri = e["TARGET_MILVUS_URI"]
+    pids = part_pids()
+    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    server = appliance(work / f"{name}-catch-up", e, max_call_bytes)
+    task = server.create_task(uri, collections=(name,))
+    deadline = time.monotonic() + 60
+    while not target.has_collection(name):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} was not created on the target in 60 s; see {server.log}")
+        time.sleep(0.1)
+    assert server.post("pause", {"task_id": task})[0] == 200
+    write(source, name, 0, rows, batch)
+    source.collection(name).flush()
+    settle(pids)
+    catch_up = measure(server, pids, rows, lambda: server.post("resume", {"task_id": task}))
+    target.drop_collection(name)
+    settle(pids)
+    server = appliance(work / f"{name}-from-create", e, max_call_bytes)
+    from_create = measure(server, pids, rows, lambda: server.post("create", {
+        "milvus_connect_param": {"uri": uri}, "collection_infos": [{"name": name}], "start_position": "earliest"}))
+    source.drop_collection(name)
+    target.drop_collection(name)
+    return {"catch_up": catch_up, "from_create": from_create}
+
+
+def ceiling(target: Cluster, e: dict, rows: Path, batch: int) -> tuple[float, dict[str, float]]:
     """The same rows straight into the target, same batch size, our own Rust client."""
     name = f"bench_ceiling_{time.time_ns()}"
     create_collection(target, name, SCHEMA, shards=2, consistency_level="Bounded")
+    pids = part_pids()
+    settle(pids)
+    cpu_before = cpu_use(pids)
     out = subprocess.run(
         ["cargo", "bench", "--quiet", "--bench", "target_ceiling", "--",
          e["TARGET_MILVUS_URI"], name, str(rows), str(batch)],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_use(pids).items()}
     target.drop_collection(name)
-    return json.loads(out.strip().splitlines()[-1])["rows_per_s"]
+    return json.loads(out.strip().splitlines()[-1])["rows_per_s"], cpu
 
 
 def main() -> int:
@@ -140,6 +228,7 @@ def main() -> int:
     parser.add_argument("--lag-batches", type=int, default=40)
     parser.add_argument("--lag-batch", type=int, default=1_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
     args = parser.parse_args()
     cdc_module.BINARY = ROOT / "target" / "release" / "milvus-cdc"
     e = env()
@@ -152,21 +241,26 @@ def main() -> int:
 
     # 1. and 2.
     runs, ceilings = [], []
+    same_rows = rows_file(work / "rows.bin", args.rows, args.batch)
     for i in range(args.repeat):
-        runs.append(replicate_backlog(source, target, e, work, args.rows, args.batch))
-        ceilings.append(ceiling(target, e, args.rows, args.batch))
-        print(f"run {i + 1}: replication {runs[-1]['rows_per_s']:.0f} rows/s "
-              f"(steady {runs[-1]['steady_rows_per_s']:.0f}), ceiling {ceilings[-1]:.0f} rows/s", flush=True)
-    median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
-    report["replication_rows_per_s"] = median("rows_per_s")
-    report["replication_steady_rows_per_s"] = median("steady_rows_per_s")
+        runs.append(replicate_backlog(source, target, e, work, args.rows, args.batch, args.max_call_bytes))
+        rate, cpu = ceiling(target, e, same_rows, args.batch)
+        ceilings.append(rate)
+        shown = lambda cpu: {k: round(v, 2) for k, v in cpu.items()}  # noqa: E731
+        print(f"run {i + 1}: catch-up {runs[-1]['catch_up']['rows_per_s']:.0f} rows/s, "
+              f"from create {runs[-1]['from_create']['rows_per_s']:.0f} rows/s, ceiling {rate:.0f} rows/s\n"
+              f"   cpu seconds: catch-up {shown(runs[-1]['catch_up']['cpu_s'])}\n"
+              f"                ceiling  {shown(cpu)}", flush=True)
     report["ceiling_rows_per_s"] = statistics.median(ceilings)
-    report["ratio"] = report["replication_rows_per_s"] / report["ceiling_rows_per_s"]
-    report["ratio_steady"] = report["replication_steady_rows_per_s"] / report["ceiling_rows_per_s"]
-    for key in ("first_batch_acknowledged_after_s", "reader_staged_all_after_s", "applier_sent_all_after_s",
-                "batches", *(f"applier_{stage}_s" for stage in STAGES)):
-        report[key] = median(key)
-    report["appliance_rss_mb_after_throughput"] = max(r["rss_mb"][1] for r in runs)
+    for mode in ("catch_up", "from_create"):
+        median = lambda key: statistics.median(r[mode][key] for r in runs)  # noqa: E731
+        report[f"{mode}_rows_per_s"] = median("rows_per_s")
+        report[f"{mode}_ratio"] = report[f"{mode}_rows_per_s"] / report["ceiling_rows_per_s"]
+        for key in ("first_batch_acknowledged_after_s", "reader_staged_all_after_s", "applier_sent_all_after_s",
+                    "batches", *(f"applier_{stage}_s" for stage in STAGES)):
+            report[f"{mode}_{key}"] = median(key)
+    report["appliance_rss_mb_after_throughput"] = max(r[mode]["rss_mb"][1] for r in runs
+                                                      for mode in ("catch_up", "from_create"))
 
     # 3. lag, live
     if args.lag_batches:

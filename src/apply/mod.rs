@@ -9,6 +9,10 @@
 //! leaves the marker: [`Applier::recover`] sends exactly those rows again before anything else,
 //! with inserts as upserts, so rows the target already has are replaced rather than doubled;
 //! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
+//!
+//! Data batches are pipelined: while one batch's calls run, the next is read from the journal,
+//! and 3 of one batch is 1 of the next (one transaction). A crash right after it leaves the next
+//! batch marked but unsent, which the replay above covers.
 
 pub mod columns;
 pub mod milvus_target;
@@ -41,8 +45,9 @@ pub enum TargetError {
     Permanent(String),
 }
 
-/// Where changes are applied.
-pub trait Target {
+/// Where changes are applied. Data calls run on a thread of their own while the applier reads
+/// ahead, hence `Send`.
+pub trait Target: Send {
     /// Lanes are the batches of different vchannels: independent of each other, so a target may
     /// run them concurrently; the calls of one lane go in order. `replay` marks calls the target
     /// may already have: inserts must then replace rows with the same primary keys, not add them.
@@ -75,6 +80,8 @@ pub enum ApplyError {
 pub struct ApplierSettings {
     pub max_batch_rows: usize,
     pub max_batch_bytes: usize,
+    /// Merged target calls stay under this size (see `ApplyConfig::max_call_bytes`).
+    pub max_call_bytes: usize,
     /// Keep applied rows in the journal (for inspection) instead of deleting them.
     pub retain_applied: bool,
     pub retry_initial: Duration,
@@ -87,6 +94,7 @@ impl Default for ApplierSettings {
         Self {
             max_batch_rows: 512,
             max_batch_bytes: 16 << 20,
+            max_call_bytes: 4 << 20,
             retain_applied: false,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
@@ -106,6 +114,8 @@ pub struct Applier<'a, T: Target> {
     pub health: Arc<Health>,
     /// Events the target was not ready for, and when to ask again.
     not_ready: HashMap<(String, RowPosition), Instant>,
+    /// The data batch read while the previous one was sent; its marker is committed already.
+    next: Option<DataBatch>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -125,6 +135,7 @@ impl<'a, T: Target> Applier<'a, T> {
             stop,
             health,
             not_ready: HashMap::new(),
+            next: None,
         }
     }
 
@@ -153,7 +164,9 @@ impl<'a, T: Target> Applier<'a, T> {
         } else {
             let mut lanes = Vec::new();
             for run in &runs {
-                if let Step::Data { calls, .. } = next_step(run, true)? {
+                if let Step::Data { calls, .. } =
+                    next_step(run, true, self.settings.max_call_bytes)?
+                {
                     lanes.push(calls);
                 }
             }
@@ -167,36 +180,70 @@ impl<'a, T: Target> Applier<'a, T> {
     /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
     /// whether it did any work.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
-        let planner = Planner {
-            task: self.task,
-            journal: self.journal,
-            max_rows: self.settings.max_batch_rows,
-            max_bytes: self.settings.max_batch_bytes,
+        let batch = match self.next.take() {
+            Some(batch) => batch,
+            None => {
+                let planner = self.planner(&[]);
+                let planned = Instant::now();
+                let Plan { data, ddl_heads } = planner.plan()?;
+                METRICS.applier_stage("plan", planned);
+                // A DDL whose barrier is complete goes first: the vchannels it waits for have
+                // nothing before it, and data of other vchannels does not depend on it. So
+                // events are not starved by a steady flow of rows elsewhere.
+                if !ddl_heads.is_empty() && self.apply_ddl_heads(&planner, ddl_heads)? {
+                    return Ok(true);
+                }
+                let Some(batch) = data else {
+                    return Ok(false);
+                };
+                let marked = Instant::now();
+                self.journal.begin_batch(self.task, &batch.marker)?;
+                METRICS.applier_stage("mark", marked);
+                batch
+            }
         };
-        let planned = Instant::now();
-        let Plan { data, ddl_heads } = planner.plan()?;
-        // A DDL whose barrier is complete goes first: the vchannels it waits for have nothing
-        // before it, and data of other vchannels does not depend on it. So events are not
-        // starved by a steady flow of rows elsewhere.
-        if !ddl_heads.is_empty() && self.apply_ddl_heads(&planner, ddl_heads)? {
-            return Ok(true);
-        }
-        let Some(batch) = data else {
-            return Ok(false);
-        };
-        METRICS.applier_stage("plan", planned);
-        let marked = Instant::now();
-        self.journal.begin_batch(self.task, &batch.marker)?;
-        METRICS.applier_stage("mark", marked);
         let sent = Instant::now();
-        self.with_retries(|t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))?;
+        let planner = self.planner(&batch.marker.ends);
+        let retries = Retries {
+            task: self.task,
+            settings: &self.settings,
+            stop: &self.stop,
+            health: &self.health,
+        };
+        let target = &mut self.target;
+        let (sent_result, next) = std::thread::scope(|scope| {
+            let sender = scope.spawn(|| {
+                retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))
+            });
+            let planned = Instant::now();
+            let next = planner.plan();
+            METRICS.applier_stage("plan", planned);
+            (sender.join(), next)
+        });
+        sent_result.map_err(|_| {
+            TargetError::Transient("the thread sending a batch to the target panicked".into())
+        })??;
         METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
         METRICS.applier_stage("send", sent);
         crate::failpoint::hit("apply-after-ack");
+        // The next batch follows at once only when no DDL heads a vchannel: those are decided
+        // with nothing in flight. A planning error shows again when the next step plans.
+        let next = match next {
+            Ok(Plan {
+                data: Some(next),
+                ddl_heads,
+            }) if ddl_heads.is_empty() => Some(next),
+            _ => None,
+        };
         let committed = Instant::now();
-        self.journal
-            .commit_batch(self.task, &batch.marker, self.settings.retain_applied)?;
+        self.journal.commit_batch_and_begin(
+            self.task,
+            &batch.marker,
+            next.as_ref().map(|n| &n.marker),
+            self.settings.retain_applied,
+        )?;
         METRICS.applier_stage("commit", committed);
+        self.next = next;
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         for call in batch.lanes.iter().flatten() {
             METRICS.applied(self.task, call.operation(), call.rows(), call.bytes());
@@ -212,6 +259,22 @@ impl<'a, T: Target> Applier<'a, T> {
             "batch applied"
         );
         Ok(true)
+    }
+
+    /// Reads the journal after the applied positions, or after `in_flight`'s ends on their
+    /// vchannels.
+    fn planner<'p>(&self, in_flight: &'p [(String, RowPosition)]) -> Planner<'p>
+    where
+        'a: 'p,
+    {
+        Planner {
+            task: self.task,
+            journal: self.journal,
+            max_rows: self.settings.max_batch_rows,
+            max_bytes: self.settings.max_batch_bytes,
+            max_call_bytes: self.settings.max_call_bytes,
+            in_flight,
+        }
     }
 
     /// Applies the first DDL whose barrier is complete, if any.
@@ -286,19 +349,42 @@ impl<'a, T: Target> Applier<'a, T> {
         }
     }
 
+    fn with_retries(
+        &mut self,
+        call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
+    ) -> Result<(), TargetError> {
+        let retries = Retries {
+            task: self.task,
+            settings: &self.settings,
+            stop: &self.stop,
+            health: &self.health,
+        };
+        retries.run(&mut self.target, call)
+    }
+}
+
+/// How target calls are retried.
+struct Retries<'r> {
+    task: &'r str,
+    settings: &'r ApplierSettings,
+    /// Set when the task stops: retries give up so the thread can exit promptly.
+    stop: &'r AtomicBool,
+    /// Where a fault being retried is shown.
+    health: &'r Health,
+}
+
+impl Retries<'_> {
     /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
     /// The second argument tells the call whether the target may already have its data: after a
     /// transient failure it may (the request can have landed before the connection broke), so
     /// every retry is in doubt and must not add rows twice.
-    fn with_retries(
-        &mut self,
+    fn run<T>(
+        &self,
+        target: &mut T,
         mut call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
     ) -> Result<(), TargetError> {
         use backon::{BlockingRetryable, ExponentialBuilder};
-        let task = self.task;
-        let stop = self.stop.clone();
-        let health = self.health.clone();
-        let target = &mut self.target;
+        let (task, stop, health) = (self.task, self.stop, self.health);
         let mut in_doubt = false;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_initial)
@@ -319,7 +405,7 @@ impl<'a, T: Target> Applier<'a, T> {
             tracing::warn!(task, %err, ?delay, "target call failed; retrying");
         })
         .call()
-        .inspect(|()| self.health.resolved("target"))
+        .inspect(|()| health.resolved("target"))
     }
 }
 
@@ -341,17 +427,28 @@ struct Planner<'a> {
     journal: &'a Journal,
     max_rows: usize,
     max_bytes: usize,
+    max_call_bytes: usize,
+    /// The ends of a batch being sent: its vchannels are read after them.
+    in_flight: &'a [(String, RowPosition)],
 }
 
 impl Planner<'_> {
-    /// The next step after the applied positions.
+    /// Where `vchannel`'s pending rows start.
+    fn after(&self, vchannel: &str) -> Result<Option<RowPosition>, ApplyError> {
+        match self.in_flight.iter().find(|(v, _)| v == vchannel) {
+            Some((_, end)) => Ok(Some(*end)),
+            None => Ok(self.journal.applied(self.task, vchannel)?),
+        }
+    }
+
+    /// The next step after the applied positions (and the batch in flight).
     fn plan(&self) -> Result<Plan, ApplyError> {
         let ticks = self.ticks()?;
         let mut ends = Vec::new();
         let mut lanes = Vec::new();
         let mut ddl_heads = Vec::new();
         for vchannel in self.journal.vchannels(self.task)? {
-            let after = self.journal.applied(self.task, &vchannel)?;
+            let after = self.after(&vchannel)?;
             let mut rows = self.pending(&ticks, &vchannel, after, self.max_rows)?;
             let complete = rows.len() < self.max_rows
                 && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.max_bytes;
@@ -365,7 +462,7 @@ impl Planner<'_> {
                     self.journal
                         .rows(self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
             }
-            match next_step(&rows, complete)? {
+            match next_step(&rows, complete, self.max_call_bytes)? {
                 Step::Idle => {}
                 Step::Data { rows, calls } => {
                     if let Some(last) = rows.last() {
@@ -422,7 +519,7 @@ impl Planner<'_> {
         ts: u64,
     ) -> Result<bool, ApplyError> {
         for vchannel in vchannels {
-            let after = self.journal.applied(self.task, vchannel)?;
+            let after = self.after(vchannel)?;
             if self
                 .journal
                 .first_position(self.task, vchannel, after, ts)?
@@ -465,7 +562,7 @@ impl Planner<'_> {
         };
         let mut ends = Vec::new();
         for vchannel in &ddl.barrier {
-            let after = self.journal.applied(self.task, vchannel)?;
+            let after = self.after(vchannel)?;
             let head = self.pending(ticks, vchannel, after, 1)?;
             match head.first() {
                 Some(h) if h.position.ts == row.position.ts && h.change == row.change => {

@@ -3,7 +3,7 @@
 //! A batch is always a *prefix* of the vchannel's rows in journal order, so committing its last
 //! position never skips a row. Inside the batch the rows are applied in (timestamp, rank, seq)
 //! order, which puts an upsert's Delete before its Insert, and consecutive rows of one kind into
-//! one collection and partition are merged into one target call.
+//! one collection and partition are merged into one target call, up to a size.
 
 use super::columns::{append_columns, head};
 use crate::journal::record::{Operation, columns_bytes};
@@ -70,8 +70,13 @@ pub struct PlanError {
 }
 
 /// `rows` are a vchannel's pending rows in journal order; `complete` says whether they are all
-/// the applicable rows (not cut by a fetch limit).
-pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanError> {
+/// the applicable rows (not cut by a fetch limit). Merged calls stay under `max_call_bytes`
+/// (a single larger row is sent alone).
+pub fn next_step(
+    rows: &[JournalRow],
+    complete: bool,
+    max_call_bytes: usize,
+) -> Result<Step<'_>, PlanError> {
     let Some(first) = rows.first() else {
         return Ok(Step::Idle);
     };
@@ -132,8 +137,10 @@ pub fn next_step(rows: &[JournalRow], complete: bool) -> Result<Step<'_>, PlanEr
             Change::Ddl(_) => continue,
         };
         let merged = match calls.last_mut() {
-            Some(last) => merge(last, &call).map_err(undecodable)?,
-            None => false,
+            Some(last) if last.bytes() + call.bytes() <= max_call_bytes as u64 => {
+                merge(last, &call).map_err(undecodable)?
+            }
+            _ => false,
         };
         if !merged {
             calls.push(call);

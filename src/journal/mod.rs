@@ -468,6 +468,19 @@ impl Journal {
         batch: &InFlightBatch,
         retain: bool,
     ) -> Result<(), JournalError> {
+        self.commit_batch_and_begin(task, batch, None, retain)
+    }
+
+    /// As [`Journal::commit_batch`], and in the same transaction the marker names `next`
+    /// instead (as [`Journal::begin_batch`] would): one commit per batch when batches follow
+    /// each other.
+    pub fn commit_batch_and_begin(
+        &self,
+        task: &str,
+        batch: &InFlightBatch,
+        next: Option<&InFlightBatch>,
+        retain: bool,
+    ) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
         {
             let mut applied = txn.open_table(APPLIED)?;
@@ -484,7 +497,13 @@ impl Journal {
                     }
                 }
             }
-            txn.open_table(IN_FLIGHT)?.remove(task)?;
+            match next {
+                Some(next) => txn
+                    .open_table(IN_FLIGHT)?
+                    .insert(task, json(next)?.as_slice())
+                    .map(drop)?,
+                None => txn.open_table(IN_FLIGHT)?.remove(task).map(drop)?,
+            }
             drop(rows);
             add_journal_bytes(&txn, -(freed as i64))?;
         }

@@ -248,3 +248,28 @@ fn state_survives_reopening() {
         1
     );
 }
+
+#[test]
+fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
+    let (_dir, j) = journal();
+    j.stage("t", "p0", &[staged("v", 10, 1), staged("v", 11, 2)], kafka(1), 20)
+        .unwrap();
+    let at = |ts, seq| vec![("v".to_string(), RowPosition { ts, seq })];
+    let first = InFlightBatch { ends: at(10, 0) };
+    let second = InFlightBatch { ends: at(11, 1) };
+    j.begin_batch("t", &first).unwrap();
+    j.commit_batch_and_begin("t", &first, Some(&second), false)
+        .unwrap();
+    assert_eq!(
+        j.applied("t", "v").unwrap(),
+        Some(RowPosition { ts: 10, seq: 0 })
+    );
+    assert_eq!(
+        j.in_flight("t").unwrap(),
+        Some(second.clone()),
+        "a crash now replays the second batch, which may or may not have been sent"
+    );
+    j.commit_batch_and_begin("t", &second, None, false).unwrap();
+    assert_eq!(j.in_flight("t").unwrap(), None);
+    assert_eq!(j.journal_bytes().unwrap(), 0);
+}

@@ -716,6 +716,8 @@ impl Supervisor {
         };
         let settings = ApplierSettings {
             retain_applied: self.config.journal.retain_applied,
+            max_call_bytes: self.config.apply.max_call_bytes,
+            max_batch_bytes: self.config.apply.max_batch_bytes,
             ..ApplierSettings::default()
         };
         let health = self.health(&spec.task_id);

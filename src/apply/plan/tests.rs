@@ -95,7 +95,7 @@ fn consecutive_inserts_become_one_call() {
     let Step::Data {
         rows: prefix,
         calls,
-    } = next_step(&rows, true).unwrap()
+    } = next_step(&rows, true, usize::MAX).unwrap()
     else {
         panic!()
     };
@@ -112,7 +112,7 @@ fn an_upserts_delete_is_applied_before_its_insert() {
     let Step::Data {
         rows: prefix,
         calls,
-    } = next_step(&rows, true).unwrap()
+    } = next_step(&rows, true, usize::MAX).unwrap()
     else {
         panic!()
     };
@@ -128,7 +128,7 @@ fn an_upserts_delete_is_applied_before_its_insert() {
 #[test]
 fn a_fetch_cut_never_splits_a_timestamp() {
     let rows = [insert(1, 0, &[1]), insert(5, 1, &[7])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, false).unwrap() else {
+    let Step::Data { rows: prefix, .. } = next_step(&rows, false, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(prefix.len(), 1, "ts 5 may have more rows beyond the limit");
@@ -137,17 +137,17 @@ fn a_fetch_cut_never_splits_a_timestamp() {
 #[test]
 fn data_stops_before_a_ddl_and_a_ddl_comes_alone() {
     let rows = [insert(1, 0, &[1]), ddl(2, 1), insert(3, 2, &[2])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, true).unwrap() else {
+    let Step::Data { rows: prefix, .. } = next_step(&rows, true, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(prefix.len(), 1);
-    assert!(matches!(next_step(&rows[1..], true).unwrap(), Step::Ddl(r) if r.position.ts == 2));
+    assert!(matches!(next_step(&rows[1..], true, usize::MAX).unwrap(), Step::Ddl(r) if r.position.ts == 2));
 }
 
 #[test]
 fn inserts_and_deletes_interleaved_keep_their_order() {
     let rows = [insert(1, 0, &[1]), delete(2, 1, &[1]), insert(3, 2, &[1])];
-    let Step::Data { calls, .. } = next_step(&rows, true).unwrap() else {
+    let Step::Data { calls, .. } = next_step(&rows, true, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(calls.len(), 3);
@@ -156,5 +156,25 @@ fn inserts_and_deletes_interleaved_keep_their_order() {
 
 #[test]
 fn nothing_pending_is_idle() {
-    assert_eq!(next_step(&[], true).unwrap(), Step::Idle);
+    assert_eq!(next_step(&[], true, usize::MAX).unwrap(), Step::Idle);
+}
+
+#[test]
+fn merged_calls_stay_under_the_call_size() {
+    let rows = [insert(1, 0, &[1, 2]), insert(2, 1, &[3]), insert(3, 2, &[4])];
+    let calls = |rows: &[JournalRow], max_call_bytes| {
+        let Step::Data { calls, .. } = next_step(rows, true, max_call_bytes).unwrap() else {
+            panic!()
+        };
+        calls
+    };
+    let first_two = calls(&rows[..2], usize::MAX)[0].bytes() as usize;
+    let capped = calls(&rows, first_two);
+    assert_eq!(capped.len(), 2, "the first two fit, the third does not");
+    assert_eq!(inserted_keys(&capped[0]), [1, 2, 3]);
+    assert_eq!(inserted_keys(&capped[1]), [4]);
+    let alone = calls(&rows, 1);
+    assert_eq!(alone.len(), 3, "a row larger than the cap goes alone");
+    let keys: Vec<i64> = alone.iter().flat_map(inserted_keys).collect();
+    assert_eq!(keys, [1, 2, 3, 4], "in order, none left out");
 }
