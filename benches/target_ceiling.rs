@@ -2,7 +2,8 @@
 //! source (int64 pk, 128-dim float vector), inserted straight through our own gRPC client with
 //! the same batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
 //!
-//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows-file> <batch>`; the collection
+//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows-file> <batch> [streams]`
+//! (`streams` sequences of calls side by side, default 1); the collection
 //! must exist with fields `id` (int64 pk) and `vec` (128-dim float vector). The rows file holds
 //! per row the id (i64) and the vector (128 f32), little endian. Run by scripts/bench.
 
@@ -58,39 +59,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let [uri, collection, rows_file, batch] = args.as_slice() else {
-        eprintln!("usage: target_ceiling <uri> <collection> <rows-file> <batch>");
-        return Ok(());
+    let (uri, collection, rows_file, batch, streams) = match args.as_slice() {
+        [uri, collection, rows_file, batch] => (uri, collection, rows_file, batch, "1"),
+        [uri, collection, rows_file, batch, streams] => {
+            (uri, collection, rows_file, batch, streams.as_str())
+        }
+        _ => {
+            eprintln!("usage: target_ceiling <uri> <collection> <rows-file> <batch> [streams]");
+            return Ok(());
+        }
     };
     let rows = std::fs::read(rows_file)?;
-    let batch: usize = batch.parse()?;
+    let (batch, streams): (usize, usize) = (batch.parse()?, streams.parse()?);
     let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
         .connect()
         .await?;
-    let mut client = MilvusServiceClient::new(channel).max_encoding_message_size(256 << 20);
-    let batches: Vec<(usize, Vec<FieldData>)> = rows
-        .chunks(batch * ROW_BYTES)
-        .map(|part| (part.len() / ROW_BYTES, columns(part)))
-        .collect();
+    let client = MilvusServiceClient::new(channel).max_encoding_message_size(256 << 20);
+    // Batches are dealt to `streams` sequences of calls that run side by side.
+    let streams = streams.max(1);
+    let mut sequences: Vec<Vec<(usize, Vec<FieldData>)>> = vec![Vec::new(); streams];
+    for (i, part) in rows.chunks(batch * ROW_BYTES).enumerate() {
+        sequences[i % streams].push((part.len() / ROW_BYTES, columns(part)));
+    }
     let rows = rows.len() / ROW_BYTES;
     let started = Instant::now();
-    for (n, fields_data) in batches {
-        let request = InsertRequest {
-            collection_name: collection.clone(),
-            fields_data,
-            num_rows: n as u32,
-            ..Default::default()
-        };
-        let status = client
-            .insert(request)
-            .await?
-            .into_inner()
-            .status
-            .unwrap_or_default();
-        if status.code != 0 {
-            return Err(format!("insert failed: {}", status.reason).into());
+    futures::future::try_join_all(sequences.into_iter().map(|sequence| {
+        let mut client = client.clone();
+        async move {
+            for (n, fields_data) in sequence {
+                let request = InsertRequest {
+                    collection_name: collection.clone(),
+                    fields_data,
+                    num_rows: n as u32,
+                    ..Default::default()
+                };
+                let status = client
+                    .insert(request)
+                    .await?
+                    .into_inner()
+                    .status
+                    .unwrap_or_default();
+                if status.code != 0 {
+                    return Err(format!("insert failed: {}", status.reason).into());
+                }
+            }
+            Ok::<(), Box<dyn std::error::Error>>(())
         }
-    }
+    }))
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{{\"rows\": {rows}, \"seconds\": {seconds:.3}, \"rows_per_s\": {:.0}}}",

@@ -6,7 +6,9 @@
    acknowledged all N rows; and "from create", a new task started at `earliest`, the task's start
    and the target collection's creation included;
 2. the ceiling: the same N rows inserted straight into the target by our own Rust client
-   (benches/target_ceiling.rs) with the same batch size, into a collection created beforehand.
+   (benches/target_ceiling.rs) with the same batch size, into a collection created beforehand;
+   and again in the applier's shape (two calls side by side, one per shard, each as large as
+   the applier's calls), which is what the target can take of the calls replication makes.
    Every run starts once the testbed is at rest (see `settle`); the CPU seconds each part used
    are printed per run. Runs 1 and 2 alternate `--repeat` times
    and the medians are reported, so both see the machine in the same state;
@@ -204,8 +206,9 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     return {"catch_up": catch_up, "from_create": from_create}
 
 
-def ceiling(target: Cluster, e: dict, rows: Path, batch: int) -> tuple[float, dict[str, float]]:
-    """The same rows straight into the target, same batch size, our own Rust client."""
+def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1) -> tuple[float, dict[str, float]]:
+    """The same rows straight into the target, our own Rust client: `batch` rows per call,
+    `streams` sequences of calls side by side."""
     name = f"bench_ceiling_{time.time_ns()}"
     create_collection(target, name, SCHEMA, shards=2, consistency_level="Bounded")
     pids = part_pids()
@@ -213,7 +216,7 @@ def ceiling(target: Cluster, e: dict, rows: Path, batch: int) -> tuple[float, di
     cpu_before = cpu_use(pids)
     out = subprocess.run(
         ["cargo", "bench", "--quiet", "--bench", "target_ceiling", "--",
-         e["TARGET_MILVUS_URI"], name, str(rows), str(batch)],
+         e["TARGET_MILVUS_URI"], name, str(rows), str(batch), str(streams)],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_use(pids).items()}
     target.drop_collection(name)
@@ -240,22 +243,29 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cdc-bench-"))
 
     # 1. and 2.
-    runs, ceilings = [], []
+    runs, ceilings, matched = [], [], []
+    # The applier's shape: a call per shard (2) at a time, each up to max_call_bytes of rows.
+    matched_batch = (args.max_call_bytes or 4 << 20) // (8 + 128 * 4 + 16)
     same_rows = rows_file(work / "rows.bin", args.rows, args.batch)
     for i in range(args.repeat):
         runs.append(replicate_backlog(source, target, e, work, args.rows, args.batch, args.max_call_bytes))
         rate, cpu = ceiling(target, e, same_rows, args.batch)
         ceilings.append(rate)
+        matched.append(ceiling(target, e, same_rows, matched_batch, streams=2)[0])
         shown = lambda cpu: {k: round(v, 2) for k, v in cpu.items()}  # noqa: E731
         print(f"run {i + 1}: catch-up {runs[-1]['catch_up']['rows_per_s']:.0f} rows/s, "
-              f"from create {runs[-1]['from_create']['rows_per_s']:.0f} rows/s, ceiling {rate:.0f} rows/s\n"
+              f"from create {runs[-1]['from_create']['rows_per_s']:.0f} rows/s, ceiling {rate:.0f} rows/s "
+              f"(in the applier's shape {matched[-1]:.0f})\n"
               f"   cpu seconds: catch-up {shown(runs[-1]['catch_up']['cpu_s'])}\n"
               f"                ceiling  {shown(cpu)}", flush=True)
     report["ceiling_rows_per_s"] = statistics.median(ceilings)
+    report["ceiling_in_the_appliers_shape_rows_per_s"] = statistics.median(matched)
     for mode in ("catch_up", "from_create"):
         median = lambda key: statistics.median(r[mode][key] for r in runs)  # noqa: E731
         report[f"{mode}_rows_per_s"] = median("rows_per_s")
         report[f"{mode}_ratio"] = report[f"{mode}_rows_per_s"] / report["ceiling_rows_per_s"]
+        report[f"{mode}_ratio_to_the_appliers_shape"] = (report[f"{mode}_rows_per_s"]
+                                                         / report["ceiling_in_the_appliers_shape_rows_per_s"])
         for key in ("first_batch_acknowledged_after_s", "reader_staged_all_after_s", "applier_sent_all_after_s",
                     "batches", *(f"applier_{stage}_s" for stage in STAGES)):
             report[f"{mode}_{key}"] = median(key)
