@@ -212,9 +212,8 @@ impl<'a, T: Target> Applier<'a, T> {
         };
         let target = &mut self.target;
         let (sent_result, next) = std::thread::scope(|scope| {
-            let sender = scope.spawn(|| {
-                retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt))
-            });
+            let sender = scope
+                .spawn(|| retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt)));
             let planned = Instant::now();
             let next = planner.plan();
             METRICS.applier_stage("plan", planned);

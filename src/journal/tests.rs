@@ -252,8 +252,14 @@ fn state_survives_reopening() {
 #[test]
 fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("v", 10, 1), staged("v", 11, 2)], kafka(1), 20)
-        .unwrap();
+    j.stage(
+        "t",
+        "p0",
+        &[staged("v", 10, 1), staged("v", 11, 2)],
+        kafka(1),
+        20,
+    )
+    .unwrap();
     let at = |ts, seq| vec![("v".to_string(), RowPosition { ts, seq })];
     let first = InFlightBatch { ends: at(10, 0) };
     let second = InFlightBatch { ends: at(11, 1) };

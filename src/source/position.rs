@@ -37,11 +37,7 @@ pub struct PositionError {
 }
 
 /// Where to read `channel` from, given its base64 `MsgPosition`.
-pub fn decode_position(
-    channel: &str,
-    text: &str,
-    mq: MqKind,
-) -> Result<MqPosition, PositionError> {
+pub fn decode_position(channel: &str, text: &str, mq: MqKind) -> Result<MqPosition, PositionError> {
     let error = |reason: String| PositionError {
         channel: channel.to_owned(),
         reason,
@@ -73,7 +69,9 @@ pub fn decode_position(
         }
         MqKind::Pulsar => {
             if position.msg_id.is_empty() {
-                return Err(error("msgID is empty, a Pulsar MessageIdData is not".into()));
+                return Err(error(
+                    "msgID is empty, a Pulsar MessageIdData is not".into(),
+                ));
             }
             let id = MessageIdData::decode(position.msg_id.as_slice())
                 .map_err(|e| error(format!("msgID is not a Pulsar MessageIdData: {e}")))?;

@@ -423,7 +423,9 @@ impl Supervisor {
                     lane_seeds,
                 };
                 tokio::task::spawn_blocking(move || {
-                    seed_pulsar(&journal, &client, &task_id, &channels, &existing, start, &scope)
+                    seed_pulsar(
+                        &journal, &client, &task_id, &channels, &existing, start, &scope,
+                    )
                 })
                 .await
                 .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
@@ -1035,10 +1037,12 @@ fn seed_pulsar(
                     client.latest(channel)?,
                     existing_collection_seeds(existing, channel, scope),
                 ),
-                (None, StartPosition::Earliest) => match earliest_pulsar_start(existing, channel)? {
-                    Some(position) => (position, Vec::new()),
-                    None => (client.latest(channel)?, Vec::new()),
-                },
+                (None, StartPosition::Earliest) => {
+                    match earliest_pulsar_start(existing, channel)? {
+                        Some(position) => (position, Vec::new()),
+                        None => (client.latest(channel)?, Vec::new()),
+                    }
+                }
             }
         };
         journal.stage(task, channel, &seeds, position, 0)?;

@@ -141,7 +141,9 @@ fn data_stops_before_a_ddl_and_a_ddl_comes_alone() {
         panic!()
     };
     assert_eq!(prefix.len(), 1);
-    assert!(matches!(next_step(&rows[1..], true, usize::MAX).unwrap(), Step::Ddl(r) if r.position.ts == 2));
+    assert!(
+        matches!(next_step(&rows[1..], true, usize::MAX).unwrap(), Step::Ddl(r) if r.position.ts == 2)
+    );
 }
 
 #[test]
@@ -161,7 +163,11 @@ fn nothing_pending_is_idle() {
 
 #[test]
 fn merged_calls_stay_under_the_call_size() {
-    let rows = [insert(1, 0, &[1, 2]), insert(2, 1, &[3]), insert(3, 2, &[4])];
+    let rows = [
+        insert(1, 0, &[1, 2]),
+        insert(2, 1, &[3]),
+        insert(3, 2, &[4]),
+    ];
     let calls = |rows: &[JournalRow], max_call_bytes| {
         let Step::Data { calls, .. } = next_step(rows, true, max_call_bytes).unwrap() else {
             panic!()
