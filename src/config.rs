@@ -48,6 +48,8 @@ pub struct ApplyConfig {
     /// faster than larger ones; it must stay under the target's gRPC message limit.
     pub max_call_bytes: usize,
     /// Bytes of journal rows read per vchannel for one batch (an applied-position commit).
+    /// Two batches are in memory at a time (one sent, the next read), with their calls; one
+    /// call's worth keeps the target busy without holding more.
     pub max_batch_bytes: usize,
 }
 
@@ -55,7 +57,7 @@ impl Default for ApplyConfig {
     fn default() -> Self {
         Self {
             max_call_bytes: 4 << 20,
-            max_batch_bytes: 16 << 20,
+            max_batch_bytes: 4 << 20,
         }
     }
 }

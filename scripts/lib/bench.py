@@ -14,7 +14,8 @@
    and the medians are reported, so both see the machine in the same state;
 3. lag: with a task running, batches written on the source one by one; lag = time from the
    source's insert reply to the batch's last row being visible on the target (p50, p99);
-4. memory: the appliance's RSS while a backlog of M rows sits in its journal (target unreachable).
+4. memory: the appliance's RSS while a backlog of M rows sits in its journal (target
+   unreachable), and its peak while a restarted appliance drains that backlog to the target.
 
 Prints a report; exits non-zero only if something failed, never on a figure.
 """
@@ -27,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import socket
 import tempfile
 import threading
 import time
@@ -122,11 +124,13 @@ def visible(cluster: Cluster, name: str, pk: int) -> bool:
     return bool(coll.query(f"id == {pk}", output_fields=["id"], consistency_level="Strong"))
 
 
-def appliance(work: Path, e: dict, max_call_bytes: int | None) -> CdcServer:
+def appliance(work: Path, e: dict, apply: dict[str, int]) -> CdcServer:
+    """An appliance whose [apply] section holds `apply`'s settings."""
     work.mkdir()
     server = CdcServer(work, e)
-    if max_call_bytes:
-        server.config.write_text(server.config.read_text() + f"[apply]\nmax_call_bytes = {max_call_bytes}\n")
+    if apply:
+        server.config.write_text(server.config.read_text() + "[apply]\n"
+                                 + "".join(f"{key} = {value}\n" for key, value in apply.items()))
     return server.start()
 
 
@@ -172,7 +176,7 @@ def measure(server: CdcServer, pids: dict[str, int], rows: int, begin) -> dict:
 
 
 def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int,
-                      max_call_bytes: int | None) -> dict:
+                      apply: dict[str, int]) -> dict:
     """One throughput run over a backlog of N rows, measured twice on the same source rows:
 
     - catch-up: a running task, whose collection is on the target already, is paused while the
@@ -184,7 +188,7 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     uri = e["TARGET_MILVUS_URI"]
     pids = part_pids()
     create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
-    server = appliance(work / f"{name}-catch-up", e, max_call_bytes)
+    server = appliance(work / f"{name}-catch-up", e, apply)
     task = server.create_task(uri, collections=(name,))
     deadline = time.monotonic() + 60
     while not target.has_collection(name):
@@ -198,7 +202,7 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     catch_up = measure(server, pids, rows, lambda: server.post("resume", {"task_id": task}))
     target.drop_collection(name)
     settle(pids)
-    server = appliance(work / f"{name}-from-create", e, max_call_bytes)
+    server = appliance(work / f"{name}-from-create", e, apply)
     from_create = measure(server, pids, rows, lambda: server.post("create", {
         "milvus_connect_param": {"uri": uri}, "collection_infos": [{"name": name}], "start_position": "earliest"}))
     source.drop_collection(name)
@@ -223,32 +227,96 @@ def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1) 
     return json.loads(out.strip().splitlines()[-1])["rows_per_s"], cpu
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--lag-batches", type=int, default=40)
-    parser.add_argument("--lag-batch", type=int, default=1_000)
-    parser.add_argument("--backlog", type=int, default=1_000_000)
-    parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
-    args = parser.parse_args()
-    cdc_module.BINARY = ROOT / "target" / "release" / "milvus-cdc"
-    e = env()
-    source = Cluster("source", e["SOURCE_MILVUS_URI"]).connect()
-    target = Cluster("target", e["TARGET_MILVUS_URI"]).connect()
-    stamp = int(time.time())
-    name = f"bench_{stamp}"
-    report = {}
-    work = Path(tempfile.mkdtemp(prefix="cdc-bench-"))
+class Relay:
+    """Forwards TCP connections from `port` to `to`, from `start()` on: a target that is
+    unreachable until then."""
 
-    # 1. and 2.
+    def __init__(self, port: int, to: int):
+        self.port, self.to = port, to
+
+    def start(self) -> "Relay":
+        listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", self.to))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while chunk := a.recv(1 << 20):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            b.close()
+
+
+def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: str, rows: int,
+                   apply: dict[str, int]) -> dict:
+    """The appliance's RSS with `rows` rows in its journal, and while a restarted appliance
+    drains them to the target."""
+    port = cdc_module.free_port()
+    server = appliance(work, e, apply)
+    server.create_task(f"http://127.0.0.1:{port}", collections=(name,))
+    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    peak = [0.0]
+
+    def sample(server: CdcServer):
+        while server.proc.poll() is None:
+            peak[0] = max(peak[0], rss_mb(server.proc.pid)[0])
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, args=(server,), daemon=True).start()
+    write(source, name, 0, rows, 10_000)
+    time.sleep(10)
+    report = {"backlog_rows": rows, "appliance_rss_mb_with_backlog": rss_mb(server.proc.pid)[0],
+              "appliance_peak_rss_mb_while_staging_backlog": peak[0]}
+    server.stop()
+    staged = subprocess.run([str(cdc_module.BINARY), "dump", "--data-dir", str(work / "data"),
+                             "--max-rows", "100000000"], capture_output=True, text=True).stdout
+    report["backlog_rows_in_journal"] = sum(int(line.rsplit("rows=", 1)[1]) for line in staged.splitlines()
+                                            if line.startswith("row ") and " insert " in line)
+    server.start()
+    peak[0] = 0.0
+    threading.Thread(target=sample, args=(server,), daemon=True).start()
+    Relay(port, int(e["TARGET_MILVUS_URI"].rsplit(":", 1)[1])).start()
+    started = time.monotonic()
+    while server.metrics().get("milvus_cdc_rows_applied_total", 0) < report["backlog_rows_in_journal"]:
+        if server.proc.poll() is not None or time.monotonic() - started > 1200:
+            raise RuntimeError(f"the appliance did not drain the backlog; see {server.log}")
+        time.sleep(0.2)
+    report["backlog_drained_after_s"] = time.monotonic() - started
+    report["appliance_peak_rss_mb_while_draining"] = max(peak[0], rss_mb(server.proc.pid)[1])
+    server.stop()
+    drained = target.collection(name)
+    drained.flush()
+    report["target_rows_after_drain"] = drained.num_entities
+    source.drop_collection(name)
+    target.drop_collection(name)
+    return report
+
+
+def apply_settings(args) -> dict[str, int]:
+    """The appliance's [apply] settings given on the command line."""
+    return {key: value for key, value in (("max_call_bytes", args.max_call_bytes),
+                                          ("max_batch_bytes", args.max_batch_bytes)) if value}
+
+
+def throughput(args, source: Cluster, target: Cluster, e: dict, work: Path, report: dict) -> None:
+    """Sections 1 and 2, `--repeat` times; medians go into `report`."""
     runs, ceilings, matched = [], [], []
     # The applier's shape: a call per shard (2) at a time, each up to max_call_bytes of rows.
     matched_batch = (args.max_call_bytes or 4 << 20) // (8 + 128 * 4 + 16)
+    apply = apply_settings(args)
     same_rows = rows_file(work / "rows.bin", args.rows, args.batch)
     for i in range(args.repeat):
-        runs.append(replicate_backlog(source, target, e, work, args.rows, args.batch, args.max_call_bytes))
+        runs.append(replicate_backlog(source, target, e, work, args.rows, args.batch, apply))
         rate, cpu = ceiling(target, e, same_rows, args.batch)
         ceilings.append(rate)
         matched.append(ceiling(target, e, same_rows, matched_batch, streams=2)[0])
@@ -271,6 +339,31 @@ def main() -> int:
             report[f"{mode}_{key}"] = median(key)
     report["appliance_rss_mb_after_throughput"] = max(r[mode]["rss_mb"][1] for r in runs
                                                       for mode in ("catch_up", "from_create"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lag-batches", type=int, default=40)
+    parser.add_argument("--lag-batch", type=int, default=1_000)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
+    parser.add_argument("--max-batch-bytes", type=int, help="the appliance's [apply] max_batch_bytes")
+    args = parser.parse_args()
+    cdc_module.BINARY = ROOT / "target" / "release" / "milvus-cdc"
+    e = env()
+    source = Cluster("source", e["SOURCE_MILVUS_URI"]).connect()
+    target = Cluster("target", e["TARGET_MILVUS_URI"]).connect()
+    stamp = int(time.time())
+    name = f"bench_{stamp}"
+    report = {}
+    work = Path(tempfile.mkdtemp(prefix="cdc-bench-"))
+
+    # 1. and 2.
+    if args.repeat:
+        throughput(args, source, target, e, work, report)
 
     # 3. lag, live
     if args.lag_batches:
@@ -296,33 +389,11 @@ def main() -> int:
         source.drop_collection(name)
         target.drop_collection(name)
 
-    # 4. memory with a backlog held in the journal: the target is unreachable, so nothing drains
+    # 4. memory with a backlog: held in the journal while the target is unreachable, then drained
+    # by a restarted appliance once the target can be reached (through a relay started then)
     if args.backlog:
-        backlog = f"bench_backlog_{stamp}"
-        (work / "backlog").mkdir()
-        server = CdcServer(work / "backlog", e).start()
-        server.create_task("http://127.0.0.1:9", collections=(backlog,))
-        create_collection(source, backlog, SCHEMA, shards=2, consistency_level="Bounded")
-        peak = [0.0]
-
-        def sample():
-            while server.proc.poll() is None:
-                peak[0] = max(peak[0], rss_mb(server.proc.pid)[0])
-                time.sleep(0.5)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        write(source, backlog, 0, args.backlog, 10_000)
-        time.sleep(10)
-        report["backlog_rows"] = args.backlog
-        report["appliance_rss_mb_with_backlog"] = rss_mb(server.proc.pid)[0]
-        report["appliance_peak_rss_mb_during_backlog"] = peak[0]
-        server.stop()
-        staged = subprocess.run([str(cdc_module.BINARY), "dump", "--data-dir", str(work / "backlog" / "data"),
-                                 "--max-rows", "100000000"], capture_output=True, text=True).stdout
-        report["backlog_rows_in_journal"] = sum(int(line.rsplit("rows=", 1)[1]) for line in staged.splitlines()
-                                                if line.startswith("row ") and " insert " in line)
-        source.drop_collection(backlog)
+        report.update(backlog_memory(source, target, e, work / "backlog", f"bench_backlog_{stamp}", args.backlog,
+                                     apply_settings(args)))
 
     print("\n== replication bench (one run on this machine; throughput figures are medians of --repeat)")
     for key, value in report.items():

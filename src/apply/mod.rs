@@ -93,7 +93,7 @@ impl Default for ApplierSettings {
     fn default() -> Self {
         Self {
             max_batch_rows: 512,
-            max_batch_bytes: 16 << 20,
+            max_batch_bytes: 4 << 20,
             max_call_bytes: 4 << 20,
             retain_applied: false,
             retry_initial: Duration::from_millis(100),

@@ -37,9 +37,9 @@ fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .set("auto.offset.reset", "error")
         // Bound what librdkafka prefetches per channel: the backlog belongs in the journal.
         // Milvus writes one partition per topic, so one fetch may carry the whole bound.
-        .set("fetch.max.bytes", "16777216")
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608")
+        .set("max.partition.fetch.bytes", "8388608")
+        .set("queued.max.messages.kbytes", "4096")
         // A full prefetch queue pauses fetching for this long (1 s by default): reading a
         // backlog stalled a second at a time. Resume almost as soon as the reader drained it.
         .set("fetch.queue.backoff.ms", "5")

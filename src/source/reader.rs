@@ -42,7 +42,7 @@ impl Default for ReaderSettings {
     fn default() -> Self {
         Self {
             max_batch_messages: 2_000,
-            max_batch_bytes: 16 << 20,
+            max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(5),
             journal_cap_bytes: 1 << 30,
         }
