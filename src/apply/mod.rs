@@ -10,9 +10,11 @@
 //! with inserts as upserts, so rows the target already has are replaced rather than doubled;
 //! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
 //!
-//! Data batches are pipelined: while one batch's calls run, the next is read from the journal,
-//! and 3 of one batch is 1 of the next (one transaction). A crash right after it leaves the next
-//! batch marked but unsent, which the replay above covers.
+//! Data batches are pipelined: while one batch's calls run, the previous batch's step 3 and the
+//! next batch's step 1 are one transaction, so the marker then names both the batch being sent
+//! and the next one (each vchannel's later end). A crash at any point leaves a marker that
+//! covers every row sent or about to be sent after the applied positions: the replay above
+//! sends them again as upserts.
 
 pub mod columns;
 pub mod milvus_target;
@@ -114,8 +116,11 @@ pub struct Applier<'a, T: Target> {
     pub health: Arc<Health>,
     /// Events the target was not ready for, and when to ask again.
     not_ready: HashMap<(String, RowPosition), Instant>,
-    /// The data batch read while the previous one was sent; its marker is committed already.
+    /// The data batch read while the previous one was sent; the marker covers it already.
     next: Option<DataBatch>,
+    /// A batch the target acknowledged whose applied positions are not committed yet: that
+    /// commit overlaps the sending of `next`. Only ever set together with `next`.
+    acknowledged: Option<InFlightBatch>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -136,6 +141,7 @@ impl<'a, T: Target> Applier<'a, T> {
             health,
             not_ready: HashMap::new(),
             next: None,
+            acknowledged: None,
         }
     }
 
@@ -203,20 +209,55 @@ impl<'a, T: Target> Applier<'a, T> {
             }
         };
         let sent = Instant::now();
-        let planner = self.planner(&batch.marker.ends);
+        let acknowledged = self.acknowledged.take();
+        // What is in flight from here on: the previous batch until its commit, and this one.
+        let in_flight = match &acknowledged {
+            Some(previous) => later_ends(&previous.ends, &batch.marker.ends),
+            None => batch.marker.ends.clone(),
+        };
+        let planner = self.planner(&in_flight);
         let retries = Retries {
             task: self.task,
             settings: &self.settings,
             stop: &self.stop,
             health: &self.health,
         };
+        let (journal, task, retain) = (self.journal, self.task, self.settings.retain_applied);
         let target = &mut self.target;
         let (sent_result, next) = std::thread::scope(|scope| {
             let sender = scope
                 .spawn(|| retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt)));
-            let planned = Instant::now();
-            let next = planner.plan();
-            METRICS.applier_stage("plan", planned);
+            let read_ahead = || -> Result<Option<DataBatch>, ApplyError> {
+                let planned = Instant::now();
+                // The next batch follows at once only when no DDL heads a vchannel: those are
+                // decided with nothing in flight. A planning error shows again when the next
+                // step plans.
+                let next = match planner.plan() {
+                    Ok(Plan {
+                        data: Some(next),
+                        ddl_heads,
+                    }) if ddl_heads.is_empty() => Some(next),
+                    _ => None,
+                };
+                METRICS.applier_stage("plan", planned);
+                let marked = Instant::now();
+                let marker = next.as_ref().map(|next| InFlightBatch {
+                    ends: later_ends(&batch.marker.ends, &next.marker.ends),
+                });
+                match (&acknowledged, &marker) {
+                    (Some(previous), _) => journal.commit_batch_and_begin(
+                        task,
+                        previous,
+                        Some(marker.as_ref().unwrap_or(&batch.marker)),
+                        retain,
+                    )?,
+                    (None, Some(marker)) => journal.begin_batch(task, marker)?,
+                    (None, None) => {}
+                }
+                METRICS.applier_stage("mark", marked);
+                Ok(next)
+            };
+            let next = read_ahead();
             (sender.join(), next)
         });
         sent_result.map_err(|_| {
@@ -225,24 +266,19 @@ impl<'a, T: Target> Applier<'a, T> {
         METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
         METRICS.applier_stage("send", sent);
         crate::failpoint::hit("apply-after-ack");
-        // The next batch follows at once only when no DDL heads a vchannel: those are decided
-        // with nothing in flight. A planning error shows again when the next step plans.
-        let next = match next {
-            Ok(Plan {
-                data: Some(next),
-                ddl_heads,
-            }) if ddl_heads.is_empty() => Some(next),
-            _ => None,
-        };
-        let committed = Instant::now();
-        self.journal.commit_batch_and_begin(
-            self.task,
-            &batch.marker,
-            next.as_ref().map(|n| &n.marker),
-            self.settings.retain_applied,
-        )?;
-        METRICS.applier_stage("commit", committed);
-        self.next = next;
+        match next? {
+            // Committed while the next batch is sent.
+            Some(next) => {
+                self.acknowledged = Some(batch.marker.clone());
+                self.next = Some(next);
+            }
+            None => {
+                let committed = Instant::now();
+                self.journal
+                    .commit_batch(self.task, &batch.marker, retain)?;
+                METRICS.applier_stage("commit", committed);
+            }
+        }
         let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
         for call in batch.lanes.iter().flatten() {
             METRICS.applied(self.task, call.operation(), call.rows(), call.bytes());
@@ -406,6 +442,21 @@ impl Retries<'_> {
         .call()
         .inspect(|()| health.resolved("target"))
     }
+}
+
+/// Per vchannel, the later of the two ends (a vchannel in either).
+fn later_ends(
+    a: &[(String, RowPosition)],
+    b: &[(String, RowPosition)],
+) -> Vec<(String, RowPosition)> {
+    let mut ends = a.to_vec();
+    for (vchannel, end) in b {
+        match ends.iter_mut().find(|(v, _)| v == vchannel) {
+            Some((_, e)) => *e = (*e).max(*end),
+            None => ends.push((vchannel.clone(), *end)),
+        }
+    }
+    ends
 }
 
 /// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
