@@ -296,6 +296,17 @@ impl<'a, T: Target> Applier<'a, T> {
         Ok(true)
     }
 
+    /// Commits the acknowledged batch before the applier stops, and clears the marker: the batch
+    /// read ahead was not sent, so it need not be replayed.
+    pub fn finish(&mut self) -> Result<(), ApplyError> {
+        self.next = None;
+        if let Some(batch) = self.acknowledged.take() {
+            self.journal
+                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
+        }
+        Ok(())
+    }
+
     /// Reads the journal after the applied positions, or after `in_flight`'s ends on their
     /// vchannels.
     fn planner<'p>(&self, in_flight: &'p [(String, RowPosition)]) -> Planner<'p>

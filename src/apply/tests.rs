@@ -118,6 +118,10 @@ enum Op {
         point: CrashPoint,
         steps: usize,
     },
+    /// The task stops after `steps` steps of one applier run.
+    Stop {
+        steps: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -136,6 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
             point: CrashPoint::AfterCall,
             steps
         }),
+        (1..4usize).prop_map(|steps| Op::Stop { steps }),
     ]
 }
 
@@ -264,6 +269,18 @@ proptest! {
                     applier.target.crash = Some(point);
                     let _ = applier.step();
                     target.crash = None;
+                }
+                Op::Stop { steps } => {
+                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
+                    applier.recover().unwrap();
+                    for _ in 0..steps {
+                        if !applier.step().unwrap() {
+                            break;
+                        }
+                    }
+                    applier.finish().unwrap();
+                    // A stopped applier leaves nothing in doubt.
+                    prop_assert_eq!(journal.in_flight("t").unwrap(), None);
                 }
             }
         }
