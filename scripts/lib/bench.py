@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import socket
 import tempfile
 import threading
 import time
@@ -41,6 +40,7 @@ import numpy as np  # noqa: E402
 from pymilvus import DataType, FieldSchema, connections  # noqa: E402
 
 from cdc import CdcServer  # noqa: E402
+from relay import TcpRelay  # noqa: E402
 import cdc as cdc_module  # noqa: E402
 from workload import Cluster, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema  # noqa: E402
 
@@ -227,36 +227,6 @@ def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1) 
     return json.loads(out.strip().splitlines()[-1])["rows_per_s"], cpu
 
 
-class Relay:
-    """Forwards TCP connections from `port` to `to`, from `start()` on: a target that is
-    unreachable until then."""
-
-    def __init__(self, port: int, to: int):
-        self.port, self.to = port, to
-
-    def start(self) -> "Relay":
-        listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            client, _ = listener.accept()
-            upstream = socket.create_connection(("127.0.0.1", self.to))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while chunk := a.recv(1 << 20):
-                b.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            b.close()
-
-
 def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: str, rows: int,
                    apply: dict[str, int]) -> dict:
     """The appliance's RSS with `rows` rows in its journal, and while a restarted appliance
@@ -285,7 +255,7 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
     server.start()
     peak[0] = 0.0
     threading.Thread(target=sample, args=(server,), daemon=True).start()
-    Relay(port, int(e["TARGET_MILVUS_URI"].rsplit(":", 1)[1])).start()
+    TcpRelay(port, int(e["TARGET_MILVUS_URI"].rsplit(":", 1)[1])).start()
     started = time.monotonic()
     while server.metrics().get("milvus_cdc_rows_applied_total", 0) < report["backlog_rows_in_journal"]:
         if server.proc.poll() is not None or time.monotonic() - started > 1200:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import threading
+
+from relay import TcpRelay
 
 MAGIC = b"\x0e\x01"
 MESSAGE = 9  # BaseCommand.Type.MESSAGE
@@ -68,52 +69,22 @@ def reframe(frame: bytes, broker: bytes, relay: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-class Relay:
+class Relay(TcpRelay):
     """Listens on 127.0.0.1:`port` (4 digits) and relays to pulsar-lite on `upstream_port`."""
 
     def __init__(self, port: int, upstream_port: int = 6650):
         assert len(str(port)) == len(str(upstream_port)) == 4
-        self.port, self.upstream_port = port, upstream_port
+        super().__init__(port, upstream_port)
         self.broker = f"127.0.0.1:{upstream_port}".encode()
         self.relay = f"127.0.0.1:{port}".encode()
         self.frames_reframed = 0
-        self._loop = asyncio.new_event_loop()
-        self._server = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"pulsar://127.0.0.1:{self.port}"
 
-    def start(self) -> "Relay":
-        self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._client, "127.0.0.1", self.port), self._loop)
-        self._server = fut.result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pipe(reader, up_writer), self._frames(up_reader, writer),
-                             return_exceptions=True)
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+    async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._frames(reader, writer)
 
     async def _frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
