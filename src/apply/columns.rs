@@ -8,17 +8,64 @@
 //! vectors) or carry a derived scalar (a sparse vector's `dim`) would keep only the last part:
 //! those are decoded, appended and encoded again.
 
+use bytes::Bytes;
 use milvus::proto::schema::{DataType, FieldData, field_data, scalar_field, vector_field};
 use prost::Message;
 
 use crate::journal::EncodedColumn;
 use crate::proto::passthrough::FieldDataHead;
 
+/// One column of a target call: the encoded columns of consecutive inserts, which protobuf
+/// reads, written one after the other, as a single column holding the rows of all. The parts
+/// are the journal rows' own bytes, shared rather than copied; they are joined only when the
+/// call is encoded.
+///
+/// Invariant: a column of more than one part has no `valid_data` in any part (parts are only
+/// concatenated when neither side has any), so the head of its first part is the head of all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedColumn {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl MergedColumn {
+    /// The encoded length of the whole column.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The whole column in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+
+    fn head(&self) -> Result<FieldDataHead, prost::DecodeError> {
+        head(self.parts.first().map_or(&[][..], |part| part))
+    }
+}
+
+impl From<&EncodedColumn> for MergedColumn {
+    fn from(column: &EncodedColumn) -> Self {
+        Self {
+            parts: vec![column.0.clone()],
+            len: column.0.len(),
+        }
+    }
+}
+
 /// Appends the rows of `src` to `dst`, column by column. Leaves `dst` untouched and answers
 /// `Ok(false)` when the two do not hold the same fields with types that merge.
 pub fn append_columns(
-    dst: &mut [EncodedColumn],
-    src: &[EncodedColumn],
+    dst: &mut [MergedColumn],
+    src: &[MergedColumn],
 ) -> Result<bool, prost::DecodeError> {
     if dst.len() != src.len() {
         return Ok(false);
@@ -26,7 +73,7 @@ pub fn append_columns(
     // Decide every column before changing any, so a refusal leaves `dst` as it was.
     let mut merges = Vec::with_capacity(dst.len());
     for (d, s) in dst.iter().zip(src) {
-        let (dh, sh) = (head(d)?, head(s)?);
+        let (dh, sh) = (d.head()?, s.head()?);
         if dh.field_name != sh.field_name || dh.r#type != sh.r#type || dh.field_id != sh.field_id {
             return Ok(false);
         }
@@ -43,21 +90,24 @@ pub fn append_columns(
     }
     for ((d, s), merge) in dst.iter_mut().zip(src).zip(merges) {
         match merge {
-            Merge::Concatenate => d.0.extend_from_slice(&s.0),
+            Merge::Concatenate => {
+                d.parts.extend_from_slice(&s.parts);
+                d.len += s.len;
+            }
             Merge::Replace(merged) => *d = merged,
         }
     }
     Ok(true)
 }
 
-/// The leading fields of a column; its values are skipped, not decoded.
-pub fn head(column: &EncodedColumn) -> Result<FieldDataHead, prost::DecodeError> {
-    FieldDataHead::decode(column.0.as_slice())
+/// The leading fields of an encoded column; its values are skipped, not decoded.
+pub fn head(column: &[u8]) -> Result<FieldDataHead, prost::DecodeError> {
+    FieldDataHead::decode(column)
 }
 
 enum Merge {
     Concatenate,
-    Replace(EncodedColumn),
+    Replace(MergedColumn),
 }
 
 /// Types whose values are all in repeated fields (or messages of them), which protobuf
@@ -83,18 +133,20 @@ fn concatenates(data_type: i32) -> bool {
 }
 
 fn decoded_append(
-    d: &EncodedColumn,
-    s: &EncodedColumn,
-) -> Result<Option<EncodedColumn>, prost::DecodeError> {
+    d: &MergedColumn,
+    s: &MergedColumn,
+) -> Result<Option<MergedColumn>, prost::DecodeError> {
     let (mut d, s) = (
-        FieldData::decode(d.0.as_slice())?,
-        FieldData::decode(s.0.as_slice())?,
+        FieldData::decode(d.to_vec().as_slice())?,
+        FieldData::decode(s.to_vec().as_slice())?,
     );
     if !mergeable(&d, &s) {
         return Ok(None);
     }
     append_column(&mut d, &s);
-    Ok(Some(EncodedColumn(d.encode_to_vec())))
+    Ok(Some(MergedColumn::from(&EncodedColumn::from(
+        d.encode_to_vec(),
+    ))))
 }
 
 fn mergeable(d: &FieldData, s: &FieldData) -> bool {

@@ -10,19 +10,19 @@ use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::schema::CollectionSchema;
 use prost::Message;
 use tokio::runtime::Handle;
-use tonic::codec::ProstCodec;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::info;
 
+mod insert;
 mod replicated;
 
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
 use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
-use crate::proto::passthrough::InsertCall;
+use insert::{InsertCodec, InsertRequest};
 
 /// Adds the `authorization` header Milvus expects when the target has auth on.
 #[derive(Clone)]
@@ -336,11 +336,11 @@ impl MilvusTarget {
                 let num_rows = u32::try_from(*num_rows).map_err(|_| {
                     TargetError::Permanent(format!("batch of {num_rows} rows is too large"))
                 })?;
-                let request = InsertCall {
+                let request = InsertRequest {
                     db_name: collection.db_name.clone(),
                     collection_name: collection.name.clone(),
                     partition_name: self.partition_for(collection, partition).to_owned(),
-                    fields_data: fields_data.iter().map(|c| c.0.clone()).collect(),
+                    columns: fields_data.clone(),
                     num_rows,
                 };
                 // A replayed batch may already be on the target: upsert replaces, insert would double.
@@ -395,7 +395,7 @@ impl MilvusTarget {
     async fn insert_encoded(
         &self,
         path: &'static str,
-        request: InsertCall,
+        request: InsertRequest,
     ) -> Result<rpc::MutationResult, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.service.clone())
             .max_decoding_message_size(MAX_MESSAGE)
@@ -406,7 +406,7 @@ impl MilvusTarget {
         grpc.unary(
             tonic::Request::new(request),
             PathAndQuery::from_static(path),
-            ProstCodec::default(),
+            InsertCodec,
         )
         .await
         .map(tonic::Response::into_inner)

@@ -5,9 +5,9 @@
 //! order, which puts an upsert's Delete before its Insert, and consecutive rows of one kind into
 //! one collection and partition are merged into one target call, up to a size.
 
-use super::columns::{append_columns, head};
-use crate::journal::record::{Operation, columns_bytes};
-use crate::journal::{Change, CollectionRef, EncodedColumn, JournalRow, PrimaryKeys};
+use super::columns::{MergedColumn, append_columns, head};
+use crate::journal::record::Operation;
+use crate::journal::{Change, CollectionRef, JournalRow, PrimaryKeys};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -16,7 +16,7 @@ pub enum Call {
         partition: String,
         num_rows: u64,
         /// `schema.FieldData` as the source encoded it, merged without decoding.
-        fields_data: Vec<EncodedColumn>,
+        fields_data: Vec<MergedColumn>,
     },
     Delete {
         collection: CollectionRef,
@@ -35,7 +35,7 @@ impl Call {
 
     pub fn bytes(&self) -> u64 {
         match self {
-            Call::Insert { fields_data, .. } => columns_bytes(fields_data),
+            Call::Insert { fields_data, .. } => fields_data.iter().map(|c| c.len() as u64).sum(),
             Call::Delete { keys, .. } => keys.bytes(),
         }
     }
@@ -119,13 +119,13 @@ pub fn next_step(
         let call = match &row.change {
             Change::Insert(b) => {
                 for column in &b.fields_data {
-                    head(column).map_err(undecodable)?;
+                    head(&column.0).map_err(undecodable)?;
                 }
                 Call::Insert {
                     collection: b.collection.clone(),
                     partition: b.partition.clone(),
                     num_rows: b.num_rows,
-                    fields_data: b.fields_data.clone(),
+                    fields_data: b.fields_data.iter().map(MergedColumn::from).collect(),
                 }
             }
             Change::Delete(b) => Call::Delete {

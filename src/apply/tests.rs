@@ -34,7 +34,7 @@ fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
     let Call::Insert { fields_data, .. } = call else {
         return vec![];
     };
-    let column = |i: usize| match FieldData::decode(fields_data[i].0.as_slice())
+    let column = |i: usize| match FieldData::decode(fields_data[i].to_vec().as_slice())
         .expect("test columns decode")
         .field
     {
@@ -155,7 +155,7 @@ fn coll() -> CollectionRef {
 }
 
 fn long_column(name: &str, values: Vec<i64>) -> EncodedColumn {
-    EncodedColumn(
+    EncodedColumn::from(
         FieldData {
             field_name: name.into(),
             r#type: 5,

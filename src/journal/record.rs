@@ -5,6 +5,7 @@
 //! changing a variant's fields needs a new `StoredRecord` version that decodes the old one.
 //! `schema/README.md` states the same rules.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A source collection as the target sees it: the id selects (names are reused after a drop),
@@ -55,8 +56,15 @@ pub struct InsertBatch {
 
 /// One column of an insert: a `schema.FieldData`, protobuf-encoded as the source wrote it.
 /// Stored as one byte string (bincode: length, then the bytes), not as a sequence of numbers.
+/// Cloning it shares the bytes: the target calls made of a row refer to them, not copy them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncodedColumn(#[serde(with = "serde_bytes")] pub Vec<u8>);
+pub struct EncodedColumn(pub Bytes);
+
+impl From<Vec<u8>> for EncodedColumn {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes.into())
+    }
+}
 
 pub fn columns_bytes(columns: &[EncodedColumn]) -> u64 {
     columns.iter().map(|c| c.0.len() as u64).sum()
@@ -298,7 +306,7 @@ mod tests {
                 collection: coll(),
                 partition: "_default".into(),
                 num_rows: 2,
-                fields_data: vec![EncodedColumn(vec![1, 2, 3]), EncodedColumn(vec![])],
+                fields_data: vec![vec![1, 2, 3].into(), vec![].into()],
             }),
             Change::Delete(DeleteBatch {
                 collection: coll(),
@@ -361,7 +369,7 @@ mod tests {
     #[test]
     fn a_column_is_stored_as_its_length_then_its_bytes() {
         // The same bytes as a plain Vec<u8> would give: journals from before the newtype decode.
-        let column = EncodedColumn(vec![7, 8, 9]);
+        let column = EncodedColumn::from(vec![7, 8, 9]);
         let plain = vec![7u8, 8, 9];
         let config = bincode::config::standard();
         let stored = bincode::serde::encode_to_vec(&column, config).unwrap();

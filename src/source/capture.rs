@@ -299,7 +299,7 @@ fn capture_under_source_names(
                 collection,
                 partition: m.partition_name,
                 num_rows: m.num_rows,
-                fields_data: m.fields_data.into_iter().map(EncodedColumn).collect(),
+                fields_data: m.fields_data.into_iter().map(EncodedColumn::from).collect(),
             });
             Ok(Captured::Changes(vec![StagedChange {
                 vchannel: m.shard_name,

@@ -33,10 +33,10 @@ fn vector(name: &str, data_type: DataType, dim: i64, data: vector_field::Data) -
     }
 }
 
-fn encoded(fields: &[FieldData]) -> Vec<EncodedColumn> {
+fn encoded(fields: &[FieldData]) -> Vec<MergedColumn> {
     fields
         .iter()
-        .map(|f| EncodedColumn(f.encode_to_vec()))
+        .map(|f| MergedColumn::from(&EncodedColumn::from(f.encode_to_vec())))
         .collect()
 }
 
@@ -87,10 +87,10 @@ fn insert(keys: &[i64], titles: &[String], vectors: &[f32]) -> Vec<FieldData> {
     ]
 }
 
-fn decoded(columns: &[EncodedColumn]) -> Vec<FieldData> {
+fn decoded(columns: &[MergedColumn]) -> Vec<FieldData> {
     columns
         .iter()
-        .map(|c| FieldData::decode(c.0.as_slice()).unwrap())
+        .map(|c| FieldData::decode(c.to_vec().as_slice()).unwrap())
         .collect()
 }
 
@@ -174,6 +174,6 @@ fn vectors_of_different_dimensions_are_not_merged() {
 
 #[test]
 fn a_column_that_does_not_decode_is_an_error() {
-    let mut merged = vec![EncodedColumn(vec![0x0a, 0x10, 1])];
-    assert!(append_columns(&mut merged, &[EncodedColumn(vec![0x0a, 0x10, 1])]).is_err());
+    let bad = || MergedColumn::from(&EncodedColumn::from(vec![0x0a, 0x10, 1]));
+    assert!(append_columns(&mut [bad()], &[bad()]).is_err());
 }

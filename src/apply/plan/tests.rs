@@ -5,7 +5,7 @@ use milvus::proto::schema::{
 use prost::Message;
 
 use super::*;
-use crate::journal::{Ddl, DdlEvent, DeleteBatch, InsertBatch, RowPosition};
+use crate::journal::{Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, RowPosition};
 
 fn coll() -> CollectionRef {
     CollectionRef {
@@ -27,7 +27,7 @@ fn ids(values: &[i64]) -> Vec<EncodedColumn> {
         })),
         ..Default::default()
     };
-    vec![EncodedColumn(field.encode_to_vec())]
+    vec![EncodedColumn::from(field.encode_to_vec())]
 }
 
 fn row(ts: u64, seq: u64, change: Change) -> JournalRow {
@@ -80,7 +80,7 @@ fn inserted_keys(call: &Call) -> Vec<i64> {
     let Some(Field::Scalars(ScalarField {
         data: Some(Data::LongData(keys)),
         ..
-    })) = FieldData::decode(fields_data[0].0.as_slice())
+    })) = FieldData::decode(fields_data[0].to_vec().as_slice())
         .unwrap()
         .field
     else {
