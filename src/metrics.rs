@@ -312,7 +312,7 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
     );
     registry.register(
         "applier_seconds",
-        "Time the appliers spent per stage of a data batch: plan (reading the journal), mark (the in-flight marker, with the previous batch's applied positions when batches follow each other), send (target calls), commit (applied positions of a batch nothing follows)",
+        "Time the appliers spent per stage of a data batch: plan (reading the journal), mark (the in-flight marker alone), send (target calls, on the sender thread), commit (applied positions of acknowledged batches, with the marker of those still outstanding)",
         m.applier_seconds.clone(),
     );
     registry.register(

@@ -10,21 +10,23 @@
 //! with inserts as upserts, so rows the target already has are replaced rather than doubled;
 //! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
 //!
-//! Data batches are pipelined: while one batch's calls run, the previous batch's step 3 and the
-//! next batch's step 1 are one transaction, so the marker then names both the batch being sent
-//! and the next one (each vchannel's later end). A crash at any point leaves a marker that
-//! covers every row sent or about to be sent after the applied positions: the replay above
-//! sends them again as upserts.
+//! Data batches are pipelined: a thread sends them one after the other while the applier reads
+//! the next batch ahead and commits the acknowledged ones, so the target never waits for the
+//! journal. Step 3 of the acknowledged batches and step 1 of the next batch are then one
+//! transaction, and the marker names every batch queued or being sent (each vchannel's latest
+//! end). A crash at any point leaves a marker that covers every row sent or about to be sent
+//! after the applied positions: the replay above sends them again as upserts.
 
 pub mod columns;
 pub mod milvus_target;
 pub mod plan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tracing::{debug, info};
 
 use crate::health::Health;
@@ -116,11 +118,6 @@ pub struct Applier<'a, T: Target> {
     pub health: Arc<Health>,
     /// Events the target was not ready for, and when to ask again.
     not_ready: HashMap<(String, RowPosition), Instant>,
-    /// The data batch read while the previous one was sent; the marker covers it already.
-    next: Option<DataBatch>,
-    /// A batch the target acknowledged whose applied positions are not committed yet: that
-    /// commit overlaps the sending of `next`. Only ever set together with `next`.
-    acknowledged: Option<InFlightBatch>,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -140,8 +137,6 @@ impl<'a, T: Target> Applier<'a, T> {
             stop,
             health,
             not_ready: HashMap::new(),
-            next: None,
-            acknowledged: None,
         }
     }
 
@@ -183,128 +178,76 @@ impl<'a, T: Target> Applier<'a, T> {
         Ok(())
     }
 
-    /// Applies at most one batch (the next rows of every vchannel together, or one DDL); answers
-    /// whether it did any work.
+    /// Applies what is next: one DDL, or a run of data batches (the next rows of every vchannel
+    /// together, batch after batch) for as long as more are staged; answers whether it did any
+    /// work. A run ends with every batch it sent committed and no marker left.
     pub fn step(&mut self) -> Result<bool, ApplyError> {
-        let batch = match self.next.take() {
-            Some(batch) => batch,
-            None => {
-                let planner = self.planner(&[]);
-                let planned = Instant::now();
-                let Plan { data, ddl_heads } = planner.plan()?;
-                METRICS.applier_stage("plan", planned);
-                // A DDL whose barrier is complete goes first: the vchannels it waits for have
-                // nothing before it, and data of other vchannels does not depend on it. So
-                // events are not starved by a steady flow of rows elsewhere.
-                if !ddl_heads.is_empty() && self.apply_ddl_heads(&planner, ddl_heads)? {
-                    return Ok(true);
-                }
-                let Some(batch) = data else {
-                    return Ok(false);
-                };
-                let marked = Instant::now();
-                self.journal.begin_batch(self.task, &batch.marker)?;
-                METRICS.applier_stage("mark", marked);
-                batch
-            }
+        let planner = self.planner(&[]);
+        let planned = Instant::now();
+        let Plan { data, ddl_heads } = planner.plan()?;
+        METRICS.applier_stage("plan", planned);
+        // A DDL whose barrier is complete goes first: the vchannels it waits for have nothing
+        // before it, and data of other vchannels does not depend on it. So events are not
+        // starved by a steady flow of rows elsewhere.
+        if !ddl_heads.is_empty() && self.apply_ddl_heads(&planner, ddl_heads)? {
+            return Ok(true);
+        }
+        let Some(first) = data else {
+            return Ok(false);
         };
-        let sent = Instant::now();
-        let acknowledged = self.acknowledged.take();
-        // What is in flight from here on: the previous batch until its commit, and this one.
-        let in_flight = match &acknowledged {
-            Some(previous) => later_ends(&previous.ends, &batch.marker.ends),
-            None => batch.marker.ends.clone(),
-        };
-        let planner = self.planner(&in_flight);
+        let marked = Instant::now();
+        self.journal.begin_batch(self.task, &first.marker)?;
+        METRICS.applier_stage("mark", marked);
+        self.send_run(first)?;
+        Ok(true)
+    }
+
+    /// Sends `first`, whose marker is committed, and the batches that follow it: a thread of
+    /// its own sends them one after the other while this one reads the next batch ahead, marks
+    /// it and commits the batches the target acknowledged. The target never waits for the
+    /// journal, and one transaction both commits and marks.
+    fn send_run(&mut self, first: DataBatch) -> Result<(), ApplyError> {
         let retries = Retries {
             task: self.task,
             settings: &self.settings,
             stop: &self.stop,
             health: &self.health,
         };
-        let (journal, task, retain) = (self.journal, self.task, self.settings.retain_applied);
         let target = &mut self.target;
-        let (sent_result, next) = std::thread::scope(|scope| {
-            let sender = scope
-                .spawn(|| retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt)));
-            let read_ahead = || -> Result<Option<DataBatch>, ApplyError> {
-                let planned = Instant::now();
-                // The next batch follows at once only when no DDL heads a vchannel: those are
-                // decided with nothing in flight. A planning error shows again when the next
-                // step plans.
-                let next = match planner.plan() {
-                    Ok(Plan {
-                        data: Some(next),
-                        ddl_heads,
-                    }) if ddl_heads.is_empty() => Some(next),
-                    _ => None,
-                };
-                METRICS.applier_stage("plan", planned);
-                let marked = Instant::now();
-                let marker = next.as_ref().map(|next| InFlightBatch {
-                    ends: later_ends(&batch.marker.ends, &next.marker.ends),
-                });
-                match (&acknowledged, &marker) {
-                    (Some(previous), _) => journal.commit_batch_and_begin(
-                        task,
-                        previous,
-                        Some(marker.as_ref().unwrap_or(&batch.marker)),
-                        retain,
-                    )?,
-                    (None, Some(marker)) => journal.begin_batch(task, marker)?,
-                    (None, None) => {}
+        let run = Run {
+            task: self.task,
+            journal: self.journal,
+            settings: &self.settings,
+            stop: &self.stop,
+        };
+        std::thread::scope(|scope| {
+            let (queue, queued) = crossbeam_channel::bounded::<DataBatch>(PIPELINE_DEPTH);
+            let (acknowledge, acknowledged) =
+                crossbeam_channel::bounded::<Result<DataBatch, TargetError>>(PIPELINE_DEPTH);
+            let sender = scope.spawn(move || {
+                for batch in queued {
+                    let sent = Instant::now();
+                    let result =
+                        retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt));
+                    METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
+                    METRICS.applier_stage("send", sent);
+                    let failed = result.is_err();
+                    if acknowledge.send(result.map(|()| batch)).is_err() || failed {
+                        break;
+                    }
                 }
-                METRICS.applier_stage("mark", marked);
-                Ok(next)
-            };
-            let next = read_ahead();
-            (sender.join(), next)
-        });
-        sent_result.map_err(|_| {
-            TargetError::Transient("the thread sending a batch to the target panicked".into())
-        })??;
-        METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
-        METRICS.applier_stage("send", sent);
-        crate::failpoint::hit("apply-after-ack");
-        match next? {
-            // Committed while the next batch is sent.
-            Some(next) => {
-                self.acknowledged = Some(batch.marker.clone());
-                self.next = Some(next);
-            }
-            None => {
-                let committed = Instant::now();
-                self.journal
-                    .commit_batch(self.task, &batch.marker, retain)?;
-                METRICS.applier_stage("commit", committed);
-            }
-        }
-        let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
-        for call in batch.lanes.iter().flatten() {
-            METRICS.applied(self.task, call.operation(), call.rows(), call.bytes());
-        }
-        METRICS.rows_applied.inc_by(rows);
-        METRICS.task_rows_applied(self.task).inc_by(rows);
-        METRICS.batch_rows.observe(rows as f64);
-        METRICS.batches_applied.inc();
-        debug!(
-            task = self.task,
-            vchannels = batch.marker.ends.len(),
-            rows,
-            "batch applied"
-        );
-        Ok(true)
-    }
-
-    /// Commits the acknowledged batch before the applier stops, and clears the marker: the batch
-    /// read ahead was not sent, so it need not be replayed.
-    pub fn finish(&mut self) -> Result<(), ApplyError> {
-        self.next = None;
-        if let Some(batch) = self.acknowledged.take() {
-            self.journal
-                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
-        }
-        Ok(())
+            });
+            let result = run.drive(first, &queue, &acknowledged);
+            // The sender stops after the batch it is sending; the marker covers what it leaves.
+            drop(queue);
+            drop(acknowledged);
+            let joined = sender.join();
+            result?;
+            joined.map_err(|_| {
+                TargetError::Transient("the thread sending batches to the target panicked".into())
+            })?;
+            Ok(())
+        })
     }
 
     /// Reads the journal after the applied positions, or after `in_flight`'s ends on their
@@ -313,14 +256,7 @@ impl<'a, T: Target> Applier<'a, T> {
     where
         'a: 'p,
     {
-        Planner {
-            task: self.task,
-            journal: self.journal,
-            max_rows: self.settings.max_batch_rows,
-            max_bytes: self.settings.max_batch_bytes,
-            max_call_bytes: self.settings.max_call_bytes,
-            in_flight,
-        }
+        Planner::new(self.task, self.journal, &self.settings, in_flight)
     }
 
     /// Applies the first DDL whose barrier is complete, if any.
@@ -455,6 +391,181 @@ impl Retries<'_> {
     }
 }
 
+/// How many data batches may be on their way to the target at once: one being sent, and the
+/// next one ready behind it.
+const PIPELINE_DEPTH: usize = 2;
+
+/// How long a run waits for an acknowledgment before it looks for newly staged rows again.
+const STAGED_RECHECK: Duration = Duration::from_millis(10);
+
+/// The journal side of a run of data batches (see [`Applier::send_run`]).
+struct Run<'r> {
+    task: &'r str,
+    journal: &'r Journal,
+    settings: &'r ApplierSettings,
+    stop: &'r AtomicBool,
+}
+
+/// What reading ahead found.
+enum ReadAhead {
+    Batch(DataBatch),
+    /// Nothing more is staged yet.
+    Nothing,
+    /// The run reads no further: a DDL heads a vchannel (decided with nothing in flight), or
+    /// planning failed (the error shows again when the next step plans).
+    End,
+}
+
+impl Run<'_> {
+    /// Queues `first` and the batches after it, and commits each once acknowledged.
+    ///
+    /// Invariant, for crashes: a batch is queued only once the committed marker covers it, and
+    /// the marker is narrowed only by the transaction that commits the acknowledged batches
+    /// before it. So a crash at any point leaves a marker covering every row the target may
+    /// have received past the applied positions.
+    fn drive(
+        &self,
+        first: DataBatch,
+        queue: &crossbeam_channel::Sender<DataBatch>,
+        acknowledgments: &crossbeam_channel::Receiver<Result<DataBatch, TargetError>>,
+    ) -> Result<(), ApplyError> {
+        let sender_stopped = || TargetError::Transient("the batch sender stopped".into());
+        // The markers of the batches queued or being sent, oldest first.
+        let mut outstanding = VecDeque::from([first.marker.clone()]);
+        queue.send(first).map_err(|_| sender_stopped())?;
+        // The batches acknowledged since the last commit, as one.
+        let mut acknowledged: Option<InFlightBatch> = None;
+        let mut reading = true;
+        // The last read ahead found nothing staged.
+        let mut idle = false;
+        loop {
+            let room =
+                reading && outstanding.len() < PIPELINE_DEPTH && !self.stop.load(Ordering::Relaxed);
+            // Block for an acknowledgment only when there is nothing else to do.
+            let waited = match (outstanding.is_empty(), room, idle) {
+                (true, _, _) => Err(RecvTimeoutError::Timeout),
+                (false, true, false) => acknowledgments.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+                (false, true, true) => acknowledgments.recv_timeout(STAGED_RECHECK),
+                (false, false, _) => acknowledgments
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let waited = match waited {
+                Ok(ack) => Some(ack),
+                Err(RecvTimeoutError::Timeout) => None,
+                // The sender stops only after a failed send, which it reports first.
+                Err(RecvTimeoutError::Disconnected) => return Err(sender_stopped().into()),
+            };
+            for ack in waited.into_iter().chain(acknowledgments.try_iter()) {
+                // A failed send ends the run; the marker stays for recovery to replay.
+                let batch = ack?;
+                crate::failpoint::hit("apply-after-ack");
+                outstanding.pop_front();
+                acknowledged = Some(match acknowledged {
+                    Some(earlier) => InFlightBatch {
+                        ends: later_ends(&earlier.ends, &batch.marker.ends),
+                    },
+                    None => batch.marker.clone(),
+                });
+                record_applied(self.task, &batch);
+            }
+            let next = match room {
+                true => match self.read_ahead(acknowledged.iter().chain(&outstanding)) {
+                    ReadAhead::Batch(batch) => Some(batch),
+                    ReadAhead::Nothing => None,
+                    ReadAhead::End => {
+                        reading = false;
+                        None
+                    }
+                },
+                false => None,
+            };
+            idle = room && next.is_none();
+            self.commit_and_mark(acknowledged.take(), &outstanding, next.as_ref())?;
+            match next {
+                Some(batch) => {
+                    outstanding.push_back(batch.marker.clone());
+                    queue.send(batch).map_err(|_| sender_stopped())?;
+                }
+                None if outstanding.is_empty() => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
+    /// The batch after `in_flight` (each vchannel read past the latest of their ends).
+    fn read_ahead<'b>(&self, in_flight: impl Iterator<Item = &'b InFlightBatch>) -> ReadAhead {
+        let in_flight = in_flight.fold(Vec::new(), |ends, batch| later_ends(&ends, &batch.ends));
+        let planned = Instant::now();
+        let found = match Planner::new(self.task, self.journal, self.settings, &in_flight).plan() {
+            Ok(Plan {
+                data: Some(batch),
+                ddl_heads,
+            }) if ddl_heads.is_empty() => ReadAhead::Batch(batch),
+            Ok(Plan {
+                data: None,
+                ddl_heads,
+            }) if ddl_heads.is_empty() => ReadAhead::Nothing,
+            _ => ReadAhead::End,
+        };
+        METRICS.applier_stage("plan", planned);
+        found
+    }
+
+    /// One transaction: commits `acknowledged`, and makes the marker cover what is still
+    /// outstanding plus `next` (or clears it when nothing is).
+    fn commit_and_mark(
+        &self,
+        acknowledged: Option<InFlightBatch>,
+        outstanding: &VecDeque<InFlightBatch>,
+        next: Option<&DataBatch>,
+    ) -> Result<(), ApplyError> {
+        let ends = outstanding
+            .iter()
+            .chain(next.map(|batch| &batch.marker))
+            .fold(Vec::new(), |ends, batch| later_ends(&ends, &batch.ends));
+        let marker = (!ends.is_empty()).then_some(InFlightBatch { ends });
+        let started = Instant::now();
+        match (acknowledged, marker) {
+            (Some(done), marker) => {
+                self.journal.commit_batch_and_begin(
+                    self.task,
+                    &done,
+                    marker.as_ref(),
+                    self.settings.retain_applied,
+                )?;
+                METRICS.applier_stage("commit", started);
+            }
+            (None, Some(marker)) if next.is_some() => {
+                self.journal.begin_batch(self.task, &marker)?;
+                METRICS.applier_stage("mark", started);
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+}
+
+fn record_applied(task: &str, batch: &DataBatch) {
+    let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
+    for call in batch.lanes.iter().flatten() {
+        METRICS.applied(task, call.operation(), call.rows(), call.bytes());
+    }
+    METRICS.rows_applied.inc_by(rows);
+    METRICS.task_rows_applied(task).inc_by(rows);
+    METRICS.batch_rows.observe(rows as f64);
+    METRICS.batches_applied.inc();
+    debug!(
+        task,
+        vchannels = batch.marker.ends.len(),
+        rows,
+        "batch applied"
+    );
+}
+
 /// Per vchannel, the later of the two ends (a vchannel in either).
 fn later_ends(
     a: &[(String, RowPosition)],
@@ -493,7 +604,23 @@ struct Planner<'a> {
     in_flight: &'a [(String, RowPosition)],
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn new(
+        task: &'a str,
+        journal: &'a Journal,
+        settings: &ApplierSettings,
+        in_flight: &'a [(String, RowPosition)],
+    ) -> Self {
+        Self {
+            task,
+            journal,
+            max_rows: settings.max_batch_rows,
+            max_bytes: settings.max_batch_bytes,
+            max_call_bytes: settings.max_call_bytes,
+            in_flight,
+        }
+    }
+
     /// Where `vchannel`'s pending rows start.
     fn after(&self, vchannel: &str) -> Result<Option<RowPosition>, ApplyError> {
         match self.in_flight.iter().find(|(v, _)| v == vchannel) {

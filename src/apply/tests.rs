@@ -27,7 +27,11 @@ enum CrashPoint {
 #[derive(Default)]
 struct FakeTarget {
     rows: HashMap<i64, Vec<i64>>,
-    crash: Option<CrashPoint>,
+    /// Dies at this point of a call, after letting this many calls through.
+    crash: Option<(CrashPoint, usize)>,
+    crashed: bool,
+    /// Stops the task during a call, after letting this many calls through.
+    stop: Option<(usize, Arc<AtomicBool>)>,
 }
 
 fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
@@ -49,8 +53,22 @@ fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
 
 impl FakeTarget {
     fn apply(&mut self, call: &Call, replay: bool) -> Result<(), TargetError> {
-        if self.crash == Some(CrashPoint::BeforeCall) {
+        let crash = match &mut self.crash {
+            Some((point, 0)) => Some(*point),
+            Some((_, calls)) => {
+                *calls -= 1;
+                None
+            }
+            None => None,
+        };
+        match &mut self.stop {
+            Some((0, stop)) => stop.store(true, Ordering::Relaxed),
+            Some((calls, _)) => *calls -= 1,
+            None => {}
+        }
+        if crash == Some(CrashPoint::BeforeCall) {
             self.crash = None;
+            self.crashed = true;
             return Err(TargetError::Permanent("crash".into()));
         }
         match call {
@@ -73,8 +91,9 @@ impl FakeTarget {
             }
             Call::Delete { .. } => unreachable!(),
         }
-        if self.crash == Some(CrashPoint::AfterCall) {
+        if crash == Some(CrashPoint::AfterCall) {
             self.crash = None;
+            self.crashed = true;
             return Err(TargetError::Permanent("crash".into()));
         }
         Ok(())
@@ -113,14 +132,14 @@ enum Op {
     /// Advance the channel tick so staged rows become applicable.
     Tick,
     Apply,
-    /// The process dies at `point` after `steps` successful steps of one applier run.
+    /// The process dies at `point` of a target call, after `calls` calls of one applier run.
     Crash {
         point: CrashPoint,
-        steps: usize,
+        calls: usize,
     },
-    /// The task stops after `steps` steps of one applier run.
+    /// The task stops during a target call, after `calls` calls of one applier run.
     Stop {
-        steps: usize,
+        calls: usize,
     },
 }
 
@@ -132,15 +151,15 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Tick),
         Just(Op::Apply),
         Just(Op::Apply),
-        (0..3usize).prop_map(|steps| Op::Crash {
+        (0..6usize).prop_map(|calls| Op::Crash {
             point: CrashPoint::BeforeCall,
-            steps
+            calls
         }),
-        (0..3usize).prop_map(|steps| Op::Crash {
+        (0..6usize).prop_map(|calls| Op::Crash {
             point: CrashPoint::AfterCall,
-            steps
+            calls
         }),
-        (1..4usize).prop_map(|steps| Op::Stop { steps }),
+        (0..6usize).prop_map(|calls| Op::Stop { calls }),
     ]
 }
 
@@ -257,28 +276,23 @@ proptest! {
                 Op::Upsert { .. } | Op::Delete { .. } => {}
                 Op::Tick => stage(vec![], ts, &journal),
                 Op::Apply => drain(&journal, &mut target, batch_rows),
-                Op::Crash { point, steps } => {
+                Op::Crash { point, calls } => {
+                    target.crash = Some((point, calls));
                     let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
-                    let _ = applier.recover();
-                    for _ in 0..steps {
-                        if !applier.step().unwrap_or(false) {
-                            break;
-                        }
+                    // Dies at `point` if that many calls are made; the marker stays behind.
+                    if applier.recover().is_ok() {
+                        while applier.step().unwrap_or(false) && !applier.target.crashed {}
                     }
-                    // Dies at `point` if there is anything to send; the marker stays behind.
-                    applier.target.crash = Some(point);
-                    let _ = applier.step();
                     target.crash = None;
+                    target.crashed = false;
                 }
-                Op::Stop { steps } => {
-                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
+                Op::Stop { calls } => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    target.stop = Some((calls, stop.clone()));
+                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), stop.clone(), Default::default());
                     applier.recover().unwrap();
-                    for _ in 0..steps {
-                        if !applier.step().unwrap() {
-                            break;
-                        }
-                    }
-                    applier.finish().unwrap();
+                    while !stop.load(Ordering::Relaxed) && applier.step().unwrap() {}
+                    target.stop = None;
                     // A stopped applier leaves nothing in doubt.
                     prop_assert_eq!(journal.in_flight("t").unwrap(), None);
                 }

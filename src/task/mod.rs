@@ -765,9 +765,6 @@ impl Supervisor {
                 }
             }
         }
-        if let Err(err) = applier.finish() {
-            warn!(%err, "the last acknowledged batch stays in doubt; it is replayed on start");
-        }
     }
 
     /// Starts a reader for each DML channel and the replicate-msg topic, including channels
