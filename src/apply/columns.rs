@@ -25,17 +25,16 @@ use crate::proto::passthrough::FieldDataHead;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedColumn {
     parts: Vec<Bytes>,
-    len: usize,
 }
 
 impl MergedColumn {
     /// The encoded length of the whole column.
     pub fn len(&self) -> usize {
-        self.len
+        self.parts.iter().map(Bytes::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn parts(&self) -> &[Bytes] {
@@ -56,7 +55,6 @@ impl From<&EncodedColumn> for MergedColumn {
     fn from(column: &EncodedColumn) -> Self {
         Self {
             parts: vec![column.0.clone()],
-            len: column.0.len(),
         }
     }
 }
@@ -90,10 +88,7 @@ pub fn append_columns(
     }
     for ((d, s), merge) in dst.iter_mut().zip(src).zip(merges) {
         match merge {
-            Merge::Concatenate => {
-                d.parts.extend_from_slice(&s.parts);
-                d.len += s.len;
-            }
+            Merge::Concatenate => d.parts.extend_from_slice(&s.parts),
             Merge::Replace(merged) => *d = merged,
         }
     }
@@ -144,9 +139,9 @@ fn decoded_append(
         return Ok(None);
     }
     append_column(&mut d, &s);
-    Ok(Some(MergedColumn::from(&EncodedColumn::from(
-        d.encode_to_vec(),
-    ))))
+    Ok(Some(MergedColumn {
+        parts: vec![d.encode_to_vec().into()],
+    }))
 }
 
 fn mergeable(d: &FieldData, s: &FieldData) -> bool {

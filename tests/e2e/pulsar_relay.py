@@ -84,9 +84,7 @@ class Relay(TcpRelay):
         return f"pulsar://127.0.0.1:{self.port}"
 
     async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._frames(reader, writer)
-
-    async def _frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Broker to client, frame by frame, with the broker's address rewritten."""
         try:
             while True:
                 (size,) = struct.unpack(">I", await reader.readexactly(4))
