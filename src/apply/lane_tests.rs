@@ -1,5 +1,6 @@
-//! The replicate-msg lane: an event there is applied once every vchannel it waits for has been
-//! applied through its timestamp, and never holds up the DML lanes.
+//! When events are applied. One on the replicate-msg lane: once every vchannel it waits for
+//! has been applied through its timestamp, never holding up the DML lanes. A collection event:
+//! once every vchannel of its barrier has it at its head or has passed its timestamp.
 
 use super::*;
 use crate::journal::{
@@ -302,4 +303,36 @@ fn of_two_ready_events_the_older_goes_first_whatever_the_lane_names() {
     f.stage("a0", vec![drop], 40);
     f.stage(LANE, vec![load(20, &["a0_1v0"])], 20);
     assert_eq!(f.drain(&mut target), ["load", "drop collection"]);
+}
+
+#[test]
+fn a_collection_event_read_on_only_some_of_its_vchannels_waits_until_the_others_have_passed_it() {
+    // The reader of p1 started after the event (start positions are taken channel by channel):
+    // only p0 has its copy. Once p1 is past the event's timestamp, the copy on p0 is applied
+    // alone instead of waiting for good, and p0's rows behind it follow.
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let create = StagedChange {
+        vchannel: V0.into(),
+        ts: 10,
+        change: Change::Ddl(Ddl {
+            collection: coll(),
+            barrier: vec![V0.into(), V1.into()],
+            event: DdlEvent::CreateCollection {
+                schema: vec![],
+                shards_num: 2,
+                consistency_level: 0,
+            },
+        }),
+    };
+    f.stage("p0", vec![create, delete(V0, 12, 1)], 20);
+    f.stage("p1", vec![delete(V1, 5, 2)], 8);
+    assert_eq!(
+        f.drain(&mut target),
+        ["delete [2]"],
+        "p1 is not past the event yet (tick 8): it may still bring its copy"
+    );
+    f.stage("p1", vec![], 20);
+    assert_eq!(f.drain(&mut target), ["create collection", "delete [1]"]);
+    assert_eq!(f.journal.in_flight("t").unwrap(), None);
 }

@@ -739,7 +739,10 @@ impl<'a> Planner<'a> {
         Ok(true)
     }
 
-    /// The positions of this DDL on every vchannel of its barrier, once each has it at its head.
+    /// The positions of this DDL on the vchannels of its barrier, once each has it at its head
+    /// or has been applied through its timestamp without it. The latter is a vchannel whose
+    /// reader started after the event (start positions are taken channel by channel, or given
+    /// per channel): waiting for its copy there would hold the others up for good.
     fn barrier_reached(
         &self,
         ticks: &HashMap<String, u64>,
@@ -755,6 +758,15 @@ impl<'a> Planner<'a> {
             match head.first() {
                 Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
                     ends.push((vchannel.clone(), h.position));
+                }
+                _ if self.applied_through(
+                    ticks,
+                    std::slice::from_ref(vchannel),
+                    row.position.ts,
+                )? =>
+                {
+                    debug!(task = self.task, channel = %vchannel, ts = row.position.ts,
+                        "vchannel has passed the event without it: its reader started after it");
                 }
                 _ => return Ok(None),
             }
