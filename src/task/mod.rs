@@ -5,7 +5,7 @@
 
 pub mod history;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -393,6 +393,12 @@ impl Supervisor {
             .into_iter()
             .filter(|c| scope.contains(&c.db_name, &c.name))
             .collect();
+        let listed: HashSet<i64> = existing.iter().map(|c| c.id).collect();
+        // Tests widen the window in which a collection can be created unlisted.
+        let delay = crate::failpoint::delay("task-positions");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let (prefix, start, positions) = (
             self.config.source.channel_prefix.clone(),
             spec.start,
@@ -429,6 +435,7 @@ impl Supervisor {
                 })
                 .await
                 .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
+                self.seed_created_meanwhile(&meta, &spec, &listed).await?;
                 return self.created(spec);
             }
         };
@@ -505,7 +512,43 @@ impl Supervisor {
         })
         .await
         .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
+        self.seed_created_meanwhile(&meta, &spec, &listed).await?;
         self.created(spec)
+    }
+
+    /// Seeds the in-scope collections that etcd lists now but did not when the task's start
+    /// positions were about to be taken: created meanwhile, their CreateCollection messages may
+    /// lie before those positions and never be read. Where a message is read as well, the
+    /// target keeps the collection the seed created.
+    async fn seed_created_meanwhile(
+        &self,
+        meta: &SourceMeta,
+        spec: &TaskSpec,
+        listed: &HashSet<i64>,
+    ) -> Result<(), TaskError> {
+        let scope = spec.scope();
+        let created: Vec<CollectionMeta> = meta
+            .collections()
+            .await?
+            .into_iter()
+            .filter(|c| !listed.contains(&c.id) && scope.contains(&c.db_name, &c.name))
+            .collect();
+        for collection in &created {
+            info!(task = %spec.task_id, collection = %collection.name,
+                "collection created while the task started: seeded");
+            let pchannels: BTreeSet<&String> = collection.physical_channels.iter().collect();
+            for pchannel in pchannels {
+                // A channel the task has no position on yet is read from its beginning.
+                let Some(offset) = self.journal.source_offset(&spec.task_id, pchannel)? else {
+                    continue;
+                };
+                let seeds =
+                    existing_collection_seeds(std::slice::from_ref(collection), pchannel, &scope);
+                self.journal
+                    .stage(&spec.task_id, pchannel, &seeds, offset.next, offset.tick)?;
+            }
+        }
+        Ok(())
     }
 
     /// Saves a seeded task as Running and starts it.

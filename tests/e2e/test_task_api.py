@@ -255,3 +255,23 @@ def test_a_bad_position_is_refused_with_its_channel(server, target):
     assert other[0] == 404
     status, reply = server.post("create", {**body, "positions": {"nope": "CgRub3BlEggAAAAAAAAAAA=="}})
     assert (status, reply["message"]) == (400, "positions names channel nope, which the source does not have")
+
+
+def test_a_collection_created_while_a_task_takes_its_start_positions_is_replicated(tmp_path, env, source, target,
+                                                                                   collection):
+    """The task lists the source's collections, then takes each channel's position. A collection
+    created in between is not in that list, and its CreateCollection messages lie before the
+    positions: the task must still create it on the target, and replicate what follows."""
+    server = CdcServer(tmp_path, env, extra_env={"MILVUS_CDC_DELAY_AT": "task-positions:4000"}).start()
+    try:
+        created: list = []
+        starting = threading.Thread(target=lambda: created.append(server.create_task(target.uri, collections=(collection,))))
+        starting.start()
+        time.sleep(1)
+        create_collection(source, collection, SMALL, shards=2)
+        starting.join()
+        assert created, "the task was not created"
+        insert(source, collection, make_rows(SMALL, range(1_000), seed=9), batch=500)
+        assert_replicated(source, target, collection, timeout=60)
+    finally:
+        server.stop()
