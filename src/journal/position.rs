@@ -205,8 +205,7 @@ mod tests {
     fn after_an_entry_named_without_a_batch_index_nothing_of_that_entry_is_new() {
         // What a `latest` start holds: the broker's newest id, which names no batch index,
         // while the reader gets that message with index 0. Reading it would stage a message
-        // from before the task's start (a CreateCollection there waits forever for its copies
-        // on the other channels).
+        // from before the task's start.
         let position = after(id(3, 614, -1));
         let admits = |m| position.admits(&MessageId::Pulsar(m)).unwrap();
         assert!(!admits(id(3, 614, 0)));
