@@ -265,7 +265,8 @@ def test_a_collection_created_while_a_task_takes_its_start_positions_is_replicat
     server = CdcServer(tmp_path, env, extra_env={"MILVUS_CDC_DELAY_AT": "task-positions:4000"}).start()
     try:
         created: list = []
-        starting = threading.Thread(target=lambda: created.append(server.create_task(target.uri, collections=(collection,))))
+        create = lambda: created.append(server.create_task(target.uri, collections=(collection,)))  # noqa: E731
+        starting = threading.Thread(target=create)
         starting.start()
         time.sleep(1)
         create_collection(source, collection, SMALL, shards=2)
