@@ -66,20 +66,26 @@ fn delete(vchannel: &str, ts: u64, key: i64) -> StagedChange {
     }
 }
 
-fn load(ts: u64, waits_for: &[&str]) -> StagedChange {
+/// `event` of the collection, staged on `vchannel` with `barrier` as its barrier.
+fn collection_event(vchannel: &str, ts: u64, barrier: &[&str], event: DdlEvent) -> StagedChange {
     StagedChange {
-        vchannel: LANE.into(),
+        vchannel: vchannel.into(),
         ts,
         change: Change::Ddl(Ddl {
             collection: coll(),
-            barrier: vec![LANE.into()],
-            event: DdlEvent::Replicated {
-                kind: ReplicatedKind::Load,
-                request: vec![],
-                waits_for: waits_for.iter().map(|v| v.to_string()).collect(),
-            },
+            barrier: barrier.iter().map(|v| v.to_string()).collect(),
+            event,
         }),
     }
+}
+
+fn load(ts: u64, waits_for: &[&str]) -> StagedChange {
+    let event = DdlEvent::Replicated {
+        kind: ReplicatedKind::Load,
+        request: vec![],
+        waits_for: waits_for.iter().map(|v| v.to_string()).collect(),
+    };
+    collection_event(LANE, ts, &[LANE], event)
 }
 
 struct Fixture {
@@ -174,15 +180,7 @@ fn a_channel_whose_ticks_stopped_counts_as_passed_once_the_collections_drop_is_s
     // event, shows the channel has passed the event even though its tick stays below it.
     let mut f = Fixture::new();
     let mut target = Recorder::default();
-    let drop = StagedChange {
-        vchannel: V0.into(),
-        ts: 30,
-        change: Change::Ddl(Ddl {
-            collection: coll(),
-            barrier: vec![V0.into()],
-            event: DdlEvent::DropCollection,
-        }),
-    };
+    let drop = collection_event(V0, 30, &[V0], DdlEvent::DropCollection);
     f.stage("p0", vec![drop], 10);
     f.stage(LANE, vec![load(20, &[V0])], 20);
     assert_eq!(f.drain(&mut target), ["load"]);
@@ -291,15 +289,7 @@ fn of_two_ready_events_the_older_goes_first_whatever_the_lane_names() {
     // "a0_1v0" sorts before the lane's name; the drop (ts 30) must still follow the load (20).
     let mut f = Fixture::new();
     let mut target = Recorder::default();
-    let drop = StagedChange {
-        vchannel: "a0_1v0".into(),
-        ts: 30,
-        change: Change::Ddl(Ddl {
-            collection: coll(),
-            barrier: vec!["a0_1v0".into()],
-            event: DdlEvent::DropCollection,
-        }),
-    };
+    let drop = collection_event("a0_1v0", 30, &["a0_1v0"], DdlEvent::DropCollection);
     f.stage("a0", vec![drop], 40);
     f.stage(LANE, vec![load(20, &["a0_1v0"])], 20);
     assert_eq!(f.drain(&mut target), ["load", "drop collection"]);
@@ -312,19 +302,16 @@ fn a_collection_event_read_on_only_some_of_its_vchannels_waits_until_the_others_
     // alone instead of waiting for good, and p0's rows behind it follow.
     let mut f = Fixture::new();
     let mut target = Recorder::default();
-    let create = StagedChange {
-        vchannel: V0.into(),
-        ts: 10,
-        change: Change::Ddl(Ddl {
-            collection: coll(),
-            barrier: vec![V0.into(), V1.into()],
-            event: DdlEvent::CreateCollection {
-                schema: vec![],
-                shards_num: 2,
-                consistency_level: 0,
-            },
-        }),
-    };
+    let create = collection_event(
+        V0,
+        10,
+        &[V0, V1],
+        DdlEvent::CreateCollection {
+            schema: vec![],
+            shards_num: 2,
+            consistency_level: 0,
+        },
+    );
     f.stage("p0", vec![create, delete(V0, 12, 1)], 20);
     f.stage("p1", vec![delete(V1, 5, 2)], 8);
     assert_eq!(
