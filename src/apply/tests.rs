@@ -236,7 +236,7 @@ proptest! {
         batch_rows in 1..4usize,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path()).unwrap();
         let mut target = FakeTarget::default();
         // What the source holds: key → value, by keys per vchannel (a key lives in one shard).
         let mut expected: HashMap<i64, i64> = HashMap::new();
@@ -285,6 +285,9 @@ proptest! {
                     }
                     target.crash = None;
                     target.crashed = false;
+                    // The process is gone, and with it what the journal kept in memory.
+                    drop(journal);
+                    journal = Journal::open(dir.path()).unwrap();
                 }
                 Op::Stop { calls } => {
                     let stop = Arc::new(AtomicBool::new(false));

@@ -18,14 +18,18 @@
 
 pub mod dump;
 pub mod position;
+mod recent;
 pub mod record;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use position::{MessageId, MqPosition, PositionMismatch, PulsarId};
+use recent::{CachedRow, Coverage, RecentRows};
 pub use record::{
     Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
     ReplicatedKind,
@@ -41,7 +45,11 @@ const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 const JOURNAL_BYTES: &str = "journal_bytes";
-const CACHE_BYTES: usize = 32 << 20;
+/// redb's own page cache. Staged rows live in pages as large as the rows, which it keeps only
+/// while there is room: [`RecentRows`] holds those instead, decoded.
+const CACHE_BYTES: usize = 16 << 20;
+/// What [`RecentRows`] may hold by default.
+pub const RECENT_ROWS_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -119,6 +127,40 @@ pub struct InFlightBatch {
 pub struct Journal {
     db: Database,
     path: PathBuf,
+    recent: Mutex<RecentRows>,
+}
+
+/// How many rows and bytes a read may still take: at most `max_rows` rows, and no more bytes
+/// than `max_bytes` beyond the first row.
+struct ReadLimits {
+    max_rows: usize,
+    max_bytes: usize,
+    rows: usize,
+    bytes: usize,
+    full: bool,
+}
+
+impl ReadLimits {
+    fn new(max_rows: usize, max_bytes: usize) -> Self {
+        Self {
+            max_rows,
+            max_bytes,
+            rows: 0,
+            bytes: 0,
+            full: false,
+        }
+    }
+
+    /// Takes a row of `len` bytes, unless the limits are reached.
+    fn admit(&mut self, len: usize) -> bool {
+        if self.rows > 0 && (self.rows >= self.max_rows || self.bytes + len > self.max_bytes) {
+            self.full = true;
+            return false;
+        }
+        self.rows += 1;
+        self.bytes += len;
+        true
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
@@ -138,6 +180,12 @@ fn from_json<T: for<'de> Deserialize<'de>>(
 impl Journal {
     /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(data_dir, RECENT_ROWS_BYTES)
+    }
+
+    /// As [`Journal::open`], keeping up to `recent_bytes` of staged rows in memory for the
+    /// applier.
+    pub fn open_with(data_dir: &Path, recent_bytes: usize) -> Result<Self, JournalError> {
         let path = data_dir.join("journal.redb");
         // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
         let db = Database::builder()
@@ -162,7 +210,32 @@ impl Journal {
             txn.open_table(STATS)?;
         }
         txn.commit()?;
-        Ok(Self { db, path })
+        let offsets = {
+            let txn = db.begin_read()?;
+            let mut offsets = HashMap::new();
+            for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
+                let (k, v) = entry?;
+                let (task, pchannel) = k.value();
+                let offset =
+                    from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
+                offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
+            }
+            offsets
+        };
+        Ok(Self {
+            db,
+            path,
+            recent: Mutex::new(RecentRows::new(recent_bytes, offsets)),
+        })
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentRows> {
+        self.recent.lock().unwrap_or_else(|poisoned| {
+            // A thread panicked while updating it: the rows may be half-updated, the disk is not.
+            let mut recent = poisoned.into_inner();
+            recent.clear_rows();
+            recent
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -222,40 +295,24 @@ impl Journal {
             add_journal_bytes(&txn, -(freed as i64))?;
         }
         txn.commit()?;
+        self.recent().remove_task(task);
         Ok(existed)
     }
 
     // ---- reader side -------------------------------------------------------------------------
 
+    /// Where the reader of `pchannel` resumes; as of the last stage, like every read of the
+    /// offsets (see `recent.rs` on why they are read from memory).
     pub fn source_offset(
         &self,
         task: &str,
         pchannel: &str,
     ) -> Result<Option<SourceOffset>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SOURCE_OFFSETS)?;
-        let value = table.get((task, pchannel))?;
-        value
-            .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
-            .transpose()
+        Ok(self.recent().offset(task, pchannel))
     }
 
     pub fn source_offsets(&self, task: &str) -> Result<Vec<(String, SourceOffset)>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SOURCE_OFFSETS)?;
-        let mut out = Vec::new();
-        for entry in table.range((task, "")..)? {
-            let (k, v) = entry?;
-            let (t, pchannel) = k.value();
-            if t != task {
-                break;
-            }
-            out.push((
-                pchannel.to_owned(),
-                from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?,
-            ));
-        }
-        Ok(out)
+        Ok(self.recent().offsets(task))
     }
 
     /// Stages `changes` read from `pchannel` and records `next`/`tick` as the channel's new
@@ -269,17 +326,44 @@ impl Journal {
         next: MqPosition,
         tick: u64,
     ) -> Result<(), JournalError> {
+        // Vchannels the cache has no window for, with their lowest position in this stage.
+        let mut lowest: HashMap<String, RowPosition> = HashMap::new();
         let txn = self.db.begin_write()?;
-        {
+        let mut cached = Vec::with_capacity(changes.len());
+        let offset = {
             let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
             let previous: Option<SourceOffset> = offsets
                 .get((task, pchannel))?
                 .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
                 .transpose()?;
-            let mut seq = previous.map_or(0, |p| p.next_seq);
+            let next_seq = previous.map_or(0, |p| p.next_seq);
+            {
+                let recent = self.recent();
+                for (staged, seq) in changes.iter().zip(next_seq..) {
+                    let v = &staged.vchannel;
+                    if recent.has_window(task, v) {
+                        continue;
+                    }
+                    let position = RowPosition { ts: staged.ts, seq };
+                    lowest
+                        .entry(v.clone())
+                        .and_modify(|p| *p = (*p).min(position))
+                        .or_insert(position);
+                }
+            }
             let mut rows = txn.open_table(ROWS)?;
+            // A window may start at a vchannel's lowest staged row only if no older row lies
+            // after it (timestamps of one channel need not arrive in order).
+            let mut openable = HashMap::new();
+            for (v, position) in lowest {
+                let later = (task, v.as_str(), position.ts, position.seq)
+                    ..=(task, v.as_str(), u64::MAX, u64::MAX);
+                if rows.range(later)?.next().is_none() {
+                    openable.insert(v, position);
+                }
+            }
             let mut added = 0u64;
-            for staged in changes {
+            for (staged, seq) in changes.iter().zip(next_seq..) {
                 let bytes = record::encode(&staged.change).map_err(|e| JournalError::Corrupt {
                     what: format!("change for {}", staged.vchannel),
                     reason: e.to_string(),
@@ -289,18 +373,29 @@ impl Journal {
                     bytes.as_slice(),
                 )?;
                 added += bytes.len() as u64;
-                seq += 1;
+                cached.push((
+                    staged.vchannel.clone(),
+                    RowPosition { ts: staged.ts, seq },
+                    CachedRow {
+                        change: staged.change.clone(),
+                        encoded_len: bytes.len(),
+                    },
+                ));
             }
             let offset = SourceOffset {
                 next,
                 tick: previous.map_or(tick, |p| p.tick.max(tick)),
-                next_seq: seq,
+                next_seq: next_seq + changes.len() as u64,
             };
             offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
             drop(rows);
             add_journal_bytes(&txn, added as i64)?;
-        }
+            (offset, openable)
+        };
         txn.commit()?;
+        let (offset, openable) = offset;
+        self.recent()
+            .staged(task, pchannel, offset, cached, openable);
         Ok(())
     }
 
@@ -345,7 +440,7 @@ impl Journal {
     }
 
     /// The position of the first row of `vchannel` after `after` with a timestamp at most
-    /// `max_ts`; keys only, no record is decoded.
+    /// `max_ts`.
     pub fn first_position(
         &self,
         task: &str,
@@ -353,20 +448,8 @@ impl Journal {
         after: Option<RowPosition>,
         max_ts: u64,
     ) -> Result<Option<RowPosition>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ROWS)?;
-        let start = after.map_or((0, 0), |p| (p.ts, p.seq));
-        for entry in
-            table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))?
-        {
-            let (k, _) = entry?;
-            let (_, _, ts, seq) = k.value();
-            let position = RowPosition { ts, seq };
-            if after != Some(position) {
-                return Ok(Some(position));
-            }
-        }
-        Ok(None)
+        let first = self.rows(task, vchannel, after, max_ts, 1, 0)?;
+        Ok(first.first().map(|row| row.position))
     }
 
     /// Every vchannel's applied position for `task`.
@@ -399,7 +482,8 @@ impl Journal {
     }
 
     /// Rows of one vchannel after `after`, with timestamps at most `max_ts`, in position order;
-    /// at most `max_rows` rows, and no more bytes than `max_bytes` beyond the first row.
+    /// at most `max_rows` rows, and no more bytes than `max_bytes` beyond the first row. Read
+    /// from memory where [`RecentRows`] covers them, from disk elsewhere.
     pub fn rows(
         &self,
         task: &str,
@@ -409,14 +493,56 @@ impl Journal {
         max_rows: usize,
         max_bytes: usize,
     ) -> Result<Vec<JournalRow>, JournalError> {
+        let through = RowPosition {
+            ts: max_ts,
+            seq: u64::MAX,
+        };
+        let mut limits = ReadLimits::new(max_rows, max_bytes);
+        let mut out = Vec::new();
+        // Every row up to here is read; each turn moves it on, to the end of a cached part or
+        // of a part read from disk.
+        let mut read_to = after;
+        while !limits.full && read_to < Some(through) {
+            let coverage = self
+                .recent()
+                .rows(task, vchannel, read_to, through, &mut |len| {
+                    limits.admit(len)
+                });
+            match coverage {
+                Coverage::Rows { rows, through } => {
+                    out.extend(rows.into_iter().map(|(position, row)| JournalRow {
+                        vchannel: vchannel.to_owned(),
+                        position,
+                        change: row.change,
+                        encoded_len: row.encoded_len,
+                    }));
+                    read_to = Some(through);
+                }
+                Coverage::Disk { until } => {
+                    let until = until.map_or(through, |until| until.min(through));
+                    self.read_rows(task, vchannel, read_to, until, &mut limits, &mut out)?;
+                    read_to = Some(until);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows of one vchannel after `after` through `through`, from disk.
+    fn read_rows(
+        &self,
+        task: &str,
+        vchannel: &str,
+        after: Option<RowPosition>,
+        through: RowPosition,
+        limits: &mut ReadLimits,
+        out: &mut Vec<JournalRow>,
+    ) -> Result<(), JournalError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ROWS)?;
         let start = after.map_or((0, 0), |p| (p.ts, p.seq));
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for entry in
-            table.range((task, vchannel, start.0, start.1)..=(task, vchannel, max_ts, u64::MAX))?
-        {
+        let range = (task, vchannel, start.0, start.1)..=(task, vchannel, through.ts, through.seq);
+        for entry in table.range(range)? {
             let (k, v) = entry?;
             let (_, _, ts, seq) = k.value();
             let position = RowPosition { ts, seq };
@@ -424,14 +550,13 @@ impl Journal {
                 continue;
             }
             let value = v.value();
-            if !out.is_empty() && (out.len() >= max_rows || bytes + value.len() > max_bytes) {
+            if !limits.admit(value.len()) {
                 break;
             }
             let change = record::decode(value).map_err(|e| JournalError::Corrupt {
                 what: format!("{task}/{vchannel}@{ts}/{seq}"),
                 reason: e.to_string(),
             })?;
-            bytes += value.len();
             out.push(JournalRow {
                 vchannel: vchannel.to_owned(),
                 position,
@@ -439,7 +564,7 @@ impl Journal {
                 encoded_len: value.len(),
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records that `batch` is about to be sent. Committed before the first target call.
@@ -508,6 +633,10 @@ impl Journal {
             add_journal_bytes(&txn, -(freed as i64))?;
         }
         txn.commit()?;
+        let mut recent = self.recent();
+        for (vchannel, end) in &batch.ends {
+            recent.applied(task, vchannel, *end);
+        }
         Ok(())
     }
 }

@@ -279,3 +279,100 @@ fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
     assert_eq!(j.in_flight("t").unwrap(), None);
     assert_eq!(j.journal_bytes().unwrap(), 0);
 }
+
+mod recent_rows {
+    //! Rows read through the in-memory cache are exactly the rows on disk.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VCHANNELS: [&str; 2] = ["p0_1v0", "p0_1v1"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Rows of a vchannel, stamped `back` below the newest timestamp (channels need not
+        /// arrive in timestamp order).
+        Stage { v: usize, rows: usize, back: u64 },
+        /// The first `rows` pending rows of a vchannel are applied.
+        Apply { v: usize, rows: usize },
+        /// The process restarts: the cache starts empty.
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..2usize, 0..4usize, 0..3u64).prop_map(|(v, rows, back)| Op::Stage { v, rows, back }),
+            2 => (0..2usize, 1..5usize).prop_map(|(v, rows)| Op::Apply { v, rows }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn positions(rows: &[JournalRow]) -> Vec<(RowPosition, Change)> {
+        rows.iter()
+            .map(|r| (r.position, r.change.clone()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        #[test]
+        fn reads_through_the_cache_equal_reads_from_disk(
+            ops in proptest::collection::vec(op(), 1..30),
+            budget_rows in 0..6usize,
+            max_rows in 1..5usize,
+        ) {
+            let row_bytes = record::encode(&delete(&[0])).unwrap().len();
+            let (cached_dir, uncached_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let open = |dir: &tempfile::TempDir, budget| Journal::open_with(dir.path(), budget).unwrap();
+            let mut cached = open(&cached_dir, budget_rows * row_bytes);
+            let uncached = open(&uncached_dir, 0);
+            let (mut ts, mut key, mut offset) = (10u64, 0i64, 0i64);
+            for op in ops {
+                match op {
+                    Op::Stage { v, rows, back } => {
+                        ts += 1;
+                        offset += 1;
+                        let changes: Vec<_> = (0..rows)
+                            .map(|_| { key += 1; staged(VCHANNELS[v], ts - back, key) })
+                            .collect();
+                        for j in [&cached, &uncached] {
+                            j.stage("t", "p0", &changes, kafka(offset), ts - 3).unwrap();
+                        }
+                    }
+                    Op::Apply { v, rows } => {
+                        let after = uncached.applied("t", VCHANNELS[v]).unwrap();
+                        let pending = uncached.rows("t", VCHANNELS[v], after, u64::MAX, rows, usize::MAX).unwrap();
+                        if let Some(last) = pending.last() {
+                            let batch = InFlightBatch { ends: vec![(VCHANNELS[v].into(), last.position)] };
+                            for j in [&cached, &uncached] {
+                                j.commit_batch("t", &batch, false).unwrap();
+                            }
+                        }
+                    }
+                    Op::Reopen => {
+                        drop(cached);
+                        cached = open(&cached_dir, budget_rows * row_bytes);
+                    }
+                }
+                prop_assert_eq!(cached.source_offsets("t").unwrap(), uncached.source_offsets("t").unwrap());
+                for v in VCHANNELS {
+                    let applied = uncached.applied("t", v).unwrap();
+                    // From the applied position, and from each row after it.
+                    let all = uncached.rows("t", v, applied, u64::MAX, usize::MAX, usize::MAX).unwrap();
+                    let starts = std::iter::once(applied).chain(all.iter().map(|r| Some(r.position)));
+                    for after in starts {
+                        for max_ts in [ts - 2, ts, u64::MAX] {
+                            let read = |j: &Journal| j.rows("t", v, after, max_ts, max_rows, 2 * row_bytes).unwrap();
+                            prop_assert_eq!(positions(&read(&cached)), positions(&read(&uncached)), "{} after {:?} through {}", v, after, max_ts);
+                            prop_assert_eq!(
+                                cached.first_position("t", v, after, max_ts).unwrap(),
+                                uncached.first_position("t", v, after, max_ts).unwrap()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
