@@ -323,3 +323,34 @@ fn a_collection_event_read_on_only_some_of_its_vchannels_waits_until_the_others_
     assert_eq!(f.drain(&mut target), ["create collection", "delete [1]"]);
     assert_eq!(f.journal.in_flight("t").unwrap(), None);
 }
+
+#[test]
+fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_lanes() {
+    // One step sends batch after batch for as long as more are staged (the next is read while
+    // the target takes the last): a waiting event elsewhere changes nothing about that.
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    f.stage("p1", vec![], 0);
+    f.stage(LANE, vec![load(20, &[V1])], 20);
+    let deletes = (1..=3)
+        .map(|key| delete(V0, 30 + key as u64, key))
+        .collect();
+    f.stage("p0", deletes, 40);
+    let settings = ApplierSettings {
+        max_batch_rows: 1,
+        ..ApplierSettings::default()
+    };
+    let mut applier = Applier::new(
+        "t",
+        &f.journal,
+        &mut target,
+        settings,
+        Default::default(),
+        Default::default(),
+    );
+    assert!(applier.step().unwrap());
+    assert_eq!(
+        applier.target.log,
+        ["delete [1]", "delete [2]", "delete [3]"]
+    );
+}

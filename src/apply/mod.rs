@@ -219,6 +219,7 @@ impl<'a, T: Target> Applier<'a, T> {
             journal: self.journal,
             settings: &self.settings,
             stop: &self.stop,
+            not_ready: &self.not_ready,
         };
         std::thread::scope(|scope| {
             let (queue, queued) = crossbeam_channel::bounded::<DataBatch>(PIPELINE_DEPTH);
@@ -273,14 +274,9 @@ impl<'a, T: Target> Applier<'a, T> {
             let Change::Ddl(ddl) = &row.change else {
                 continue;
             };
-            let Some(ends) = planner.barrier_reached(&ticks, &row)? else {
+            let Some(ends) = planner.applicable(&ticks, &row)? else {
                 continue;
             };
-            if let DdlEvent::Replicated { waits_for, .. } = &ddl.event
-                && !planner.applied_through(&ticks, waits_for, row.position.ts)?
-            {
-                continue;
-            }
             if !self.target_ready(&row, ddl)? {
                 continue;
             }
@@ -404,6 +400,8 @@ struct Run<'r> {
     journal: &'r Journal,
     settings: &'r ApplierSettings,
     stop: &'r AtomicBool,
+    /// Events the target was not ready for, and when to ask again.
+    not_ready: &'r HashMap<(String, RowPosition), Instant>,
 }
 
 /// What reading ahead found.
@@ -411,8 +409,9 @@ enum ReadAhead {
     Batch(DataBatch),
     /// Nothing more is staged yet.
     Nothing,
-    /// The run reads no further: a DDL heads a vchannel (decided with nothing in flight), or
-    /// planning failed (the error shows again when the next step plans).
+    /// The run reads no further: a DDL heading a vchannel may be applicable once the batches
+    /// in flight are acknowledged (decided with nothing in flight), or planning failed (the
+    /// error shows again when the next step plans).
     End,
 }
 
@@ -500,19 +499,37 @@ impl Run<'_> {
     fn read_ahead<'b>(&self, in_flight: impl Iterator<Item = &'b InFlightBatch>) -> ReadAhead {
         let in_flight = in_flight.fold(Vec::new(), |ends, batch| later_ends(&ends, &batch.ends));
         let planned = Instant::now();
-        let found = match Planner::new(self.task, self.journal, self.settings, &in_flight).plan() {
-            Ok(Plan {
-                data: Some(batch),
-                ddl_heads,
-            }) if ddl_heads.is_empty() => ReadAhead::Batch(batch),
-            Ok(Plan {
-                data: None,
-                ddl_heads,
-            }) if ddl_heads.is_empty() => ReadAhead::Nothing,
-            _ => ReadAhead::End,
+        let planner = Planner::new(self.task, self.journal, self.settings, &in_flight);
+        let found = match planner.plan() {
+            Ok(Plan { data, ddl_heads }) => match self.awaits_ddl(&planner, &ddl_heads) {
+                Ok(false) => data.map_or(ReadAhead::Nothing, ReadAhead::Batch),
+                _ => ReadAhead::End,
+            },
+            Err(_) => ReadAhead::End,
         };
         METRICS.applier_stage("plan", planned);
         found
+    }
+
+    /// Whether one of `heads` may be applicable once the batches in flight are acknowledged:
+    /// the run then ends so that it goes first. Others (a barrier not complete, rows it waits
+    /// for still to come, a target not ready yet) let the run go on: the next step would send
+    /// the same data anyway.
+    fn awaits_ddl(&self, planner: &Planner, heads: &[JournalRow]) -> Result<bool, ApplyError> {
+        if heads.is_empty() {
+            return Ok(false);
+        }
+        let ticks = planner.ticks()?;
+        for row in heads {
+            let waiting = self
+                .not_ready
+                .get(&(row.vchannel.clone(), row.position))
+                .is_some_and(|&again| Instant::now() < again);
+            if !waiting && planner.applicable(&ticks, row)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// One transaction: commits `acknowledged`, and makes the marker cover what is still
@@ -737,6 +754,28 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(true)
+    }
+
+    /// The positions of this DDL on the vchannels of its barrier, once the journal allows it to
+    /// be applied: its barrier is reached and, for a replicated event, the rows it waits for are
+    /// applied.
+    fn applicable(
+        &self,
+        ticks: &HashMap<String, u64>,
+        row: &JournalRow,
+    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
+        let Some(ends) = self.barrier_reached(ticks, row)? else {
+            return Ok(None);
+        };
+        if let Change::Ddl(Ddl {
+            event: DdlEvent::Replicated { waits_for, .. },
+            ..
+        }) = &row.change
+            && !self.applied_through(ticks, waits_for, row.position.ts)?
+        {
+            return Ok(None);
+        }
+        Ok(Some(ends))
     }
 
     /// The positions of this DDL on the vchannels of its barrier, once each has it at its head
