@@ -21,7 +21,7 @@ pub mod position;
 mod recent;
 pub mod record;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -210,22 +210,20 @@ impl Journal {
             txn.open_table(STATS)?;
         }
         txn.commit()?;
-        let offsets = {
-            let txn = db.begin_read()?;
-            let mut offsets = HashMap::new();
-            for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
-                let (k, v) = entry?;
-                let (task, pchannel) = k.value();
-                let offset =
-                    from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
-                offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
-            }
-            offsets
-        };
+        let txn = db.begin_read()?;
+        let mut offsets = HashMap::new();
+        for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
+            let (k, v) = entry?;
+            let (task, pchannel) = k.value();
+            let offset = from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
+            offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
+        }
+        let vchannels = row_vchannels(&txn.open_table(ROWS)?)?;
+        drop(txn);
         Ok(Self {
             db,
             path,
-            recent: Mutex::new(RecentRows::new(recent_bytes, offsets)),
+            recent: Mutex::new(RecentRows::new(recent_bytes, offsets, vchannels)),
         })
     }
 
@@ -416,27 +414,10 @@ impl Journal {
 
     // ---- applier side ------------------------------------------------------------------------
 
-    /// The vchannels of `task` that have rows in the journal.
+    /// The vchannels of `task` with rows to apply, and perhaps some whose rows have all been
+    /// applied: callers find nothing pending there.
     pub fn vchannels(&self, task: &str) -> Result<Vec<String>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let rows = txn.open_table(ROWS)?;
-        let mut out: Vec<String> = Vec::new();
-        let mut from = String::new();
-        loop {
-            let next = rows
-                .range((task, from.as_str(), 0u64, 0u64)..)?
-                .next()
-                .transpose()?;
-            let Some((key, _)) = next else { break };
-            let (t, vchannel, _, _) = key.value();
-            if t != task {
-                break;
-            }
-            out.push(vchannel.to_owned());
-            // The smallest string greater than every key of this vchannel.
-            from = format!("{vchannel}\0");
-        }
-        Ok(out)
+        Ok(self.recent().vchannels(task))
     }
 
     /// The position of the first row of `vchannel` after `after` with a timestamp at most
@@ -639,6 +620,25 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Every `(task, vchannel)` with rows, one key lookup each.
+fn row_vchannels(
+    rows: &redb::ReadOnlyTable<RowKey<'static>, &'static [u8]>,
+) -> Result<BTreeSet<(String, String)>, JournalError> {
+    let mut out = BTreeSet::new();
+    let (mut task, mut from) = (String::new(), String::new());
+    while let Some((key, _)) = rows
+        .range((task.as_str(), from.as_str(), 0u64, 0u64)..)?
+        .next()
+        .transpose()?
+    {
+        let (t, vchannel, _, _) = key.value();
+        out.insert((t.to_owned(), vchannel.to_owned()));
+        // The smallest key after every row of this vchannel.
+        (task, from) = (t.to_owned(), format!("{vchannel}\0"));
+    }
+    Ok(out)
 }
 
 fn add_journal_bytes(txn: &redb::WriteTransaction, delta: i64) -> Result<(), JournalError> {

@@ -16,7 +16,7 @@
 //! the rows, so a tick read here is never newer than the rows read after it: a row at or below a
 //! tick is always visible once the tick is (see [`super::Journal::source_offsets`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use super::{Change, RowPosition, SourceOffset};
@@ -62,6 +62,9 @@ pub(super) struct RecentRows {
     windows: HashMap<(String, String), Window>,
     /// `(task, pchannel)` → the reader's offset, as of the last stage inserted here.
     offsets: HashMap<(String, String), SourceOffset>,
+    /// `(task, vchannel)` of every vchannel with rows to apply, and of some without (all
+    /// applied since): the planner looks at each, so it need not search the disk for them.
+    vchannels: BTreeSet<(String, String)>,
 }
 
 /// The position just before `position`: the exclusive start of a window that holds it.
@@ -77,13 +80,28 @@ fn before(position: RowPosition) -> Option<RowPosition> {
 }
 
 impl RecentRows {
-    pub fn new(budget: usize, offsets: HashMap<(String, String), SourceOffset>) -> Self {
+    pub fn new(
+        budget: usize,
+        offsets: HashMap<(String, String), SourceOffset>,
+        vchannels: BTreeSet<(String, String)>,
+    ) -> Self {
         Self {
             budget,
             bytes: 0,
             windows: HashMap::new(),
             offsets,
+            vchannels,
         }
+    }
+
+    /// The vchannels of `task` with rows to apply, perhaps with some without.
+    pub fn vchannels(&self, task: &str) -> Vec<String> {
+        let from = (task.to_owned(), String::new());
+        self.vchannels
+            .range(from..)
+            .take_while(|(t, _)| t == task)
+            .map(|(_, vchannel)| vchannel.clone())
+            .collect()
     }
 
     pub fn offset(&self, task: &str, pchannel: &str) -> Option<SourceOffset> {
@@ -124,6 +142,9 @@ impl RecentRows {
             .insert((task.to_owned(), pchannel.to_owned()), offset);
         for (vchannel, position, row) in rows {
             let key = (task.to_owned(), vchannel);
+            if !self.vchannels.contains(&key) {
+                self.vchannels.insert(key.clone());
+            }
             // Once per stage: a window this stage closed at once covers none of its later rows.
             if let Some(first) = openable.remove(&key.1)
                 && !self.windows.contains_key(&key)
@@ -173,8 +194,15 @@ impl RecentRows {
         });
         self.bytes -= freed;
         window.after = window.after.max(Some(end));
-        if window.upto.is_some_and(|upto| Some(upto) <= window.after) {
-            self.windows.remove(&key);
+        match window.upto {
+            // Open and empty: the vchannel has no rows left.
+            None if window.rows.is_empty() => {
+                self.vchannels.remove(&key);
+            }
+            Some(upto) if Some(upto) <= window.after => {
+                self.windows.remove(&key);
+            }
+            _ => {}
         }
     }
 
@@ -190,6 +218,7 @@ impl RecentRows {
         });
         self.bytes -= freed;
         self.offsets.retain(|(t, _), _| t != task);
+        self.vchannels.retain(|(t, _)| t != task);
     }
 
     /// The rows of `vchannel` after `after` through `through`, as far as the window covers them

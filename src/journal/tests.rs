@@ -360,6 +360,8 @@ mod recent_rows {
                     let applied = uncached.applied("t", v).unwrap();
                     // From the applied position, and from each row after it.
                     let all = uncached.rows("t", v, applied, u64::MAX, usize::MAX, usize::MAX).unwrap();
+                    // A vchannel with rows is listed; one without may be.
+                    prop_assert!(all.is_empty() || cached.vchannels("t").unwrap().contains(&v.to_owned()));
                     let starts = std::iter::once(applied).chain(all.iter().map(|r| Some(r.position)));
                     for after in starts {
                         for max_ts in [ts - 2, ts, u64::MAX] {
