@@ -328,7 +328,7 @@ impl Journal {
         let mut lowest: HashMap<String, RowPosition> = HashMap::new();
         let txn = self.db.begin_write()?;
         let mut cached = Vec::with_capacity(changes.len());
-        let offset = {
+        let (offset, openable) = {
             let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
             let previous: Option<SourceOffset> = offsets
                 .get((task, pchannel))?
@@ -391,7 +391,6 @@ impl Journal {
             (offset, openable)
         };
         txn.commit()?;
-        let (offset, openable) = offset;
         self.recent()
             .staged(task, pchannel, offset, cached, openable);
         Ok(())
