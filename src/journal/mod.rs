@@ -49,7 +49,7 @@ const JOURNAL_BYTES: &str = "journal_bytes";
 /// while there is room: [`RecentRows`] holds those instead, decoded.
 const CACHE_BYTES: usize = 16 << 20;
 /// What [`RecentRows`] may hold by default.
-pub const RECENT_ROWS_BYTES: usize = 32 << 20;
+const RECENT_ROWS_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -185,7 +185,7 @@ impl Journal {
 
     /// As [`Journal::open`], keeping up to `recent_bytes` of staged rows in memory for the
     /// applier.
-    pub fn open_with(data_dir: &Path, recent_bytes: usize) -> Result<Self, JournalError> {
+    pub(crate) fn open_with(data_dir: &Path, recent_bytes: usize) -> Result<Self, JournalError> {
         let path = data_dir.join("journal.redb");
         // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
         let db = Database::builder()
