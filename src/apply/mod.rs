@@ -70,6 +70,17 @@ pub trait Target: Send {
 /// How long an event the target is not ready for waits before it is asked again.
 const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
 
+/// Events the target was not ready for, and when to ask again.
+type NotReady = HashMap<(String, RowPosition), Instant>;
+
+/// Whether the target said it was not ready for `row`'s event less than
+/// [`NOT_READY_RECHECK`] ago: it is not asked again yet.
+fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
+    not_ready
+        .get(&(row.vchannel.clone(), row.position))
+        .is_some_and(|&again| Instant::now() < again)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
@@ -117,7 +128,7 @@ pub struct Applier<'a, T: Target> {
     /// Where a target fault being retried is shown.
     pub health: Arc<Health>,
     /// Events the target was not ready for, and when to ask again.
-    not_ready: HashMap<(String, RowPosition), Instant>,
+    not_ready: NotReady,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -299,14 +310,10 @@ impl<'a, T: Target> Applier<'a, T> {
     /// Asks the target whether it can take `ddl` now, at most every [`NOT_READY_RECHECK`] per
     /// event; a wait is shown in the task's health.
     fn target_ready(&mut self, row: &JournalRow, ddl: &Ddl) -> Result<bool, ApplyError> {
-        let key = (row.vchannel.clone(), row.position);
-        if self
-            .not_ready
-            .get(&key)
-            .is_some_and(|&again| Instant::now() < again)
-        {
+        if refused_recently(&self.not_ready, row) {
             return Ok(false);
         }
+        let key = (row.vchannel.clone(), row.position);
         match self.target.not_ready(ddl)? {
             None => {
                 if self.not_ready.remove(&key).is_some() {
@@ -401,7 +408,7 @@ struct Run<'r> {
     settings: &'r ApplierSettings,
     stop: &'r AtomicBool,
     /// Events the target was not ready for, and when to ask again.
-    not_ready: &'r HashMap<(String, RowPosition), Instant>,
+    not_ready: &'r NotReady,
 }
 
 /// What reading ahead found.
@@ -521,11 +528,8 @@ impl Run<'_> {
         }
         let ticks = planner.ticks()?;
         for row in heads {
-            let waiting = self
-                .not_ready
-                .get(&(row.vchannel.clone(), row.position))
-                .is_some_and(|&again| Instant::now() < again);
-            if !waiting && planner.applicable(&ticks, row)?.is_some() {
+            if !refused_recently(self.not_ready, row) && planner.applicable(&ticks, row)?.is_some()
+            {
                 return Ok(true);
             }
         }
