@@ -121,16 +121,25 @@ impl Fixture {
             .unwrap();
     }
 
-    /// Steps the applier until it has nothing to do; what reached the target.
-    fn drain(&self, target: &mut Recorder) -> Vec<String> {
-        let mut applier = Applier::new(
+    /// The task's applier, sending to `target`.
+    fn applier<'f>(
+        &'f self,
+        target: &'f mut Recorder,
+        settings: ApplierSettings,
+    ) -> Applier<'f, &'f mut Recorder> {
+        Applier::new(
             "t",
             &self.journal,
-            &mut *target,
-            ApplierSettings::default(),
+            target,
+            settings,
             Default::default(),
             Default::default(),
-        );
+        )
+    }
+
+    /// Steps the applier until it has nothing to do; what reached the target.
+    fn drain(&self, target: &mut Recorder) -> Vec<String> {
+        let mut applier = self.applier(target, ApplierSettings::default());
         while applier.step().unwrap() {}
         std::mem::take(&mut target.log)
     }
@@ -234,14 +243,7 @@ fn an_event_the_target_is_not_ready_for_stays_pending_without_a_marker() {
     f.stage("p0", vec![], 100);
     f.stage(LANE, vec![load(20, &[V0])], 20);
     f.stage("p0", vec![delete(V0, 30, 7)], 100);
-    let mut applier = Applier::new(
-        "t",
-        &f.journal,
-        &mut target,
-        ApplierSettings::default(),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = f.applier(&mut target, ApplierSettings::default());
     // Refused: no marker, and the data behind it on the DML lane goes on.
     assert!(applier.step().unwrap());
     assert_eq!(applier.target.log, ["delete [7]"]);
@@ -269,14 +271,7 @@ fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
         ends: vec![(LANE.to_owned(), position)],
     };
     f.journal.begin_batch("t", &marker).unwrap();
-    let mut applier = Applier::new(
-        "t",
-        &f.journal,
-        &mut target,
-        ApplierSettings::default(),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = f.applier(&mut target, ApplierSettings::default());
     applier.recover().unwrap();
     while applier.step().unwrap() {}
     assert_eq!(applier.target.log, ["load"]);
@@ -340,14 +335,7 @@ fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_lanes(
         max_batch_rows: 1,
         ..ApplierSettings::default()
     };
-    let mut applier = Applier::new(
-        "t",
-        &f.journal,
-        &mut target,
-        settings,
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = f.applier(&mut target, settings);
     assert!(applier.step().unwrap());
     assert_eq!(
         applier.target.log,
