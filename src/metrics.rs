@@ -30,6 +30,8 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     /// Seconds from sending a data batch to the target's acknowledgement, retries included.
     pub batch_seconds: Histogram,
+    /// Unix time, in seconds, of the latest data batch the target acknowledged.
+    pub last_applied: Seconds,
     /// Where the appliers' time goes, per stage of a data batch.
     applier_seconds: Family<StageLabels, Counter<f64, AtomicU64>>,
     task_rows_applied: Family<TaskLabels, Counter>,
@@ -152,6 +154,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     target_retries: Counter::default(),
     batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
     batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+    last_applied: Seconds::default(),
     applier_seconds: Family::default(),
     task_rows_applied: Family::default(),
     staged: OperationCounters::default(),
@@ -309,6 +312,11 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
         "apply_batch_rows",
         "Rows per data batch applied to the target",
         m.batch_rows.clone(),
+    );
+    registry.register(
+        "last_applied_seconds",
+        "Unix time of the latest data batch the target acknowledged",
+        m.last_applied.clone(),
     );
     registry.register(
         "applier_seconds",
@@ -527,6 +535,7 @@ mod tests {
         .unwrap();
         let text = render(&journal, &[spec], 3_000).unwrap();
         assert!(text.contains("milvus_cdc_rows_applied_total "), "{text}");
+        assert!(text.contains("milvus_cdc_last_applied_seconds "), "{text}");
         assert!(
             text.contains("milvus_cdc_apply_batch_seconds_bucket{le="),
             "{text}"

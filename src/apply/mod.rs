@@ -579,6 +579,9 @@ fn record_applied(task: &str, batch: &DataBatch) {
     METRICS.task_rows_applied(task).inc_by(rows);
     METRICS.batch_rows.observe(rows as f64);
     METRICS.batches_applied.inc();
+    METRICS
+        .last_applied
+        .set(crate::task::now_ms() as f64 / 1000.0);
     debug!(
         task,
         vchannels = batch.marker.ends.len(),

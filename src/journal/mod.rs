@@ -29,6 +29,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 
 pub use position::{MessageId, MqPosition, PositionMismatch, PulsarId};
+pub use recent::RecentRoom;
 use recent::{CachedRow, Coverage, RecentRows};
 pub use record::{
     Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
@@ -48,8 +49,10 @@ const JOURNAL_BYTES: &str = "journal_bytes";
 /// redb's own page cache. Staged rows live in pages as large as the rows, which it keeps only
 /// while there is room: [`RecentRows`] holds those instead, decoded.
 const CACHE_BYTES: usize = 16 << 20;
-/// What [`RecentRows`] may hold by default.
-const RECENT_ROWS_BYTES: usize = 32 << 20;
+/// What [`RecentRows`] may hold by default: the two batches in flight and the next one (each
+/// 2 lanes × 4 MiB by default), and room for the three 8 MiB stages that readers pacing
+/// themselves (`source::reader`'s `Pacer`) may commit at once.
+const RECENT_ROWS_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -403,6 +406,12 @@ impl Journal {
             .open_table(STATS)?
             .get(JOURNAL_BYTES)?
             .map_or(0, |v| v.value()))
+    }
+
+    /// Room left in the cache of recently staged rows; a reader that stages past it makes the
+    /// applier read those rows back from disk.
+    pub fn recent_room(&self) -> RecentRoom {
+        self.recent().room()
     }
 
     /// Rows the journal holds, all tasks (applied ones too when they are retained).

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
+use std::time::Instant;
 
 use super::{Change, RowPosition, SourceOffset};
 
@@ -65,6 +66,17 @@ pub(super) struct RecentRows {
     /// `(task, vchannel)` of every vchannel with rows to apply, and of some without (all
     /// applied since): the planner looks at each, so it need not search the disk for them.
     vchannels: BTreeSet<(String, String)>,
+    /// When applied rows last left the cache: readers stay within it while an applier drains it.
+    drained: Option<Instant>,
+}
+
+/// How much the cache can still take, and whether it is being drained.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentRoom {
+    pub held_bytes: usize,
+    pub free_bytes: usize,
+    /// When applied rows last left the cache, if ever since the journal was opened.
+    pub drained: Option<Instant>,
 }
 
 /// The position just before `position`: the exclusive start of a window that holds it.
@@ -91,6 +103,15 @@ impl RecentRows {
             windows: HashMap::new(),
             offsets,
             vchannels,
+            drained: None,
+        }
+    }
+
+    pub fn room(&self) -> RecentRoom {
+        RecentRoom {
+            held_bytes: self.bytes,
+            free_bytes: self.budget.saturating_sub(self.bytes),
+            drained: self.drained,
         }
     }
 
@@ -193,6 +214,9 @@ impl RecentRows {
             keep
         });
         self.bytes -= freed;
+        if freed > 0 {
+            self.drained = Some(Instant::now());
+        }
         window.after = window.after.max(Some(end));
         match window.upto {
             // Open and empty: the vchannel has no rows left.
