@@ -817,23 +817,18 @@ impl Supervisor {
         let mq = self.mq_client(&spec.task_id);
         let mut broker: Option<Broker> = None;
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
+        // The channels the task read before (a resume, a restart) start at once: listing the
+        // broker's topics first may take tens of milliseconds that a catch-up need not wait.
+        match self.journal.source_offsets(&spec.task_id) {
+            Ok(recorded) => {
+                let recorded = recorded.into_iter().map(|(pchannel, _)| pchannel);
+                self.start_readers(&spec, &stop, &mq, recorded, &mut readers);
+            }
+            Err(err) => warn!(%err, "cannot read the task's channels; listing them instead"),
+        }
         while !stop.load(Ordering::Relaxed) {
             match self.list_channels(&mut broker) {
-                Ok(topics) => {
-                    for topic in topics {
-                        if !readers.contains_key(&topic)
-                            && self.record_channel_start(&spec.task_id, &topic)
-                        {
-                            let me = self.clone();
-                            let (task, flag, mq, channel) =
-                                (spec.clone(), stop.clone(), mq.clone(), topic.clone());
-                            readers.insert(
-                                topic,
-                                std::thread::spawn(move || me.run_reader(task, channel, mq, flag)),
-                            );
-                        }
-                    }
-                }
+                Ok(topics) => self.start_readers(&spec, &stop, &mq, topics, &mut readers),
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
                     warn!(%err, "cannot list the source's channels; retrying");
@@ -848,6 +843,28 @@ impl Supervisor {
         }
         for (_, reader) in readers {
             let _ = reader.join();
+        }
+    }
+
+    /// Starts a reader for each of `topics` that has none yet.
+    fn start_readers(
+        self: &Arc<Self>,
+        spec: &TaskSpec,
+        stop: &Arc<AtomicBool>,
+        mq: &Arc<dyn MqClient>,
+        topics: impl IntoIterator<Item = String>,
+        readers: &mut HashMap<String, JoinHandle<()>>,
+    ) {
+        for topic in topics {
+            if !readers.contains_key(&topic) && self.record_channel_start(&spec.task_id, &topic) {
+                let me = self.clone();
+                let (task, flag, mq, channel) =
+                    (spec.clone(), stop.clone(), mq.clone(), topic.clone());
+                readers.insert(
+                    topic,
+                    std::thread::spawn(move || me.run_reader(task, channel, mq, flag)),
+                );
+            }
         }
     }
 
