@@ -323,8 +323,7 @@ def throughput(args, source: Cluster, target: Cluster, e: dict, work: Path, repo
               f"(in the applier's shape {matched[-1]:.0f})\n"
               f"   cpu seconds: catch-up {shown(runs[-1]['catch_up']['cpu_s'])}\n"
               f"                ceiling  {shown(cpu)}", flush=True)
-    ceilings = [rate for rate, _ in ceilings]
-    report["ceiling_rows_per_s"] = statistics.median(ceilings)
+    report["ceiling_rows_per_s"] = statistics.median(rate for rate, _ in ceilings)
     report["ceiling_in_the_appliers_shape_rows_per_s"] = statistics.median(matched)
     for mode in ("catch_up", "from_create"):
         median = lambda key: statistics.median(r[mode][key] for r in runs)  # noqa: E731

@@ -428,10 +428,20 @@ mod pacing_tests {
         }
     }
 
-    fn timed(f: impl FnOnce()) -> Duration {
-        let started = Instant::now();
-        f();
-        started.elapsed()
+    /// How long `pacer` waits for room for a stage of `bytes`, while `meanwhile` runs beside it.
+    fn wait(
+        pacer: &mut Pacer,
+        journal: &Journal,
+        bytes: usize,
+        meanwhile: impl FnOnce() + Send,
+    ) -> Duration {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(meanwhile);
+            let started = Instant::now();
+            pacer.wait_for_room(journal, bytes, &stop);
+            started.elapsed()
+        })
     }
 
     #[test]
@@ -439,13 +449,9 @@ mod pacing_tests {
         let (_dir, journal) = journal();
         stage(&journal, 10, 0);
         let mut pacer = pacer(10_000, 20_000);
-        let stop = AtomicBool::new(false);
-        let waited = std::thread::scope(|s| {
-            s.spawn(|| {
-                std::thread::sleep(Duration::from_millis(200));
-                drain(&journal, 10, 0);
-            });
-            timed(|| pacer.wait_for_room(&journal, NO_ROOM, &stop))
+        let waited = wait(&mut pacer, &journal, NO_ROOM, || {
+            std::thread::sleep(Duration::from_millis(200));
+            drain(&journal, 10, 0);
         });
         assert!(waited >= Duration::from_millis(200), "{waited:?}");
         assert!(waited < Duration::from_secs(10), "{waited:?}");
@@ -458,19 +464,17 @@ mod pacing_tests {
         stage(&journal, 10, 0);
         stage(&journal, 20, 1);
         let mut pacer = pacer(300, 20_000);
-        let stop = AtomicBool::new(false);
-        let mut wait = || timed(|| pacer.wait_for_room(&journal, NO_ROOM, &stop));
 
-        let first = wait();
+        let first = wait(&mut pacer, &journal, NO_ROOM, || {});
         assert!(first >= Duration::from_millis(300), "{first:?}");
-        let again = wait();
+        let again = wait(&mut pacer, &journal, NO_ROOM, || {});
         assert!(
             again < Duration::from_millis(300),
             "no wait for a stalled applier: {again:?}"
         );
 
         drain(&journal, 10, 0);
-        let after_a_drain = wait();
+        let after_a_drain = wait(&mut pacer, &journal, NO_ROOM, || {});
         assert!(
             after_a_drain >= Duration::from_millis(300),
             "{after_a_drain:?}"
@@ -484,15 +488,11 @@ mod pacing_tests {
             stage(&journal, 10 * (n + 1), n as i64);
         }
         let mut pacer = pacer(10_000, 300);
-        let stop = AtomicBool::new(false);
-        let waited = std::thread::scope(|s| {
-            s.spawn(|| {
-                for n in 0..9 {
-                    std::thread::sleep(Duration::from_millis(50));
-                    drain(&journal, 10 * (n + 1), n);
-                }
-            });
-            timed(|| pacer.wait_for_room(&journal, 10_000, &stop))
+        let waited = wait(&mut pacer, &journal, 10_000, || {
+            for n in 0..9 {
+                std::thread::sleep(Duration::from_millis(50));
+                drain(&journal, 10 * (n + 1), n);
+            }
         });
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert!(waited < Duration::from_secs(10), "{waited:?}");
@@ -503,8 +503,7 @@ mod pacing_tests {
         let (_dir, journal) = journal();
         stage(&journal, 10, 0);
         let mut pacer = pacer(10_000, 20_000);
-        let stop = AtomicBool::new(false);
-        let waited = timed(|| pacer.wait_for_room(&journal, 1_000, &stop));
+        let waited = wait(&mut pacer, &journal, 1_000, || {});
         assert!(waited < Duration::from_secs(10), "{waited:?}");
         assert!(pacer.gave_up.is_none());
     }
