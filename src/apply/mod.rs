@@ -445,10 +445,11 @@ impl Run<'_> {
         // The last read ahead found nothing staged.
         let mut idle = false;
         loop {
-            let room =
-                reading && outstanding.len() < PIPELINE_DEPTH && !self.stop.load(Ordering::Relaxed);
+            let room = |outstanding: &VecDeque<_>| {
+                reading && outstanding.len() < PIPELINE_DEPTH && !self.stop.load(Ordering::Relaxed)
+            };
             // Block for an acknowledgment only when there is nothing else to do.
-            let waited = match (outstanding.is_empty(), room, idle) {
+            let waited = match (outstanding.is_empty(), room(&outstanding), idle) {
                 (true, _, _) => Err(RecvTimeoutError::Timeout),
                 (false, true, false) => acknowledgments.try_recv().map_err(|e| match e {
                     TryRecvError::Empty => RecvTimeoutError::Timeout,
@@ -478,6 +479,9 @@ impl Run<'_> {
                 });
                 record_applied(self.task, &batch);
             }
+            // Room is judged again after the acknowledgments: a full pipeline that has just
+            // emptied must read ahead, not end the run while batches are staged.
+            let room = room(&outstanding);
             let next = match room {
                 true => match self.read_ahead(acknowledged.iter().chain(&outstanding)) {
                     ReadAhead::Batch(batch) => Some(batch),
