@@ -23,7 +23,8 @@ pub mod record;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,8 @@ pub struct Journal {
     db: Database,
     path: PathBuf,
     recent: Mutex<RecentRows>,
+    /// Notified at each stage, under `recent`'s lock.
+    staged: Condvar,
 }
 
 /// How many rows and bytes a read may still take: at most `max_rows` rows, and no more bytes
@@ -227,6 +230,7 @@ impl Journal {
             db,
             path,
             recent: Mutex::new(RecentRows::new(recent_bytes, offsets, vchannels)),
+            staged: Condvar::new(),
         })
     }
 
@@ -396,7 +400,22 @@ impl Journal {
         txn.commit()?;
         self.recent()
             .staged(task, pchannel, offset, cached, openable);
+        self.staged.notify_all();
         Ok(())
+    }
+
+    /// How many stages have committed since the journal was opened.
+    pub fn stages(&self) -> u64 {
+        self.recent().stages()
+    }
+
+    /// Waits until more than `seen` stages have committed, or `timeout` has passed. An idle
+    /// applier waits here so that new rows go out as soon as they are staged.
+    pub fn wait_for_stage(&self, seen: u64, timeout: Duration) {
+        // A poisoned lock only ends the wait early; the caller plans again either way.
+        let _ = self
+            .staged
+            .wait_timeout_while(self.recent(), timeout, |recent| recent.stages() == seen);
     }
 
     /// Bytes of staged rows not yet removed; the reader waits while this is above its cap.

@@ -68,6 +68,8 @@ pub(super) struct RecentRows {
     vchannels: BTreeSet<(String, String)>,
     /// When applied rows last left the cache: readers stay within it while an applier drains it.
     drained: Option<Instant>,
+    /// Stages committed since the journal was opened: an idle applier waits for the next.
+    stages: u64,
 }
 
 /// How much the cache can still take, and whether it is being drained.
@@ -104,7 +106,12 @@ impl RecentRows {
             offsets,
             vchannels,
             drained: None,
+            stages: 0,
         }
+    }
+
+    pub fn stages(&self) -> u64 {
+        self.stages
     }
 
     pub fn room(&self) -> RecentRoom {
@@ -159,6 +166,7 @@ impl RecentRows {
         rows: Vec<(String, RowPosition, CachedRow)>,
         mut openable: HashMap<String, RowPosition>,
     ) {
+        self.stages += 1;
         self.offsets
             .insert((task.to_owned(), pchannel.to_owned()), offset);
         for (vchannel, position, row) in rows {

@@ -280,6 +280,35 @@ fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
     assert_eq!(j.journal_bytes().unwrap(), 0);
 }
 
+#[test]
+fn a_wait_for_a_stage_ends_when_one_commits_and_not_before() {
+    let (_dir, j) = journal();
+    let seen = j.stages();
+    let waited = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            j.wait_for_stage(seen, Duration::from_secs(60));
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "nothing was staged yet");
+        j.stage("t", "p0", &[staged("v", 10, 1)], kafka(1), 20)
+            .unwrap();
+        waiter.join().unwrap()
+    });
+    assert!(
+        waited < Duration::from_secs(30),
+        "woken by the stage, not the timeout"
+    );
+    assert_eq!(j.stages(), seen + 1);
+    let started = std::time::Instant::now();
+    j.wait_for_stage(seen, Duration::from_secs(60));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a stage after the one seen ends the wait at once"
+    );
+}
+
 mod recent_rows {
     //! Rows read through the in-memory cache are exactly the rows on disk.
     use proptest::prelude::*;

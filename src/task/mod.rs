@@ -776,6 +776,7 @@ impl Supervisor {
         );
         let mut recovered = false;
         while !stop.load(Ordering::Relaxed) {
+            let stages = self.journal.stages();
             let result = if recovered {
                 applier.step()
             } else {
@@ -788,7 +789,10 @@ impl Supervisor {
                 }
                 Ok(false) => {
                     health.resolved("applier");
-                    std::thread::sleep(Duration::from_millis(10));
+                    // Woken by the next stage; the timeout catches what time alone makes
+                    // applicable (a target that was not ready, a refusal that expired).
+                    self.journal
+                        .wait_for_stage(stages, Duration::from_millis(10));
                 }
                 Err(ApplyError::Target(TargetError::Permanent(reason))) => {
                     METRICS.error(ErrorKind::TargetPermanent);
