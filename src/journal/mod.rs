@@ -132,7 +132,7 @@ pub struct Journal {
     db: Database,
     path: PathBuf,
     recent: Mutex<RecentRows>,
-    /// Notified at each stage, under `recent`'s lock.
+    /// Notified after each stage; the count of stages is kept in `recent`.
     staged: Condvar,
 }
 
