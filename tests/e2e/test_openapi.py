@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from schemathesis.core.warnings import SchemathesisWarning
+
 from cdc import CdcServer
 
 ROUTES = {
@@ -73,15 +75,22 @@ def test_a_token_is_documented_as_required_when_the_server_has_one(tmp_path, env
             assert operation.get("security") == expected, (method, path)
 
 
+# A create's `positions` must be MsgPositions of channels the source has, and a scope must name
+# some collection, which a JSON schema cannot say; those refusals are asserted in
+# test_task_api.py instead. So the check "a schema-valid request is accepted" is left out, and so
+# are the warnings that say the same thing as a share of the run: they fire or not with the luck of
+# the draw (one did, on POST /v1/tasks, in a CI run).
+UNSAYABLE_CHECKS = ["positive_data_acceptance"]
+UNSAYABLE_WARNINGS = {SchemathesisWarning.VALIDATION_MISMATCH, SchemathesisWarning.LOW_VALID_RATE}
+WARNINGS = [warning.value for warning in SchemathesisWarning if warning not in UNSAYABLE_WARNINGS]
+
+
 def test_schemathesis_finds_no_reply_that_breaks_the_document(server):
     schemathesis = Path(sys.executable).with_name("schemathesis")
-    # Every check but "a schema-valid request is accepted": a create's `positions` must be
-    # MsgPositions of channels the source has, and a scope must name some collection, which a
-    # JSON schema cannot say; those refusals are asserted in test_task_api.py instead.
     run = subprocess.run(
         [str(schemathesis), "run", f"http://127.0.0.1:{server.port}/openapi.json",
-         "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "25",
-         "--no-color"],
+         "--checks", "all", "--exclude-checks", ",".join(UNSAYABLE_CHECKS),
+         "--warnings", ",".join(WARNINGS), "--max-examples", "25", "--no-color"],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout, run.stdout[-3000:]
