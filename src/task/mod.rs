@@ -7,7 +7,7 @@ pub mod history;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -239,6 +239,10 @@ pub struct Supervisor {
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
     history: LagHistory,
+    /// The Kafka source's metadata client, shared by every create and every task's channel
+    /// listing, and never dropped: librdkafka takes about 100 ms to tear a client down, which a
+    /// create would otherwise wait for.
+    broker: Mutex<Option<Arc<Broker>>>,
 }
 
 /// What a create request did.
@@ -279,11 +283,22 @@ impl Supervisor {
             running: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
+            broker: Mutex::new(None),
         })
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The Kafka source's metadata client, made at its first use.
+    fn broker(&self, brokers: &str) -> Result<Arc<Broker>, TaskError> {
+        // Nothing can leave the client half-made: a panic elsewhere does not spoil it.
+        let mut shared = self.broker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*shared {
+            Some(broker) => Ok(broker.clone()),
+            None => Ok(shared.insert(Arc::new(Broker::connect(brokers)?)).clone()),
+        }
     }
 
     /// Every task; a running one's `reason` names the faults it is retrying, if any.
@@ -415,8 +430,8 @@ impl Supervisor {
         };
         let journal = self.journal.clone();
         let task_id = spec.task_id.clone();
-        let brokers = match &self.config.source.mq {
-            MqConfig::Kafka { brokers } => brokers.clone(),
+        let broker = match &self.config.source.mq {
+            MqConfig::Kafka { brokers } => self.broker(brokers)?,
             MqConfig::Pulsar { .. } => {
                 let client = self.pulsar_client(&task_id);
                 let channels = pulsar_channels(&meta.collections().await?, &prefix);
@@ -440,7 +455,6 @@ impl Supervisor {
             }
         };
         tokio::task::spawn_blocking(move || -> Result<(), TaskError> {
-            let broker = Broker::connect(&brokers)?;
             let topics = broker.channel_topics(&prefix)?;
             if let Some(unknown) = positions.keys().find(|c| !topics.contains(c)) {
                 return Err(TaskError::UnknownChannel(unknown.clone()));
@@ -819,7 +833,6 @@ impl Supervisor {
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let mq = self.mq_client(&spec.task_id);
-        let mut broker: Option<Broker> = None;
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         // The channels the task read before (a resume, a restart) start at once: listing the
         // broker's topics first may take tens of milliseconds that a catch-up need not wait.
@@ -831,7 +844,7 @@ impl Supervisor {
             Err(err) => warn!(%err, "cannot read the task's channels; listing them instead"),
         }
         while !stop.load(Ordering::Relaxed) {
-            match self.list_channels(&mut broker) {
+            match self.list_channels() {
                 Ok(topics) => self.start_readers(&spec, &stop, &mq, topics, &mut readers),
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
@@ -875,16 +888,10 @@ impl Supervisor {
     /// The source's channels. Kafka lists its topics; a Pulsar client may not be allowed to list
     /// a namespace, so there the channels are the physical channels the source's collections
     /// name in etcd, and the replicate-msg topic.
-    fn list_channels(&self, broker: &mut Option<Broker>) -> Result<Vec<String>, TaskError> {
+    fn list_channels(&self) -> Result<Vec<String>, TaskError> {
         let prefix = &self.config.source.channel_prefix;
         match &self.config.source.mq {
-            MqConfig::Kafka { brokers } => {
-                let broker = match broker {
-                    Some(broker) => broker,
-                    None => broker.insert(Broker::connect(brokers)?),
-                };
-                Ok(broker.channel_topics(prefix)?)
-            }
+            MqConfig::Kafka { brokers } => Ok(self.broker(brokers)?.channel_topics(prefix)?),
             MqConfig::Pulsar { .. } => {
                 let collections = self.runtime.block_on(async {
                     SourceMeta::connect(
