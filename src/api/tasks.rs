@@ -50,7 +50,7 @@ pub struct ConnectParam {
     /// For example `http://127.0.0.1:19530`; a bracketed IPv6 address is accepted too.
     // The server's check is `milvus_target::endpoint`.
     #[schema(
-        pattern = r"^https?://[A-Za-z0-9._-]+(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
+        pattern = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
     )]
     uri: String,
     /// `user:password` or an API key; always blank in replies.
@@ -228,4 +228,69 @@ pub fn decode<T: for<'de> Deserialize<'de>>(
         };
         ApiError::bad_request(format!("invalid {what}: {}", e.into_inner()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use regex::Regex;
+    use utoipa::PartialSchema;
+    use utoipa::openapi::{RefOr, Schema};
+
+    use super::*;
+    use crate::apply::milvus_target::check_target;
+
+    /// The `pattern` the OpenAPI document gives for the property `field` of `T`.
+    fn documented_pattern<T: PartialSchema>(field: &str) -> Regex {
+        let RefOr::T(Schema::Object(object)) = T::schema() else {
+            panic!("{field}'s type is documented as an object");
+        };
+        let Some(RefOr::T(Schema::Object(property))) = object.properties.get(field) else {
+            panic!("{field} is documented");
+        };
+        let pattern = property
+            .pattern
+            .as_deref()
+            .expect("a pattern is documented");
+        Regex::new(pattern).expect("the documented pattern is a valid regex")
+    }
+
+    static URI: LazyLock<Regex> = LazyLock::new(|| documented_pattern::<ConnectParam>("uri"));
+    static TASK_ID: LazyLock<Regex> =
+        LazyLock::new(|| documented_pattern::<CreateRequest>("task_id"));
+
+    proptest! {
+        /// A client that keeps to the document is never refused a uri, and one that does not is
+        /// never accepted; only a bracketed host may match the pattern and still be refused, as
+        /// the pattern does not spell out what an IPv6 address is.
+        #[test]
+        fn the_target_uri_the_document_allows_is_the_one_the_server_accepts(
+            (scheme, separator, host, port, rest) in (
+                "https?|https?|HTTP|ftp|",
+                "://|://|://|:/",
+                "[A-Za-z0-9._-]{1,8}|[A-Za-z0-9._@*%-]{0,6}|\\[[0-9a-f:.]{0,6}\\]",
+                ":[0-9]{1,6}|:0[0-9]{0,2}|:[0-9]{0,3}[a-z*+ :-][0-9]{0,2}|",
+                "|/|/[a-z?#/]{1,2}|[?#][a-z]{0,2}",
+            )
+        ) {
+            let uri = format!("{scheme}{separator}{host}{port}{rest}");
+            let documented = URI.is_match(&uri);
+            let accepted = check_target(&uri, "").is_ok();
+            if uri.contains('[') {
+                prop_assert!(!accepted || documented, "{uri:?} is accepted but not documented");
+            } else {
+                prop_assert_eq!(accepted, documented, "{:?}", uri);
+            }
+        }
+
+        #[test]
+        fn the_task_id_the_document_allows_is_the_one_the_server_accepts(
+            id in "[A-Za-z0-9._/ -]{0,130}"
+        ) {
+            let documented = TASK_ID.is_match(&id);
+            prop_assert_eq!(is_task_id(&id), documented, "{:?}", id);
+        }
+    }
 }

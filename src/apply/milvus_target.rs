@@ -99,23 +99,31 @@ fn endpoint(uri: &str) -> Result<Endpoint, String> {
     let invalid = |why: &dyn std::fmt::Display| format!("invalid target uri {uri:?}: {why}");
     let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| invalid(&e))?;
     let parsed = endpoint.uri();
-    let host_ok = parsed.host().is_some_and(|host| {
-        host.strip_prefix('[')
+    // The authority must be exactly `host` or `host:port`, with the port in plain digits: the
+    // parser reads `h:+1` as port 1, `h:1x` as host `h` without a port, and drops `user@`.
+    let authority = parsed.authority().map(|a| a.as_str()).unwrap_or_default();
+    let authority_plain = parsed.host().is_some_and(|host| {
+        let host_ok = host
+            .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
             || (!host.is_empty()
                 && host
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
+        let port_ok = match authority.strip_prefix(host) {
+            Some("") => true,
+            Some(port) => port.strip_prefix(':').is_some_and(|digits| {
+                digits.bytes().all(|b| b.is_ascii_digit())
+                    && (digits == "0" || !digits.starts_with('0'))
+                    && digits.parse::<u16>().is_ok()
+            }),
+            None => false,
+        };
+        host_ok && port_ok
     });
-    let authority = parsed.authority().map(|a| a.as_str()).unwrap_or_default();
-    let plain = matches!(parsed.scheme_str(), Some("http" | "https"))
-        && host_ok
-        && !authority.contains('@')
-        && !authority.ends_with(':')
-        && parsed
-            .port()
-            .is_none_or(|p| p.as_str() == "0" || !p.as_str().starts_with('0'))
+    let plain = (uri.starts_with("http://") || uri.starts_with("https://"))
+        && authority_plain
         && matches!(parsed.path(), "" | "/")
         && parsed.query().is_none()
         && !uri.contains('#');
