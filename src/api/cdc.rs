@@ -37,8 +37,14 @@ pub struct TaskIdRequest {
     task_id: String,
 }
 
+/// Any object; its members are ignored.
 #[derive(Deserialize, ToSchema)]
-pub struct NoData {}
+pub struct NoData {
+    // Flattened, the struct is read as a map only: serde would read `[]` as an empty struct.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    _ignored: serde_json::Map<String, Value>,
+}
 
 /// `data` is `{"task_id"}` for create, `{"task": ...}` for get, `{"tasks": [...]}` for list,
 /// `{"positions": ...}` for position and `{}` for the others.
@@ -115,5 +121,40 @@ pub fn document_list_without_data(doc: &mut utoipa::openapi::OpenApi) {
         if is_list {
             variant.required.retain(|field| field != "request_data");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(body: &str) -> Result<(), String> {
+        match tasks::decode::<CdcRequest>(None, body.as_bytes()) {
+            Ok(CdcRequest::List(_)) => Ok(()),
+            Ok(_) => Err("not a list request".into()),
+            Err(err) => Err(err.message),
+        }
+    }
+
+    #[test]
+    fn a_list_request_takes_no_data_an_empty_object_or_any_object_but_not_an_array() {
+        assert_eq!(list(r#"{"request_type": "list"}"#), Ok(()));
+        assert_eq!(
+            list(r#"{"request_type": "list", "request_data": null}"#),
+            Ok(())
+        );
+        assert_eq!(
+            list(r#"{"request_type": "list", "request_data": {}}"#),
+            Ok(())
+        );
+        assert_eq!(
+            list(r#"{"request_type": "list", "request_data": {"x": 1}}"#),
+            Ok(())
+        );
+        let refused = list(r#"{"request_type": "list", "request_data": []}"#);
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("request_data")),
+            "{refused:?}"
+        );
     }
 }
