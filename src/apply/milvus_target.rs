@@ -122,6 +122,7 @@ fn endpoint(uri: &str) -> Result<Endpoint, String> {
         };
         host_ok && port_ok
     });
+    // In lower case, as the documented pattern has it: the parser takes `HTTP://` too.
     let plain = (uri.starts_with("http://") || uri.starts_with("https://"))
         && authority_plain
         && matches!(parsed.path(), "" | "/")
