@@ -113,10 +113,11 @@ fn endpoint(uri: &str) -> Result<Endpoint, String> {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
         let port_ok = match authority.strip_prefix(host) {
             Some("") => true,
+            // Written as the number it is: no sign, no leading zero, at most 65535.
             Some(port) => port.strip_prefix(':').is_some_and(|digits| {
-                digits.bytes().all(|b| b.is_ascii_digit())
-                    && (digits == "0" || !digits.starts_with('0'))
-                    && digits.parse::<u16>().is_ok()
+                digits
+                    .parse::<u16>()
+                    .is_ok_and(|number| number.to_string() == digits)
             }),
             None => false,
         };
