@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::source::position::MqKind;
+use crate::model::MqKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod health;
 pub mod journal;
 pub mod metrics;
+pub mod model;
 pub mod source;
 pub mod task;
 

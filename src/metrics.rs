@@ -13,9 +13,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::journal::record::Operation;
-use crate::journal::{Change, Journal, JournalError};
-use crate::source::meta::{is_replicate_topic, vchannel_pchannel};
+use crate::journal::{Journal, JournalError};
+use crate::model::Change;
+use crate::model::Operation;
+use crate::model::{is_replicate_topic, vchannel_pchannel};
 use crate::task::TaskSpec;
 
 pub struct Metrics {
@@ -384,9 +385,9 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{
-        Change, CollectionRef, DeleteBatch, InFlightBatch, MqPosition, PrimaryKeys, RowPosition,
-        StagedChange,
+    use crate::journal::InFlightBatch;
+    use crate::model::{
+        Change, CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, RowPosition, StagedChange,
     };
 
     /// A hybrid timestamp at `ms` Unix milliseconds.
@@ -447,15 +448,15 @@ mod tests {
         let event = StagedChange {
             vchannel: lane.into(),
             ts: at(90_000),
-            change: Change::Ddl(crate::journal::Ddl {
+            change: Change::Ddl(crate::model::Ddl {
                 collection: CollectionRef {
                     id: 1,
                     db_name: "default".into(),
                     name: "c".into(),
                 },
                 barrier: vec![lane.into()],
-                event: crate::journal::DdlEvent::Replicated {
-                    kind: crate::journal::ReplicatedKind::Flush,
+                event: crate::model::DdlEvent::Replicated {
+                    kind: crate::model::ReplicatedKind::Flush,
                     request: vec![],
                     waits_for: vec![],
                 },

@@ -14,7 +14,8 @@ use milvus::proto::milvus::{
     DropCollectionRequest,
 };
 use milvus::proto::schema::{CollectionSchema, DataType, FieldSchema};
-use milvus_cdc::source::meta::{SourceMeta, vchannel_collection_id, vchannel_pchannel};
+use milvus_cdc::model::{vchannel_collection_id, vchannel_pchannel};
+use milvus_cdc::source::meta::SourceMeta;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 

@@ -115,7 +115,7 @@ async fn status_page() -> Html<&'static str> {
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<Response, ApiError> {
-    let now_ms = crate::task::now_ms();
+    let now_ms = crate::model::now_ms();
     let text = crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
         .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -9,9 +9,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::source::capture::NameMapping;
-use crate::source::position::decode_position;
-use crate::task::{Created, StartPosition, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
+use crate::model::NameMapping;
+use crate::model::StartPosition;
+use crate::model::decode_position;
+use crate::task::{Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
 #[derive(Deserialize, ToSchema)]

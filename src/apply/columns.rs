@@ -12,7 +12,7 @@ use bytes::Bytes;
 use milvus::proto::schema::{DataType, FieldData, field_data, scalar_field, vector_field};
 use prost::Message;
 
-use crate::journal::EncodedColumn;
+use crate::model::EncodedColumn;
 use crate::proto::passthrough::FieldDataHead;
 
 /// One column of a target call: the encoded columns of consecutive inserts, which protobuf

@@ -3,7 +3,7 @@
 //! once every vchannel of its barrier has it at its head or has passed its timestamp.
 
 use super::*;
-use crate::journal::{
+use crate::model::{
     CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind, StagedChange,
 };
 

@@ -21,7 +21,7 @@ mod replicated;
 
 use super::plan::Call;
 use super::{Ddl, Target, TargetError};
-use crate::journal::{CollectionRef, DdlEvent, PrimaryKeys};
+use crate::model::{CollectionRef, DdlEvent, PrimaryKeys};
 use insert::{InsertCodec, InsertRequest};
 
 /// Adds the `authorization` header Milvus expects when the target has auth on.

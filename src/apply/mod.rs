@@ -30,14 +30,13 @@ use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tracing::{debug, info};
 
 use crate::health::Health;
-use crate::journal::{
-    Change, DdlEvent, InFlightBatch, Journal, JournalError, JournalRow, RowPosition,
-};
+use crate::journal::{InFlightBatch, Journal, JournalError, JournalRow};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::source::meta::vchannel_pchannel;
+use crate::model::vchannel_pchannel;
+use crate::model::{Change, DdlEvent, RowPosition};
 use plan::{Call, PlanError, Step, next_step};
 
-pub use crate::journal::Ddl;
+pub use crate::model::Ddl;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -585,7 +584,7 @@ fn record_applied(task: &str, batch: &DataBatch) {
     METRICS.batches_applied.inc();
     METRICS
         .last_applied
-        .set(crate::task::now_ms() as f64 / 1000.0);
+        .set(crate::model::now_ms() as f64 / 1000.0);
     debug!(
         task,
         vchannels = batch.marker.ends.len(),
@@ -826,7 +825,7 @@ impl<'a> Planner<'a> {
 }
 
 fn ddl_name(ddl: &Ddl) -> &'static str {
-    use crate::journal::DdlEvent::*;
+    use crate::model::DdlEvent::*;
     match ddl.event {
         CreateCollection { .. } => "create collection",
         DropCollection => "drop collection",

@@ -6,8 +6,9 @@
 //! one collection and partition are merged into one target call, up to a size.
 
 use super::columns::{MergedColumn, append_columns, head};
-use crate::journal::record::Operation;
-use crate::journal::{Change, CollectionRef, JournalRow, PrimaryKeys};
+use crate::journal::JournalRow;
+use crate::model::Operation;
+use crate::model::{Change, CollectionRef, PrimaryKeys};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {

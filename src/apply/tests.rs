@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::journal::{
+use crate::model::{
     CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
 };
 

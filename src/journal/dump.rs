@@ -8,11 +8,12 @@ use serde::Serialize;
 use milvus::proto::milvus as rpc;
 use prost::Message;
 
-use super::record::{self, Change, DdlEvent, ReplicatedKind};
+use super::record;
 use super::{
     APPLIED, IN_FLIGHT, InFlightBatch, JournalError, ROWS, RowPosition, SOURCE_OFFSETS,
     SourceOffset, TASKS,
 };
+use crate::model::{Change, DdlEvent, ReplicatedKind};
 
 /// Which journal rows to show.
 #[derive(Debug, Default, Clone)]
@@ -308,9 +309,8 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{
-        CollectionRef, DeleteBatch, Journal, MqPosition, PrimaryKeys, StagedChange,
-    };
+    use crate::journal::Journal;
+    use crate::model::{CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, StagedChange};
 
     #[test]
     fn dump_reads_a_closed_journal_and_filters_rows() {
@@ -367,7 +367,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let change = Change::Ddl(crate::journal::Ddl {
+        let change = Change::Ddl(crate::model::Ddl {
             collection: CollectionRef {
                 id: 3,
                 db_name: "default".into(),

@@ -17,7 +17,6 @@
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
 
 pub mod dump;
-pub mod position;
 mod recent;
 pub mod record;
 
@@ -29,13 +28,10 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use position::{MessageId, MqPosition, PositionMismatch, PulsarId};
 pub use recent::RecentRoom;
 use recent::{CachedRow, Coverage, RecentRows};
-pub use record::{
-    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
-    ReplicatedKind,
-};
+
+use crate::model::{Change, MqPosition, RowPosition, SourceOffset, StagedChange};
 
 type RowKey<'a> = (&'a str, &'a str, u64, u64);
 
@@ -85,33 +81,6 @@ storage_from!(
     redb::StorageError,
     redb::CommitError
 );
-
-/// Where a row sits within its vchannel: source timestamp, then the reader's sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RowPosition {
-    pub ts: u64,
-    pub seq: u64,
-}
-
-/// The reader's state for one physical channel, written with the rows it staged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceOffset {
-    pub next: MqPosition,
-    /// Newest TimeTick seen: every message of this channel with a timestamp at or below it has
-    /// been staged (Milvus stamps a channel's messages in increasing order before its tick).
-    pub tick: u64,
-    /// Next sequence number for a staged row; never reused, so positions of deleted (applied)
-    /// rows can never be taken again by new rows of the same timestamp.
-    pub next_seq: u64,
-}
-
-/// A change as the reader hands it to [`Journal::stage`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct StagedChange {
-    pub vchannel: String,
-    pub ts: u64,
-    pub change: Change,
-}
 
 /// A row read back for the applier.
 #[derive(Debug, Clone, PartialEq)]

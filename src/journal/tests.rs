@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::*;
 
 fn journal() -> (tempfile::TempDir, Journal) {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use milvus::proto::milvus as rpc;
 use milvus::proto::msg;
 use prost::Message;
 
-use crate::journal::ReplicatedKind;
+use crate::model::ReplicatedKind;
 pub use crate::proto::passthrough::InsertMessage;
 
 /// What the proxy writes to `{prefix}-replicate-msg`: the public requests it executed, each

@@ -9,7 +9,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::mq::{ChannelSource, Fetched, MqClient, MqError};
-use crate::journal::{MessageId, MqPosition, PositionMismatch};
+use crate::model::{MessageId, MqPosition, PositionMismatch};
 
 /// Milvus writes every channel to partition 0 of its topic.
 const PARTITION: i32 = 0;
@@ -89,7 +89,7 @@ impl Broker {
     /// source has written to it (Milvus creates it on first use).
     pub fn channel_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
         let all = self.topics()?;
-        let replicate = super::meta::replicate_topic(prefix);
+        let replicate = crate::model::replicate_topic(prefix);
         let mut topics = dml_topic_names(prefix, all.iter().map(String::as_str));
         if all.contains(&replicate) {
             topics.push(replicate);

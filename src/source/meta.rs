@@ -16,6 +16,8 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use milvus::proto::schema::{CollectionSchema, FieldSchema};
 use prost::Message;
 
+use crate::model::parse_id;
+
 use crate::proto::etcd_meta::{
     AliasInfo, CollectionInfo, CollectionLoadInfo, DatabaseInfo, FieldIndex, PartitionInfo,
 };
@@ -260,12 +262,6 @@ pub fn parse_key(meta_root: &str, key: &str) -> Result<Option<MetaKey>, MetaErro
 }
 
 /// Milvus ids are non-negative decimal i64s; `str::parse` alone would also accept `+5`.
-fn parse_id(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
 
 pub fn is_tombstone(value: &[u8]) -> bool {
     value == TOMBSTONE
@@ -589,44 +585,6 @@ fn build_collection(
         partitions: parts,
         create_time: info.create_time,
     }))
-}
-
-/// The collection id in a virtual channel name `{pchannel}_{collectionID}v{shard}`; lets a
-/// message on a physical channel be routed without a metadata lookup.
-pub fn vchannel_collection_id(vchannel: &str) -> Option<i64> {
-    split_vchannel(vchannel).map(|(_, id)| id)
-}
-
-/// The physical channel (MQ topic) a virtual channel lives on. The replicate-msg topic is its
-/// own journal lane, so it maps to itself: its staged events and their tick live there.
-pub fn vchannel_pchannel(vchannel: &str) -> Option<&str> {
-    if is_replicate_topic(vchannel) {
-        return Some(vchannel);
-    }
-    split_vchannel(vchannel).map(|(p, _)| p)
-}
-
-const REPLICATE_TOPIC_SUFFIX: &str = "-replicate-msg";
-
-/// The topic where the source's proxy writes the operations that do not go through the DML
-/// channels (index, load, release, flush, database): `{prefix}-replicate-msg`.
-pub fn replicate_topic(prefix: &str) -> String {
-    format!("{prefix}{REPLICATE_TOPIC_SUFFIX}")
-}
-
-/// True for a replicate-msg topic name (also the name of its journal lane).
-pub fn is_replicate_topic(name: &str) -> bool {
-    name.len() > REPLICATE_TOPIC_SUFFIX.len() && name.ends_with(REPLICATE_TOPIC_SUFFIX)
-}
-
-fn split_vchannel(vchannel: &str) -> Option<(&str, i64)> {
-    // The physical channel itself contains `_`, so split at the last one.
-    let (pchannel, rest) = vchannel.rsplit_once('_')?;
-    let (coll, shard) = rest.split_once('v')?;
-    if pchannel.is_empty() || parse_id(shard).is_none() {
-        return None;
-    }
-    Some((pchannel, parse_id(coll)?))
 }
 
 /// The first key after every key starting with `prefix` (etcd's "range end" for a prefix).
@@ -1313,41 +1271,6 @@ mod tests {
         assert_eq!(loaded_replicas("k", &info(2, 0)).unwrap(), Some(1));
         assert_eq!(loaded_replicas("k", &info(1, 1)).unwrap(), None);
         assert_eq!(loaded_replicas("k", TOMBSTONE).unwrap(), None);
-    }
-
-    #[test]
-    fn vchannel_helpers() {
-        let v = "by-dev-rootcoord-dml_0_445612345678901234v0";
-        assert_eq!(vchannel_collection_id(v), Some(445612345678901234));
-        assert_eq!(vchannel_pchannel(v), Some("by-dev-rootcoord-dml_0"));
-        assert_eq!(vchannel_collection_id("dml_3_12v15"), Some(12));
-        // The replicate-msg lane is its own channel, whatever the prefix.
-        assert_eq!(
-            vchannel_pchannel("by-dev-replicate-msg"),
-            Some("by-dev-replicate-msg")
-        );
-        assert_eq!(
-            vchannel_pchannel(&replicate_topic("by_dev_2")),
-            Some("by_dev_2-replicate-msg")
-        );
-        assert_eq!(vchannel_collection_id("by-dev-replicate-msg"), None);
-        assert!(!is_replicate_topic("-replicate-msg"));
-        for bad in [
-            "",
-            "by-dev-rootcoord-dml_0",
-            "by-dev-rootcoord-dml_0_",
-            "by-dev-rootcoord-dml_0_123",
-            "by-dev-rootcoord-dml_0_123v",
-            "by-dev-rootcoord-dml_0_v0",
-            "by-dev-rootcoord-dml_0_12a3v0",
-            "by-dev-rootcoord-dml_0_+123v0",
-            "by-dev-rootcoord-dml_0_123v0x",
-            "_123v0",
-            "by-dev-rootcoord-dml_0_99999999999999999999v0",
-        ] {
-            assert_eq!(vchannel_collection_id(bad), None, "{bad}");
-            assert_eq!(vchannel_pchannel(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ pub mod decode;
 pub mod kafka;
 pub mod meta;
 pub mod mq;
-pub mod position;
 pub mod pulsar;
 pub mod reader;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::kafka::KafkaError;
 use super::pulsar::PulsarError;
-use crate::journal::{MessageId, MqPosition, PositionMismatch};
+use crate::model::{MessageId, MqPosition, PositionMismatch};
 
 /// One fetched message: its id on the channel and its payload.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 use tracing::debug;
 
 use super::mq::{ChannelSource, Fetched, MqClient, MqError};
-use crate::journal::{MessageId, MqPosition, PositionMismatch, PulsarId};
+use crate::model::{MessageId, MqPosition, PositionMismatch, PulsarId, message_id_data, pulsar_id};
 
 /// Bounds the connect and subscribe round trips: a silent broker must not hang a reader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,26 +79,6 @@ pub fn subscription(task: &str, pchannel: &str, run: &str) -> String {
 
 fn new_run() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
-
-/// A Pulsar MessageId as the journal keeps it.
-pub fn pulsar_id(id: &MessageIdData) -> PulsarId {
-    PulsarId {
-        ledger: id.ledger_id,
-        entry: id.entry_id,
-        batch: id.batch_index.unwrap_or(-1),
-        partition: id.partition.unwrap_or(-1),
-    }
-}
-
-pub fn message_id_data(id: &PulsarId) -> MessageIdData {
-    MessageIdData {
-        ledger_id: id.ledger,
-        entry_id: id.entry,
-        partition: Some(id.partition),
-        batch_index: Some(id.batch),
-        ..Default::default()
-    }
 }
 
 /// A start position Milvus recorded in etcd (`CollectionInfo.start_positions`): the serialized

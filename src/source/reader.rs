@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::capture::{Captured, CollectionLookup, Scope, capture};
+use super::capture::{Captured, CollectionLookup, capture};
 use super::decode::{SourceMessage, decode, timestamp};
-use super::meta::is_replicate_topic;
 use super::mq::{ChannelSource, MqClient, MqError};
-use crate::journal::{Journal, JournalError, MqPosition, StagedChange};
+use crate::journal::{Journal, JournalError};
 use crate::metrics::{ErrorKind, METRICS};
+use crate::model::Scope;
+use crate::model::is_replicate_topic;
+use crate::model::{MqPosition, StagedChange};
 
 #[derive(Debug, Clone)]
 pub struct ReaderSettings {
@@ -326,7 +328,7 @@ impl RecentPayloads {
 #[cfg(test)]
 mod tests {
     use super::{RecentPayloads, not_before};
-    use crate::journal::{Change, CollectionRef, Ddl, DdlEvent, StagedChange};
+    use crate::model::{Change, CollectionRef, Ddl, DdlEvent, StagedChange};
 
     #[test]
     fn a_replicate_msg_event_stamped_before_the_newest_one_is_staged_after_it() {
@@ -377,9 +379,9 @@ mod pacing_tests {
     use std::time::{Duration, Instant};
 
     use super::Pacer;
-    use crate::journal::{
-        Change, CollectionRef, DeleteBatch, InFlightBatch, Journal, MqPosition, PrimaryKeys,
-        RowPosition, StagedChange,
+    use crate::journal::{InFlightBatch, Journal};
+    use crate::model::{
+        Change, CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, RowPosition, StagedChange,
     };
 
     /// A cache of 10 kB; each staged row takes about 850 bytes of it.

@@ -12,12 +12,13 @@ use milvus::proto::msg;
 use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
 use prost::Message as _;
 
-use super::capture::Scope;
 use super::meta::CollectionMeta;
 use super::mq::{ChannelSource, Fetched, MqClient, MqError};
 use super::pulsar::PulsarError;
 use super::reader::{ChannelReader, ReaderSettings};
-use crate::journal::{Change, Journal, MessageId, MqPosition, PrimaryKeys, PulsarId};
+use crate::journal::Journal;
+use crate::model::Scope;
+use crate::model::{Change, MessageId, MqPosition, PrimaryKeys, PulsarId};
 
 const P0: &str = "by-dev-rootcoord-dml_0";
 const V0: &str = "by-dev-rootcoord-dml_0_9v0";

@@ -19,18 +19,16 @@ use crate::apply::milvus_target::{MilvusTarget, check_target};
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::config::{Config, MqConfig};
 use crate::health::Health;
-use crate::journal::{
-    Change, Ddl, DdlEvent, Journal, JournalError, MqPosition, PulsarId, ReplicatedKind,
-    StagedChange,
-};
+use crate::journal::{Journal, JournalError};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::source::capture::{CollectionLookup, DEFAULT_DB, NameMapping, Scope, user_fields_only};
+use crate::model::{Change, Ddl, DdlEvent, MqPosition, PulsarId, ReplicatedKind, StagedChange};
+use crate::model::{DEFAULT_DB, NameMapping, Scope, StartPosition, now_ms};
+use crate::model::{MqKind, encode_position};
+use crate::model::{is_replicate_topic, replicate_topic, vchannel_pchannel};
+use crate::source::capture::{CollectionLookup, user_fields_only};
 use crate::source::kafka::{Broker, KafkaClient, KafkaError};
-use crate::source::meta::{
-    CollectionMeta, MetaError, SourceMeta, is_replicate_topic, replicate_topic, vchannel_pchannel,
-};
+use crate::source::meta::{CollectionMeta, MetaError, SourceMeta};
 use crate::source::mq::MqClient;
-use crate::source::position::{MqKind, encode_position};
 use crate::source::pulsar::{PulsarClient, PulsarError, PulsarSettings};
 use crate::source::reader::{ChannelReader, ReaderSettings};
 use history::{LagHistory, Sample};
@@ -41,17 +39,6 @@ pub enum TaskState {
     Running,
     Paused,
     Failed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StartPosition {
-    /// Changes made after the task was created.
-    #[default]
-    Latest,
-    /// Each in-scope collection from its start position in the source's etcd (its
-    /// CreateCollection message), so collections that exist already are copied whole.
-    Earliest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1032,12 +1019,6 @@ impl Supervisor {
     }
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn max_lag(lag: &crate::metrics::TaskLag) -> Option<f64> {
     lag.target.values().copied().reduce(f64::max)
 }
@@ -1048,7 +1029,7 @@ fn pulsar_channels(collections: &[CollectionMeta], prefix: &str) -> Vec<String> 
     collections
         .iter()
         .flat_map(|c| c.physical_channels.iter().cloned())
-        .chain([crate::source::meta::replicate_topic(prefix)])
+        .chain([crate::model::replicate_topic(prefix)])
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
@@ -1198,7 +1179,7 @@ fn existing_collection_seeds(
 ) -> Vec<StagedChange> {
     let mut seeds = Vec::new();
     for c in collections {
-        let collection = scope.on_target(crate::journal::CollectionRef {
+        let collection = scope.on_target(crate::model::CollectionRef {
             id: c.id,
             db_name: c.db_name.clone(),
             name: c.name.clone(),
@@ -1255,7 +1236,7 @@ async fn existing_operation_seeds(
             vchannel: lane.to_owned(),
             ts: 0,
             change: Change::Ddl(Ddl {
-                collection: scope.on_target(crate::journal::CollectionRef {
+                collection: scope.on_target(crate::model::CollectionRef {
                     id: c.id,
                     db_name: c.db_name.clone(),
                     name: c.name.clone(),
@@ -1372,7 +1353,7 @@ impl CollectionLookup for EtcdLookup {
 #[cfg(test)]
 mod tests {
     use super::{CollectionMeta, TaskError, TaskSpec, earliest_offset};
-    use crate::source::capture::Scope;
+    use crate::model::Scope;
 
     fn spec(collections: &[&str], databases: &[(&str, &[&str])]) -> TaskSpec {
         serde_json::from_value(serde_json::json!({
@@ -1442,7 +1423,7 @@ mod tests {
         let spec: TaskSpec = serde_json::from_str(spec).unwrap();
         assert_eq!(
             spec.positions["dml_0"],
-            crate::journal::MqPosition::Kafka { next_offset: 42 }
+            crate::model::MqPosition::Kafka { next_offset: 42 }
         );
         let again: TaskSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
         assert_eq!(again, spec);
@@ -1490,7 +1471,7 @@ mod tests {
 
     #[test]
     fn a_pulsar_earliest_start_is_the_oldest_message_id_of_the_channel_included() {
-        use crate::journal::{MessageId, MqPosition, PulsarId};
+        use crate::model::{MessageId, MqPosition, PulsarId};
         let collections = [
             pulsar_start("b", P0, 4, 20),
             pulsar_start("a", P0, 3, 900),

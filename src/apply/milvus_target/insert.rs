@@ -99,7 +99,7 @@ mod tests {
 
     use super::*;
     use crate::apply::columns::append_columns;
-    use crate::journal::EncodedColumn;
+    use crate::model::EncodedColumn;
 
     fn ids(values: &[i64]) -> MergedColumn {
         let column = FieldData {

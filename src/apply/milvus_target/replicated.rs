@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::{MilvusTarget, check};
 use crate::apply::{Ddl, TargetError};
-use crate::journal::{CollectionRef, ReplicatedKind};
+use crate::model::{CollectionRef, ReplicatedKind};
 
 /// How long a load waits for its collection's index on the target. The index event comes
 /// before the load on the same lane, so once it is applied the index is there at once; one

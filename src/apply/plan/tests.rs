@@ -5,7 +5,7 @@ use milvus::proto::schema::{
 use prost::Message;
 
 use super::*;
-use crate::journal::{Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, RowPosition};
+use crate::model::{Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, RowPosition};
 
 fn coll() -> CollectionRef {
     CollectionRef {

@@ -12,7 +12,15 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use pulsar::message::proto::MessageIdData;
 use serde::{Deserialize, Serialize};
+
+/// The message queue a source writes to, which decides what a position's `msgID` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqKind {
+    Kafka,
+    Pulsar,
+}
 
 /// A message queue position: what the reader stages next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +153,45 @@ impl fmt::Display for MqPosition {
                 if *inclusive { "from" } else { "after" }
             ),
         }
+    }
+}
+
+/// Where a row sits within its vchannel: source timestamp, then the reader's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowPosition {
+    pub ts: u64,
+    pub seq: u64,
+}
+
+/// A reader's state on one physical channel, staged with its rows in one journal transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOffset {
+    pub next: MqPosition,
+    /// Newest TimeTick seen: every message of this channel with a timestamp at or below it has
+    /// been staged (Milvus stamps a channel's messages in increasing order before its tick).
+    pub tick: u64,
+    /// Next sequence number for a staged row; never reused, so positions of deleted (applied)
+    /// rows can never be taken again by new rows of the same timestamp.
+    pub next_seq: u64,
+}
+
+/// A Pulsar MessageId as the journal keeps it.
+pub fn pulsar_id(id: &MessageIdData) -> PulsarId {
+    PulsarId {
+        ledger: id.ledger_id,
+        entry: id.entry_id,
+        batch: id.batch_index.unwrap_or(-1),
+        partition: id.partition.unwrap_or(-1),
+    }
+}
+
+pub fn message_id_data(id: &PulsarId) -> MessageIdData {
+    MessageIdData {
+        ledger_id: id.ledger,
+        entry_id: id.entry,
+        partition: Some(id.partition),
+        batch_index: Some(id.batch),
+        ..Default::default()
     }
 }
 

@@ -16,18 +16,10 @@ use milvus::proto::msg::MsgPosition;
 use prost::Message;
 use pulsar::message::proto::MessageIdData;
 
-use super::pulsar::{message_id_data, pulsar_id};
-use crate::journal::MqPosition;
+use super::position::{MqKind, MqPosition, message_id_data, pulsar_id};
 
 /// `msgGroup` of a Pulsar position whose message is itself to be read.
 pub const PULSAR_INCLUSIVE: &str = "milvus-cdc:inclusive";
-
-/// The message queue a source writes to, which decides what a position's `msgID` holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqKind {
-    Kafka,
-    Pulsar,
-}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("position of {channel}: {reason}")]
@@ -106,7 +98,7 @@ pub fn encode_position(channel: &str, position: &MqPosition, timestamp: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{MessageId, PulsarId};
+    use crate::model::{MessageId, PulsarId};
 
     const P0: &str = "by-dev-rootcoord-dml_0";
 

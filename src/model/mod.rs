@@ -1,0 +1,60 @@
+//! The vocabulary every stage shares: what a change is, where a reader or the applier stands,
+//! how channels are named, and which collections a task covers.
+//!
+//! It depends on nothing else in the crate (a check in `tests/layering.rs` holds it to that), so
+//! the stages (`source`, `journal`, `apply`) can all speak it without knowing one another.
+
+mod change;
+mod channel;
+mod msg_position;
+mod position;
+mod scope;
+
+pub use change::{
+    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, Operation,
+    PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,
+};
+pub use channel::{
+    is_replicate_topic, parse_id, replicate_topic, vchannel_collection_id, vchannel_pchannel,
+};
+pub use msg_position::{PULSAR_INCLUSIVE, PositionError, decode_position, encode_position};
+pub use position::{
+    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, RowPosition, SourceOffset,
+    message_id_data, pulsar_id,
+};
+pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
+
+/// Where a new task starts reading its channels, unless its create gives positions.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    /// Changes made after the task was created.
+    #[default]
+    Latest,
+    /// Each in-scope collection from its start position in the source's etcd (its
+    /// CreateCollection message), so collections that exist already are copied whole.
+    Earliest,
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The physical part of a Milvus hybrid timestamp (milliseconds << 18 | logical), in Unix
+/// milliseconds.
+pub fn physical_ms(ts: u64) -> u64 {
+    ts >> 18
+}
