@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use milvus_cdc::source::capture::{Scope, capture};
+use milvus_cdc::model::Scope;
+use milvus_cdc::source::capture::capture;
 use milvus_cdc::source::decode::decode;
 
 fuzz_target!(|data: &[u8]| {
