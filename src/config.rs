@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::MqKind;
+use crate::source::SourceConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,54 +90,6 @@ impl Default for JournalConfig {
     }
 }
 
-/// Where the source Milvus keeps its metadata and its message queue.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SourceConfig {
-    pub etcd_endpoints: Vec<String>,
-    /// The source's `etcd.rootPath`; its metadata lives under `{root_path}/meta`.
-    pub etcd_root_path: String,
-    /// The source's `msgChannel.chanNamePrefix.cluster`: topics are `{prefix}-rootcoord-dml_N`.
-    pub channel_prefix: String,
-    pub mq: MqConfig,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum MqConfig {
-    Kafka {
-        brokers: String,
-    },
-    Pulsar {
-        /// The service URL, `pulsar://host:6650`.
-        url: String,
-        /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
-        #[serde(default)]
-        token: Option<String>,
-        #[serde(default = "default_pulsar_tenant")]
-        tenant: String,
-        #[serde(default = "default_pulsar_namespace")]
-        namespace: String,
-    },
-}
-
-impl MqConfig {
-    pub fn kind(&self) -> MqKind {
-        match self {
-            MqConfig::Kafka { .. } => MqKind::Kafka,
-            MqConfig::Pulsar { .. } => MqKind::Pulsar,
-        }
-    }
-}
-
-fn default_pulsar_tenant() -> String {
-    "public".into()
-}
-
-fn default_pulsar_namespace() -> String {
-    "default".into()
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -147,19 +99,6 @@ impl Default for Config {
             journal: JournalConfig::default(),
             apply: ApplyConfig::default(),
             api: ApiConfig::default(),
-        }
-    }
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        Self {
-            etcd_endpoints: vec!["127.0.0.1:2379".into()],
-            etcd_root_path: "by-dev".into(),
-            channel_prefix: "by-dev".into(),
-            mq: MqConfig::Kafka {
-                brokers: "127.0.0.1:9092".into(),
-            },
         }
     }
 }
@@ -195,6 +134,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::mq::MqConfig;
 
     #[test]
     fn an_empty_file_means_the_local_testbed() {

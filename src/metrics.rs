@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus text: process-wide counters, and per task the lag and state read
 //! from the journal at scrape time (so they are exact, and survive restarts).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
 
@@ -13,11 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::journal::{Journal, JournalError};
-use crate::model::Change;
-use crate::model::Operation;
-use crate::model::{is_replicate_topic, vchannel_pchannel};
-use crate::task::TaskSpec;
+use crate::model::{Change, Operation};
 
 pub struct Metrics {
     pub messages_read: Counter,
@@ -198,62 +194,27 @@ struct StateLabels {
 
 type Seconds = Gauge<f64, AtomicU64>;
 
-/// How far behind a task is, in seconds, at `now_ms` (Unix milliseconds).
-#[derive(Debug, PartialEq)]
-pub struct TaskLag {
-    /// Per physical channel: age of the newest TimeTick staged (how far the reader trails the
-    /// source).
-    pub source: BTreeMap<String, f64>,
-    /// Per vchannel: age of the oldest change not yet applied, or of the channel's newest
-    /// TimeTick when everything up to it is applied (how far the target trails the source).
-    pub target: BTreeMap<String, f64>,
+/// What the journal and the tasks say at the moment of a scrape, as plain values.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub journal_bytes: u64,
+    pub journal_rows: u64,
+    pub tasks: Vec<TaskGauges>,
 }
 
-/// Milvus timestamps are hybrid: physical milliseconds shifted left by 18 logical bits.
-fn age_seconds(ts: u64, now_ms: u64) -> f64 {
-    now_ms.saturating_sub(ts >> 18) as f64 / 1000.0
+/// One task's state and lag, in seconds per channel.
+#[derive(Debug)]
+pub struct TaskGauges {
+    pub task: String,
+    pub state: String,
+    /// Per physical channel: age of the newest source TimeTick staged.
+    pub source_lag: BTreeMap<String, f64>,
+    /// Per vchannel: age of the oldest change not applied yet.
+    pub target_lag: BTreeMap<String, f64>,
 }
 
-pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, JournalError> {
-    let ticks: HashMap<String, u64> = journal
-        .source_offsets(task)?
-        .into_iter()
-        .map(|(pchannel, offset)| (pchannel, offset.tick))
-        .collect();
-    // The replicate-msg topic has no ticks, only its last event's stamp: its age says nothing
-    // about how far the reader trails.
-    let source = ticks
-        .iter()
-        .filter(|(pchannel, tick)| **tick > 0 && !is_replicate_topic(pchannel))
-        .map(|(pchannel, tick)| (pchannel.clone(), age_seconds(*tick, now_ms)))
-        .collect();
-    let applied: HashMap<String, _> = journal.applied_positions(task)?.into_iter().collect();
-    let mut vchannels: Vec<String> = journal.vchannels(task)?;
-    vchannels.extend(applied.keys().cloned());
-    vchannels.sort();
-    vchannels.dedup();
-    let mut target = BTreeMap::new();
-    for vchannel in vchannels {
-        let Some(&tick) = vchannel_pchannel(&vchannel).and_then(|p| ticks.get(p)) else {
-            continue;
-        };
-        let after = applied.get(&vchannel).copied();
-        let applied_through = match journal.first_position(task, &vchannel, after, tick)? {
-            // Everything before the first pending change is applied.
-            Some(pending) => pending.ts.saturating_sub(1),
-            // The replicate-msg lane has no ticks of its own (its "tick" is its last event):
-            // with nothing pending it is not behind.
-            None if is_replicate_topic(&vchannel) => continue,
-            None => tick,
-        };
-        if applied_through > 0 {
-            target.insert(vchannel, age_seconds(applied_through, now_ms));
-        }
-    }
-    Ok(TaskLag { source, target })
-}
-
-pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<String, String> {
+/// The Prometheus text of every metric, with `snapshot`'s gauges.
+pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let mut registry = Registry::with_prefix("milvus_cdc");
     let m = &*METRICS;
     for (name, help, counter) in [
@@ -330,7 +291,7 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
         m.batch_seconds.clone(),
     );
     let journal_bytes = Gauge::<i64>::default();
-    journal_bytes.set(journal.journal_bytes().map_err(|e| e.to_string())? as i64);
+    journal_bytes.set(snapshot.journal_bytes as i64);
     registry.register(
         "journal_bytes",
         "Bytes of changes staged and not yet applied, all tasks",
@@ -338,7 +299,7 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
     );
 
     let journal_rows = Gauge::<i64>::default();
-    journal_rows.set(journal.journal_rows().map_err(|e| e.to_string())? as i64);
+    journal_rows.set(snapshot.journal_rows as i64);
     registry.register(
         "journal_rows",
         "Rows the journal holds, all tasks",
@@ -348,21 +309,23 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
     let state = Family::<StateLabels, Gauge>::default();
-    for spec in tasks {
-        let lag = task_lag(journal, &spec.task_id, now_ms).map_err(|e| e.to_string())?;
-        for (family, values) in [(&source_lag, lag.source), (&target_lag, lag.target)] {
+    for task in &snapshot.tasks {
+        for (family, values) in [
+            (&source_lag, &task.source_lag),
+            (&target_lag, &task.target_lag),
+        ] {
             for (channel, seconds) in values {
                 let labels = ChannelLabels {
-                    task: spec.task_id.clone(),
-                    channel,
+                    task: task.task.clone(),
+                    channel: channel.clone(),
                 };
-                family.get_or_create(&labels).set(seconds);
+                family.get_or_create(&labels).set(*seconds);
             }
         }
         state
             .get_or_create(&StateLabels {
-                task: spec.task_id.clone(),
-                state: format!("{:?}", spec.state),
+                task: task.task.clone(),
+                state: task.state.clone(),
             })
             .set(1);
     }
@@ -385,106 +348,7 @@ pub fn render(journal: &Journal, tasks: &[TaskSpec], now_ms: u64) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::InFlightBatch;
-    use crate::model::{
-        Change, CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, RowPosition, StagedChange,
-    };
-
-    /// A hybrid timestamp at `ms` Unix milliseconds.
-    fn at(ms: u64) -> u64 {
-        ms << 18
-    }
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 0.01
-    }
-
-    #[test]
-    fn lag_is_the_age_of_the_oldest_unapplied_change_then_of_the_tick() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let delete = Change::Delete(DeleteBatch {
-            collection: CollectionRef {
-                id: 1,
-                db_name: "default".into(),
-                name: "c".into(),
-            },
-            partition: String::new(),
-            keys: PrimaryKeys::Int64(vec![1]),
-        });
-        let change = StagedChange {
-            vchannel: "p0_1v0".into(),
-            ts: at(90_000),
-            change: delete,
-        };
-        let next = MqPosition::Kafka { next_offset: 2 };
-        journal
-            .stage("t", "p0", &[change], next, at(95_000))
-            .unwrap();
-
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
-        assert!(close(lag.source["p0"], 5.0), "{lag:?}");
-        assert!(close(lag.target["p0_1v0"], 10.0), "{lag:?}");
-
-        let applied = InFlightBatch {
-            ends: vec![(
-                "p0_1v0".into(),
-                RowPosition {
-                    ts: at(90_000),
-                    seq: 0,
-                },
-            )],
-        };
-        journal.commit_batch("t", &applied, false).unwrap();
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
-        assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
-    }
-
-    #[test]
-    fn the_replicate_msg_lane_lags_only_while_an_event_is_pending() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let lane = "by-dev-replicate-msg";
-        let event = StagedChange {
-            vchannel: lane.into(),
-            ts: at(90_000),
-            change: Change::Ddl(crate::model::Ddl {
-                collection: CollectionRef {
-                    id: 1,
-                    db_name: "default".into(),
-                    name: "c".into(),
-                },
-                barrier: vec![lane.into()],
-                event: crate::model::DdlEvent::Replicated {
-                    kind: crate::model::ReplicatedKind::Flush,
-                    request: vec![],
-                    waits_for: vec![],
-                },
-            }),
-        };
-        let next = MqPosition::Kafka { next_offset: 1 };
-        journal
-            .stage("t", lane, &[event], next, at(90_000))
-            .unwrap();
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
-        assert!(close(lag.target[lane], 10.0), "pending: {lag:?}");
-        assert!(lag.source.is_empty(), "no ticks to age: {lag:?}");
-        let applied = InFlightBatch {
-            ends: vec![(
-                lane.into(),
-                RowPosition {
-                    ts: at(90_000),
-                    seq: 0,
-                },
-            )],
-        };
-        journal.commit_batch("t", &applied, false).unwrap();
-        let lag = task_lag(&journal, "t", 500_000).unwrap();
-        assert!(
-            !lag.target.contains_key(lane),
-            "idle is not behind: {lag:?}"
-        );
-    }
+    use crate::model::{CollectionRef, DeleteBatch, PrimaryKeys};
 
     #[test]
     fn changes_rows_and_bytes_are_counted_per_task_and_operation() {
@@ -501,8 +365,7 @@ mod tests {
         METRICS.applied("ops", Operation::Delete, 2, 5);
         METRICS.applied("ops", Operation::CreateCollection, 0, 0);
         METRICS.error(ErrorKind::MessageRejected);
-        let dir = tempfile::tempdir().unwrap();
-        let text = render(&Journal::open(dir.path()).unwrap(), &[], 0).unwrap();
+        let text = render(&Snapshot::default()).unwrap();
         for line in [
             r#"milvus_cdc_staged_changes_total{task="ops",op="delete"} 2"#,
             r#"milvus_cdc_staged_rows_total{task="ops",op="delete"} 4"#,
@@ -518,23 +381,17 @@ mod tests {
 
     #[test]
     fn the_text_has_counters_lag_and_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        journal
-            .stage(
-                "t",
-                "p0",
-                &[],
-                MqPosition::Kafka { next_offset: 0 },
-                at(1_000),
-            )
-            .unwrap();
-        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
-            "task_id": "t", "target": { "uri": "http://x" }, "collections": ["*"],
-            "start": "latest", "state": "Running"
-        }))
-        .unwrap();
-        let text = render(&journal, &[spec], 3_000).unwrap();
+        let snapshot = Snapshot {
+            journal_bytes: 0,
+            journal_rows: 0,
+            tasks: vec![TaskGauges {
+                task: "t".into(),
+                state: "Running".into(),
+                source_lag: [("p0".to_owned(), 2.0)].into(),
+                target_lag: BTreeMap::new(),
+            }],
+        };
+        let text = render(&snapshot).unwrap();
         assert!(text.contains("milvus_cdc_rows_applied_total "), "{text}");
         assert!(text.contains("milvus_cdc_last_applied_seconds "), "{text}");
         assert!(

@@ -27,6 +27,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::source::start::StartError;
 use crate::task::{Supervisor, TaskError};
 
 #[derive(OpenApi)]
@@ -115,8 +116,7 @@ async fn status_page() -> Html<&'static str> {
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<Response, ApiError> {
-    let now_ms = crate::model::now_ms();
-    let text = crate::metrics::render(supervisor.journal(), &supervisor.tasks()?, now_ms)
+    let text = crate::metrics::render(&supervisor.metrics_snapshot()?)
         .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
@@ -179,14 +179,16 @@ impl From<TaskError> for ApiError {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
-            TaskError::Unsupported(_)
-            | TaskError::InvalidTarget(_)
-            | TaskError::UnknownChannel(_) => StatusCode::BAD_REQUEST,
-            TaskError::PositionNotRetained { .. } => StatusCode::CONFLICT,
-            TaskError::StartNotRetained { .. } => StatusCode::CONFLICT,
-            TaskError::Meta(_) | TaskError::Kafka(_) | TaskError::Pulsar(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            TaskError::Start(
+                StartError::UnknownChannel(_)
+                | StartError::WrongQueue { .. }
+                | StartError::BadCollectionStart { .. },
+            ) => StatusCode::BAD_REQUEST,
+            TaskError::Start(
+                StartError::PositionNotRetained { .. } | StartError::StartNotRetained { .. },
+            ) => StatusCode::CONFLICT,
+            TaskError::Meta(_) | TaskError::Mq(_) => StatusCode::BAD_GATEWAY,
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -17,6 +17,7 @@
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
 
 pub mod dump;
+pub mod lag;
 mod recent;
 pub mod record;
 

@@ -7,6 +7,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::channel::vchannel_pchannel;
+
 /// A source collection as the target sees it: the id selects (names are reused after a drop),
 /// the database and name address the target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -252,4 +254,56 @@ pub struct StagedChange {
     pub vchannel: String,
     pub ts: u64,
     pub change: Change,
+}
+
+impl StagedChange {
+    /// A collection event as staged from one physical channel: a copy on each vchannel of the
+    /// collection that lives on `pchannel`, each listing all of `vchannels` as its barrier, so
+    /// the applier applies it once, when every vchannel has reached it.
+    pub fn ddl_copies(
+        collection: &CollectionRef,
+        vchannels: &[String],
+        pchannel: &str,
+        ts: u64,
+        event: &DdlEvent,
+    ) -> Vec<StagedChange> {
+        vchannels
+            .iter()
+            .filter(|v| vchannel_pchannel(v) == Some(pchannel))
+            .map(|v| StagedChange {
+                vchannel: v.clone(),
+                ts,
+                change: Change::Ddl(Ddl {
+                    collection: collection.clone(),
+                    barrier: vchannels.to_vec(),
+                    event: event.clone(),
+                }),
+            })
+            .collect()
+    }
+
+    /// An operation read from the replicate channel: staged once, on that channel, and applied
+    /// once every vchannel of `waits_for` has been applied through `ts`.
+    pub fn replicated(
+        channel: &str,
+        ts: u64,
+        collection: CollectionRef,
+        kind: ReplicatedKind,
+        request: Vec<u8>,
+        waits_for: Vec<String>,
+    ) -> StagedChange {
+        StagedChange {
+            vchannel: channel.to_owned(),
+            ts,
+            change: Change::Ddl(Ddl {
+                collection,
+                barrier: vec![channel.to_owned()],
+                event: DdlEvent::Replicated {
+                    kind,
+                    request,
+                    waits_for,
+                },
+            }),
+        }
+    }
 }

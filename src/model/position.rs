@@ -129,6 +129,35 @@ impl MqPosition {
         }
     }
 
+    /// Which queue the position is of.
+    pub fn kind(&self) -> MqKind {
+        match self {
+            MqPosition::Kafka { .. } => MqKind::Kafka,
+            MqPosition::Pulsar { .. } => MqKind::Pulsar,
+        }
+    }
+
+    /// Which of two positions of one channel reads more: the earlier one. None for positions of
+    /// different queues. A Pulsar position from a message comes before the one after it.
+    pub fn cmp_on_channel(&self, other: &MqPosition) -> Option<Ordering> {
+        match (self, other) {
+            (MqPosition::Kafka { next_offset: a }, MqPosition::Kafka { next_offset: b }) => {
+                Some(a.cmp(b))
+            }
+            (
+                MqPosition::Pulsar {
+                    from: a,
+                    inclusive: ia,
+                },
+                MqPosition::Pulsar {
+                    from: b,
+                    inclusive: ib,
+                },
+            ) => Some(a.cmp_on_topic(b).then(ib.cmp(ia))),
+            _ => None,
+        }
+    }
+
     /// The position right after a message that was read.
     pub fn after(id: &MessageId) -> MqPosition {
         match id {

@@ -6,7 +6,7 @@
 //! barrier the applier waits for.
 //!
 //! Operations read from the replicate-msg topic (index, load, release, flush, database) name
-//! their collection, not its channels: each is staged once, on the topic's own lane, listing
+//! their collection, not its channels: each is staged once, on the replicate channel, listing
 //! the collection's vchannels (from the metadata) as what it waits for.
 
 use std::collections::HashMap;
@@ -19,10 +19,10 @@ use tracing::info;
 use super::decode::{ReplicatedRequest, SourceMessage, timestamp};
 use super::meta::CollectionMeta;
 use crate::model::{
-    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
+    Change, CollectionRef, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
     StagedChange,
 };
-use crate::model::{DEFAULT_DB, Scope, vchannel_pchannel};
+use crate::model::{DEFAULT_DB, Scope, db_or_default};
 
 /// What the task knows of the source's collections, by id (and by name for replicate-msg
 /// events, which carry no id).
@@ -38,11 +38,7 @@ impl CollectionLookup for HashMap<i64, CollectionMeta> {
     }
 
     fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
-        let db_name = if db_name.is_empty() {
-            "default"
-        } else {
-            db_name
-        };
+        let db_name = db_or_default(db_name);
         self.values()
             .find(|c| c.db_name == db_name && c.name == name)
             .cloned()
@@ -212,12 +208,12 @@ fn capture_under_source_names(
                 shards_num: m.virtual_channel_names.len() as i32,
                 consistency_level,
             };
-            Ok(Captured::Changes(ddl_copies(
-                collection,
-                m.virtual_channel_names,
+            Ok(Captured::Changes(StagedChange::ddl_copies(
+                &collection,
+                &m.virtual_channel_names,
                 pchannel,
                 ts,
-                event,
+                &event,
             )))
         }
         other => {
@@ -235,45 +231,31 @@ fn capture_under_source_names(
                 },
                 _ => return Ok(Captured::Skipped),
             };
-            Ok(Captured::Changes(ddl_copies(
-                collection,
-                meta.virtual_channels,
+            Ok(Captured::Changes(StagedChange::ddl_copies(
+                &collection,
+                &meta.virtual_channels,
                 pchannel,
                 ts,
-                event,
+                &event,
             )))
         }
     }
 }
 
-/// A replicate-msg event, staged on `lane` (the topic) at its timestamp: one event per in-scope
+/// A replicate-msg event, staged on `channel` (the replicate channel) at its timestamp: one event per in-scope
 /// collection it names (a flush may name several), or one database event.
 fn capture_replicated(
     request: &ReplicatedRequest,
-    lane: &str,
+    channel: &str,
     ts: u64,
     scope: &Scope,
     lookup: &mut dyn CollectionLookup,
 ) -> Captured {
     let kind = request.kind();
-    let db_name = match request.db_name() {
-        "" => "default",
-        name => name,
+    let db_name = db_or_default(request.db_name());
+    let staged = |collection, request, waits_for| {
+        StagedChange::replicated(channel, ts, collection, kind, request, waits_for)
     };
-    let staged =
-        |collection: CollectionRef, request: Vec<u8>, waits_for: Vec<String>| StagedChange {
-            vchannel: lane.to_owned(),
-            ts,
-            change: Change::Ddl(Ddl {
-                collection,
-                barrier: vec![lane.to_owned()],
-                event: DdlEvent::Replicated {
-                    kind,
-                    request,
-                    waits_for,
-                },
-            }),
-        };
     if kind.is_database() {
         if !scope.contains_database(db_name) {
             return Captured::Skipped;
@@ -294,7 +276,7 @@ fn capture_replicated(
         // collection gone from it was dropped since: whatever this did is dropped with it.
         let Some(meta) = lookup.collection_named(db_name, name) else {
             info!(
-                channel = lane,
+                channel,
                 collection = name,
                 database = db_name,
                 ?kind,
@@ -325,28 +307,6 @@ fn capture_replicated(
     }
 }
 
-fn ddl_copies(
-    collection: CollectionRef,
-    vchannels: Vec<String>,
-    pchannel: &str,
-    ts: u64,
-    event: DdlEvent,
-) -> Vec<StagedChange> {
-    vchannels
-        .iter()
-        .filter(|v| vchannel_pchannel(v) == Some(pchannel))
-        .map(|v| StagedChange {
-            vchannel: v.clone(),
-            ts,
-            change: Change::Ddl(Ddl {
-                collection: collection.clone(),
-                barrier: vchannels.clone(),
-                event: event.clone(),
-            }),
-        })
-        .collect()
-}
-
 /// The schema without Milvus's system fields (RowID, Timestamp: ids below 100), which the
 /// target adds itself.
 pub fn user_fields_only(mut schema: CollectionSchema) -> CollectionSchema {
@@ -358,7 +318,7 @@ pub fn user_fields_only(mut schema: CollectionSchema) -> CollectionSchema {
 #[allow(deprecated)]
 mod tests {
     use super::*;
-    use crate::model::NameMapping;
+    use crate::model::{Ddl, NameMapping};
     use crate::source::decode::InsertMessage;
     use milvus::proto::msg;
     use milvus::proto::schema::{FieldSchema, LongArray};
@@ -554,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replicated_event_is_staged_once_on_the_lane_and_waits_for_every_vchannel() {
+    fn a_replicated_event_is_staged_once_on_the_replicate_channel_and_waits_for_every_vchannel() {
         let Captured::Changes(changes) =
             capture(load("default", "c", 50), LANE, &Scope::all(), &mut meta()).unwrap()
         else {

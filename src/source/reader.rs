@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::capture::{Captured, CollectionLookup, capture};
 use super::decode::{SourceMessage, decode, timestamp};
-use super::mq::{ChannelSource, MqClient, MqError};
+use super::mq::{ChannelSource, MessageQueue, MqError};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::Scope;
@@ -64,7 +64,7 @@ pub enum ReaderError {
 pub struct ChannelReader<'a> {
     pub task: &'a str,
     pub pchannel: &'a str,
-    pub mq: &'a dyn MqClient,
+    pub queue: &'a dyn MessageQueue,
     pub scope: &'a Scope,
     pub journal: &'a Journal,
     pub settings: &'a ReaderSettings,
@@ -181,7 +181,7 @@ impl ChannelReader<'_> {
     fn open(&self, from: &MqPosition) -> Option<Box<dyn ChannelSource>> {
         let mut backoff = Duration::from_millis(100);
         while !self.stop.load(Ordering::Relaxed) {
-            match self.mq.open(self.pchannel, from) {
+            match self.queue.open(self.task, self.pchannel, from) {
                 Ok(consumer) => return Some(consumer),
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);

@@ -13,12 +13,11 @@ use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
 use prost::Message as _;
 
 use super::meta::CollectionMeta;
-use super::mq::{ChannelSource, Fetched, MqClient, MqError};
-use super::pulsar::PulsarError;
+use super::mq::{ChannelSource, Fetched, MessageQueue, MqError, PulsarError, Retained};
 use super::reader::{ChannelReader, ReaderSettings};
 use crate::journal::Journal;
 use crate::model::Scope;
-use crate::model::{Change, MessageId, MqPosition, PrimaryKeys, PulsarId};
+use crate::model::{Change, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId};
 
 const P0: &str = "by-dev-rootcoord-dml_0";
 const V0: &str = "by-dev-rootcoord-dml_0_9v0";
@@ -87,8 +86,41 @@ struct ScriptedChannel {
     stop: Arc<AtomicBool>,
 }
 
-impl MqClient for ScriptedMq {
-    fn open(&self, _pchannel: &str, from: &MqPosition) -> Result<Box<dyn ChannelSource>, MqError> {
+/// Only opening a channel is scripted: a reader asks nothing else of its queue.
+impl MessageQueue for ScriptedMq {
+    fn kind(&self) -> MqKind {
+        MqKind::Pulsar
+    }
+
+    fn channels(&self) -> Result<Vec<String>, MqError> {
+        Ok(vec![P0.to_owned()])
+    }
+
+    fn retained(&self, _pchannel: &str) -> Result<Retained, MqError> {
+        Ok(Retained {
+            oldest: None,
+            all: self.beginning(),
+            latest: self.beginning(),
+        })
+    }
+
+    fn start_of(&self, _recorded: &[u8]) -> Result<MqPosition, MqError> {
+        Ok(self.beginning())
+    }
+
+    fn beginning(&self) -> MqPosition {
+        MqPosition::Pulsar {
+            from: PulsarId::EARLIEST,
+            inclusive: true,
+        }
+    }
+
+    fn open(
+        &self,
+        _task: &str,
+        _pchannel: &str,
+        from: &MqPosition,
+    ) -> Result<Box<dyn ChannelSource>, MqError> {
         if self
             .missing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -144,7 +176,7 @@ fn read(
     let reader = ChannelReader {
         task: "t",
         pchannel: P0,
-        mq: &mq,
+        queue: &mq,
         scope: &Scope::all(),
         journal: &journal,
         settings: &ReaderSettings::default(),
@@ -276,7 +308,7 @@ fn a_reader_waiting_for_its_topic_ends_when_stopped() {
     let reader = ChannelReader {
         task: "t",
         pchannel: P0,
-        mq: &mq,
+        queue: &mq,
         scope: &Scope::all(),
         journal: &journal,
         settings: &ReaderSettings::default(),
@@ -305,7 +337,7 @@ fn a_kafka_journal_is_not_read_with_pulsar_ids() {
     let reader = ChannelReader {
         task: "t",
         pchannel: P0,
-        mq: &mq,
+        queue: &mq,
         scope: &Scope::all(),
         journal: &journal,
         settings: &ReaderSettings::default(),

@@ -11,6 +11,7 @@
 //!
 //! The crate is async; readers are threads. Each call blocks on the process's tokio runtime.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,10 +21,15 @@ use pulsar::message::proto::MessageIdData;
 use pulsar::reader::Reader;
 use pulsar::{Authentication, ConsumerOptions, Pulsar, SubType, TokioExecutor};
 use tokio::runtime::Handle;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::mq::{ChannelSource, Fetched, MqClient, MqError};
-use crate::model::{MessageId, MqPosition, PositionMismatch, PulsarId, message_id_data, pulsar_id};
+use super::{ChannelSource, Fetched, MessageQueue, MqError, Retained};
+use crate::model::{
+    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, is_replicate_topic, message_id_data,
+    pulsar_id, replicate_topic,
+};
+use crate::source::SourceConfig;
+use crate::source::meta::CollectionMeta;
 
 /// Bounds the connect and subscribe round trips: a silent broker must not hang a reader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -133,14 +139,16 @@ fn broker_start(from: &PulsarId, inclusive: bool) -> Option<MessageIdData> {
     })
 }
 
-/// Opens Pulsar channels for one task.
-pub struct PulsarClient {
+/// The source's Pulsar. Each call connects anew: a task opens a channel rarely (at its start and
+/// after a fault), and a client kept would be one more thing to heal after a broker restart.
+pub struct PulsarQueue {
     pub settings: PulsarSettings,
-    pub task: String,
+    /// Where the source's etcd is, for its channels, and how its topics are named.
+    pub source: SourceConfig,
     pub runtime: Handle,
 }
 
-impl PulsarClient {
+impl PulsarQueue {
     fn client_error(&self, action: impl Into<String>) -> impl FnOnce(pulsar::Error) -> PulsarError {
         let (url, action) = (self.settings.url.clone(), action.into());
         move |source| PulsarError::Client {
@@ -179,6 +187,7 @@ impl PulsarClient {
 
     async fn reader(
         &self,
+        task: &str,
         pchannel: &str,
         options: ConsumerOptions,
     ) -> Result<Reader<Vec<u8>, TokioExecutor>, PulsarError> {
@@ -187,20 +196,22 @@ impl PulsarClient {
         client
             .reader()
             .with_topic(topic.clone())
-            .with_subscription(subscription(&self.task, pchannel, &new_run()))
+            .with_subscription(subscription(task, pchannel, &new_run()))
             .with_subscription_type(SubType::Exclusive)
-            .with_consumer_name(format!("milvus-cdc-{}", self.task))
+            .with_consumer_name(format!("milvus-cdc-{task}"))
             .with_options(options)
             .into_reader::<Vec<u8>>()
             .await
             .map_err(self.client_error(format!("open a reader on {topic}")))
     }
 
-    /// The position right after the newest message of `pchannel`: where a `latest` task starts.
-    pub fn latest(&self, pchannel: &str) -> Result<MqPosition, PulsarError> {
+    /// The position right after the newest message of `pchannel`.
+    fn latest(&self, pchannel: &str) -> Result<MqPosition, PulsarError> {
         let action = format!("last message id of {}", self.settings.topic(pchannel));
         self.within(&action, async {
-            let mut reader = self.reader(pchannel, ConsumerOptions::default()).await?;
+            // A reader of its own, named apart from every task's.
+            let options = ConsumerOptions::default();
+            let mut reader = self.reader("probe", pchannel, options).await?;
             let last = reader
                 .get_last_message_id()
                 .await
@@ -210,8 +221,54 @@ impl PulsarClient {
     }
 }
 
-impl MqClient for PulsarClient {
-    fn open(&self, pchannel: &str, from: &MqPosition) -> Result<Box<dyn ChannelSource>, MqError> {
+impl MessageQueue for PulsarQueue {
+    fn kind(&self) -> MqKind {
+        MqKind::Pulsar
+    }
+
+    /// The physical channels the source's collections name in etcd, and the replicate channel:
+    /// a Pulsar client may not be allowed to list a namespace.
+    fn channels(&self) -> Result<Vec<String>, MqError> {
+        let collections = self
+            .runtime
+            .block_on(async { self.source.meta().await?.collections().await })?;
+        Ok(channels_of(&collections, &self.source.channel_prefix))
+    }
+
+    fn retained(&self, pchannel: &str) -> Result<Retained, MqError> {
+        let latest = match self.latest(pchannel) {
+            Ok(latest) => latest,
+            // Milvus creates its replicate topic on first use: until then all that comes is new.
+            Err(err) if is_replicate_topic(pchannel) => {
+                warn!(channel = pchannel, %err, "replicate topic not readable yet");
+                self.beginning()
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Retained {
+            oldest: None,
+            all: self.beginning(),
+            latest,
+        })
+    }
+
+    fn start_of(&self, recorded: &[u8]) -> Result<MqPosition, MqError> {
+        Ok(start_position(recorded)?)
+    }
+
+    fn beginning(&self) -> MqPosition {
+        MqPosition::Pulsar {
+            from: PulsarId::EARLIEST,
+            inclusive: true,
+        }
+    }
+
+    fn open(
+        &self,
+        task: &str,
+        pchannel: &str,
+        from: &MqPosition,
+    ) -> Result<Box<dyn ChannelSource>, MqError> {
         let MqPosition::Pulsar { from, inclusive } = from else {
             return Err(PositionMismatch {
                 message: "Pulsar",
@@ -223,8 +280,11 @@ impl MqClient for PulsarClient {
             Some(start) => ConsumerOptions::default().starting_on_message(start),
             None => ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
         };
-        debug!(task = %self.task, channel = pchannel, start = ?options.start_message_id, "opening");
-        let reader = self.within(&format!("open {pchannel}"), self.reader(pchannel, options))?;
+        debug!(task, channel = pchannel, start = ?options.start_message_id, "opening");
+        let reader = self.within(
+            &format!("open {pchannel}"),
+            self.reader(task, pchannel, options),
+        )?;
         Ok(Box::new(PulsarChannel {
             reader,
             runtime: self.runtime.clone(),
@@ -232,6 +292,17 @@ impl MqClient for PulsarClient {
             topic: self.settings.topic(pchannel),
         }))
     }
+}
+
+/// Every physical channel `collections` use, and the replicate channel; sorted.
+fn channels_of(collections: &[CollectionMeta], prefix: &str) -> Vec<String> {
+    collections
+        .iter()
+        .flat_map(|c| c.physical_channels.iter().cloned())
+        .chain([replicate_topic(prefix)])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// One open channel.
@@ -351,5 +422,26 @@ mod tests {
         let position = position_after_last(&last);
         assert!(!position.admits(&MessageId::Pulsar(id(3, 7, -1))).unwrap());
         assert!(position.admits(&MessageId::Pulsar(id(3, 8, -1))).unwrap());
+    }
+
+    #[test]
+    fn the_channels_are_the_collections_physical_channels_and_the_replicate_channel() {
+        let on = |channel: &str| CollectionMeta {
+            physical_channels: vec![channel.into()],
+            ..Default::default()
+        };
+        let collections = [
+            on("by-dev-rootcoord-dml_1"),
+            on("by-dev-rootcoord-dml_0"),
+            on("by-dev-rootcoord-dml_1"),
+        ];
+        assert_eq!(
+            channels_of(&collections, "by-dev"),
+            [
+                "by-dev-replicate-msg",
+                "by-dev-rootcoord-dml_0",
+                "by-dev-rootcoord-dml_1"
+            ]
+        );
     }
 }

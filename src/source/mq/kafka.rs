@@ -8,8 +8,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::mq::{ChannelSource, Fetched, MqClient, MqError};
-use crate::model::{MessageId, MqPosition, PositionMismatch};
+use super::{ChannelSource, Fetched, MessageQueue, MqError, Retained};
+use crate::model::{MessageId, MqKind, MqPosition, PositionMismatch, replicate_topic};
 
 /// Milvus writes every channel to partition 0 of its topic.
 const PARTITION: i32 = 0;
@@ -23,6 +23,11 @@ pub enum KafkaError {
         action: String,
         source: Box<rdkafka::error::KafkaError>,
     },
+    #[error(
+        "a start position of {len} bytes is not a Kafka offset (8 bytes): is the source on \
+         another message queue?"
+    )]
+    BadStartPosition { len: usize },
 }
 
 fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
@@ -89,7 +94,7 @@ impl Broker {
     /// source has written to it (Milvus creates it on first use).
     pub fn channel_topics(&self, prefix: &str) -> Result<Vec<String>, KafkaError> {
         let all = self.topics()?;
-        let replicate = crate::model::replicate_topic(prefix);
+        let replicate = replicate_topic(prefix);
         let mut topics = dml_topic_names(prefix, all.iter().map(String::as_str));
         if all.contains(&replicate) {
             topics.push(replicate);
@@ -178,13 +183,66 @@ impl ChannelSource for ChannelConsumer {
     }
 }
 
-/// Opens Kafka channels: partition 0 of the channel's topic, at the stored offset.
-pub struct KafkaClient {
-    pub brokers: String,
+/// The source's Kafka: one metadata client for the process, kept (librdkafka takes about
+/// 100 ms to tear a client down, which every create would otherwise wait for), and one consumer
+/// per channel reader.
+pub struct KafkaQueue {
+    brokers: String,
+    prefix: String,
+    metadata: Broker,
 }
 
-impl MqClient for KafkaClient {
-    fn open(&self, pchannel: &str, from: &MqPosition) -> Result<Box<dyn ChannelSource>, MqError> {
+impl KafkaQueue {
+    pub fn connect(brokers: &str, prefix: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            brokers: brokers.into(),
+            prefix: prefix.into(),
+            metadata: Broker::connect(brokers)?,
+        })
+    }
+}
+
+impl MessageQueue for KafkaQueue {
+    fn kind(&self) -> MqKind {
+        MqKind::Kafka
+    }
+
+    fn channels(&self) -> Result<Vec<String>, MqError> {
+        Ok(self.metadata.channel_topics(&self.prefix)?)
+    }
+
+    fn retained(&self, pchannel: &str) -> Result<Retained, MqError> {
+        let (low, high) = self.metadata.watermarks(pchannel)?;
+        Ok(Retained {
+            oldest: Some(MqPosition::Kafka { next_offset: low }),
+            all: MqPosition::Kafka { next_offset: low },
+            latest: MqPosition::Kafka { next_offset: high },
+        })
+    }
+
+    fn start_of(&self, recorded: &[u8]) -> Result<MqPosition, MqError> {
+        // Milvus writes a Kafka message id as the offset, 8 bytes little-endian.
+        let bytes: [u8; 8] = recorded
+            .try_into()
+            .map_err(|_| KafkaError::BadStartPosition {
+                len: recorded.len(),
+            })?;
+        Ok(MqPosition::Kafka {
+            next_offset: i64::from_le_bytes(bytes),
+        })
+    }
+
+    fn beginning(&self) -> MqPosition {
+        MqPosition::Kafka { next_offset: 0 }
+    }
+
+    /// Partition 0 of the channel's topic, at the stored offset.
+    fn open(
+        &self,
+        _task: &str,
+        pchannel: &str,
+        from: &MqPosition,
+    ) -> Result<Box<dyn ChannelSource>, MqError> {
         let MqPosition::Kafka { next_offset } = from else {
             return Err(PositionMismatch {
                 message: "Kafka",

@@ -1,0 +1,159 @@
+//! The source's message queue, Kafka or Pulsar, behind one trait: everything a task asks of a
+//! broker. [`MqConfig::connect`] builds it; no code outside this folder knows which queue it is.
+//!
+//! What it owns: listing the source's channels, what a channel retains, decoding the start
+//! positions Milvus records in etcd, and opening a channel at a stored position.
+//!
+//! Invariant: a queue never decides which messages are new. An adapter may deliver a message
+//! again (a Kafka re-fetch, a Pulsar redelivery) or start before the position it was given; the
+//! reader keeps only what [`MqPosition::admits`] admits, so neither can stage a message twice.
+//! No consumer position is ever stored on the broker: the journal owns positions.
+
+mod kafka;
+mod pulsar;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::runtime::Handle;
+
+pub use kafka::KafkaError;
+pub use pulsar::PulsarError;
+
+use super::SourceConfig;
+use super::meta::MetaError;
+use crate::model::{MessageId, MqKind, MqPosition, PositionMismatch};
+
+/// One fetched message: its id on the channel and its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub id: MessageId,
+    pub payload: Vec<u8>,
+}
+
+/// An open channel.
+pub trait ChannelSource {
+    /// The next message, or None when none arrived within `timeout`.
+    fn poll(&mut self, timeout: Duration) -> Result<Option<Fetched>, MqError>;
+}
+
+/// What a broker holds of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// The oldest message still retained, where the broker says (Kafka); None where it does
+    /// not (Pulsar), so a start it no longer has cannot be refused beforehand.
+    pub oldest: Option<MqPosition>,
+    /// Where reading everything retained starts: the oldest message where known, else the
+    /// channel's beginning (the broker then delivers from what it still has).
+    pub all: MqPosition,
+    /// Right after the newest message: where a `latest` start reads from.
+    pub latest: MqPosition,
+}
+
+/// The source's message queue.
+pub trait MessageQueue: Send + Sync {
+    fn kind(&self) -> MqKind;
+
+    /// The channels a task reads, sorted: the source's DML channels and its replicate channel.
+    fn channels(&self) -> Result<Vec<String>, MqError>;
+
+    /// What the broker retains of `pchannel`.
+    fn retained(&self, pchannel: &str) -> Result<Retained, MqError>;
+
+    /// A collection's start position as Milvus records it in etcd (`start_positions`): the id
+    /// of its first message, which is itself read.
+    fn start_of(&self, recorded: &[u8]) -> Result<MqPosition, MqError>;
+
+    /// Before anything a channel will ever hold: where a channel created after its task starts.
+    fn beginning(&self) -> MqPosition;
+
+    /// Opens `pchannel` for `task` so that every message `from` admits is delivered (earlier
+    /// ones may be too). A channel that does not exist yet is an error the reader retries.
+    fn open(
+        &self,
+        task: &str,
+        pchannel: &str,
+        from: &MqPosition,
+    ) -> Result<Box<dyn ChannelSource>, MqError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Pulsar(#[from] PulsarError),
+    #[error(transparent)]
+    Position(#[from] PositionMismatch),
+    /// A Pulsar source's channels are listed from its etcd.
+    #[error("source metadata: {0}")]
+    Meta(#[from] MetaError),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MqConfig {
+    Kafka {
+        brokers: String,
+    },
+    Pulsar {
+        /// The service URL, `pulsar://host:6650`.
+        url: String,
+        /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default = "default_pulsar_tenant")]
+        tenant: String,
+        #[serde(default = "default_pulsar_namespace")]
+        namespace: String,
+    },
+}
+
+fn default_pulsar_tenant() -> String {
+    "public".into()
+}
+
+fn default_pulsar_namespace() -> String {
+    "default".into()
+}
+
+impl MqConfig {
+    pub fn kind(&self) -> MqKind {
+        match self {
+            MqConfig::Kafka { .. } => MqKind::Kafka,
+            MqConfig::Pulsar { .. } => MqKind::Pulsar,
+        }
+    }
+
+    /// The queue of `source`. Blocking calls run on `runtime` where the client is async.
+    pub fn connect(
+        &self,
+        source: &SourceConfig,
+        runtime: Handle,
+    ) -> Result<Arc<dyn MessageQueue>, MqError> {
+        Ok(match self {
+            MqConfig::Kafka { brokers } => {
+                Arc::new(kafka::KafkaQueue::connect(brokers, &source.channel_prefix)?)
+            }
+            MqConfig::Pulsar {
+                url,
+                token,
+                tenant,
+                namespace,
+            } => Arc::new(pulsar::PulsarQueue {
+                settings: pulsar::PulsarSettings {
+                    url: url.clone(),
+                    token: std::env::var("MILVUS_CDC_PULSAR_TOKEN")
+                        .ok()
+                        .or_else(|| token.clone())
+                        .filter(|t| !t.is_empty()),
+                    tenant: tenant.clone(),
+                    namespace: namespace.clone(),
+                },
+                source: source.clone(),
+                runtime,
+            }),
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! What a task operation can fail with; `api` maps each kind to an HTTP status in one place.
+
+use crate::journal::JournalError;
+use crate::source::meta::MetaError;
+use crate::source::mq::MqError;
+use crate::source::seed::SeedError;
+use crate::source::start::StartError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("task {0} already exists with another target, collections or start")]
+    Exists(String),
+    #[error(
+        "task {existing} already replicates some of these collections to {target}: the target \
+         would get their rows twice. Narrow the collections, or delete task {existing} first"
+    )]
+    Overlaps { existing: String, target: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("source metadata: {0}")]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Mq(#[from] MqError),
+    #[error("corrupt task record {0}: {1}")]
+    Corrupt(String, String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("milvus_connect_param: {0}")]
+    InvalidTarget(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<SeedError> for TaskError {
+    fn from(err: SeedError) -> Self {
+        match err {
+            SeedError::Start(err) => err.into(),
+            SeedError::Mq(err) => err.into(),
+            SeedError::Meta(err) => err.into(),
+            SeedError::Journal(err) => err.into(),
+        }
+    }
+}

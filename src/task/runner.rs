@@ -1,0 +1,250 @@
+//! The threads of a running task: one applier, one thread that finds the source's channels,
+//! and one reader per channel. They share nothing but the journal, so each can stop at any
+//! point: a reader resumes at its staged offset, the applier at its applied positions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info_span, warn};
+
+use super::{Running, Supervisor, TaskSpec};
+use crate::apply::milvus_target::MilvusTarget;
+use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
+use crate::metrics::{ErrorKind, METRICS};
+use crate::source::lookup::EtcdLookup;
+use crate::source::mq::MessageQueue;
+use crate::source::reader::{ChannelReader, ReaderSettings};
+
+impl Supervisor {
+    pub(super) fn stop(&self, id: &str) {
+        let running = self.running.lock().ok().and_then(|mut r| r.remove(id));
+        if let Some(running) = running {
+            running.stop.store(true, Ordering::Relaxed);
+            for thread in running.threads {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) {
+        if let Ok(mut health) = self.health.lock() {
+            health.insert(spec.task_id.clone(), Arc::default());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let me = self.clone();
+        let (task, flag) = (spec.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || me.run_applier(task, flag)));
+        let me = self.clone();
+        let (task, flag) = (spec.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || me.run_channels(task, flag)));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(spec.task_id.clone(), Running { stop, threads });
+        }
+    }
+
+    fn run_applier(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+        let _span = info_span!("applier", task = %spec.task_id).entered();
+        let target = match MilvusTarget::connect(
+            &spec.target.uri,
+            Some(&spec.target.token),
+            self.runtime.clone(),
+        ) {
+            Ok(target) => target,
+            Err(err) => return self.fail(&spec.task_id, err.to_string()),
+        };
+        let settings = ApplierSettings {
+            retain_applied: self.config.journal.retain_applied,
+            max_call_bytes: self.config.apply.max_call_bytes,
+            max_batch_bytes: self.config.apply.max_batch_bytes,
+            ..ApplierSettings::default()
+        };
+        let health = self.health(&spec.task_id);
+        let mut applier = Applier::new(
+            &spec.task_id,
+            &self.journal,
+            target,
+            settings,
+            stop.clone(),
+            health.clone(),
+        );
+        let mut recovered = false;
+        while !stop.load(Ordering::Relaxed) {
+            let stages = self.journal.stages();
+            let result = if recovered {
+                applier.step()
+            } else {
+                applier.recover().map(|_| true)
+            };
+            match result {
+                Ok(true) => {
+                    recovered = true;
+                    health.resolved("applier");
+                }
+                Ok(false) => {
+                    health.resolved("applier");
+                    // Woken by the next stage; the timeout catches what time alone makes
+                    // applicable (a target that was not ready, a refusal that expired).
+                    self.journal
+                        .wait_for_stage(stages, Duration::from_millis(10));
+                }
+                Err(ApplyError::Target(TargetError::Permanent(reason))) => {
+                    METRICS.error(ErrorKind::TargetPermanent);
+                    return self.fail(&spec.task_id, reason);
+                }
+                Err(err) => {
+                    // Transient: the target or the journal will come back; keep the task running.
+                    METRICS.error(ErrorKind::Applier);
+                    warn!(%err, "apply failed; retrying");
+                    let part = match err {
+                        ApplyError::Target(_) => "target",
+                        _ => "applier",
+                    };
+                    health.problem(part, &err);
+                    recovered = false;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Starts a reader for each DML channel and the replicate-msg topic, including channels
+    /// created after the task.
+    fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+        let _span = info_span!("channels", task = %spec.task_id).entered();
+        let queue = loop {
+            match self.queue() {
+                Ok(queue) => break queue,
+                Err(err) if stop.load(Ordering::Relaxed) => return drop(err),
+                Err(err) => {
+                    METRICS.error(ErrorKind::Broker);
+                    warn!(%err, "cannot reach the source's message queue; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
+        // The channels the task read before (a resume, a restart) start at once: listing the
+        // broker's topics first may take tens of milliseconds that a catch-up need not wait.
+        match self.journal.source_offsets(&spec.task_id) {
+            Ok(recorded) => {
+                let recorded = recorded.into_iter().map(|(pchannel, _)| pchannel);
+                self.start_readers(&spec, &stop, &queue, recorded, &mut readers);
+            }
+            Err(err) => warn!(%err, "cannot read the task's channels; listing them instead"),
+        }
+        while !stop.load(Ordering::Relaxed) {
+            match queue.channels() {
+                Ok(channels) => self.start_readers(&spec, &stop, &queue, channels, &mut readers),
+                Err(err) => {
+                    METRICS.error(ErrorKind::Broker);
+                    warn!(%err, "cannot list the source's channels; retrying");
+                }
+            }
+            for _ in 0..20 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for (_, reader) in readers {
+            let _ = reader.join();
+        }
+    }
+
+    /// Starts a reader for each of `channels` that has none yet.
+    fn start_readers(
+        self: &Arc<Self>,
+        spec: &TaskSpec,
+        stop: &Arc<AtomicBool>,
+        queue: &Arc<dyn MessageQueue>,
+        channels: impl IntoIterator<Item = String>,
+        readers: &mut HashMap<String, JoinHandle<()>>,
+    ) {
+        for channel in channels {
+            if !readers.contains_key(&channel)
+                && self.record_channel_start(&spec.task_id, &channel, queue.as_ref())
+            {
+                let me = self.clone();
+                let (task, flag, queue, pchannel) =
+                    (spec.clone(), stop.clone(), queue.clone(), channel.clone());
+                readers.insert(
+                    channel,
+                    std::thread::spawn(move || me.run_reader(task, pchannel, queue, flag)),
+                );
+            }
+        }
+    }
+
+    /// Makes sure the channel has a stored start offset; answers whether its reader may start.
+    /// A channel without one was created after the task: everything on it is new.
+    fn record_channel_start(&self, task: &str, channel: &str, queue: &dyn MessageQueue) -> bool {
+        let recorded = match self.journal.source_offset(task, channel) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                // A channel created after the task: everything on it is new.
+                self.journal.stage(task, channel, &[], queue.beginning(), 0)
+            }
+            Err(err) => Err(err),
+        };
+        match recorded {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(%err, channel, "cannot record the channel's start; retrying");
+                false
+            }
+        }
+    }
+
+    fn run_reader(
+        self: Arc<Self>,
+        spec: TaskSpec,
+        pchannel: String,
+        queue: Arc<dyn MessageQueue>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
+        let scope = spec.scope();
+        let settings = ReaderSettings {
+            journal_cap_bytes: self.config.journal.max_bytes,
+            ..ReaderSettings::default()
+        };
+        let health = self.health(&spec.task_id);
+        while !stop.load(Ordering::Relaxed) {
+            let meta = match self.runtime.block_on(self.config.source.meta()) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    METRICS.error(ErrorKind::SourceEtcd);
+                    warn!(%err, "source etcd unreachable; retrying");
+                    health.problem(&pchannel, format!("source etcd: {err}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            health.resolved(&pchannel);
+            let mut lookup = EtcdLookup::new(meta, self.runtime.clone());
+            let reader = ChannelReader {
+                task: &spec.task_id,
+                pchannel: &pchannel,
+                queue: queue.as_ref(),
+                scope: &scope,
+                journal: &self.journal,
+                settings: &settings,
+                stop: stop.clone(),
+            };
+            match reader.run(&mut lookup) {
+                Ok(()) => return,
+                Err(err) => {
+                    METRICS.error(ErrorKind::Reader);
+                    warn!(%err, "reader stopped; restarting from the stored offset");
+                    health.problem(&pchannel, &err);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A task's specification as stored in the journal: what to replicate where, and its state.
+//! Stored as JSON: fields are added with defaults, never renamed, so older records still read.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DEFAULT_DB, MqPosition, NameMapping, Scope, StartPosition};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum TaskState {
+    Initial,
+    Running,
+    Paused,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub uri: String,
+    #[serde(default)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub target: TargetSpec,
+    /// Collection names of the default database; `*` for every collection of every database.
+    pub collections: Vec<String>,
+    /// Collection names (`*`: all) per database (`*`: every database).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, Vec<String>>,
+    pub start: StartPosition,
+    /// Collections left out (names per database, `*` for all of one), even when included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, Vec<String>>,
+    /// Target names of source databases and collections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_mapping: Vec<NameMapping>,
+    /// Explicit positions per physical channel, given at create; they take the place of
+    /// `start` on their channels (collections that exist already are created on the target
+    /// first, as with `latest`).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "given_positions"
+    )]
+    pub positions: BTreeMap<String, MqPosition>,
+    pub state: TaskState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Task records written before Pulsar positions hold a bare Kafka offset per channel.
+fn given_positions<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, MqPosition>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Position(MqPosition),
+        KafkaOffset(i64),
+    }
+    let given = BTreeMap::<String, Given>::deserialize(deserializer)?;
+    Ok(given
+        .into_iter()
+        .map(|(channel, given)| {
+            let position = match given {
+                Given::Position(position) => position,
+                Given::KafkaOffset(next_offset) => MqPosition::Kafka { next_offset },
+            };
+            (channel, position)
+        })
+        .collect())
+}
+
+impl TaskSpec {
+    /// Whether `other` asks for the same task (its state aside): a create repeated by a client
+    /// that retries.
+    pub fn same_request(&self, other: &TaskSpec) -> bool {
+        self.target == other.target
+            && self.collections == other.collections
+            && self.databases == other.databases
+            && self.start == other.start
+            && self.positions == other.positions
+            && self.excluded == other.excluded
+            && self.name_mapping == other.name_mapping
+    }
+
+    pub fn scope(&self) -> Scope {
+        let everything = self.collections.iter().any(|c| c == "*")
+            || self
+                .databases
+                .get("*")
+                .is_some_and(|names| names.iter().any(|c| c == "*"));
+        let pairs = |per_db: &BTreeMap<String, Vec<String>>| {
+            per_db
+                .iter()
+                .flat_map(|(db, names)| names.iter().map(move |name| (db.clone(), name.clone())))
+                .collect::<HashSet<_>>()
+        };
+        let included = if everything {
+            Scope::all()
+        } else {
+            let default_db = self
+                .collections
+                .iter()
+                .map(|name| (DEFAULT_DB.to_owned(), name.clone()));
+            Scope::named(default_db.chain(pairs(&self.databases)).collect())
+        };
+        included
+            .excluding(pairs(&self.excluded))
+            .renaming(self.name_mapping.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(collections: &[&str], databases: &[(&str, &[&str])]) -> TaskSpec {
+        serde_json::from_value(serde_json::json!({
+            "task_id": "t", "target": { "uri": "http://x" }, "collections": collections,
+            "databases": databases.iter().map(|(db, names)| (db.to_string(), names.to_vec()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            "start": "latest", "state": "Running"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_star_collection_or_database_star_star_is_everything() {
+        assert_eq!(spec(&["*"], &[]).scope(), Scope::all());
+        assert_eq!(spec(&[], &[("*", &["*"])]).scope(), Scope::all());
+    }
+
+    #[test]
+    fn collection_infos_name_the_default_database_and_db_collections_the_others() {
+        let scope = spec(&["a"], &[("sales", &["*"]), ("hr", &["people"])]).scope();
+        assert!(scope.contains("default", "a"));
+        assert!(scope.contains("sales", "a"), "every collection of sales");
+        assert!(scope.contains("sales", "orders"));
+        assert!(scope.contains("hr", "people"));
+        assert!(!scope.contains("hr", "salaries"));
+        assert!(!scope.contains("default", "orders"));
+    }
+
+    #[test]
+    fn a_spec_stored_before_databases_existed_still_reads() {
+        let old = r#"{"task_id":"t","target":{"uri":"http://x"},"collections":["a"],"start":"latest","state":"Paused"}"#;
+        let spec: TaskSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.databases.is_empty());
+        assert!(spec.scope().contains("default", "a"));
+    }
+
+    #[test]
+    fn a_task_record_with_bare_kafka_offsets_still_reads() {
+        let spec = r#"{"task_id":"t","target":{"uri":"http://t:19530"},"collections":["*"],
+            "start":"latest","positions":{"dml_0":42},"state":"Running"}"#;
+        let spec: TaskSpec = serde_json::from_str(spec).unwrap();
+        assert_eq!(
+            spec.positions["dml_0"],
+            MqPosition::Kafka { next_offset: 42 }
+        );
+        let again: TaskSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+    }
+}

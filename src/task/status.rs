@@ -1,0 +1,172 @@
+//! What a task's state looks like from outside: its positions (to hand to another task's
+//! create), its lag now, and its lag over the last minutes for the status page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::history::Sample;
+use super::{Supervisor, TaskError, TaskState};
+use crate::journal::lag::{TaskLag, task_lag};
+use crate::metrics::{METRICS, Snapshot, TaskGauges};
+use crate::model::{MqPosition, encode_position, now_ms};
+
+/// A task's read position on one physical channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChannelPosition {
+    pub channel: String,
+    /// The same as a base64 `msg.MsgPosition`, as the reference CDC exchanges positions: give it
+    /// to a new task's create (`positions`) to start it here.
+    pub position: String,
+    /// The next source offset to read (Kafka; -1 on Pulsar).
+    pub next_offset: i64,
+    /// The stored position, readable: `kafka next_offset=N` or
+    /// `pulsar after ledger=L entry=E batch=B partition=P`.
+    pub readable: String,
+    /// The newest TimeTick staged: every change at or below it is in the journal.
+    pub tick: u64,
+}
+
+/// The last journal position of one vchannel that the target acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AppliedPosition {
+    pub vchannel: String,
+    /// Source timestamp (hybrid: physical milliseconds << 18 | logical).
+    pub ts: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TaskPositions {
+    pub channels: Vec<ChannelPosition>,
+    pub applied: Vec<AppliedPosition>,
+}
+
+/// A task as the status page shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub state: TaskState,
+    pub reason: String,
+    /// The largest apply lag over the task's vchannels, now.
+    pub lag_seconds: Option<f64>,
+    pub rows_per_second: Option<f64>,
+    /// The last 15 minutes.
+    pub history: Vec<Sample>,
+}
+
+impl Supervisor {
+    /// Where the task is: per physical channel the next source offset and the newest TimeTick
+    /// staged, per vchannel the position applied to the target.
+    pub fn positions(&self, id: &str) -> Result<TaskPositions, TaskError> {
+        self.task(id)?;
+        let channels = self
+            .journal
+            .source_offsets(id)?
+            .into_iter()
+            .map(|(pchannel, offset)| {
+                let next_offset = match offset.next {
+                    MqPosition::Kafka { next_offset } => next_offset,
+                    MqPosition::Pulsar { .. } => -1,
+                };
+                ChannelPosition {
+                    readable: offset.next.to_string(),
+                    position: encode_position(&pchannel, &offset.next, offset.tick),
+                    channel: pchannel,
+                    next_offset,
+                    tick: offset.tick,
+                }
+            })
+            .collect();
+        Ok(TaskPositions {
+            channels,
+            applied: self
+                .journal
+                .applied_positions(id)?
+                .into_iter()
+                .map(|(vchannel, p)| AppliedPosition {
+                    vchannel,
+                    ts: p.ts,
+                    seq: p.seq,
+                })
+                .collect(),
+        })
+    }
+
+    /// Samples every task's lag and applied rows every `every`, for the status page.
+    pub fn start_sampling(self: &Arc<Self>, every: Duration) {
+        let me = Arc::downgrade(self);
+        std::thread::spawn(move || {
+            while let Some(supervisor) = me.upgrade() {
+                if let Err(err) = supervisor.sample(now_ms()) {
+                    warn!(%err, "cannot sample the tasks' lag");
+                }
+                drop(supervisor);
+                std::thread::sleep(every);
+            }
+        });
+    }
+
+    fn sample(&self, now_ms: u64) -> Result<(), TaskError> {
+        for spec in self.tasks()? {
+            let id = &spec.task_id;
+            let sample = Sample {
+                at_ms: now_ms,
+                lag_seconds: max_lag(&task_lag(&self.journal, id, now_ms)?),
+                rows_applied: METRICS.task_rows_applied(id).get(),
+            };
+            self.history.record(id, sample);
+        }
+        Ok(())
+    }
+
+    /// Every task with its lag now, its throughput and its lag over the last 15 minutes.
+    pub fn status(&self) -> Result<Vec<TaskStatus>, TaskError> {
+        let now = now_ms();
+        self.tasks()?
+            .into_iter()
+            .map(|spec| {
+                let id = &spec.task_id;
+                Ok(TaskStatus {
+                    lag_seconds: max_lag(&task_lag(&self.journal, id, now)?),
+                    rows_per_second: self.history.rows_per_second(id),
+                    history: self.history.of(id),
+                    state: spec.state,
+                    reason: spec.reason.clone().unwrap_or_default(),
+                    task_id: spec.task_id,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Supervisor {
+    /// The gauges `/metrics` shows now: the journal's size and every task's state and lag.
+    pub fn metrics_snapshot(&self) -> Result<Snapshot, TaskError> {
+        let now = now_ms();
+        let tasks = self
+            .tasks()?
+            .into_iter()
+            .map(|spec| {
+                let lag = task_lag(&self.journal, &spec.task_id, now)?;
+                Ok(TaskGauges {
+                    state: format!("{:?}", spec.state),
+                    task: spec.task_id,
+                    source_lag: lag.source,
+                    target_lag: lag.target,
+                })
+            })
+            .collect::<Result<_, TaskError>>()?;
+        Ok(Snapshot {
+            journal_bytes: self.journal.journal_bytes()?,
+            journal_rows: self.journal.journal_rows()?,
+            tasks,
+        })
+    }
+}
+
+fn max_lag(lag: &TaskLag) -> Option<f64> {
+    lag.target.values().copied().reduce(f64::max)
+}
