@@ -8,5 +8,3 @@ pub mod meta;
 pub mod mq;
 pub mod pulsar;
 pub mod reader;
-#[cfg(test)]
-mod reader_tests;
