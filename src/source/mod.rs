@@ -9,12 +9,9 @@ use mq::MqConfig;
 
 pub mod capture;
 pub mod decode;
-pub mod lookup;
 pub mod meta;
 pub mod mq;
 pub mod reader;
-#[cfg(test)]
-mod reader_tests;
 pub mod seed;
 pub mod start;
 

@@ -14,7 +14,7 @@ use super::{Running, Supervisor, TaskSpec};
 use crate::apply::milvus_target::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::source::lookup::EtcdLookup;
+use crate::source::meta::EtcdLookup;
 use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderSettings};
 

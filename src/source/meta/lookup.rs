@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
-use super::capture::CollectionLookup;
-use super::meta::{CollectionMeta, SourceMeta};
+use super::{CollectionMeta, SourceMeta};
+use crate::source::capture::CollectionLookup;
 
 /// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
 /// a little after its first message, so a miss is retried briefly before it is remembered.

@@ -1,6 +1,7 @@
 //! The channel reader against a scripted message queue: the redelivery rule, resuming at a
 //! stored position, and a channel that cannot be opened yet. The queue delivers what the
 //! script says whatever position it is opened at, as a broker that starts early or redelivers.
+//! Also the restamping of replicate-msg events.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,12 +13,14 @@ use milvus::proto::msg;
 use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
 use prost::Message as _;
 
-use super::meta::CollectionMeta;
-use super::mq::{ChannelSource, Fetched, MessageQueue, MqError, PulsarError, Retained};
-use super::reader::{ChannelReader, ReaderSettings};
+use super::{ChannelReader, ReaderSettings, not_before};
 use crate::journal::Journal;
-use crate::model::Scope;
-use crate::model::{Change, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId};
+use crate::model::{
+    Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId,
+    Scope, StagedChange,
+};
+use crate::source::meta::CollectionMeta;
+use crate::source::mq::{ChannelSource, Fetched, MessageQueue, MqError, PulsarError, Retained};
 
 const P0: &str = "by-dev-rootcoord-dml_0";
 const V0: &str = "by-dev-rootcoord-dml_0_9v0";
@@ -344,4 +347,25 @@ fn a_kafka_journal_is_not_read_with_pulsar_ids() {
         stop,
     };
     assert!(reader.run(&mut collections()).is_err());
+}
+
+#[test]
+fn a_replicate_msg_event_stamped_before_the_newest_one_is_staged_after_it() {
+    let event = |ts| StagedChange {
+        vchannel: "by-dev-replicate-msg".into(),
+        ts,
+        change: Change::Ddl(Ddl {
+            collection: CollectionRef {
+                id: 1,
+                db_name: "default".into(),
+                name: "c".into(),
+            },
+            barrier: vec![],
+            event: DdlEvent::DropCollection,
+        }),
+    };
+    let staged: Vec<u64> = not_before(vec![event(5), event(9)], 7)
+        .map(|c| c.ts)
+        .collect();
+    assert_eq!(staged, [7, 9]);
 }

@@ -1,0 +1,319 @@
+//! The source Milvus's metadata, read from its etcd: databases, collections with their fields
+//! and partitions, aliases, indexes and load state. Nothing here writes to etcd.
+//!
+//! Milvus 2.3 splits a collection over several keys under `{root}/meta/root-coord/`:
+//! `database/collection-info/{db}/{coll}` (or, for collections of old versions,
+//! `collection/{coll}`), `fields/{coll}/{field}`, `partitions/{coll}/{part}`, and
+//! `database/db-info/{db}`; aliases sit under `database/aliases/{db}/{alias}`, indexes under
+//! `{root}/meta/field-index/{coll}/` and load state under
+//! `{root}/meta/querycoord-collection-loadinfo/{coll}`.
+//!
+//! Layout: [`SourceMeta`] (here) only fetches raw key/values; `keys.rs` says which key is
+//! what; `assemble.rs` turns key/values into [`CollectionMeta`]s and the other values of
+//! `types.rs` with plain functions, so the decoding is tested without etcd.
+//!
+//! Invariants:
+//! - Every lookup of [`SourceMeta`] reads at one etcd revision (the one of its first reply),
+//!   page by page, so a collection is never seen half-created or half-dropped across its keys.
+//! - A value equal to [`TOMBSTONE`] is a deleted one: it counts as absent, whatever its key.
+//! - States: a collection is live in state created; one being dropped is kept only where
+//!   [`Wanted::LiveOrDropping`] asks for it (a lookup by id, so a message of a dropped
+//!   collection is still captured). Partitions count in state created, databases in state
+//!   unknown or created, aliases in state created.
+//! - The default database (id [`DEFAULT_DB_ID`], named [`crate::model::DEFAULT_DB`]) always
+//!   exists, and db id 0 (collections older than databases) means it.
+//! - System fields (ids below [`FIRST_USER_FIELD_ID`]) are left out; fields and partitions are
+//!   read from their own keys, or from the collection-info where old versions kept them.
+//!
+//! Failures are [`MetaError`]s and nothing here retries: the caller decides.
+//! [`SourceMeta::connect`] makes one read, so a wrong address fails at once. A malformed key in
+//! one of the namespaces read, a value that does not decode, or a collection that contradicts
+//! itself or names a database without live db-info is an error, never skipped, since skipping
+//! would silently lose metadata; only [`find_named`] passes over damaged values, so one broken
+//! collection cannot hide another of the name asked for.
+
+mod assemble;
+mod keys;
+mod lookup;
+mod types;
+
+pub use assemble::{
+    Assembled, DEFAULT_DB_ID, FIRST_USER_FIELD_ID, Wanted, assemble, assemble_wanted, find_named,
+    live_indexes, loaded_replicas,
+};
+pub use keys::{MetaKey, TOMBSTONE, is_tombstone, meta_root, parse_key};
+pub use lookup::EtcdLookup;
+pub use types::{CollectionMeta, DatabaseMeta, IndexMeta, PartitionMeta};
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+/// etcd errors are boxed: `etcd_client::Error` is large and would bloat every `Result` here.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot connect to etcd {endpoints:?}: {source}")]
+    Connect {
+        endpoints: Vec<String>,
+        source: Box<etcd_client::Error>,
+    },
+    #[error("cannot read etcd range [{start:?}, {end:?}): {source}")]
+    Read {
+        start: String,
+        end: String,
+        source: Box<etcd_client::Error>,
+    },
+    #[error("malformed Milvus meta key {key:?}: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("cannot decode {what} at etcd key {key:?}: {source}")]
+    Decode {
+        key: String,
+        what: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("inconsistent metadata for collection {collection_id}: {reason}")]
+    Inconsistent { collection_id: i64, reason: String },
+    #[error("collection {collection_id} is in database {db_id}, which has no live db-info")]
+    UnknownDatabase { collection_id: i64, db_id: i64 },
+}
+
+/// Keys per etcd range request: keeps each reply far below gRPC's 4 MiB message limit.
+const PAGE_SIZE: i64 = 256;
+
+/// The first key after every key starting with `prefix` (etcd's "range end" for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): "to the end of the keyspace".
+    vec![0]
+}
+
+/// Reads the source Milvus's metadata from its etcd.
+#[derive(Clone)]
+pub struct SourceMeta {
+    client: Client,
+    meta_root: String,
+}
+
+impl std::fmt::Debug for SourceMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceMeta")
+            .field("meta_root", &self.meta_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceMeta {
+    /// Connects and makes one read, so a wrong address fails here rather than on first use.
+    pub async fn connect(endpoints: &[String], root_path: &str) -> Result<Self, MetaError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(30));
+        let connect_err = |source| MetaError::Connect {
+            endpoints: endpoints.to_vec(),
+            source: Box::new(source),
+        };
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(connect_err)?;
+        let meta_root = meta_root(root_path);
+        client
+            .get(
+                meta_root.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .map_err(connect_err)?;
+        Ok(Self { client, meta_root })
+    }
+
+    pub fn meta_root(&self) -> &str {
+        &self.meta_root
+    }
+
+    pub async fn databases(&self) -> Result<Vec<DatabaseMeta>, MetaError> {
+        let mut rev = 0;
+        let kvs = self
+            .read_prefix("root-coord/database/db-info/", &mut rev, false)
+            .await?;
+        Ok(assemble(&self.meta_root, &kvs)?.databases)
+    }
+
+    /// Every live collection of every database.
+    pub async fn collections(&self) -> Result<Vec<CollectionMeta>, MetaError> {
+        let mut rev = 0;
+        let mut kvs = Vec::new();
+        // `database/` holds both collection-info and db-info (and aliases, which are ignored).
+        for prefix in [
+            "root-coord/database/",
+            "root-coord/collection/",
+            "root-coord/fields/",
+            "root-coord/partitions/",
+        ] {
+            kvs.extend(self.read_prefix(prefix, &mut rev, false).await?);
+        }
+        Ok(assemble(&self.meta_root, &kvs)?.collections)
+    }
+
+    /// The live collection of that name in that database (`""` is the default database).
+    /// Only collection-info and db-info values are read to find it, then the one collection.
+    pub async fn collection_named(
+        &self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, MetaError> {
+        let mut rev = 0;
+        let mut kvs = self
+            .read_prefix("root-coord/database/", &mut rev, false)
+            .await?;
+        kvs.extend(
+            self.read_prefix("root-coord/collection/", &mut rev, false)
+                .await?,
+        );
+        match find_named(&self.meta_root, &kvs, db_name, name)? {
+            Some(id) => self.collection(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The collection's live indexes.
+    pub async fn indexes(&self, collection_id: i64) -> Result<Vec<IndexMeta>, MetaError> {
+        let mut rev = 0;
+        let kvs = self
+            .read_prefix(&format!("field-index/{collection_id}/"), &mut rev, false)
+            .await?;
+        live_indexes(&kvs)
+    }
+
+    /// How many replicas the collection is loaded with, None when it is not loaded.
+    pub async fn loaded_replicas(&self, collection_id: i64) -> Result<Option<i32>, MetaError> {
+        let mut rev = 0;
+        let key = format!(
+            "{}/querycoord-collection-loadinfo/{collection_id}",
+            self.meta_root
+        );
+        match self.read_key(&key, &mut rev).await?.first() {
+            Some((key, value)) => loaded_replicas(key, value),
+            None => Ok(None),
+        }
+    }
+
+    /// One collection, live or being dropped; `None` if etcd no longer has it.
+    pub async fn collection(&self, id: i64) -> Result<Option<CollectionMeta>, MetaError> {
+        let mut rev = 0;
+        // The database of a collection is only in its key, so find the key first.
+        let mut kvs = Vec::new();
+        for (key, _) in self
+            .read_prefix("root-coord/database/collection-info/", &mut rev, true)
+            .await?
+        {
+            if parse_key(&self.meta_root, &key)?.and_then(|k| k.collection_id()) == Some(id) {
+                kvs.extend(self.read_key(&key, &mut rev).await?);
+            }
+        }
+        let legacy = format!("{}/root-coord/collection/{id}", self.meta_root);
+        kvs.extend(self.read_key(&legacy, &mut rev).await?);
+        for prefix in [
+            format!("root-coord/fields/{id}/"),
+            format!("root-coord/partitions/{id}/"),
+            "root-coord/database/db-info/".to_owned(),
+        ] {
+            kvs.extend(self.read_prefix(&prefix, &mut rev, false).await?);
+        }
+        let assembled = assemble_wanted(&self.meta_root, &kvs, Wanted::LiveOrDropping)?;
+        Ok(assembled.collections.into_iter().find(|c| c.id == id))
+    }
+
+    /// Every key/value under `{meta_root}/{rel_prefix}`.
+    async fn read_prefix(
+        &self,
+        rel_prefix: &str,
+        rev: &mut i64,
+        keys_only: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let start = format!("{}/{rel_prefix}", self.meta_root).into_bytes();
+        let end = prefix_end(&start);
+        self.read_range(start, end, rev, keys_only).await
+    }
+
+    async fn read_key(
+        &self,
+        key: &str,
+        rev: &mut i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let start = key.as_bytes().to_vec();
+        let mut end = start.clone();
+        end.push(0);
+        self.read_range(start, end, rev, false).await
+    }
+
+    /// Reads `[start, end)` page by page, all pages at revision `*rev`; a `*rev` of 0 is set to
+    /// the revision of the first reply, so that every later read of the same call sees the
+    /// same snapshot.
+    async fn read_range(
+        &self,
+        mut start: Vec<u8>,
+        end: Vec<u8>,
+        rev: &mut i64,
+        keys_only: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let mut client = self.client.clone();
+        let mut out = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE_SIZE)
+                .with_revision(*rev);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let mut resp = client
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(|source| MetaError::Read {
+                    start: String::from_utf8_lossy(&start).into_owned(),
+                    end: String::from_utf8_lossy(&end).into_owned(),
+                    source: Box::new(source),
+                })?;
+            if *rev == 0
+                && let Some(header) = resp.header()
+            {
+                *rev = header.revision();
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let last_key = kvs.last().map(|kv| kv.key().to_vec());
+            for kv in kvs {
+                let key = String::from_utf8(kv.key().to_vec()).map_err(|_| MetaError::BadKey {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: "not UTF-8".into(),
+                })?;
+                out.push((key, kv.value().to_vec()));
+            }
+            match last_key {
+                Some(mut last) if more => {
+                    last.push(0);
+                    start = last;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[]), vec![0]);
+    }
+}

@@ -1,0 +1,258 @@
+//! The reader of one physical channel (one MQ topic) for one task: fetch, decode, capture,
+//! stage. A [`ChannelReader`] owns its consumer, the channel's position and tick, the messages
+//! fetched since its last stage, the fingerprints of recent data messages and its pacing; the
+//! journal, the scope and the collection lookup it borrows.
+//!
+//! Invariants:
+//! - Staged once. The redelivery rule, enforced in the run loop: a message is staged only if
+//!   its id is past the channel's position ([`MqPosition::admits`]: a Kafka offset at or after
+//!   the next offset, a Pulsar MessageId after the last one read, by ledger, entry and batch
+//!   index). The position starts at the one stored in the journal and moves past every message
+//!   read, so a broker or client that delivers a message again (a Pulsar redelivery, a Kafka
+//!   re-fetch) cannot get it staged twice. A data message admitted but byte-identical to a
+//!   recent one of the channel (a producer's retry) is dropped too (`dedup.rs`). Either repeat
+//!   is counted in `milvus_cdc_messages_duplicate_total`.
+//! - A message that does not decode or capture is logged with its channel and id, counted, and
+//!   passed over; it never stops the channel.
+//! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
+//!   than the newest stamp seen there (`not_before`).
+//! - Pacing: before a new batch the reader waits while the journal holds more than
+//!   [`ReaderSettings::journal_cap_bytes`], and a while for room in the journal's cache of
+//!   recent rows (`pacer.rs`), so the applier reads from memory.
+//!
+//! Crash behaviour: messages are staged together with the offset after them (and the channel's
+//! tick) in one journal transaction ([`Journal::stage`]); a crash anywhere loses only
+//! uncommitted work, which is fetched again from the stored offset on restart. A client that
+//! lost its position ends the run with an error, and the task starts over from the stored
+//! offset. A channel that cannot be opened (a topic that does not exist yet, a broker that is
+//! down) is waited for and retried until the reader is stopped.
+
+mod dedup;
+mod pacer;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::capture::{Captured, CollectionLookup, capture};
+use super::decode::{SourceMessage, decode, timestamp};
+use super::mq::{ChannelSource, MessageQueue, MqError};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::{ErrorKind, METRICS};
+use crate::model::{MqPosition, Scope, StagedChange, is_replicate_topic};
+use dedup::RecentPayloads;
+use pacer::Pacer;
+
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    /// Group commit: a staging transaction closes at this many messages, bytes or this delay.
+    pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_delay: Duration,
+    /// Past this many journal bytes the reader waits for the applier to drain.
+    pub journal_cap_bytes: u64,
+}
+
+impl Default for ReaderSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_messages: 2_000,
+            max_batch_bytes: 8 << 20,
+            max_batch_delay: Duration::from_millis(5),
+            journal_cap_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Mq(#[from] MqError),
+    #[error("no stored source offset for channel {0}: the task was not seeded")]
+    NotSeeded(String),
+}
+
+pub struct ChannelReader<'a> {
+    pub task: &'a str,
+    pub pchannel: &'a str,
+    pub queue: &'a dyn MessageQueue,
+    pub scope: &'a Scope,
+    pub journal: &'a Journal,
+    pub settings: &'a ReaderSettings,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl ChannelReader<'_> {
+    pub fn run(&self, lookup: &mut dyn CollectionLookup) -> Result<(), ReaderError> {
+        let offset = self
+            .journal
+            .source_offset(self.task, self.pchannel)?
+            .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
+        info!(task = self.task, channel = self.pchannel, from = %offset.next, "reading");
+        let Some(mut consumer) = self.open(&offset.next) else {
+            return Ok(());
+        };
+
+        let mut pending = PendingStage::default();
+        let mut position = offset.next;
+        let mut tick = offset.tick;
+        let mut recent = RecentPayloads::default();
+        let mut pacer = Pacer::default();
+        // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
+        // what is staged there is applicable at once, in the order of the topic.
+        let stamps_are_ticks = is_replicate_topic(self.pchannel);
+
+        while !self.stop.load(Ordering::Relaxed) {
+            if pending.since.is_none() {
+                self.wait_below_cap()?;
+                pacer.wait_for_room(self.journal, self.settings.max_batch_bytes, &self.stop);
+            }
+            let timeout = if pending.since.is_some() {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            // Clients reconnect by themselves, but one that lost its position (a Kafka offset
+            // out of range, a closed Pulsar reader) stays lost: the error ends this run and the
+            // task starts over from the stored position, dropping what was pending.
+            let fetched = consumer.poll(timeout)?;
+            let idle = fetched.is_none();
+            if let Some(message) = fetched {
+                // The redelivery rule (module doc): ids only grow along a channel, so one the
+                // position does not admit was read already (staged, or pending in this very
+                // batch) and must not be staged again.
+                if !position.admits(&message.id).map_err(MqError::from)? {
+                    METRICS.messages_duplicate.inc();
+                    warn!(
+                        task = self.task,
+                        channel = self.pchannel,
+                        id = %message.id,
+                        %position,
+                        "message skipped: it was read already"
+                    );
+                    continue;
+                }
+                position = MqPosition::after(&message.id);
+                pending.fetched(message.payload.len());
+                METRICS.messages_read.inc();
+                let decoded = decode(&message.payload);
+                if matches!(
+                    decoded,
+                    Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
+                ) && !recent.first_time(&message.payload)
+                {
+                    METRICS.messages_duplicate.inc();
+                    warn!(
+                        task = self.task,
+                        channel = self.pchannel,
+                        id = %message.id,
+                        "message skipped: byte-identical to an earlier message of this channel"
+                    );
+                    continue;
+                }
+                // The proxy runs some of these requests in different queues, so one may reach
+                // the topic after a later-stamped one. Staged at its own stamp it could sort
+                // behind an event already applied and never be read: it is staged no earlier
+                // than the newest stamp of the topic instead (it then waits a little longer).
+                let floor = tick;
+                if stamps_are_ticks && let Ok(message) = &decoded {
+                    tick = tick.max(timestamp(message));
+                }
+                match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
+                    capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
+                }) {
+                    Ok(Captured::Changes(changes)) if stamps_are_ticks => {
+                        pending.changes.extend(not_before(changes, floor));
+                    }
+                    Ok(Captured::Changes(changes)) => pending.changes.extend(changes),
+                    Ok(Captured::Tick(ts)) => tick = tick.max(ts),
+                    Ok(Captured::Skipped) => {}
+                    Err(reason) => {
+                        METRICS.messages_rejected.inc();
+                        METRICS.error(ErrorKind::MessageRejected);
+                        warn!(task = self.task, channel = self.pchannel, id = %message.id, %reason,
+                              "message skipped: not a usable Milvus message");
+                    }
+                }
+            }
+            if pending.due(self.settings, idle) {
+                crate::failpoint::hit("stage-before-commit");
+                self.journal
+                    .stage(self.task, self.pchannel, &pending.changes, position, tick)?;
+                METRICS.changes_staged.inc_by(pending.changes.len() as u64);
+                METRICS.staged(self.task, pending.changes.iter().map(|c| &c.change));
+                pending = PendingStage::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// The channel opened at `from`, waiting while it cannot be (a topic that does not exist
+    /// yet, a broker that is down); None once the reader is stopped.
+    fn open(&self, from: &MqPosition) -> Option<Box<dyn ChannelSource>> {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.queue.open(self.task, self.pchannel, from) {
+                Ok(consumer) => return Some(consumer),
+                Err(err) => {
+                    METRICS.error(ErrorKind::Broker);
+                    warn!(task = self.task, channel = self.pchannel, %err,
+                          "cannot open the channel; waiting for it");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        None
+    }
+
+    fn wait_below_cap(&self) -> Result<(), ReaderError> {
+        while self.journal.journal_bytes()? > self.settings.journal_cap_bytes
+            && !self.stop.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// `changes` restamped no earlier than `floor`, so they sort after what was staged before.
+fn not_before(changes: Vec<StagedChange>, floor: u64) -> impl Iterator<Item = StagedChange> {
+    changes.into_iter().map(move |mut c| {
+        c.ts = c.ts.max(floor);
+        c
+    })
+}
+
+/// What the reader fetched since its last staging transaction (group commit).
+#[derive(Default)]
+struct PendingStage {
+    changes: Vec<StagedChange>,
+    messages: usize,
+    bytes: usize,
+    /// When the first of these messages was fetched; None while nothing is pending.
+    since: Option<Instant>,
+}
+
+impl PendingStage {
+    fn fetched(&mut self, payload_len: usize) {
+        self.messages += 1;
+        self.bytes += payload_len;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time to commit: the channel went idle, or a count, size or delay bound was reached.
+    fn due(&self, settings: &ReaderSettings, idle: bool) -> bool {
+        self.since.is_some_and(|since| {
+            idle || self.messages >= settings.max_batch_messages
+                || self.bytes >= settings.max_batch_bytes
+                || since.elapsed() >= settings.max_batch_delay
+        })
+    }
+}
