@@ -15,24 +15,33 @@
 //! - [`Journal::commit_batch`] moves the applied positions **and** clears the in-flight marker
 //!   together. A marker present at start-up is a batch the target may or may not have: the applier
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
+//!
+//! Crash behaviour: every write is one redb transaction, durable when it returns, so a crash
+//! keeps all of a write or none of it. What lives only in memory (`recent.rs`: recently staged
+//! rows and the offsets, for the applier's reads) is rebuilt from the file at open.
+//!
+//! Layout: the task records and opening the file here; the reader's side in `stage.rs`, the
+//! applier's in `drain.rs`; lag read off the positions in `lag.rs`; the row encoding in
+//! `record.rs`; the offline `dump` in `dump.rs`.
 
+mod drain;
 pub mod dump;
 pub mod lag;
 mod recent;
 pub mod record;
+mod stage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use recent::RecentRoom;
-use recent::{CachedRow, Coverage, RecentRows};
+use recent::RecentRows;
 
-use crate::model::{Change, MqPosition, RowPosition, SourceOffset, StagedChange};
+use crate::model::{Change, RowPosition, SourceOffset};
 
 type RowKey<'a> = (&'a str, &'a str, u64, u64);
 
@@ -104,39 +113,6 @@ pub struct Journal {
     recent: Mutex<RecentRows>,
     /// Notified after each stage; the count of stages is kept in `recent`.
     staged: Condvar,
-}
-
-/// How many rows and bytes a read may still take: at most `max_rows` rows, and no more bytes
-/// than `max_bytes` beyond the first row.
-struct ReadLimits {
-    max_rows: usize,
-    max_bytes: usize,
-    rows: usize,
-    bytes: usize,
-    full: bool,
-}
-
-impl ReadLimits {
-    fn new(max_rows: usize, max_bytes: usize) -> Self {
-        Self {
-            max_rows,
-            max_bytes,
-            rows: 0,
-            bytes: 0,
-            full: false,
-        }
-    }
-
-    /// Takes a row of `len` bytes, unless the limits are reached.
-    fn admit(&mut self, len: usize) -> bool {
-        if self.rows > 0 && (self.rows >= self.max_rows || self.bytes + len > self.max_bytes) {
-            self.full = true;
-            return false;
-        }
-        self.rows += 1;
-        self.bytes += len;
-        true
-    }
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
@@ -272,350 +248,6 @@ impl Journal {
         txn.commit()?;
         self.recent().remove_task(task);
         Ok(existed)
-    }
-
-    // ---- reader side -------------------------------------------------------------------------
-
-    /// Where the reader of `pchannel` resumes; as of the last stage, like every read of the
-    /// offsets (see `recent.rs` on why they are read from memory).
-    pub fn source_offset(
-        &self,
-        task: &str,
-        pchannel: &str,
-    ) -> Result<Option<SourceOffset>, JournalError> {
-        Ok(self.recent().offset(task, pchannel))
-    }
-
-    pub fn source_offsets(&self, task: &str) -> Result<Vec<(String, SourceOffset)>, JournalError> {
-        Ok(self.recent().offsets(task))
-    }
-
-    /// Stages `changes` read from `pchannel` and records `next`/`tick` as the channel's new
-    /// source offset, in one transaction. Sequence numbers continue the channel's counter.
-    /// A crash before the commit loses nothing: the offset did not move either.
-    pub fn stage(
-        &self,
-        task: &str,
-        pchannel: &str,
-        changes: &[StagedChange],
-        next: MqPosition,
-        tick: u64,
-    ) -> Result<(), JournalError> {
-        // Vchannels the cache has no window for, with their lowest position in this stage.
-        let mut lowest: HashMap<String, RowPosition> = HashMap::new();
-        let txn = self.db.begin_write()?;
-        let mut cached = Vec::with_capacity(changes.len());
-        let (offset, openable) = {
-            let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
-            let previous: Option<SourceOffset> = offsets
-                .get((task, pchannel))?
-                .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
-                .transpose()?;
-            let next_seq = previous.map_or(0, |p| p.next_seq);
-            {
-                let recent = self.recent();
-                for (staged, seq) in changes.iter().zip(next_seq..) {
-                    let v = &staged.vchannel;
-                    if recent.has_window(task, v) {
-                        continue;
-                    }
-                    let position = RowPosition { ts: staged.ts, seq };
-                    lowest
-                        .entry(v.clone())
-                        .and_modify(|p| *p = (*p).min(position))
-                        .or_insert(position);
-                }
-            }
-            let mut rows = txn.open_table(ROWS)?;
-            // A window may start at a vchannel's lowest staged row only if no older row lies
-            // after it (timestamps of one channel need not arrive in order).
-            let mut openable = HashMap::new();
-            for (v, position) in lowest {
-                let later = (task, v.as_str(), position.ts, position.seq)
-                    ..=(task, v.as_str(), u64::MAX, u64::MAX);
-                if rows.range(later)?.next().is_none() {
-                    openable.insert(v, position);
-                }
-            }
-            let mut added = 0u64;
-            for (staged, seq) in changes.iter().zip(next_seq..) {
-                let bytes = record::encode(&staged.change).map_err(|e| JournalError::Corrupt {
-                    what: format!("change for {}", staged.vchannel),
-                    reason: e.to_string(),
-                })?;
-                rows.insert(
-                    (task, staged.vchannel.as_str(), staged.ts, seq),
-                    bytes.as_slice(),
-                )?;
-                added += bytes.len() as u64;
-                cached.push((
-                    staged.vchannel.clone(),
-                    RowPosition { ts: staged.ts, seq },
-                    CachedRow {
-                        change: staged.change.clone(),
-                        encoded_len: bytes.len(),
-                    },
-                ));
-            }
-            let offset = SourceOffset {
-                next,
-                tick: previous.map_or(tick, |p| p.tick.max(tick)),
-                next_seq: next_seq + changes.len() as u64,
-            };
-            offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
-            drop(rows);
-            add_journal_bytes(&txn, added as i64)?;
-            (offset, openable)
-        };
-        txn.commit()?;
-        self.recent()
-            .staged(task, pchannel, offset, cached, openable);
-        self.staged.notify_all();
-        Ok(())
-    }
-
-    /// How many stages have committed since the journal was opened.
-    pub fn stages(&self) -> u64 {
-        self.recent().stages()
-    }
-
-    /// Waits until more than `seen` stages have committed, or `timeout` has passed. An idle
-    /// applier waits here so that new rows go out as soon as they are staged.
-    pub fn wait_for_stage(&self, seen: u64, timeout: Duration) {
-        // A poisoned lock only ends the wait early; the caller plans again either way.
-        let _ = self
-            .staged
-            .wait_timeout_while(self.recent(), timeout, |recent| recent.stages() == seen);
-    }
-
-    /// Bytes of staged rows not yet removed; the reader waits while this is above its cap.
-    pub fn journal_bytes(&self) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn
-            .open_table(STATS)?
-            .get(JOURNAL_BYTES)?
-            .map_or(0, |v| v.value()))
-    }
-
-    /// Room left in the cache of recently staged rows; a reader that stages past it makes the
-    /// applier read those rows back from disk.
-    pub fn recent_room(&self) -> RecentRoom {
-        self.recent().room()
-    }
-
-    /// Rows the journal holds, all tasks (applied ones too when they are retained).
-    pub fn journal_rows(&self) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(ROWS)?.len()?)
-    }
-
-    // ---- applier side ------------------------------------------------------------------------
-
-    /// The vchannels of `task` with rows to apply, and perhaps some whose rows have all been
-    /// applied: callers find nothing pending there.
-    pub fn vchannels(&self, task: &str) -> Result<Vec<String>, JournalError> {
-        Ok(self.recent().vchannels(task))
-    }
-
-    /// The position of the first row of `vchannel` after `after` with a timestamp at most
-    /// `max_ts`.
-    pub fn first_position(
-        &self,
-        task: &str,
-        vchannel: &str,
-        after: Option<RowPosition>,
-        max_ts: u64,
-    ) -> Result<Option<RowPosition>, JournalError> {
-        let first = self.rows(task, vchannel, after, max_ts, 1, 0)?;
-        Ok(first.first().map(|row| row.position))
-    }
-
-    /// Every vchannel's applied position for `task`.
-    pub fn applied_positions(
-        &self,
-        task: &str,
-    ) -> Result<Vec<(String, RowPosition)>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(APPLIED)?;
-        let mut out = Vec::new();
-        for entry in table.range((task, "")..)? {
-            let (k, v) = entry?;
-            let (t, vchannel) = k.value();
-            if t != task {
-                break;
-            }
-            let (ts, seq) = v.value();
-            out.push((vchannel.to_owned(), RowPosition { ts, seq }));
-        }
-        Ok(out)
-    }
-
-    pub fn applied(&self, task: &str, vchannel: &str) -> Result<Option<RowPosition>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let value = txn.open_table(APPLIED)?.get((task, vchannel))?;
-        Ok(value.map(|v| {
-            let (ts, seq) = v.value();
-            RowPosition { ts, seq }
-        }))
-    }
-
-    /// Rows of one vchannel after `after`, with timestamps at most `max_ts`, in position order;
-    /// at most `max_rows` rows, and no more bytes than `max_bytes` beyond the first row. Read
-    /// from memory where [`RecentRows`] covers them, from disk elsewhere.
-    pub fn rows(
-        &self,
-        task: &str,
-        vchannel: &str,
-        after: Option<RowPosition>,
-        max_ts: u64,
-        max_rows: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<JournalRow>, JournalError> {
-        let through = RowPosition {
-            ts: max_ts,
-            seq: u64::MAX,
-        };
-        let mut limits = ReadLimits::new(max_rows, max_bytes);
-        let mut out = Vec::new();
-        // Every row up to here is read; each turn moves it on, to the end of a cached part or
-        // of a part read from disk.
-        let mut read_to = after;
-        while !limits.full && read_to < Some(through) {
-            let coverage = self
-                .recent()
-                .rows(task, vchannel, read_to, through, &mut |len| {
-                    limits.admit(len)
-                });
-            match coverage {
-                Coverage::Rows { rows, through } => {
-                    out.extend(rows.into_iter().map(|(position, row)| JournalRow {
-                        vchannel: vchannel.to_owned(),
-                        position,
-                        change: row.change,
-                        encoded_len: row.encoded_len,
-                    }));
-                    read_to = Some(through);
-                }
-                Coverage::Disk { until } => {
-                    let until = until.map_or(through, |until| until.min(through));
-                    self.read_rows(task, vchannel, read_to, until, &mut limits, &mut out)?;
-                    read_to = Some(until);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Rows of one vchannel after `after` through `through`, from disk.
-    fn read_rows(
-        &self,
-        task: &str,
-        vchannel: &str,
-        after: Option<RowPosition>,
-        through: RowPosition,
-        limits: &mut ReadLimits,
-        out: &mut Vec<JournalRow>,
-    ) -> Result<(), JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ROWS)?;
-        let start = after.map_or((0, 0), |p| (p.ts, p.seq));
-        let range = (task, vchannel, start.0, start.1)..=(task, vchannel, through.ts, through.seq);
-        for entry in table.range(range)? {
-            let (k, v) = entry?;
-            let (_, _, ts, seq) = k.value();
-            let position = RowPosition { ts, seq };
-            if after == Some(position) {
-                continue;
-            }
-            let value = v.value();
-            if !limits.admit(value.len()) {
-                break;
-            }
-            let change = record::decode(value).map_err(|e| JournalError::Corrupt {
-                what: format!("{task}/{vchannel}@{ts}/{seq}"),
-                reason: e.to_string(),
-            })?;
-            out.push(JournalRow {
-                vchannel: vchannel.to_owned(),
-                position,
-                change,
-                encoded_len: value.len(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Records that `batch` is about to be sent. Committed before the first target call.
-    pub fn begin_batch(&self, task: &str, batch: &InFlightBatch) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(IN_FLIGHT)?
-            .insert(task, json(batch)?.as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// The batch that was being sent when the process stopped, if any.
-    pub fn in_flight(&self, task: &str) -> Result<Option<InFlightBatch>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let value = txn.open_table(IN_FLIGHT)?.get(task)?;
-        value
-            .map(|v| from_json(|| format!("in-flight marker of {task}"), v.value()))
-            .transpose()
-    }
-
-    /// The target acknowledged `batch`: move each vchannel's applied position to its end, drop the
-    /// applied rows unless `retain`, and clear the marker, in one transaction.
-    pub fn commit_batch(
-        &self,
-        task: &str,
-        batch: &InFlightBatch,
-        retain: bool,
-    ) -> Result<(), JournalError> {
-        self.commit_batch_and_begin(task, batch, None, retain)
-    }
-
-    /// As [`Journal::commit_batch`], and in the same transaction the marker names `next`
-    /// instead (as [`Journal::begin_batch`] would): one commit per batch when batches follow
-    /// each other.
-    pub fn commit_batch_and_begin(
-        &self,
-        task: &str,
-        batch: &InFlightBatch,
-        next: Option<&InFlightBatch>,
-        retain: bool,
-    ) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut applied = txn.open_table(APPLIED)?;
-            let mut rows = txn.open_table(ROWS)?;
-            let mut freed = 0u64;
-            for (vchannel, end) in &batch.ends {
-                let vchannel = vchannel.as_str();
-                applied.insert((task, vchannel), (end.ts, end.seq))?;
-                if !retain {
-                    let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
-                    for entry in rows.extract_from_if(range, |_, _| true)? {
-                        let (_, v) = entry?;
-                        freed += v.value().len() as u64;
-                    }
-                }
-            }
-            match next {
-                Some(next) => txn
-                    .open_table(IN_FLIGHT)?
-                    .insert(task, json(next)?.as_slice())
-                    .map(drop)?,
-                None => txn.open_table(IN_FLIGHT)?.remove(task).map(drop)?,
-            }
-            drop(rows);
-            add_journal_bytes(&txn, -(freed as i64))?;
-        }
-        txn.commit()?;
-        let mut recent = self.recent();
-        for (vchannel, end) in &batch.ends {
-            recent.applied(task, vchannel, *end);
-        }
-        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
 use super::*;
 use crate::model::*;
+use crate::model::{MqPosition, StagedChange};
+use std::time::Duration;
 
 fn journal() -> (tempfile::TempDir, Journal) {
     let dir = tempfile::tempdir().unwrap();
