@@ -179,7 +179,7 @@ impl From<TaskError> for ApiError {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
-            TaskError::Unsupported(_) | TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             TaskError::Start(
                 StartError::UnknownChannel(_)
                 | StartError::WrongQueue { .. }

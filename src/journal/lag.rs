@@ -23,11 +23,7 @@ fn age_seconds(ts: u64, now_ms: u64) -> f64 {
 
 /// How far behind `task` is at `now_ms` (Unix milliseconds).
 pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, JournalError> {
-    let ticks: HashMap<String, u64> = journal
-        .source_offsets(task)?
-        .into_iter()
-        .map(|(pchannel, offset)| (pchannel, offset.tick))
-        .collect();
+    let ticks = journal.ticks(task)?;
     // The replicate-msg topic has no ticks, only its last event's stamp: its age says nothing
     // about how far the reader trails.
     let source = ticks

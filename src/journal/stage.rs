@@ -28,6 +28,13 @@ impl Journal {
         Ok(self.recent().offsets(task))
     }
 
+    /// Each physical channel's newest TimeTick staged: every change of the channel at or below
+    /// it is in the journal.
+    pub fn ticks(&self, task: &str) -> Result<HashMap<String, u64>, JournalError> {
+        let offsets = self.source_offsets(task)?;
+        Ok(offsets.into_iter().map(|(p, o)| (p, o.tick)).collect())
+    }
+
     /// Stages `changes` read from `pchannel` and records `next`/`tick` as the channel's new
     /// source offset, in one transaction. Sequence numbers continue the channel's counter.
     /// A crash before the commit loses nothing: the offset did not move either.

@@ -25,8 +25,6 @@ pub enum TaskError {
     Mq(#[from] MqError),
     #[error("corrupt task record {0}: {1}")]
     Corrupt(String, String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("milvus_connect_param: {0}")]
     InvalidTarget(String),
     #[error(transparent)]
