@@ -1,7 +1,15 @@
 //! milvus-cdc: captures every change of a source Milvus and replays it on a target Milvus.
 //!
-//! The data flow and the exactly-once protocol are described in DESIGN.md; each stage of the
-//! flow is one module.
+//! Layers, each depending only on those above it (`tests/layering.rs` checks it):
+//! - [`model`]: the vocabulary every stage shares;
+//! - [`metrics`], [`health`], [`failpoint`]: what every stage records into;
+//! - the stages of the data flow: [`source`] reads the source Milvus, [`journal`] stages what
+//!   it read, [`apply`] replays the journal on the target;
+//! - [`task`]: a task's lifecycle and the threads that run its stages;
+//! - [`api`], [`config`] and the CLI: how an operator drives it.
+//!
+//! ARCHITECTURE.md has the data flow, each invariant with the function that enforces it, and
+//! the crash behaviour of each write.
 
 pub mod api;
 pub mod apply;
