@@ -2,9 +2,12 @@
 //! has been applied through its timestamp, never holding up the DML lanes. A collection event:
 //! once every vchannel of its barrier has it at its head or has passed its timestamp.
 
+use super::applier::{NOT_READY_RECHECK, ddl_name};
 use super::*;
+use crate::journal::{InFlightBatch, Journal};
 use crate::model::{
-    CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind, StagedChange,
+    Change, CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind,
+    StagedChange,
 };
 
 const LANE: &str = "by-dev-replicate-msg";

@@ -3,6 +3,8 @@
 //! once, in order per vchannel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use milvus::proto::schema::{
     FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data,
@@ -11,8 +13,10 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
+use crate::journal::Journal;
 use crate::model::{
-    CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
+    Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys,
+    StagedChange,
 };
 
 /// Where the simulated process dies during the next target call.

@@ -1,0 +1,240 @@
+//! The [`Applier`]: replays what a crash left in flight, then applies step after step: one DDL
+//! whose barrier is complete, or a run of data batches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::order::{DataBatch, Due, Pending};
+use super::plan::{Step, next_step};
+use super::retry::Retries;
+use super::run::Run;
+use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};
+use crate::health::Health;
+use crate::journal::{InFlightBatch, Journal, JournalRow};
+use crate::metrics::METRICS;
+use crate::model::{Change, DdlEvent, RowPosition};
+
+/// How long an event the target is not ready for waits before it is asked again.
+pub(super) const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
+
+/// Events the target was not ready for, and when to ask again.
+pub(super) type NotReady = HashMap<(String, RowPosition), Instant>;
+
+/// Whether the target said it was not ready for `row`'s event less than
+/// [`NOT_READY_RECHECK`] ago: it is not asked again yet.
+pub(super) fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
+    not_ready
+        .get(&(row.vchannel.clone(), row.position))
+        .is_some_and(|&again| Instant::now() < again)
+}
+
+pub struct Applier<'a, T: Target> {
+    pub task: &'a str,
+    pub journal: &'a Journal,
+    pub target: T,
+    pub settings: ApplierSettings,
+    /// Set when the task stops: retries give up so the thread can exit promptly.
+    pub stop: Arc<AtomicBool>,
+    /// Where a target fault being retried is shown.
+    pub health: Arc<Health>,
+    /// Events the target was not ready for, and when to ask again.
+    not_ready: NotReady,
+}
+
+impl<'a, T: Target> Applier<'a, T> {
+    pub fn new(
+        task: &'a str,
+        journal: &'a Journal,
+        target: T,
+        settings: ApplierSettings,
+        stop: Arc<AtomicBool>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            task,
+            journal,
+            target,
+            settings,
+            stop,
+            health,
+            not_ready: HashMap::new(),
+        }
+    }
+
+    /// Re-sends the batch that was in flight when the process stopped, if any.
+    pub fn recover(&mut self) -> Result<(), ApplyError> {
+        let Some(batch) = self.journal.in_flight(self.task)? else {
+            return Ok(());
+        };
+        info!(
+            task = self.task,
+            vchannels = batch.ends.len(),
+            "replaying the in-doubt batch"
+        );
+        // The batch's rows, one run per vchannel in journal order, as they were cut.
+        let mut runs: Vec<Vec<JournalRow>> = Vec::new();
+        for (vchannel, end) in &batch.ends {
+            let after = self.journal.applied(self.task, vchannel)?;
+            let pending =
+                self.journal
+                    .rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
+            runs.push(pending.into_iter().filter(|r| r.position <= *end).collect());
+        }
+        if let Some(Change::Ddl(ddl)) = runs.first().and_then(|run| run.first()).map(|r| &r.change)
+        {
+            self.with_retries(|t, _| t.apply_ddl(ddl))?;
+        } else {
+            let mut lanes = Vec::new();
+            for run in &runs {
+                if let Step::Data { calls, .. } =
+                    next_step(run, true, self.settings.max_call_bytes)?
+                {
+                    lanes.push(calls);
+                }
+            }
+            self.with_retries(|t, _| t.apply_lanes(&lanes, true))?;
+        }
+        self.journal
+            .commit_batch(self.task, &batch, self.settings.retain_applied)?;
+        Ok(())
+    }
+
+    /// Applies what is next: one DDL, or a run of data batches (the next rows of every vchannel
+    /// together, batch after batch) for as long as more are staged; answers whether it did any
+    /// work. A run ends with every batch it sent committed and no marker left.
+    pub fn step(&mut self) -> Result<bool, ApplyError> {
+        let pending = self.pending();
+        let planned = Instant::now();
+        let Due { data, ddl_heads } = pending.due()?;
+        METRICS.applier_stage("plan", planned);
+        // A DDL whose barrier is complete goes first: the vchannels it waits for have nothing
+        // before it, and data of other vchannels does not depend on it. So events are not
+        // starved by a steady flow of rows elsewhere.
+        if !ddl_heads.is_empty() && self.apply_ddl_heads(&pending, ddl_heads)? {
+            return Ok(true);
+        }
+        let Some(first) = data else {
+            return Ok(false);
+        };
+        let marked = Instant::now();
+        self.journal.begin_batch(self.task, &first.marker)?;
+        METRICS.applier_stage("mark", marked);
+        self.send_run(first)?;
+        Ok(true)
+    }
+
+    /// Sends `first`, whose marker is committed, and the batches that follow it (see
+    /// [`Run::send`]).
+    fn send_run(&mut self, first: DataBatch) -> Result<(), ApplyError> {
+        let retries = Retries {
+            task: self.task,
+            settings: &self.settings,
+            stop: &self.stop,
+            health: &self.health,
+        };
+        let run = Run {
+            task: self.task,
+            journal: self.journal,
+            settings: &self.settings,
+            stop: &self.stop,
+            not_ready: &self.not_ready,
+        };
+        run.send(first, &mut self.target, retries)
+    }
+
+    /// The rows pending after the applied positions.
+    fn pending(&self) -> Pending<'a> {
+        Pending::new(self.task, self.journal, &self.settings, &[])
+    }
+
+    /// Applies the first DDL whose barrier is complete, if any.
+    fn apply_ddl_heads(
+        &mut self,
+        pending: &Pending,
+        mut heads: Vec<JournalRow>,
+    ) -> Result<bool, ApplyError> {
+        let ticks = pending.ticks()?;
+        // Oldest first: an index or load event must reach its collection before a later drop
+        // of that collection (and a new one of the same name) does.
+        heads.sort_by_key(|row| row.position);
+        for row in heads {
+            let Change::Ddl(ddl) = &row.change else {
+                continue;
+            };
+            let Some(ends) = pending.applicable(&ticks, &row)? else {
+                continue;
+            };
+            if !self.target_ready(&row, ddl)? {
+                continue;
+            }
+            let batch = InFlightBatch { ends };
+            self.journal.begin_batch(self.task, &batch)?;
+            self.with_retries(|t, _| t.apply_ddl(ddl))?;
+            if matches!(ddl.event, DdlEvent::Replicated { .. }) {
+                crate::failpoint::hit("replicated-after-ack");
+            }
+            self.journal
+                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            METRICS.applied(self.task, row.change.operation(), 0, 0);
+            info!(task = self.task, database = %ddl.collection.db_name, collection = %ddl.collection.name,
+                event = ddl_name(ddl), "DDL applied");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Asks the target whether it can take `ddl` now, at most every [`NOT_READY_RECHECK`] per
+    /// event; a wait is shown in the task's health.
+    fn target_ready(&mut self, row: &JournalRow, ddl: &Ddl) -> Result<bool, ApplyError> {
+        if refused_recently(&self.not_ready, row) {
+            return Ok(false);
+        }
+        let key = (row.vchannel.clone(), row.position);
+        match self.target.not_ready(ddl)? {
+            None => {
+                if self.not_ready.remove(&key).is_some() {
+                    self.health.resolved("target");
+                }
+                Ok(true)
+            }
+            Some(why) => {
+                if !self.not_ready.contains_key(&key) {
+                    info!(task = self.task, channel = %row.vchannel, event = ddl_name(ddl), %why,
+                        "event waits for the target");
+                }
+                self.health.problem("target", format!("waiting: {why}"));
+                self.not_ready
+                    .insert(key, Instant::now() + NOT_READY_RECHECK);
+                Ok(false)
+            }
+        }
+    }
+
+    fn with_retries(
+        &mut self,
+        call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
+    ) -> Result<(), TargetError> {
+        let retries = Retries {
+            task: self.task,
+            settings: &self.settings,
+            stop: &self.stop,
+            health: &self.health,
+        };
+        retries.run(&mut self.target, call)
+    }
+}
+
+pub(super) fn ddl_name(ddl: &Ddl) -> &'static str {
+    use crate::model::DdlEvent::*;
+    match ddl.event {
+        CreateCollection { .. } => "create collection",
+        DropCollection => "drop collection",
+        CreatePartition { .. } => "create partition",
+        DropPartition { .. } => "drop partition",
+        Replicated { kind, .. } => kind.operation().as_str(),
+    }
+}
