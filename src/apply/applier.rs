@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use super::calls::{Step, next_step};
 use super::order::{DataBatch, Due, Pending};
-use super::plan::{Step, next_step};
 use super::retry::Retries;
 use super::run::Run;
 use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};

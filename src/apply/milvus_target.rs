@@ -19,7 +19,7 @@ use tracing::info;
 mod insert;
 mod replicated;
 
-use super::plan::Call;
+use super::calls::Call;
 use super::{Ddl, Target, TargetError};
 use crate::model::{CollectionRef, DdlEvent, PrimaryKeys};
 use insert::{InsertCodec, InsertRequest};

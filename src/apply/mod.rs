@@ -18,17 +18,17 @@
 //! after the applied positions: the replay above sends them again as upserts.
 
 mod applier;
+pub mod calls;
 pub mod columns;
 pub mod milvus_target;
 mod order;
-pub mod plan;
 mod retry;
 mod run;
 
 use std::time::Duration;
 
 use crate::journal::JournalError;
-use plan::{Call, PlanError};
+use calls::{Call, UndecodableRow};
 
 pub use crate::model::Ddl;
 pub use applier::Applier;
@@ -66,7 +66,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Undecodable(#[from] UndecodableRow),
     #[error(transparent)]
     Target(#[from] TargetError),
 }

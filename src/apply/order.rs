@@ -1,12 +1,12 @@
 //! Which journal rows are due, across a task's vchannels: each vchannel's rows up to its
 //! channel's tick, and the DDL rows heading vchannels once their barrier allows them. (How the
-//! due rows of one vchannel become target calls is [`super::plan`].)
+//! due rows of one vchannel become target calls is [`super::calls`].)
 
 use std::collections::HashMap;
 
 use tracing::debug;
 
-use super::plan::{Call, Step, next_step};
+use super::calls::{Call, Step, next_step};
 use super::{ApplierSettings, ApplyError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
 use crate::model::{Change, Ddl, DdlEvent, RowPosition, vchannel_pchannel};

@@ -10,8 +10,8 @@ use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tracing::debug;
 
 use super::applier::{NotReady, refused_recently};
+use super::calls::Call;
 use super::order::{DataBatch, Due, Pending};
-use super::plan::Call;
 use super::retry::Retries;
 use super::{ApplierSettings, ApplyError, Target, TargetError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
