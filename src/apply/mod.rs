@@ -20,10 +20,14 @@
 mod applier;
 pub mod calls;
 pub mod columns;
-pub mod milvus_target;
+pub mod milvus;
 mod order;
 mod retry;
 mod run;
+
+/// The path `crate::apply::milvus` had before, kept until the imports outside `apply/` move.
+#[doc(hidden)]
+pub use milvus as milvus_target;
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@ use milvus::proto::schema::{
 use proptest::prelude::*;
 use prost::Message;
 
-use super::*;
+use super::calls::Call;
+use super::{Applier, ApplierSettings, Ddl, Target, TargetError};
 use crate::journal::Journal;
 use crate::model::{
     Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys,
