@@ -88,15 +88,15 @@ impl<'a, T: Target> Applier<'a, T> {
         {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
-            let mut lanes = Vec::new();
+            let mut per_vchannel = Vec::new();
             for run in &runs {
                 if let Step::Data { calls, .. } =
                     next_step(run, true, self.settings.max_call_bytes)?
                 {
-                    lanes.push(calls);
+                    per_vchannel.push(calls);
                 }
             }
-            self.with_retries(|t, _| t.apply_lanes(&lanes, true))?;
+            self.with_retries(|t, _| t.apply_data(&per_vchannel, true))?;
         }
         self.journal
             .commit_batch(self.task, &batch, self.settings.retain_applied)?;

@@ -50,10 +50,11 @@ pub enum TargetError {
 /// Where changes are applied. Data calls run on a thread of their own while the applier reads
 /// ahead, hence `Send`.
 pub trait Target: Send {
-    /// Lanes are the batches of different vchannels: independent of each other, so a target may
-    /// run them concurrently; the calls of one lane go in order. `replay` marks calls the target
-    /// may already have: inserts must then replace rows with the same primary keys, not add them.
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
+    /// Applies data calls, one list per vchannel: the lists are independent of each other, so a
+    /// target may run them concurrently; the calls of one list go in order. `replay` marks calls
+    /// the target may already have: inserts must then replace rows with the same primary keys,
+    /// not add them.
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
     /// Why the target cannot take `ddl` yet (a load before its index exists there, a drop of a
     /// database whose collections are still being dropped, a collection re-created under a
@@ -103,6 +104,6 @@ impl Default for ApplierSettings {
 }
 
 #[cfg(test)]
-mod lane_tests;
+mod order_tests;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,8 @@ use crate::model::{Change, Ddl, DdlEvent, RowPosition, vchannel_pchannel};
 /// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
 pub(super) struct DataBatch {
     pub(super) marker: InFlightBatch,
-    pub(super) lanes: Vec<Vec<Call>>,
+    /// The calls of each vchannel, in the order of the marker's ends.
+    pub(super) per_vchannel: Vec<Vec<Call>>,
 }
 
 /// What is due next.
@@ -66,7 +67,7 @@ impl<'a> Pending<'a> {
     pub(super) fn due(&self) -> Result<Due, ApplyError> {
         let ticks = self.ticks()?;
         let mut ends = Vec::new();
-        let mut lanes = Vec::new();
+        let mut per_vchannel = Vec::new();
         let mut ddl_heads = Vec::new();
         for vchannel in self.journal.vchannels(self.task)? {
             let after = self.after(&vchannel)?;
@@ -88,16 +89,16 @@ impl<'a> Pending<'a> {
                 Step::Data { rows, calls } => {
                     if let Some(last) = rows.last() {
                         ends.push((vchannel.clone(), last.position));
-                        lanes.push(calls);
+                        per_vchannel.push(calls);
                     }
                 }
                 Step::Ddl(row) => ddl_heads.push(row.clone()),
             }
         }
         Ok(Due {
-            data: (!lanes.is_empty()).then_some(DataBatch {
+            data: (!per_vchannel.is_empty()).then_some(DataBatch {
                 marker: InFlightBatch { ends },
-                lanes,
+                per_vchannel,
             }),
             ddl_heads,
         })

@@ -64,8 +64,9 @@ impl Run<'_> {
             let sender = scope.spawn(move || {
                 for batch in queued {
                     let sent = Instant::now();
-                    let result =
-                        retries.run(target, |t, in_doubt| t.apply_lanes(&batch.lanes, in_doubt));
+                    let result = retries.run(target, |t, in_doubt| {
+                        t.apply_data(&batch.per_vchannel, in_doubt)
+                    });
                     METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
                     METRICS.applier_stage("send", sent);
                     let failed = result.is_err();
@@ -239,8 +240,8 @@ impl Run<'_> {
 }
 
 fn record_applied(task: &str, batch: &DataBatch) {
-    let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
-    for call in batch.lanes.iter().flatten() {
+    let rows: u64 = batch.per_vchannel.iter().flatten().map(Call::rows).sum();
+    for call in batch.per_vchannel.iter().flatten() {
         METRICS.applied(task, call.operation(), call.rows(), call.bytes());
     }
     METRICS.rows_applied.inc_by(rows);

@@ -106,8 +106,8 @@ impl FakeTarget {
 }
 
 impl Target for &mut FakeTarget {
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        for call in lanes.iter().flatten() {
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        for call in per_vchannel.iter().flatten() {
             self.apply(call, replay)?;
         }
         Ok(())

@@ -298,8 +298,8 @@ fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), Tar
 }
 
 impl Target for MilvusTarget {
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        self.send_data(lanes, replay)
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        self.send_data(per_vchannel, replay)
     }
 
     fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
