@@ -32,6 +32,7 @@ pub(super) fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
         .is_some_and(|&again| Instant::now() < again)
 }
 
+/// Applies one task's journal to `target`.
 pub struct Applier<'a, T: Target> {
     pub task: &'a str,
     pub journal: &'a Journal,
@@ -65,7 +66,12 @@ impl<'a, T: Target> Applier<'a, T> {
         }
     }
 
-    /// Re-sends the batch that was in flight when the process stopped, if any.
+    /// Re-sends the batch that was in flight when the process stopped, if any, and commits it.
+    ///
+    /// To be called before the first [`step`](Self::step). Invariant: it sends exactly the
+    /// rows the marker covers (each vchannel read from its applied position to its end in the
+    /// marker, cut as they were), as a replay: the target may have them already, so inserts
+    /// replace rows rather than add them. A DDL in flight is sent again alone.
     pub fn recover(&mut self) -> Result<(), ApplyError> {
         let Some(batch) = self.journal.in_flight(self.task)? else {
             return Ok(());
@@ -75,23 +81,23 @@ impl<'a, T: Target> Applier<'a, T> {
             vchannels = batch.ends.len(),
             "replaying the in-doubt batch"
         );
-        // The batch's rows, one run per vchannel in journal order, as they were cut.
-        let mut runs: Vec<Vec<JournalRow>> = Vec::new();
+        // The batch's rows, one list per vchannel in journal order, as they were cut.
+        let mut rows_per_vchannel: Vec<Vec<JournalRow>> = Vec::new();
         for (vchannel, end) in &batch.ends {
             let after = self.journal.applied(self.task, vchannel)?;
             let pending =
                 self.journal
                     .rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
-            runs.push(pending.into_iter().filter(|r| r.position <= *end).collect());
+            rows_per_vchannel.push(pending.into_iter().filter(|r| r.position <= *end).collect());
         }
-        if let Some(Change::Ddl(ddl)) = runs.first().and_then(|run| run.first()).map(|r| &r.change)
-        {
+        let first = rows_per_vchannel.first().and_then(|rows| rows.first());
+        if let Some(Change::Ddl(ddl)) = first.map(|r| &r.change) {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
             let mut per_vchannel = Vec::new();
-            for run in &runs {
+            for rows in &rows_per_vchannel {
                 if let Step::Data { calls, .. } =
-                    next_step(run, true, self.settings.max_call_bytes)?
+                    next_step(rows, true, self.settings.max_call_bytes)?
                 {
                     per_vchannel.push(calls);
                 }
@@ -106,6 +112,10 @@ impl<'a, T: Target> Applier<'a, T> {
     /// Applies what is next: one DDL, or a run of data batches (the next rows of every vchannel
     /// together, batch after batch) for as long as more are staged; answers whether it did any
     /// work. A run ends with every batch it sent committed and no marker left.
+    ///
+    /// Invariants: an applicable DDL goes before data, so events are not starved by a steady
+    /// flow of rows elsewhere; the first batch of a run is sent only once its marker is
+    /// committed (the run keeps that up for the batches after it, see [`Run::drive`]).
     pub fn step(&mut self) -> Result<bool, ApplyError> {
         let pending = self.pending();
         let planned = Instant::now();
@@ -151,7 +161,12 @@ impl<'a, T: Target> Applier<'a, T> {
         Pending::new(self.task, self.journal, &self.settings, &[])
     }
 
-    /// Applies the first DDL whose barrier is complete, if any.
+    /// Applies the oldest DDL that is applicable (see [`Pending::applicable`]) and that the
+    /// target is ready for, if any; answers whether it applied one.
+    ///
+    /// Invariants: the oldest applicable event goes first; it goes alone, its marker (its
+    /// position on each vchannel of its barrier) committed before the target gets it and
+    /// cleared by the transaction that commits those positions.
     fn apply_ddl_heads(
         &mut self,
         pending: &Pending,
@@ -189,6 +204,9 @@ impl<'a, T: Target> Applier<'a, T> {
 
     /// Asks the target whether it can take `ddl` now, at most every [`NOT_READY_RECHECK`] per
     /// event; a wait is shown in the task's health.
+    ///
+    /// Invariant: an event the target is not ready for gets no marker and stays pending, and
+    /// the rest of the journal moves on (what it waits for may be behind it).
     fn target_ready(&mut self, row: &JournalRow, ddl: &Ddl) -> Result<bool, ApplyError> {
         if refused_recently(&self.not_ready, row) {
             return Ok(false);
@@ -214,6 +232,7 @@ impl<'a, T: Target> Applier<'a, T> {
         }
     }
 
+    /// Runs `call` with the [`Retries`] of this applier.
     fn with_retries(
         &mut self,
         call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
@@ -228,6 +247,7 @@ impl<'a, T: Target> Applier<'a, T> {
     }
 }
 
+/// The event's name in logs.
 pub(super) fn ddl_name(ddl: &Ddl) -> &'static str {
     use crate::model::DdlEvent::*;
     match ddl.event {

@@ -75,6 +75,12 @@ pub struct UndecodableRow {
 /// `rows` are a vchannel's pending rows in journal order; `complete` says whether they are all
 /// the applicable rows (not cut by a fetch limit). Merged calls stay under `max_call_bytes`
 /// (a single larger row is sent alone).
+///
+/// Invariants: the data is a prefix of `rows`, so committing its last position never skips a
+/// row; it ends before the first DDL row, which comes alone; when `rows` are not `complete`
+/// it ends before their last timestamp, which may go on past the limit, unless that
+/// timestamp is all there is (the caller then read all of it). Within the prefix, calls
+/// follow (timestamp, rank, seq): an upsert's Delete goes before its Insert.
 pub fn next_step(
     rows: &[JournalRow],
     complete: bool,

@@ -1,4 +1,31 @@
-//! The applier: drains one task's journal to the target in ordered batches, exactly once.
+//! The apply stage: drains one task's journal to the target, in order and exactly once.
+//!
+//! It owns the apply side of the task's journal (each vchannel's applied position, and the
+//! in-flight marker) and every call made to the target. Of the source it knows only what the
+//! source stage staged: rows, and each channel's latest tick.
+//!
+//! - `applier`: the [`Applier`]: [`Applier::recover`] once, then [`Applier::step`] after step,
+//!   each applying one DDL or a run of data batches.
+//! - `order`: which rows are due, across vchannels: ticks, barriers, waits.
+//! - `calls`: one vchannel's due rows as target calls; `columns`: insert columns merged
+//!   without decoding them.
+//! - `run`: the pipelined run of data batches; `retry`: how target calls are retried.
+//! - `milvus`: the target Milvus.
+//!
+//! Invariants, each written down on the function that enforces it:
+//! - Per vchannel, rows reach the target in journal order; a batch is a prefix of the pending
+//!   rows and never splits a timestamp (`calls::next_step`, `order::Pending::due`).
+//! - A row is due once its channel's tick has reached its timestamp
+//!   (`order::Pending::up_to_tick`).
+//! - A DDL goes alone, once its barrier is reached and, for an event of the replicate channel
+//!   (the vchannel of the `{prefix}-replicate-msg` topic), once the vchannels it waits for are
+//!   applied through its timestamp (`order::Pending::applicable`); the oldest first
+//!   (`Applier::apply_ddl_heads`); before data (`Applier::step`).
+//! - Nothing reaches the target before a committed marker covers it, and the marker narrows
+//!   only in the transaction that commits the applied positions (`Applier::step`,
+//!   `Applier::apply_ddl_heads`, `run::Run::drive`).
+//! - A call the target may already have is sent as a replay: inserts become upserts
+//!   (`Applier::recover`, `retry::Retries::run`).
 //!
 //! Crash behaviour, per batch:
 //! 1. [`Journal::begin_batch`] commits an in-flight marker naming the batch's rows.
@@ -7,15 +34,19 @@
 //!
 //! A crash before 1 leaves the rows pending: they are sent later, once. A crash between 1 and 3
 //! leaves the marker: [`Applier::recover`] sends exactly those rows again before anything else,
-//! with inserts as upserts, so rows the target already has are replaced rather than doubled;
-//! deletes and DDL are idempotent by nature. A crash after 3 has nothing to redo.
+//! inserts as upserts, so rows the target already has are replaced rather than doubled;
+//! deletes are idempotent, and so is each DDL on the target ([`Target::apply_ddl`]). A crash
+//! after 3 has nothing to redo.
 //!
-//! Data batches are pipelined: a thread sends them one after the other while the applier reads
-//! the next batch ahead and commits the acknowledged ones, so the target never waits for the
-//! journal. Step 3 of the acknowledged batches and step 1 of the next batch are then one
-//! transaction, and the marker names every batch queued or being sent (each vchannel's latest
-//! end). A crash at any point leaves a marker that covers every row sent or about to be sent
-//! after the applied positions: the replay above sends them again as upserts.
+//! Data batches are pipelined (`run`): while one thread sends them, the applier reads the next
+//! batch ahead and commits the acknowledged ones, so the target never waits for the journal.
+//! Step 3 of the acknowledged batches and step 1 of the next batch are then one transaction,
+//! and the marker covers every batch queued or being sent (each vchannel's latest end). A
+//! crash at any point leaves a marker that covers every row sent or about to be sent after
+//! the applied positions: the replay above sends them again as upserts.
+//!
+//! [`Journal::begin_batch`]: crate::journal::Journal::begin_batch
+//! [`Journal::commit_batch`]: crate::journal::Journal::commit_batch
 
 mod applier;
 pub mod calls;
@@ -55,6 +86,8 @@ pub trait Target: Send {
     /// the target may already have: inserts must then replace rows with the same primary keys,
     /// not add them.
     fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
+    /// Applies one DDL event. Must be idempotent: after a crash the event may come again, and
+    /// must then leave the target as one application would.
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;
     /// Why the target cannot take `ddl` yet (a load before its index exists there, a drop of a
     /// database whose collections are still being dropped, a collection re-created under a

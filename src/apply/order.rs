@@ -63,7 +63,12 @@ impl<'a> Pending<'a> {
         }
     }
 
-    /// What is due after the applied positions (and the batches in flight).
+    /// What is due after the applied positions (and the batches in flight): the next data
+    /// rows of every vchannel as one batch, and the DDL rows heading vchannels.
+    ///
+    /// Invariant: a fetch limit never splits a timestamp. When the limits cut the only
+    /// timestamp read, all of it is read, whatever its size; otherwise [`next_step`] leaves
+    /// the last timestamp for the next batch.
     pub(super) fn due(&self) -> Result<Due, ApplyError> {
         let ticks = self.ticks()?;
         let mut ends = Vec::new();
@@ -114,6 +119,12 @@ impl<'a> Pending<'a> {
             .collect())
     }
 
+    /// The rows of `vchannel` after `after`, up to its channel's latest tick; at most
+    /// `max_rows`, and the batch's bytes.
+    ///
+    /// Invariant: a row is due only once its channel's tick has reached its timestamp: until
+    /// then rows of the same timestamp may still be staged (an upsert's Delete and Insert). A
+    /// channel without a tick has nothing due.
     fn up_to_tick(
         &self,
         ticks: &HashMap<String, u64>,
@@ -174,8 +185,12 @@ impl<'a> Pending<'a> {
     }
 
     /// The positions of this DDL on the vchannels of its barrier, once the journal allows it to
-    /// be applied: its barrier is reached and, for a replicated event, the rows it waits for are
-    /// applied.
+    /// be applied; None before.
+    ///
+    /// Invariant: a DDL is applicable only once its barrier is reached and, for an event of the
+    /// replicate channel, once every vchannel it waits for is applied through its timestamp.
+    /// Such an event never holds up the data of other vchannels: it waits as a head of its
+    /// own channel, not as a barrier on theirs.
     pub(super) fn applicable(
         &self,
         ticks: &HashMap<String, u64>,

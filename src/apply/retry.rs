@@ -19,8 +19,9 @@ pub(super) struct Retries<'r> {
 impl Retries<'_> {
     /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
     /// The second argument tells the call whether the target may already have its data: after a
-    /// transient failure it may (the request can have landed before the connection broke), so
-    /// every retry is in doubt and must not add rows twice.
+    /// transient failure it may (the request can have landed before the connection broke).
+    ///
+    /// Invariant: every retry is in doubt, so it must not add rows twice.
     pub(super) fn run<T>(
         &self,
         target: &mut T,
