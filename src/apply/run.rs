@@ -41,8 +41,8 @@ enum ReadAhead {
     /// Nothing more is staged yet.
     Nothing,
     /// The run reads no further: a DDL heading a vchannel may be applicable once the batches
-    /// in flight are acknowledged (decided with nothing in flight), or planning failed (the
-    /// error shows again when the next step plans).
+    /// in flight are acknowledged (decided with nothing in flight), or reading what is due
+    /// failed (the error shows again when the next step reads it).
     End,
 }
 
