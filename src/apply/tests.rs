@@ -3,6 +3,8 @@
 //! once, in order per vchannel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use milvus::proto::schema::{
     FieldData, LongArray, ScalarField, field_data::Field, scalar_field::Data,
@@ -10,9 +12,12 @@ use milvus::proto::schema::{
 use proptest::prelude::*;
 use prost::Message;
 
-use super::*;
+use super::calls::Call;
+use super::{Applier, ApplierSettings, Ddl, Target, TargetError};
+use crate::journal::Journal;
 use crate::model::{
-    CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys, StagedChange,
+    Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys,
+    StagedChange,
 };
 
 /// Where the simulated process dies during the next target call.
@@ -101,8 +106,8 @@ impl FakeTarget {
 }
 
 impl Target for &mut FakeTarget {
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        for call in lanes.iter().flatten() {
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        for call in per_vchannel.iter().flatten() {
             self.apply(call, replay)?;
         }
         Ok(())

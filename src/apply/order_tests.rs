@@ -1,13 +1,18 @@
-//! When events are applied. One on the replicate-msg lane: once every vchannel it waits for
-//! has been applied through its timestamp, never holding up the DML lanes. A collection event:
+//! When events are applied. One of the replicate channel: once every vchannel it waits for
+//! has been applied through its timestamp, never holding up the data of other vchannels. A
+//! collection event:
 //! once every vchannel of its barrier has it at its head or has passed its timestamp.
 
+use super::applier::{NOT_READY_RECHECK, ddl_name};
 use super::*;
+use crate::journal::{InFlightBatch, Journal};
 use crate::model::{
-    CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind, StagedChange,
+    Change, CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind,
+    StagedChange,
 };
 
-const LANE: &str = "by-dev-replicate-msg";
+/// The replicate channel: the vchannel of the `{prefix}-replicate-msg` topic.
+const REPLICATE_CHANNEL: &str = "by-dev-replicate-msg";
 const V0: &str = "p0_1v0";
 const V1: &str = "p1_1v1";
 
@@ -19,8 +24,8 @@ struct Recorder {
 }
 
 impl Target for &mut Recorder {
-    fn apply_lanes(&mut self, lanes: &[Vec<Call>], _replay: bool) -> Result<(), TargetError> {
-        for call in lanes.iter().flatten() {
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], _replay: bool) -> Result<(), TargetError> {
+        for call in per_vchannel.iter().flatten() {
             if let Call::Delete {
                 keys: PrimaryKeys::Int64(keys),
                 ..
@@ -85,7 +90,7 @@ fn load(ts: u64, waits_for: &[&str]) -> StagedChange {
         request: vec![],
         waits_for: waits_for.iter().map(|v| v.to_string()).collect(),
     };
-    collection_event(LANE, ts, &[LANE], event)
+    collection_event(REPLICATE_CHANNEL, ts, &[REPLICATE_CHANNEL], event)
 }
 
 struct Fixture {
@@ -150,7 +155,7 @@ fn an_event_waits_for_earlier_rows_and_for_the_tick_of_every_vchannel_it_names()
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p0", vec![delete(V0, 10, 1)], 5);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     assert_eq!(
         f.drain(&mut target),
         Vec::<String>::new(),
@@ -168,11 +173,11 @@ fn an_event_waits_for_earlier_rows_and_for_the_tick_of_every_vchannel_it_names()
 }
 
 #[test]
-fn a_waiting_event_does_not_hold_up_the_dml_lanes() {
+fn a_waiting_event_does_not_hold_up_the_data_of_other_vchannels() {
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p1", vec![], 0);
-    f.stage(LANE, vec![load(20, &[V1])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V1])], 20);
     f.stage("p0", vec![delete(V0, 30, 7)], 40);
     assert_eq!(f.drain(&mut target), ["delete [7]"]);
     f.stage("p1", vec![delete(V1, 25, 8)], 30);
@@ -191,7 +196,7 @@ fn a_channel_whose_ticks_stopped_counts_as_passed_once_the_collections_drop_is_s
     let mut target = Recorder::default();
     let drop = collection_event(V0, 30, &[V0], DdlEvent::DropCollection);
     f.stage("p0", vec![drop], 10);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     assert_eq!(f.drain(&mut target), ["load"]);
 }
 
@@ -201,7 +206,7 @@ fn a_later_data_row_does_not_stand_for_a_tick() {
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p0", vec![delete(V0, 30, 1)], 10);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     assert_eq!(f.drain(&mut target), Vec::<String>::new());
     f.stage("p0", vec![], 30);
     assert_eq!(f.drain(&mut target), ["load", "delete [1]"]);
@@ -212,7 +217,7 @@ fn without_a_later_row_a_tick_below_the_event_keeps_it_waiting() {
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p0", vec![delete(V0, 5, 1)], 10);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     assert_eq!(f.drain(&mut target), ["delete [1]"]);
 }
 
@@ -229,7 +234,7 @@ fn database_events_wait_for_nothing() {
     {
         *kind = ReplicatedKind::CreateDatabase;
     }
-    f.stage(LANE, vec![create], 50);
+    f.stage(REPLICATE_CHANNEL, vec![create], 50);
     assert_eq!(f.drain(&mut target), ["create_database"]);
 }
 
@@ -241,10 +246,10 @@ fn an_event_the_target_is_not_ready_for_stays_pending_without_a_marker() {
         ..Default::default()
     };
     f.stage("p0", vec![], 100);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     f.stage("p0", vec![delete(V0, 30, 7)], 100);
     let mut applier = f.applier(&mut target, ApplierSettings::default());
-    // Refused: no marker, and the data behind it on the DML lane goes on.
+    // Refused: no marker, and the data staged after it on V0 goes on.
     assert!(applier.step().unwrap());
     assert_eq!(applier.target.log, ["delete [7]"]);
     assert_eq!(f.journal.in_flight("t").unwrap(), None);
@@ -260,15 +265,15 @@ fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p0", vec![], 100);
-    f.stage(LANE, vec![load(20, &[V0])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V0])], 20);
     // The process died after marking the event in flight: the target may or may not have it.
     let position = f
         .journal
-        .first_position("t", LANE, None, 20)
+        .first_position("t", REPLICATE_CHANNEL, None, 20)
         .unwrap()
         .unwrap();
     let marker = InFlightBatch {
-        ends: vec![(LANE.to_owned(), position)],
+        ends: vec![(REPLICATE_CHANNEL.to_owned(), position)],
     };
     f.journal.begin_batch("t", &marker).unwrap();
     let mut applier = f.applier(&mut target, ApplierSettings::default());
@@ -276,17 +281,20 @@ fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
     while applier.step().unwrap() {}
     assert_eq!(applier.target.log, ["load"]);
     assert_eq!(f.journal.in_flight("t").unwrap(), None);
-    assert_eq!(f.journal.applied("t", LANE).unwrap(), Some(position));
+    assert_eq!(
+        f.journal.applied("t", REPLICATE_CHANNEL).unwrap(),
+        Some(position)
+    );
 }
 
 #[test]
-fn of_two_ready_events_the_older_goes_first_whatever_the_lane_names() {
-    // "a0_1v0" sorts before the lane's name; the drop (ts 30) must still follow the load (20).
+fn of_two_ready_events_the_older_goes_first_whatever_the_vchannel_names() {
+    // "a0_1v0" sorts before the replicate channel's name; the drop (ts 30) must still follow the load (20).
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     let drop = collection_event("a0_1v0", 30, &["a0_1v0"], DdlEvent::DropCollection);
     f.stage("a0", vec![drop], 40);
-    f.stage(LANE, vec![load(20, &["a0_1v0"])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &["a0_1v0"])], 20);
     assert_eq!(f.drain(&mut target), ["load", "drop collection"]);
 }
 
@@ -320,13 +328,13 @@ fn a_collection_event_read_on_only_some_of_its_vchannels_waits_until_the_others_
 }
 
 #[test]
-fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_lanes() {
+fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_vchannels() {
     // One step sends batch after batch for as long as more are staged (the next is read while
     // the target takes the last): a waiting event elsewhere changes nothing about that.
     let mut f = Fixture::new();
     let mut target = Recorder::default();
     f.stage("p1", vec![], 0);
-    f.stage(LANE, vec![load(20, &[V1])], 20);
+    f.stage(REPLICATE_CHANNEL, vec![load(20, &[V1])], 20);
     let deletes = (1..=3)
         .map(|key| delete(V0, 30 + key as u64, key))
         .collect();

@@ -1,4 +1,5 @@
-//! Cutting the pending rows of one vchannel into the next unit of work.
+//! One vchannel's due rows turned into its next unit of work: a prefix of data rows with the
+//! target calls that apply it, or the DDL row at its head.
 //!
 //! A batch is always a *prefix* of the vchannel's rows in journal order, so committing its last
 //! position never skips a row. Inside the batch the rows are applied in (timestamp, rank, seq)
@@ -62,9 +63,10 @@ pub enum Step<'a> {
     Ddl(&'a JournalRow),
 }
 
+/// A journal row whose insert columns do not decode: no call can be made of it.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("journal row {position} of {vchannel} has undecodable columns: {reason}")]
-pub struct PlanError {
+pub struct UndecodableRow {
     pub vchannel: String,
     pub position: String,
     pub reason: String,
@@ -73,11 +75,17 @@ pub struct PlanError {
 /// `rows` are a vchannel's pending rows in journal order; `complete` says whether they are all
 /// the applicable rows (not cut by a fetch limit). Merged calls stay under `max_call_bytes`
 /// (a single larger row is sent alone).
+///
+/// Invariants: the data is a prefix of `rows`, so committing its last position never skips a
+/// row; it ends before the first DDL row, which comes alone; when `rows` are not `complete`
+/// it ends before their last timestamp, which may go on past the limit, unless that
+/// timestamp is all there is (the caller then read all of it). Within the prefix, calls
+/// follow (timestamp, rank, seq): an upsert's Delete goes before its Insert.
 pub fn next_step(
     rows: &[JournalRow],
     complete: bool,
     max_call_bytes: usize,
-) -> Result<Step<'_>, PlanError> {
+) -> Result<Step<'_>, UndecodableRow> {
     let Some(first) = rows.first() else {
         return Ok(Step::Idle);
     };
@@ -112,7 +120,7 @@ pub fn next_step(
     });
     let mut calls: Vec<Call> = Vec::new();
     for row in ordered {
-        let undecodable = |e: prost::DecodeError| PlanError {
+        let undecodable = |e: prost::DecodeError| UndecodableRow {
             vchannel: row.vchannel.clone(),
             position: format!("{}/{}", row.position.ts, row.position.seq),
             reason: e.to_string(),

@@ -1,5 +1,5 @@
-//! Operations read from the source's replicate-msg topic (index, load, release, flush,
-//! database), sent to the target as the public requests they are, made idempotent: a replayed
+//! Operations read from the replicate channel (the source's `{prefix}-replicate-msg` topic:
+//! index, load, release, flush, database), sent to the target as the public requests they are, made idempotent: a replayed
 //! event must leave the target as one application would.
 
 use std::time::{Duration, Instant};
@@ -14,9 +14,9 @@ use crate::apply::{Ddl, TargetError};
 use crate::model::{CollectionRef, ReplicatedKind};
 
 /// How long a load waits for its collection's index on the target. The index event comes
-/// before the load on the same lane, so once it is applied the index is there at once; one
-/// that never comes was created before the task started, and waiting longer would only hold
-/// up every later event of the lane.
+/// before the load on the replicate channel, so once it is applied the index is there at once;
+/// one that never comes was created before the task started, and waiting longer would only
+/// hold up every later event of the replicate channel.
 const LOAD_WAITS_FOR_INDEX: Duration = Duration::from_secs(60);
 
 /// The stored request, decoded; one that does not decode can never be sent.
@@ -114,7 +114,7 @@ impl MilvusTarget {
                 )))
             }
             // Milvus refuses to drop a database that has collections; their drops come on the
-            // DML lanes, applied by this same applier.
+            // collections' own vchannels, applied by this same applier.
             ReplicatedKind::DropDatabase => {
                 if !self.databases()?.contains(&c.db_name) {
                     return Ok(None);
@@ -250,7 +250,7 @@ impl MilvusTarget {
                 let reply = self.unary("DropDatabase", client.drop_database(r))?;
                 if let Err(err) = check("DropDatabase", &name, Some(&reply)) {
                     return Err(match err {
-                        // Collections still there; their drops are coming on the DML lanes.
+                        // Collections still there; their drops are coming on their own vchannels.
                         TargetError::Permanent(reason) if reason.contains("not empty") => {
                             TargetError::Transient(reason)
                         }

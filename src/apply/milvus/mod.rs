@@ -1,0 +1,364 @@
+//! The target Milvus, reached through its public MilvusService: the target needs no special
+//! mode and stays an ordinary writable cluster.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use milvus::proto::common::{ErrorCode, Status};
+use milvus::proto::milvus as rpc;
+use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
+use tokio::runtime::Handle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+mod data;
+mod ddl;
+mod insert;
+mod replicated;
+
+use super::calls::Call;
+use super::{Ddl, Target, TargetError};
+use crate::model::{CollectionRef, DdlEvent};
+
+/// Adds the `authorization` header Milvus expects when the target has auth on.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Service = InterceptedService<Channel, Auth>;
+type Client = MilvusServiceClient<Service>;
+
+const MAX_MESSAGE: usize = 256 << 20;
+
+pub struct MilvusTarget {
+    client: Client,
+    service: Service,
+    runtime: Handle,
+    uri: String,
+    /// What the data calls need to know of each target collection, by (database, name);
+    /// forgotten when the collection is dropped.
+    shapes: HashMap<(String, String), CollectionShape>,
+    /// Since when a load has waited for its collection's index on the target, per collection.
+    load_waits: HashMap<(String, String), std::time::Instant>,
+}
+
+/// The parts of a target collection's schema that decide how rows are sent to it.
+#[derive(Debug, Clone)]
+struct CollectionShape {
+    /// For delete expressions.
+    primary_key: String,
+    /// Milvus places rows by the key itself and refuses a partition name in Insert and Delete;
+    /// the source's messages name the hashed partition (`_default_N`), which is left out.
+    partition_key: bool,
+    /// Partitions known to exist on the target. Milvus 2.3 writes no message when a partition
+    /// is created, so a partition is created on the target before its first rows.
+    partitions: HashSet<String>,
+    /// The source collection this one was created from ([`SOURCE_ID_PROPERTY`]); none for a
+    /// collection this appliance did not create.
+    source_id: Option<i64>,
+}
+
+/// A collection property naming the source collection id the target collection was created
+/// from. A name can be dropped and reused on the source while the target still has the older
+/// collection (its drop waits for its own vchannels): the id tells the two apart, so a create
+/// never mistakes the older one for itself, and a late drop never removes the newer one.
+const SOURCE_ID_PROPERTY: &str = "milvus_cdc.source_collection_id";
+
+fn shape_key(c: &CollectionRef) -> (String, String) {
+    (c.db_name.clone(), c.name.clone())
+}
+
+/// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
+/// an unusable target is rejected when it is created rather than failing later.
+pub fn check_target(uri: &str, token: &str) -> Result<(), String> {
+    endpoint(uri)?;
+    auth_header(token)?;
+    Ok(())
+}
+
+/// Accepts `http(s)://host[:port][/]`, as the API documents it (`ConnectParam::uri`).
+fn endpoint(uri: &str) -> Result<Endpoint, String> {
+    let expected = "expected http://host:port or https://host:port";
+    let invalid = |why: &dyn std::fmt::Display| format!("invalid target uri {uri:?}: {why}");
+    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| invalid(&e))?;
+    let parsed = endpoint.uri();
+    // The authority must be exactly `host` or `host:port`, with the port in plain digits: the
+    // parser reads `h:+1` as port 1, `h:1x` as host `h` without a port, and drops `user@`.
+    let authority = parsed.authority().map(|a| a.as_str()).unwrap_or_default();
+    let authority_plain = parsed.host().is_some_and(|host| {
+        let host_ok = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            || (!host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
+        let port_ok = match authority.strip_prefix(host) {
+            Some("") => true,
+            // Written as the number it is: no sign, no leading zero, at most 65535.
+            Some(port) => port.strip_prefix(':').is_some_and(|digits| {
+                digits
+                    .parse::<u16>()
+                    .is_ok_and(|number| number.to_string() == digits)
+            }),
+            None => false,
+        };
+        host_ok && port_ok
+    });
+    // In lower case, as the documented pattern has it: the parser takes `HTTP://` too.
+    let plain = (uri.starts_with("http://") || uri.starts_with("https://"))
+        && authority_plain
+        && matches!(parsed.path(), "" | "/")
+        && parsed.query().is_none()
+        && !uri.contains('#');
+    if plain {
+        Ok(endpoint)
+    } else {
+        Err(invalid(&expected))
+    }
+}
+
+/// The `authorization` value Milvus expects: base64 of `user:password`; none for no token.
+fn auth_header(token: &str) -> Result<Option<MetadataValue<Ascii>>, String> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+    encoded
+        .parse()
+        .map(Some)
+        .map_err(|_| "the token is not valid header text".to_owned())
+}
+
+impl MilvusTarget {
+    /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`.
+    pub fn connect(uri: &str, token: Option<&str>, runtime: Handle) -> Result<Self, TargetError> {
+        let endpoint = endpoint(uri)
+            .map_err(TargetError::Permanent)?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120));
+        let auth = auth_header(token.unwrap_or_default()).map_err(TargetError::Permanent)?;
+        // Connects lazily: an unreachable target surfaces as a transient error on the first call.
+        let channel = {
+            let _context = runtime.enter();
+            endpoint.connect_lazy()
+        };
+        let service = InterceptedService::new(channel, Auth(auth));
+        let client = MilvusServiceClient::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Self {
+            client,
+            service,
+            runtime,
+            uri: uri.to_owned(),
+            shapes: HashMap::new(),
+            load_waits: HashMap::new(),
+        })
+    }
+
+    fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+        let request = rpc::HasCollectionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.unary("HasCollection", client.has_collection(request))?;
+        check("HasCollection", &c.name, reply.status.as_ref())?;
+        Ok(reply.value)
+    }
+
+    fn has_partition(&mut self, c: &CollectionRef, partition: &str) -> Result<bool, TargetError> {
+        let request = rpc::HasPartitionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            partition_name: partition.to_owned(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.unary("HasPartition", client.has_partition(request))?;
+        check("HasPartition", &c.name, reply.status.as_ref())?;
+        Ok(reply.value)
+    }
+
+    fn shape(&mut self, c: &CollectionRef) -> Result<&mut CollectionShape, TargetError> {
+        let key = shape_key(c);
+        if !self.shapes.contains_key(&key) {
+            let shape = self.describe(c)?;
+            self.shapes.insert(key.clone(), shape);
+        }
+        self.shapes
+            .get_mut(&key)
+            .ok_or_else(|| TargetError::Transient(format!("shape of {} not cached", c.name)))
+    }
+
+    fn describe(&mut self, c: &CollectionRef) -> Result<CollectionShape, TargetError> {
+        let request = rpc::DescribeCollectionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = self.unary("DescribeCollection", client.describe_collection(request))?;
+        check("DescribeCollection", &c.name, reply.status.as_ref())?;
+        let source_id = reply
+            .properties
+            .iter()
+            .find(|p| p.key == SOURCE_ID_PROPERTY)
+            .and_then(|p| p.value.parse().ok());
+        let fields = reply.schema.map(|s| s.fields).unwrap_or_default();
+        let primary_key = fields
+            .iter()
+            .find(|f| f.is_primary_key)
+            .map(|f| f.name.clone())
+            .ok_or_else(|| {
+                TargetError::Permanent(format!("target collection {} has no primary key", c.name))
+            })?;
+        Ok(CollectionShape {
+            primary_key,
+            partition_key: fields.iter().any(|f| f.is_partition_key),
+            partitions: HashSet::from(["_default".to_owned()]),
+            source_id,
+        })
+    }
+
+    /// Whether the target's collection of this name is a later one than `c` (source ids grow):
+    /// `c` was dropped on the source before that one was created, so nothing of `c` applies.
+    fn superseded(&self, c: &CollectionRef) -> bool {
+        self.shapes
+            .get(&shape_key(c))
+            .and_then(|shape| shape.source_id)
+            .is_some_and(|id| id > c.id)
+    }
+
+    /// Runs one unary RPC from this synchronous side.
+    fn unary<R>(
+        &self,
+        rpc: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, TargetError> {
+        self.runtime
+            .block_on(call)
+            .map(tonic::Response::into_inner)
+            .map_err(|e| self.rpc_error(rpc, e))
+    }
+
+    fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
+        use tonic::Code::*;
+        let reason = format!("{rpc} on {}: {}", self.uri, status.message());
+        match status.code() {
+            Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled
+            | Internal => TargetError::Transient(reason),
+            _ => TargetError::Permanent(reason),
+        }
+    }
+}
+
+/// Milvus answers most failures inside a successful RPC, in `status`.
+// `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
+#[allow(deprecated)]
+fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), TargetError> {
+    let Some(status) = status else { return Ok(()) };
+    if status.error_code == ErrorCode::Success as i32 && status.code == 0 {
+        return Ok(());
+    }
+    let reason = format!(
+        "{rpc} of {collection}: {} (code {})",
+        status.reason, status.code
+    );
+    let transient = status.retriable
+        || [
+            ErrorCode::RateLimit as i32,
+            ErrorCode::NotReadyServe as i32,
+            ErrorCode::NotReadyCoordActivating as i32,
+        ]
+        .contains(&status.error_code);
+    Err(if transient {
+        TargetError::Transient(reason)
+    } else {
+        TargetError::Permanent(reason)
+    })
+}
+
+impl Target for MilvusTarget {
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        self.send_data(per_vchannel, replay)
+    }
+
+    fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
+        match &ddl.event {
+            DdlEvent::Replicated { kind, .. } => self.replicated_not_ready(ddl, *kind),
+            DdlEvent::CreateCollection { .. } => {
+                self.earlier_collection_of_the_name(&ddl.collection)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
+        if self.superseded_event(ddl)? {
+            return Ok(());
+        }
+        let c = &ddl.collection;
+        match &ddl.event {
+            DdlEvent::CreateCollection {
+                schema,
+                shards_num,
+                consistency_level,
+            } => self.create_collection(c, schema, *shards_num, *consistency_level),
+            DdlEvent::DropCollection => self.drop_collection(c),
+            DdlEvent::CreatePartition { partition } => self.create_partition(c, partition),
+            DdlEvent::DropPartition { partition } => self.drop_partition(c, partition),
+            DdlEvent::Replicated { kind, request, .. } => {
+                self.apply_replicated(ddl, *kind, request)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(deprecated)]
+    fn statuses_are_classified() {
+        let ok = Status::default();
+        assert_eq!(check("X", "c", Some(&ok)), Ok(()));
+        let limited = Status {
+            error_code: ErrorCode::RateLimit as i32,
+            reason: "slow down".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check("X", "c", Some(&limited)),
+            Err(TargetError::Transient(_))
+        ));
+        let bad = Status {
+            error_code: ErrorCode::IllegalArgument as i32,
+            code: 1100,
+            reason: "schema mismatch".into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(check("X", "c", Some(&bad)), Err(TargetError::Permanent(r)) if r.contains("schema mismatch"))
+        );
+    }
+}

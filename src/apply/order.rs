@@ -1,0 +1,247 @@
+//! Which journal rows are due, across a task's vchannels: each vchannel's rows up to its
+//! channel's tick, and the DDL rows heading vchannels once their barrier allows them. (How the
+//! due rows of one vchannel become target calls is [`super::calls`].)
+
+use std::collections::HashMap;
+
+use tracing::debug;
+
+use super::calls::{Call, Step, next_step};
+use super::{ApplierSettings, ApplyError};
+use crate::journal::{InFlightBatch, Journal, JournalRow};
+use crate::model::{Change, Ddl, DdlEvent, RowPosition, vchannel_pchannel};
+
+/// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
+pub(super) struct DataBatch {
+    pub(super) marker: InFlightBatch,
+    /// The calls of each vchannel, in the order of the marker's ends.
+    pub(super) per_vchannel: Vec<Vec<Call>>,
+}
+
+/// What is due next.
+pub(super) struct Due {
+    /// The next rows of every vchannel with data at its head.
+    pub(super) data: Option<DataBatch>,
+    /// DDL rows heading their vchannels.
+    pub(super) ddl_heads: Vec<JournalRow>,
+}
+
+/// A task's pending rows: read from the journal after the applied positions (or after the
+/// batches in flight), in the order the rules below allow them to be applied.
+pub(super) struct Pending<'a> {
+    task: &'a str,
+    journal: &'a Journal,
+    max_rows: usize,
+    max_bytes: usize,
+    max_call_bytes: usize,
+    /// The ends of a batch being sent: its vchannels are read after them.
+    in_flight: &'a [(String, RowPosition)],
+}
+
+impl<'a> Pending<'a> {
+    pub(super) fn new(
+        task: &'a str,
+        journal: &'a Journal,
+        settings: &ApplierSettings,
+        in_flight: &'a [(String, RowPosition)],
+    ) -> Self {
+        Self {
+            task,
+            journal,
+            max_rows: settings.max_batch_rows,
+            max_bytes: settings.max_batch_bytes,
+            max_call_bytes: settings.max_call_bytes,
+            in_flight,
+        }
+    }
+
+    /// Where `vchannel`'s pending rows start.
+    fn after(&self, vchannel: &str) -> Result<Option<RowPosition>, ApplyError> {
+        match self.in_flight.iter().find(|(v, _)| v == vchannel) {
+            Some((_, end)) => Ok(Some(*end)),
+            None => Ok(self.journal.applied(self.task, vchannel)?),
+        }
+    }
+
+    /// What is due after the applied positions (and the batches in flight): the next data
+    /// rows of every vchannel as one batch, and the DDL rows heading vchannels.
+    ///
+    /// Invariant: a fetch limit never splits a timestamp. When the limits cut the only
+    /// timestamp read, all of it is read, whatever its size; otherwise [`next_step`] leaves
+    /// the last timestamp for the next batch.
+    pub(super) fn due(&self) -> Result<Due, ApplyError> {
+        let ticks = self.ticks()?;
+        let mut ends = Vec::new();
+        let mut per_vchannel = Vec::new();
+        let mut ddl_heads = Vec::new();
+        for vchannel in self.journal.vchannels(self.task)? {
+            let after = self.after(&vchannel)?;
+            let mut rows = self.up_to_tick(&ticks, &vchannel, after, self.max_rows)?;
+            let complete = rows.len() < self.max_rows
+                && rows.iter().map(|r| r.encoded_len).sum::<usize>() < self.max_bytes;
+            if let (false, Some(first), Some(last)) = (complete, rows.first(), rows.last())
+                && first.position.ts == last.position.ts
+            {
+                // The limits cut one timestamp, which must go whole (an upsert's Delete is
+                // applied before its Insert): read all of it, whatever its size.
+                let ts = first.position.ts;
+                rows =
+                    self.journal
+                        .rows(self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
+            }
+            match next_step(&rows, complete, self.max_call_bytes)? {
+                Step::Idle => {}
+                Step::Data { rows, calls } => {
+                    if let Some(last) = rows.last() {
+                        ends.push((vchannel.clone(), last.position));
+                        per_vchannel.push(calls);
+                    }
+                }
+                Step::Ddl(row) => ddl_heads.push(row.clone()),
+            }
+        }
+        Ok(Due {
+            data: (!per_vchannel.is_empty()).then_some(DataBatch {
+                marker: InFlightBatch { ends },
+                per_vchannel,
+            }),
+            ddl_heads,
+        })
+    }
+
+    /// Each physical channel's latest TimeTick.
+    pub(super) fn ticks(&self) -> Result<HashMap<String, u64>, ApplyError> {
+        Ok(self
+            .journal
+            .source_offsets(self.task)?
+            .into_iter()
+            .map(|(p, o)| (p, o.tick))
+            .collect())
+    }
+
+    /// The rows of `vchannel` after `after`, up to its channel's latest tick; at most
+    /// `max_rows`, and the batch's bytes.
+    ///
+    /// Invariant: a row is due only once its channel's tick has reached its timestamp: until
+    /// then rows of the same timestamp may still be staged (an upsert's Delete and Insert). A
+    /// channel without a tick has nothing due.
+    fn up_to_tick(
+        &self,
+        ticks: &HashMap<String, u64>,
+        vchannel: &str,
+        after: Option<RowPosition>,
+        max_rows: usize,
+    ) -> Result<Vec<JournalRow>, ApplyError> {
+        // Rows above the channel's tick may still be joined by rows of the same timestamp.
+        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .journal
+            .rows(self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
+    }
+
+    /// True when each of `vchannels` has been applied through `ts`: no pending row at or
+    /// before it, and its channel is known to be past it. Past means its tick reached `ts`, or
+    /// the collection's drop, after `ts`, is staged there: a channel's ticks stop once its last
+    /// collection is dropped, so the drop may never be followed by a tick.
+    fn applied_through(
+        &self,
+        ticks: &HashMap<String, u64>,
+        vchannels: &[String],
+        ts: u64,
+    ) -> Result<bool, ApplyError> {
+        for vchannel in vchannels {
+            let after = self.after(vchannel)?;
+            if self
+                .journal
+                .first_position(self.task, vchannel, after, ts)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let ticked = vchannel_pchannel(vchannel)
+                .and_then(|p| ticks.get(p))
+                .is_some_and(|&tick| tick >= ts);
+            let dropped_after = || -> Result<bool, ApplyError> {
+                let next = self
+                    .journal
+                    .rows(self.task, vchannel, after, u64::MAX, 1, 0)?;
+                Ok(next.first().is_some_and(|row| {
+                    matches!(
+                        &row.change,
+                        Change::Ddl(Ddl {
+                            event: DdlEvent::DropCollection,
+                            ..
+                        })
+                    )
+                }))
+            };
+            if !ticked && !dropped_after()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The positions of this DDL on the vchannels of its barrier, once the journal allows it to
+    /// be applied; None before.
+    ///
+    /// Invariant: a DDL is applicable only once its barrier is reached and, for an event of the
+    /// replicate channel, once every vchannel it waits for is applied through its timestamp.
+    /// Such an event never holds up the data of other vchannels: it waits as a head of its
+    /// own channel, not as a barrier on theirs.
+    pub(super) fn applicable(
+        &self,
+        ticks: &HashMap<String, u64>,
+        row: &JournalRow,
+    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
+        let Some(ends) = self.barrier_reached(ticks, row)? else {
+            return Ok(None);
+        };
+        if let Change::Ddl(Ddl {
+            event: DdlEvent::Replicated { waits_for, .. },
+            ..
+        }) = &row.change
+            && !self.applied_through(ticks, waits_for, row.position.ts)?
+        {
+            return Ok(None);
+        }
+        Ok(Some(ends))
+    }
+
+    /// The positions of this DDL on the vchannels of its barrier, once each has it at its head
+    /// or has been applied through its timestamp without it. The latter is a vchannel whose
+    /// reader started after the event (start positions are taken channel by channel, or given
+    /// per channel): waiting for its copy there would hold the others up for good.
+    fn barrier_reached(
+        &self,
+        ticks: &HashMap<String, u64>,
+        row: &JournalRow,
+    ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
+        let Change::Ddl(ddl) = &row.change else {
+            return Ok(None);
+        };
+        let mut ends = Vec::new();
+        for vchannel in &ddl.barrier {
+            let after = self.after(vchannel)?;
+            let head = self.up_to_tick(ticks, vchannel, after, 1)?;
+            match head.first() {
+                Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
+                    ends.push((vchannel.clone(), h.position));
+                }
+                _ if self.applied_through(
+                    ticks,
+                    std::slice::from_ref(vchannel),
+                    row.position.ts,
+                )? =>
+                {
+                    debug!(task = self.task, channel = %vchannel, ts = row.position.ts,
+                        "vchannel has passed the event without it: its reader started after it");
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(ends))
+    }
+}
