@@ -49,7 +49,7 @@ pub struct CreateRequest {
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct ConnectParam {
     /// For example `http://127.0.0.1:19530`; a bracketed IPv6 address is accepted too.
-    // The server's check is `milvus_target::endpoint`.
+    // The server's check is `apply::milvus::endpoint`.
     #[schema(
         pattern = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
     )]
@@ -241,7 +241,7 @@ mod tests {
     use utoipa::openapi::{RefOr, Schema};
 
     use super::*;
-    use crate::apply::milvus_target::check_target;
+    use crate::apply::milvus::check_target;
 
     /// The `pattern` the OpenAPI document gives for the property `field` of `T`.
     fn documented_pattern<T: PartialSchema>(field: &str) -> Regex {

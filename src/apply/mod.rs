@@ -56,10 +56,6 @@ mod order;
 mod retry;
 mod run;
 
-/// The path `crate::apply::milvus` had before, kept until the imports outside `apply/` move.
-#[doc(hidden)]
-pub use milvus as milvus_target;
-
 use std::time::Duration;
 
 use crate::journal::JournalError;

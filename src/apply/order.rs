@@ -111,12 +111,7 @@ impl<'a> Pending<'a> {
 
     /// Each physical channel's latest TimeTick.
     pub(super) fn ticks(&self) -> Result<HashMap<String, u64>, ApplyError> {
-        Ok(self
-            .journal
-            .source_offsets(self.task)?
-            .into_iter()
-            .map(|(p, o)| (p, o.tick))
-            .collect())
+        Ok(self.journal.ticks(self.task)?)
     }
 
     /// The rows of `vchannel` after `after`, up to its channel's latest tick; at most

@@ -205,6 +205,16 @@ mod tests {
             .collect()
     }
 
+    /// channel, given position, start, retained, collection starts => reads from, seeds
+    type Row<'a> = (
+        &'a str,
+        Option<MqPosition>,
+        StartPosition,
+        &'a Retained,
+        &'a [CollectionStart],
+        (MqPosition, Seeds),
+    );
+
     #[test]
     fn the_decision_table() {
         use StartPosition::{Earliest, Latest};
@@ -212,8 +222,7 @@ mod tests {
         let on_pulsar = starts(&[("b", pulsar(20, true)), ("a", pulsar(9, true))]);
         let pulsar = pulsar_channel();
         #[rustfmt::skip]
-        let table: [(&str, Option<MqPosition>, StartPosition, &Retained, &[CollectionStart], (MqPosition, Seeds)); 14] = [
-            // channel, given, start, retained, collection starts => reads from, seeds
+        let table: [Row; 14] = [
             (DML, None, Latest, &KAFKA, &on_kafka, (kafka(900), Seeds::Collections)),
             (DML, None, Earliest, &KAFKA, &on_kafka, (kafka(120), Seeds::None)),
             (DML, None, Earliest, &KAFKA, &[], (kafka(900), Seeds::None)),

@@ -28,7 +28,7 @@ pub use error::TaskError;
 pub use spec::{TargetSpec, TaskSpec, TaskState};
 pub use status::{AppliedPosition, ChannelPosition, TaskPositions, TaskStatus};
 
-use crate::apply::milvus_target::check_target;
+use crate::apply::milvus::check_target;
 use crate::config::Config;
 use crate::health::Health;
 use crate::journal::Journal;

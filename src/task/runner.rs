@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::{info_span, warn};
 
 use super::{Running, Supervisor, TaskSpec};
-use crate::apply::milvus_target::MilvusTarget;
+use crate::apply::milvus::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::source::meta::EtcdLookup;
