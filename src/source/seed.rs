@@ -62,10 +62,10 @@ pub fn stage_start(
     }
     for channel in &channels {
         let retained = queue.retained(channel)?;
-        let collections = collection_starts(queue, start.existing, channel)?;
         let given = start.positions.get(channel).copied();
-        let (position, seeds) =
-            channel_start(channel, given, start.start, &retained, &collections)?;
+        let (position, seeds) = channel_start(channel, given, start.start, &retained, || {
+            collection_starts(queue, start.existing, channel)
+        })?;
         let seeds = match seeds {
             Seeds::None => Vec::new(),
             Seeds::Collections => collection_seeds(start.existing, channel, start.scope),

@@ -78,7 +78,8 @@ fn queue_name(kind: MqKind) -> &'static str {
     }
 }
 
-/// Where `channel` is read from, and what is staged with that position.
+/// Where `channel` is read from, and what is staged with that position. `collections` (where
+/// the in-scope collections on the channel started) is asked only where the table needs it.
 ///
 /// | channel   | asked              | reads from                             | seeds       |
 /// |-----------|--------------------|----------------------------------------|-------------|
@@ -92,7 +93,7 @@ pub fn channel_start(
     given: Option<MqPosition>,
     start: StartPosition,
     retained: &Retained,
-    collections: &[CollectionStart],
+    collections: impl FnOnce() -> Result<Vec<CollectionStart>, StartError>,
 ) -> Result<(MqPosition, Seeds), StartError> {
     let replicate = is_replicate_topic(channel);
     let seeds_from_now = if replicate {
@@ -128,6 +129,7 @@ pub fn channel_start(
         // capture keeps what concerns the in-scope collections (not older ones of a name).
         StartPosition::Earliest if replicate => Ok((retained.all, Seeds::None)),
         StartPosition::Earliest => {
+            let collections = collections()?;
             let Some(first) = collections.iter().reduce(|a, b| {
                 if before(&b.position, &a.position) {
                     b
@@ -196,6 +198,13 @@ mod tests {
         }
     }
 
+    /// Collection starts a decision must not need.
+    fn none() -> Result<Vec<CollectionStart>, StartError> {
+        Err(StartError::UnknownChannel(
+            "collection starts asked for".into(),
+        ))
+    }
+
     fn starts(list: &[(&str, MqPosition)]) -> Vec<CollectionStart> {
         list.iter()
             .map(|(collection, position)| CollectionStart {
@@ -242,7 +251,7 @@ mod tests {
             table.into_iter().enumerate()
         {
             assert_eq!(
-                channel_start(channel, given, start, retained, collections),
+                channel_start(channel, given, start, retained, || Ok(collections.to_vec())),
                 Ok(expected),
                 "row {row}: {channel} {given:?} {start:?}"
             );
@@ -253,7 +262,7 @@ mod tests {
     fn a_given_position_outside_what_the_broker_retains_is_refused() {
         for given in [kafka(99), kafka(901)] {
             assert!(matches!(
-                channel_start(DML, Some(given), StartPosition::Latest, &KAFKA, &[]),
+                channel_start(DML, Some(given), StartPosition::Latest, &KAFKA, none),
                 Err(StartError::PositionNotRetained { .. })
             ));
         }
@@ -263,7 +272,9 @@ mod tests {
     fn a_collection_start_the_broker_no_longer_retains_is_refused_not_moved_later() {
         let collections = starts(&[("new", kafka(400)), ("old", kafka(40))]);
         assert_eq!(
-            channel_start(DML, None, StartPosition::Earliest, &KAFKA, &collections),
+            channel_start(DML, None, StartPosition::Earliest, &KAFKA, || Ok(
+                collections
+            )),
             Err(StartError::StartNotRetained {
                 collection: "old".into(),
                 channel: DML.into(),
@@ -280,7 +291,7 @@ mod tests {
             Some(pulsar(1, true)),
             StartPosition::Latest,
             &KAFKA,
-            &[],
+            none,
         );
         assert!(matches!(
             refused,
@@ -294,7 +305,7 @@ mod tests {
             Some(kafka(1)),
             StartPosition::Latest,
             &pulsar_channel(),
-            &[],
+            none,
         );
         assert!(matches!(
             refused,
