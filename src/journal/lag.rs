@@ -45,7 +45,7 @@ pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, J
         let applied_through = match journal.first_position(task, &vchannel, after, tick)? {
             // Everything before the first pending change is applied.
             Some(pending) => pending.ts.saturating_sub(1),
-            // The replicate-msg lane has no ticks of its own (its "tick" is its last event):
+            // The replicate channel has no ticks of its own (its "tick" is its last event):
             // with nothing pending it is not behind.
             None if is_replicate_topic(&vchannel) => continue,
             None => tick,
@@ -116,12 +116,12 @@ mod tests {
     }
 
     #[test]
-    fn the_replicate_msg_lane_lags_only_while_an_event_is_pending() {
+    fn the_replicate_channel_lags_only_while_an_event_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let lane = "by-dev-replicate-msg";
+        let replicate = "by-dev-replicate-msg";
         let event = StagedChange {
-            vchannel: lane.into(),
+            vchannel: replicate.into(),
             ts: at(90_000),
             change: Change::Ddl(crate::model::Ddl {
                 collection: CollectionRef {
@@ -129,7 +129,7 @@ mod tests {
                     db_name: "default".into(),
                     name: "c".into(),
                 },
-                barrier: vec![lane.into()],
+                barrier: vec![replicate.into()],
                 event: crate::model::DdlEvent::Replicated {
                     kind: crate::model::ReplicatedKind::Flush,
                     request: vec![],
@@ -139,14 +139,14 @@ mod tests {
         };
         let next = MqPosition::Kafka { next_offset: 1 };
         journal
-            .stage("t", lane, &[event], next, at(90_000))
+            .stage("t", replicate, &[event], next, at(90_000))
             .unwrap();
         let lag = task_lag(&journal, "t", 100_000).unwrap();
-        assert!(close(lag.target[lane], 10.0), "pending: {lag:?}");
+        assert!(close(lag.target[replicate], 10.0), "pending: {lag:?}");
         assert!(lag.source.is_empty(), "no ticks to age: {lag:?}");
         let applied = InFlightBatch {
             ends: vec![(
-                lane.into(),
+                replicate.into(),
                 RowPosition {
                     ts: at(90_000),
                     seq: 0,
@@ -156,7 +156,7 @@ mod tests {
         journal.commit_batch("t", &applied, false).unwrap();
         let lag = task_lag(&journal, "t", 500_000).unwrap();
         assert!(
-            !lag.target.contains_key(lane),
+            !lag.target.contains_key(replicate),
             "idle is not behind: {lag:?}"
         );
     }

@@ -57,7 +57,7 @@ const JOURNAL_BYTES: &str = "journal_bytes";
 /// while there is room: [`RecentRows`] holds those instead, decoded.
 const CACHE_BYTES: usize = 16 << 20;
 /// What [`RecentRows`] may hold by default: the two batches in flight and the next one (each
-/// 2 lanes × 4 MiB by default), and room for the three 8 MiB stages that readers pacing
+/// 2 vchannels × 4 MiB by default), and room for the three 8 MiB stages that readers pacing
 /// themselves (`source::reader`'s `Pacer`) may commit at once.
 const RECENT_ROWS_BYTES: usize = 64 << 20;
 

@@ -45,6 +45,9 @@ impl PrimaryKeys {
     }
 }
 
+/// The partition every collection has, which no partition event creates or drops.
+pub const DEFAULT_PARTITION: &str = "_default";
+
 /// Rows inserted by one source Insert message. The columns stay in Milvus's own encoding
 /// (`schema.FieldData`, protobuf) so they pass to the target's Insert without conversion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +145,7 @@ pub enum DdlEvent {
         partition: String,
     },
     /// An operation the source writes to its `{prefix}-replicate-msg` topic. It is staged on
-    /// that topic's own lane (`Ddl.barrier` is the lane alone) and applied once every vchannel
+    /// the replicate channel (`Ddl.barrier` is that channel alone) and applied once every vchannel
     /// of `waits_for` has been applied through its timestamp.
     Replicated {
         kind: ReplicatedKind,

@@ -11,7 +11,7 @@ pub fn vchannel_collection_id(vchannel: &str) -> Option<i64> {
 }
 
 /// The physical channel (MQ topic) a virtual channel lives on. The replicate-msg topic is its
-/// own journal lane, so it maps to itself: its staged events and their tick live there.
+/// own channel in the journal, so it maps to itself: its staged events and their tick live there.
 pub fn vchannel_pchannel(vchannel: &str) -> Option<&str> {
     if is_replicate_topic(vchannel) {
         return Some(vchannel);
@@ -27,7 +27,7 @@ pub fn replicate_topic(prefix: &str) -> String {
     format!("{prefix}{REPLICATE_TOPIC_SUFFIX}")
 }
 
-/// True for a replicate-msg topic name (also the name of its journal lane).
+/// True for a replicate-msg topic name (also the name of its channel in the journal).
 pub fn is_replicate_topic(name: &str) -> bool {
     name.len() > REPLICATE_TOPIC_SUFFIX.len() && name.ends_with(REPLICATE_TOPIC_SUFFIX)
 }
@@ -60,7 +60,7 @@ mod tests {
         assert_eq!(vchannel_collection_id(v), Some(445612345678901234));
         assert_eq!(vchannel_pchannel(v), Some("by-dev-rootcoord-dml_0"));
         assert_eq!(vchannel_collection_id("dml_3_12v15"), Some(12));
-        // The replicate-msg lane is its own channel, whatever the prefix.
+        // The replicate channel is its own pchannel, whatever the prefix.
         assert_eq!(
             vchannel_pchannel("by-dev-replicate-msg"),
             Some("by-dev-replicate-msg")

@@ -11,8 +11,8 @@ mod position;
 mod scope;
 
 pub use change::{
-    Change, CollectionRef, Ddl, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, Operation,
-    PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,
+    Change, CollectionRef, DEFAULT_PARTITION, Ddl, DdlEvent, DeleteBatch, EncodedColumn,
+    InsertBatch, Operation, PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,
 };
 pub use channel::{
     is_replicate_topic, parse_id, replicate_topic, vchannel_collection_id, vchannel_pchannel,

@@ -19,7 +19,8 @@ use super::mq::{MessageQueue, MqError};
 use super::start::{CollectionStart, Seeds, StartError, channel_start};
 use crate::journal::{Journal, JournalError};
 use crate::model::{
-    CollectionRef, DdlEvent, MqPosition, ReplicatedKind, Scope, StagedChange, StartPosition,
+    CollectionRef, DEFAULT_PARTITION, DdlEvent, MqPosition, ReplicatedKind, Scope, StagedChange,
+    StartPosition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +36,14 @@ pub enum SeedError {
 }
 
 /// How a new task starts.
-pub struct TaskStart<'a> {
-    pub task: &'a str,
-    pub scope: &'a Scope,
+pub struct TaskStart {
+    pub task: String,
+    pub scope: Scope,
     pub start: StartPosition,
     /// Positions the create gave, per physical channel: they take the place of `start` there.
-    pub positions: &'a BTreeMap<String, MqPosition>,
+    pub positions: BTreeMap<String, MqPosition>,
     /// The in-scope collections that exist now.
-    pub existing: &'a [CollectionMeta],
+    pub existing: Vec<CollectionMeta>,
     /// The source's replicate channel.
     pub replicate_channel: String,
     /// The existing collections' indexes and load state (none from `earliest`, which reads
@@ -56,6 +57,7 @@ pub fn stage_start(
     queue: &dyn MessageQueue,
     mut start: TaskStart,
 ) -> Result<(), SeedError> {
+    let task = start.task.as_str();
     let channels = queue.channels()?;
     if let Some(unknown) = start.positions.keys().find(|c| !channels.contains(c)) {
         return Err(StartError::UnknownChannel(unknown.clone()).into());
@@ -64,19 +66,19 @@ pub fn stage_start(
         let retained = queue.retained(channel)?;
         let given = start.positions.get(channel).copied();
         let (position, seeds) = channel_start(channel, given, start.start, &retained, || {
-            collection_starts(queue, start.existing, channel)
+            collection_starts(queue, &start.existing, channel)
         })?;
         let seeds = match seeds {
             Seeds::None => Vec::new(),
-            Seeds::Collections => collection_seeds(start.existing, channel, start.scope),
+            Seeds::Collections => collection_seeds(&start.existing, channel, &start.scope),
             Seeds::Operations => std::mem::take(&mut start.operations),
         };
-        journal.stage(start.task, channel, &seeds, position, 0)?;
+        journal.stage(task, channel, &seeds, position, 0)?;
     }
     if !start.operations.is_empty() {
         // The source has not written its replicate channel yet: all of it will be new.
         journal.stage(
-            start.task,
+            task,
             &start.replicate_channel,
             &start.operations,
             queue.beginning(),
@@ -139,7 +141,7 @@ pub fn collection_seeds(
         let partitions = c
             .partitions
             .iter()
-            .filter(|p| p.name != "_default")
+            .filter(|p| p.name != DEFAULT_PARTITION)
             .map(|p| DdlEvent::CreatePartition {
                 partition: p.name.clone(),
             });
@@ -210,8 +212,8 @@ pub async fn operation_seeds(
     Ok(seeds)
 }
 
-/// Seeds the in-scope collections that etcd lists now but not in `listed` (taken before the
-/// start positions): created meanwhile, their CreateCollection messages may lie before those
+/// Seeds the in-scope collections that etcd lists now but not in `listed` (the ids listed
+/// before the start positions were taken): created meanwhile, their CreateCollection messages may lie before those
 /// positions and never be read. Where a message is read as well, the target keeps the
 /// collection the seed created.
 pub async fn seed_created_meanwhile(
@@ -219,13 +221,13 @@ pub async fn seed_created_meanwhile(
     meta: &SourceMeta,
     task: &str,
     scope: &Scope,
-    listed: &[CollectionMeta],
+    listed: &[i64],
 ) -> Result<(), SeedError> {
     let created: Vec<CollectionMeta> = meta
         .collections()
         .await?
         .into_iter()
-        .filter(|c| !listed.iter().any(|l| l.id == c.id) && scope.contains(&c.db_name, &c.name))
+        .filter(|c| !listed.contains(&c.id) && scope.contains(&c.db_name, &c.name))
         .collect();
     for collection in &created {
         info!(task, collection = %collection.name,

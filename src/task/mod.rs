@@ -212,30 +212,21 @@ impl Supervisor {
             }
             StartPosition::Earliest => Vec::new(),
         };
-        let queue = self.queue()?;
-        let (journal, task, positions, start) = (
-            self.journal.clone(),
-            spec.task_id.clone(),
-            spec.positions.clone(),
-            spec.start,
-        );
-        let (scope_, existing_) = (scope.clone(), existing.clone());
-        tokio::task::spawn_blocking(move || {
-            let start = seed::TaskStart {
-                task: &task,
-                scope: &scope_,
-                start,
-                positions: &positions,
-                existing: &existing_,
-                replicate_channel,
-                operations,
-            };
-            seed::stage_start(&journal, queue.as_ref(), start)
-        })
-        .await
-        .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
-        seed::seed_created_meanwhile(&self.journal, &meta, &spec.task_id, &scope, &existing)
-            .await?;
+        let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
+        let start = seed::TaskStart {
+            task: spec.task_id.clone(),
+            scope: scope.clone(),
+            start: spec.start,
+            positions: spec.positions.clone(),
+            existing,
+            replicate_channel,
+            operations,
+        };
+        let (journal, queue) = (self.journal.clone(), self.queue()?);
+        tokio::task::spawn_blocking(move || seed::stage_start(&journal, queue.as_ref(), start))
+            .await
+            .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
+        seed::seed_created_meanwhile(&self.journal, &meta, &spec.task_id, &scope, &listed).await?;
         self.created(spec)
     }
 

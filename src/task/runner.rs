@@ -111,20 +111,22 @@ impl Supervisor {
         }
     }
 
-    /// Starts a reader for each DML channel and the replicate-msg topic, including channels
-    /// created after the task.
+    /// Starts a reader for each channel of the source (its DML channels and its replicate
+    /// channel), including channels created after the task.
     fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let queue = loop {
             match self.queue() {
                 Ok(queue) => break queue,
-                Err(err) if stop.load(Ordering::Relaxed) => return drop(err),
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
                     warn!(%err, "cannot reach the source's message queue; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
         };
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         // The channels the task read before (a resume, a restart) start at once: listing the

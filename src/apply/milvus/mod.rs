@@ -19,7 +19,7 @@ mod replicated;
 
 use super::calls::Call;
 use super::{Ddl, Target, TargetError};
-use crate::model::{CollectionRef, DdlEvent};
+use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent};
 
 /// Adds the `authorization` header Milvus expects when the target has auth on.
 #[derive(Clone)]
@@ -234,7 +234,7 @@ impl MilvusTarget {
         Ok(CollectionShape {
             primary_key,
             partition_key: fields.iter().any(|f| f.is_partition_key),
-            partitions: HashSet::from(["_default".to_owned()]),
+            partitions: HashSet::from([DEFAULT_PARTITION.to_owned()]),
             source_id,
         })
     }
