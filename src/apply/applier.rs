@@ -4,33 +4,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::info;
 
 use super::calls::{Step, next_step};
-use super::order::{DataBatch, Due, Pending};
+use super::order::{DataBatch, Due, NOT_READY_RECHECK, NotReady, Pending, refused_recently};
 use super::retry::Retries;
 use super::run::Run;
 use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};
 use crate::health::Health;
 use crate::journal::{InFlightBatch, Journal, JournalRow};
 use crate::metrics::METRICS;
-use crate::model::{Change, DdlEvent, RowPosition};
-
-/// How long an event the target is not ready for waits before it is asked again.
-pub(super) const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
-
-/// Events the target was not ready for, and when to ask again.
-pub(super) type NotReady = HashMap<(String, RowPosition), Instant>;
-
-/// Whether the target said it was not ready for `row`'s event less than
-/// [`NOT_READY_RECHECK`] ago: it is not asked again yet.
-pub(super) fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
-    not_ready
-        .get(&(row.vchannel.clone(), row.position))
-        .is_some_and(|&again| Instant::now() < again)
-}
+use crate::model::{Change, DdlEvent};
 
 /// Applies one task's journal to `target`.
 pub struct Applier<'a, T: Target> {

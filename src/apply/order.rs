@@ -3,6 +3,7 @@
 //! due rows of one vchannel become target calls is [`super::calls`].)
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -10,6 +11,20 @@ use super::calls::{Call, Step, next_step};
 use super::{ApplierSettings, ApplyError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
 use crate::model::{Change, Ddl, DdlEvent, RowPosition, vchannel_pchannel};
+
+/// How long an event the target is not ready for waits before it is asked again.
+pub(super) const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
+
+/// Events the target was not ready for, and when to ask again.
+pub(super) type NotReady = HashMap<(String, RowPosition), Instant>;
+
+/// Whether the target said it was not ready for `row`'s event less than
+/// [`NOT_READY_RECHECK`] ago: it is not asked again yet.
+pub(super) fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
+    not_ready
+        .get(&(row.vchannel.clone(), row.position))
+        .is_some_and(|&again| Instant::now() < again)
+}
 
 /// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
 pub(super) struct DataBatch {

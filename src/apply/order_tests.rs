@@ -3,7 +3,8 @@
 //! collection event:
 //! once every vchannel of its barrier has it at its head or has passed its timestamp.
 
-use super::applier::{NOT_READY_RECHECK, ddl_name};
+use super::applier::ddl_name;
+use super::order::NOT_READY_RECHECK;
 use super::*;
 use crate::journal::{InFlightBatch, Journal};
 use crate::model::{

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tracing::debug;
 
-use super::applier::{NotReady, refused_recently};
 use super::calls::Call;
-use super::order::{DataBatch, Due, Pending};
+use super::order::{DataBatch, Due, NotReady, Pending, refused_recently};
 use super::retry::Retries;
 use super::{ApplierSettings, ApplyError, Target, TargetError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
