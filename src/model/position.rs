@@ -22,6 +22,15 @@ pub enum MqKind {
     Pulsar,
 }
 
+impl fmt::Display for MqKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MqKind::Kafka => "Kafka",
+            MqKind::Pulsar => "Pulsar",
+        })
+    }
+}
+
 /// A message queue position: what the reader stages next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MqPosition {

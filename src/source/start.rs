@@ -37,7 +37,7 @@ pub enum StartError {
     #[error("position of {channel} is not a {expected} position: {given}")]
     WrongQueue {
         channel: String,
-        expected: &'static str,
+        expected: MqKind,
         given: MqPosition,
     },
     #[error(
@@ -71,13 +71,6 @@ pub enum StartError {
     },
 }
 
-fn queue_name(kind: MqKind) -> &'static str {
-    match kind {
-        MqKind::Kafka => "Kafka",
-        MqKind::Pulsar => "Pulsar",
-    }
-}
-
 /// Where `channel` is read from, and what is staged with that position. `collections` (where
 /// the in-scope collections on the channel started) is asked only where the table needs it.
 ///
@@ -107,7 +100,7 @@ pub fn channel_start(
         if given.kind() != expected {
             return Err(StartError::WrongQueue {
                 channel: channel.to_owned(),
-                expected: queue_name(expected),
+                expected,
                 given,
             });
         }
@@ -296,7 +289,7 @@ mod tests {
         assert!(matches!(
             refused,
             Err(StartError::WrongQueue {
-                expected: "Kafka",
+                expected: MqKind::Kafka,
                 ..
             })
         ));
@@ -310,7 +303,7 @@ mod tests {
         assert!(matches!(
             refused,
             Err(StartError::WrongQueue {
-                expected: "Pulsar",
+                expected: MqKind::Pulsar,
                 ..
             })
         ));
