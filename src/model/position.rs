@@ -138,6 +138,18 @@ impl MqPosition {
         }
     }
 
+    /// Before anything a channel of `kind` will ever hold: where a channel created after its
+    /// task is read from, and everything is new.
+    pub fn beginning(kind: MqKind) -> MqPosition {
+        match kind {
+            MqKind::Kafka => MqPosition::Kafka { next_offset: 0 },
+            MqKind::Pulsar => MqPosition::Pulsar {
+                from: PulsarId::EARLIEST,
+                inclusive: true,
+            },
+        }
+    }
+
     /// Which queue the position is of.
     pub fn kind(&self) -> MqKind {
         match self {

@@ -81,7 +81,7 @@ pub fn stage_start(
             task,
             &start.replicate_channel,
             &start.operations,
-            queue.beginning(),
+            MqPosition::beginning(queue.kind()),
             0,
         )?;
     }

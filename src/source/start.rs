@@ -120,7 +120,13 @@ pub fn channel_start(
         StartPosition::Latest => Ok((retained.latest, seeds_from_now)),
         // The replicate channel names collections, not channels: all it retains is read, and
         // capture keeps what concerns the in-scope collections (not older ones of a name).
-        StartPosition::Earliest if replicate => Ok((retained.all, Seeds::None)),
+        // Where the broker does not say what it retains, reading from the beginning delivers it.
+        StartPosition::Earliest if replicate => Ok((
+            retained
+                .oldest
+                .unwrap_or(MqPosition::beginning(retained.latest.kind())),
+            Seeds::None,
+        )),
         StartPosition::Earliest => {
             let collections = collections()?;
             let Some(first) = collections.iter().reduce(|a, b| {
@@ -175,7 +181,6 @@ mod tests {
     /// A Kafka channel retaining offsets 100 to 900.
     const KAFKA: Retained = Retained {
         oldest: Some(MqPosition::Kafka { next_offset: 100 }),
-        all: MqPosition::Kafka { next_offset: 100 },
         latest: MqPosition::Kafka { next_offset: 900 },
     };
 
@@ -183,10 +188,6 @@ mod tests {
     fn pulsar_channel() -> Retained {
         Retained {
             oldest: None,
-            all: MqPosition::Pulsar {
-                from: PulsarId::EARLIEST,
-                inclusive: true,
-            },
             latest: pulsar(50, false),
         }
     }
@@ -238,7 +239,7 @@ mod tests {
             (DML, None, Earliest, &pulsar, &[], (self::pulsar(50, false), Seeds::None)),
             (DML, Some(self::pulsar(3, false)), Earliest, &pulsar, &on_pulsar, (self::pulsar(3, false), Seeds::Collections)),
             (REPLICATE, None, Latest, &pulsar, &[], (self::pulsar(50, false), Seeds::Operations)),
-            (REPLICATE, None, Earliest, &pulsar, &[], (pulsar.all, Seeds::None)),
+            (REPLICATE, None, Earliest, &pulsar, &[], (MqPosition::beginning(MqKind::Pulsar), Seeds::None)),
         ];
         for (row, (channel, given, start, retained, collections, expected)) in
             table.into_iter().enumerate()

@@ -14,6 +14,7 @@ use super::{Running, Supervisor, TaskSpec};
 use crate::apply::milvus::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
 use crate::metrics::{ErrorKind, METRICS};
+use crate::model::MqPosition;
 use crate::source::meta::EtcdLookup;
 use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderSettings};
@@ -189,7 +190,8 @@ impl Supervisor {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
                 // A channel created after the task: everything on it is new.
-                self.journal.stage(task, channel, &[], queue.beginning(), 0)
+                let beginning = MqPosition::beginning(queue.kind());
+                self.journal.stage(task, channel, &[], beginning, 0)
             }
             Err(err) => Err(err),
         };

@@ -215,7 +215,6 @@ impl MessageQueue for KafkaQueue {
         let (low, high) = self.metadata.watermarks(pchannel)?;
         Ok(Retained {
             oldest: Some(MqPosition::Kafka { next_offset: low }),
-            all: MqPosition::Kafka { next_offset: low },
             latest: MqPosition::Kafka { next_offset: high },
         })
     }
@@ -230,10 +229,6 @@ impl MessageQueue for KafkaQueue {
         Ok(MqPosition::Kafka {
             next_offset: i64::from_le_bytes(bytes),
         })
-    }
-
-    fn beginning(&self) -> MqPosition {
-        MqPosition::Kafka { next_offset: 0 }
     }
 
     /// Partition 0 of the channel's topic, at the stored offset.

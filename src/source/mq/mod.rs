@@ -44,9 +44,6 @@ pub struct Retained {
     /// The oldest message still retained, where the broker says (Kafka); None where it does
     /// not (Pulsar), so a start it no longer has cannot be refused beforehand.
     pub oldest: Option<MqPosition>,
-    /// Where reading everything retained starts: the oldest message where known, else the
-    /// channel's beginning (the broker then delivers from what it still has).
-    pub all: MqPosition,
     /// Right after the newest message: where a `latest` start reads from.
     pub latest: MqPosition,
 }
@@ -64,9 +61,6 @@ pub trait MessageQueue: Send + Sync {
     /// A collection's start position as Milvus records it in etcd (`start_positions`): the id
     /// of its first message, which is itself read.
     fn start_of(&self, recorded: &[u8]) -> Result<MqPosition, MqError>;
-
-    /// Before anything a channel will ever hold: where a channel created after its task starts.
-    fn beginning(&self) -> MqPosition;
 
     /// Opens `pchannel` for `task` so that every message `from` admits is delivered (earlier
     /// ones may be too). A channel that does not exist yet is an error the reader retries.

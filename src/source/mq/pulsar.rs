@@ -110,10 +110,7 @@ pub fn start_position(bytes: &[u8]) -> Result<MqPosition, PulsarError> {
 /// reports ledger and entry -1 (all ones as unsigned): everything that comes is new.
 pub fn position_after_last(last: &MessageIdData) -> MqPosition {
     if last.ledger_id == u64::MAX || last.entry_id == u64::MAX {
-        return MqPosition::Pulsar {
-            from: PulsarId::EARLIEST,
-            inclusive: true,
-        };
+        return MqPosition::beginning(MqKind::Pulsar);
     }
     MqPosition::after(&MessageId::Pulsar(pulsar_id(last)))
 }
@@ -241,26 +238,18 @@ impl MessageQueue for PulsarQueue {
             // Milvus creates its replicate topic on first use: until then all that comes is new.
             Err(err) if is_replicate_topic(pchannel) => {
                 warn!(channel = pchannel, %err, "replicate topic not readable yet");
-                self.beginning()
+                MqPosition::beginning(MqKind::Pulsar)
             }
             Err(err) => return Err(err.into()),
         };
         Ok(Retained {
             oldest: None,
-            all: self.beginning(),
             latest,
         })
     }
 
     fn start_of(&self, recorded: &[u8]) -> Result<MqPosition, MqError> {
         Ok(start_position(recorded)?)
-    }
-
-    fn beginning(&self) -> MqPosition {
-        MqPosition::Pulsar {
-            from: PulsarId::EARLIEST,
-            inclusive: true,
-        }
     }
 
     fn open(

@@ -102,20 +102,12 @@ impl MessageQueue for ScriptedMq {
     fn retained(&self, _pchannel: &str) -> Result<Retained, MqError> {
         Ok(Retained {
             oldest: None,
-            all: self.beginning(),
-            latest: self.beginning(),
+            latest: MqPosition::beginning(MqKind::Pulsar),
         })
     }
 
     fn start_of(&self, _recorded: &[u8]) -> Result<MqPosition, MqError> {
-        Ok(self.beginning())
-    }
-
-    fn beginning(&self) -> MqPosition {
-        MqPosition::Pulsar {
-            from: PulsarId::EARLIEST,
-            inclusive: true,
-        }
+        Ok(MqPosition::beginning(MqKind::Pulsar))
     }
 
     fn open(
