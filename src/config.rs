@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::model::Secret;
 use crate::source::SourceConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,20 @@ pub enum ConfigError {
          [api] allow_remote_without_token = true"
     )]
     OpenApi(SocketAddr),
+    /// An empty secret is a mistake (an unset variable in a deployment), not a wish to run
+    /// without authentication: that is said by setting no token at all.
+    #[error(
+        "the API token in {0} is empty: give it a value, or remove it to run without a token \
+         (loopback only)"
+    )]
+    EmptyToken(String),
+    #[error("[api] token and [api] token_file are both set: keep one")]
+    TwoTokens,
+    #[error("cannot read [api] token_file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -65,11 +80,16 @@ impl Default for ApplyConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Bearer token every API request must carry (`/healthz` excepted). The environment
-    /// variable `MILVUS_CDC_API_TOKEN` overrides it.
-    pub token: Option<String>,
+    /// Bearer token every API request must carry (`/healthz`, `/` and `/openapi.json`
+    /// excepted). The environment variable `MILVUS_CDC_API_TOKEN` overrides it.
+    pub token: Option<Secret>,
+    /// A file holding the token (a trailing newline is ignored), instead of `token`.
+    pub token_file: Option<PathBuf>,
     /// Serve a non-loopback address without a token: only behind a proxy that authenticates.
     pub allow_remote_without_token: bool,
+    /// Host names (`name` or `name:port`) requests may be addressed to besides the listen
+    /// address and, on loopback, `localhost`: the names clients use to reach the appliance.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -104,12 +124,30 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The API token in effect: `env_token` (from `MILVUS_CDC_API_TOKEN`) over the file's.
-    /// Refuses an API open to other hosts without one, unless that was asked for.
-    pub fn api_token(&self, env_token: Option<String>) -> Result<Option<String>, ConfigError> {
-        let token = env_token
-            .or_else(|| self.api.token.clone())
-            .filter(|t| !t.is_empty());
+    /// The API token in effect: `env_token` (from `MILVUS_CDC_API_TOKEN`) over the config's
+    /// `token` or `token_file`. Refuses an empty one, and an API open to other hosts without
+    /// one unless that was asked for.
+    pub fn api_token(&self, env_token: Option<String>) -> Result<Option<Secret>, ConfigError> {
+        let (token, from) = match (env_token, &self.api.token, &self.api.token_file) {
+            (Some(env), _, _) => (Some(Secret::new(env)), "MILVUS_CDC_API_TOKEN".to_owned()),
+            (None, Some(_), Some(_)) => return Err(ConfigError::TwoTokens),
+            (None, Some(token), None) => (Some(token.clone()), "[api] token".to_owned()),
+            (None, None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let token = text.strip_suffix('\n').unwrap_or(&text);
+                let token = token.strip_suffix('\r').unwrap_or(token);
+                let from = format!("[api] token_file {}", path.display());
+                (Some(Secret::new(token)), from)
+            }
+            (None, None, None) => (None, String::new()),
+        };
+        if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            return Err(ConfigError::EmptyToken(from));
+        }
         if token.is_none()
             && !self.listen.ip().is_loopback()
             && !self.api.allow_remote_without_token
@@ -189,8 +227,8 @@ mod tests {
         let err = open.api_token(None).unwrap_err();
         assert!(err.to_string().contains("[api] token"), "{err}");
         assert_eq!(
-            open.api_token(Some("s3cret".into())).unwrap().as_deref(),
-            Some("s3cret")
+            open.api_token(Some("s3cret".into())).unwrap(),
+            Some(Secret::new("s3cret"))
         );
         let told: Config =
             toml::from_str("listen = \"0.0.0.0:8444\"\n[api]\nallow_remote_without_token = true")
@@ -203,16 +241,52 @@ mod tests {
     fn the_environment_token_overrides_the_file() {
         let config: Config = toml::from_str("[api]\ntoken = \"from-file\"").unwrap();
         assert_eq!(
-            config.api_token(None).unwrap().as_deref(),
-            Some("from-file")
+            config.api_token(None).unwrap(),
+            Some(Secret::new("from-file"))
         );
         assert_eq!(
-            config
-                .api_token(Some("from-env".into()))
-                .unwrap()
-                .as_deref(),
-            Some("from-env")
+            config.api_token(Some("from-env".into())).unwrap(),
+            Some(Secret::new("from-env"))
         );
+    }
+
+    #[test]
+    fn an_empty_token_is_an_error_naming_where_it_came_from_not_a_wish_for_none() {
+        let none = Config::default();
+        for blank in ["", "  ", "\n"] {
+            let err = none.api_token(Some(blank.into())).unwrap_err();
+            assert!(err.to_string().contains("MILVUS_CDC_API_TOKEN"), "{err}");
+        }
+        let in_file: Config = toml::from_str("[api]\ntoken = \"\"").unwrap();
+        let err = in_file.api_token(None).unwrap_err();
+        assert!(err.to_string().contains("[api] token is empty"), "{err}");
+    }
+
+    #[test]
+    fn the_token_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let config: Config =
+            toml::from_str(&format!("[api]\ntoken_file = \"{}\"", path.display())).unwrap();
+        let err = config.api_token(None).unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        assert_eq!(
+            config.api_token(None).unwrap(),
+            Some(Secret::new("from-a-file"))
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let err = config.api_token(None).unwrap_err();
+        assert!(err.to_string().contains("token_file"), "{err}");
+        let both: Config = toml::from_str(&format!(
+            "[api]\ntoken = \"x\"\ntoken_file = \"{}\"",
+            path.display()
+        ))
+        .unwrap();
+        assert!(matches!(both.api_token(None), Err(ConfigError::TwoTokens)));
     }
 
     #[test]

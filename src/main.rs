@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
 use milvus_cdc::journal::dump::{JournalSnapshot, RowFilter};
@@ -151,11 +152,6 @@ fn init_logging(format: LogFormat) {
 enum CliError {
     #[error(transparent)]
     Config(#[from] milvus_cdc::config::ConfigError),
-    #[error("cannot create data dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -180,10 +176,6 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         None => Config::default(),
     };
     let token = config.api_token(std::env::var("MILVUS_CDC_API_TOKEN").ok())?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| CliError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
     let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -196,7 +188,12 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         supervisor.start_sampling(std::time::Duration::from_secs(5));
         println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
         info!(listen = %config.listen, journal = %journal.path().display(), "serving");
-        let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone(), token))
+        // The bound address, not the configured one: port 0 picks a free port.
+        let listen = listener.local_addr().unwrap_or(config.listen);
+        let access = Access { token, hosts: AllowedHosts::new(listen, &config.api.allowed_hosts) };
+        let app = milvus_cdc::api::router(supervisor.clone(), access);
+        // The peer address is logged with every refused token.
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {

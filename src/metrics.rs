@@ -35,6 +35,7 @@ pub struct Metrics {
     staged: OperationCounters,
     applied: OperationCounters,
     errors: Family<ErrorLabels, Counter>,
+    api_refused: Family<RefusalLabels, Counter>,
 }
 
 /// Changes, rows and bytes per task and operation.
@@ -132,6 +133,13 @@ impl Metrics {
             .inc_by(since.elapsed().as_secs_f64());
     }
 
+    /// An API request refused before it was handled: `reason` is `host`, `origin` or `token`.
+    pub fn api_refused(&self, reason: &'static str) {
+        self.api_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors
             .get_or_create(&ErrorLabels {
@@ -157,6 +165,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     staged: OperationCounters::default(),
     applied: OperationCounters::default(),
     errors: Family::default(),
+    api_refused: Family::default(),
 });
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -178,6 +187,11 @@ struct StageLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -269,6 +283,11 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "errors",
         "Errors by kind (message_rejected, target_transient, target_permanent, applier, source_etcd, broker, reader)",
         m.errors.clone(),
+    );
+    registry.register(
+        "api_requests_refused",
+        "API requests refused before they were handled, by reason: host (not addressed to the appliance), origin (sent by another site's page), token (missing or wrong)",
+        m.api_refused.clone(),
     );
     registry.register(
         "apply_batch_rows",

@@ -6,18 +6,21 @@
 //!
 //! `/cdc` keeps the reference Go CDC's shapes: a body `{"request_type", "request_data"}` and a reply
 //! `{"code":200,"data":...}` or `{"code":4xx|5xx,"message":...}`. Every error is built in one
-//! place, [`ApiError`], and secrets never leave in a reply.
+//! place, [`ApiError`], and secrets never leave in a reply. Who may call it is `guard`'s.
 
 mod cdc;
+mod guard;
 mod rest;
 mod tasks;
+
+pub use guard::{Access, AllowedHosts};
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -41,9 +44,10 @@ use crate::task::{Supervisor, TaskError};
 )]
 struct ApiDoc;
 
-/// The API. With a `token`, every route but `/healthz`, `/` and `/openapi.json` needs
-/// `Authorization: Bearer <token>`.
-pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
+/// The API. Every route answers only requests addressed to the appliance and not sent by
+/// another site's page; with a token, every route but `/healthz`, `/` and `/openapi.json` needs
+/// `Authorization: Bearer <token>` too.
+pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
     let (mut api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(cdc::handle))
         .routes(routes!(rest::list, rest::create))
@@ -56,10 +60,10 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         .with_state(supervisor)
         .split_for_parts();
     cdc::document_list_without_data(&mut doc);
-    if let Some(token) = token {
+    if let Some(token) = access.token {
         api = api.layer(middleware::from_fn_with_state(
             Arc::new(token),
-            require_token,
+            guard::require_token,
         ));
         require_bearer(&mut doc);
     }
@@ -70,10 +74,15 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<String>) -> Router {
         .split_for_parts();
     doc.merge(public_doc);
     let doc = Arc::new(doc);
-    api.merge(public).route(
-        "/openapi.json",
-        get(move || async move { axum::Json(doc.as_ref().clone()) }),
-    )
+    api.merge(public)
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(doc.as_ref().clone()) }),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::new(access.hosts),
+            guard::same_origin_only,
+        ))
 }
 
 /// Marks every operation documented so far as needing the bearer token.
@@ -120,29 +129,6 @@ async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> Result<Response, 
         .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
-}
-
-async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
-    use subtle::ConstantTimeEq;
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
-        _ => {
-            let mut response = ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                message: "missing or wrong bearer token (Authorization: Bearer <token>)".into(),
-            }
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-    }
 }
 
 /// Every error reply: the HTTP status again in `code`, and one line saying what is wrong.

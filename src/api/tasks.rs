@@ -9,9 +9,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::model::NameMapping;
 use crate::model::StartPosition;
 use crate::model::decode_position;
+use crate::model::{NameMapping, Secret};
 use crate::task::{Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
@@ -159,7 +159,7 @@ pub async fn create(
         task_id,
         target: TargetSpec {
             uri: request.milvus_connect_param.uri,
-            token: request.milvus_connect_param.token,
+            token: Secret::new(request.milvus_connect_param.token),
         },
         collections: request
             .collection_infos

@@ -111,7 +111,8 @@ impl JournalSnapshot {
             let (k, v) = item?;
             let task = k.value().to_owned();
             if filter.task(&task) {
-                let spec = serde_json::from_slice(v.value()).unwrap_or(serde_json::Value::Null);
+                let mut spec = serde_json::from_slice(v.value()).unwrap_or(serde_json::Value::Null);
+                crate::model::redact_tokens(&mut spec);
                 out(Entry::Task { task, spec });
             }
         }
@@ -317,7 +318,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let j = Journal::open(dir.path()).unwrap();
-            j.put_task("t", br#"{"task_id":"t"}"#).unwrap();
+            j.put_task(
+                "t",
+                br#"{"task_id":"t","target":{"uri":"http://x","token":"root:Canary-7"}}"#,
+            )
+            .unwrap();
             let change = Change::Delete(DeleteBatch {
                 collection: CollectionRef {
                     id: 3,
@@ -348,6 +353,11 @@ mod tests {
             .entries(&filter, 100, |e| lines.push(e.line()))
             .unwrap();
         assert!(lines[0].starts_with("task      t"));
+        assert!(
+            lines[0].contains(r#""token":"***""#) && !lines[0].contains("Canary"),
+            "the target's credential is not shown: {}",
+            lines[0]
+        );
         assert!(lines[1].contains("next=kafka next_offset=9 tick=3"));
         let rows: Vec<_> = lines.iter().filter(|l| l.starts_with("row")).collect();
         assert_eq!(rows.len(), 2, "{lines:?}");

@@ -70,6 +70,11 @@ pub enum JournalError {
         path: PathBuf,
         source: Box<redb::DatabaseError>,
     },
+    #[error("cannot prepare data dir {path} (owner-only access): {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal storage error: {0}")]
     Storage(String),
     #[error("journal row {what} is corrupt: {reason}")]
@@ -129,8 +134,45 @@ fn from_json<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Creates `data_dir` (mode 0700) and `journal.redb` in it (0600), or narrows them to that
+/// if they were readable by others: the journal holds target credentials and every row
+/// replicated. Returns the journal's path.
+fn private_data_dir(data_dir: &Path) -> Result<PathBuf, JournalError> {
+    use std::fs::{DirBuilder, OpenOptions, Permissions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let path = data_dir.join("journal.redb");
+    let failed = |at: &Path| {
+        let at = at.to_owned();
+        move |source| JournalError::DataDir { path: at, source }
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(failed(data_dir))?;
+    // An empty file is what redb initializes a new database in.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(failed(&path))?;
+    for (at, mode) in [(data_dir, 0o700), (path.as_path(), 0o600)] {
+        let current = std::fs::metadata(at)
+            .map_err(failed(at))?
+            .permissions()
+            .mode();
+        if current & 0o077 != 0 {
+            std::fs::set_permissions(at, Permissions::from_mode(mode)).map_err(failed(at))?;
+            tracing::info!(path = %at.display(), "made private to its owner (it was open to others)");
+        }
+    }
+    Ok(path)
+}
+
 impl Journal {
-    /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`.
+    /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`, itself created
+    /// if needed. Both are made private to the owner (see [`private_data_dir`]).
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
         Self::open_with(data_dir, RECENT_ROWS_BYTES)
     }
@@ -138,7 +180,7 @@ impl Journal {
     /// As [`Journal::open`], keeping up to `recent_bytes` of staged rows in memory for the
     /// applier.
     pub(crate) fn open_with(data_dir: &Path, recent_bytes: usize) -> Result<Self, JournalError> {
-        let path = data_dir.join("journal.redb");
+        let path = private_data_dir(data_dir)?;
         // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)

@@ -228,6 +228,24 @@ fn deleting_a_task_removes_only_its_state() {
 }
 
 #[test]
+fn the_data_dir_and_journal_are_private_to_their_owner_even_if_they_were_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("new").join("data");
+    drop(Journal::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("journal.redb")), 0o600);
+
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(&dir, open.clone()).unwrap();
+    std::fs::set_permissions(dir.join("journal.redb"), open).unwrap();
+    drop(Journal::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("journal.redb")), 0o600);
+}
+
+#[test]
 fn a_second_open_of_the_same_file_says_it_is_locked() {
     let (dir, _j) = journal();
     let err = Journal::open(dir.path()).err().unwrap();

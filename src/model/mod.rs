@@ -9,6 +9,7 @@ mod channel;
 mod msg_position;
 mod position;
 mod scope;
+mod secret;
 
 pub use change::{
     Change, CollectionRef, DEFAULT_PARTITION, Ddl, DdlEvent, DeleteBatch, EncodedColumn,
@@ -23,6 +24,7 @@ pub use position::{
     message_id_data, pulsar_id,
 };
 pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
+pub use secret::{Secret, redact_tokens};
 
 /// Where a new task starts reading its channels, unless its create gives positions.
 #[derive(

@@ -51,7 +51,7 @@ impl Supervisor {
         let _span = info_span!("applier", task = %spec.task_id).entered();
         let target = match MilvusTarget::connect(
             &spec.target.uri,
-            Some(&spec.target.token),
+            Some(spec.target.token.expose()),
             self.runtime.clone(),
         ) {
             Ok(target) => target,

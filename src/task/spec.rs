@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DEFAULT_DB, MqPosition, NameMapping, Scope, StartPosition};
+use crate::model::{DEFAULT_DB, MqPosition, NameMapping, Scope, Secret, StartPosition};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TaskState {
@@ -18,8 +18,9 @@ pub enum TaskState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetSpec {
     pub uri: String,
+    /// `user:password` or an API key; empty for none.
     #[serde(default)]
-    pub token: String,
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,11 +103,12 @@ class CdcServer:
         return self.request("POST", "/cdc", raw=body)
 
     def request(self, method: str, path: str, body: dict | None = None,
-                raw: bytes | None = None) -> tuple[int, dict | None]:
-        """Any API call: (HTTP status, JSON reply or None when the reply has no body)."""
+                raw: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | None]:
+        """Any API call: (HTTP status, JSON reply or None when the reply has no body).
+        `headers` are added to (or replace) the usual ones."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers=self.headers())
+                                     headers={**self.headers(), **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 text = resp.read()

@@ -23,7 +23,7 @@ pub use pulsar::PulsarError;
 
 use super::SourceConfig;
 use super::meta::MetaError;
-use crate::model::{MessageId, MqKind, MqPosition, PositionMismatch};
+use crate::model::{MessageId, MqKind, MqPosition, PositionMismatch, Secret};
 
 /// One fetched message: its id on the channel and its payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +96,7 @@ pub enum MqConfig {
         url: String,
         /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
         #[serde(default)]
-        token: Option<String>,
+        token: Option<Secret>,
         #[serde(default = "default_pulsar_tenant")]
         tenant: String,
         #[serde(default = "default_pulsar_namespace")]
@@ -140,6 +140,7 @@ impl MqConfig {
                     url: url.clone(),
                     token: std::env::var("MILVUS_CDC_PULSAR_TOKEN")
                         .ok()
+                        .map(Secret::new)
                         .or_else(|| token.clone())
                         .filter(|t| !t.is_empty()),
                     tenant: tenant.clone(),

@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 
 use super::{ChannelSource, Fetched, MessageQueue, MqError, Retained};
 use crate::model::{
-    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, is_replicate_topic, message_id_data,
-    pulsar_id, replicate_topic,
+    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, Secret, is_replicate_topic,
+    message_id_data, pulsar_id, replicate_topic,
 };
 use crate::source::SourceConfig;
 use crate::source::meta::CollectionMeta;
@@ -62,7 +62,7 @@ pub enum PulsarError {
 pub struct PulsarSettings {
     pub url: String,
     /// A JWT, sent with the `token` authentication method; never logged.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub tenant: String,
     pub namespace: String,
 }
@@ -176,7 +176,7 @@ impl PulsarQueue {
         if let Some(token) = &self.settings.token {
             builder = builder.with_auth(Authentication {
                 name: "token".into(),
-                data: token.clone().into_bytes(),
+                data: token.expose().as_bytes().to_vec(),
             });
         }
         builder.build().await.map_err(self.client_error("connect"))
