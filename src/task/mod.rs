@@ -49,6 +49,10 @@ pub struct Supervisor {
     config: Config,
     runtime: Handle,
     running: Mutex<HashMap<String, Running>>,
+    /// One lifecycle call (create, pause, resume, delete) at a time per task id, so that calls
+    /// a retrying client repeats or races see each other's result: twenty concurrent creates
+    /// of one id create it once and start one run.
+    lifecycle: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
     history: LagHistory,
@@ -79,6 +83,7 @@ impl Supervisor {
             config,
             runtime,
             running: Mutex::new(HashMap::new()),
+            lifecycle: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
             queue: Mutex::new(None),
@@ -87,6 +92,20 @@ impl Supervisor {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    fn lifecycle(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Waits for the other lifecycle calls of `id`. From a blocking thread only (the API runs
+    /// pause, resume and delete with `spawn_blocking`): they wait for a run's threads to end.
+    fn lifecycle_blocking(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lifecycle(id).blocking_lock_owned()
     }
 
     /// The source's message queue, made at its first use.
@@ -171,6 +190,7 @@ impl Supervisor {
     pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
         check_target(&spec.target.uri, spec.target.token.expose())
             .map_err(TaskError::InvalidTarget)?;
+        let _one_at_a_time = self.lifecycle(&spec.task_id).lock_owned().await;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;
             return if existing.same_request(&spec) {
@@ -244,6 +264,7 @@ impl Supervisor {
     /// Stops the task's readers and applier and records it as Paused; what was staged stays in
     /// the journal. Pausing a paused task changes nothing.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
+        let _one_at_a_time = self.lifecycle_blocking(id);
         let mut spec = self.stored(id)?;
         self.stop(id);
         if spec.state != TaskState::Paused {
@@ -258,6 +279,7 @@ impl Supervisor {
     /// stored offsets and its applier at its applied positions (replaying an in-doubt batch).
     /// Resuming a running task changes nothing.
     pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
+        let _one_at_a_time = self.lifecycle_blocking(id);
         let mut spec = self.stored(id)?;
         if spec.state == TaskState::Running && self.is_running(id) {
             return Ok(spec);
@@ -284,6 +306,7 @@ impl Supervisor {
     }
 
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {
+        let _one_at_a_time = self.lifecycle_blocking(id);
         self.stop(id);
         self.history.forget(id);
         if let Ok(mut health) = self.health.lock() {

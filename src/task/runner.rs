@@ -30,7 +30,9 @@ impl Supervisor {
         }
     }
 
+    /// Starts a run of the task; a run still going is stopped first, so a task never has two.
     pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) {
+        self.stop(&spec.task_id);
         if let Ok(mut health) = self.health.lock() {
             health.insert(spec.task_id.clone(), Arc::default());
         }

@@ -1,0 +1,84 @@
+"""Control calls as a retrying client sends them: repeated and concurrent, for one task id.
+Whatever their interleaving, the task runs once and the target ends equal to the source."""
+
+import json
+import random
+import threading
+import urllib.error
+import urllib.request
+
+from pymilvus import DataType, FieldSchema
+
+from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema
+
+SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
+
+
+def call(server, method: str, path: str, body: dict | None = None) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", data=data, method=method,
+                                 headers=server.headers())
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def all_at_once(calls) -> list:
+    """Runs every call in its own thread, released together."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+
+    def run(i, fn):
+        barrier.wait()
+        results[i] = fn()
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def workload(source, names, prefix: str) -> list[str]:
+    collections = [names(prefix), names(prefix)]
+    for i, name in enumerate(collections):
+        create_collection(source, name, SCHEMA, shards=2)
+        insert(source, name, make_rows(SCHEMA, range(8_000), seed=i), batch=2_000)
+    return collections
+
+
+def test_fifty_concurrent_creates_of_one_id_create_and_run_it_once(source, target, server, names):
+    create = {"request_type": "create", "request_data": {
+        "task_id": "retried", "milvus_connect_param": {"uri": target.uri, "token": ""},
+        "collection_infos": [{"name": "*"}]}}
+    statuses = all_at_once([lambda: call(server, "POST", "/cdc", create)] * 50)
+    assert statuses == [200] * 50
+    assert server.log.read_text().count("task created") == 1
+    for name in workload(source, names, "retried"):
+        assert_replicated(source, target, name, timeout=180)
+
+
+def test_creates_racing_pause_resume_and_delete_leave_one_run(source, target, server, names):
+    seed = random.randrange(1 << 30)
+    print(f"race seed {seed}")
+    rng = random.Random(seed)
+    body = {"task_id": "raced", "milvus_connect_param": {"uri": target.uri, "token": ""},
+            "collection_infos": [{"name": "*"}]}
+    actions = {
+        "create": lambda: call(server, "POST", "/v1/tasks", body),
+        "pause": lambda: call(server, "POST", "/v1/tasks/raced/pause"),
+        "resume": lambda: call(server, "POST", "/v1/tasks/raced/resume"),
+        "delete": lambda: call(server, "DELETE", "/v1/tasks/raced"),
+    }
+    for _ in range(3):
+        picked = [rng.choice(list(actions)) for _ in range(24)]
+        for action, status in zip(picked, all_at_once([actions[a] for a in picked])):
+            assert status in (200, 201, 204, 404), (action, status)
+    # Whatever the races left: the task exists and runs.
+    assert actions["create"]() in (200, 201)
+    assert actions["resume"]() == 200
+    for name in workload(source, names, "raced"):
+        assert_replicated(source, target, name, timeout=180)
