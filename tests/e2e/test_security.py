@@ -169,3 +169,23 @@ def test_no_secret_leaves_the_appliance_and_its_files_are_private(tmp_path, env,
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     for path in data.iterdir():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+def test_the_broker_token_is_in_no_reply_and_no_log_line(tmp_path, env, target):
+    """Pulsar's token goes to the broker only: not into a reply, an error, or the log."""
+    if "PULSAR_URL" not in env:
+        pytest.skip("the Pulsar testbed is not up: run scripts/testbed up --pulsar")
+    broker_token = f"BrokerCanary-{secrets.token_hex(8)}"
+    server = CdcServer(tmp_path, env, pulsar_url=env["PULSAR_URL"],
+                       extra_env={"MILVUS_CDC_PULSAR_TOKEN": broker_token}).start()
+    try:
+        replies = [reply_text(server, "POST", "/cdc", {"request_type": "create", "request_data": {
+            "task_id": "broker-secret", "milvus_connect_param": {"uri": target.uri, "token": ""},
+            "collection_infos": [{"name": "nothing-here"}]}})]
+        for path in ("/v1/tasks", "/v1/tasks/broker-secret", "/v1/tasks/broker-secret/positions",
+                     "/v1/status", "/metrics"):
+            replies.append(reply_text(server, "GET", path, None))
+    finally:
+        server.stop()
+    for text in replies + [server.log.read_text()]:
+        assert broker_token not in text
