@@ -121,17 +121,19 @@ impl Supervisor {
         }
     }
 
-    /// Every task; a running one's `reason` names the faults it is retrying, if any.
+    /// Every task; a running one's `reason` names the faults it is retrying, if any. A task
+    /// whose record does not read is listed as Failed with the reason, so one bad record
+    /// neither hides the others nor stops the server.
     pub fn tasks(&self) -> Result<Vec<TaskSpec>, TaskError> {
-        self.journal
+        Ok(self
+            .journal
             .tasks()?
             .into_iter()
-            .map(|(id, bytes)| {
-                serde_json::from_slice(&bytes)
-                    .map(|spec| self.with_health(spec))
-                    .map_err(|e| TaskError::Corrupt(id, e.to_string()))
+            .map(|(id, bytes)| match serde_json::from_slice(&bytes) {
+                Ok(spec) => self.with_health(spec),
+                Err(e) => TaskSpec::unreadable(id, &e.to_string()),
             })
-            .collect()
+            .collect())
     }
 
     /// One task; a running one's `reason` names the faults it is retrying, if any.
@@ -340,5 +342,37 @@ impl Supervisor {
                 error!(task = id, %err, "cannot record the failure");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_task_record_fails_that_task_and_the_others_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        journal.put_task("bad", b"{\"task_id\": \"bad\", trunc").unwrap();
+        let good = TaskSpec {
+            state: TaskState::Paused,
+            ..TaskSpec::unreadable("good".into(), "")
+        };
+        journal
+            .put_task("good", &serde_json::to_vec(&good).unwrap())
+            .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let supervisor = Supervisor::new(journal, Config::default(), runtime.handle().clone());
+
+        supervisor.resume_all().expect("the server starts");
+        let tasks = supervisor.tasks().unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!((tasks[0].task_id.as_str(), tasks[0].state), ("bad", TaskState::Failed));
+        let reason = tasks[0].reason.as_deref().unwrap();
+        assert!(reason.contains("corrupt") && reason.contains("delete the task"), "{reason}");
+        assert_eq!(tasks[1].state, TaskState::Paused);
+        assert!(supervisor.status().is_ok() && supervisor.metrics_snapshot().is_ok());
+        assert!(matches!(supervisor.resume("bad"), Err(TaskError::Corrupt(..))));
+        supervisor.delete("bad").expect("a corrupt task can be deleted");
     }
 }

@@ -77,6 +77,28 @@ fn given_positions<'de, D: serde::Deserializer<'de>>(
 }
 
 impl TaskSpec {
+    /// What is shown of a task whose journal record does not decode: its id, Failed, and why.
+    /// Such a task cannot be paused or resumed (each reads the record), only deleted.
+    pub fn unreadable(task_id: String, error: &str) -> Self {
+        Self {
+            reason: Some(format!(
+                "its record in the journal is corrupt ({error}): delete the task and create it again"
+            )),
+            task_id,
+            target: TargetSpec {
+                uri: String::new(),
+                token: Secret::default(),
+            },
+            collections: Vec::new(),
+            databases: BTreeMap::new(),
+            start: StartPosition::default(),
+            excluded: BTreeMap::new(),
+            name_mapping: Vec::new(),
+            positions: BTreeMap::new(),
+            state: TaskState::Failed,
+        }
+    }
+
     /// Whether `other` asks for the same task (its state aside): a create repeated by a client
     /// that retries.
     pub fn same_request(&self, other: &TaskSpec) -> bool {
