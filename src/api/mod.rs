@@ -30,6 +30,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::source::meta::version::VersionError;
 use crate::source::start::StartError;
 use crate::task::{Supervisor, TaskError};
 
@@ -174,7 +175,10 @@ impl From<TaskError> for ApiError {
             TaskError::Start(
                 StartError::PositionNotRetained { .. } | StartError::StartNotRetained { .. },
             ) => StatusCode::CONFLICT,
-            TaskError::Meta(_) | TaskError::Mq(_) => StatusCode::BAD_GATEWAY,
+            TaskError::SourceVersion(VersionError::Unsupported { .. }) => StatusCode::CONFLICT,
+            TaskError::Meta(_) | TaskError::Mq(_) | TaskError::SourceVersion(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

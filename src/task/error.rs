@@ -2,6 +2,7 @@
 
 use crate::journal::JournalError;
 use crate::source::meta::MetaError;
+use crate::source::meta::version::VersionError;
 use crate::source::mq::MqError;
 use crate::source::seed::SeedError;
 use crate::source::start::StartError;
@@ -21,6 +22,8 @@ pub enum TaskError {
     Journal(#[from] JournalError),
     #[error("source metadata: {0}")]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    SourceVersion(#[from] VersionError),
     #[error(transparent)]
     Mq(#[from] MqError),
     #[error("corrupt task record {0}: {1}")]

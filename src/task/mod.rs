@@ -215,6 +215,7 @@ impl Supervisor {
             });
         }
         let meta = self.config.source.meta().await?;
+        let version = meta.milvus_version().await??;
         let existing: Vec<CollectionMeta> = meta
             .collections()
             .await?
@@ -250,15 +251,15 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &spec.task_id, &scope, &listed).await?;
-        self.created(spec)
+        self.created(spec, &version)
     }
 
     /// Saves a seeded task as Running and starts it.
-    fn created(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
+    fn created(self: &Arc<Self>, mut spec: TaskSpec, version: &str) -> Result<Created, TaskError> {
         spec.state = TaskState::Running;
         self.save(&spec)?;
         info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
-            start = ?spec.start, "task created");
+            start = ?spec.start, source_version = version, "task created");
         self.start(spec.clone());
         Ok(Created::New(spec))
     }
@@ -353,7 +354,9 @@ mod tests {
     fn a_corrupt_task_record_fails_that_task_and_the_others_start() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(dir.path()).unwrap());
-        journal.put_task("bad", b"{\"task_id\": \"bad\", trunc").unwrap();
+        journal
+            .put_task("bad", b"{\"task_id\": \"bad\", trunc")
+            .unwrap();
         let good = TaskSpec {
             state: TaskState::Paused,
             ..TaskSpec::unreadable("good".into(), "")
@@ -367,12 +370,23 @@ mod tests {
         supervisor.resume_all().expect("the server starts");
         let tasks = supervisor.tasks().unwrap();
         assert_eq!(tasks.len(), 2);
-        assert_eq!((tasks[0].task_id.as_str(), tasks[0].state), ("bad", TaskState::Failed));
+        assert_eq!(
+            (tasks[0].task_id.as_str(), tasks[0].state),
+            ("bad", TaskState::Failed)
+        );
         let reason = tasks[0].reason.as_deref().unwrap();
-        assert!(reason.contains("corrupt") && reason.contains("delete the task"), "{reason}");
+        assert!(
+            reason.contains("corrupt") && reason.contains("delete the task"),
+            "{reason}"
+        );
         assert_eq!(tasks[1].state, TaskState::Paused);
         assert!(supervisor.status().is_ok() && supervisor.metrics_snapshot().is_ok());
-        assert!(matches!(supervisor.resume("bad"), Err(TaskError::Corrupt(..))));
-        supervisor.delete("bad").expect("a corrupt task can be deleted");
+        assert!(matches!(
+            supervisor.resume("bad"),
+            Err(TaskError::Corrupt(..))
+        ));
+        supervisor
+            .delete("bad")
+            .expect("a corrupt task can be deleted");
     }
 }

@@ -36,6 +36,7 @@ mod assemble;
 mod keys;
 mod lookup;
 mod types;
+pub mod version;
 
 pub use assemble::{
     Assembled, DEFAULT_DB_ID, FIRST_USER_FIELD_ID, Wanted, assemble, assemble_wanted, find_named,
@@ -179,6 +180,15 @@ impl SourceMeta {
             Some(id) => self.collection(id).await,
             None => Ok(None),
         }
+    }
+
+    /// The source Milvus's version, if the decoder reads it (see [`version`]).
+    pub async fn milvus_version(&self) -> Result<Result<String, version::VersionError>, MetaError> {
+        let key = format!("{}/session/rootcoord", self.meta_root);
+        let mut rev = 0;
+        let session = self.read_key(&key, &mut rev).await?;
+        let value = session.first().map(|(_, value)| value.as_slice());
+        Ok(version::supported_version(&key, value))
     }
 
     /// The collection's live indexes.
