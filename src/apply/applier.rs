@@ -14,13 +14,14 @@ use super::retry::Retries;
 use super::run::Run;
 use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};
 use crate::health::Health;
-use crate::journal::{InFlightBatch, Journal, JournalRow};
+use crate::journal::{InFlightBatch, Journal, JournalRow, TaskRun};
 use crate::metrics::METRICS;
 use crate::model::{Change, DdlEvent};
 
 /// Applies one task's journal to `target`.
 pub struct Applier<'a, T: Target> {
-    pub task: &'a str,
+    /// The run of the task this applier belongs to: every journal write checks it.
+    pub run: TaskRun,
     pub journal: &'a Journal,
     pub target: T,
     pub settings: ApplierSettings,
@@ -34,7 +35,7 @@ pub struct Applier<'a, T: Target> {
 
 impl<'a, T: Target> Applier<'a, T> {
     pub fn new(
-        task: &'a str,
+        run: TaskRun,
         journal: &'a Journal,
         target: T,
         settings: ApplierSettings,
@@ -42,7 +43,7 @@ impl<'a, T: Target> Applier<'a, T> {
         health: Arc<Health>,
     ) -> Self {
         Self {
-            task,
+            run,
             journal,
             target,
             settings,
@@ -59,21 +60,26 @@ impl<'a, T: Target> Applier<'a, T> {
     /// marker, cut as they were), as a replay: the target may have them already, so inserts
     /// replace rows rather than add them. A DDL in flight is sent again alone.
     pub fn recover(&mut self) -> Result<(), ApplyError> {
-        let Some(batch) = self.journal.in_flight(self.task)? else {
+        let Some(batch) = self.journal.in_flight(self.run.task())? else {
             return Ok(());
         };
         info!(
-            task = self.task,
+            task = self.run.task(),
             vchannels = batch.ends.len(),
             "replaying the in-doubt batch"
         );
         // The batch's rows, one list per vchannel in journal order, as they were cut.
         let mut rows_per_vchannel: Vec<Vec<JournalRow>> = Vec::new();
         for (vchannel, end) in &batch.ends {
-            let after = self.journal.applied(self.task, vchannel)?;
-            let pending =
-                self.journal
-                    .rows(self.task, vchannel, after, end.ts, usize::MAX, usize::MAX)?;
+            let after = self.journal.applied(self.run.task(), vchannel)?;
+            let pending = self.journal.rows(
+                self.run.task(),
+                vchannel,
+                after,
+                end.ts,
+                usize::MAX,
+                usize::MAX,
+            )?;
             rows_per_vchannel.push(pending.into_iter().filter(|r| r.position <= *end).collect());
         }
         let first = rows_per_vchannel.first().and_then(|rows| rows.first());
@@ -91,7 +97,7 @@ impl<'a, T: Target> Applier<'a, T> {
             self.with_retries(|t, _| t.apply_data(&per_vchannel, true))?;
         }
         self.journal
-            .commit_batch(self.task, &batch, self.settings.retain_applied)?;
+            .commit_batch(&self.run, &batch, self.settings.retain_applied)?;
         Ok(())
     }
 
@@ -117,7 +123,7 @@ impl<'a, T: Target> Applier<'a, T> {
             return Ok(false);
         };
         let marked = Instant::now();
-        self.journal.begin_batch(self.task, &first.marker)?;
+        self.journal.begin_batch(&self.run, &first.marker)?;
         METRICS.applier_stage("mark", marked);
         self.send_run(first)?;
         Ok(true)
@@ -127,13 +133,13 @@ impl<'a, T: Target> Applier<'a, T> {
     /// [`Run::send`]).
     fn send_run(&mut self, first: DataBatch) -> Result<(), ApplyError> {
         let retries = Retries {
-            task: self.task,
+            task: self.run.task(),
             settings: &self.settings,
             stop: &self.stop,
             health: &self.health,
         };
         let run = Run {
-            task: self.task,
+            writer: &self.run,
             journal: self.journal,
             settings: &self.settings,
             stop: &self.stop,
@@ -144,7 +150,7 @@ impl<'a, T: Target> Applier<'a, T> {
 
     /// The rows pending after the applied positions.
     fn pending(&self) -> Pending<'a> {
-        Pending::new(self.task, self.journal, &self.settings, &[])
+        Pending::new(self.run.task(), self.journal, &self.settings, &[])
     }
 
     /// Applies the oldest DDL that is applicable (see [`Pending::applicable`]) and that the
@@ -173,15 +179,15 @@ impl<'a, T: Target> Applier<'a, T> {
                 continue;
             }
             let batch = InFlightBatch { ends };
-            self.journal.begin_batch(self.task, &batch)?;
+            self.journal.begin_batch(&self.run, &batch)?;
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
             if matches!(ddl.event, DdlEvent::Replicated { .. }) {
                 crate::failpoint::hit("replicated-after-ack");
             }
             self.journal
-                .commit_batch(self.task, &batch, self.settings.retain_applied)?;
-            METRICS.applied(self.task, row.change.operation(), 0, 0);
-            info!(task = self.task, database = %ddl.collection.db_name, collection = %ddl.collection.name,
+                .commit_batch(&self.run, &batch, self.settings.retain_applied)?;
+            METRICS.applied(self.run.task(), row.change.operation(), 0, 0);
+            info!(task = self.run.task(), database = %ddl.collection.db_name, collection = %ddl.collection.name,
                 event = ddl_name(ddl), "DDL applied");
             return Ok(true);
         }
@@ -207,7 +213,7 @@ impl<'a, T: Target> Applier<'a, T> {
             }
             Some(why) => {
                 if !self.not_ready.contains_key(&key) {
-                    info!(task = self.task, channel = %row.vchannel, event = ddl_name(ddl), %why,
+                    info!(task = self.run.task(), channel = %row.vchannel, event = ddl_name(ddl), %why,
                         "event waits for the target");
                 }
                 self.health.problem("target", format!("waiting: {why}"));
@@ -224,7 +230,7 @@ impl<'a, T: Target> Applier<'a, T> {
         call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
     ) -> Result<(), TargetError> {
         let retries = Retries {
-            task: self.task,
+            task: self.run.task(),
             settings: &self.settings,
             stop: &self.stop,
             health: &self.health,

@@ -44,7 +44,7 @@ pub(super) struct Due {
 /// A task's pending rows: read from the journal after the applied positions (or after the
 /// batches in flight), in the order the rules below allow them to be applied.
 pub(super) struct Pending<'a> {
-    task: &'a str,
+    task: String,
     journal: &'a Journal,
     max_rows: usize,
     max_bytes: usize,
@@ -55,13 +55,13 @@ pub(super) struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     pub(super) fn new(
-        task: &'a str,
+        task: &str,
         journal: &'a Journal,
         settings: &ApplierSettings,
         in_flight: &'a [(String, RowPosition)],
     ) -> Self {
         Self {
-            task,
+            task: task.to_owned(),
             journal,
             max_rows: settings.max_batch_rows,
             max_bytes: settings.max_batch_bytes,
@@ -74,7 +74,7 @@ impl<'a> Pending<'a> {
     fn after(&self, vchannel: &str) -> Result<Option<RowPosition>, ApplyError> {
         match self.in_flight.iter().find(|(v, _)| v == vchannel) {
             Some((_, end)) => Ok(Some(*end)),
-            None => Ok(self.journal.applied(self.task, vchannel)?),
+            None => Ok(self.journal.applied(&self.task, vchannel)?),
         }
     }
 
@@ -89,7 +89,7 @@ impl<'a> Pending<'a> {
         let mut ends = Vec::new();
         let mut per_vchannel = Vec::new();
         let mut ddl_heads = Vec::new();
-        for vchannel in self.journal.vchannels(self.task)? {
+        for vchannel in self.journal.vchannels(&self.task)? {
             let after = self.after(&vchannel)?;
             let mut rows = self.up_to_tick(&ticks, &vchannel, after, self.max_rows)?;
             let complete = rows.len() < self.max_rows
@@ -102,7 +102,7 @@ impl<'a> Pending<'a> {
                 let ts = first.position.ts;
                 rows =
                     self.journal
-                        .rows(self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
+                        .rows(&self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
             }
             match next_step(&rows, complete, self.max_call_bytes)? {
                 Step::Idle => {}
@@ -126,7 +126,7 @@ impl<'a> Pending<'a> {
 
     /// Each physical channel's latest TimeTick.
     pub(super) fn ticks(&self) -> Result<HashMap<String, u64>, ApplyError> {
-        Ok(self.journal.ticks(self.task)?)
+        Ok(self.journal.ticks(&self.task)?)
     }
 
     /// The rows of `vchannel` after `after`, up to its channel's latest tick; at most
@@ -148,7 +148,7 @@ impl<'a> Pending<'a> {
         };
         Ok(self
             .journal
-            .rows(self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
+            .rows(&self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
     }
 
     /// True when each of `vchannels` has been applied through `ts`: no pending row at or
@@ -165,7 +165,7 @@ impl<'a> Pending<'a> {
             let after = self.after(vchannel)?;
             if self
                 .journal
-                .first_position(self.task, vchannel, after, ts)?
+                .first_position(&self.task, vchannel, after, ts)?
                 .is_some()
             {
                 return Ok(false);
@@ -176,7 +176,7 @@ impl<'a> Pending<'a> {
             let dropped_after = || -> Result<bool, ApplyError> {
                 let next = self
                     .journal
-                    .rows(self.task, vchannel, after, u64::MAX, 1, 0)?;
+                    .rows(&self.task, vchannel, after, u64::MAX, 1, 0)?;
                 Ok(next.first().is_some_and(|row| {
                     matches!(
                         &row.change,
@@ -246,7 +246,7 @@ impl<'a> Pending<'a> {
                     row.position.ts,
                 )? =>
                 {
-                    debug!(task = self.task, channel = %vchannel, ts = row.position.ts,
+                    debug!(task = %self.task, channel = %vchannel, ts = row.position.ts,
                         "vchannel has passed the event without it: its reader started after it");
                 }
                 _ => return Ok(None),

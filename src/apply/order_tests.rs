@@ -6,7 +6,7 @@
 use super::applier::ddl_name;
 use super::order::NOT_READY_RECHECK;
 use super::*;
-use crate::journal::{InFlightBatch, Journal};
+use crate::journal::{InFlightBatch, Journal, TaskRun};
 use crate::model::{
     Change, CollectionRef, DdlEvent, DeleteBatch, MqPosition, PrimaryKeys, ReplicatedKind,
     StagedChange,
@@ -116,7 +116,7 @@ impl Fixture {
         self.offset += 1;
         self.journal
             .stage(
-                "t",
+                &TaskRun::unstarted("t"),
                 channel,
                 &changes,
                 MqPosition::Kafka {
@@ -134,7 +134,7 @@ impl Fixture {
         settings: ApplierSettings,
     ) -> Applier<'f, &'f mut Recorder> {
         Applier::new(
-            "t",
+            TaskRun::unstarted("t"),
             &self.journal,
             target,
             settings,
@@ -276,7 +276,9 @@ fn an_event_in_flight_at_a_crash_is_sent_again_once_and_then_committed() {
     let marker = InFlightBatch {
         ends: vec![(REPLICATE_CHANNEL.to_owned(), position)],
     };
-    f.journal.begin_batch("t", &marker).unwrap();
+    f.journal
+        .begin_batch(&TaskRun::unstarted("t"), &marker)
+        .unwrap();
     let mut applier = f.applier(&mut target, ApplierSettings::default());
     applier.recover().unwrap();
     while applier.step().unwrap() {}

@@ -13,7 +13,7 @@ use super::calls::Call;
 use super::order::{DataBatch, Due, NotReady, Pending, refused_recently};
 use super::retry::Retries;
 use super::{ApplierSettings, ApplyError, Target, TargetError};
-use crate::journal::{InFlightBatch, Journal, JournalRow};
+use crate::journal::{InFlightBatch, Journal, JournalRow, TaskRun};
 use crate::metrics::METRICS;
 use crate::model::RowPosition;
 
@@ -26,7 +26,8 @@ const STAGED_RECHECK: Duration = Duration::from_millis(10);
 
 /// A run of data batches: the journal side, on the applier's thread.
 pub(super) struct Run<'r> {
-    pub(super) task: &'r str,
+    /// The task's run: the journal refuses its writes once a newer run has begun.
+    pub(super) writer: &'r TaskRun,
     pub(super) journal: &'r Journal,
     pub(super) settings: &'r ApplierSettings,
     pub(super) stop: &'r AtomicBool,
@@ -141,7 +142,7 @@ impl Run<'_> {
                     },
                     None => batch.marker.clone(),
                 });
-                record_applied(self.task, &batch);
+                record_applied(self.writer.task(), &batch);
             }
             // Room is judged again after the acknowledgments: a full pipeline that has just
             // emptied must read ahead, not end the run while batches are staged.
@@ -174,7 +175,7 @@ impl Run<'_> {
     fn read_ahead<'b>(&self, in_flight: impl Iterator<Item = &'b InFlightBatch>) -> ReadAhead {
         let in_flight = in_flight.fold(Vec::new(), |ends, batch| later_ends(&ends, &batch.ends));
         let planned = Instant::now();
-        let pending = Pending::new(self.task, self.journal, self.settings, &in_flight);
+        let pending = Pending::new(self.writer.task(), self.journal, self.settings, &in_flight);
         let found = match pending.due() {
             Ok(Due { data, ddl_heads }) => match self.awaits_ddl(&pending, &ddl_heads) {
                 Ok(false) => data.map_or(ReadAhead::Nothing, ReadAhead::Batch),
@@ -221,7 +222,7 @@ impl Run<'_> {
         match (acknowledged, marker) {
             (Some(done), marker) => {
                 self.journal.commit_batch_and_begin(
-                    self.task,
+                    self.writer,
                     &done,
                     marker.as_ref(),
                     self.settings.retain_applied,
@@ -229,7 +230,7 @@ impl Run<'_> {
                 METRICS.applier_stage("commit", started);
             }
             (None, Some(marker)) if next.is_some() => {
-                self.journal.begin_batch(self.task, &marker)?;
+                self.journal.begin_batch(self.writer, &marker)?;
                 METRICS.applier_stage("mark", started);
             }
             (None, _) => {}

@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::calls::Call;
 use super::{Applier, ApplierSettings, Ddl, Target, TargetError};
-use crate::journal::Journal;
+use crate::journal::{Journal, TaskRun};
 use crate::model::{
     Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys,
     StagedChange,
@@ -221,7 +221,7 @@ fn settings(max_batch_rows: usize) -> ApplierSettings {
 
 fn drain(journal: &Journal, target: &mut FakeTarget, batch_rows: usize) {
     let mut applier = Applier::new(
-        "t",
+        TaskRun::unstarted("t"),
         journal,
         target,
         settings(batch_rows),
@@ -250,7 +250,7 @@ proptest! {
 
         let mut stage = |changes: Vec<StagedChange>, tick: u64, journal: &Journal| {
             offset += 1;
-            journal.stage("t", "p0", &changes, MqPosition::Kafka { next_offset: offset }, tick).unwrap();
+            journal.stage(&TaskRun::unstarted("t"), "p0", &changes, MqPosition::Kafka { next_offset: offset }, tick).unwrap();
         };
         stage(vec![], 0, &journal);
 
@@ -283,7 +283,7 @@ proptest! {
                 Op::Apply => drain(&journal, &mut target, batch_rows),
                 Op::Crash { point, calls } => {
                     target.crash = Some((point, calls));
-                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
+                    let mut applier = Applier::new(TaskRun::unstarted("t"), &journal, &mut target, settings(batch_rows), Default::default(), Default::default());
                     // Dies at `point` if that many calls are made; the marker stays behind.
                     if applier.recover().is_ok() {
                         while applier.step().unwrap_or(false) && !applier.target.crashed {}
@@ -297,7 +297,7 @@ proptest! {
                 Op::Stop { calls } => {
                     let stop = Arc::new(AtomicBool::new(false));
                     target.stop = Some((calls, stop.clone()));
-                    let mut applier = Applier::new("t", &journal, &mut target, settings(batch_rows), stop.clone(), Default::default());
+                    let mut applier = Applier::new(TaskRun::unstarted("t"), &journal, &mut target, settings(batch_rows), stop.clone(), Default::default());
                     applier.recover().unwrap();
                     while !stop.load(Ordering::Relaxed) && applier.step().unwrap() {}
                     target.stop = None;

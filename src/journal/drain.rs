@@ -4,6 +4,7 @@
 use redb::ReadableDatabase;
 
 use super::recent::Coverage;
+use super::run::TaskRun;
 use super::{
     APPLIED, IN_FLIGHT, InFlightBatch, Journal, JournalError, JournalRow, ROWS, add_journal_bytes,
     from_json, json, record,
@@ -179,10 +180,11 @@ impl Journal {
     }
 
     /// Records that `batch` is about to be sent. Committed before the first target call.
-    pub fn begin_batch(&self, task: &str, batch: &InFlightBatch) -> Result<(), JournalError> {
+    pub fn begin_batch(&self, run: &TaskRun, batch: &InFlightBatch) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
+        run.check(&txn)?;
         txn.open_table(IN_FLIGHT)?
-            .insert(task, json(batch)?.as_slice())?;
+            .insert(run.task(), json(batch)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -200,11 +202,11 @@ impl Journal {
     /// applied rows unless `retain`, and clear the marker, in one transaction.
     pub fn commit_batch(
         &self,
-        task: &str,
+        run: &TaskRun,
         batch: &InFlightBatch,
         retain: bool,
     ) -> Result<(), JournalError> {
-        self.commit_batch_and_begin(task, batch, None, retain)
+        self.commit_batch_and_begin(run, batch, None, retain)
     }
 
     /// As [`Journal::commit_batch`], and in the same transaction the marker names `next`
@@ -212,12 +214,14 @@ impl Journal {
     /// each other.
     pub fn commit_batch_and_begin(
         &self,
-        task: &str,
+        run: &TaskRun,
         batch: &InFlightBatch,
         next: Option<&InFlightBatch>,
         retain: bool,
     ) -> Result<(), JournalError> {
+        let task = run.task();
         let txn = self.db.begin_write()?;
+        run.check(&txn)?;
         {
             let mut applied = txn.open_table(APPLIED)?;
             let mut rows = txn.open_table(ROWS)?;

@@ -310,7 +310,7 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Journal;
+    use crate::journal::{Journal, TaskRun};
     use crate::model::{CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, StagedChange};
 
     #[test]
@@ -339,8 +339,14 @@ mod tests {
                     change: change.clone(),
                 })
                 .collect();
-            j.stage("t", "p0", &rows, MqPosition::Kafka { next_offset: 9 }, 3)
-                .unwrap();
+            j.stage(
+                &TaskRun::unstarted("t"),
+                "p0",
+                &rows,
+                MqPosition::Kafka { next_offset: 9 },
+                3,
+            )
+            .unwrap();
         }
         let snapshot = JournalSnapshot::open(dir.path()).unwrap();
         let mut lines = Vec::new();

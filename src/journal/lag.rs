@@ -60,7 +60,7 @@ pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, J
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::InFlightBatch;
+    use crate::journal::{InFlightBatch, TaskRun};
     use crate::model::{
         Change, CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, RowPosition, StagedChange,
     };
@@ -94,7 +94,7 @@ mod tests {
         };
         let next = MqPosition::Kafka { next_offset: 2 };
         journal
-            .stage("t", "p0", &[change], next, at(95_000))
+            .stage(&TaskRun::unstarted("t"), "p0", &[change], next, at(95_000))
             .unwrap();
 
         let lag = task_lag(&journal, "t", 100_000).unwrap();
@@ -110,7 +110,9 @@ mod tests {
                 },
             )],
         };
-        journal.commit_batch("t", &applied, false).unwrap();
+        journal
+            .commit_batch(&TaskRun::unstarted("t"), &applied, false)
+            .unwrap();
         let lag = task_lag(&journal, "t", 100_000).unwrap();
         assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
     }
@@ -139,7 +141,13 @@ mod tests {
         };
         let next = MqPosition::Kafka { next_offset: 1 };
         journal
-            .stage("t", replicate, &[event], next, at(90_000))
+            .stage(
+                &TaskRun::unstarted("t"),
+                replicate,
+                &[event],
+                next,
+                at(90_000),
+            )
             .unwrap();
         let lag = task_lag(&journal, "t", 100_000).unwrap();
         assert!(close(lag.target[replicate], 10.0), "pending: {lag:?}");
@@ -153,7 +161,9 @@ mod tests {
                 },
             )],
         };
-        journal.commit_batch("t", &applied, false).unwrap();
+        journal
+            .commit_batch(&TaskRun::unstarted("t"), &applied, false)
+            .unwrap();
         let lag = task_lag(&journal, "t", 500_000).unwrap();
         assert!(
             !lag.target.contains_key(replicate),

@@ -7,6 +7,7 @@
 //! - `in_flight`: `task` → [`InFlightBatch`] being sent to the target.
 //! - `tasks`: `task` → the task's spec, opaque here.
 //! - `stats`: counters kept in step with the rows (journal bytes).
+//! - `runs`: `task` → the number of its current run; only that run may write (`run.rs`).
 //!
 //! Exactly once rests on two transactions:
 //! - [`Journal::stage`] writes a run of changes **and** the channel's new source offset together,
@@ -29,7 +30,10 @@ pub mod dump;
 pub mod lag;
 mod recent;
 pub mod record;
+mod run;
 mod stage;
+
+pub use run::TaskRun;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -77,6 +81,12 @@ pub enum JournalError {
     },
     #[error("journal storage error: {0}")]
     Storage(String),
+    #[error("run {run} of task {task} may no longer write: run {current} has begun since")]
+    StaleRun {
+        task: String,
+        run: u64,
+        current: u64,
+    },
     #[error("journal row {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
 }
@@ -202,6 +212,7 @@ impl Journal {
             txn.open_table(IN_FLIGHT)?;
             txn.open_table(TASKS)?;
             txn.open_table(STATS)?;
+            txn.open_table(run::RUNS)?;
         }
         txn.commit()?;
         let txn = db.begin_read()?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::recent::{CachedRow, RecentRoom};
+use super::run::TaskRun;
 use super::{
     JOURNAL_BYTES, Journal, JournalError, ROWS, SOURCE_OFFSETS, STATS, add_journal_bytes,
     from_json, json, record,
@@ -40,7 +41,7 @@ impl Journal {
     /// A crash before the commit loses nothing: the offset did not move either.
     pub fn stage(
         &self,
-        task: &str,
+        run: &TaskRun,
         pchannel: &str,
         changes: &[StagedChange],
         next: MqPosition,
@@ -48,7 +49,9 @@ impl Journal {
     ) -> Result<(), JournalError> {
         // Vchannels the cache has no window for, with their lowest position in this stage.
         let mut lowest: HashMap<String, RowPosition> = HashMap::new();
+        let task = run.task();
         let txn = self.db.begin_write()?;
+        run.check(&txn)?;
         let mut cached = Vec::with_capacity(changes.len());
         let (offset, openable) = {
             let mut offsets = txn.open_table(SOURCE_OFFSETS)?;

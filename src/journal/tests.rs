@@ -38,7 +38,7 @@ fn staging_moves_rows_and_offset_together() {
     let (_dir, j) = journal();
     assert_eq!(j.source_offset("t", "p0").unwrap(), None);
     j.stage(
-        "t",
+        &TaskRun::unstarted("t"),
         "p0",
         &[staged("p0_1v0", 10, 1), staged("p0_1v0", 10, 2)],
         kafka(5),
@@ -70,22 +70,37 @@ fn staging_moves_rows_and_offset_together() {
 #[test]
 fn a_tick_never_moves_back() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[], kafka(1), 50).unwrap();
-    j.stage("t", "p0", &[], kafka(2), 40).unwrap();
+    j.stage(&TaskRun::unstarted("t"), "p0", &[], kafka(1), 50)
+        .unwrap();
+    j.stage(&TaskRun::unstarted("t"), "p0", &[], kafka(2), 40)
+        .unwrap();
     assert_eq!(j.source_offset("t", "p0").unwrap().unwrap().tick, 50);
 }
 
 #[test]
 fn sequence_numbers_are_never_reused_after_rows_are_removed() {
     let (_dir, j) = journal();
-    j.stage("t", "p0", &[staged("v", 10, 1)], kafka(1), 0)
-        .unwrap();
+    j.stage(
+        &TaskRun::unstarted("t"),
+        "p0",
+        &[staged("v", 10, 1)],
+        kafka(1),
+        0,
+    )
+    .unwrap();
     let batch = InFlightBatch {
         ends: vec![("v".into(), RowPosition { ts: 10, seq: 0 })],
     };
-    j.commit_batch("t", &batch, false).unwrap();
-    j.stage("t", "p0", &[staged("v", 10, 2)], kafka(2), 0)
+    j.commit_batch(&TaskRun::unstarted("t"), &batch, false)
         .unwrap();
+    j.stage(
+        &TaskRun::unstarted("t"),
+        "p0",
+        &[staged("v", 10, 2)],
+        kafka(2),
+        0,
+    )
+    .unwrap();
     let rows = j
         .rows(
             "t",
@@ -108,7 +123,8 @@ fn sequence_numbers_are_never_reused_after_rows_are_removed() {
 fn rows_respect_position_timestamp_and_limits() {
     let (_dir, j) = journal();
     let changes: Vec<_> = (0..10).map(|i| staged("v", 100 + i, i as i64)).collect();
-    j.stage("t", "p0", &changes, kafka(10), 0).unwrap();
+    j.stage(&TaskRun::unstarted("t"), "p0", &changes, kafka(10), 0)
+        .unwrap();
     let after = Some(RowPosition { ts: 102, seq: 2 });
     let rows = j.rows("t", "v", after, 106, 100, usize::MAX).unwrap();
     assert_eq!(
@@ -130,15 +146,21 @@ fn rows_respect_position_timestamp_and_limits() {
 fn vchannels_lists_each_channel_of_the_task_once() {
     let (_dir, j) = journal();
     j.stage(
-        "t",
+        &TaskRun::unstarted("t"),
         "p0",
         &[staged("a", 1, 1), staged("a", 2, 1), staged("b", 1, 1)],
         kafka(3),
         0,
     )
     .unwrap();
-    j.stage("u", "p0", &[staged("c", 1, 1)], kafka(1), 0)
-        .unwrap();
+    j.stage(
+        &TaskRun::unstarted("u"),
+        "p0",
+        &[staged("c", 1, 1)],
+        kafka(1),
+        0,
+    )
+    .unwrap();
     assert_eq!(j.vchannels("t").unwrap(), ["a", "b"]);
     assert_eq!(j.vchannels("u").unwrap(), ["c"]);
 }
@@ -147,7 +169,7 @@ fn vchannels_lists_each_channel_of_the_task_once() {
 fn commit_moves_positions_clears_marker_and_frees_rows() {
     let (_dir, j) = journal();
     j.stage(
-        "t",
+        &TaskRun::unstarted("t"),
         "p0",
         &[staged("a", 1, 1), staged("a", 2, 2), staged("b", 1, 3)],
         kafka(3),
@@ -160,10 +182,11 @@ fn commit_moves_positions_clears_marker_and_frees_rows() {
             ("b".into(), RowPosition { ts: 1, seq: 2 }),
         ],
     };
-    j.begin_batch("t", &batch).unwrap();
+    j.begin_batch(&TaskRun::unstarted("t"), &batch).unwrap();
     assert_eq!(j.in_flight("t").unwrap(), Some(batch.clone()));
     let before = j.journal_bytes().unwrap();
-    j.commit_batch("t", &batch, false).unwrap();
+    j.commit_batch(&TaskRun::unstarted("t"), &batch, false)
+        .unwrap();
     assert_eq!(j.in_flight("t").unwrap(), None);
     assert_eq!(
         j.applied("t", "a").unwrap(),
@@ -177,7 +200,7 @@ fn commit_moves_positions_clears_marker_and_frees_rows() {
 fn retained_rows_stay_but_are_not_read_again() {
     let (_dir, j) = journal();
     j.stage(
-        "t",
+        &TaskRun::unstarted("t"),
         "p0",
         &[staged("a", 1, 1), staged("a", 2, 2)],
         kafka(2),
@@ -187,7 +210,8 @@ fn retained_rows_stay_but_are_not_read_again() {
     let batch = InFlightBatch {
         ends: vec![("a".into(), RowPosition { ts: 1, seq: 0 })],
     };
-    j.commit_batch("t", &batch, true).unwrap();
+    j.commit_batch(&TaskRun::unstarted("t"), &batch, true)
+        .unwrap();
     assert_eq!(
         j.rows("t", "a", None, u64::MAX, 10, usize::MAX)
             .unwrap()
@@ -212,11 +236,24 @@ fn deleting_a_task_removes_only_its_state() {
     let (_dir, j) = journal();
     j.put_task("t", b"spec-t").unwrap();
     j.put_task("t2", b"spec-t2").unwrap();
-    j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 0)
+    j.stage(
+        &TaskRun::unstarted("t"),
+        "p0",
+        &[staged("a", 1, 1)],
+        kafka(1),
+        0,
+    )
+    .unwrap();
+    j.stage(
+        &TaskRun::unstarted("t2"),
+        "p0",
+        &[staged("a", 1, 1)],
+        kafka(1),
+        0,
+    )
+    .unwrap();
+    j.begin_batch(&TaskRun::unstarted("t"), &InFlightBatch { ends: vec![] })
         .unwrap();
-    j.stage("t2", "p0", &[staged("a", 1, 1)], kafka(1), 0)
-        .unwrap();
-    j.begin_batch("t", &InFlightBatch { ends: vec![] }).unwrap();
     assert!(j.delete_task("t").unwrap());
     assert!(!j.delete_task("t").unwrap());
     assert_eq!(j.task("t").unwrap(), None);
@@ -257,8 +294,14 @@ fn state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = Journal::open(dir.path()).unwrap();
-        j.stage("t", "p0", &[staged("a", 1, 1)], kafka(1), 7)
-            .unwrap();
+        j.stage(
+            &TaskRun::unstarted("t"),
+            "p0",
+            &[staged("a", 1, 1)],
+            kafka(1),
+            7,
+        )
+        .unwrap();
     }
     let j = Journal::open(dir.path()).unwrap();
     assert_eq!(j.source_offset("t", "p0").unwrap().unwrap().tick, 7);
@@ -274,7 +317,7 @@ fn state_survives_reopening() {
 fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
     let (_dir, j) = journal();
     j.stage(
-        "t",
+        &TaskRun::unstarted("t"),
         "p0",
         &[staged("v", 10, 1), staged("v", 11, 2)],
         kafka(1),
@@ -284,8 +327,8 @@ fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
     let at = |ts, seq| vec![("v".to_string(), RowPosition { ts, seq })];
     let first = InFlightBatch { ends: at(10, 0) };
     let second = InFlightBatch { ends: at(11, 1) };
-    j.begin_batch("t", &first).unwrap();
-    j.commit_batch_and_begin("t", &first, Some(&second), false)
+    j.begin_batch(&TaskRun::unstarted("t"), &first).unwrap();
+    j.commit_batch_and_begin(&TaskRun::unstarted("t"), &first, Some(&second), false)
         .unwrap();
     assert_eq!(
         j.applied("t", "v").unwrap(),
@@ -296,7 +339,8 @@ fn committing_a_batch_can_mark_the_next_in_the_same_transaction() {
         Some(second.clone()),
         "a crash now replays the second batch, which may or may not have been sent"
     );
-    j.commit_batch_and_begin("t", &second, None, false).unwrap();
+    j.commit_batch_and_begin(&TaskRun::unstarted("t"), &second, None, false)
+        .unwrap();
     assert_eq!(j.in_flight("t").unwrap(), None);
     assert_eq!(j.journal_bytes().unwrap(), 0);
 }
@@ -313,8 +357,14 @@ fn a_wait_for_a_stage_ends_when_one_commits_and_not_before() {
         });
         std::thread::sleep(Duration::from_millis(200));
         assert!(!waiter.is_finished(), "nothing was staged yet");
-        j.stage("t", "p0", &[staged("v", 10, 1)], kafka(1), 20)
-            .unwrap();
+        j.stage(
+            &TaskRun::unstarted("t"),
+            "p0",
+            &[staged("v", 10, 1)],
+            kafka(1),
+            20,
+        )
+        .unwrap();
         waiter.join().unwrap()
     });
     assert!(
@@ -387,7 +437,7 @@ mod recent_rows {
                             .map(|_| { key += 1; staged(VCHANNELS[v], ts - back, key) })
                             .collect();
                         for j in [&cached, &uncached] {
-                            j.stage("t", "p0", &changes, kafka(offset), ts - 3).unwrap();
+                            j.stage(&TaskRun::unstarted("t"), "p0", &changes, kafka(offset), ts - 3).unwrap();
                         }
                     }
                     Op::Apply { v, rows } => {
@@ -396,7 +446,7 @@ mod recent_rows {
                         if let Some(last) = pending.last() {
                             let batch = InFlightBatch { ends: vec![(VCHANNELS[v].into(), last.position)] };
                             for j in [&cached, &uncached] {
-                                j.commit_batch("t", &batch, false).unwrap();
+                                j.commit_batch(&TaskRun::unstarted("t"), &batch, false).unwrap();
                             }
                         }
                     }
@@ -427,4 +477,60 @@ mod recent_rows {
             }
         }
     }
+}
+
+#[test]
+fn only_the_current_run_of_a_task_may_write_its_state() {
+    let (_dir, j) = journal();
+    let first = j.begin_run("t").unwrap();
+    j.stage(&first, "p0", &[staged("v", 10, 1)], kafka(1), 0)
+        .unwrap();
+    let stale = |err: JournalError| {
+        matches!(
+            err,
+            JournalError::StaleRun {
+                run: 1,
+                current: 2,
+                ..
+            }
+        )
+    };
+
+    let second = j.begin_run("t").unwrap();
+    assert_eq!(second.number(), 2);
+    let batch = InFlightBatch {
+        ends: vec![("v".into(), RowPosition { ts: 10, seq: 0 })],
+    };
+    assert!(stale(
+        j.stage(&first, "p0", &[staged("v", 11, 2)], kafka(2), 0)
+            .unwrap_err()
+    ));
+    assert!(stale(j.begin_batch(&first, &batch).unwrap_err()));
+    assert!(stale(j.commit_batch(&first, &batch, false).unwrap_err()));
+    assert_eq!(j.source_offset("t", "p0").unwrap().unwrap().next, kafka(1));
+    assert_eq!(j.in_flight("t").unwrap(), None);
+    assert!(matches!(
+        j.stage(&TaskRun::unstarted("t"), "p0", &[], kafka(2), 0),
+        Err(JournalError::StaleRun { run: 0, .. })
+    ));
+
+    j.begin_batch(&second, &batch).unwrap();
+    j.commit_batch(&second, &batch, false).unwrap();
+    j.stage(&second, "p0", &[], kafka(2), 0).unwrap();
+    assert!(
+        j.begin_run("u").unwrap().number() == 1,
+        "runs are counted per task"
+    );
+}
+
+#[test]
+fn a_task_created_again_under_a_deleted_id_refuses_the_old_runs() {
+    let (_dir, j) = journal();
+    let old = j.begin_run("t").unwrap();
+    j.stage(&old, "p0", &[], kafka(1), 0).unwrap();
+    j.delete_task("t").unwrap();
+    let new = j.begin_run("t").unwrap();
+    assert!(new.number() > old.number());
+    assert!(j.stage(&old, "p0", &[], kafka(5), 0).is_err());
+    j.stage(&new, "p0", &[], kafka(0), 0).unwrap();
 }

@@ -17,7 +17,7 @@ use super::capture::user_fields_only;
 use super::meta::{CollectionMeta, MetaError, SourceMeta};
 use super::mq::{MessageQueue, MqError};
 use super::start::{CollectionStart, Seeds, StartError, channel_start};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, TaskRun};
 use crate::model::{
     CollectionRef, DEFAULT_PARTITION, DdlEvent, MqPosition, ReplicatedKind, Scope, StagedChange,
     StartPosition,
@@ -37,7 +37,8 @@ pub enum SeedError {
 
 /// How a new task starts.
 pub struct TaskStart {
-    pub task: String,
+    /// The run that seeds the task.
+    pub run: TaskRun,
     pub scope: Scope,
     pub start: StartPosition,
     /// Positions the create gave, per physical channel: they take the place of `start` there.
@@ -57,7 +58,7 @@ pub fn stage_start(
     queue: &dyn MessageQueue,
     mut start: TaskStart,
 ) -> Result<(), SeedError> {
-    let task = start.task.as_str();
+    let run = &start.run;
     let channels = queue.channels()?;
     if let Some(unknown) = start.positions.keys().find(|c| !channels.contains(c)) {
         return Err(StartError::UnknownChannel(unknown.clone()).into());
@@ -73,12 +74,12 @@ pub fn stage_start(
             Seeds::Collections => collection_seeds(&start.existing, channel, &start.scope),
             Seeds::Operations => std::mem::take(&mut start.operations),
         };
-        journal.stage(task, channel, &seeds, position, 0)?;
+        journal.stage(run, channel, &seeds, position, 0)?;
     }
     if !start.operations.is_empty() {
         // The source has not written its replicate channel yet: all of it will be new.
         journal.stage(
-            task,
+            run,
             &start.replicate_channel,
             &start.operations,
             MqPosition::beginning(queue.kind()),
@@ -219,10 +220,11 @@ pub async fn operation_seeds(
 pub async fn seed_created_meanwhile(
     journal: &Journal,
     meta: &SourceMeta,
-    task: &str,
+    run: &TaskRun,
     scope: &Scope,
     listed: &[i64],
 ) -> Result<(), SeedError> {
+    let task = run.task();
     let created: Vec<CollectionMeta> = meta
         .collections()
         .await?
@@ -241,7 +243,7 @@ pub async fn seed_created_meanwhile(
                 continue;
             };
             let seeds = collection_seeds(std::slice::from_ref(collection), &pchannel, scope);
-            journal.stage(task, &pchannel, &seeds, offset.next, offset.tick)?;
+            journal.stage(run, &pchannel, &seeds, offset.next, offset.tick)?;
         }
     }
     Ok(())

@@ -176,7 +176,10 @@ impl Supervisor {
     pub fn resume_all(self: &Arc<Self>) -> Result<(), TaskError> {
         for spec in self.tasks()? {
             if spec.state == TaskState::Running {
-                self.start(spec);
+                let id = spec.task_id.clone();
+                if let Err(err) = self.start(spec) {
+                    error!(task = id, %err, "cannot start the task");
+                }
             }
         }
         Ok(())
@@ -237,8 +240,10 @@ impl Supervisor {
             StartPosition::Earliest => Vec::new(),
         };
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
+        // Seeding is a run of its own: a thread of an earlier task of this id cannot interleave.
+        let run = self.journal.begin_run(&spec.task_id)?;
         let start = seed::TaskStart {
-            task: spec.task_id.clone(),
+            run: run.clone(),
             scope: scope.clone(),
             start: spec.start,
             positions: spec.positions.clone(),
@@ -250,7 +255,7 @@ impl Supervisor {
         tokio::task::spawn_blocking(move || seed::stage_start(&journal, queue.as_ref(), start))
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
-        seed::seed_created_meanwhile(&self.journal, &meta, &spec.task_id, &scope, &listed).await?;
+        seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
         self.created(spec, &version)
     }
 
@@ -260,7 +265,7 @@ impl Supervisor {
         self.save(&spec)?;
         info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
             start = ?spec.start, source_version = version, "task created");
-        self.start(spec.clone());
+        self.start(spec.clone())?;
         Ok(Created::New(spec))
     }
 
@@ -290,8 +295,7 @@ impl Supervisor {
         spec.state = TaskState::Running;
         spec.reason = None;
         self.save(&spec)?;
-        self.stop(id);
-        self.start(spec.clone());
+        self.start(spec.clone())?;
         info!(task = id, "task resumed");
         Ok(spec)
     }

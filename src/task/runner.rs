@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use tracing::{info_span, warn};
 
-use super::{Running, Supervisor, TaskSpec};
+use super::{Running, Supervisor, TaskError, TaskSpec};
 use crate::apply::milvus::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
+use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::MqPosition;
 use crate::source::meta::EtcdLookup;
 use crate::source::mq::MessageQueue;
-use crate::source::reader::{ChannelReader, ReaderSettings};
+use crate::source::reader::{ChannelReader, ReaderError, ReaderSettings};
 
 impl Supervisor {
     pub(super) fn stop(&self, id: &str) {
@@ -30,26 +31,31 @@ impl Supervisor {
         }
     }
 
-    /// Starts a run of the task; a run still going is stopped first, so a task never has two.
-    pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) {
+    /// Starts a new run of the task; a run still going is stopped first, and the journal
+    /// refuses the writes of any earlier run from now on, so a task never has two.
+    pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
         self.stop(&spec.task_id);
+        let run = self.journal.begin_run(&spec.task_id)?;
         if let Ok(mut health) = self.health.lock() {
             health.insert(spec.task_id.clone(), Arc::default());
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let me = self.clone();
-        let (task, flag) = (spec.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || me.run_applier(task, flag)));
+        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            me.run_applier(task, writer, flag)
+        }));
         let me = self.clone();
         let (task, flag) = (spec.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || me.run_channels(task, flag)));
+        threads.push(std::thread::spawn(move || me.run_channels(task, run, flag)));
         if let Ok(mut running) = self.running.lock() {
             running.insert(spec.task_id.clone(), Running { stop, threads });
         }
+        Ok(())
     }
 
-    fn run_applier(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+    fn run_applier(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("applier", task = %spec.task_id).entered();
         let target = match MilvusTarget::connect(
             &spec.target.uri,
@@ -67,7 +73,7 @@ impl Supervisor {
         };
         let health = self.health(&spec.task_id);
         let mut applier = Applier::new(
-            &spec.task_id,
+            run,
             &self.journal,
             target,
             settings,
@@ -98,6 +104,9 @@ impl Supervisor {
                     METRICS.error(ErrorKind::TargetPermanent);
                     return self.fail(&spec.task_id, reason);
                 }
+                Err(ApplyError::Journal(err @ JournalError::StaleRun { .. })) => {
+                    return warn!(%err, "applier of an earlier run stopped");
+                }
                 Err(err) => {
                     // Transient: the target or the journal will come back; keep the task running.
                     METRICS.error(ErrorKind::Applier);
@@ -116,7 +125,7 @@ impl Supervisor {
 
     /// Starts a reader for each channel of the source (its DML channels and its replicate
     /// channel), including channels created after the task.
-    fn run_channels(self: Arc<Self>, spec: TaskSpec, stop: Arc<AtomicBool>) {
+    fn run_channels(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let queue = loop {
             match self.queue() {
@@ -137,13 +146,15 @@ impl Supervisor {
         match self.journal.source_offsets(&spec.task_id) {
             Ok(recorded) => {
                 let recorded = recorded.into_iter().map(|(pchannel, _)| pchannel);
-                self.start_readers(&spec, &stop, &queue, recorded, &mut readers);
+                self.start_readers(&spec, &run, &stop, &queue, recorded, &mut readers);
             }
             Err(err) => warn!(%err, "cannot read the task's channels; listing them instead"),
         }
         while !stop.load(Ordering::Relaxed) {
             match queue.channels() {
-                Ok(channels) => self.start_readers(&spec, &stop, &queue, channels, &mut readers),
+                Ok(channels) => {
+                    self.start_readers(&spec, &run, &stop, &queue, channels, &mut readers)
+                }
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
                     warn!(%err, "cannot list the source's channels; retrying");
@@ -165,6 +176,7 @@ impl Supervisor {
     fn start_readers(
         self: &Arc<Self>,
         spec: &TaskSpec,
+        run: &TaskRun,
         stop: &Arc<AtomicBool>,
         queue: &Arc<dyn MessageQueue>,
         channels: impl IntoIterator<Item = String>,
@@ -172,14 +184,19 @@ impl Supervisor {
     ) {
         for channel in channels {
             if !readers.contains_key(&channel)
-                && self.record_channel_start(&spec.task_id, &channel, queue.as_ref())
+                && self.record_channel_start(run, &channel, queue.as_ref())
             {
                 let me = self.clone();
-                let (task, flag, queue, pchannel) =
-                    (spec.clone(), stop.clone(), queue.clone(), channel.clone());
+                let (task, writer, flag, queue, pchannel) = (
+                    spec.clone(),
+                    run.clone(),
+                    stop.clone(),
+                    queue.clone(),
+                    channel.clone(),
+                );
                 readers.insert(
                     channel,
-                    std::thread::spawn(move || me.run_reader(task, pchannel, queue, flag)),
+                    std::thread::spawn(move || me.run_reader(task, writer, pchannel, queue, flag)),
                 );
             }
         }
@@ -187,13 +204,13 @@ impl Supervisor {
 
     /// Makes sure the channel has a stored start offset; answers whether its reader may start.
     /// A channel without one was created after the task: everything on it is new.
-    fn record_channel_start(&self, task: &str, channel: &str, queue: &dyn MessageQueue) -> bool {
-        let recorded = match self.journal.source_offset(task, channel) {
+    fn record_channel_start(&self, run: &TaskRun, channel: &str, queue: &dyn MessageQueue) -> bool {
+        let recorded = match self.journal.source_offset(run.task(), channel) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
                 // A channel created after the task: everything on it is new.
                 let beginning = MqPosition::beginning(queue.kind());
-                self.journal.stage(task, channel, &[], beginning, 0)
+                self.journal.stage(run, channel, &[], beginning, 0)
             }
             Err(err) => Err(err),
         };
@@ -209,6 +226,7 @@ impl Supervisor {
     fn run_reader(
         self: Arc<Self>,
         spec: TaskSpec,
+        run: TaskRun,
         pchannel: String,
         queue: Arc<dyn MessageQueue>,
         stop: Arc<AtomicBool>,
@@ -234,7 +252,7 @@ impl Supervisor {
             health.resolved(&pchannel);
             let mut lookup = EtcdLookup::new(meta, self.runtime.clone());
             let reader = ChannelReader {
-                task: &spec.task_id,
+                run: &run,
                 pchannel: &pchannel,
                 queue: queue.as_ref(),
                 scope: &scope,
@@ -244,6 +262,9 @@ impl Supervisor {
             };
             match reader.run(&mut lookup) {
                 Ok(()) => return,
+                Err(ReaderError::Journal(err @ JournalError::StaleRun { .. })) => {
+                    return warn!(%err, "reader of an earlier run stopped");
+                }
                 Err(err) => {
                     METRICS.error(ErrorKind::Reader);
                     warn!(%err, "reader stopped; restarting from the stored offset");

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use super::capture::{Captured, CollectionLookup, capture};
 use super::decode::{SourceMessage, decode, timestamp};
 use super::mq::{ChannelSource, MessageQueue, MqError};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{MqPosition, Scope, StagedChange, is_replicate_topic};
 use dedup::RecentPayloads;
@@ -79,7 +79,8 @@ pub enum ReaderError {
 }
 
 pub struct ChannelReader<'a> {
-    pub task: &'a str,
+    /// The run of the task this reader belongs to: every stage checks it.
+    pub run: &'a TaskRun,
     pub pchannel: &'a str,
     pub queue: &'a dyn MessageQueue,
     pub scope: &'a Scope,
@@ -92,9 +93,9 @@ impl ChannelReader<'_> {
     pub fn run(&self, lookup: &mut dyn CollectionLookup) -> Result<(), ReaderError> {
         let offset = self
             .journal
-            .source_offset(self.task, self.pchannel)?
+            .source_offset(self.run.task(), self.pchannel)?
             .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
-        info!(task = self.task, channel = self.pchannel, from = %offset.next, "reading");
+        info!(task = self.run.task(), channel = self.pchannel, from = %offset.next, "reading");
         let Some(mut consumer) = self.open(&offset.next) else {
             return Ok(());
         };
@@ -130,7 +131,7 @@ impl ChannelReader<'_> {
                 if !position.admits(&message.id).map_err(MqError::from)? {
                     METRICS.messages_duplicate.inc();
                     warn!(
-                        task = self.task,
+                        task = self.run.task(),
                         channel = self.pchannel,
                         id = %message.id,
                         %position,
@@ -149,7 +150,7 @@ impl ChannelReader<'_> {
                 {
                     METRICS.messages_duplicate.inc();
                     warn!(
-                        task = self.task,
+                        task = self.run.task(),
                         channel = self.pchannel,
                         id = %message.id,
                         "message skipped: byte-identical to an earlier message of this channel"
@@ -176,7 +177,7 @@ impl ChannelReader<'_> {
                     Err(reason) => {
                         METRICS.messages_rejected.inc();
                         METRICS.error(ErrorKind::MessageRejected);
-                        warn!(task = self.task, channel = self.pchannel, id = %message.id, %reason,
+                        warn!(task = self.run.task(), channel = self.pchannel, id = %message.id, %reason,
                               "message skipped: not a usable Milvus message");
                     }
                 }
@@ -184,9 +185,9 @@ impl ChannelReader<'_> {
             if pending.due(self.settings, idle) {
                 crate::failpoint::hit("stage-before-commit");
                 self.journal
-                    .stage(self.task, self.pchannel, &pending.changes, position, tick)?;
+                    .stage(self.run, self.pchannel, &pending.changes, position, tick)?;
                 METRICS.changes_staged.inc_by(pending.changes.len() as u64);
-                METRICS.staged(self.task, pending.changes.iter().map(|c| &c.change));
+                METRICS.staged(self.run.task(), pending.changes.iter().map(|c| &c.change));
                 pending = PendingStage::default();
             }
         }
@@ -198,11 +199,11 @@ impl ChannelReader<'_> {
     fn open(&self, from: &MqPosition) -> Option<Box<dyn ChannelSource>> {
         let mut backoff = Duration::from_millis(100);
         while !self.stop.load(Ordering::Relaxed) {
-            match self.queue.open(self.task, self.pchannel, from) {
+            match self.queue.open(self.run.task(), self.pchannel, from) {
                 Ok(consumer) => return Some(consumer),
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
-                    warn!(task = self.task, channel = self.pchannel, %err,
+                    warn!(task = self.run.task(), channel = self.pchannel, %err,
                           "cannot open the channel; waiting for it");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));

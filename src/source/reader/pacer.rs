@@ -66,7 +66,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::Pacer;
-    use crate::journal::{InFlightBatch, Journal};
+    use crate::journal::{InFlightBatch, Journal, TaskRun};
     use crate::model::{
         Change, CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, RowPosition, StagedChange,
     };
@@ -95,7 +95,9 @@ mod tests {
             change,
         };
         let next = MqPosition::Kafka { next_offset: n + 1 };
-        journal.stage("t", "p", &[staged], next, ts).unwrap();
+        journal
+            .stage(&TaskRun::unstarted("t"), "p", &[staged], next, ts)
+            .unwrap();
     }
 
     /// The applier applied the rows through `ts` (the `n`th of the channel).
@@ -103,7 +105,9 @@ mod tests {
         let batch = InFlightBatch {
             ends: vec![("v".into(), RowPosition { ts, seq: n })],
         };
-        journal.commit_batch("t", &batch, false).unwrap();
+        journal
+            .commit_batch(&TaskRun::unstarted("t"), &batch, false)
+            .unwrap();
     }
 
     /// Room for a stage this big never exists while a row is cached.

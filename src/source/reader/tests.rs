@@ -14,7 +14,7 @@ use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
 use prost::Message as _;
 
 use super::{ChannelReader, ReaderSettings, not_before};
-use crate::journal::Journal;
+use crate::journal::{Journal, TaskRun};
 use crate::model::{
     Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId,
     Scope, StagedChange,
@@ -160,7 +160,9 @@ fn read(
 ) -> (Vec<i64>, MqPosition, Vec<MqPosition>) {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    journal.stage("t", P0, &[], start, 0).unwrap();
+    journal
+        .stage(&TaskRun::unstarted("t"), P0, &[], start, 0)
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mq = ScriptedMq {
         script,
@@ -168,8 +170,9 @@ fn read(
         opened_at: Mutex::new(Vec::new()),
         stop: stop.clone(),
     };
+    let run = TaskRun::unstarted("t");
     let reader = ChannelReader {
-        task: "t",
+        run: &run,
         pchannel: P0,
         queue: &mq,
         scope: &Scope::all(),
@@ -285,7 +288,9 @@ fn a_topic_that_does_not_exist_yet_is_waited_for() {
 fn a_reader_waiting_for_its_topic_ends_when_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path()).unwrap();
-    journal.stage("t", P0, &[], earliest(), 0).unwrap();
+    journal
+        .stage(&TaskRun::unstarted("t"), P0, &[], earliest(), 0)
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mq = ScriptedMq {
         script: vec![],
@@ -300,8 +305,9 @@ fn a_reader_waiting_for_its_topic_ends_when_stopped() {
             stop.store(true, Ordering::SeqCst);
         })
     };
+    let run = TaskRun::unstarted("t");
     let reader = ChannelReader {
-        task: "t",
+        run: &run,
         pchannel: P0,
         queue: &mq,
         scope: &Scope::all(),
@@ -320,7 +326,13 @@ fn a_kafka_journal_is_not_read_with_pulsar_ids() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path()).unwrap();
     journal
-        .stage("t", P0, &[], MqPosition::Kafka { next_offset: 0 }, 0)
+        .stage(
+            &TaskRun::unstarted("t"),
+            P0,
+            &[],
+            MqPosition::Kafka { next_offset: 0 },
+            0,
+        )
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mq = ScriptedMq {
@@ -329,8 +341,9 @@ fn a_kafka_journal_is_not_read_with_pulsar_ids() {
         opened_at: Mutex::new(Vec::new()),
         stop: stop.clone(),
     };
+    let run = TaskRun::unstarted("t");
     let reader = ChannelReader {
-        task: "t",
+        run: &run,
         pchannel: P0,
         queue: &mq,
         scope: &Scope::all(),
