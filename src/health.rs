@@ -1,19 +1,35 @@
 //! What is going wrong with a running task right now (transient faults it is retrying), so
-//! `get` can show it while the task stays Running.
+//! `get` can show it while the task stays Running, with since when.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 #[derive(Default, Debug)]
 pub struct Health {
     /// Per part of the task (`target`, or a channel name): its current problem.
-    problems: Mutex<BTreeMap<String, String>>,
+    problems: Mutex<BTreeMap<String, Problem>>,
+}
+
+#[derive(Debug)]
+struct Problem {
+    what: String,
+    /// When the part first failed: a retry that fails again keeps it.
+    since: SystemTime,
 }
 
 impl Health {
     pub fn problem(&self, part: &str, problem: impl ToString) {
+        self.problem_at(part, problem, SystemTime::now());
+    }
+
+    fn problem_at(&self, part: &str, problem: impl ToString, now: SystemTime) {
         if let Ok(mut problems) = self.problems.lock() {
-            problems.insert(part.to_owned(), problem.to_string());
+            let what = problem.to_string();
+            problems
+                .entry(part.to_owned())
+                .and_modify(|p| p.what.clone_from(&what))
+                .or_insert(Problem { what, since: now });
         }
     }
 
@@ -23,7 +39,7 @@ impl Health {
         }
     }
 
-    /// `part: problem` joined with `; `, or None when all is well.
+    /// `part: problem (since <UTC time>)` joined with `; `, or None when all is well.
     pub fn summary(&self) -> Option<String> {
         let problems = self.problems.lock().ok()?;
         if problems.is_empty() {
@@ -32,7 +48,10 @@ impl Health {
         Some(
             problems
                 .iter()
-                .map(|(part, problem)| format!("{part}: {problem}"))
+                .map(|(part, p)| {
+                    let since = humantime::format_rfc3339_seconds(p.since);
+                    format!("{part}: {} (since {since})", p.what)
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         )
@@ -41,17 +60,28 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::Health;
 
     #[test]
-    fn problems_are_listed_by_part_until_resolved() {
+    fn problems_are_listed_by_part_with_since_when_until_resolved() {
         let health = Health::default();
         assert_eq!(health.summary(), None);
-        health.problem("target", "unavailable");
-        health.problem("dml_0", "broker down");
+        let noon = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_212_800);
+        health.problem_at("target", "unavailable", noon);
+        health.problem_at("dml_0", "broker down", noon + Duration::from_secs(3));
+        health.problem_at(
+            "target",
+            "still unavailable",
+            noon + Duration::from_secs(60),
+        );
         assert_eq!(
             health.summary().as_deref(),
-            Some("dml_0: broker down; target: unavailable")
+            Some(
+                "dml_0: broker down (since 2026-12-02T12:00:03Z); \
+                 target: still unavailable (since 2026-12-02T12:00:00Z)"
+            )
         );
         health.resolved("dml_0");
         health.resolved("target");

@@ -25,23 +25,38 @@ use crate::model::{
 use crate::model::{DEFAULT_DB, Scope, db_or_default};
 
 /// What the task knows of the source's collections, by id (and by name for replicate-msg
-/// events, which carry no id).
+/// events, which carry no id). `Ok(None)` is an answer (no such collection); an error is the
+/// absence of one, and is never taken for "not found".
 pub trait CollectionLookup {
-    fn collection(&mut self, id: i64) -> Option<CollectionMeta>;
+    fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError>;
     /// The live collection of that name in that database (`""` is the default database).
-    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta>;
+    fn collection_named(
+        &mut self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, LookupError>;
 }
 
+/// The source's metadata could not be read: the message that needed it must wait.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("cannot read the source's metadata: {0}")]
+pub struct LookupError(pub String);
+
 impl CollectionLookup for HashMap<i64, CollectionMeta> {
-    fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
-        self.get(&id).cloned()
+    fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
+        Ok(self.get(&id).cloned())
     }
 
-    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+    fn collection_named(
+        &mut self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, LookupError> {
         let db_name = db_or_default(db_name);
-        self.values()
+        Ok(self
+            .values()
             .find(|c| c.db_name == db_name && c.name == name)
-            .cloned()
+            .cloned())
     }
 }
 
@@ -61,6 +76,8 @@ pub enum CaptureError {
     NoSchema { collection: i64 },
     #[error("Delete on {shard} carries no primary keys")]
     NoKeys { shard: String },
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
 }
 
 /// `message` as journal changes, addressed to the target's names of its collections.
@@ -101,7 +118,7 @@ fn capture_under_source_names(
         SourceMessage::TimeTick { ts } => return Ok(Captured::Tick(*ts)),
         SourceMessage::Ignored { .. } => return Ok(Captured::Skipped),
         SourceMessage::Replicated(request) => {
-            return Ok(capture_replicated(request, pchannel, ts, scope, lookup));
+            return Ok(capture_replicated(request, pchannel, ts, scope, lookup)?);
         }
         SourceMessage::Insert(m) => (m.collection_id, &m.db_name, &m.collection_name),
         SourceMessage::Delete(m) => (m.collection_id, &m.db_name, &m.collection_name),
@@ -114,7 +131,7 @@ fn capture_under_source_names(
         return Ok(Captured::Skipped);
     }
     // Data messages of 2.3 carry no database name; the metadata knows it.
-    let meta = lookup.collection(collection_id);
+    let meta = lookup.collection(collection_id)?;
     let db_name = match (&meta, db_name.is_empty()) {
         (Some(meta), true) => meta.db_name.clone(),
         (_, false) => db_name.clone(),
@@ -250,7 +267,7 @@ fn capture_replicated(
     ts: u64,
     scope: &Scope,
     lookup: &mut dyn CollectionLookup,
-) -> Captured {
+) -> Result<Captured, LookupError> {
     let kind = request.kind();
     let db_name = db_or_default(request.db_name());
     let staged = |collection, request, waits_for| {
@@ -258,14 +275,18 @@ fn capture_replicated(
     };
     if kind.is_database() {
         if !scope.contains_database(db_name) {
-            return Captured::Skipped;
+            return Ok(Captured::Skipped);
         }
         let database = CollectionRef {
             id: 0,
             db_name: db_name.to_owned(),
             name: String::new(),
         };
-        return Captured::Changes(vec![staged(database, request.encode(), Vec::new())]);
+        return Ok(Captured::Changes(vec![staged(
+            database,
+            request.encode(),
+            Vec::new(),
+        )]));
     }
     let mut changes = Vec::new();
     for name in request.collection_names() {
@@ -274,7 +295,7 @@ fn capture_replicated(
         }
         // The event names the collection; its channels and id come from the metadata. A
         // collection gone from it was dropped since: whatever this did is dropped with it.
-        let Some(meta) = lookup.collection_named(db_name, name) else {
+        let Some(meta) = lookup.collection_named(db_name, name)? else {
             info!(
                 channel,
                 collection = name,
@@ -301,9 +322,9 @@ fn capture_replicated(
         changes.push(staged(collection, request, meta.virtual_channels));
     }
     if changes.is_empty() {
-        Captured::Skipped
+        Ok(Captured::Skipped)
     } else {
-        Captured::Changes(changes)
+        Ok(Captured::Changes(changes))
     }
 }
 
@@ -471,11 +492,15 @@ mod tests {
     struct NoLookup;
 
     impl CollectionLookup for NoLookup {
-        fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+        fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
             panic!("collection {id} was looked up")
         }
 
-        fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+        fn collection_named(
+            &mut self,
+            db_name: &str,
+            name: &str,
+        ) -> Result<Option<CollectionMeta>, LookupError> {
             panic!("collection {db_name}.{name} was looked up")
         }
     }
@@ -638,11 +663,15 @@ mod tests {
     struct Aliased;
 
     impl CollectionLookup for Aliased {
-        fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
-            meta().remove(&id)
+        fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
+            Ok(meta().remove(&id))
         }
 
-        fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+        fn collection_named(
+            &mut self,
+            db_name: &str,
+            name: &str,
+        ) -> Result<Option<CollectionMeta>, LookupError> {
             let name = if name == "a" { "c" } else { name };
             meta().collection_named(db_name, name)
         }

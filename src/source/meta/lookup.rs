@@ -4,13 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{CollectionMeta, SourceMeta};
-use crate::source::capture::CollectionLookup;
+use crate::source::capture::{CollectionLookup, LookupError};
 
 /// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
-/// a little after its first message, so a miss is retried briefly before it is remembered.
+/// a little after its first message, so a miss is retried briefly before it is remembered; a
+/// read that fails is an error, never remembered.
 pub struct EtcdLookup {
     meta: SourceMeta,
     runtime: Handle,
@@ -30,49 +31,42 @@ impl EtcdLookup {
 }
 
 impl CollectionLookup for EtcdLookup {
-    fn collection(&mut self, id: i64) -> Option<CollectionMeta> {
+    fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
         if let Some(found) = self.cache.get(&id) {
-            return Some(found.clone());
+            return Ok(Some(found.clone()));
         }
         if self.missing.contains(&id) {
-            return None;
+            return Ok(None);
         }
         for _ in 0..10 {
-            match self.runtime.block_on(self.meta.collection(id)) {
-                Ok(Some(found)) => {
-                    info!(collection = %found.name, id, "collection metadata loaded");
-                    self.cache.insert(id, found.clone());
-                    return Some(found);
-                }
-                Ok(None) => {}
-                Err(err) => warn!(%err, id, "cannot read collection metadata"),
+            // A failed read is not an answer: the caller waits and asks again.
+            let read = self.runtime.block_on(self.meta.collection(id));
+            let read = read.map_err(|e| LookupError(format!("collection {id}: {e}")))?;
+            if let Some(found) = read {
+                info!(collection = %found.name, id, "collection metadata loaded");
+                self.cache.insert(id, found.clone());
+                return Ok(Some(found));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // etcd answered, ten times over two seconds, that it has no such collection.
         self.missing.insert(id);
-        None
+        Ok(None)
     }
 
-    fn collection_named(&mut self, db_name: &str, name: &str) -> Option<CollectionMeta> {
+    fn collection_named(
+        &mut self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, LookupError> {
         // Not cached: a name may be dropped and reused at any time, and these events are rare.
-        // The collection exists before any operation on it is written, so only an etcd fault
-        // is retried.
-        for _ in 0..10 {
-            match self
-                .runtime
-                .block_on(self.meta.collection_named(db_name, name))
-            {
-                Ok(found) => {
-                    if let Some(found) = &found {
-                        self.cache.insert(found.id, found.clone());
-                    }
-                    return found;
-                }
-                Err(err) => warn!(%err, collection = name, database = db_name,
-                    "cannot read collection metadata"),
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let found = self
+            .runtime
+            .block_on(self.meta.collection_named(db_name, name))
+            .map_err(|e| LookupError(format!("collection {db_name}.{name}: {e}")))?;
+        if let Some(found) = &found {
+            self.cache.insert(found.id, found.clone());
         }
-        None
+        Ok(found)
     }
 }

@@ -12,6 +12,10 @@
 //!   re-fetch) cannot get it staged twice. A data message admitted but byte-identical to a
 //!   recent one of the channel (a producer's retry) is dropped too (`dedup.rs`). Either repeat
 //!   is counted in `milvus_cdc_messages_duplicate_total`.
+//! - A message whose collection metadata cannot be read (etcd away or hung) waits: the run
+//!   ends with [`ReaderError::Lookup`] before anything after the stored offset is staged, and
+//!   the channel is read again from there. A failed read is never taken for a missing
+//!   collection.
 //! - A message that does not decode or capture is logged with its channel and id, counted, and
 //!   passed over; it never stops the channel.
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
@@ -38,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::capture::{Captured, CollectionLookup, capture};
+use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
 use super::mq::{ChannelSource, MessageQueue, MqError};
 use crate::journal::{Journal, JournalError, TaskRun};
@@ -76,6 +80,8 @@ pub enum ReaderError {
     Mq(#[from] MqError),
     #[error("no stored source offset for channel {0}: the task was not seeded")]
     NotSeeded(String),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
 }
 
 pub struct ChannelReader<'a> {
@@ -165,9 +171,17 @@ impl ChannelReader<'_> {
                 if stamps_are_ticks && let Ok(message) = &decoded {
                     tick = tick.max(timestamp(message));
                 }
-                match decoded.map_err(|e| e.to_string()).and_then(|decoded| {
-                    capture(decoded, self.pchannel, self.scope, lookup).map_err(|e| e.to_string())
-                }) {
+                let captured = match decoded {
+                    Ok(decoded) => match capture(decoded, self.pchannel, self.scope, lookup) {
+                        // Not knowing is not "no such collection": this run ends, dropping
+                        // what is pending, and the channel is read again from its stored
+                        // offset once the metadata can be read.
+                        Err(CaptureError::Lookup(err)) => return Err(err.into()),
+                        other => other.map_err(|e| e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                match captured {
                     Ok(Captured::Changes(changes)) if stamps_are_ticks => {
                         pending.changes.extend(not_before(changes, floor));
                     }

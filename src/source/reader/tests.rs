@@ -19,6 +19,7 @@ use crate::model::{
     Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId,
     Scope, StagedChange,
 };
+use crate::source::capture::{CollectionLookup, LookupError};
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::{ChannelSource, Fetched, MessageQueue, MqError, PulsarError, Retained};
 
@@ -373,4 +374,69 @@ fn a_replicate_msg_event_stamped_before_the_newest_one_is_staged_after_it() {
         .map(|c| c.ts)
         .collect();
     assert_eq!(staged, [7, 9]);
+}
+
+/// Metadata that cannot be read until `fail_for` lookups have failed.
+struct FlakyEtcd {
+    fail_for: usize,
+}
+
+impl CollectionLookup for FlakyEtcd {
+    fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
+        if self.fail_for > 0 {
+            self.fail_for -= 1;
+            return Err(LookupError("etcd: deadline exceeded".into()));
+        }
+        Ok(collections().remove(&id))
+    }
+
+    fn collection_named(
+        &mut self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<CollectionMeta>, LookupError> {
+        unreachable!("no replicate-msg events here")
+    }
+}
+
+#[test]
+fn a_failed_metadata_read_stops_the_run_before_the_message_and_it_is_staged_once_etcd_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let run = TaskRun::unstarted("t");
+    journal.stage(&run, P0, &[], earliest(), 0).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mq = ScriptedMq {
+        script: vec![(id(1, 0), delete(1, 10)), (id(1, 1), delete(2, 11))],
+        missing: AtomicUsize::new(0),
+        opened_at: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    };
+    let settings = ReaderSettings::default();
+    let reader = ChannelReader {
+        run: &run,
+        pchannel: P0,
+        queue: &mq,
+        scope: &Scope::all(),
+        journal: &journal,
+        settings: &settings,
+        stop: stop.clone(),
+    };
+    let mut etcd = FlakyEtcd { fail_for: 1 };
+    let err = reader.run(&mut etcd).unwrap_err();
+    assert!(err.to_string().contains("deadline exceeded"), "{err}");
+    assert_eq!(
+        journal.source_offset("t", P0).unwrap().unwrap().next,
+        earliest(),
+        "nothing skipped"
+    );
+
+    reader.run(&mut etcd).unwrap();
+    let keys: Vec<_> = journal
+        .rows("t", V0, None, u64::MAX, usize::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|row| row.change)
+        .collect();
+    assert_eq!(keys.len(), 2, "both deletes staged, once each: {keys:?}");
 }
