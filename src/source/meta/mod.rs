@@ -114,7 +114,9 @@ impl SourceMeta {
     pub async fn connect(endpoints: &[String], root_path: &str) -> Result<Self, MetaError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(30));
+            // Every request is one page of keys (`PAGE_SIZE`): far quicker than this on a
+            // healthy etcd, so a silent one is noticed (and retried) within seconds.
+            .with_timeout(Duration::from_secs(10));
         let connect_err = |source| MetaError::Connect {
             endpoints: endpoints.to_vec(),
             source: Box::new(source),

@@ -1,0 +1,51 @@
+"""The bad day: dependencies that go away or go silent while the source is being written. The
+appliance's own connections run through a relay the test controls (`relay.py`); the source
+Milvus keeps its direct ones. Each fault ends with the target compared to the source row by
+row."""
+
+import time
+
+from pymilvus import DataType, FieldSchema
+
+from cdc import CdcServer, free_port
+from relay import TcpRelay
+from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, wait_until
+
+SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
+
+
+def reason(server: CdcServer, task: str) -> str:
+    status, reply = server.request("GET", f"/v1/tasks/{task}")
+    assert status == 200, reply
+    return reply["reason"]
+
+
+def test_etcd_silent_for_30s_while_collections_are_created_and_written(tmp_path, env, source, target, names):
+    etcd_port = int(env.get("ETCD_ENDPOINTS", "127.0.0.1:2379").rsplit(":", 1)[1])
+    relay = TcpRelay(free_port(), etcd_port).start()
+    server = CdcServer(tmp_path, env)
+    server.config.write_text(server.config.read_text().replace(
+        env.get("ETCD_ENDPOINTS", "127.0.0.1:2379"), f"127.0.0.1:{relay.port}"))
+    server.start()
+    try:
+        first, second = names("hung"), names("hung")
+        task = server.create_task(target.uri, collections=(first, second))
+        relay.hang()
+        hung_at = time.monotonic()
+        for i, name in enumerate((first, second)):
+            create_collection(source, name, SCHEMA, shards=2)
+            insert(source, name, make_rows(SCHEMA, range(4_000), seed=i), batch=1_000)
+        # The reads of the new collections' metadata time out; the task says so, and since when.
+        wait_until("the task to name the etcd fault",
+                   lambda: [] if "etcd" in reason(server, task) else [reason(server, task)], timeout=28)
+        assert "(since " in reason(server, task), reason(server, task)
+        assert not target.has_collection(first), "nothing of the new collections was skipped ahead"
+        time.sleep(max(0.0, 30 - (time.monotonic() - hung_at)))
+        relay.heal()
+        assert_replicated(source, target, first, timeout=120)
+        assert_replicated(source, target, second, timeout=120)
+        wait_until("the fault to clear", lambda: [reason(server, task)] if reason(server, task) else [],
+                   timeout=30)
+    finally:
+        server.stop()
+        relay.stop()
