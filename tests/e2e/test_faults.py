@@ -49,3 +49,35 @@ def test_etcd_silent_for_30s_while_collections_are_created_and_written(tmp_path,
     finally:
         server.stop()
         relay.stop()
+
+
+def test_target_cut_for_60s_mid_stream(tmp_path, env, source, target, names):
+    target_port = int(target.uri.rsplit(":", 1)[1])
+    relay = TcpRelay(free_port(), target_port).start()
+    server = CdcServer(tmp_path, env).start()
+    try:
+        name = names("tcut")
+        task = server.create_task(f"http://127.0.0.1:{relay.port}", collections=(name,))
+        create_collection(source, name, SCHEMA, shards=2)
+        insert(source, name, make_rows(SCHEMA, range(3_000), seed=5), batch=1_000)
+        wait_until(f"{name} on the target",
+                   lambda: [] if target.has_collection(name) else ["not yet"], timeout=60)
+        relay.cut()
+        cut_at = time.monotonic()
+        insert(source, name, make_rows(SCHEMA, range(3_000, 9_000), seed=6), batch=1_000)
+        wait_until("the task to name the target fault",
+                   lambda: [] if "target" in reason(server, task) else [reason(server, task)], timeout=50)
+        assert "(since " in reason(server, task), reason(server, task)
+        assert task_state(server, task) == "Running", "a target that is away is waited for"
+        time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))
+        relay.heal()
+        assert_replicated(source, target, name, timeout=180)
+        wait_until("the fault to clear", lambda: [reason(server, task)] if reason(server, task) else [],
+                   timeout=60)
+    finally:
+        server.stop()
+        relay.stop()
+
+
+def task_state(server: CdcServer, task: str) -> str:
+    return server.request("GET", f"/v1/tasks/{task}")[1]["state"]
