@@ -171,6 +171,8 @@ enum CliError {
     Task(#[from] milvus_cdc::task::TaskError),
     #[error(transparent)]
     Client(#[from] cli::task::ClientError),
+    #[error(transparent)]
+    Https(#[from] cli::https::HttpsError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
@@ -180,6 +182,12 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         None => Config::default(),
     };
     let token = config.api_token(std::env::var("MILVUS_CDC_API_TOKEN").ok())?;
+    // Certificates are read before anything starts, so a bad file is the one error printed.
+    let tls = match config.api_tls()? {
+        Some((cert, key)) => Some(cli::https::server_config(cert, key)?),
+        None => None,
+    };
+    config.check_ca_files()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| CliError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -194,19 +202,51 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
         supervisor.resume_all()?;
         supervisor.start_sampling(std::time::Duration::from_secs(5));
-        println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
-        info!(listen = %config.listen, journal = %journal.path().display(), "serving");
-        let served = axum::serve(listener, milvus_cdc::api::router(supervisor.clone(), token))
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-                }
-            })
-            .await
-            .map_err(CliError::Http);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("milvus-cdc listening on {scheme}://{} with journal {}", config.listen, journal.path().display());
+        info!(listen = %config.listen, scheme, journal = %journal.path().display(), "serving");
+        let app = milvus_cdc::api::router(supervisor.clone(), token);
+        let stopped = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            }
+        };
+        let served = match tls {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(CliError::Http),
+            Some(tls) => serve_https(listener, app, tls, stopped).await,
+        };
         tokio::task::spawn_blocking(move || supervisor.shutdown()).await.ok();
         served
     })
+}
+
+/// The API over TLS (axum's own server speaks plain HTTP only), stopped as gracefully.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stopped.await;
+        // Requests in flight may finish, for a while: an idle client must not hold it open.
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let listener = listener.into_std().map_err(CliError::Http)?;
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .map_err(CliError::Http)?
+    .handle(handle)
+    .serve(app.into_make_service())
+    .await
+    .map_err(CliError::Http)
 }

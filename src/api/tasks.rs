@@ -278,7 +278,7 @@ mod tests {
         ) {
             let uri = format!("{scheme}{separator}{host}{port}{rest}");
             let documented = URI.is_match(&uri);
-            let accepted = check_target(&uri, "").is_ok();
+            let accepted = check_target(&uri, "", None).is_ok();
             if uri.contains('[') {
                 prop_assert!(!accepted || documented, "{uri:?} is accepted but not documented");
             } else {

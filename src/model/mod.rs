@@ -4,12 +4,14 @@
 //! It depends on nothing else in the crate (a check in `tests/layering.rs` holds it to that), so
 //! the stages (`source`, `journal`, `apply`) can all speak it without knowing one another.
 
+mod ca;
 mod change;
 mod channel;
 mod msg_position;
 mod position;
 mod scope;
 
+pub use ca::{CaFile, CaFileError};
 pub use change::{
     Change, CollectionRef, DEFAULT_PARTITION, Ddl, DdlEvent, DeleteBatch, EncodedColumn,
     InsertBatch, Operation, PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,

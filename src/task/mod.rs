@@ -169,7 +169,12 @@ impl Supervisor {
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
     /// is safe. The same id with anything else is [`TaskError::Exists`].
     pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
-        check_target(&spec.target.uri, &spec.target.token).map_err(TaskError::InvalidTarget)?;
+        check_target(
+            &spec.target.uri,
+            &spec.target.token,
+            self.config.target.ca_file.as_deref(),
+        )
+        .map_err(TaskError::InvalidTarget)?;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;
             return if existing.same_request(&spec) {

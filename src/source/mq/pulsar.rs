@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 
 use super::{ChannelSource, Fetched, MessageQueue, MqError, Retained};
 use crate::model::{
-    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, is_replicate_topic, message_id_data,
-    pulsar_id, replicate_topic,
+    CaFile, MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, is_replicate_topic,
+    message_id_data, pulsar_id, replicate_topic,
 };
 use crate::source::SourceConfig;
 use crate::source::meta::CollectionMeta;
@@ -65,6 +65,8 @@ pub struct PulsarSettings {
     pub token: Option<String>,
     pub tenant: String,
     pub namespace: String,
+    /// What a `pulsar+ssl://` broker's certificate must chain to; the system's roots when None.
+    pub ca: Option<CaFile>,
 }
 
 impl PulsarSettings {
@@ -178,6 +180,9 @@ impl PulsarQueue {
                 name: "token".into(),
                 data: token.clone().into_bytes(),
             });
+        }
+        if let Some(ca) = &self.settings.ca {
+            builder = builder.with_certificate_chain(ca.pem().to_vec());
         }
         builder.build().await.map_err(self.client_error("connect"))
     }
@@ -348,6 +353,7 @@ mod tests {
             token: None,
             tenant: "public".into(),
             namespace: "default".into(),
+            ca: None,
         };
         assert_eq!(
             settings.topic("by-dev-rootcoord-dml_3"),
