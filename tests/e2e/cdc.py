@@ -25,11 +25,12 @@ def free_port() -> int:
 class CdcServer:
     def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev",
                  pulsar_url: str | None = None, etcd_endpoint: str | None = None, source_config: str = "",
-                 extra_config: str = "", api_ca: Path | None = None):
+                 extra_config: str = "", api_ca: Path | None = None, kafka_brokers: str | None = None,
+                 mq_config: str = ""):
         """`pulsar_url`: read the testbed's Pulsar source (etcd root `SOURCE_PULSAR_ETCD_ROOT`)
         through that service URL instead of the Kafka source. `etcd_endpoint` replaces the
-        testbed's; `source_config` is more lines of `[source]`, `extra_config` more tables at the
-        end of the config. `api_ca`: the API serves HTTPS with a certificate of that CA."""
+        testbed's, as `kafka_brokers` does its Kafka; `source_config` is more lines of `[source]`,
+        `mq_config` of `[source.mq]`, `extra_config` more tables at the end of the config. `api_ca`: the API serves HTTPS with a certificate of that CA."""
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
@@ -45,7 +46,7 @@ class CdcServer:
             mq = f'type = "pulsar"\nurl = "{pulsar_url}"\n'
         else:
             etcd_root = env.get("SOURCE_ETCD_ROOT", "by-dev")
-            mq = f'type = "kafka"\nbrokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
+            mq = f'type = "kafka"\nbrokers = "{kafka_brokers or env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\n'
             f'data_dir = "{workdir / "data"}"\n'
@@ -56,6 +57,7 @@ class CdcServer:
             + source_config
             + "[source.mq]\n"
             + mq
+            + mq_config
             + extra_config
         )
         self.proc: subprocess.Popen | None = None

@@ -1,7 +1,8 @@
-"""TLS end to end: the API over HTTPS, and the target and the source's etcd reached over TLS.
+"""TLS end to end: the API over HTTPS, and the target, the source's etcd and its Kafka reached
+over TLS.
 
 Every certificate is made here: a CA of the test's own and a server certificate it signs for
-127.0.0.1 and localhost. The target and etcd are reached through `TcpRelay`s that accept TLS only
+127.0.0.1 and localhost. The target, etcd and Kafka are reached through relays that accept TLS only
 and pass the plaintext on to the testbed's, so a connection that is not TLS (or does not trust
 the test's CA) gets nothing through, and the replication checked below could not happen."""
 
@@ -25,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer, free_port
+from kafka_relay import KafkaTlsRelay
 from relay import TcpRelay
 from workload import assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema, upsert
 
@@ -44,6 +46,13 @@ class Certs:
         context.load_cert_chain(self.cert, self.key)
         context.set_alpn_protocols(["h2"])
         return context
+
+
+def kafka_context(certs: Certs) -> ssl.SSLContext:
+    """Kafka has no ALPN: the same certificate, without HTTP/2."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    return context
 
 
 def _name(common_name: str) -> x509.Name:
@@ -169,6 +178,24 @@ def test_the_source_etcd_behind_tls_is_read(tmp_path, env, source, target, certs
         assert front.connections > 0
         small_workload(source, name)
         assert_replicated(source, target, name, timeout=180)
+    finally:
+        server.stop()
+        front.stop()
+
+
+def test_the_source_kafka_behind_tls_is_read(tmp_path, env, source, target, certs, names):
+    """The source's Kafka is reached through a TLS-only front (which names itself as the broker
+    in metadata), trusting the test's CA through `[source.mq] ca_file`."""
+    kafka_port = port_of(env.get("KAFKA_BROKERS", "127.0.0.1:9092").split(",")[0])
+    front = KafkaTlsRelay(free_port(), kafka_port, tls=kafka_context(certs)).start()
+    server = CdcServer(tmp_path, env, kafka_brokers=f"127.0.0.1:{front.port}",
+                       mq_config=f'ca_file = "{certs.ca}"\n').start()
+    try:
+        name = names("tls_kafka")
+        server.create_task(target.uri, collections=(name,))
+        small_workload(source, name)
+        assert_replicated(source, target, name, timeout=180)
+        assert front.connections > 0 and front.rewritten > 0
     finally:
         server.stop()
         front.stop()
