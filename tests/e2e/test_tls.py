@@ -1,95 +1,31 @@
 """TLS end to end: the API over HTTPS, and the target, the source's etcd and its Kafka reached
 over TLS.
 
-Every certificate is made here: a CA of the test's own and a server certificate it signs for
-127.0.0.1 and localhost. The target, etcd and Kafka are reached through relays that accept TLS only
-and pass the plaintext on to the testbed's, so a connection that is not TLS (or does not trust
-the test's CA) gets nothing through, and the replication checked below could not happen."""
+Every certificate is made by the test (`certs.py`): a CA of its own and a server certificate it
+signs for 127.0.0.1 and localhost. The target, etcd and Kafka are reached through relays that
+accept TLS only and pass the plaintext on to the testbed's, so a connection that is not TLS (or
+does not trust the test's CA) gets nothing through, and the replication checked below could not
+happen. Pulsar over TLS is in `test_pulsar.py`, with the Pulsar testbed."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer, free_port
+from certs import Certs, make_certs
 from kafka_relay import KafkaTlsRelay
 from relay import TcpRelay
 from workload import assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema, upsert
 
 ROWS = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8),
               FieldSchema("title", DataType.VARCHAR, max_length=32))
-
-
-@dataclass
-class Certs:
-    ca: Path
-    cert: Path
-    key: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        """What a TLS front for a gRPC server needs: this certificate, and HTTP/2 by ALPN."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
-        context.set_alpn_protocols(["h2"])
-        return context
-
-
-def kafka_context(certs: Certs) -> ssl.SSLContext:
-    """Kafka has no ALPN: the same certificate, without HTTP/2."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certs.cert, certs.key)
-    return context
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_certs(folder: Path) -> Certs:
-    """A CA and a server certificate it signs for 127.0.0.1 and localhost, as PEM files."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    valid = dict(not_valid_before=now - datetime.timedelta(minutes=5),
-                 not_valid_after=now + datetime.timedelta(days=1))
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (x509.CertificateBuilder(subject_name=_name("milvus-cdc test CA"), issuer_name=_name("milvus-cdc test CA"),
-                                       public_key=ca_key.public_key(), serial_number=x509.random_serial_number(),
-                                       **valid)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                            content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                            key_agreement=False, encipher_only=False, decipher_only=False),
-                              critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder(subject_name=_name("127.0.0.1"), issuer_name=ca_cert.subject,
-                                    public_key=key.public_key(), serial_number=x509.random_serial_number(), **valid)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    certs = Certs(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem")
-    certs.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certs.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    certs.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    return certs
 
 
 @pytest.fixture
@@ -187,7 +123,7 @@ def test_the_source_kafka_behind_tls_is_read(tmp_path, env, source, target, cert
     """The source's Kafka is reached through a TLS-only front (which names itself as the broker
     in metadata), trusting the test's CA through `[source.mq] ca_file`."""
     kafka_port = port_of(env.get("KAFKA_BROKERS", "127.0.0.1:9092").split(",")[0])
-    front = KafkaTlsRelay(free_port(), kafka_port, tls=kafka_context(certs)).start()
+    front = KafkaTlsRelay(free_port(), kafka_port, tls=certs.server_context(grpc=False)).start()
     server = CdcServer(tmp_path, env, kafka_brokers=f"127.0.0.1:{front.port}",
                        mq_config=f'ca_file = "{certs.ca}"\n').start()
     try:
