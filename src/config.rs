@@ -31,8 +31,11 @@ pub enum ConfigError {
     /// A CA file for a connection that is not TLS: the operator meant TLS and would not get it.
     #[error("{key} is set but {why}")]
     CaWithoutTls { key: &'static str, why: String },
-    #[error(transparent)]
-    Ca(#[from] CaFileError),
+    #[error("{key}: {source}")]
+    Ca {
+        key: &'static str,
+        source: CaFileError,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -192,12 +195,14 @@ impl Config {
     /// stops the server at start-up, named, rather than failing a task later.
     pub fn check_ca_files(&self) -> Result<(), ConfigError> {
         let files = [
-            self.target.ca_file.as_deref(),
-            self.source.etcd_ca_file.as_deref(),
-            self.source.mq.ca_file(),
+            ("[target] ca_file", self.target.ca_file.as_deref()),
+            ("[source] etcd_ca_file", self.source.etcd_ca_file.as_deref()),
+            ("[source.mq] ca_file", self.source.mq.ca_file()),
         ];
-        for path in files.into_iter().flatten() {
-            CaFile::read(path)?;
+        for (key, path) in files {
+            if let Some(path) = path {
+                CaFile::read(path).map_err(|source| ConfigError::Ca { key, source })?;
+            }
         }
         Ok(())
     }
@@ -372,8 +377,11 @@ mod tests {
     #[test]
     fn a_ca_file_that_cannot_be_read_is_named() {
         let config: Config = toml::from_str("[target]\nca_file = \"/nonexistent/ca.pem\"").unwrap();
-        let err = config.check_ca_files().unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let err = config.check_ca_files().unwrap_err().to_string();
+        assert!(
+            err.contains("[target] ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
         Config::default().check_ca_files().unwrap();
     }
 }

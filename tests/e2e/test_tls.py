@@ -10,7 +10,9 @@ happen. Pulsar over TLS is in `test_pulsar.py`, with the Pulsar testbed."""
 from __future__ import annotations
 
 import http.client
+import json
 import ssl
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,7 +20,7 @@ import urllib.request
 import pytest
 from pymilvus import DataType, FieldSchema
 
-from cdc import CdcServer, free_port
+from cdc import BINARY, CdcServer, free_port
 from certs import Certs, make_certs
 from kafka_relay import KafkaTlsRelay
 from relay import TcpRelay
@@ -64,11 +66,17 @@ def test_the_api_serves_https_and_nothing_else(tmp_path, env, certs):
             urllib.request.urlopen(server.url("/healthz"), timeout=5,
                                    context=ssl.create_default_context()).read()
         assert isinstance(refused.value.reason, ssl.SSLCertVerificationError), refused.value
+        # The CLI, told the CA, and not.
+        cli = [str(BINARY), "task", "--server", server.url(""), "list", "--json"]
+        listed = subprocess.run(cli + ["--ca-file", str(certs.ca)], capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == {"tasks": []}, listed.stderr
+        untrusted = subprocess.run(cli, capture_output=True, text=True, timeout=30)
+        assert untrusted.returncode != 0 and "UnknownIssuer" in untrusted.stderr, untrusted.stderr
     finally:
         server.stop()
 
 
-def test_a_certificate_that_cannot_be_read_stops_the_server_with_its_name(tmp_path, env, certs):
+def test_a_certificate_or_ca_that_cannot_be_read_stops_the_server_with_its_name(tmp_path, env, certs):
     missing = tmp_path / "nowhere" / "server.pem"
     server = CdcServer(tmp_path, env, api_ca=certs.ca,
                        extra_config=f'[api]\ntls_cert_file = "{missing}"\ntls_key_file = "{certs.key}"\n')
@@ -83,6 +91,15 @@ def test_a_certificate_that_cannot_be_read_stops_the_server_with_its_name(tmp_pa
         half.start()
     last = half.log.read_text().strip().splitlines()[-1]
     assert "tls_key_file is not set" in last, last
+
+    (tmp_path / "ca").mkdir()
+    not_pem = tmp_path / "ca" / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    bad_ca = CdcServer(tmp_path / "ca", env, extra_config=f'[target]\nca_file = "{not_pem}"\n')
+    with pytest.raises(RuntimeError, match="exited"):
+        bad_ca.start()
+    last = bad_ca.log.read_text().strip().splitlines()[-1]
+    assert "[target] ca_file" in last and str(not_pem) in last, last
 
 
 def test_a_target_behind_tls_is_replicated_to(tmp_path, env, source, target, certs, names):
