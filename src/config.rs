@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::Secret;
+use crate::model::{CaFile, CaFileError, Secret};
 use crate::source::SourceConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,16 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("[api] tls_cert_file and tls_key_file go together: {missing} is not set")]
+    HalfTls { missing: &'static str },
+    /// A CA file for a connection that is not TLS: the operator meant TLS and would not get it.
+    #[error("{key} is set but {why}")]
+    CaWithoutTls { key: &'static str, why: String },
+    #[error("{key}: {source}")]
+    Ca {
+        key: &'static str,
+        source: CaFileError,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -53,6 +63,17 @@ pub struct Config {
     pub journal: JournalConfig,
     pub apply: ApplyConfig,
     pub api: ApiConfig,
+    pub target: TargetConfig,
+}
+
+/// How the appliance reaches the targets its tasks name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    /// PEM CA certificate(s) an `https://` target's certificate must chain to, instead of the
+    /// system's roots. Set here rather than per task: a path in an API request would let any
+    /// caller make the appliance read a file.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,6 +111,10 @@ pub struct ApiConfig {
     /// Host names (`name` or `name:port`) requests may be addressed to besides the listen
     /// address and, on loopback, `localhost`: the names clients use to reach the appliance.
     pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain the API serves HTTPS with; needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -119,6 +144,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             apply: ApplyConfig::default(),
             api: ApiConfig::default(),
+            target: TargetConfig::default(),
         }
     }
 }
@@ -162,10 +188,60 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config.check_tls()?;
+        Ok(config)
+    }
+
+    /// The API's certificate and key, when it serves HTTPS. Both or neither.
+    pub fn api_tls(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.api.tls_cert_file, &self.api.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::HalfTls {
+                missing: "tls_key_file",
+            }),
+            (None, Some(_)) => Err(ConfigError::HalfTls {
+                missing: "tls_cert_file",
+            }),
+        }
+    }
+
+    /// Refuses TLS settings that contradict each other, without reading any file.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        self.api_tls()?;
+        if let Some(why) = self.source.etcd_ca_without_tls() {
+            return Err(ConfigError::CaWithoutTls {
+                key: "[source] etcd_ca_file",
+                why,
+            });
+        }
+        if let Some(why) = self.source.mq.ca_without_tls() {
+            return Err(ConfigError::CaWithoutTls {
+                key: "[source.mq] ca_file",
+                why,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads every CA file the config names, so one that is missing or holds no certificate
+    /// stops the server at start-up, named, rather than failing a task later.
+    pub fn check_ca_files(&self) -> Result<(), ConfigError> {
+        let files = [
+            ("[target] ca_file", self.target.ca_file.as_deref()),
+            ("[source] etcd_ca_file", self.source.etcd_ca_file.as_deref()),
+            ("[source.mq] ca_file", self.source.mq.ca_file()),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path {
+                CaFile::read(path).map_err(|source| ConfigError::Ca { key, source })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +257,9 @@ mod tests {
         assert_eq!(
             config.source.mq,
             MqConfig::Kafka {
-                brokers: "127.0.0.1:9092".into()
+                brokers: "127.0.0.1:9092".into(),
+                tls: false,
+                ca_file: None,
             }
         );
     }
@@ -197,7 +275,8 @@ mod tests {
                 url: "pulsar://127.0.0.1:6650".into(),
                 token: None,
                 tenant: "public".into(),
-                namespace: "default".into()
+                namespace: "default".into(),
+                ca_file: None,
             }
         );
     }
@@ -293,5 +372,89 @@ mod tests {
     fn a_missing_file_names_the_path() {
         let err = Config::load(Path::new("/nonexistent/cdc.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cdc.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_api_certificate_and_key_go_together() {
+        let both: Config =
+            toml::from_str("[api]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"").unwrap();
+        assert_eq!(
+            both.api_tls().unwrap(),
+            Some((Path::new("c.pem"), Path::new("k.pem")))
+        );
+        assert_eq!(Config::default().api_tls().unwrap(), None);
+        let cert_only: Config = toml::from_str("[api]\ntls_cert_file = \"c.pem\"").unwrap();
+        let err = cert_only.check_tls().unwrap_err();
+        assert!(err.to_string().contains("tls_key_file is not set"), "{err}");
+        let key_only: Config = toml::from_str("[api]\ntls_key_file = \"k.pem\"").unwrap();
+        let err = key_only.check_tls().unwrap_err();
+        assert!(
+            err.to_string().contains("tls_cert_file is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loading_refuses_half_a_tls_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdc.toml");
+        std::fs::write(&path, "[api]\ntls_key_file = \"k.pem\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::HalfTls { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_ca_file_is_a_key_of_its_section() {
+        let config: Config = toml::from_str(
+            "[target]\nca_file = \"/t.pem\"\n\
+             [source]\netcd_endpoints = [\"https://etcd:2379\"]\netcd_ca_file = \"/e.pem\"\n\
+             [source.mq]\ntype = \"kafka\"\nbrokers = \"k:9093\"\nca_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        config.check_tls().unwrap();
+        assert_eq!(config.target.ca_file.as_deref(), Some(Path::new("/t.pem")));
+        assert_eq!(
+            config.source.etcd_ca_file.as_deref(),
+            Some(Path::new("/e.pem"))
+        );
+        assert_eq!(config.source.mq.ca_file(), Some(Path::new("/k.pem")));
+        let err = toml::from_str::<Config>("[target]\nca_fil = \"/t.pem\"").unwrap_err();
+        assert!(err.to_string().contains("ca_fil"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_for_a_plain_connection_is_an_error() {
+        let etcd: Config = toml::from_str(
+            "[source]\netcd_endpoints = [\"http://etcd:2379\"]\netcd_ca_file = \"/e.pem\"",
+        )
+        .unwrap();
+        let err = etcd.check_tls().unwrap_err();
+        assert!(err.to_string().contains("etcd_ca_file"), "{err}");
+        // Without a scheme the CA file means TLS, as etcd's client reads it.
+        let bare: Config =
+            toml::from_str("[source]\netcd_endpoints = [\"etcd:2379\"]\netcd_ca_file = \"/e.pem\"")
+                .unwrap();
+        bare.check_tls().unwrap();
+
+        let pulsar = |url: &str| -> Config {
+            toml::from_str(&format!(
+                "[source.mq]\ntype = \"pulsar\"\nurl = \"{url}\"\nca_file = \"/p.pem\""
+            ))
+            .unwrap()
+        };
+        let err = pulsar("pulsar://p:6650").check_tls().unwrap_err();
+        assert!(err.to_string().contains("[source.mq] ca_file"), "{err}");
+        pulsar("pulsar+ssl://p:6651").check_tls().unwrap();
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_named() {
+        let config: Config = toml::from_str("[target]\nca_file = \"/nonexistent/ca.pem\"").unwrap();
+        let err = config.check_ca_files().unwrap_err().to_string();
+        assert!(
+            err.contains("[target] ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        Config::default().check_ca_files().unwrap();
     }
 }

@@ -167,6 +167,8 @@ enum CliError {
     Task(#[from] milvus_cdc::task::TaskError),
     #[error(transparent)]
     Client(#[from] cli::task::ClientError),
+    #[error(transparent)]
+    Https(#[from] cli::https::HttpsError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
@@ -176,6 +178,12 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         None => Config::default(),
     };
     let token = config.api_token(std::env::var("MILVUS_CDC_API_TOKEN").ok())?;
+    // Certificates are read before anything starts, so a bad file is the one error printed.
+    let tls = match config.api_tls()? {
+        Some((cert, key)) => Some(cli::https::server_config(cert, key)?),
+        None => None,
+    };
+    config.check_ca_files()?;
     let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -186,24 +194,55 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
         supervisor.resume_all()?;
         supervisor.start_sampling(std::time::Duration::from_secs(5));
-        println!("milvus-cdc listening on http://{} with journal {}", config.listen, journal.path().display());
-        info!(listen = %config.listen, journal = %journal.path().display(), "serving");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("milvus-cdc listening on {scheme}://{} with journal {}", config.listen, journal.path().display());
+        info!(listen = %config.listen, scheme, journal = %journal.path().display(), "serving");
         // The bound address, not the configured one: port 0 picks a free port.
         let listen = listener.local_addr().unwrap_or(config.listen);
         let access = Access { token, hosts: AllowedHosts::new(listen, &config.api.allowed_hosts) };
         let app = milvus_cdc::api::router(supervisor.clone(), access);
-        // The peer address is logged with every refused token.
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-                }
-            })
-            .await
-            .map_err(CliError::Http);
+        let stopped = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            }
+        };
+        let served = match tls {
+            // The peer address is logged with every refused token.
+            None => axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(CliError::Http),
+            Some(tls) => serve_https(listener, app, tls, stopped).await,
+        };
         tokio::task::spawn_blocking(move || supervisor.shutdown()).await.ok();
         served
     })
+}
+
+/// The API over TLS (axum's own server speaks plain HTTP only), stopped as gracefully.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stopped.await;
+        // Requests in flight may finish, for a while: an idle client must not hold it open.
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let listener = listener.into_std().map_err(CliError::Http)?;
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .map_err(CliError::Http)?
+    .handle(handle)
+    .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    .await
+    .map_err(CliError::Http)
 }

@@ -94,7 +94,7 @@ async fn sees_a_collection_created_and_dropped_on_the_source() {
         .await
         .unwrap_or_else(|e| panic!("connect to source Milvus {}: {e}", tb.milvus_uri));
     let mut client = MilvusServiceClient::new(channel);
-    let meta = SourceMeta::connect(&tb.etcd_endpoints, &tb.etcd_root)
+    let meta = SourceMeta::connect(&tb.etcd_endpoints, &tb.etcd_root, None)
         .await
         .expect("connect to source etcd");
 

@@ -22,8 +22,9 @@ apt_install() {
 }
 
 setup_system() {
-    # etcd for the testbed; protobuf-compiler for the pulsar crate's build script.
-    apt_install etcd-server etcd-client protobuf-compiler curl
+    # etcd for the testbed; protobuf-compiler for the pulsar crate's build script; libssl-dev and
+    # pkg-config for OpenSSL, which librdkafka (TLS to Kafka) and the pulsar crate link.
+    apt_install etcd-server etcd-client protobuf-compiler curl libssl-dev pkg-config
 }
 
 setup_browser() {

@@ -49,7 +49,9 @@ pub struct CreateRequest {
 #[derive(Deserialize, Serialize, ToSchema)]
 pub struct ConnectParam {
     /// For example `http://127.0.0.1:19530`; a bracketed IPv6 address is accepted too.
-    // The server's check is `apply::milvus::endpoint`.
+    /// `https://` is TLS, trusting the CA of the appliance's `[target] ca_file` (or the
+    /// system's roots).
+    // The server's check is `apply::milvus::plain_endpoint`.
     #[schema(
         pattern = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
     )]
@@ -278,7 +280,7 @@ mod tests {
         ) {
             let uri = format!("{scheme}{separator}{host}{port}{rest}");
             let documented = URI.is_match(&uri);
-            let accepted = check_target(&uri, "").is_ok();
+            let accepted = check_target(&uri, "", None).is_ok();
             if uri.contains('[') {
                 prop_assert!(!accepted || documented, "{uri:?} is accepted but not documented");
             } else {

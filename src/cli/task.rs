@@ -1,7 +1,13 @@
 //! `milvus-cdc task ...`: the REST API from a shell, as tables for people or `--json` for scripts.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Args, Subcommand};
+use milvus_cdc::model::{CaFile, CaFileError};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 #[derive(Args)]
 pub struct TaskArgs {
@@ -20,6 +26,10 @@ pub struct TaskArgs {
     json: bool,
     #[command(subcommand)]
     command: TaskCommand,
+    /// PEM CA certificate(s) an `https://` server's certificate must chain to, instead of the
+    /// public web roots: the CA of the API's `[api] tls_cert_file`.
+    #[arg(long, global = true, env = "MILVUS_CDC_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +77,8 @@ pub enum ClientError {
     Rejected { status: u16, message: String },
     #[error("the server's reply is not JSON: {0}")]
     Reply(String),
+    #[error(transparent)]
+    Ca(#[from] CaFileError),
 }
 
 pub fn run(args: TaskArgs) -> Result<(), ClientError> {
@@ -75,6 +87,7 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
         token: args.token,
         agent: ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .tls_config(tls_config(args.ca_file.as_deref())?)
             .build()
             .into(),
     };
@@ -124,6 +137,22 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
         println!("{}", render(&reply));
     }
     Ok(())
+}
+
+/// TLS for an `https://` server: the CA file's certificates as the only roots, if one is given.
+fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, ClientError> {
+    let Some(path) = ca_file else {
+        return Ok(TlsConfig::default());
+    };
+    let ca = CaFile::read(path)?;
+    // `CaFile::read` has parsed every certificate once already.
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(ca.pem())
+        .flatten()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .build())
 }
 
 struct Client {

@@ -4,6 +4,7 @@
 //! It depends on nothing else in the crate (a check in `tests/layering.rs` holds it to that), so
 //! the stages (`source`, `journal`, `apply`) can all speak it without knowing one another.
 
+mod ca;
 mod change;
 mod channel;
 mod msg_position;
@@ -11,6 +12,7 @@ mod position;
 mod scope;
 mod secret;
 
+pub use ca::{CaFile, CaFileError};
 pub use change::{
     Change, CollectionRef, DEFAULT_PARTITION, Ddl, DdlEvent, DeleteBatch, EncodedColumn,
     InsertBatch, Operation, PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,

@@ -25,6 +25,10 @@ pub struct SourceConfig {
     /// The source's `msgChannel.chanNamePrefix.cluster`: topics are `{prefix}-rootcoord-dml_N`.
     pub channel_prefix: String,
     pub mq: MqConfig,
+    /// PEM CA certificate(s) etcd's certificate must chain to. With it, every endpoint uses
+    /// TLS (one without a scheme too; an `http://` one is an error); without it, `https://`
+    /// endpoints are checked against the system's roots.
+    pub etcd_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -35,7 +39,10 @@ impl Default for SourceConfig {
             channel_prefix: "by-dev".into(),
             mq: MqConfig::Kafka {
                 brokers: "127.0.0.1:9092".into(),
+                tls: false,
+                ca_file: None,
             },
+            etcd_ca_file: None,
         }
     }
 }
@@ -51,6 +58,19 @@ impl SourceConfig {
 
     /// The source's etcd metadata.
     pub async fn meta(&self) -> Result<meta::SourceMeta, meta::MetaError> {
-        meta::SourceMeta::connect(&self.etcd_endpoints, &self.etcd_root_path).await
+        let ca = match &self.etcd_ca_file {
+            Some(path) => Some(crate::model::CaFile::read(path)?),
+            None => None,
+        };
+        meta::SourceMeta::connect(&self.etcd_endpoints, &self.etcd_root_path, ca.as_ref()).await
+    }
+
+    /// Why `etcd_ca_file` would go unused, if it would: an `http://` endpoint.
+    pub fn etcd_ca_without_tls(&self) -> Option<String> {
+        self.etcd_ca_file.as_ref()?;
+        self.etcd_endpoints
+            .iter()
+            .find(|e| e.starts_with("http://"))
+            .map(|e| format!("etcd endpoint {e} is plain http (use https:// or no scheme)"))
     }
 }

@@ -193,8 +193,12 @@ impl Supervisor {
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
     /// is safe. The same id with anything else is [`TaskError::Exists`].
     pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
-        check_target(&spec.target.uri, spec.target.token.expose())
-            .map_err(TaskError::InvalidTarget)?;
+        check_target(
+            &spec.target.uri,
+            spec.target.token.expose(),
+            self.config.target.ca_file.as_deref(),
+        )
+        .map_err(TaskError::InvalidTarget)?;
         let _one_at_a_time = self.lifecycle(&spec.task_id).lock_owned().await;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;

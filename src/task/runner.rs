@@ -60,6 +60,7 @@ impl Supervisor {
         let target = match MilvusTarget::connect(
             &spec.target.uri,
             Some(spec.target.token.expose()),
+            self.config.target.ca_file.as_deref(),
             self.runtime.clone(),
         ) {
             Ok(target) => target,

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -23,9 +24,13 @@ def free_port() -> int:
 
 class CdcServer:
     def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev",
-                 pulsar_url: str | None = None):
+                 pulsar_url: str | None = None, etcd_endpoint: str | None = None, source_config: str = "",
+                 extra_config: str = "", api_ca: Path | None = None, kafka_brokers: str | None = None,
+                 mq_config: str = ""):
         """`pulsar_url`: read the testbed's Pulsar source (etcd root `SOURCE_PULSAR_ETCD_ROOT`)
-        through that service URL instead of the Kafka source."""
+        through that service URL instead of the Kafka source. `etcd_endpoint` replaces the
+        testbed's, as `kafka_brokers` does its Kafka; `source_config` is more lines of `[source]`,
+        `mq_config` of `[source.mq]`, `extra_config` more tables at the end of the config. `api_ca`: the API serves HTTPS with a certificate of that CA."""
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
@@ -33,21 +38,27 @@ class CdcServer:
         self.token = self.extra_env.get("MILVUS_CDC_API_TOKEN")
         self.log = workdir / "cdc.log"
         self.config = workdir / "cdc.toml"
+        self.scheme = "https" if api_ca else "http"
+        self.ssl = ssl.create_default_context(cafile=str(api_ca)) if api_ca else None
+        etcd = etcd_endpoint or env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")
         if pulsar_url:
             etcd_root = env.get("SOURCE_PULSAR_ETCD_ROOT", "by-dev-pulsar")
             mq = f'type = "pulsar"\nurl = "{pulsar_url}"\n'
         else:
             etcd_root = env.get("SOURCE_ETCD_ROOT", "by-dev")
-            mq = f'type = "kafka"\nbrokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
+            mq = f'type = "kafka"\nbrokers = "{kafka_brokers or env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\n'
             f'data_dir = "{workdir / "data"}"\n'
             "[source]\n"
-            f'etcd_endpoints = ["{env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")}"]\n'
+            f'etcd_endpoints = ["{etcd}"]\n'
             f'etcd_root_path = "{etcd_root}"\n'
             f'channel_prefix = "{channel_prefix}"\n'
-            "[source.mq]\n"
+            + source_config
+            + "[source.mq]\n"
             + mq
+            + mq_config
+            + extra_config
         )
         self.proc: subprocess.Popen | None = None
 
@@ -63,7 +74,7 @@ class CdcServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"milvus-cdc exited with {self.proc.returncode}; see {self.log}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1).read()
+                urllib.request.urlopen(self.url("/healthz"), timeout=1, context=self.ssl).read()
                 return self
             except OSError:
                 time.sleep(0.1)
@@ -87,13 +98,16 @@ class CdcServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
     def headers(self) -> dict:
         return {"content-type": "application/json",
                 **({"authorization": f"Bearer {self.token}"} if self.token else {})}
 
     def metrics(self) -> dict:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics", headers=self.headers())
-        text = urllib.request.urlopen(req, timeout=5).read().decode()
+        req = urllib.request.Request(self.url("/metrics"), headers=self.headers())
+        text = urllib.request.urlopen(req, timeout=5, context=self.ssl).read().decode()
         return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
                 if line and not line.startswith("#")}
 
@@ -107,10 +121,10 @@ class CdcServer:
         """Any API call: (HTTP status, JSON reply or None when the reply has no body).
         `headers` are added to (or replace) the usual ones."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+        req = urllib.request.Request(self.url(path), data=data, method=method,
                                      headers={**self.headers(), **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with urllib.request.urlopen(req, timeout=60, context=self.ssl) as resp:
                 text = resp.read()
                 return resp.status, json.loads(text) if text else None
         except urllib.error.HTTPError as err:

@@ -7,19 +7,25 @@ Faults, as the appliance would meet them on a network:
   (a dependency that is down: refused, reset).
 - `hang()`: connections stay open and new ones are accepted, but no byte passes in either
   direction (a dependency that is silent: a stalled network, a hung process).
-- `heal()`: bytes pass again; what a hang held back is delivered, in order."""
+- `heal()`: bytes pass again; what a hang held back is delivered, in order.
+
+With `tls` (a server `ssl.SSLContext`) it accepts TLS only and passes on the plaintext: a TLS
+front for a plaintext server."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 
 
 class TcpRelay:
     """Listens on 127.0.0.1:`port` and relays each connection to 127.0.0.1:`upstream_port`."""
 
-    def __init__(self, port: int, upstream_port: int):
-        self.port, self.upstream_port = port, upstream_port
+    def __init__(self, port: int, upstream_port: int, tls: ssl.SSLContext | None = None):
+        self.port, self.upstream_port, self.tls = port, upstream_port, tls
+        # Connections relayed upstream: with `tls`, those whose handshake succeeded.
+        self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -52,7 +58,7 @@ class TcpRelay:
     def start(self) -> "TcpRelay":
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._client, "127.0.0.1", self.port), self._loop)
+            asyncio.start_server(self._client, "127.0.0.1", self.port, ssl=self.tls), self._loop)
         self._server = fut.result(timeout=10)
         return self
 
@@ -81,6 +87,7 @@ class TcpRelay:
         except OSError:
             writer.close()
             return
+        self.connections += 1
         self._writers.update((writer, up_writer))
         try:
             await asyncio.gather(self._pipe(reader, up_writer), self._downstream(up_reader, writer),

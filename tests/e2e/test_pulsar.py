@@ -16,6 +16,7 @@ import pytest
 from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer
+from certs import make_certs
 from pulsar_relay import Relay
 from workload import (Cluster, all_rows, count, create_collection, delete, ensure_loaded, insert, int64_pk,
                       make_rows, schema, unique_name, upsert, values_equal, wait_until)
@@ -185,3 +186,21 @@ def test_a_pulsar_task_started_at_another_tasks_position_continues_exactly_there
         assert_target_has(target, name, {row["id"]: row for row in rows + more}, timeout=120)
     finally:
         server.stop()
+
+
+def test_a_pulsar_source_is_read_over_tls(tmp_path, env, pulsar_source, target, broker, names):
+    """`pulsar+ssl://` to a TLS-only relay, trusting the test's CA through `[source.mq] ca_file`."""
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    relay = Relay(free_relay_port(), upstream_port=broker[1], tls=certs.server_context(grpc=False)).start()
+    name = names("pulsar_tls")
+    create_collection(pulsar_source, name, SCHEMA, shards=2)
+    server = CdcServer(tmp_path, env, pulsar_url=relay.url, mq_config=f'ca_file = "{certs.ca}"\n').start()
+    try:
+        server.create_task(target.uri, collections=(name,))
+        expected = write_workload(pulsar_source, name)
+        assert_target_has(target, name, expected, timeout=300)
+        assert relay.frames_reframed > 0, "no MESSAGE frame went through the relay"
+    finally:
+        server.stop()
+        relay.stop()

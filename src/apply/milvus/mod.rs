@@ -2,6 +2,7 @@
 //! mode and stays an ordinary writable cluster.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 use milvus::proto::common::{ErrorCode, Status};
@@ -10,7 +11,7 @@ use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use tokio::runtime::Handle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 mod data;
 mod ddl;
@@ -19,7 +20,7 @@ mod replicated;
 
 use super::calls::Call;
 use super::{Ddl, Target, TargetError};
-use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent};
+use crate::model::{CaFile, CollectionRef, DEFAULT_PARTITION, DdlEvent};
 
 /// Adds the `authorization` header Milvus expects when the target has auth on.
 #[derive(Clone)]
@@ -84,14 +85,30 @@ fn shape_key(c: &CollectionRef) -> (String, String) {
 
 /// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
 /// an unusable target is rejected when it is created rather than failing later.
-pub fn check_target(uri: &str, token: &str) -> Result<(), String> {
-    endpoint(uri)?;
+pub fn check_target(uri: &str, token: &str, ca_file: Option<&Path>) -> Result<(), String> {
+    endpoint(uri, ca_file)?;
     auth_header(token)?;
     Ok(())
 }
 
+/// An `https://` target trusts `ca_file` alone when the appliance's config names one, else
+/// the system's roots (tonic's default for `https://`).
+fn endpoint(uri: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
+    let endpoint = plain_endpoint(uri)?;
+    match ca_file {
+        Some(path) if uri.starts_with("https://") => {
+            let ca = CaFile::read(path).map_err(|e| format!("target {uri}: {e}"))?;
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem()));
+            endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("target {uri}: TLS with {}: {e}", path.display()))
+        }
+        _ => Ok(endpoint),
+    }
+}
+
 /// Accepts `http(s)://host[:port][/]`, as the API documents it (`ConnectParam::uri`).
-fn endpoint(uri: &str) -> Result<Endpoint, String> {
+fn plain_endpoint(uri: &str) -> Result<Endpoint, String> {
     let expected = "expected http://host:port or https://host:port";
     let invalid = |why: &dyn std::fmt::Display| format!("invalid target uri {uri:?}: {why}");
     let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| invalid(&e))?;
@@ -147,9 +164,15 @@ fn auth_header(token: &str) -> Result<Option<MetadataValue<Ascii>>, String> {
 }
 
 impl MilvusTarget {
-    /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`.
-    pub fn connect(uri: &str, token: Option<&str>, runtime: Handle) -> Result<Self, TargetError> {
-        let endpoint = endpoint(uri)
+    /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`;
+    /// `ca_file` is what an `https://` target's certificate must chain to (see [`endpoint`]).
+    pub fn connect(
+        uri: &str,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+        runtime: Handle,
+    ) -> Result<Self, TargetError> {
+        let endpoint = endpoint(uri, ca_file)
             .map_err(TargetError::Permanent)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120));

@@ -48,7 +48,9 @@ pub use types::{CollectionMeta, DatabaseMeta, IndexMeta, PartitionMeta};
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+
+use crate::model::CaFile;
 
 /// etcd errors are boxed: `etcd_client::Error` is large and would bloat every `Result` here.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub enum MetaError {
     Inconsistent { collection_id: i64, reason: String },
     #[error("collection {collection_id} is in database {db_id}, which has no live db-info")]
     UnknownDatabase { collection_id: i64, db_id: i64 },
+    #[error("etcd: {0}")]
+    Ca(#[from] crate::model::CaFileError),
 }
 
 /// Keys per etcd range request: keeps each reply far below gRPC's 4 MiB message limit.
@@ -111,12 +115,25 @@ impl std::fmt::Debug for SourceMeta {
 
 impl SourceMeta {
     /// Connects and makes one read, so a wrong address fails here rather than on first use.
-    pub async fn connect(endpoints: &[String], root_path: &str) -> Result<Self, MetaError> {
-        let options = ConnectOptions::new()
+    /// With `ca`, every endpoint uses TLS and trusts only it; without, `https://` endpoints
+    /// trust the system's roots.
+    pub async fn connect(
+        endpoints: &[String],
+        root_path: &str,
+        ca: Option<&CaFile>,
+    ) -> Result<Self, MetaError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             // Every request is one page of keys (`PAGE_SIZE`): far quicker than this on a
             // healthy etcd, so a silent one is noticed (and retried) within seconds.
             .with_timeout(Duration::from_secs(10));
+        // The client's own default for `https://` trusts no root at all.
+        if let Some(ca) = ca {
+            options =
+                options.with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(ca.pem())));
+        } else if endpoints.iter().any(|e| e.starts_with("https://")) {
+            options = options.with_tls(TlsOptions::new().with_native_roots());
+        }
         let connect_err = |source| MetaError::Connect {
             endpoints: endpoints.to_vec(),
             source: Box::new(source),

@@ -1,6 +1,7 @@
 //! Kafka access: one consumer per physical channel, assigned to partition 0 at an explicit
 //! offset. No consumer group offsets are ever committed: the journal owns our positions.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -30,9 +31,34 @@ pub enum KafkaError {
     BadStartPosition { len: usize },
 }
 
-fn client(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// Where the brokers are and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// `security.protocol=ssl`.
+    pub tls: bool,
+    /// The CA the brokers' certificates must chain to; the system's roots when None.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl KafkaSettings {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        if self.tls {
+            config.set("security.protocol", "ssl");
+            if let Some(ca) = &self.ca_file {
+                config.set("ssl.ca.location", ca.to_string_lossy());
+            }
+        }
+        config
+    }
+}
+
+fn client(settings: &KafkaSettings) -> Result<BaseConsumer, KafkaError> {
+    let brokers = &settings.brokers;
+    settings
+        .client_config()
         // Required by the client; never used to store offsets.
         .set("group.id", "milvus-cdc")
         .set("enable.auto.commit", "false")
@@ -66,10 +92,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn connect(brokers: &str) -> Result<Self, KafkaError> {
+    pub fn connect(settings: &KafkaSettings) -> Result<Self, KafkaError> {
         Ok(Self {
-            consumer: client(brokers)?,
-            brokers: brokers.into(),
+            consumer: client(settings)?,
+            brokers: settings.brokers.clone(),
         })
     }
 
@@ -136,8 +162,13 @@ pub struct ChannelConsumer {
 }
 
 impl ChannelConsumer {
-    pub fn open(brokers: &str, topic: &str, next_offset: i64) -> Result<Self, KafkaError> {
-        let consumer = client(brokers)?;
+    pub fn open(
+        settings: &KafkaSettings,
+        topic: &str,
+        next_offset: i64,
+    ) -> Result<Self, KafkaError> {
+        let brokers = &settings.brokers;
+        let consumer = client(settings)?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, PARTITION, Offset::Offset(next_offset))
@@ -187,17 +218,17 @@ impl ChannelSource for ChannelConsumer {
 /// 100 ms to tear a client down, which every create would otherwise wait for), and one consumer
 /// per channel reader.
 pub struct KafkaQueue {
-    brokers: String,
+    settings: KafkaSettings,
     prefix: String,
     metadata: Broker,
 }
 
 impl KafkaQueue {
-    pub fn connect(brokers: &str, prefix: &str) -> Result<Self, KafkaError> {
+    pub fn connect(settings: KafkaSettings, prefix: &str) -> Result<Self, KafkaError> {
         Ok(Self {
-            brokers: brokers.into(),
+            metadata: Broker::connect(&settings)?,
+            settings,
             prefix: prefix.into(),
-            metadata: Broker::connect(brokers)?,
         })
     }
 }
@@ -246,9 +277,45 @@ impl MessageQueue for KafkaQueue {
             .into());
         };
         Ok(Box::new(ChannelConsumer::open(
-            &self.brokers,
+            &self.settings,
             pchannel,
             *next_offset,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(tls: bool, ca_file: Option<&str>) -> KafkaSettings {
+        KafkaSettings {
+            brokers: "127.0.0.1:9".into(),
+            tls,
+            ca_file: ca_file.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn tls_settings_reach_the_client() {
+        let plain = settings(false, None).client_config();
+        assert_eq!(plain.get("security.protocol"), None);
+        let system_roots = settings(true, None).client_config();
+        assert_eq!(system_roots.get("security.protocol"), Some("ssl"));
+        assert_eq!(system_roots.get("ssl.ca.location"), None);
+        let own_ca = settings(true, Some("/etc/cdc/ca.pem")).client_config();
+        assert_eq!(own_ca.get("security.protocol"), Some("ssl"));
+        assert_eq!(own_ca.get("ssl.ca.location"), Some("/etc/cdc/ca.pem"));
+    }
+
+    /// librdkafka reads the CA file when the client is created, which it can only do when it
+    /// was built with SSL (without, it refuses `security.protocol=ssl` itself).
+    #[test]
+    fn the_client_speaks_tls() {
+        let err = client(&settings(true, Some("/nonexistent/ca.pem")))
+            .err()
+            .expect("a missing CA file is refused");
+        assert!(err.to_string().contains("ssl.ca.location failed"), "{err}");
+        client(&settings(false, None)).expect("a plaintext client needs no file");
     }
 }

@@ -12,6 +12,7 @@
 mod kafka;
 mod pulsar;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub use pulsar::PulsarError;
 
 use super::SourceConfig;
 use super::meta::MetaError;
-use crate::model::{MessageId, MqKind, MqPosition, PositionMismatch, Secret};
+use crate::model::{CaFile, CaFileError, MessageId, MqKind, MqPosition, PositionMismatch, Secret};
 
 /// One fetched message: its id on the channel and its payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +84,8 @@ pub enum MqError {
     /// A Pulsar source's channels are listed from its etcd.
     #[error("source metadata: {0}")]
     Meta(#[from] MetaError),
+    #[error("message queue: {0}")]
+    Ca(#[from] CaFileError),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,9 +93,16 @@ pub enum MqError {
 pub enum MqConfig {
     Kafka {
         brokers: String,
+        /// Talk TLS to the brokers (`security.protocol=ssl`), trusting the system's roots
+        /// unless `ca_file` is set. Implied by `ca_file`.
+        #[serde(default)]
+        tls: bool,
+        /// PEM CA certificate(s) the brokers' certificates must chain to (`ssl.ca.location`).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
     Pulsar {
-        /// The service URL, `pulsar://host:6650`.
+        /// The service URL, `pulsar://host:6650`, or `pulsar+ssl://host:6651` for TLS.
         url: String,
         /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
         #[serde(default)]
@@ -101,6 +111,10 @@ pub enum MqConfig {
         tenant: String,
         #[serde(default = "default_pulsar_namespace")]
         namespace: String,
+        /// PEM CA certificate(s) a `pulsar+ssl://` broker's certificate may chain to, besides
+        /// the system's roots (the client's TLS, OpenSSL, adds them to its default roots).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -120,6 +134,30 @@ impl MqConfig {
         }
     }
 
+    /// The CA file the queue's TLS trusts, if one is configured.
+    pub fn ca_file(&self) -> Option<&Path> {
+        match self {
+            MqConfig::Kafka { ca_file, .. } | MqConfig::Pulsar { ca_file, .. } => {
+                ca_file.as_deref()
+            }
+        }
+    }
+
+    /// Why `ca_file` would go unused, if it would: a Pulsar URL that is not `pulsar+ssl://`.
+    /// (On Kafka a CA file turns TLS on.)
+    pub fn ca_without_tls(&self) -> Option<String> {
+        match self {
+            MqConfig::Pulsar {
+                url,
+                ca_file: Some(_),
+                ..
+            } if !url.starts_with("pulsar+ssl://") => {
+                Some(format!("url {url} is not pulsar+ssl://"))
+            }
+            _ => None,
+        }
+    }
+
     /// The queue of `source`. Blocking calls run on `runtime` where the client is async.
     pub fn connect(
         &self,
@@ -127,14 +165,31 @@ impl MqConfig {
         runtime: Handle,
     ) -> Result<Arc<dyn MessageQueue>, MqError> {
         Ok(match self {
-            MqConfig::Kafka { brokers } => {
-                Arc::new(kafka::KafkaQueue::connect(brokers, &source.channel_prefix)?)
+            MqConfig::Kafka {
+                brokers,
+                tls,
+                ca_file,
+            } => {
+                // librdkafka reads the file itself, but its error would not name it.
+                if let Some(path) = ca_file {
+                    CaFile::read(path)?;
+                }
+                let settings = kafka::KafkaSettings {
+                    brokers: brokers.clone(),
+                    tls: *tls || ca_file.is_some(),
+                    ca_file: ca_file.clone(),
+                };
+                Arc::new(kafka::KafkaQueue::connect(
+                    settings,
+                    &source.channel_prefix,
+                )?)
             }
             MqConfig::Pulsar {
                 url,
                 token,
                 tenant,
                 namespace,
+                ca_file,
             } => Arc::new(pulsar::PulsarQueue {
                 settings: pulsar::PulsarSettings {
                     url: url.clone(),
@@ -145,10 +200,61 @@ impl MqConfig {
                         .filter(|t| !t.is_empty()),
                     tenant: tenant.clone(),
                     namespace: namespace.clone(),
+                    ca: ca_file.as_deref().map(CaFile::read).transpose()?,
                 },
                 source: source.clone(),
                 runtime,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On Kafka a CA file alone turns TLS on: librdkafka is then asked to read it.
+    #[test]
+    fn a_kafka_ca_file_means_tls() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let source = SourceConfig {
+            mq: MqConfig::Kafka {
+                brokers: "127.0.0.1:9".into(),
+                tls: false,
+                ca_file: Some("/nonexistent/kafka-ca.pem".into()),
+            },
+            ..SourceConfig::default()
+        };
+        let err = source
+            .queue(runtime.handle().clone())
+            .err()
+            .expect("the CA file is read");
+        assert!(
+            err.to_string().contains("/nonexistent/kafka-ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pulsar_ca_file_is_read_when_the_queue_is_built() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let source = SourceConfig {
+            mq: MqConfig::Pulsar {
+                url: "pulsar+ssl://127.0.0.1:9".into(),
+                token: None,
+                tenant: "public".into(),
+                namespace: "default".into(),
+                ca_file: Some("/nonexistent/pulsar-ca.pem".into()),
+            },
+            ..SourceConfig::default()
+        };
+        let err = source
+            .queue(runtime.handle().clone())
+            .err()
+            .expect("the CA file is read");
+        assert!(
+            err.to_string().contains("/nonexistent/pulsar-ca.pem"),
+            "{err}"
+        );
     }
 }

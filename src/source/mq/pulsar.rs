@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::{ChannelSource, Fetched, MessageQueue, MqError, Retained};
 use crate::model::{
-    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, Secret, is_replicate_topic,
+    CaFile, MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, Secret, is_replicate_topic,
     message_id_data, pulsar_id, replicate_topic,
 };
 use crate::source::SourceConfig;
@@ -65,6 +65,8 @@ pub struct PulsarSettings {
     pub token: Option<Secret>,
     pub tenant: String,
     pub namespace: String,
+    /// What a `pulsar+ssl://` broker's certificate must chain to; the system's roots when None.
+    pub ca: Option<CaFile>,
 }
 
 impl PulsarSettings {
@@ -178,6 +180,9 @@ impl PulsarQueue {
                 name: "token".into(),
                 data: token.expose().as_bytes().to_vec(),
             });
+        }
+        if let Some(ca) = &self.settings.ca {
+            builder = builder.with_certificate_chain(ca.pem().to_vec());
         }
         builder.build().await.map_err(self.client_error("connect"))
     }
@@ -348,6 +353,7 @@ mod tests {
             token: None,
             tenant: "public".into(),
             namespace: "default".into(),
+            ca: None,
         };
         assert_eq!(
             settings.topic("by-dev-rootcoord-dml_3"),
