@@ -204,3 +204,29 @@ def test_a_pulsar_source_is_read_over_tls(tmp_path, env, pulsar_source, target, 
     finally:
         server.stop()
         relay.stop()
+
+
+def test_the_broker_cut_for_30s_mid_stream(tmp_path, env, pulsar_source, target, relay, names):
+    """Every connection of the appliance to the broker is closed, and new ones refused, for 30 s
+    while the source keeps writing: the task waits, says why, and the target ends equal."""
+    name = names("pbcut")
+    create_collection(pulsar_source, name, SCHEMA, shards=2)
+    server = CdcServer(tmp_path, env, pulsar_url=relay.url).start()
+    try:
+        task = server.create_task(target.uri, collections=(name,))
+        before = make_rows(SCHEMA, range(4_000), seed=31)
+        insert(pulsar_source, name, before, batch=2_000)
+        relay.cut()
+        cut_at = time.monotonic()
+        during = make_rows(SCHEMA, range(4_000, 8_000), seed=32)
+        insert(pulsar_source, name, during, batch=2_000)
+
+        def reason() -> str:
+            return server.request("GET", f"/v1/tasks/{task}")[1]["reason"]
+        wait_until("the task to name the broker fault",
+                   lambda: [] if "pulsar" in reason() and "(since " in reason() else [reason()], timeout=25)
+        time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
+        relay.heal()
+        assert_target_has(target, name, {row["id"]: row for row in before + during}, timeout=300)
+    finally:
+        server.stop()
