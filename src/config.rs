@@ -120,7 +120,8 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalConfig {
-    /// Past this many bytes of staged rows, readers wait for the appliers to drain.
+    /// Per task: past this many bytes staged and not yet applied, the task's readers wait for
+    /// its applier to drain. Other tasks go on.
     pub max_bytes: u64,
     /// Keep applied rows (for `dump`) instead of deleting them once the target has them.
     pub retain_applied: bool,

@@ -1,13 +1,13 @@
 //! The applier's side of the journal: reading pending rows in order, and the in-flight marker
 //! and applied positions whose two transactions make applying exactly once.
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::recent::Coverage;
 use super::run::TaskRun;
 use super::{
     APPLIED, IN_FLIGHT, InFlightBatch, Journal, JournalError, JournalRow, ROWS, add_journal_bytes,
-    from_json, json, record,
+    add_pending_bytes, from_json, json, record,
 };
 use crate::model::RowPosition;
 
@@ -225,15 +225,31 @@ impl Journal {
         {
             let mut applied = txn.open_table(APPLIED)?;
             let mut rows = txn.open_table(ROWS)?;
-            let mut freed = 0u64;
+            let (mut freed, mut newly_applied) = (0u64, 0u64);
             for (vchannel, end) in &batch.ends {
                 let vchannel = vchannel.as_str();
-                applied.insert((task, vchannel), (end.ts, end.seq))?;
-                if !retain {
-                    let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
+                let before = applied
+                    .insert((task, vchannel), (end.ts, end.seq))?
+                    .map(|v| v.value());
+                let newly = |ts: u64, seq: u64| before.is_none_or(|before| (ts, seq) > before);
+                let range = (task, vchannel, 0u64, 0u64)..=(task, vchannel, end.ts, end.seq);
+                if retain {
+                    for entry in rows.range(range)? {
+                        let (k, v) = entry?;
+                        let (_, _, ts, seq) = k.value();
+                        if newly(ts, seq) {
+                            newly_applied += v.value().len() as u64;
+                        }
+                    }
+                } else {
                     for entry in rows.extract_from_if(range, |_, _| true)? {
-                        let (_, v) = entry?;
-                        freed += v.value().len() as u64;
+                        let (k, v) = entry?;
+                        let (_, _, ts, seq) = k.value();
+                        let len = v.value().len() as u64;
+                        freed += len;
+                        if newly(ts, seq) {
+                            newly_applied += len;
+                        }
                     }
                 }
             }
@@ -246,6 +262,7 @@ impl Journal {
             }
             drop(rows);
             add_journal_bytes(&txn, -(freed as i64))?;
+            add_pending_bytes(&txn, task, -(newly_applied as i64))?;
         }
         txn.commit()?;
         let mut recent = self.recent();

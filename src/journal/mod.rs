@@ -6,7 +6,9 @@
 //! - `applied`: `(task, vchannel)` → [`RowPosition`] of the last row the target acknowledged.
 //! - `in_flight`: `task` → [`InFlightBatch`] being sent to the target.
 //! - `tasks`: `task` → the task's spec, opaque here.
-//! - `stats`: counters kept in step with the rows (journal bytes).
+//! - `stats`: counters kept in step with the rows: the bytes of every row stored, and per task
+//!   the bytes staged and not yet applied (its readers' cap is on these, so a task that does not
+//!   drain stalls no other).
 //! - `runs`: `task` → the number of its current run; only that run may write (`run.rs`).
 //!
 //! Exactly once rests on two transactions:
@@ -57,6 +59,10 @@ const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
 const JOURNAL_BYTES: &str = "journal_bytes";
+/// Prefix of each task's pending bytes (`pending_key`): what its readers' cap is measured on.
+const PENDING_BYTES: &str = "pending_bytes";
+/// Set once the pending bytes of the journal's tasks are counted (`count_pending_bytes`).
+const PENDING_COUNTED: &str = "pending_bytes_counted";
 /// redb's own page cache. Staged rows live in pages as large as the rows, which it keeps only
 /// while there is room: [`RecentRows`] holds those instead, decoded.
 const CACHE_BYTES: usize = 16 << 20;
@@ -213,6 +219,7 @@ impl Journal {
             txn.open_table(TASKS)?;
             txn.open_table(STATS)?;
             txn.open_table(run::RUNS)?;
+            count_pending_bytes(&txn)?;
         }
         txn.commit()?;
         let txn = db.begin_read()?;
@@ -297,6 +304,7 @@ impl Journal {
             txn.open_table(APPLIED)?
                 .retain_in((task, "")..(above, ""), |_, _| false)?;
             add_journal_bytes(&txn, -(freed as i64))?;
+            txn.open_table(STATS)?.remove(pending_key(task).as_str())?;
         }
         txn.commit()?;
         self.recent().remove_task(task);
@@ -324,12 +332,53 @@ fn row_vchannels(
 }
 
 fn add_journal_bytes(txn: &redb::WriteTransaction, delta: i64) -> Result<(), JournalError> {
+    add_stat(txn, JOURNAL_BYTES, delta)
+}
+
+/// The `stats` key of a task's pending bytes: rows staged and not yet applied.
+fn pending_key(task: &str) -> String {
+    format!("{PENDING_BYTES}/{task}")
+}
+
+fn add_pending_bytes(
+    txn: &redb::WriteTransaction,
+    task: &str,
+    delta: i64,
+) -> Result<(), JournalError> {
+    add_stat(txn, &pending_key(task), delta)
+}
+
+fn add_stat(txn: &redb::WriteTransaction, key: &str, delta: i64) -> Result<(), JournalError> {
     if delta == 0 {
         return Ok(());
     }
     let mut stats = txn.open_table(STATS)?;
-    let current = stats.get(JOURNAL_BYTES)?.map_or(0, |v| v.value());
-    stats.insert(JOURNAL_BYTES, current.saturating_add_signed(delta))?;
+    let current = stats.get(key)?.map_or(0, |v| v.value());
+    stats.insert(key, current.saturating_add_signed(delta))?;
+    Ok(())
+}
+
+/// Counts every task's pending bytes from its rows and applied positions, once, in a journal
+/// written before they were counted as rows were staged and applied.
+fn count_pending_bytes(txn: &redb::WriteTransaction) -> Result<(), JournalError> {
+    let mut stats = txn.open_table(STATS)?;
+    if stats.get(PENDING_COUNTED)?.is_some() {
+        return Ok(());
+    }
+    let applied = txn.open_table(APPLIED)?;
+    let mut pending: HashMap<String, u64> = HashMap::new();
+    for entry in txn.open_table(ROWS)?.iter()? {
+        let (k, v) = entry?;
+        let (task, vchannel, ts, seq) = k.value();
+        let done = applied.get((task, vchannel))?.map(|a| a.value());
+        if done.is_none_or(|done| (ts, seq) > done) {
+            *pending.entry(task.to_owned()).or_default() += v.value().len() as u64;
+        }
+    }
+    for (task, bytes) in pending {
+        stats.insert(pending_key(&task).as_str(), bytes)?;
+    }
+    stats.insert(PENDING_COUNTED, 1)?;
     Ok(())
 }
 

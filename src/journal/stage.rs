@@ -10,7 +10,7 @@ use super::recent::{CachedRow, RecentRoom};
 use super::run::TaskRun;
 use super::{
     JOURNAL_BYTES, Journal, JournalError, ROWS, SOURCE_OFFSETS, STATS, add_journal_bytes,
-    from_json, json, record,
+    add_pending_bytes, from_json, json, pending_key, record,
 };
 use crate::model::{MqPosition, RowPosition, SourceOffset, StagedChange};
 
@@ -113,6 +113,7 @@ impl Journal {
             offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
             drop(rows);
             add_journal_bytes(&txn, added as i64)?;
+            add_pending_bytes(&txn, task, added as i64)?;
             (offset, openable)
         };
         txn.commit()?;
@@ -136,7 +137,17 @@ impl Journal {
             .wait_timeout_while(self.recent(), timeout, |recent| recent.stages() == seen);
     }
 
-    /// Bytes of staged rows not yet removed; the reader waits while this is above its cap.
+    /// Bytes of the task's rows staged and not yet applied; its readers wait while this is
+    /// above their cap.
+    pub fn pending_bytes(&self, task: &str) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(STATS)?
+            .get(pending_key(task).as_str())?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Bytes of every row stored, applied rows kept for `dump` included.
     pub fn journal_bytes(&self) -> Result<u64, JournalError> {
         let txn = self.db.begin_read()?;
         Ok(txn

@@ -534,3 +534,70 @@ fn a_task_created_again_under_a_deleted_id_refuses_the_old_runs() {
     assert!(j.stage(&old, "p0", &[], kafka(5), 0).is_err());
     j.stage(&new, "p0", &[], kafka(0), 0).unwrap();
 }
+
+#[test]
+fn pending_bytes_count_each_tasks_rows_until_applied_whether_or_not_they_are_kept() {
+    for retain in [false, true] {
+        let (_dir, j) = journal();
+        let (t, u) = (TaskRun::unstarted("t"), TaskRun::unstarted("u"));
+        let rows: Vec<_> = (1..=4).map(|i| staged("v", 10 * i, i as i64)).collect();
+        j.stage(&t, "p0", &rows, kafka(4), 0).unwrap();
+        j.stage(&u, "p0", &rows[..1], kafka(1), 0).unwrap();
+        let all = j.pending_bytes("t").unwrap();
+        let one = j.pending_bytes("u").unwrap();
+        assert!(
+            all > 0 && one > 0 && all == 4 * one,
+            "rows of one size: {all} {one}"
+        );
+        assert_eq!(j.journal_bytes().unwrap(), all + one);
+
+        let half = InFlightBatch {
+            ends: vec![("v".into(), RowPosition { ts: 20, seq: 1 })],
+        };
+        j.commit_batch(&t, &half, retain).unwrap();
+        assert_eq!(j.pending_bytes("t").unwrap(), 2 * one, "retain {retain}");
+        // Committing the same end again (a replay) applies nothing new.
+        j.commit_batch(&t, &half, retain).unwrap();
+        assert_eq!(j.pending_bytes("t").unwrap(), 2 * one, "retain {retain}");
+        let stored = if retain { all + one } else { 2 * one + one };
+        assert_eq!(j.journal_bytes().unwrap(), stored, "retain {retain}");
+        assert_eq!(
+            j.pending_bytes("u").unwrap(),
+            one,
+            "another task's count is its own"
+        );
+
+        j.delete_task("t").unwrap();
+        assert_eq!(j.pending_bytes("t").unwrap(), 0);
+        assert_eq!(j.journal_bytes().unwrap(), one);
+    }
+}
+
+#[test]
+fn a_journal_from_before_pending_bytes_were_kept_has_them_counted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TaskRun::unstarted("t");
+    let expected = {
+        let j = Journal::open(dir.path()).unwrap();
+        let rows: Vec<_> = (1..=3).map(|i| staged("v", 10 * i, i as i64)).collect();
+        j.stage(&t, "p0", &rows, kafka(3), 0).unwrap();
+        let first = InFlightBatch {
+            ends: vec![("v".into(), RowPosition { ts: 10, seq: 0 })],
+        };
+        j.commit_batch(&t, &first, true).unwrap();
+        let expected = j.pending_bytes("t").unwrap();
+        // As an older version left it: no counts.
+        let txn = j.db.begin_write().unwrap();
+        {
+            let mut stats = txn.open_table(STATS).unwrap();
+            stats.remove(pending_key("t").as_str()).unwrap();
+            stats.remove(PENDING_COUNTED).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(j.pending_bytes("t").unwrap(), 0);
+        expected
+    };
+    let j = Journal::open(dir.path()).unwrap();
+    assert!(expected > 0);
+    assert_eq!(j.pending_bytes("t").unwrap(), expected);
+}

@@ -17,12 +17,12 @@ mod spec;
 mod status;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use error::TaskError;
 pub use spec::{TargetSpec, TaskSpec, TaskState};
@@ -31,7 +31,7 @@ pub use status::{AppliedPosition, ChannelPosition, TaskPositions, TaskStatus};
 use crate::apply::milvus::check_target;
 use crate::config::Config;
 use crate::health::Health;
-use crate::journal::Journal;
+use crate::journal::{Journal, TaskRun};
 use crate::model::{MqKind, StartPosition, replicate_topic};
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
@@ -39,6 +39,8 @@ use crate::source::seed;
 use history::LagHistory;
 
 struct Running {
+    /// The run's number (`journal::TaskRun`).
+    run: u64,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -342,7 +344,20 @@ impl Supervisor {
         }
     }
 
-    fn fail(&self, id: &str, reason: String) {
+    /// Records the task Failed with `reason` and tells every thread of its run to stop (the
+    /// caller is one of them, so none is waited for): a failed task stages nothing more. A run
+    /// that is no longer the task's current one changes nothing.
+    fn fail(&self, run: &TaskRun, reason: String) {
+        let id = run.task();
+        {
+            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            match running.get(id) {
+                Some(current) if current.run == run.number() => {
+                    current.stop.store(true, Ordering::Relaxed);
+                }
+                _ => return warn!(task = id, %reason, "a failure of an earlier run is ignored"),
+            }
+        }
         error!(task = id, %reason, "task failed");
         if let Ok(mut spec) = self.stored(id) {
             spec.state = TaskState::Failed;

@@ -3,8 +3,8 @@
 //! point: a reader resumes at its staged offset, the applier at its applied positions.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,9 +36,12 @@ impl Supervisor {
     pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
         self.stop(&spec.task_id);
         let run = self.journal.begin_run(&spec.task_id)?;
+        let run_number = run.number();
         if let Ok(mut health) = self.health.lock() {
             health.insert(spec.task_id.clone(), Arc::default());
         }
+        // Held while the threads start, so that one failing at once finds its run listed.
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let me = self.clone();
@@ -49,9 +52,8 @@ impl Supervisor {
         let me = self.clone();
         let (task, flag) = (spec.clone(), stop.clone());
         threads.push(std::thread::spawn(move || me.run_channels(task, run, flag)));
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(spec.task_id.clone(), Running { stop, threads });
-        }
+        let run = run_number;
+        running.insert(spec.task_id.clone(), Running { run, stop, threads });
         Ok(())
     }
 
@@ -64,7 +66,7 @@ impl Supervisor {
             self.runtime.clone(),
         ) {
             Ok(target) => target,
-            Err(err) => return self.fail(&spec.task_id, err.to_string()),
+            Err(err) => return self.fail(&run, err.to_string()),
         };
         let settings = ApplierSettings {
             retain_applied: self.config.journal.retain_applied,
@@ -103,7 +105,7 @@ impl Supervisor {
                 }
                 Err(ApplyError::Target(TargetError::Permanent(reason))) => {
                     METRICS.error(ErrorKind::TargetPermanent);
-                    return self.fail(&spec.task_id, reason);
+                    return self.fail(&applier.run, reason);
                 }
                 Err(ApplyError::Journal(err @ JournalError::StaleRun { .. })) => {
                     return warn!(%err, "applier of an earlier run stopped");
@@ -235,7 +237,7 @@ impl Supervisor {
         let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
         let scope = spec.scope();
         let settings = ReaderSettings {
-            journal_cap_bytes: self.config.journal.max_bytes,
+            task_cap_bytes: self.config.journal.max_bytes,
             ..ReaderSettings::default()
         };
         let health = self.health(&spec.task_id);

@@ -81,3 +81,31 @@ def test_target_cut_for_60s_mid_stream(tmp_path, env, source, target, names):
 
 def task_state(server: CdcServer, task: str) -> str:
     return server.request("GET", f"/v1/tasks/{task}")[1]["state"]
+
+
+WIDE = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=64))
+
+
+def test_a_task_whose_target_is_away_holds_up_no_other_task(tmp_path, env, source, target, names):
+    """Each task has its own journal cap: the backlog of a task that cannot apply stops its
+    own readers at the cap, and another task goes on."""
+    relay = TcpRelay(free_port(), int(target.uri.rsplit(":", 1)[1])).start()
+    server = CdcServer(tmp_path, env)
+    server.config.write_text(server.config.read_text() + "[journal]\nmax_bytes = 1000000\n")
+    server.start()
+    try:
+        stalled_name, flowing_name = names("stalled"), names("flowing")
+        server.create_task(f"http://127.0.0.1:{relay.port}", collections=(stalled_name,))
+        relay.cut()
+        server.create_task(target.uri, collections=(flowing_name,))
+        for i, name in enumerate((stalled_name, flowing_name)):
+            create_collection(source, name, WIDE, shards=2)
+        for i, name in enumerate((stalled_name, flowing_name)):
+            # About 6 MB each: several times the cap.
+            insert(source, name, make_rows(WIDE, range(20_000), seed=40 + i), batch=5_000)
+        assert_replicated(source, target, flowing_name, timeout=180)
+        relay.heal()
+        assert_replicated(source, target, stalled_name, timeout=180)
+    finally:
+        server.stop()
+        relay.stop()

@@ -20,8 +20,9 @@
 //!   passed over; it never stops the channel.
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
 //!   than the newest stamp seen there (`not_before`).
-//! - Pacing: before a new batch the reader waits while the journal holds more than
-//!   [`ReaderSettings::journal_cap_bytes`], and a while for room in the journal's cache of
+//! - Pacing: before a new batch the reader waits while its task has more than
+//!   [`ReaderSettings::task_cap_bytes`] staged and not yet applied (once its channel's tick
+//!   covers what it staged, so that the applier has rows it may apply), and a while for room in the journal's cache of
 //!   recent rows (`pacer.rs`), so the applier reads from memory.
 //!
 //! Crash behaviour: messages are staged together with the offset after them (and the channel's
@@ -57,8 +58,9 @@ pub struct ReaderSettings {
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
     pub max_batch_delay: Duration,
-    /// Past this many journal bytes the reader waits for the applier to drain.
-    pub journal_cap_bytes: u64,
+    /// Past this many bytes of its task staged and not yet applied, the reader waits for the
+    /// task's applier to drain: one task's backlog never holds up another's readers.
+    pub task_cap_bytes: u64,
 }
 
 impl Default for ReaderSettings {
@@ -67,7 +69,7 @@ impl Default for ReaderSettings {
             max_batch_messages: 2_000,
             max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(5),
-            journal_cap_bytes: 1 << 30,
+            task_cap_bytes: 1 << 30,
         }
     }
 }
@@ -109,6 +111,10 @@ impl ChannelReader<'_> {
         let mut pending = PendingStage::default();
         let mut position = offset.next;
         let mut tick = offset.tick;
+        // The newest row staged in this run. Rows past the channel's tick cannot be applied
+        // until a later tick is staged, so the cap waits only once the tick covers them:
+        // waiting before would leave the applier nothing it may apply, for ever.
+        let mut newest_staged: Option<u64> = None;
         let mut recent = RecentPayloads::default();
         let mut pacer = Pacer::default();
         // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
@@ -117,7 +123,9 @@ impl ChannelReader<'_> {
 
         while !self.stop.load(Ordering::Relaxed) {
             if pending.since.is_none() {
-                self.wait_below_cap()?;
+                if newest_staged.is_some_and(|newest| newest <= tick) {
+                    self.wait_below_cap()?;
+                }
                 pacer.wait_for_room(self.journal, self.settings.max_batch_bytes, &self.stop);
             }
             let timeout = if pending.since.is_some() {
@@ -200,6 +208,8 @@ impl ChannelReader<'_> {
                 crate::failpoint::hit("stage-before-commit");
                 self.journal
                     .stage(self.run, self.pchannel, &pending.changes, position, tick)?;
+                let newest = pending.changes.iter().map(|c| c.ts).max();
+                newest_staged = newest_staged.max(newest);
                 METRICS.changes_staged.inc_by(pending.changes.len() as u64);
                 METRICS.staged(self.run.task(), pending.changes.iter().map(|c| &c.change));
                 pending = PendingStage::default();
@@ -228,7 +238,7 @@ impl ChannelReader<'_> {
     }
 
     fn wait_below_cap(&self) -> Result<(), ReaderError> {
-        while self.journal.journal_bytes()? > self.settings.journal_cap_bytes
+        while self.journal.pending_bytes(self.run.task())? > self.settings.task_cap_bytes
             && !self.stop.load(Ordering::Relaxed)
         {
             std::thread::sleep(Duration::from_millis(50));
