@@ -268,6 +268,10 @@ impl Supervisor {
                 Err(ReaderError::Journal(err @ JournalError::StaleRun { .. })) => {
                     return warn!(%err, "reader of an earlier run stopped");
                 }
+                Err(err @ ReaderError::NotRetained { .. }) => {
+                    METRICS.error(ErrorKind::Reader);
+                    return self.fail(&run, err.to_string());
+                }
                 Err(err) => {
                     METRICS.error(ErrorKind::Reader);
                     warn!(%err, "reader stopped; restarting from the stored offset");

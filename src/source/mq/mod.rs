@@ -49,6 +49,23 @@ pub struct Retained {
     pub latest: MqPosition,
 }
 
+impl Retained {
+    /// Whether reading from `position` gets every message after it, as far as the broker says
+    /// (only a broker that reports its oldest message does): false when messages after it are
+    /// gone (retention passed it) or the channel is behind it (its topic was deleted and
+    /// created again, restarting its offsets).
+    pub fn still_has(&self, position: &MqPosition) -> bool {
+        use std::cmp::Ordering::Less;
+        match self.oldest {
+            Some(oldest) => {
+                position.cmp_on_channel(&oldest) != Some(Less)
+                    && self.latest.cmp_on_channel(position) != Some(Less)
+            }
+            None => true,
+        }
+    }
+}
+
 /// The source's message queue.
 pub trait MessageQueue: Send + Sync {
     fn kind(&self) -> MqKind;
@@ -255,6 +272,34 @@ mod tests {
         assert!(
             err.to_string().contains("/nonexistent/pulsar-ca.pem"),
             "{err}"
+        );
+    }
+
+    fn kafka(next_offset: i64) -> MqPosition {
+        MqPosition::Kafka { next_offset }
+    }
+
+    #[test]
+    fn a_position_is_still_had_between_the_oldest_message_and_the_end() {
+        let retained = Retained {
+            oldest: Some(kafka(10)),
+            latest: kafka(20),
+        };
+        for held in [10, 15, 20] {
+            assert!(retained.still_has(&kafka(held)), "{held}");
+        }
+        assert!(!retained.still_has(&kafka(9)), "retention passed it");
+        assert!(
+            !retained.still_has(&kafka(21)),
+            "the topic restarted its offsets"
+        );
+        let unbounded = Retained {
+            oldest: None,
+            latest: kafka(0),
+        };
+        assert!(
+            unbounded.still_has(&kafka(5)),
+            "a broker that says nothing is not doubted"
         );
     }
 }

@@ -18,6 +18,11 @@
 //!   collection.
 //! - A message that does not decode or capture is logged with its channel and id, counted, and
 //!   passed over; it never stops the channel.
+//! - Nothing is jumped over: a broker that no longer has what follows the channel's position
+//!   (retention passed it, or the topic was deleted and created again) ends the reader with
+//!   [`ReaderError::NotRetained`], checked at the start of each run and every few seconds while
+//!   idle, and the task fails with that reason. Only a broker that reports its bounds (Kafka)
+//!   can be checked.
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
 //!   than the newest stamp seen there (`not_before`).
 //! - Pacing: before a new batch the reader waits while its task has more than
@@ -74,6 +79,9 @@ impl Default for ReaderSettings {
     }
 }
 
+/// How often an idle reader asks the broker whether it still has what follows its position.
+const RETENTION_CHECK: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
     #[error(transparent)]
@@ -84,6 +92,18 @@ pub enum ReaderError {
     NotSeeded(String),
     #[error(transparent)]
     Lookup(#[from] LookupError),
+    #[error(
+        "channel {channel}: the broker no longer has what follows the task's position {position} \
+         (it holds {oldest} to {latest}): the topic was deleted and created again, or its \
+         retention passed the task. Nothing was skipped; delete the task and create it again, \
+         copying what is missing another way"
+    )]
+    NotRetained {
+        channel: String,
+        position: MqPosition,
+        oldest: MqPosition,
+        latest: MqPosition,
+    },
 }
 
 pub struct ChannelReader<'a> {
@@ -104,6 +124,8 @@ impl ChannelReader<'_> {
             .source_offset(self.run.task(), self.pchannel)?
             .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
         info!(task = self.run.task(), channel = self.pchannel, from = %offset.next, "reading");
+        self.check_retained(&offset.next)?;
+        let mut checked = Instant::now();
         let Some(mut consumer) = self.open(&offset.next) else {
             return Ok(());
         };
@@ -138,6 +160,12 @@ impl ChannelReader<'_> {
             // task starts over from the stored position, dropping what was pending.
             let fetched = consumer.poll(timeout)?;
             let idle = fetched.is_none();
+            // A consumer waiting past the end of a topic that was created again would wait
+            // through its first messages: while idle, the broker's bounds are checked.
+            if idle && checked.elapsed() >= RETENTION_CHECK {
+                self.check_retained(&position)?;
+                checked = Instant::now();
+            }
             if let Some(message) = fetched {
                 // The redelivery rule (module doc): ids only grow along a channel, so one the
                 // position does not admit was read already (staged, or pending in this very
@@ -235,6 +263,21 @@ impl ChannelReader<'_> {
             }
         }
         None
+    }
+
+    /// Fails with [`ReaderError::NotRetained`] when the broker no longer has what follows
+    /// `position`.
+    fn check_retained(&self, position: &MqPosition) -> Result<(), ReaderError> {
+        let retained = self.queue.retained(self.pchannel)?;
+        match retained.oldest {
+            Some(oldest) if !retained.still_has(position) => Err(ReaderError::NotRetained {
+                channel: self.pchannel.to_owned(),
+                position: *position,
+                oldest,
+                latest: retained.latest,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn wait_below_cap(&self) -> Result<(), ReaderError> {

@@ -1,0 +1,70 @@
+"""Data the broker no longer has: the task fails, naming the channel and the positions; it never
+jumps over what is gone. The topic has its own prefix, so the source Milvus never sees it.
+
+The topic is deleted while the appliance is stopped: deleted under a running appliance, the
+bundled librdkafka crashes on the broker's next metadata answer (a segfault in its metadata
+cache, seen with Tansu); after a restart the appliance then does as here."""
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from cdc import CdcServer
+from test_bad_input import time_tick
+from workload import wait_until
+
+
+def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_positions(tmp_path, env, target):
+    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+    admin = AdminClient({"bootstrap.servers": brokers})
+    prefix = f"lost{uuid.uuid4().hex[:6]}"
+    topic = f"{prefix}-rootcoord-dml_0"
+    producer = Producer({"bootstrap.servers": brokers})
+    producer.produce(topic, time_tick(1), partition=0)
+    producer.flush(10)
+    server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
+    try:
+        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
+                                               "collection_infos": [{"name": "*"}]})
+        assert status == 200, reply
+        task = reply["data"]["task_id"]
+        for ts in range(2, 7):
+            producer.produce(topic, time_tick(ts), partition=0)
+            producer.flush(10)
+
+        def read_all() -> list:
+            channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
+            mine = [c for c in channels if c["channel"] == topic]
+            return [] if mine and mine[0].get("tick") == 6 else [mine]
+        wait_until("the task to read the topic", read_all, timeout=30)
+        server.stop()
+
+        admin.delete_topics([topic])[topic].result(10)
+        time.sleep(1)
+        # The topic again, from offset 0, by a new producer: the first one remembers the old topic.
+        producer = Producer({"bootstrap.servers": brokers})
+        producer.produce(topic, time_tick(7), partition=0)
+        assert producer.flush(10) == 0
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": prefix})
+
+        def recreated() -> list:
+            try:
+                return [] if consumer.get_watermark_offsets(TopicPartition(topic, 0), 5, cached=False) == (0, 1) \
+                    else ["not yet"]
+            except KafkaException as err:
+                return [err]
+        wait_until("the topic to be there again", recreated, timeout=30)
+        consumer.close()
+        server.start()
+
+        def failed() -> list:
+            reply = server.request("GET", f"/v1/tasks/{task}")[1]
+            return [] if reply["state"] == "Failed" else [reply]
+        wait_until("the task to fail", failed, timeout=30)
+        reason = server.request("GET", f"/v1/tasks/{task}")[1]["reason"]
+        assert topic in reason and "no longer has" in reason and "next_offset=6" in reason, reason
+    finally:
+        server.stop()
+        admin.delete_topics([topic])[topic].result(10)
