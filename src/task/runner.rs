@@ -84,6 +84,7 @@ impl Supervisor {
             health.clone(),
         );
         let mut recovered = false;
+        let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
             let stages = self.journal.stages();
             let result = if recovered {
@@ -95,9 +96,13 @@ impl Supervisor {
                 Ok(true) => {
                     recovered = true;
                     health.resolved("applier");
+                    health.resolved("target");
+                    pause.reset();
                 }
                 Ok(false) => {
                     health.resolved("applier");
+                    health.resolved("target");
+                    pause.reset();
                     // Woken by the next stage; the timeout catches what time alone makes
                     // applicable (a target that was not ready, a refusal that expired).
                     self.journal
@@ -120,7 +125,8 @@ impl Supervisor {
                     };
                     health.problem(part, &err);
                     recovered = false;
-                    std::thread::sleep(Duration::from_secs(1));
+                    pause.wait(&stop);
+                    continue;
                 }
             }
         }
@@ -130,19 +136,22 @@ impl Supervisor {
     /// channel), including channels created after the task.
     fn run_channels(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("channels", task = %spec.task_id).entered();
+        let mut pause = Pause::default();
         let queue = loop {
             match self.queue() {
                 Ok(queue) => break queue,
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
                     warn!(%err, "cannot reach the source's message queue; retrying");
+                    self.health(&spec.task_id).problem("broker", &err);
                 }
             }
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            std::thread::sleep(Duration::from_secs(1));
+            pause.wait(&stop);
         };
+        self.health(&spec.task_id).resolved("broker");
         let mut readers: HashMap<String, JoinHandle<()>> = HashMap::new();
         // The channels the task read before (a resume, a restart) start at once: listing the
         // broker's topics first may take tens of milliseconds that a catch-up need not wait.
@@ -241,6 +250,7 @@ impl Supervisor {
             ..ReaderSettings::default()
         };
         let health = self.health(&spec.task_id);
+        let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(self.config.source.meta()) {
                 Ok(meta) => meta,
@@ -248,11 +258,10 @@ impl Supervisor {
                     METRICS.error(ErrorKind::SourceEtcd);
                     warn!(%err, "source etcd unreachable; retrying");
                     health.problem(&pchannel, format!("source etcd: {err}"));
-                    std::thread::sleep(Duration::from_secs(1));
+                    pause.wait(&stop);
                     continue;
                 }
             };
-            health.resolved(&pchannel);
             let mut lookup = EtcdLookup::new(meta, self.runtime.clone());
             let reader = ChannelReader {
                 run: &run,
@@ -262,6 +271,7 @@ impl Supervisor {
                 journal: &self.journal,
                 settings: &settings,
                 stop: stop.clone(),
+                health: &health,
             };
             match reader.run(&mut lookup) {
                 Ok(()) => return,
@@ -276,9 +286,44 @@ impl Supervisor {
                     METRICS.error(ErrorKind::Reader);
                     warn!(%err, "reader stopped; restarting from the stored offset");
                     health.problem(&pchannel, &err);
-                    std::thread::sleep(Duration::from_secs(1));
+                    pause.wait(&stop);
                 }
             }
         }
+    }
+}
+
+/// The wait between attempts at a dependency that failed: exponential from half a second up to
+/// 30 s, with jitter so that the readers of many channels do not retry in step; back to the
+/// start after a success. Sleeps in short slices, so a stop is not held up.
+struct Pause {
+    delays: backon::ExponentialBackoff,
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        use backon::BackoffBuilder;
+        Self {
+            delays: backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        }
+    }
+}
+
+impl Pause {
+    fn wait(&mut self, stop: &AtomicBool) {
+        let until =
+            std::time::Instant::now() + self.delays.next().unwrap_or(Duration::from_secs(30));
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
     }
 }

@@ -51,6 +51,7 @@ use tracing::{info, warn};
 use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
 use super::mq::{ChannelSource, MessageQueue, MqError};
+use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{MqPosition, Scope, StagedChange, is_replicate_topic};
@@ -115,6 +116,8 @@ pub struct ChannelReader<'a> {
     pub journal: &'a Journal,
     pub settings: &'a ReaderSettings,
     pub stop: Arc<AtomicBool>,
+    /// Where this channel's fault is cleared once it stages again.
+    pub health: &'a Health,
 }
 
 impl ChannelReader<'_> {
@@ -238,6 +241,7 @@ impl ChannelReader<'_> {
                     .stage(self.run, self.pchannel, &pending.changes, position, tick)?;
                 let newest = pending.changes.iter().map(|c| c.ts).max();
                 newest_staged = newest_staged.max(newest);
+                self.health.resolved(self.pchannel);
                 METRICS.changes_staged.inc_by(pending.changes.len() as u64);
                 METRICS.staged(self.run.task(), pending.changes.iter().map(|c| &c.change));
                 pending = PendingStage::default();

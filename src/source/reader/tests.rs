@@ -180,6 +180,7 @@ fn read(
         journal: &journal,
         settings: &ReaderSettings::default(),
         stop,
+        health: &Default::default(),
     };
     reader.run(&mut collections()).unwrap();
     let keys = journal
@@ -315,6 +316,7 @@ fn a_reader_waiting_for_its_topic_ends_when_stopped() {
         journal: &journal,
         settings: &ReaderSettings::default(),
         stop,
+        health: &Default::default(),
     };
     assert!(reader.run(&mut collections()).is_ok());
     stopper.join().unwrap();
@@ -351,6 +353,7 @@ fn a_kafka_journal_is_not_read_with_pulsar_ids() {
         journal: &journal,
         settings: &ReaderSettings::default(),
         stop,
+        health: &Default::default(),
     };
     assert!(reader.run(&mut collections()).is_err());
 }
@@ -421,6 +424,7 @@ fn a_failed_metadata_read_stops_the_run_before_the_message_and_it_is_staged_once
         journal: &journal,
         settings: &settings,
         stop: stop.clone(),
+        health: &Default::default(),
     };
     let mut etcd = FlakyEtcd { fail_for: 1 };
     let err = reader.run(&mut etcd).unwrap_err();
