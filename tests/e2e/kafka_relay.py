@@ -1,5 +1,7 @@
-"""TEST-ONLY TLS front for the testbed's plaintext Kafka broker (Tansu), so the appliance's Kafka
-client can be tested over TLS without a broker that speaks it.
+"""TEST-ONLY relay for the testbed's plaintext Kafka broker (Tansu): every connection of the
+appliance's Kafka client passes through it, so a test can cut them (`cut`, `hang`, `heal` of
+`relay.py`), and with `tls` it is a TLS front, so the client can be tested over TLS without a
+broker that speaks it.
 
 A plain relay is not enough: a Kafka client connects to the brokers the Metadata answer names, and
 the broker names its own plaintext port. The relay rewrites that port (and a FindCoordinator
@@ -99,24 +101,31 @@ def port_offsets(api_key: int, version: int, frame: bytes) -> list[int]:
     return ports
 
 
-class KafkaTlsRelay(TcpRelay):
-    """Accepts TLS on `port`, relays plaintext to the broker on `upstream_port`, and names itself
-    as the broker in Metadata and FindCoordinator answers."""
+class KafkaRelay(TcpRelay):
+    """Accepts connections (TLS with `tls`) on `port`, relays them in plaintext to the broker on
+    `upstream_port`, and names itself as the broker in Metadata and FindCoordinator answers."""
 
-    def __init__(self, port: int, upstream_port: int, tls: ssl.SSLContext):
+    def __init__(self, port: int, upstream_port: int, tls: ssl.SSLContext | None = None):
         super().__init__(port, upstream_port, tls)
         self.rewritten = 0
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             writer.close()
             return
         self.connections += 1
+        self._writers.update((writer, up_writer))
         asked: dict[int, tuple[int, int]] = {}  # correlation id -> (api key, version)
-        await asyncio.gather(self._requests(reader, up_writer, asked),
-                             self._answers(up_reader, writer, asked), return_exceptions=True)
+        try:
+            await asyncio.gather(self._requests(reader, up_writer, asked),
+                                 self._answers(up_reader, writer, asked), return_exceptions=True)
+        finally:
+            self._writers.difference_update((writer, up_writer))
 
     @staticmethod
     async def _frames(reader: asyncio.StreamReader):
@@ -130,6 +139,7 @@ class KafkaTlsRelay(TcpRelay):
     async def _requests(self, reader, writer, asked) -> None:
         try:
             async for frame in self._frames(reader):
+                await self._flowing_event().wait()
                 api_key, version, correlation = struct.unpack_from(">hhi", frame, 4)
                 asked[correlation] = (api_key, version)
                 writer.write(frame)
@@ -140,6 +150,7 @@ class KafkaTlsRelay(TcpRelay):
     async def _answers(self, reader, writer, asked) -> None:
         try:
             async for frame in self._frames(reader):
+                await self._flowing_event().wait()
                 correlation = struct.unpack_from(">i", frame, 4)[0]
                 api_key, version = asked.pop(correlation, (None, 0))
                 if api_key in (METADATA, FIND_COORDINATOR):

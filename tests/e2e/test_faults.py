@@ -8,6 +8,7 @@ import time
 from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer, free_port
+from kafka_relay import KafkaRelay
 from relay import TcpRelay
 from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, wait_until
 
@@ -106,6 +107,35 @@ def test_a_task_whose_target_is_away_holds_up_no_other_task(tmp_path, env, sourc
         assert_replicated(source, target, flowing_name, timeout=180)
         relay.heal()
         assert_replicated(source, target, stalled_name, timeout=180)
+    finally:
+        server.stop()
+        relay.stop()
+
+
+def test_broker_cut_for_30s_mid_stream(tmp_path, env, source, target, names):
+    """Every connection of the appliance to Kafka is closed, and new ones refused, for 30 s while
+    the source keeps writing."""
+    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+    relay = KafkaRelay(free_port(), int(brokers.rsplit(":", 1)[1])).start()
+    server = CdcServer(tmp_path, env)
+    server.config.write_text(server.config.read_text().replace(
+        f'brokers = "{brokers}"', f'brokers = "127.0.0.1:{relay.port}"'))
+    server.start()
+    try:
+        name = names("bcut")
+        task = server.create_task(target.uri, collections=(name,))
+        create_collection(source, name, SCHEMA, shards=2)
+        insert(source, name, make_rows(SCHEMA, range(3_000), seed=7), batch=1_000)
+        relay.cut()
+        cut_at = time.monotonic()
+        insert(source, name, make_rows(SCHEMA, range(3_000, 9_000), seed=8), batch=1_000)
+        wait_until("the task to name the broker fault",
+                   lambda: [] if "kafka" in reason(server, task) else [reason(server, task)], timeout=28)
+        assert "(since " in reason(server, task), reason(server, task)
+        time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
+        relay.heal()
+        assert_replicated(source, target, name, timeout=180)
+        assert relay.rewritten > 0, "the client was not kept on the relay"
     finally:
         server.stop()
         relay.stop()

@@ -9,12 +9,15 @@ runs 600)."""
 
 import os
 import random
+import threading
 import time
 
 import pytest
 from pymilvus import DataType, FieldSchema, db, utility
 
-from cdc import CdcServer
+from cdc import CdcServer, free_port
+from kafka_relay import KafkaRelay
+from relay import TcpRelay
 from workload import (Cluster, assert_replicated, create_collection, delete, drop_database, ensure_loaded, insert,
                       int64_pk, make_rows, replicated_database, schema, unique_name, upsert, varchar_pk)
 
@@ -120,23 +123,38 @@ def databases(source, target):
 
 
 def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, databases):
+    random_mix(tmp_path, env, source, target, databases, faults=False)
+
+
+@pytest.mark.skipif(not os.environ.get("MILVUS_CDC_SOAK_FAULTS"), reason="the soak's chaos run (scripts/soak --faults)")
+def test_a_random_mix_with_random_faults_ends_equal(tmp_path, env, source, target, databases):
+    random_mix(tmp_path, env, source, target, databases, faults=True)
+
+
+def random_mix(tmp_path, env, source, target, databases, faults: bool) -> None:
     seed = int(os.environ.get("MILVUS_CDC_SOAK_SEED", random.randrange(1 << 32)))
     seconds = float(os.environ.get("MILVUS_CDC_SOAK_SECONDS", 60))
     print(f"random workload: seed {seed}, {seconds:.0f} s (MILVUS_CDC_SOAK_SEED={seed} replays it)")
     rng = random.Random(seed)
-    server = CdcServer(tmp_path, env).start()
+    chaos = Chaos(tmp_path, env, target, random.Random(seed + 1)) if faults else None
+    server = chaos.server if chaos else CdcServer(tmp_path, env).start()
+    target_uri = chaos.target_uri if chaos else target.uri
     state = Collections(rng)
     log: list[str] = []
     try:
-        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
+        status, reply = server.post("create", {"milvus_connect_param": {"uri": target_uri},
                                                "db_collections": {name: [{"name": "*"}] for name in databases}})
         assert status == 200, reply
         for name in databases:
             db.create_database(name, using=source.name)
         clusters = [source.database(name) for name in databases]
         deadline = time.monotonic() + seconds
+        if chaos:
+            chaos.start(deadline)
         while time.monotonic() < deadline:
             step(rng, state, clusters, log)
+        if chaos:
+            chaos.stop()
         print(f"{len(log)} operations; last: {log[-5:]}")
         # The task takes both databases whole, so their creation is replicated too.
         targets = {name: replicated_database(target, name) for name in databases}
@@ -149,4 +167,64 @@ def test_a_random_mix_of_operations_ends_equal(tmp_path, env, source, target, da
         status = server.request("GET", "/v1/tasks")[1]["tasks"][0]
         assert status["state"] == "Running", status
     finally:
+        if chaos:
+            chaos.close()
         server.stop()
+
+
+class Chaos:
+    """The appliance with its etcd, target and Kafka connections each through a relay, and a
+    thread that, until a deadline, picks a fault at random every 10 to 60 s: SIGKILL and restart,
+    or etcd, the target or the broker cut or silent for 5 to 40 s. Each fault is printed."""
+
+    def __init__(self, tmp_path, env, target, rng: random.Random):
+        etcd = env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")
+        brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+        self.rng = rng
+        self.relays = {
+            "etcd": TcpRelay(free_port(), int(etcd.rsplit(":", 1)[1])).start(),
+            "target": TcpRelay(free_port(), int(target.uri.rsplit(":", 1)[1])).start(),
+            "broker": KafkaRelay(free_port(), int(brokers.rsplit(":", 1)[1])).start(),
+        }
+        self.target_uri = f"http://127.0.0.1:{self.relays['target'].port}"
+        self.server = CdcServer(tmp_path, env)
+        self.server.config.write_text(self.server.config.read_text()
+                                      .replace(etcd, f"127.0.0.1:{self.relays['etcd'].port}")
+                                      .replace(f'brokers = "{brokers}"',
+                                               f'brokers = "127.0.0.1:{self.relays["broker"].port}"'))
+        self.server.start()
+        self.faults: list[str] = []
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, deadline: float) -> None:
+        self._thread = threading.Thread(target=self._run, args=(deadline,), daemon=True)
+        self._thread.start()
+
+    def _run(self, deadline: float) -> None:
+        while not self._done.wait(self.rng.uniform(10, 60)) and time.monotonic() < deadline:
+            kind = self.rng.choice(["kill", "etcd", "target", "broker"])
+            if kind == "kill":
+                self.server.kill()
+                self.server.start()
+                self.faults.append("appliance SIGKILL")
+            else:
+                relay, how, seconds = self.relays[kind], self.rng.choice(["cut", "hang"]), self.rng.uniform(5, 40)
+                getattr(relay, how)()
+                self._done.wait(seconds)
+                relay.heal()
+                self.faults.append(f"{kind} {how} {seconds:.0f} s")
+            print(f"fault {len(self.faults)}: {self.faults[-1]}", flush=True)
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread:
+            self._thread.join()
+        for relay in self.relays.values():
+            relay.heal()
+        print(f"{len(self.faults)} faults: {self.faults}", flush=True)
+
+    def close(self) -> None:
+        self.stop()
+        for relay in self.relays.values():
+            relay.stop()

@@ -22,7 +22,7 @@ from pymilvus import DataType, FieldSchema
 
 from cdc import BINARY, CdcServer, free_port
 from certs import Certs, make_certs
-from kafka_relay import KafkaTlsRelay
+from kafka_relay import KafkaRelay
 from relay import TcpRelay
 from workload import assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema, upsert
 
@@ -140,7 +140,7 @@ def test_the_source_kafka_behind_tls_is_read(tmp_path, env, source, target, cert
     """The source's Kafka is reached through a TLS-only front (which names itself as the broker
     in metadata), trusting the test's CA through `[source.mq] ca_file`."""
     kafka_port = port_of(env.get("KAFKA_BROKERS", "127.0.0.1:9092").split(",")[0])
-    front = KafkaTlsRelay(free_port(), kafka_port, tls=certs.server_context(grpc=False)).start()
+    front = KafkaRelay(free_port(), kafka_port, tls=certs.server_context(grpc=False)).start()
     server = CdcServer(tmp_path, env, kafka_brokers=f"127.0.0.1:{front.port}",
                        mq_config=f'ca_file = "{certs.ca}"\n').start()
     try:
