@@ -1,5 +1,6 @@
 //! The HTTP surface: the upstream-compatible `POST /cdc`, REST on `/v1/tasks`, the status page
-//! at `/` (with `/v1/status`), `/metrics`, `/healthz` and `/openapi.json`.
+//! at `/` (with `/v1/status`), `/metrics`, `/healthz` (live), `/readyz` (able to work) and
+//! `/openapi.json`.
 //!
 //! Routes and their OpenAPI entries are registered together (`utoipa_axum::routes!`), so the
 //! document cannot list a route the server lacks or miss one it has.
@@ -46,9 +47,10 @@ use crate::task::{Supervisor, TaskError};
 struct ApiDoc;
 
 /// The API. Every route answers only requests addressed to the appliance and not sent by
-/// another site's page; with a token, every route but `/healthz`, `/` and `/openapi.json` needs
-/// `Authorization: Bearer <token>` too.
+/// another site's page; with a token, every route but `/healthz`, `/readyz`, `/` and
+/// `/openapi.json` needs `Authorization: Bearer <token>` too.
 pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
+    let readiness = supervisor.clone();
     let (mut api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(cdc::handle))
         .routes(routes!(rest::list, rest::create))
@@ -71,7 +73,9 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
     // These hold no data (the page fetches /v1/status, with the token): served to anyone.
     let (public, public_doc) = OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(status_page))
+        .with_state(readiness)
         .split_for_parts();
     doc.merge(public_doc);
     let doc = Arc::new(doc);
@@ -107,10 +111,31 @@ fn require_bearer(doc: &mut Document) {
     }
 }
 
+/// Liveness: the process answers. Whether it can do its work is `/readyz`.
 #[utoipa::path(get, path = "/healthz", tag = "observability",
     responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "OK"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "observability",
+    responses(
+        (status = 200, description = "The appliance can do its work", body = String, content_type = "text/plain"),
+        (status = 503, description = "It cannot, and why: the journal's disk failing, since when", body = String,
+            content_type = "text/plain"),
+    ))]
+async fn readyz(State(supervisor): State<Arc<Supervisor>>) -> Response {
+    match supervisor.journal().storage_fault() {
+        None => "ready".into_response(),
+        Some(fault) => {
+            let since = humantime::format_rfc3339_seconds(fault.since);
+            let why = format!(
+                "not ready: journal writes fail (since {since}): {}",
+                fault.error
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/", tag = "observability",

@@ -69,7 +69,8 @@ impl Journal {
         &self,
         task: &str,
     ) -> Result<Vec<(String, RowPosition)>, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(APPLIED)?;
         let mut out = Vec::new();
         for entry in table.range((task, "")..)? {
@@ -85,7 +86,8 @@ impl Journal {
     }
 
     pub fn applied(&self, task: &str, vchannel: &str) -> Result<Option<RowPosition>, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let value = txn.open_table(APPLIED)?.get((task, vchannel))?;
         Ok(value.map(|v| {
             let (ts, seq) = v.value();
@@ -150,7 +152,8 @@ impl Journal {
         limits: &mut ReadLimits,
         out: &mut Vec<JournalRow>,
     ) -> Result<(), JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(ROWS)?;
         let start = after.map_or((0, 0), |p| (p.ts, p.seq));
         let range = (task, vchannel, start.0, start.1)..=(task, vchannel, through.ts, through.seq);
@@ -181,17 +184,19 @@ impl Journal {
 
     /// Records that `batch` is about to be sent. Committed before the first target call.
     pub fn begin_batch(&self, run: &TaskRun, batch: &InFlightBatch) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         run.check(&txn)?;
         txn.open_table(IN_FLIGHT)?
             .insert(run.task(), json(batch)?.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
     /// The batch that was being sent when the process stopped, if any.
     pub fn in_flight(&self, task: &str) -> Result<Option<InFlightBatch>, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let value = txn.open_table(IN_FLIGHT)?.get(task)?;
         value
             .map(|v| from_json(|| format!("in-flight marker of {task}"), v.value()))
@@ -220,7 +225,8 @@ impl Journal {
         retain: bool,
     ) -> Result<(), JournalError> {
         let task = run.task();
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         run.check(&txn)?;
         {
             let mut applied = txn.open_table(APPLIED)?;
@@ -264,7 +270,7 @@ impl Journal {
             add_journal_bytes(&txn, -(freed as i64))?;
             add_pending_bytes(&txn, task, -(newly_applied as i64))?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         let mut recent = self.recent();
         for (vchannel, end) in &batch.ends {
             recent.applied(task, vchannel, *end);

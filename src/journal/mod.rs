@@ -20,7 +20,9 @@
 //!   replays exactly those rows idempotently ([`Journal::in_flight`]).
 //!
 //! Crash behaviour: every write is one redb transaction, durable when it returns, so a crash
-//! keeps all of a write or none of it. What lives only in memory (`recent.rs`: recently staged
+//! keeps all of a write or none of it. A write the disk refuses (full, failing) is treated as a
+//! crash without the restart: the file is opened again before the next operation
+//! (`storage.rs`). What lives only in memory (`recent.rs`: recently staged
 //! rows and the offsets, for the applier's reads) is rebuilt from the file at open.
 //!
 //! Layout: the task records and opening the file here; the reader's side in `stage.rs`, the
@@ -34,12 +36,15 @@ mod recent;
 pub mod record;
 mod run;
 mod stage;
+mod storage;
 
 pub use run::TaskRun;
+pub use storage::StorageFault;
+use storage::StorageState;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -87,6 +92,9 @@ pub enum JournalError {
     },
     #[error("journal storage error: {0}")]
     Storage(String),
+    /// The disk under the journal failed; see `storage.rs`.
+    #[error("the journal's disk failed: {0}")]
+    Disk(String),
     #[error("run {run} of task {task} may no longer write: run {current} has begun since")]
     StaleRun {
         task: String,
@@ -97,21 +105,32 @@ pub enum JournalError {
     Corrupt { what: String, reason: String },
 }
 
+impl From<redb::StorageError> for JournalError {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            // The file failed (a full disk, an I/O error): `storage.rs` opens it again.
+            redb::StorageError::Io(_) | redb::StorageError::PreviousIo => {
+                JournalError::Disk(e.to_string())
+            }
+            other => JournalError::Storage(other.to_string()),
+        }
+    }
+}
+
 macro_rules! storage_from {
-    ($($t:ty),*) => {$(
+    ($($t:path),*) => {$(
         impl From<$t> for JournalError {
             fn from(e: $t) -> Self {
-                JournalError::Storage(e.to_string())
+                use $t as Error;
+                match e {
+                    Error::Storage(storage) => storage.into(),
+                    other => JournalError::Storage(other.to_string()),
+                }
             }
         }
     )*};
 }
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+storage_from!(redb::TransactionError, redb::TableError, redb::CommitError);
 
 /// A row read back for the applier.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,11 +148,14 @@ pub struct InFlightBatch {
 }
 
 pub struct Journal {
-    db: Database,
+    /// None only while `storage.rs` opens the file again after a fault.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    recent_bytes: usize,
     recent: Mutex<RecentRows>,
     /// Notified after each stage; the count of stages is kept in `recent`.
     staged: Condvar,
+    storage: StorageState,
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
@@ -186,6 +208,48 @@ fn private_data_dir(data_dir: &Path) -> Result<PathBuf, JournalError> {
     Ok(path)
 }
 
+/// Opens the journal file and reads what the in-memory cache starts from: every channel's
+/// offset and the vchannels with rows.
+fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows), JournalError> {
+    // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Locked {
+                path: path.to_owned(),
+            },
+            redb::DatabaseError::Storage(storage) => storage.into(),
+            other => JournalError::Open {
+                path: path.to_owned(),
+                source: Box::new(other),
+            },
+        })?;
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(ROWS)?;
+        txn.open_table(SOURCE_OFFSETS)?;
+        txn.open_table(APPLIED)?;
+        txn.open_table(IN_FLIGHT)?;
+        txn.open_table(TASKS)?;
+        txn.open_table(STATS)?;
+        txn.open_table(run::RUNS)?;
+        count_pending_bytes(&txn)?;
+    }
+    txn.commit()?;
+    let txn = db.begin_read()?;
+    let mut offsets = HashMap::new();
+    for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
+        let (k, v) = entry?;
+        let (task, pchannel) = k.value();
+        let offset = from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
+        offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
+    }
+    let vchannels = row_vchannels(&txn.open_table(ROWS)?)?;
+    drop(txn);
+    Ok((db, RecentRows::new(recent_bytes, offsets, vchannels)))
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal file `journal.redb` in `data_dir`, itself created
     /// if needed. Both are made private to the owner (see [`private_data_dir`]).
@@ -197,46 +261,14 @@ impl Journal {
     /// applier.
     pub(crate) fn open_with(data_dir: &Path, recent_bytes: usize) -> Result<Self, JournalError> {
         let path = private_data_dir(data_dir)?;
-        // redb caches up to 1 GiB by default; the journal is read mostly once, in order.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    JournalError::Locked { path: path.clone() }
-                }
-                other => JournalError::Open {
-                    path: path.clone(),
-                    source: Box::new(other),
-                },
-            })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(ROWS)?;
-            txn.open_table(SOURCE_OFFSETS)?;
-            txn.open_table(APPLIED)?;
-            txn.open_table(IN_FLIGHT)?;
-            txn.open_table(TASKS)?;
-            txn.open_table(STATS)?;
-            txn.open_table(run::RUNS)?;
-            count_pending_bytes(&txn)?;
-        }
-        txn.commit()?;
-        let txn = db.begin_read()?;
-        let mut offsets = HashMap::new();
-        for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
-            let (k, v) = entry?;
-            let (task, pchannel) = k.value();
-            let offset = from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
-            offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
-        }
-        let vchannels = row_vchannels(&txn.open_table(ROWS)?)?;
-        drop(txn);
+        let (db, recent) = open_file(&path, recent_bytes)?;
         Ok(Self {
-            db,
+            db: RwLock::new(Some(db)),
             path,
-            recent: Mutex::new(RecentRows::new(recent_bytes, offsets, vchannels)),
+            recent_bytes,
+            recent: Mutex::new(recent),
             staged: Condvar::new(),
+            storage: StorageState::default(),
         })
     }
 
@@ -256,14 +288,16 @@ impl Journal {
     // ---- tasks -------------------------------------------------------------------------------
 
     pub fn put_task(&self, task: &str, spec: &[u8]) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         txn.open_table(TASKS)?.insert(task, spec)?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
     pub fn task(&self, task: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn
             .open_table(TASKS)?
             .get(task)?
@@ -271,7 +305,8 @@ impl Journal {
     }
 
     pub fn tasks(&self) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(TASKS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -283,7 +318,8 @@ impl Journal {
 
     /// Removes the task and everything staged or recorded for it, in one transaction.
     pub fn delete_task(&self, task: &str) -> Result<bool, JournalError> {
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         let existed;
         {
             existed = txn.open_table(TASKS)?.remove(task)?.is_some();
@@ -306,7 +342,7 @@ impl Journal {
             add_journal_bytes(&txn, -(freed as i64))?;
             txn.open_table(STATS)?.remove(pending_key(task).as_str())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         self.recent().remove_task(task);
         Ok(existed)
     }

@@ -63,14 +63,15 @@ impl TaskRun {
 impl Journal {
     /// Begins a new run of `task`: from now on only the returned run may write its state.
     pub fn begin_run(&self, task: &str) -> Result<TaskRun, JournalError> {
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         let number = {
             let mut runs = txn.open_table(RUNS)?;
             let number = runs.get(task)?.map_or(0, |v| v.value()) + 1;
             runs.insert(task, number)?;
             number
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(TaskRun {
             task: task.to_owned(),
             number,

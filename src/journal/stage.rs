@@ -50,7 +50,8 @@ impl Journal {
         // Vchannels the cache has no window for, with their lowest position in this stage.
         let mut lowest: HashMap<String, RowPosition> = HashMap::new();
         let task = run.task();
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
         run.check(&txn)?;
         let mut cached = Vec::with_capacity(changes.len());
         let (offset, openable) = {
@@ -116,7 +117,7 @@ impl Journal {
             add_pending_bytes(&txn, task, added as i64)?;
             (offset, openable)
         };
-        txn.commit()?;
+        self.commit(txn)?;
         self.recent()
             .staged(task, pchannel, offset, cached, openable);
         self.staged.notify_all();
@@ -140,7 +141,8 @@ impl Journal {
     /// Bytes of the task's rows staged and not yet applied; its readers wait while this is
     /// above their cap.
     pub fn pending_bytes(&self, task: &str) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn
             .open_table(STATS)?
             .get(pending_key(task).as_str())?
@@ -149,7 +151,8 @@ impl Journal {
 
     /// Bytes of every row stored, applied rows kept for `dump` included.
     pub fn journal_bytes(&self) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn
             .open_table(STATS)?
             .get(JOURNAL_BYTES)?
@@ -164,7 +167,8 @@ impl Journal {
 
     /// Rows the journal holds, all tasks (applied ones too when they are retained).
     pub fn journal_rows(&self) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn.open_table(ROWS)?.len()?)
     }
 }

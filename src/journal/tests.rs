@@ -587,7 +587,8 @@ fn a_journal_from_before_pending_bytes_were_kept_has_them_counted_at_open() {
         j.commit_batch(&t, &first, true).unwrap();
         let expected = j.pending_bytes("t").unwrap();
         // As an older version left it: no counts.
-        let txn = j.db.begin_write().unwrap();
+        let db = j.db().unwrap();
+        let txn = db.begin_write().unwrap();
         {
             let mut stats = txn.open_table(STATS).unwrap();
             stats.remove(pending_key("t").as_str()).unwrap();
