@@ -101,7 +101,11 @@ fn server() -> &'static Server {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("cannot start a runtime for the harness: {e}"));
-        let dir = tempfile::tempdir()
+        // Named, as the folder outlives the process: libFuzzer exits without running the
+        // statics' destructors.
+        let dir = tempfile::Builder::new()
+            .prefix("milvus-cdc-fuzz-")
+            .tempdir()
             .unwrap_or_else(|e| panic!("cannot make the harness's journal folder: {e}"));
         let journal = Journal::open(dir.path())
             .unwrap_or_else(|e| panic!("cannot open the harness's journal: {e}"));
