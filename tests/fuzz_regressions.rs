@@ -174,7 +174,7 @@ fn write_etcd_meta_seeds() {
     legacy.extend(bad_key);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/etcd_meta");
     std::fs::create_dir_all(&dir).expect("the corpus folder can be made");
-    for (name, seed) in [("scoped", scoped), ("legacy", legacy)] {
+    for (name, seed) in [("seed-scoped", scoped), ("seed-legacy", legacy)] {
         harness::etcd_meta(&seed);
         std::fs::write(dir.join(name), seed).expect("the seed can be written");
     }
