@@ -3,6 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = milvus_cdc::journal::record::decode(data);
-});
+fuzz_target!(|data: &[u8]| milvus_cdc_fuzz::journal_record(data));

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -45,15 +46,31 @@ pub async fn create(
     Ok((status, Json(TaskView::of(&spec))))
 }
 
+/// The `{id}` of a task's path. Its rejection (an id that is not UTF-8 once percent-decoded) is
+/// an [`ApiError`], so the reply is the JSON error body every other error has.
+pub struct TaskId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(id))
+    }
+}
+
 #[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 pub async fn get(
     State(supervisor): State<Arc<Supervisor>>,
-    Path(id): Path<String>,
+    TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     Ok(Json(TaskView::of(&supervisor.task(&id)?)))
 }
@@ -61,12 +78,13 @@ pub async fn get(
 #[utoipa::path(delete, path = "/v1/tasks/{id}", operation_id = "delete_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 204, description = "The task and its journal rows are gone"),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
 pub async fn delete(
     State(supervisor): State<Arc<Supervisor>>,
-    Path(id): Path<String>,
+    TaskId(id): TaskId,
 ) -> Result<StatusCode, ApiError> {
     tasks::blocking(&supervisor, move |s| s.delete(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -75,12 +93,13 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", operation_id = "pause_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task is paused; its journal is kept", body = TaskView),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
 pub async fn pause(
     State(supervisor): State<Arc<Supervisor>>,
-    Path(id): Path<String>,
+    TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.pause(&id)).await?;
     Ok(Json(TaskView::of(&spec)))
@@ -89,12 +108,13 @@ pub async fn pause(
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", operation_id = "resume_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task runs again from its journal", body = TaskView),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
 pub async fn resume(
     State(supervisor): State<Arc<Supervisor>>,
-    Path(id): Path<String>,
+    TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
     Ok(Json(TaskView::of(&spec)))
@@ -104,12 +124,13 @@ pub async fn resume(
     responses(
         (status = 200, description = "Where the task reads and what the target acknowledged",
             body = TaskPositions),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 pub async fn positions(
     State(supervisor): State<Arc<Supervisor>>,
-    Path(id): Path<String>,
+    TaskId(id): TaskId,
 ) -> Result<Json<TaskPositions>, ApiError> {
     Ok(Json(supervisor.positions(&id)?))
 }
