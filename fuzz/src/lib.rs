@@ -116,7 +116,11 @@ fn server() -> &'static Server {
             data_dir: dir.path().to_owned(),
             source: SourceConfig {
                 etcd_endpoints: vec![source.clone()],
-                mq: MqConfig::Kafka { brokers: source },
+                mq: MqConfig::Kafka {
+                    brokers: source,
+                    tls: false,
+                    ca_file: None,
+                },
                 ..SourceConfig::default()
             },
             ..Config::default()
@@ -141,7 +145,9 @@ fn closed_port() -> u16 {
 
 /// The one place the harness builds the API router.
 fn build_router(supervisor: Arc<Supervisor>) -> Router {
-    milvus_cdc::api::router(supervisor, None)
+    // The requests carry no Host or Origin header, as a script's would: the checks let them by.
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8444));
+    milvus_cdc::api::router(supervisor, milvus_cdc::api::Access::local(listen))
 }
 
 /// `cdc_body`: any bytes as the body of `POST /cdc`.
