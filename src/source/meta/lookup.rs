@@ -4,14 +4,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{CollectionMeta, SourceMeta};
 use crate::source::capture::{CollectionLookup, LookupError};
 
 /// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
 /// a little after its first message, so a miss is retried briefly before it is remembered; a
-/// read that fails is an error, never remembered.
+/// read that fails (etcd down or silent) is an error, never remembered; metadata etcd does hold
+/// but that names no usable collection counts as none.
 pub struct EtcdLookup {
     meta: SourceMeta,
     runtime: Handle,
@@ -39,9 +40,18 @@ impl CollectionLookup for EtcdLookup {
             return Ok(None);
         }
         for _ in 0..10 {
-            // A failed read is not an answer: the caller waits and asks again.
-            let read = self.runtime.block_on(self.meta.collection(id));
-            let read = read.map_err(|e| LookupError(format!("collection {id}: {e}")))?;
+            let read = match self.runtime.block_on(self.meta.collection(id)) {
+                Ok(read) => read,
+                // A failed read is not an answer: the caller waits and asks again.
+                Err(e) if e.is_unavailable() => {
+                    return Err(LookupError(format!("collection {id}: {e}")));
+                }
+                // An answer that names no usable collection (one of a dropped database, say).
+                Err(e) => {
+                    warn!(id, err = %e, "collection metadata unusable");
+                    None
+                }
+            };
             if let Some(found) = read {
                 info!(collection = %found.name, id, "collection metadata loaded");
                 self.cache.insert(id, found.clone());
@@ -60,10 +70,19 @@ impl CollectionLookup for EtcdLookup {
         name: &str,
     ) -> Result<Option<CollectionMeta>, LookupError> {
         // Not cached: a name may be dropped and reused at any time, and these events are rare.
-        let found = self
+        let found = match self
             .runtime
             .block_on(self.meta.collection_named(db_name, name))
-            .map_err(|e| LookupError(format!("collection {db_name}.{name}: {e}")))?;
+        {
+            Ok(found) => found,
+            Err(e) if e.is_unavailable() => {
+                return Err(LookupError(format!("collection {db_name}.{name}: {e}")));
+            }
+            Err(e) => {
+                warn!(collection = name, database = db_name, err = %e, "collection metadata unusable");
+                None
+            }
+        };
         if let Some(found) = &found {
             self.cache.insert(found.id, found.clone());
         }

@@ -82,6 +82,14 @@ pub enum MetaError {
     Ca(#[from] crate::model::CaFileError),
 }
 
+impl MetaError {
+    /// Whether etcd did not answer (down, silent, refusing): asking again may succeed. Any
+    /// other error is an answer about what etcd holds.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MetaError::Connect { .. } | MetaError::Read { .. })
+    }
+}
+
 /// Keys per etcd range request: keeps each reply far below gRPC's 4 MiB message limit.
 const PAGE_SIZE: i64 = 256;
 
