@@ -16,7 +16,7 @@ ROUTES = {
     ("get", "/v1/tasks/{id}"), ("delete", "/v1/tasks/{id}"),
     ("post", "/v1/tasks/{id}/pause"), ("post", "/v1/tasks/{id}/resume"),
     ("get", "/v1/tasks/{id}/positions"),
-    ("get", "/v1/status"), ("get", "/metrics"), ("get", "/healthz"), ("get", "/"),
+    ("get", "/v1/status"), ("get", "/metrics"), ("get", "/healthz"), ("get", "/readyz"), ("get", "/"),
 }
 
 
@@ -68,7 +68,7 @@ def test_a_token_is_documented_as_required_when_the_server_has_one(tmp_path, env
     finally:
         server.stop()
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
-    public = {("get", "/healthz"), ("get", "/")}
+    public = {("get", "/healthz"), ("get", "/readyz"), ("get", "/")}
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             expected = None if (method, path) in public else [{"bearer": []}]
