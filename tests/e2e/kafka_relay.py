@@ -109,23 +109,10 @@ class KafkaRelay(TcpRelay):
         super().__init__(port, upstream_port, tls)
         self.rewritten = 0
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._cut:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
-        self.connections += 1
-        self._writers.update((writer, up_writer))
+    async def _relay(self, reader, writer, up_reader, up_writer) -> None:
         asked: dict[int, tuple[int, int]] = {}  # correlation id -> (api key, version)
-        try:
-            await asyncio.gather(self._requests(reader, up_writer, asked),
-                                 self._answers(up_reader, writer, asked), return_exceptions=True)
-        finally:
-            self._writers.difference_update((writer, up_writer))
+        await asyncio.gather(self._requests(reader, up_writer, asked),
+                             self._answers(up_reader, writer, asked), return_exceptions=True)
 
     @staticmethod
     async def _frames(reader: asyncio.StreamReader):

@@ -90,10 +90,14 @@ class TcpRelay:
         self.connections += 1
         self._writers.update((writer, up_writer))
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._downstream(up_reader, writer),
-                                 return_exceptions=True)
+            await self._relay(reader, writer, up_reader, up_writer)
         finally:
             self._writers.difference_update((writer, up_writer))
+
+    async def _relay(self, reader, writer, up_reader, up_writer) -> None:
+        """Both directions of one connection, until either ends."""
+        await asyncio.gather(self._pipe(reader, up_writer), self._downstream(up_reader, writer),
+                             return_exceptions=True)
 
     async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Upstream to client: unchanged here."""
