@@ -21,6 +21,18 @@ def reason(server: CdcServer, task: str) -> str:
     return reply["reason"]
 
 
+def wait_for_reason(server: CdcServer, task: str, fault: str, timeout: float) -> None:
+    """Until the task's reason names `fault`, and says since when."""
+    wait_until(f"the task to name the {fault} fault",
+               lambda: [] if fault in reason(server, task) else [reason(server, task)], timeout=timeout)
+    assert "(since " in reason(server, task), reason(server, task)
+
+
+def wait_for_no_reason(server: CdcServer, task: str, timeout: float) -> None:
+    wait_until("the fault to clear", lambda: [reason(server, task)] if reason(server, task) else [],
+               timeout=timeout)
+
+
 def test_etcd_silent_for_30s_while_collections_are_created_and_written(tmp_path, env, source, target, names):
     etcd_port = int(env.get("ETCD_ENDPOINTS", "127.0.0.1:2379").rsplit(":", 1)[1])
     relay = TcpRelay(free_port(), etcd_port).start()
@@ -37,16 +49,13 @@ def test_etcd_silent_for_30s_while_collections_are_created_and_written(tmp_path,
             create_collection(source, name, SCHEMA, shards=2)
             insert(source, name, make_rows(SCHEMA, range(4_000), seed=i), batch=1_000)
         # The reads of the new collections' metadata time out; the task says so, and since when.
-        wait_until("the task to name the etcd fault",
-                   lambda: [] if "etcd" in reason(server, task) else [reason(server, task)], timeout=28)
-        assert "(since " in reason(server, task), reason(server, task)
+        wait_for_reason(server, task, "etcd", timeout=28)
         assert not target.has_collection(first), "nothing of the new collections was skipped ahead"
         time.sleep(max(0.0, 30 - (time.monotonic() - hung_at)))
         relay.heal()
         assert_replicated(source, target, first, timeout=120)
         assert_replicated(source, target, second, timeout=120)
-        wait_until("the fault to clear", lambda: [reason(server, task)] if reason(server, task) else [],
-                   timeout=30)
+        wait_for_no_reason(server, task, timeout=30)
     finally:
         server.stop()
         relay.stop()
@@ -66,15 +75,12 @@ def test_target_cut_for_60s_mid_stream(tmp_path, env, source, target, names):
         relay.cut()
         cut_at = time.monotonic()
         insert(source, name, make_rows(SCHEMA, range(3_000, 9_000), seed=6), batch=1_000)
-        wait_until("the task to name the target fault",
-                   lambda: [] if "target" in reason(server, task) else [reason(server, task)], timeout=50)
-        assert "(since " in reason(server, task), reason(server, task)
+        wait_for_reason(server, task, "target", timeout=50)
         assert task_state(server, task) == "Running", "a target that is away is waited for"
         time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))
         relay.heal()
         assert_replicated(source, target, name, timeout=180)
-        wait_until("the fault to clear", lambda: [reason(server, task)] if reason(server, task) else [],
-                   timeout=60)
+        wait_for_no_reason(server, task, timeout=60)
     finally:
         server.stop()
         relay.stop()
@@ -129,9 +135,7 @@ def test_broker_cut_for_30s_mid_stream(tmp_path, env, source, target, names):
         relay.cut()
         cut_at = time.monotonic()
         insert(source, name, make_rows(SCHEMA, range(3_000, 9_000), seed=8), batch=1_000)
-        wait_until("the task to name the broker fault",
-                   lambda: [] if "kafka" in reason(server, task) else [reason(server, task)], timeout=28)
-        assert "(since " in reason(server, task), reason(server, task)
+        wait_for_reason(server, task, "kafka", timeout=28)
         time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
         relay.heal()
         assert_replicated(source, target, name, timeout=180)
