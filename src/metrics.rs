@@ -18,6 +18,7 @@ use crate::model::{Change, Operation};
 pub struct Metrics {
     pub messages_read: Counter,
     pub messages_rejected: Counter,
+    pub poison_skipped: Counter,
     pub messages_duplicate: Counter,
     pub changes_staged: Counter,
     pub batches_applied: Counter,
@@ -152,6 +153,7 @@ impl Metrics {
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     messages_read: Counter::default(),
     messages_rejected: Counter::default(),
+    poison_skipped: Counter::default(),
     messages_duplicate: Counter::default(),
     changes_staged: Counter::default(),
     batches_applied: Counter::default(),
@@ -239,8 +241,13 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         ),
         (
             "messages_rejected",
-            "Messages that did not decode or capture; skipped and logged",
+            "Messages that did not decode or capture (poisons)",
             &m.messages_rejected,
+        ),
+        (
+            "poison_skipped",
+            "Poisons passed over, approved by an operator or by the task's skip_poison; each is logged",
+            &m.poison_skipped,
         ),
         (
             "messages_duplicate",

@@ -190,7 +190,9 @@ impl From<TaskError> for ApiError {
     fn from(err: TaskError) -> Self {
         let status = match err {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
-            TaskError::Exists(_) | TaskError::Overlaps { .. } => StatusCode::CONFLICT,
+            TaskError::Exists(_)
+            | TaskError::Overlaps { .. }
+            | TaskError::NotStoppedThere { .. } => StatusCode::CONFLICT,
             TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
             TaskError::Start(
                 StartError::UnknownChannel(_)

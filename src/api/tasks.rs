@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use crate::model::StartPosition;
 use crate::model::decode_position;
-use crate::model::{NameMapping, Secret};
+use crate::model::{NameMapping, Poison, Secret};
 use crate::task::{Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
 
 /// The reference CDC's create request, plus `start_position`.
@@ -43,6 +43,10 @@ pub struct CreateRequest {
     /// a task's `position` reports it. Other channels start at `start_position`.
     #[serde(default)]
     positions: BTreeMap<String, String>,
+    /// Not in the reference CDC: pass over a message that cannot be replicated (logged and
+    /// counted) instead of stopping the task on it for an operator to skip.
+    #[serde(default)]
+    skip_poison: bool,
 }
 
 /// The target Milvus.
@@ -81,6 +85,12 @@ pub struct TaskView {
     state: TaskState,
     /// Why a task failed, or the faults a running task is retrying; empty when none.
     reason: String,
+    /// The message or row a Failed task stopped on; `POST /v1/tasks/{id}/skip` with its `at`
+    /// moves past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poison: Option<Poison>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skip_poison: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -115,6 +125,8 @@ impl TaskView {
             name_mapping: spec.name_mapping.clone(),
             state: spec.state,
             reason: spec.reason.clone().unwrap_or_default(),
+            poison: spec.poison.clone(),
+            skip_poison: spec.skip_poison,
         }
     }
 }
@@ -173,8 +185,11 @@ pub async fn create(
         name_mapping: request.name_mapping,
         start: request.start_position,
         positions,
+        skip_poison: request.skip_poison,
         state: TaskState::Initial,
         reason: None,
+        poison: None,
+        skip_approved: None,
     };
     Ok(supervisor.create(spec).await?)
 }

@@ -16,7 +16,7 @@ use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};
 use crate::health::Health;
 use crate::journal::{InFlightBatch, Journal, JournalRow, TaskRun};
 use crate::metrics::METRICS;
-use crate::model::{Change, DdlEvent};
+use crate::model::{Change, DdlEvent, SkipPolicy};
 
 /// Applies one task's journal to `target`.
 pub struct Applier<'a, T: Target> {
@@ -29,6 +29,8 @@ pub struct Applier<'a, T: Target> {
     pub stop: Arc<AtomicBool>,
     /// Where a target fault being retried is shown.
     pub health: Arc<Health>,
+    /// Which rows the target refuses may be passed over (`isolate`).
+    pub skip: SkipPolicy,
     /// Events the target was not ready for, and when to ask again.
     not_ready: NotReady,
 }
@@ -49,6 +51,7 @@ impl<'a, T: Target> Applier<'a, T> {
             settings,
             stop,
             health,
+            skip: SkipPolicy::default(),
             not_ready: HashMap::new(),
         }
     }
@@ -68,20 +71,7 @@ impl<'a, T: Target> Applier<'a, T> {
             vchannels = batch.ends.len(),
             "replaying the in-doubt batch"
         );
-        // The batch's rows, one list per vchannel in journal order, as they were cut.
-        let mut rows_per_vchannel: Vec<Vec<JournalRow>> = Vec::new();
-        for (vchannel, end) in &batch.ends {
-            let after = self.journal.applied(self.run.task(), vchannel)?;
-            let pending = self.journal.rows(
-                self.run.task(),
-                vchannel,
-                after,
-                end.ts,
-                usize::MAX,
-                usize::MAX,
-            )?;
-            rows_per_vchannel.push(pending.into_iter().filter(|r| r.position <= *end).collect());
-        }
+        let rows_per_vchannel = self.marked_rows(&batch)?;
         let first = rows_per_vchannel.first().and_then(|rows| rows.first());
         if let Some(Change::Ddl(ddl)) = first.map(|r| &r.change) {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
@@ -99,6 +89,28 @@ impl<'a, T: Target> Applier<'a, T> {
         self.journal
             .commit_batch(&self.run, &batch, self.settings.retain_applied)?;
         Ok(())
+    }
+
+    /// The rows `batch` covers past the applied positions, one list per vchannel in journal
+    /// order, as they were cut.
+    pub(super) fn marked_rows(
+        &self,
+        batch: &InFlightBatch,
+    ) -> Result<Vec<Vec<JournalRow>>, ApplyError> {
+        let mut rows_per_vchannel = Vec::new();
+        for (vchannel, end) in &batch.ends {
+            let after = self.journal.applied(self.run.task(), vchannel)?;
+            let pending = self.journal.rows(
+                self.run.task(),
+                vchannel,
+                after,
+                end.ts,
+                usize::MAX,
+                usize::MAX,
+            )?;
+            rows_per_vchannel.push(pending.into_iter().filter(|r| r.position <= *end).collect());
+        }
+        Ok(rows_per_vchannel)
     }
 
     /// Applies what is next: one DDL, or a run of data batches (the next rows of every vchannel
@@ -225,7 +237,7 @@ impl<'a, T: Target> Applier<'a, T> {
     }
 
     /// Runs `call` with the [`Retries`] of this applier.
-    fn with_retries(
+    pub(super) fn with_retries(
         &mut self,
         call: impl FnMut(&mut T, bool) -> Result<(), TargetError>,
     ) -> Result<(), TargetError> {

@@ -10,6 +10,7 @@
 //! - `calls`: one vchannel's due rows as target calls; `columns`: insert columns merged
 //!   without decoding them.
 //! - `run`: the pipelined run of data batches; `retry`: how target calls are retried.
+//! - `isolate`: a batch the target refuses for good, taken apart to find the row it refuses.
 //! - `milvus`: the target Milvus.
 //!
 //! Invariants, each written down on the function that enforces it:
@@ -26,6 +27,9 @@
 //!   `Applier::apply_ddl_heads`, `run::Run::drive`).
 //! - A call the target may already have is sent as a replay: inserts become upserts
 //!   (`Applier::recover`, `retry::Retries::run`).
+//! - Nothing is passed over unasked: a batch the target refuses for a permanent reason is
+//!   taken apart row by row ([`Applier::isolate`]) and the task stops on the row refused,
+//!   until an operator approves skipping exactly that row (or the task has `skip_poison`).
 //!
 //! Crash behaviour, per batch:
 //! 1. [`Journal::begin_batch`] commits an in-flight marker naming the batch's rows.
@@ -51,6 +55,7 @@
 mod applier;
 pub mod calls;
 pub mod columns;
+mod isolate;
 pub mod milvus;
 mod order;
 mod retry;
@@ -63,6 +68,7 @@ use calls::{Call, UndecodableRow};
 
 pub use crate::model::Ddl;
 pub use applier::Applier;
+pub use isolate::Isolated;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {

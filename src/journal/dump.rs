@@ -10,8 +10,8 @@ use prost::Message;
 
 use super::record;
 use super::{
-    APPLIED, IN_FLIGHT, InFlightBatch, JournalError, ROWS, RowPosition, SOURCE_OFFSETS,
-    SourceOffset, TASKS,
+    APPLIED, IN_FLIGHT, InFlightBatch, JournalError, POISON_MESSAGES, ROWS, RowPosition,
+    SOURCE_OFFSETS, SourceOffset, TASKS,
 };
 use crate::model::{Change, DdlEvent, ReplicatedKind};
 
@@ -61,6 +61,13 @@ pub enum Entry {
     InFlight {
         task: String,
         batch: InFlightBatch,
+    },
+    /// The source message a task's reader stopped on (its task record says where and why).
+    PoisonMessage {
+        task: String,
+        bytes: usize,
+        /// The whole message, in hex.
+        hex: String,
     },
     Row {
         task: String,
@@ -157,6 +164,19 @@ impl JournalSnapshot {
                     task: task.into(),
                     batch,
                 });
+            }
+        }
+        // Journals written before poison messages were kept have no such table.
+        if let Ok(table) = txn.open_table(POISON_MESSAGES) {
+            for item in table.iter()? {
+                let (k, v) = item?;
+                if filter.task(k.value()) {
+                    out(Entry::PoisonMessage {
+                        task: k.value().into(),
+                        bytes: v.value().len(),
+                        hex: v.value().iter().map(|b| format!("{b:02x}")).collect(),
+                    });
+                }
             }
         }
         let mut shown = 0;
@@ -289,6 +309,12 @@ impl Entry {
                 )
             }
             Entry::InFlight { task, batch } => format!("in-flight {task} {:?}", batch.ends),
+            Entry::PoisonMessage { task, bytes, hex } => {
+                // A line stays readable: the first 512 bytes; `--json` has all of it.
+                let shown = &hex[..hex.len().min(1024)];
+                let more = if shown.len() < hex.len() { "…" } else { "" };
+                format!("poison    {task} message of {bytes}B: {shown}{more}")
+            }
             Entry::Row {
                 task,
                 vchannel,

@@ -10,6 +10,8 @@
 //!   the bytes staged and not yet applied (its readers' cap is on these, so a task that does not
 //!   drain stalls no other).
 //! - `runs`: `task` → the number of its current run; only that run may write (`run.rs`).
+//! - `poison_messages`: `task` → the bytes of the source message its reader stopped on (a
+//!   poison, see `model::Poison`), for `dump` to show.
 //!
 //! Exactly once rests on two transactions:
 //! - [`Journal::stage`] writes a run of changes **and** the channel's new source offset together,
@@ -62,6 +64,7 @@ const APPLIED: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new(
 const IN_FLIGHT: TableDefinition<&str, &[u8]> = TableDefinition::new("in_flight");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+const POISON_MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("poison_messages");
 
 const JOURNAL_BYTES: &str = "journal_bytes";
 /// Prefix of each task's pending bytes (`pending_key`): what its readers' cap is measured on.
@@ -234,6 +237,7 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
         txn.open_table(TASKS)?;
         txn.open_table(STATS)?;
         txn.open_table(run::RUNS)?;
+        txn.open_table(POISON_MESSAGES)?;
         count_pending_bytes(&txn)?;
     }
     txn.commit()?;
@@ -316,6 +320,25 @@ impl Journal {
         Ok(out)
     }
 
+    /// Keeps the bytes of the message the task's reader stopped on (the last one only).
+    pub fn put_poison_message(&self, run: &TaskRun, payload: &[u8]) -> Result<(), JournalError> {
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
+        run.check(&txn)?;
+        txn.open_table(POISON_MESSAGES)?
+            .insert(run.task(), payload)?;
+        self.commit(txn)?;
+        Ok(())
+    }
+
+    /// The bytes of the message the task's reader last stopped on, if any.
+    pub fn poison_message(&self, task: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let value = txn.open_table(POISON_MESSAGES)?.get(task)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
     /// Removes the task and everything staged or recorded for it, in one transaction.
     pub fn delete_task(&self, task: &str) -> Result<bool, JournalError> {
         let db = self.db()?;
@@ -324,6 +347,7 @@ impl Journal {
         {
             existed = txn.open_table(TASKS)?.remove(task)?.is_some();
             txn.open_table(IN_FLIGHT)?.remove(task)?;
+            txn.open_table(POISON_MESSAGES)?.remove(task)?;
             // `task\0` is the smallest string above `task`: the range is exactly this task's keys.
             let above = format!("{task}\0");
             let above = above.as_str();

@@ -8,6 +8,7 @@ mod ca;
 mod change;
 mod channel;
 mod msg_position;
+mod poison;
 mod position;
 mod scope;
 mod secret;
@@ -21,6 +22,7 @@ pub use channel::{
     is_replicate_topic, parse_id, replicate_topic, vchannel_collection_id, vchannel_pchannel,
 };
 pub use msg_position::{PULSAR_INCLUSIVE, PositionError, decode_position, encode_position};
+pub use poison::{Poison, PoisonAt, SkipPolicy};
 pub use position::{
     MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, RowPosition, SourceOffset,
     message_id_data, pulsar_id,

@@ -43,7 +43,7 @@ pub enum MqPosition {
 
 /// A Pulsar MessageId. Milvus writes each channel to a non-partitioned topic, so `partition`
 /// is -1 there; it is kept to tell ids of different partitions apart, never to order them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PulsarId {
     pub ledger: u64,
     pub entry: u64,
@@ -80,7 +80,7 @@ impl fmt::Display for PulsarId {
 }
 
 /// The id of one fetched message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum MessageId {
     Kafka(i64),
     Pulsar(PulsarId),
@@ -207,7 +207,19 @@ impl fmt::Display for MqPosition {
 }
 
 /// Where a row sits within its vchannel: source timestamp, then the reader's sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct RowPosition {
     pub ts: u64,
     pub seq: u64,

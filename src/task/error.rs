@@ -32,6 +32,15 @@ pub enum TaskError {
     InvalidTarget(String),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(
+        "task {task} is not stopped on {at}{}",
+        stopped_on.as_ref().map_or(": it is stopped on no poison".to_owned(), |p| format!(" but on {p}"))
+    )]
+    NotStoppedThere {
+        task: String,
+        at: String,
+        stopped_on: Option<String>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

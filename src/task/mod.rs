@@ -32,7 +32,7 @@ use crate::apply::milvus::check_target;
 use crate::config::Config;
 use crate::health::Health;
 use crate::journal::{Journal, TaskRun};
-use crate::model::{MqKind, StartPosition, replicate_topic};
+use crate::model::{MqKind, Poison, PoisonAt, StartPosition, replicate_topic};
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
 use crate::source::seed;
@@ -300,6 +300,8 @@ impl Supervisor {
         }
         spec.state = TaskState::Running;
         spec.reason = None;
+        // A poison is tried again: its cause may have been fixed (on the target, say).
+        spec.poison = None;
         self.save(&spec)?;
         self.start(spec.clone())?;
         info!(task = id, "task resumed");
@@ -344,10 +346,49 @@ impl Supervisor {
         }
     }
 
+    /// Moves a task stopped on a poison past exactly that one, and starts it again: the
+    /// operator's decision, logged. `at` must name the poison the task shows, so a client that
+    /// repeats the call never skips a later one; repeated once done, it changes nothing.
+    pub fn skip(self: &Arc<Self>, id: &str, at: &PoisonAt) -> Result<TaskSpec, TaskError> {
+        let _one_at_a_time = self.lifecycle_blocking(id);
+        let mut spec = self.stored(id)?;
+        let poison = match spec.poison.take() {
+            Some(poison) if poison.at == *at => poison,
+            None if spec.skip_approved.as_ref() == Some(at) => return Ok(spec),
+            other => {
+                return Err(TaskError::NotStoppedThere {
+                    task: id.to_owned(),
+                    at: at.to_string(),
+                    stopped_on: other.map(|p| p.at.to_string()),
+                });
+            }
+        };
+        warn!(task = id, skipped = %poison, "skip approved by the operator");
+        spec.skip_approved = Some(poison.at);
+        spec.state = TaskState::Running;
+        spec.reason = None;
+        self.save(&spec)?;
+        self.start(spec.clone())?;
+        Ok(spec)
+    }
+
+    /// Records the task Failed on `poison`, naming it and what the operator can do.
+    fn stop_on_poison(&self, run: &TaskRun, poison: Poison) {
+        let reason = format!(
+            "stopped on a poison: {poison}. Nothing after it was applied. `milvus-cdc dump` shows              it; fix its cause and resume, or move past exactly this one with `milvus-cdc task              skip {}`",
+            run.task()
+        );
+        self.fail_with(run, reason, Some(poison));
+    }
+
     /// Records the task Failed with `reason` and tells every thread of its run to stop (the
     /// caller is one of them, so none is waited for): a failed task stages nothing more. A run
     /// that is no longer the task's current one changes nothing.
     fn fail(&self, run: &TaskRun, reason: String) {
+        self.fail_with(run, reason, None)
+    }
+
+    fn fail_with(&self, run: &TaskRun, reason: String, poison: Option<Poison>) {
         let id = run.task();
         {
             let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -362,6 +403,7 @@ impl Supervisor {
         if let Ok(mut spec) = self.stored(id) {
             spec.state = TaskState::Failed;
             spec.reason = Some(reason);
+            spec.poison = poison;
             if let Err(err) = self.save(&spec) {
                 error!(task = id, %err, "cannot record the failure");
             }

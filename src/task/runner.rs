@@ -12,7 +12,7 @@ use tracing::{info_span, warn};
 
 use super::{Running, Supervisor, TaskError, TaskSpec};
 use crate::apply::milvus::MilvusTarget;
-use crate::apply::{Applier, ApplierSettings, ApplyError, TargetError};
+use crate::apply::{Applier, ApplierSettings, ApplyError, Isolated, TargetError};
 use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::MqPosition;
@@ -83,6 +83,7 @@ impl Supervisor {
             stop.clone(),
             health.clone(),
         );
+        applier.skip = spec.skip_policy();
         let mut recovered = false;
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
@@ -110,7 +111,20 @@ impl Supervisor {
                 }
                 Err(ApplyError::Target(TargetError::Permanent(reason))) => {
                     METRICS.error(ErrorKind::TargetPermanent);
-                    return self.fail(&applier.run, reason);
+                    // Which row? The batch in flight, one row at a time, tells.
+                    match applier.isolate() {
+                        Ok(Isolated::Poison(poison)) => {
+                            return self.stop_on_poison(&applier.run, poison);
+                        }
+                        Ok(Isolated::NothingInFlight) => return self.fail(&applier.run, reason),
+                        Ok(Isolated::Applied) => recovered = true,
+                        Err(err) => {
+                            warn!(%err, "cannot take the refused batch apart yet; retrying");
+                            health.problem("target", &err);
+                            recovered = false;
+                            pause.wait(&stop);
+                        }
+                    }
                 }
                 Err(ApplyError::Journal(err @ JournalError::StaleRun { .. })) => {
                     return warn!(%err, "applier of an earlier run stopped");
@@ -250,6 +264,7 @@ impl Supervisor {
             ..ReaderSettings::default()
         };
         let health = self.health(&spec.task_id);
+        let skip = spec.skip_policy();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(self.config.source.meta()) {
@@ -272,11 +287,16 @@ impl Supervisor {
                 settings: &settings,
                 stop: stop.clone(),
                 health: &health,
+                skip: &skip,
             };
             match reader.run(&mut lookup) {
                 Ok(()) => return,
                 Err(ReaderError::Journal(err @ JournalError::StaleRun { .. })) => {
                     return warn!(%err, "reader of an earlier run stopped");
+                }
+                Err(ReaderError::Poison(poison)) => {
+                    METRICS.error(ErrorKind::Reader);
+                    return self.stop_on_poison(&run, poison);
                 }
                 Err(err @ ReaderError::NotRetained { .. }) => {
                     METRICS.error(ErrorKind::Reader);

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DEFAULT_DB, MqPosition, NameMapping, Scope, Secret, StartPosition};
+use crate::model::{
+    DEFAULT_DB, MqPosition, NameMapping, Poison, PoisonAt, Scope, Secret, SkipPolicy, StartPosition,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TaskState {
@@ -48,9 +50,19 @@ pub struct TaskSpec {
         deserialize_with = "given_positions"
     )]
     pub positions: BTreeMap<String, MqPosition>,
+    /// Pass over every poison (logged and counted) instead of stopping on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_poison: bool,
     pub state: TaskState,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The poison the task stopped on (state Failed), until an operator skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poison: Option<Poison>,
+    /// The poison an operator approved skipping (`task skip`); kept, since the run that moves
+    /// past it may be stopped before it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_approved: Option<PoisonAt>,
 }
 
 /// Task records written before Pulsar positions hold a bare Kafka offset per channel.
@@ -95,7 +107,10 @@ impl TaskSpec {
             excluded: BTreeMap::new(),
             name_mapping: Vec::new(),
             positions: BTreeMap::new(),
+            skip_poison: false,
             state: TaskState::Failed,
+            poison: None,
+            skip_approved: None,
         }
     }
 
@@ -109,6 +124,15 @@ impl TaskSpec {
             && self.positions == other.positions
             && self.excluded == other.excluded
             && self.name_mapping == other.name_mapping
+            && self.skip_poison == other.skip_poison
+    }
+
+    /// The poisons a run of this task may move past.
+    pub fn skip_policy(&self) -> SkipPolicy {
+        SkipPolicy {
+            every: self.skip_poison,
+            approved: self.skip_approved.clone(),
+        }
     }
 
     pub fn scope(&self) -> Scope {

@@ -16,8 +16,11 @@
 //!   ends with [`ReaderError::Lookup`] before anything after the stored offset is staged, and
 //!   the channel is read again from there. A failed read is never taken for a missing
 //!   collection.
-//! - A message that does not decode or capture is logged with its channel and id, counted, and
-//!   passed over; it never stops the channel.
+//! - Nothing is passed over unasked: a message that does not decode or capture (a poison)
+//!   ends the reader with [`ReaderError::Poison`] once everything before it is staged, its
+//!   bytes kept in the journal for `dump`; the channel stays at it. Only the task's
+//!   [`SkipPolicy`] moves past one (the operator's `task skip`, or `skip_poison` at create),
+//!   logged and counted.
 //! - Nothing is jumped over: a broker that no longer has what follows the channel's position
 //!   (retention passed it, or the topic was deleted and created again) ends the reader with
 //!   [`ReaderError::NotRetained`], checked at the start of each run and every few seconds while
@@ -54,7 +57,9 @@ use super::mq::{ChannelSource, MessageQueue, MqError};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::model::{MqPosition, Scope, StagedChange, is_replicate_topic};
+use crate::model::{
+    MqPosition, Poison, PoisonAt, Scope, SkipPolicy, StagedChange, is_replicate_topic,
+};
 use dedup::RecentPayloads;
 use pacer::Pacer;
 
@@ -105,6 +110,8 @@ pub enum ReaderError {
         oldest: MqPosition,
         latest: MqPosition,
     },
+    #[error("cannot replicate {0}")]
+    Poison(Poison),
 }
 
 pub struct ChannelReader<'a> {
@@ -118,6 +125,8 @@ pub struct ChannelReader<'a> {
     pub stop: Arc<AtomicBool>,
     /// Where this channel's fault is cleared once it stages again.
     pub health: &'a Health,
+    /// The poisons this run may move past.
+    pub skip: &'a SkipPolicy,
 }
 
 impl ChannelReader<'_> {
@@ -184,10 +193,12 @@ impl ChannelReader<'_> {
                     );
                     continue;
                 }
+                let before = position;
                 position = MqPosition::after(&message.id);
                 pending.fetched(message.payload.len());
                 METRICS.messages_read.inc();
                 let decoded = decode(&message.payload);
+                let ts = decoded.as_ref().ok().map(timestamp);
                 if matches!(
                     decoded,
                     Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
@@ -227,11 +238,31 @@ impl ChannelReader<'_> {
                     Ok(Captured::Changes(changes)) => pending.changes.extend(changes),
                     Ok(Captured::Tick(ts)) => tick = tick.max(ts),
                     Ok(Captured::Skipped) => {}
-                    Err(reason) => {
+                    Err(error) => {
                         METRICS.messages_rejected.inc();
                         METRICS.error(ErrorKind::MessageRejected);
-                        warn!(task = self.run.task(), channel = self.pchannel, id = %message.id, %reason,
-                              "message skipped: not a usable Milvus message");
+                        let at = PoisonAt::Message {
+                            channel: self.pchannel.to_owned(),
+                            id: message.id,
+                        };
+                        if !self.skip.allows(&at) {
+                            // The channel stays at this message: what came before is staged,
+                            // the message kept for `dump`, and the task stops on it.
+                            self.journal.stage(
+                                self.run,
+                                self.pchannel,
+                                &pending.changes,
+                                before,
+                                floor,
+                            )?;
+                            self.journal
+                                .put_poison_message(self.run, &message.payload)?;
+                            return Err(ReaderError::Poison(Poison { at, ts, error }));
+                        }
+                        let approved = self.skip.approved.as_ref() == Some(&at);
+                        METRICS.poison_skipped.inc();
+                        warn!(task = self.run.task(), channel = self.pchannel, id = %message.id, reason = %error,
+                              approved_by_operator = approved, "message skipped: not a usable Milvus message");
                     }
                 }
             }

@@ -13,11 +13,12 @@ use milvus::proto::msg;
 use milvus::proto::schema::{IDs, LongArray, i_ds::IdField};
 use prost::Message as _;
 
-use super::{ChannelReader, ReaderSettings, not_before};
+use super::{ChannelReader, ReaderError, ReaderSettings, not_before};
+use crate::health::Health;
 use crate::journal::{Journal, TaskRun};
 use crate::model::{
-    Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PrimaryKeys, PulsarId,
-    Scope, StagedChange,
+    Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PoisonAt, PrimaryKeys,
+    PulsarId, Scope, SkipPolicy, StagedChange,
 };
 use crate::source::capture::{CollectionLookup, LookupError};
 use crate::source::meta::CollectionMeta;
@@ -152,6 +153,77 @@ impl ChannelSource for ScriptedChannel {
     }
 }
 
+/// A journal with the channel's start staged, and a reader over a scripted queue.
+struct Setup {
+    _dir: tempfile::TempDir,
+    journal: Journal,
+    mq: ScriptedMq,
+    run: TaskRun,
+    settings: ReaderSettings,
+    scope: Scope,
+    health: Health,
+    skip: SkipPolicy,
+}
+
+impl Setup {
+    fn new(start: MqPosition, script: Vec<(PulsarId, Vec<u8>)>, missing: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let run = TaskRun::unstarted("t");
+        journal.stage(&run, P0, &[], start, 0).unwrap();
+        let mq = ScriptedMq {
+            script,
+            missing: AtomicUsize::new(missing),
+            opened_at: Mutex::new(Vec::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        Self {
+            _dir: dir,
+            journal,
+            mq,
+            run,
+            settings: ReaderSettings::default(),
+            scope: Scope::all(),
+            health: Health::default(),
+            skip: SkipPolicy::default(),
+        }
+    }
+
+    fn reader(&self) -> ChannelReader<'_> {
+        ChannelReader {
+            run: &self.run,
+            pchannel: P0,
+            queue: &self.mq,
+            scope: &self.scope,
+            journal: &self.journal,
+            settings: &self.settings,
+            stop: self.mq.stop.clone(),
+            health: &self.health,
+            skip: &self.skip,
+        }
+    }
+
+    /// The keys of the deletes staged, in order.
+    fn staged_keys(&self) -> Vec<i64> {
+        self.journal
+            .rows("t", V0, None, u64::MAX, usize::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .flat_map(|row| match row.change {
+                Change::Delete(d) => match d.keys {
+                    PrimaryKeys::Int64(keys) => keys,
+                    PrimaryKeys::VarChar(_) => vec![],
+                },
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    fn stored(&self) -> MqPosition {
+        self.journal.source_offset("t", P0).unwrap().unwrap().next
+    }
+}
+
 /// Runs a reader from `start` over `script`; answers the keys staged, in order, the stored
 /// position after the run and the positions the queue was opened at.
 fn read(
@@ -159,44 +231,10 @@ fn read(
     script: Vec<(PulsarId, Vec<u8>)>,
     missing: usize,
 ) -> (Vec<i64>, MqPosition, Vec<MqPosition>) {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
-    journal
-        .stage(&TaskRun::unstarted("t"), P0, &[], start, 0)
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mq = ScriptedMq {
-        script,
-        missing: AtomicUsize::new(missing),
-        opened_at: Mutex::new(Vec::new()),
-        stop: stop.clone(),
-    };
-    let run = TaskRun::unstarted("t");
-    let reader = ChannelReader {
-        run: &run,
-        pchannel: P0,
-        queue: &mq,
-        scope: &Scope::all(),
-        journal: &journal,
-        settings: &ReaderSettings::default(),
-        stop,
-        health: &Default::default(),
-    };
-    reader.run(&mut collections()).unwrap();
-    let keys = journal
-        .rows("t", V0, None, u64::MAX, usize::MAX, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .flat_map(|row| match row.change {
-            Change::Delete(d) => match d.keys {
-                PrimaryKeys::Int64(keys) => keys,
-                PrimaryKeys::VarChar(_) => vec![],
-            },
-            _ => vec![],
-        })
-        .collect();
-    let stored = journal.source_offset("t", P0).unwrap().unwrap().next;
-    (keys, stored, mq.opened_at.into_inner().unwrap())
+    let setup = Setup::new(start, script, missing);
+    setup.reader().run(&mut collections()).unwrap();
+    let opened_at = setup.mq.opened_at.lock().unwrap().clone();
+    (setup.staged_keys(), setup.stored(), opened_at)
 }
 
 fn earliest() -> MqPosition {
@@ -288,74 +326,28 @@ fn a_topic_that_does_not_exist_yet_is_waited_for() {
 
 #[test]
 fn a_reader_waiting_for_its_topic_ends_when_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
-    journal
-        .stage(&TaskRun::unstarted("t"), P0, &[], earliest(), 0)
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mq = ScriptedMq {
-        script: vec![],
-        missing: AtomicUsize::new(usize::MAX),
-        opened_at: Mutex::new(Vec::new()),
-        stop: stop.clone(),
-    };
+    let setup = Setup::new(earliest(), vec![], usize::MAX);
     let stopper = {
-        let stop = stop.clone();
+        let stop = setup.mq.stop.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             stop.store(true, Ordering::SeqCst);
         })
     };
-    let run = TaskRun::unstarted("t");
-    let reader = ChannelReader {
-        run: &run,
-        pchannel: P0,
-        queue: &mq,
-        scope: &Scope::all(),
-        journal: &journal,
-        settings: &ReaderSettings::default(),
-        stop,
-        health: &Default::default(),
-    };
-    assert!(reader.run(&mut collections()).is_ok());
+    assert!(setup.reader().run(&mut collections()).is_ok());
     stopper.join().unwrap();
-    assert!(mq.opened_at.lock().unwrap().is_empty());
+    assert!(setup.mq.opened_at.lock().unwrap().is_empty());
 }
 
 #[test]
 fn a_kafka_journal_is_not_read_with_pulsar_ids() {
     // A stored Kafka offset and Pulsar ids cannot be compared: an error, never a guess.
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
-    journal
-        .stage(
-            &TaskRun::unstarted("t"),
-            P0,
-            &[],
-            MqPosition::Kafka { next_offset: 0 },
-            0,
-        )
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mq = ScriptedMq {
-        script: vec![(id(1, 0), delete(1, 10))],
-        missing: AtomicUsize::new(0),
-        opened_at: Mutex::new(Vec::new()),
-        stop: stop.clone(),
-    };
-    let run = TaskRun::unstarted("t");
-    let reader = ChannelReader {
-        run: &run,
-        pchannel: P0,
-        queue: &mq,
-        scope: &Scope::all(),
-        journal: &journal,
-        settings: &ReaderSettings::default(),
-        stop,
-        health: &Default::default(),
-    };
-    assert!(reader.run(&mut collections()).is_err());
+    let setup = Setup::new(
+        MqPosition::Kafka { next_offset: 0 },
+        vec![(id(1, 0), delete(1, 10))],
+        0,
+    );
+    assert!(setup.reader().run(&mut collections()).is_err());
 }
 
 #[test]
@@ -404,43 +396,103 @@ impl CollectionLookup for FlakyEtcd {
 
 #[test]
 fn a_failed_metadata_read_stops_the_run_before_the_message_and_it_is_staged_once_etcd_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
-    let run = TaskRun::unstarted("t");
-    journal.stage(&run, P0, &[], earliest(), 0).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mq = ScriptedMq {
-        script: vec![(id(1, 0), delete(1, 10)), (id(1, 1), delete(2, 11))],
-        missing: AtomicUsize::new(0),
-        opened_at: Mutex::new(Vec::new()),
-        stop: stop.clone(),
-    };
-    let settings = ReaderSettings::default();
-    let reader = ChannelReader {
-        run: &run,
-        pchannel: P0,
-        queue: &mq,
-        scope: &Scope::all(),
-        journal: &journal,
-        settings: &settings,
-        stop: stop.clone(),
-        health: &Default::default(),
-    };
-    let mut etcd = FlakyEtcd { fail_for: 1 };
-    let err = reader.run(&mut etcd).unwrap_err();
-    assert!(err.to_string().contains("deadline exceeded"), "{err}");
-    assert_eq!(
-        journal.source_offset("t", P0).unwrap().unwrap().next,
+    let setup = Setup::new(
         earliest(),
-        "nothing skipped"
+        vec![(id(1, 0), delete(1, 10)), (id(1, 1), delete(2, 11))],
+        0,
     );
+    let mut etcd = FlakyEtcd { fail_for: 1 };
+    let err = setup.reader().run(&mut etcd).unwrap_err();
+    assert!(err.to_string().contains("deadline exceeded"), "{err}");
+    assert_eq!(setup.stored(), earliest(), "nothing skipped");
 
-    reader.run(&mut etcd).unwrap();
-    let keys: Vec<_> = journal
-        .rows("t", V0, None, u64::MAX, usize::MAX, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|row| row.change)
-        .collect();
-    assert_eq!(keys.len(), 2, "both deletes staged, once each: {keys:?}");
+    setup.reader().run(&mut etcd).unwrap();
+    assert_eq!(
+        setup.staged_keys(),
+        [1, 2],
+        "both deletes staged, once each"
+    );
+}
+
+const GARBAGE: &[u8] = b"not a milvus message \xff";
+
+fn poison_at(message: PulsarId) -> PoisonAt {
+    PoisonAt::Message {
+        channel: P0.into(),
+        id: MessageId::Pulsar(message),
+    }
+}
+
+#[test]
+fn a_message_that_does_not_decode_stops_the_reader_at_it_once_what_came_before_is_staged() {
+    let setup = Setup::new(
+        earliest(),
+        vec![
+            (id(1, 0), delete(1, 10)),
+            (id(1, 1), GARBAGE.to_vec()),
+            (id(1, 2), delete(2, 11)),
+        ],
+        0,
+    );
+    let err = setup.reader().run(&mut collections()).unwrap_err();
+    let ReaderError::Poison(poison) = err else {
+        panic!("not a poison: {err}")
+    };
+    assert_eq!(poison.at, poison_at(id(1, 1)));
+    assert_eq!(poison.ts, None, "it has no timestamp: it does not decode");
+    assert_eq!(setup.staged_keys(), [1]);
+    assert_eq!(
+        setup.stored(),
+        MqPosition::after(&MessageId::Pulsar(id(1, 0))),
+        "the channel stays at the poison"
+    );
+    assert_eq!(
+        setup.journal.poison_message("t").unwrap().as_deref(),
+        Some(GARBAGE),
+        "kept for dump"
+    );
+}
+
+#[test]
+fn an_approved_skip_passes_exactly_that_message() {
+    let mut setup = Setup::new(
+        earliest(),
+        vec![
+            (id(1, 0), delete(1, 10)),
+            (id(1, 1), GARBAGE.to_vec()),
+            (id(1, 2), delete(2, 11)),
+            (id(1, 3), GARBAGE.to_vec()),
+            (id(1, 4), delete(4, 12)),
+        ],
+        0,
+    );
+    setup.skip.approved = Some(poison_at(id(1, 1)));
+    let err = setup.reader().run(&mut collections()).unwrap_err();
+    assert!(
+        matches!(&err, ReaderError::Poison(p) if p.at == poison_at(id(1, 3))),
+        "the next poison stops it again: {err}"
+    );
+    assert_eq!(setup.staged_keys(), [1, 2]);
+}
+
+#[test]
+fn a_task_with_skip_poison_passes_every_poison() {
+    let mut setup = Setup::new(
+        earliest(),
+        vec![
+            (id(1, 0), delete(1, 10)),
+            (id(1, 1), GARBAGE.to_vec()),
+            (id(1, 2), delete(2, 11)),
+            (id(1, 3), Vec::new()),
+            (id(1, 4), delete(4, 12)),
+        ],
+        0,
+    );
+    setup.skip.every = true;
+    setup.reader().run(&mut collections()).unwrap();
+    assert_eq!(setup.staged_keys(), [1, 2, 4]);
+    assert_eq!(
+        setup.stored(),
+        MqPosition::after(&MessageId::Pulsar(id(1, 4)))
+    );
 }
