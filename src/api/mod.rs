@@ -57,6 +57,7 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
         .routes(routes!(rest::get, rest::delete))
         .routes(routes!(rest::pause))
         .routes(routes!(rest::resume))
+        .routes(routes!(rest::skip))
         .routes(routes!(rest::positions))
         .routes(routes!(rest::status))
         .routes(routes!(metrics))

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
+use crate::model::PoisonAt;
 use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
 
 #[utoipa::path(get, path = "/v1/tasks", operation_id = "list_tasks", tag = "tasks",
@@ -117,6 +118,32 @@ pub async fn resume(
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
+    Ok(Json(TaskView::of(&spec)))
+}
+
+/// The body of a skip: the poison to move past, as the task shows it (`poison.at`).
+#[derive(serde::Deserialize, ToSchema)]
+pub struct SkipRequest {
+    at: PoisonAt,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/skip", operation_id = "skip_poison", tag = "tasks",
+    params(("id" = String, Path)), request_body = SkipRequest,
+    responses(
+        (status = 200, description = "The task moved past exactly that poison and runs again; \
+            repeated, it changes nothing", body = TaskView),
+        (status = 400, description = "The body does not name a poison, or the id is not UTF-8", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is not stopped on that poison", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
+pub async fn skip(
+    State(supervisor): State<Arc<Supervisor>>,
+    TaskId(id): TaskId,
+    body: Bytes,
+) -> Result<Json<TaskView>, ApiError> {
+    let SkipRequest { at } = tasks::decode(Some("body"), &body)?;
+    let spec = tasks::blocking(&supervisor, move |s| s.skip(&id, &at)).await?;
     Ok(Json(TaskView::of(&spec)))
 }
 

@@ -13,11 +13,11 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::calls::Call;
-use super::{Applier, ApplierSettings, Ddl, Target, TargetError};
+use super::{Applier, ApplierSettings, ApplyError, Ddl, Isolated, Target, TargetError};
 use crate::journal::{Journal, TaskRun};
 use crate::model::{
-    Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PrimaryKeys,
-    StagedChange,
+    Change, CollectionRef, DeleteBatch, EncodedColumn, InsertBatch, MqPosition, PoisonAt,
+    PrimaryKeys, RowPosition, StagedChange,
 };
 
 /// Where the simulated process dies during the next target call.
@@ -37,6 +37,8 @@ struct FakeTarget {
     crashed: bool,
     /// Stops the task during a call, after letting this many calls through.
     stop: Option<(usize, Arc<AtomicBool>)>,
+    /// Refuses for good every insert of this key (a row the target will never take).
+    refuse: Option<i64>,
 }
 
 fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
@@ -75,6 +77,15 @@ impl FakeTarget {
             self.crash = None;
             self.crashed = true;
             return Err(TargetError::Permanent("crash".into()));
+        }
+        if self
+            .refuse
+            .is_some_and(|k| keys_and_values(call).iter().any(|(key, _)| *key == k))
+        {
+            return Err(TargetError::Permanent(format!(
+                "key {:?} refused",
+                self.refuse
+            )));
         }
         match call {
             Call::Insert { .. } => {
@@ -317,4 +328,131 @@ proptest! {
         let actual: HashMap<i64, i64> = target.rows.iter().map(|(k, v)| (*k, v[0])).collect();
         prop_assert_eq!(actual, expected);
     }
+}
+
+/// Inserts of keys 1 to 4, one row each at timestamps 2 to 5 on one vchannel, all applicable;
+/// the target refuses key 3 for good.
+fn refused_third_row() -> (tempfile::TempDir, Journal, FakeTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let run = TaskRun::unstarted("t");
+    let rows: Vec<_> = (1..=4)
+        .map(|key| StagedChange {
+            vchannel: VCHANNELS[0].into(),
+            ts: key as u64 + 1,
+            change: insert(vec![key], key),
+        })
+        .collect();
+    let at = MqPosition::Kafka { next_offset: 1 };
+    journal.stage(&run, "p0", &rows, at, 10).unwrap();
+    let target = FakeTarget {
+        refuse: Some(3),
+        ..FakeTarget::default()
+    };
+    (dir, journal, target)
+}
+
+fn stored_keys(target: &FakeTarget) -> Vec<(i64, usize)> {
+    let mut keys: Vec<_> = target.rows.iter().map(|(k, v)| (*k, v.len())).collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_refused_batch_is_taken_apart_and_the_task_stops_on_the_one_row_refused() {
+    let (_dir, journal, mut target) = refused_third_row();
+    let mut applier = Applier::new(
+        TaskRun::unstarted("t"),
+        &journal,
+        &mut target,
+        settings(512),
+        Default::default(),
+        Default::default(),
+    );
+    applier.recover().unwrap();
+    let refused = applier.step().unwrap_err();
+    assert!(
+        matches!(refused, ApplyError::Target(TargetError::Permanent(_))),
+        "{refused}"
+    );
+
+    let Isolated::Poison(poison) = applier.isolate().unwrap() else {
+        panic!("the refused row is found")
+    };
+    let third = RowPosition { ts: 4, seq: 2 };
+    assert_eq!(
+        poison.at,
+        PoisonAt::Row {
+            vchannel: VCHANNELS[0].into(),
+            position: third
+        }
+    );
+    assert_eq!(poison.ts, Some(4));
+    assert!(poison.error.contains("refused"), "{}", poison.error);
+    assert_eq!(
+        stored_keys(&target),
+        [(1, 1), (2, 1)],
+        "the rows before it, once each"
+    );
+    assert!(
+        journal.in_flight("t").unwrap().is_some(),
+        "the marker stays over the rest"
+    );
+
+    // A restart (no approval) stops on the same row again, and sends nothing twice.
+    let mut applier = Applier::new(
+        TaskRun::unstarted("t"),
+        &journal,
+        &mut target,
+        settings(512),
+        Default::default(),
+        Default::default(),
+    );
+    assert!(applier.recover().is_err());
+    assert_eq!(applier.isolate().unwrap(), Isolated::Poison(poison.clone()));
+
+    // The operator approves skipping exactly that row: the rest goes through.
+    applier.skip.approved = Some(poison.at);
+    assert!(
+        applier.recover().is_err(),
+        "the batch as a whole is still refused"
+    );
+    assert_eq!(applier.isolate().unwrap(), Isolated::Applied);
+    while applier.step().unwrap() {}
+    assert_eq!(journal.in_flight("t").unwrap(), None);
+    assert_eq!(stored_keys(&target), [(1, 1), (2, 1), (4, 1)]);
+}
+
+#[test]
+fn with_skip_poison_every_refused_row_is_passed_over_and_the_rest_applied_once() {
+    let (_dir, journal, mut target) = refused_third_row();
+    let mut applier = Applier::new(
+        TaskRun::unstarted("t"),
+        &journal,
+        &mut target,
+        settings(512),
+        Default::default(),
+        Default::default(),
+    );
+    applier.skip.every = true;
+    assert!(applier.step().is_err());
+    assert_eq!(applier.isolate().unwrap(), Isolated::Applied);
+    assert_eq!(journal.in_flight("t").unwrap(), None);
+    assert_eq!(stored_keys(&target), [(1, 1), (2, 1), (4, 1)]);
+}
+
+#[test]
+fn a_refusal_with_nothing_in_flight_is_not_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let mut target = FakeTarget::default();
+    let mut applier = Applier::new(
+        TaskRun::unstarted("t"),
+        &journal,
+        &mut target,
+        settings(512),
+        Default::default(),
+        Default::default(),
+    );
+    assert_eq!(applier.isolate().unwrap(), Isolated::NothingInFlight);
 }

@@ -58,11 +58,18 @@ enum TaskCommand {
         start: String,
         #[arg(long)]
         task_id: Option<String>,
+        /// Pass over messages and rows that cannot be replicated (each logged and counted)
+        /// instead of stopping the task on them.
+        #[arg(long)]
+        skip_poison: bool,
     },
     /// Stop reading and applying; the journal is kept.
     Pause { task_id: String },
     /// Continue a paused or failed task from its journal.
     Resume { task_id: String },
+    /// Move a task stopped on a poison (a message or row it cannot replicate) past exactly
+    /// that one, and run it again. Logged by the server.
+    Skip { task_id: String },
     /// Remove the task and its journal.
     Delete { task_id: String },
     /// Source offsets per channel and applied positions per vchannel.
@@ -103,12 +110,14 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             collections,
             start,
             task_id,
+            skip_poison,
         } => {
             let body = json!({
                 "milvus_connect_param": { "uri": target_uri, "token": target_token },
                 "collection_infos": collections.iter().map(|c| json!({ "name": c })).collect::<Vec<_>>(),
                 "start_position": start,
                 "task_id": task_id,
+                "skip_poison": skip_poison,
             });
             (client.call("POST", "/v1/tasks", Some(body))?, task_details)
         }
@@ -120,6 +129,22 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             client.call("POST", &format!("/v1/tasks/{task_id}/resume"), None)?,
             task_details,
         ),
+        TaskCommand::Skip { task_id } => {
+            // The skip names the poison this task shows, so a repeated call never skips another.
+            let task = client.call("GET", &format!("/v1/tasks/{task_id}"), None)?;
+            let Some(at) = task.get("poison").map(|p| p["at"].clone()) else {
+                return Err(ClientError::Rejected {
+                    status: 409,
+                    message: format!("task {task_id} is not stopped on a poison"),
+                });
+            };
+            eprintln!("skipping {}", text(&task["reason"]));
+            let body = json!({ "at": at });
+            (
+                client.call("POST", &format!("/v1/tasks/{task_id}/skip"), Some(body))?,
+                task_details,
+            )
+        }
         TaskCommand::Delete { task_id } => {
             client.call("DELETE", &format!("/v1/tasks/{task_id}"), None)?;
             (json!({ "deleted": task_id }), |r| {
