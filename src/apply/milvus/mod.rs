@@ -284,13 +284,24 @@ impl MilvusTarget {
     }
 
     fn rpc_error(&self, rpc: &str, status: tonic::Status) -> TargetError {
-        use tonic::Code::*;
-        let reason = format!("{rpc} on {}: {}", self.uri, status.message());
-        match status.code() {
-            Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled
-            | Internal => TargetError::Transient(reason),
-            _ => TargetError::Permanent(reason),
-        }
+        classify_rpc(format!("{rpc} on {}", self.uri), &status)
+    }
+}
+
+/// A failed RPC as a target error. Most codes say the server is away or busy, but two of
+/// them also come for a request it will never take: a message over its size limit
+/// (`ResourceExhausted`) and one that does not unmarshal (`Internal`), say a bad `FieldData`.
+/// Retrying those would wedge the task for ever; they are permanent, so the row is named.
+fn classify_rpc(what: String, status: &tonic::Status) -> TargetError {
+    use tonic::Code::*;
+    let message = status.message();
+    let reason = format!("{what}: {message}");
+    let never_taken = message.contains("larger than max") || message.contains("unmarshal");
+    match status.code() {
+        ResourceExhausted | Internal if never_taken => TargetError::Permanent(reason),
+        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled
+        | Internal => TargetError::Transient(reason),
+        _ => TargetError::Permanent(reason),
     }
 }
 
@@ -359,6 +370,32 @@ impl Target for MilvusTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_the_target_will_never_take_is_permanent_and_a_busy_target_transient() {
+        use tonic::{Code, Status as Rpc};
+        let classify =
+            |code, message: &str| classify_rpc("Insert".into(), &Rpc::new(code, message));
+        let permanent = |e: TargetError| matches!(e, TargetError::Permanent(_));
+        assert!(permanent(classify(
+            Code::ResourceExhausted,
+            "grpc: received message larger than max (70000000 vs. 67108864)"
+        )));
+        assert!(permanent(classify(
+            Code::Internal,
+            "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"
+        )));
+        assert!(!permanent(classify(
+            Code::ResourceExhausted,
+            "rate limit exceeded"
+        )));
+        assert!(!permanent(classify(
+            Code::Unavailable,
+            "connection refused"
+        )));
+        assert!(!permanent(classify(Code::Internal, "h2 protocol error")));
+        assert!(permanent(classify(Code::InvalidArgument, "bad request")));
+    }
 
     #[test]
     #[allow(deprecated)]
