@@ -9,7 +9,7 @@ use super::{
     APPLIED, IN_FLIGHT, InFlightBatch, Journal, JournalError, JournalRow, ROWS, add_journal_bytes,
     add_pending_bytes, from_json, json, record,
 };
-use crate::model::RowPosition;
+use crate::model::{RowPosition, vchannel_collection_id};
 
 /// How many rows and bytes a read may still take: at most `max_rows` rows, and no more bytes
 /// than `max_bytes` beyond the first row.
@@ -49,6 +49,25 @@ impl Journal {
     /// applied: callers find nothing pending there.
     pub fn vchannels(&self, task: &str) -> Result<Vec<String>, JournalError> {
         Ok(self.recent().vchannels(task))
+    }
+
+    /// Every vchannel of collection `collection_id` that `task` has staged rows of: pending
+    /// ones, and applied ones (their applied positions stay when the rows are gone).
+    pub fn vchannels_of_collection(
+        &self,
+        task: &str,
+        collection_id: i64,
+    ) -> Result<Vec<String>, JournalError> {
+        let mut found: Vec<String> = self
+            .applied_positions(task)?
+            .into_iter()
+            .map(|(vchannel, _)| vchannel)
+            .chain(self.vchannels(task)?)
+            .filter(|v| vchannel_collection_id(v) == Some(collection_id))
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// The position of the first row of `vchannel` after `after` with a timestamp at most

@@ -35,6 +35,11 @@ pub trait CollectionLookup {
         db_name: &str,
         name: &str,
     ) -> Result<Option<CollectionMeta>, LookupError>;
+    /// The vchannels of a collection the task has staged rows of: what stands for its
+    /// metadata once Milvus has removed that (a drop finished long before the task read it).
+    fn vchannels_seen(&mut self, _id: i64) -> Result<Vec<String>, LookupError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The source's metadata could not be read: the message that needed it must wait.
@@ -70,8 +75,6 @@ pub enum Captured {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CaptureError {
-    #[error("collection {0} is not in the source's metadata")]
-    UnknownCollection(i64),
     #[error("CreateCollection of {collection} carries no schema")]
     NoSchema { collection: i64 },
     #[error("Delete on {shard} carries no primary keys")]
@@ -237,7 +240,21 @@ fn capture_under_source_names(
             if !scope.contains(&collection.db_name, &collection.name) {
                 return Ok(Captured::Skipped);
             }
-            let meta = meta.ok_or(CaptureError::UnknownCollection(collection_id))?;
+            let vchannels = match meta {
+                Some(meta) => meta.virtual_channels,
+                // Gone from the metadata: its drop finished before the task got here. The
+                // vchannels the task staged rows of stand for it; with none, the target never
+                // got this collection from the task, and there is nothing to do there.
+                None => lookup.vchannels_seen(collection_id)?,
+            };
+            if vchannels.is_empty() {
+                info!(
+                    collection = %collection.name,
+                    id = collection_id,
+                    "DDL of a collection neither on the source nor seen by the task: nothing to apply"
+                );
+                return Ok(Captured::Skipped);
+            }
             let event = match other {
                 SourceMessage::DropCollection(_) => DdlEvent::DropCollection,
                 SourceMessage::CreatePartition(m) => DdlEvent::CreatePartition {
@@ -250,7 +267,7 @@ fn capture_under_source_names(
             };
             Ok(Captured::Changes(StagedChange::ddl_copies(
                 &collection,
-                &meta.virtual_channels,
+                &vchannels,
                 pchannel,
                 ts,
                 &event,
@@ -516,6 +533,61 @@ mod tests {
         };
         assert_eq!(
             capture(SourceMessage::Insert(m), P0, &scope, &mut NoLookup),
+            Ok(Captured::Skipped)
+        );
+    }
+
+    /// A source whose metadata no longer has collection 9, and a journal that saw `seen` of it.
+    struct Removed {
+        seen: Vec<String>,
+    }
+
+    impl CollectionLookup for Removed {
+        fn collection(&mut self, _: i64) -> Result<Option<CollectionMeta>, LookupError> {
+            Ok(None)
+        }
+
+        fn collection_named(
+            &mut self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<CollectionMeta>, LookupError> {
+            Ok(None)
+        }
+
+        fn vchannels_seen(&mut self, _: i64) -> Result<Vec<String>, LookupError> {
+            Ok(self.seen.clone())
+        }
+    }
+
+    fn drop_of_9() -> SourceMessage {
+        SourceMessage::DropCollection(msg::DropCollectionRequest {
+            collection_id: 9,
+            collection_name: "c".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_drop_of_a_collection_gone_from_the_metadata_reaches_the_vchannels_the_task_saw() {
+        let mut lookup = Removed {
+            seen: vec![V0.into()],
+        };
+        let Ok(Captured::Changes(changes)) = capture(drop_of_9(), P0, &Scope::all(), &mut lookup)
+        else {
+            panic!("the drop is staged")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].vchannel, V0);
+        assert!(matches!(
+            &changes[0].change,
+            Change::Ddl(Ddl { event: DdlEvent::DropCollection, collection, .. }) if collection.name == "c"
+        ));
+
+        // Never seen by the task: the target has nothing of it from this task.
+        let mut unseen = Removed { seen: vec![] };
+        assert_eq!(
+            capture(drop_of_9(), P0, &Scope::all(), &mut unseen),
             Ok(Captured::Skipped)
         );
     }

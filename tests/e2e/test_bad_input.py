@@ -59,11 +59,11 @@ def create(server: CdcServer, target, task_id: str, **extra) -> None:
 def wait_for_state(server: CdcServer, task_id: str, state: str, timeout: float = 60) -> dict:
     task: dict = {}
 
-    def reached() -> bool:
+    def problems() -> list:
         nonlocal task
         task = server.request("GET", f"/v1/tasks/{task_id}")[1]
-        return task["state"] == state
-    wait_until(f"task {task_id} {state}", reached, timeout=timeout, interval=0.3)
+        return [] if task["state"] == state else [task]
+    wait_until(f"task {task_id} {state}", problems, timeout=timeout, interval=0.3)
     return task
 
 
@@ -128,8 +128,8 @@ def test_a_task_with_skip_poison_passes_over_bad_messages_logged_and_counted(tmp
         producer.produce(topic, payload, partition=0)
     producer.flush(10)
 
-    wait_until("four poisons passed over",
-               lambda: server.metrics().get("milvus_cdc_poison_skipped_total", 0) >= 4, timeout=30, interval=0.2)
+    passed = lambda: server.metrics().get("milvus_cdc_poison_skipped_total", 0)
+    wait_until("four poisons passed over", lambda: [] if passed() >= 4 else [passed()], timeout=30, interval=0.2)
     assert server.metrics()["milvus_cdc_messages_rejected_total"] == 4  # the empty one too
     assert server.request("GET", "/v1/tasks/lenient")[1]["state"] == "Running"
     server.stop()
@@ -147,7 +147,7 @@ def test_a_row_the_target_refuses_stops_the_task_on_that_row_until_skipped(tmp_p
     server = CdcServer(tmp_path, env).start()
     create_collection(source, name, fields(64), shards=1)
     create(server, target, "refused", collection_infos=[{"name": name}])
-    wait_until("the collection on the target", lambda: target.has_collection(name))
+    wait_until("the collection on the target", lambda: [] if target.has_collection(name) else [name])
     # An operator re-creates it on the target with a label too short for some of the rows.
     target.drop_collection(name)
     create_collection(target, name, fields(8), shards=1)
@@ -166,7 +166,8 @@ def test_a_row_the_target_refuses_stops_the_task_on_that_row_until_skipped(tmp_p
 
     status, reply = server.request("POST", "/v1/tasks/refused/skip", {"at": task["poison"]["at"]})
     assert status == 200, reply
-    wait_until("the row after the poison on the target", lambda: 3 in all_rows(on_target), timeout=60)
+    wait_until("the row after the poison on the target",
+               lambda: [] if 3 in all_rows(on_target) else [sorted(all_rows(on_target))], timeout=60)
     rows = all_rows(on_target)
     assert sorted(rows) == [1, 3], rows
     assert [rows[k]["label"] for k in (1, 3)] == ["short", "fine"]

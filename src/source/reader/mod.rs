@@ -53,6 +53,7 @@ use tracing::{info, warn};
 
 use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
+use super::meta::CollectionMeta;
 use super::mq::{ChannelSource, MessageQueue, MqError};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
@@ -131,6 +132,15 @@ pub struct ChannelReader<'a> {
 
 impl ChannelReader<'_> {
     pub fn run(&self, lookup: &mut dyn CollectionLookup) -> Result<(), ReaderError> {
+        let mut lookup = WithJournal {
+            lookup,
+            journal: self.journal,
+            task: self.run.task(),
+        };
+        self.read(&mut lookup)
+    }
+
+    fn read(&self, lookup: &mut dyn CollectionLookup) -> Result<(), ReaderError> {
         let offset = self
             .journal
             .source_offset(self.run.task(), self.pchannel)?
@@ -322,6 +332,34 @@ impl ChannelReader<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+/// The task's collection lookup, and what its journal knows of collections the metadata no
+/// longer has.
+struct WithJournal<'l> {
+    lookup: &'l mut dyn CollectionLookup,
+    journal: &'l Journal,
+    task: &'l str,
+}
+
+impl CollectionLookup for WithJournal<'_> {
+    fn collection(&mut self, id: i64) -> Result<Option<CollectionMeta>, LookupError> {
+        self.lookup.collection(id)
+    }
+
+    fn collection_named(
+        &mut self,
+        db_name: &str,
+        name: &str,
+    ) -> Result<Option<CollectionMeta>, LookupError> {
+        self.lookup.collection_named(db_name, name)
+    }
+
+    fn vchannels_seen(&mut self, id: i64) -> Result<Vec<String>, LookupError> {
+        self.journal
+            .vchannels_of_collection(self.task, id)
+            .map_err(|e| LookupError(format!("the journal's vchannels of collection {id}: {e}")))
     }
 }
 
