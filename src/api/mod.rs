@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -85,6 +85,14 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
             "/openapi.json",
             get(move || async move { axum::Json(doc.as_ref().clone()) }),
         )
+        // Every error has the JSON body, these too.
+        .fallback(|uri: Uri| async move {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no such route: {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            let message = format!("{} does not take {method}", uri.path());
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message)
+        })
         .layer(middleware::from_fn_with_state(
             Arc::new(access.hosts),
             guard::same_origin_only,
@@ -172,6 +180,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    fn new(status: StatusCode, message: String) -> Self {
+        Self { status, message }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,

@@ -54,7 +54,9 @@ impl<T: Target> Applier<'_, T> {
                     Step::Data { calls, .. } => calls,
                     Step::Idle | Step::Ddl(_) => Vec::new(),
                 };
-                if let Some(poison) = self.try_row(row, |t| t.apply_data(&[calls.clone()], true))? {
+                if let Some(poison) =
+                    self.try_row(row, |t| t.apply_data(std::slice::from_ref(&calls), true))?
+                {
                     return Ok(Isolated::Poison(poison));
                 }
                 let done = InFlightBatch {

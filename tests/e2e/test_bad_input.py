@@ -103,7 +103,7 @@ def test_a_bad_message_stops_the_task_and_only_an_operator_skip_moves_past_it(tm
     # A client repeating the first skip skips nothing more: the task is on another poison.
     status, reply = server.request("POST", "/v1/tasks/junk/skip",
                                    {"at": {"message": {"channel": topic, "id": {"Kafka": 2}}}})
-    assert status == 409 and "offset=3" in reply["error"], reply
+    assert status == 409 and "offset=3" in reply["message"], reply
     for offset in (3, 4, 5):
         at = {"message": {"channel": topic, "id": {"Kafka": offset}}}
         wait_for_state(server, "junk", "Failed")

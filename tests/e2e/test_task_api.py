@@ -276,3 +276,8 @@ def test_a_collection_created_while_a_task_takes_its_start_positions_is_replicat
         assert_replicated(source, target, collection, timeout=60)
     finally:
         server.stop()
+
+
+def test_an_unknown_route_or_method_gets_the_json_error_body(server):
+    assert server.request("GET", "/v1/nothing") == (404, {"code": 404, "message": "no such route: /v1/nothing"})
+    assert server.request("PUT", "/v1/tasks") == (405, {"code": 405, "message": "/v1/tasks does not take PUT"})
