@@ -87,7 +87,10 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
         )
         // Every error has the JSON body, these too.
         .fallback(|uri: Uri| async move {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no such route: {}", uri.path()))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such route: {}", uri.path()),
+            )
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             let message = format!("{} does not take {method}", uri.path());

@@ -375,7 +375,9 @@ impl Supervisor {
     /// Records the task Failed on `poison`, naming it and what the operator can do.
     fn stop_on_poison(&self, run: &TaskRun, poison: Poison) {
         let reason = format!(
-            "stopped on a poison: {poison}. Nothing after it was applied. `milvus-cdc dump` shows              it; fix its cause and resume, or move past exactly this one with `milvus-cdc task              skip {}`",
+            "stopped on a poison: {poison}. Nothing after it was applied. `milvus-cdc dump` shows \
+             it; fix its cause and resume, or move past exactly this one with `milvus-cdc task \
+             skip {}`",
             run.task()
         );
         self.fail_with(run, reason, Some(poison));

@@ -49,19 +49,34 @@ pub struct Retained {
     pub latest: MqPosition,
 }
 
+/// Whether a broker still has what follows a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Every message after the position, as far as the broker says (or it says nothing).
+    Everything,
+    /// Messages after the position are gone: retention passed it. Offsets never go back, so
+    /// one answer settles it.
+    Passed,
+    /// The channel ends before the position: its topic was deleted and created again, or the
+    /// answer was stale (a broker may report its end a moment late). Only an answer that
+    /// stays so settles it.
+    EndsBefore,
+}
+
 impl Retained {
     /// Whether reading from `position` gets every message after it, as far as the broker says
-    /// (only a broker that reports its oldest message does): false when messages after it are
-    /// gone (retention passed it) or the channel is behind it (its topic was deleted and
-    /// created again, restarting its offsets).
-    pub fn still_has(&self, position: &MqPosition) -> bool {
+    /// (only a broker that reports its oldest message does).
+    pub fn holding(&self, position: &MqPosition) -> Holding {
         use std::cmp::Ordering::Less;
-        match self.oldest {
-            Some(oldest) => {
-                position.cmp_on_channel(&oldest) != Some(Less)
-                    && self.latest.cmp_on_channel(position) != Some(Less)
-            }
-            None => true,
+        let Some(oldest) = self.oldest else {
+            return Holding::Everything;
+        };
+        if position.cmp_on_channel(&oldest) == Some(Less) {
+            Holding::Passed
+        } else if self.latest.cmp_on_channel(position) == Some(Less) {
+            Holding::EndsBefore
+        } else {
+            Holding::Everything
         }
     }
 }
@@ -280,25 +295,35 @@ mod tests {
     }
 
     #[test]
-    fn a_position_is_still_had_between_the_oldest_message_and_the_end() {
+    fn a_position_is_held_between_the_oldest_message_and_the_end() {
         let retained = Retained {
             oldest: Some(kafka(10)),
             latest: kafka(20),
         };
         for held in [10, 15, 20] {
-            assert!(retained.still_has(&kafka(held)), "{held}");
+            assert_eq!(
+                retained.holding(&kafka(held)),
+                Holding::Everything,
+                "{held}"
+            );
         }
-        assert!(!retained.still_has(&kafka(9)), "retention passed it");
-        assert!(
-            !retained.still_has(&kafka(21)),
-            "the topic restarted its offsets"
+        assert_eq!(
+            retained.holding(&kafka(9)),
+            Holding::Passed,
+            "retention passed it"
+        );
+        assert_eq!(
+            retained.holding(&kafka(21)),
+            Holding::EndsBefore,
+            "the topic restarted its offsets, or the answer is stale"
         );
         let unbounded = Retained {
             oldest: None,
             latest: kafka(0),
         };
-        assert!(
-            unbounded.still_has(&kafka(5)),
+        assert_eq!(
+            unbounded.holding(&kafka(5)),
+            Holding::Everything,
             "a broker that says nothing is not doubted"
         );
     }

@@ -25,7 +25,8 @@
 //!   (retention passed it, or the topic was deleted and created again) ends the reader with
 //!   [`ReaderError::NotRetained`], checked at the start of each run and every few seconds while
 //!   idle, and the task fails with that reason. Only a broker that reports its bounds (Kafka)
-//!   can be checked.
+//!   can be checked; a channel that ends before the position counts only once it stays so
+//!   for [`ENDS_BEFORE_CONFIRMED`], as a broker may report its end late.
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
 //!   than the newest stamp seen there (`not_before`).
 //! - Pacing: before a new batch the reader waits while its task has more than
@@ -54,7 +55,7 @@ use tracing::{info, warn};
 use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
 use super::meta::CollectionMeta;
-use super::mq::{ChannelSource, MessageQueue, MqError};
+use super::mq::{ChannelSource, Holding, MessageQueue, MqError};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
@@ -88,6 +89,24 @@ impl Default for ReaderSettings {
 
 /// How often an idle reader asks the broker whether it still has what follows its position.
 const RETENTION_CHECK: Duration = Duration::from_secs(5);
+
+/// How long a channel must keep ending before the reader's position before the task fails.
+const ENDS_BEFORE_CONFIRMED: Duration = Duration::from_secs(12);
+
+/// The reader's last retention answer: when asked, and since when the channel ends before it.
+struct RetentionCheck {
+    checked: Instant,
+    ends_before_since: Option<Instant>,
+}
+
+impl Default for RetentionCheck {
+    fn default() -> Self {
+        Self {
+            checked: Instant::now(),
+            ends_before_since: None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
@@ -146,8 +165,8 @@ impl ChannelReader<'_> {
             .source_offset(self.run.task(), self.pchannel)?
             .ok_or_else(|| ReaderError::NotSeeded(self.pchannel.to_owned()))?;
         info!(task = self.run.task(), channel = self.pchannel, from = %offset.next, "reading");
-        self.check_retained(&offset.next)?;
-        let mut checked = Instant::now();
+        let mut retention = RetentionCheck::default();
+        self.check_retained(&offset.next, &mut retention)?;
         let Some(mut consumer) = self.open(&offset.next) else {
             return Ok(());
         };
@@ -184,9 +203,8 @@ impl ChannelReader<'_> {
             let idle = fetched.is_none();
             // A consumer waiting past the end of a topic that was created again would wait
             // through its first messages: while idle, the broker's bounds are checked.
-            if idle && checked.elapsed() >= RETENTION_CHECK {
-                self.check_retained(&position)?;
-                checked = Instant::now();
+            if idle && retention.checked.elapsed() >= RETENTION_CHECK {
+                self.check_retained(&position, &mut retention)?;
             }
             if let Some(message) = fetched {
                 // The redelivery rule (module doc): ids only grow along a channel, so one the
@@ -311,11 +329,31 @@ impl ChannelReader<'_> {
     }
 
     /// Fails with [`ReaderError::NotRetained`] when the broker no longer has what follows
-    /// `position`.
-    fn check_retained(&self, position: &MqPosition) -> Result<(), ReaderError> {
+    /// `position`: at once when retention passed it, and when the channel ends before it only
+    /// once every answer for [`ENDS_BEFORE_CONFIRMED`] said so (a broker may answer a stale
+    /// end, and a topic created again stays short until written past the position).
+    fn check_retained(
+        &self,
+        position: &MqPosition,
+        check: &mut RetentionCheck,
+    ) -> Result<(), ReaderError> {
         let retained = self.queue.retained(self.pchannel)?;
+        check.checked = Instant::now();
+        let confirmed = match retained.holding(position) {
+            Holding::Everything => {
+                check.ends_before_since = None;
+                false
+            }
+            Holding::Passed => true,
+            Holding::EndsBefore => {
+                let since = *check.ends_before_since.get_or_insert_with(Instant::now);
+                warn!(task = self.run.task(), channel = self.pchannel, %position, end = %retained.latest,
+                      "the channel ends before the task's position; asking again");
+                since.elapsed() >= ENDS_BEFORE_CONFIRMED
+            }
+        };
         match retained.oldest {
-            Some(oldest) if !retained.still_has(position) => Err(ReaderError::NotRetained {
+            Some(oldest) if confirmed => Err(ReaderError::NotRetained {
                 channel: self.pchannel.to_owned(),
                 position: *position,
                 oldest,
