@@ -24,11 +24,11 @@ def database(source, target):
 def test_a_collection_dropped_and_created_again_while_the_task_is_paused_ends_equal(
         tmp_path, env, source, target, names):
     name = names("behind")
-    create_collection(source, name, FIRST, shards=2)
-    insert(source, name, make_rows(FIRST, range(300), seed=71))
     server = CdcServer(tmp_path, env).start()
     try:
         task = server.create_task(target.uri, collections=[name])
+        create_collection(source, name, FIRST, shards=2)
+        insert(source, name, make_rows(FIRST, range(300), seed=71))
         assert_replicated(source, target, name)
 
         assert server.request("POST", f"/v1/tasks/{task}/pause")[0] == 200
