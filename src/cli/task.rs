@@ -11,15 +11,22 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 #[derive(Args)]
 pub struct TaskArgs {
-    /// The milvus-cdc server.
+    /// The milvus-cdc server. Like every option here, it may come before or after the
+    /// subcommand (`task list --server URL`).
     #[arg(
         long,
+        global = true,
         env = "MILVUS_CDC_SERVER",
         default_value = "http://127.0.0.1:8444"
     )]
     server: String,
     /// The API's bearer token, if it has one.
-    #[arg(long, env = "MILVUS_CDC_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "MILVUS_CDC_API_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Print the server's JSON reply instead of a table.
     #[arg(long, global = true)]

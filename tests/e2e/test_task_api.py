@@ -177,6 +177,10 @@ def test_the_task_command_manages_tasks_from_a_shell(server, target):
     assert positions.startswith("CHANNEL") and "by-dev-rootcoord-dml_0" in positions, positions
     missing = cli("get", "nope")
     assert missing.returncode == 1 and missing.stderr.strip() == "milvus-cdc: task nope not found (HTTP 404)"
+    # Options go after the subcommand too, as people type them.
+    after = subprocess.run([str(BINARY), "task", "list", "--server", f"http://127.0.0.1:{server.port}", "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0 and json.loads(after.stdout)["tasks"][0]["task_id"] == "cli-1", after.stderr
     assert cli("delete", "cli-1").stdout.strip() == "deleted cli-1"
     assert cli("list").stdout.strip() == "TASK  STATE  TARGET  COLLECTIONS  REASON"
 
