@@ -243,7 +243,18 @@ impl MessageQueue for KafkaQueue {
     }
 
     fn retained(&self, pchannel: &str) -> Result<Retained, MqError> {
-        let (low, high) = self.metadata.watermarks(pchannel)?;
+        let (low, high) = match self.metadata.watermarks(pchannel) {
+            Ok(bounds) => bounds,
+            // A topic Milvus has not written yet (its replicate channel, before the first
+            // operation that goes there): nothing in it to lose, and nothing to report.
+            Err(KafkaError::Client { source, .. }) if no_such_topic(&source) => {
+                return Ok(Retained {
+                    oldest: None,
+                    latest: MqPosition::beginning(MqKind::Kafka),
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
         Ok(Retained {
             oldest: Some(MqPosition::Kafka { next_offset: low }),
             latest: MqPosition::Kafka { next_offset: high },
@@ -282,6 +293,15 @@ impl MessageQueue for KafkaQueue {
             *next_offset,
         )?))
     }
+}
+
+/// Whether the broker answered that the topic does not exist.
+fn no_such_topic(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(UnknownPartition | UnknownTopic | UnknownTopicOrPartition)
+    )
 }
 
 #[cfg(test)]
