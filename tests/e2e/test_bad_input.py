@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Producer
 from pymilvus import DataType, FieldSchema
 from pymilvus.grpc_gen import common_pb2
@@ -37,6 +38,15 @@ def bad_messages() -> list[bytes]:
     unknown.base.msg_type = 99_999
     return [time_tick(5), b"not a milvus message \xff\xfe", truncated, unknown.SerializeToString(), b"",
             time_tick(9)]
+
+
+@pytest.fixture
+def appliance(tmp_path, env):
+    """`appliance(**options)` starts the appliance; it is stopped at the end, failed test or not."""
+    started: list[CdcServer] = []
+    yield lambda **options: started.append(CdcServer(tmp_path, env, **options).start()) or started[-1]
+    for server in started:
+        server.stop()
 
 
 def junk_topic(env) -> tuple[str, str, Producer]:
@@ -72,9 +82,9 @@ def dump(server: CdcServer, *args: str) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
-def test_a_bad_message_stops_the_task_and_only_an_operator_skip_moves_past_it(tmp_path, env, target):
+def test_a_bad_message_stops_the_task_and_only_an_operator_skip_moves_past_it(appliance, env, target):
     prefix, topic, producer = junk_topic(env)
-    server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
+    server = appliance(channel_prefix=prefix)
     create(server, target, "junk")
     for payload in bad_messages():
         producer.produce(topic, payload, partition=0)  # Milvus uses partition 0 only
@@ -120,9 +130,9 @@ def test_a_bad_message_stops_the_task_and_only_an_operator_skip_moves_past_it(tm
     assert f"{topic} next=kafka next_offset=7 tick=9" in dump(server, "--channel", topic)
 
 
-def test_a_task_with_skip_poison_passes_over_bad_messages_logged_and_counted(tmp_path, env, target):
+def test_a_task_with_skip_poison_passes_over_bad_messages_logged_and_counted(appliance, env, target):
     prefix, topic, producer = junk_topic(env)
-    server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
+    server = appliance(channel_prefix=prefix)
     create(server, target, "lenient", skip_poison=True)
     for payload in bad_messages():
         producer.produce(topic, payload, partition=0)
@@ -140,11 +150,11 @@ def test_a_task_with_skip_poison_passes_over_bad_messages_logged_and_counted(tmp
     assert f"{topic} next=kafka next_offset=7 tick=9" in dump(server, "--channel", topic)
 
 
-def test_a_row_the_target_refuses_stops_the_task_on_that_row_until_skipped(tmp_path, env, source, target, names):
+def test_a_row_the_target_refuses_stops_the_task_on_that_row_until_skipped(appliance, source, target, names):
     name = names("refused")
     fields = lambda length: schema(int64_pk(), FieldSchema("label", DataType.VARCHAR, max_length=length),
                                    FieldSchema("vec", DataType.FLOAT_VECTOR, dim=4))
-    server = CdcServer(tmp_path, env).start()
+    server = appliance()
     create_collection(source, name, fields(64), shards=1)
     create(server, target, "refused", collection_infos=[{"name": name}])
     wait_until("the collection on the target", lambda: [] if target.has_collection(name) else [name])
