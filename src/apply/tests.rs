@@ -230,15 +230,24 @@ fn settings(max_batch_rows: usize) -> ApplierSettings {
     }
 }
 
-fn drain(journal: &Journal, target: &mut FakeTarget, batch_rows: usize) {
-    let mut applier = Applier::new(
+/// An applier of task `t` that is never stopped.
+fn new_applier<'a>(
+    journal: &'a Journal,
+    target: &'a mut FakeTarget,
+    batch_rows: usize,
+) -> Applier<'a, &'a mut FakeTarget> {
+    Applier::new(
         TaskRun::unstarted("t"),
         journal,
         target,
         settings(batch_rows),
         Default::default(),
         Default::default(),
-    );
+    )
+}
+
+fn drain(journal: &Journal, target: &mut FakeTarget, batch_rows: usize) {
+    let mut applier = new_applier(journal, target, batch_rows);
     applier.recover().unwrap();
     while applier.step().unwrap() {}
 }
@@ -361,14 +370,7 @@ fn stored_keys(target: &FakeTarget) -> Vec<(i64, usize)> {
 #[test]
 fn a_refused_batch_is_taken_apart_and_the_task_stops_on_the_one_row_refused() {
     let (_dir, journal, mut target) = refused_third_row();
-    let mut applier = Applier::new(
-        TaskRun::unstarted("t"),
-        &journal,
-        &mut target,
-        settings(512),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = new_applier(&journal, &mut target, 512);
     applier.recover().unwrap();
     let refused = applier.step().unwrap_err();
     assert!(
@@ -400,14 +402,7 @@ fn a_refused_batch_is_taken_apart_and_the_task_stops_on_the_one_row_refused() {
     );
 
     // A restart (no approval) stops on the same row again, and sends nothing twice.
-    let mut applier = Applier::new(
-        TaskRun::unstarted("t"),
-        &journal,
-        &mut target,
-        settings(512),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = new_applier(&journal, &mut target, 512);
     assert!(applier.recover().is_err());
     assert_eq!(applier.isolate().unwrap(), Isolated::Poison(poison.clone()));
 
@@ -426,14 +421,7 @@ fn a_refused_batch_is_taken_apart_and_the_task_stops_on_the_one_row_refused() {
 #[test]
 fn with_skip_poison_every_refused_row_is_passed_over_and_the_rest_applied_once() {
     let (_dir, journal, mut target) = refused_third_row();
-    let mut applier = Applier::new(
-        TaskRun::unstarted("t"),
-        &journal,
-        &mut target,
-        settings(512),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = new_applier(&journal, &mut target, 512);
     applier.skip.every = true;
     assert!(applier.step().is_err());
     assert_eq!(applier.isolate().unwrap(), Isolated::Applied);
@@ -446,13 +434,6 @@ fn a_refusal_with_nothing_in_flight_is_not_a_row() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path()).unwrap();
     let mut target = FakeTarget::default();
-    let mut applier = Applier::new(
-        TaskRun::unstarted("t"),
-        &journal,
-        &mut target,
-        settings(512),
-        Default::default(),
-        Default::default(),
-    );
+    let mut applier = new_applier(&journal, &mut target, 512);
     assert_eq!(applier.isolate().unwrap(), Isolated::NothingInFlight);
 }
