@@ -18,9 +18,11 @@ pub mod failpoint;
 pub mod health;
 pub mod journal;
 pub mod metrics;
+pub mod milvus_client;
 pub mod model;
 pub mod source;
 pub mod task;
+pub mod verify;
 
 /// Protos this project owns (`schema/*.proto`).
 pub mod proto {

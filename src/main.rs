@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::verify::Verdict;
 use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
@@ -62,6 +63,9 @@ enum Command {
     },
     /// Manage the tasks of a running server: list, get, create, pause, resume, delete, positions.
     Task(cli::task::TaskArgs),
+    /// Compare a task's source and target row by row, through the server. Exit status: 0
+    /// equal, 1 different, 2 could not tell (as `diff`).
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,17 @@ fn main() -> ExitCode {
             dump(&data_dir, &filter, max_rows, json)
         }
         Command::Task(args) => cli::task::run(args).map_err(CliError::from),
+        Command::Verify(args) => {
+            return match cli::verify::run(args) {
+                Ok(Verdict::Equal) => ExitCode::SUCCESS,
+                Ok(Verdict::Different) => ExitCode::from(1),
+                Ok(Verdict::Incomplete) => ExitCode::from(2),
+                Err(err) => {
+                    eprintln!("milvus-cdc: {err}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -454,7 +454,8 @@ def write_env(parts: list[Part]) -> None:
         "[source]\n"
         'etcd_endpoints = ["127.0.0.1:2379"]\n'
         'etcd_root_path = "by-dev"\n'
-        'channel_prefix = "by-dev"\n\n'
+        'channel_prefix = "by-dev"\n'
+        'milvus_uri = "http://127.0.0.1:19530"\n\n'
         "[source.mq]\n"
         'type = "kafka"\n'
         'brokers = "127.0.0.1:9092"\n'

@@ -58,6 +58,7 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
         .routes(routes!(rest::pause))
         .routes(routes!(rest::resume))
         .routes(routes!(rest::skip))
+        .routes(routes!(rest::verify))
         .routes(routes!(rest::positions))
         .routes(routes!(rest::status))
         .routes(routes!(metrics))
@@ -210,6 +211,7 @@ impl From<TaskError> for ApiError {
             | TaskError::Overlaps { .. }
             | TaskError::NotStoppedThere { .. } => StatusCode::CONFLICT,
             TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            TaskError::NoSourceApi | TaskError::SourceApi(_) => StatusCode::CONFLICT,
             TaskError::Start(
                 StartError::UnknownChannel(_)
                 | StartError::WrongQueue { .. }

@@ -2,6 +2,7 @@
 //! Each handler's `#[utoipa::path]` is its entry in `/openapi.json`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,6 +16,7 @@ use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
 use crate::model::PoisonAt;
 use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
+use crate::verify::{Limits, Report};
 
 #[utoipa::path(get, path = "/v1/tasks", operation_id = "list_tasks", tag = "tasks",
     responses(
@@ -145,6 +147,59 @@ pub async fn skip(
     let SkipRequest { at } = tasks::decode(Some("body"), &body)?;
     let spec = tasks::blocking(&supervisor, move |s| s.skip(&id, &at)).await?;
     Ok(Json(TaskView::of(&spec)))
+}
+
+/// What a verify may be asked: both optional.
+#[derive(serde::Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Keys listed per kind of difference and collection (all are counted); 10 by default.
+    #[schema(minimum = 0, maximum = 10000)]
+    first: Option<u16>,
+    /// How long a key found different may wait for the target to catch up before it is
+    /// reported; 60 by default.
+    #[schema(minimum = 0, maximum = 3600)]
+    settle_seconds: Option<u16>,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/verify", operation_id = "verify_task", tag = "tasks",
+    params(("id" = String, Path)), request_body(content = Option<VerifyRequest>),
+    responses(
+        (status = 200, description = "What the comparison of the task's collections on both sides \
+            found; `equal` and `complete` say whether the target is the source's copy", body = Report),
+        (status = 400, description = "The body is not a verify request, or the id is not UTF-8", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The appliance has no [source] milvus_uri to read rows from", body = ErrorBody),
+        (status = 500, description = "The journal cannot be read", body = ErrorBody),
+        (status = 502, description = "The source's metadata cannot be read", body = ErrorBody),
+    ))]
+pub async fn verify(
+    State(supervisor): State<Arc<Supervisor>>,
+    TaskId(id): TaskId,
+    body: Bytes,
+) -> Result<Json<Report>, ApiError> {
+    let request: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        VerifyRequest::default()
+    } else {
+        tasks::decode(Some("body"), &body)?
+    };
+    if request.first.is_some_and(|n| n > 10_000) {
+        return Err(ApiError::bad_request("invalid body.first: at most 10000"));
+    }
+    if request.settle_seconds.is_some_and(|s| s > 3600) {
+        return Err(ApiError::bad_request(
+            "invalid body.settle_seconds: at most 3600",
+        ));
+    }
+    let defaults = Limits::default();
+    let limits = Limits {
+        first: request.first.map_or(defaults.first, usize::from),
+        settle: request
+            .settle_seconds
+            .map_or(defaults.settle, |s| Duration::from_secs(u64::from(s))),
+        ..defaults
+    };
+    Ok(Json(supervisor.verify(&id, &limits).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/positions", operation_id = "task_positions", tag = "tasks", params(("id" = String, Path)),

@@ -55,7 +55,7 @@ pub struct ConnectParam {
     /// For example `http://127.0.0.1:19530`; a bracketed IPv6 address is accepted too.
     /// `https://` is TLS, trusting the CA of the appliance's `[target] ca_file` (or the
     /// system's roots).
-    // The server's check is `apply::milvus::plain_endpoint`.
+    // The server's check is `milvus_client::plain_endpoint`.
     #[schema(
         pattern = r"^https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:(0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$"
     )]
@@ -258,7 +258,7 @@ mod tests {
     use utoipa::openapi::{RefOr, Schema};
 
     use super::*;
-    use crate::apply::milvus::check_target;
+    use crate::milvus_client;
 
     /// The `pattern` the OpenAPI document gives for the property `field` of `T`.
     fn documented_pattern<T: PartialSchema>(field: &str) -> Regex {
@@ -295,7 +295,7 @@ mod tests {
         ) {
             let uri = format!("{scheme}{separator}{host}{port}{rest}");
             let documented = URI.is_match(&uri);
-            let accepted = check_target(&uri, "", None).is_ok();
+            let accepted = milvus_client::check("target", &uri, "", None).is_ok();
             if uri.contains('[') {
                 prop_assert!(!accepted || documented, "{uri:?} is accepted but not documented");
             } else {

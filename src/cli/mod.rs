@@ -1,2 +1,3 @@
 pub mod https;
 pub mod task;
+pub mod verify;

@@ -9,8 +9,9 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+/// How to reach the server; shared by `task` and `verify`.
 #[derive(Args)]
-pub struct TaskArgs {
+pub struct ServerArgs {
     /// The milvus-cdc server. Like every option here, it may come before or after the
     /// subcommand (`task list --server URL`).
     #[arg(
@@ -28,15 +29,21 @@ pub struct TaskArgs {
         hide_env_values = true
     )]
     token: Option<String>,
-    /// Print the server's JSON reply instead of a table.
+    /// Print the server's JSON reply instead of text for people.
     #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: TaskCommand,
+    pub json: bool,
     /// PEM CA certificate(s) an `https://` server's certificate must chain to, instead of the
     /// public web roots: the CA of the API's `[api] tls_cert_file`.
     #[arg(long, global = true, env = "MILVUS_CDC_CA_FILE")]
     ca_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: TaskCommand,
 }
 
 #[derive(Subcommand)]
@@ -96,15 +103,7 @@ pub enum ClientError {
 }
 
 pub fn run(args: TaskArgs) -> Result<(), ClientError> {
-    let client = Client {
-        server: args.server.trim_end_matches('/').to_owned(),
-        token: args.token,
-        agent: ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls_config(args.ca_file.as_deref())?)
-            .build()
-            .into(),
-    };
+    let client = Client::new(&args.server)?;
     let (reply, render): (Value, fn(&Value) -> String) = match args.command {
         TaskCommand::List => (client.call("GET", "/v1/tasks", None)?, task_table),
         TaskCommand::Get { task_id } => (
@@ -163,7 +162,7 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             positions_table,
         ),
     };
-    if args.json {
+    if args.server.json {
         println!("{reply}");
     } else {
         println!("{}", render(&reply));
@@ -187,16 +186,33 @@ fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, ClientError> {
         .build())
 }
 
-struct Client {
+pub struct Client {
     server: String,
     token: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Client {
+    pub fn new(args: &ServerArgs) -> Result<Self, ClientError> {
+        Ok(Self {
+            server: args.server.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .tls_config(tls_config(args.ca_file.as_deref())?)
+                .build()
+                .into(),
+        })
+    }
+
     /// One API call: the JSON reply of a 2xx answer (`null` when it has no body), else the
     /// server's error message.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.server);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let unreachable = |e: ureq::Error| ClientError::Unreachable {
@@ -240,7 +256,7 @@ fn with_auth<B>(
     }
 }
 
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

@@ -29,6 +29,13 @@ pub struct SourceConfig {
     /// TLS (one without a scheme too; an `http://` one is an error); without it, `https://`
     /// endpoints are checked against the system's roots.
     pub etcd_ca_file: Option<std::path::PathBuf>,
+    /// The source's public Milvus API (`http(s)://host:port`), read by `verify` for rows and
+    /// counts. Messages and metadata do not need it.
+    pub milvus_uri: Option<String>,
+    /// `user:password` for `milvus_uri`, when the source has authentication on.
+    pub milvus_token: Option<crate::model::Secret>,
+    /// PEM CA certificate(s) an `https://` `milvus_uri` must chain to.
+    pub milvus_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -43,6 +50,9 @@ impl Default for SourceConfig {
                 ca_file: None,
             },
             etcd_ca_file: None,
+            milvus_uri: None,
+            milvus_token: None,
+            milvus_ca_file: None,
         }
     }
 }

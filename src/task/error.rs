@@ -41,6 +41,13 @@ pub enum TaskError {
         at: String,
         stopped_on: Option<String>,
     },
+    #[error(
+        "verify reads rows through the source's Milvus API: set [source] milvus_uri in the \
+         appliance's config"
+    )]
+    NoSourceApi,
+    #[error("[source] milvus_uri: {0}")]
+    SourceApi(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -15,6 +15,7 @@ pub mod history;
 mod runner;
 mod spec;
 mod status;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +29,10 @@ pub use error::TaskError;
 pub use spec::{TargetSpec, TaskSpec, TaskState};
 pub use status::{AppliedPosition, ChannelPosition, TaskPositions, TaskStatus};
 
-use crate::apply::milvus::check_target;
 use crate::config::Config;
 use crate::health::Health;
 use crate::journal::{Journal, TaskRun};
+use crate::milvus_client;
 use crate::model::{MqKind, Poison, PoisonAt, StartPosition, replicate_topic};
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
@@ -195,7 +196,8 @@ impl Supervisor {
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
     /// is safe. The same id with anything else is [`TaskError::Exists`].
     pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
-        check_target(
+        milvus_client::check(
+            "target",
             &spec.target.uri,
             spec.target.token.expose(),
             self.config.target.ca_file.as_deref(),

@@ -26,11 +26,12 @@ class CdcServer:
     def __init__(self, workdir: Path, env: dict, extra_env: dict | None = None, channel_prefix: str = "by-dev",
                  pulsar_url: str | None = None, etcd_endpoint: str | None = None, source_config: str = "",
                  extra_config: str = "", api_ca: Path | None = None, kafka_brokers: str | None = None,
-                 mq_config: str = ""):
+                 mq_config: str = "", source_api: bool = True):
         """`pulsar_url`: read the testbed's Pulsar source (etcd root `SOURCE_PULSAR_ETCD_ROOT`)
         through that service URL instead of the Kafka source. `etcd_endpoint` replaces the
         testbed's, as `kafka_brokers` does its Kafka; `source_config` is more lines of `[source]`,
-        `mq_config` of `[source.mq]`, `extra_config` more tables at the end of the config. `api_ca`: the API serves HTTPS with a certificate of that CA."""
+        `mq_config` of `[source.mq]`, `extra_config` more tables at the end of the config. `api_ca`: the API serves HTTPS with a certificate of that CA. `source_api`: the config names the
+        source's Milvus API (`milvus_uri`), which verify reads."""
         self.workdir = workdir
         self.port = free_port()
         self.extra_env = extra_env or {}
@@ -43,9 +44,11 @@ class CdcServer:
         etcd = etcd_endpoint or env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")
         if pulsar_url:
             etcd_root = env.get("SOURCE_PULSAR_ETCD_ROOT", "by-dev-pulsar")
+            source_uri = env.get("SOURCE_PULSAR_MILVUS_URI", "http://127.0.0.1:19550")
             mq = f'type = "pulsar"\nurl = "{pulsar_url}"\n'
         else:
             etcd_root = env.get("SOURCE_ETCD_ROOT", "by-dev")
+            source_uri = env.get("SOURCE_MILVUS_URI", "http://127.0.0.1:19530")
             mq = f'type = "kafka"\nbrokers = "{kafka_brokers or env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
         self.config.write_text(
             f'listen = "127.0.0.1:{self.port}"\n'
@@ -54,6 +57,7 @@ class CdcServer:
             f'etcd_endpoints = ["{etcd}"]\n'
             f'etcd_root_path = "{etcd_root}"\n'
             f'channel_prefix = "{channel_prefix}"\n'
+            + (f'milvus_uri = "{source_uri}"\n' if source_api else "")
             + source_config
             + "[source.mq]\n"
             + mq

@@ -6,9 +6,10 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tracing::info;
 
 use super::insert::{InsertCodec, InsertRequest};
-use super::{MAX_MESSAGE, MilvusTarget, check, shape_key};
+use super::{MilvusTarget, check, shape_key};
 use crate::apply::TargetError;
 use crate::apply::calls::Call;
+use crate::milvus_client::MAX_MESSAGE;
 use crate::model::{CollectionRef, PrimaryKeys};
 
 impl MilvusTarget {

@@ -3,15 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 use milvus::proto::common::{ErrorCode, Status};
 use milvus::proto::milvus as rpc;
-use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use tokio::runtime::Handle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 mod data;
 mod ddl;
@@ -20,30 +15,8 @@ mod replicated;
 
 use super::calls::Call;
 use super::{Ddl, Target, TargetError};
-use crate::model::{CaFile, CollectionRef, DEFAULT_PARTITION, DdlEvent};
-
-/// Adds the `authorization` header Milvus expects when the target has auth on.
-#[derive(Clone)]
-pub struct Auth(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        Ok(request)
-    }
-}
-
-type Service = InterceptedService<Channel, Auth>;
-type Client = MilvusServiceClient<Service>;
-
-const MAX_MESSAGE: usize = 256 << 20;
+use crate::milvus_client::{self, Client, Service};
+use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent};
 
 pub struct MilvusTarget {
     client: Client,
@@ -83,86 +56,6 @@ fn shape_key(c: &CollectionRef) -> (String, String) {
     (c.db_name.clone(), c.name.clone())
 }
 
-/// Refuses what [`MilvusTarget::connect`] would refuse, without connecting, so a task with
-/// an unusable target is rejected when it is created rather than failing later.
-pub fn check_target(uri: &str, token: &str, ca_file: Option<&Path>) -> Result<(), String> {
-    endpoint(uri, ca_file)?;
-    auth_header(token)?;
-    Ok(())
-}
-
-/// An `https://` target trusts `ca_file` alone when the appliance's config names one, else
-/// the system's roots (tonic's default for `https://`).
-fn endpoint(uri: &str, ca_file: Option<&Path>) -> Result<Endpoint, String> {
-    let endpoint = plain_endpoint(uri)?;
-    match ca_file {
-        Some(path) if uri.starts_with("https://") => {
-            let ca = CaFile::read(path).map_err(|e| format!("target {uri}: {e}"))?;
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem()));
-            endpoint
-                .tls_config(tls)
-                .map_err(|e| format!("target {uri}: TLS with {}: {e}", path.display()))
-        }
-        _ => Ok(endpoint),
-    }
-}
-
-/// Accepts `http(s)://host[:port][/]`, as the API documents it (`ConnectParam::uri`).
-fn plain_endpoint(uri: &str) -> Result<Endpoint, String> {
-    let expected = "expected http://host:port or https://host:port";
-    let invalid = |why: &dyn std::fmt::Display| format!("invalid target uri {uri:?}: {why}");
-    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| invalid(&e))?;
-    let parsed = endpoint.uri();
-    // The authority must be exactly `host` or `host:port`, with the port in plain digits: the
-    // parser reads `h:+1` as port 1, `h:1x` as host `h` without a port, and drops `user@`.
-    let authority = parsed.authority().map(|a| a.as_str()).unwrap_or_default();
-    let authority_plain = parsed.host().is_some_and(|host| {
-        let host_ok = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
-            || (!host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')));
-        let port_ok = match authority.strip_prefix(host) {
-            Some("") => true,
-            // Written as the number it is: no sign, no leading zero, at most 65535.
-            Some(port) => port.strip_prefix(':').is_some_and(|digits| {
-                digits
-                    .parse::<u16>()
-                    .is_ok_and(|number| number.to_string() == digits)
-            }),
-            None => false,
-        };
-        host_ok && port_ok
-    });
-    // In lower case, as the documented pattern has it: the parser takes `HTTP://` too.
-    let plain = (uri.starts_with("http://") || uri.starts_with("https://"))
-        && authority_plain
-        && matches!(parsed.path(), "" | "/")
-        && parsed.query().is_none()
-        && !uri.contains('#');
-    if plain {
-        Ok(endpoint)
-    } else {
-        Err(invalid(&expected))
-    }
-}
-
-/// The `authorization` value Milvus expects: base64 of `user:password`; none for no token.
-fn auth_header(token: &str) -> Result<Option<MetadataValue<Ascii>>, String> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
-    encoded
-        .parse()
-        .map(Some)
-        .map_err(|_| "the token is not valid header text".to_owned())
-}
-
 impl MilvusTarget {
     /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`;
     /// `ca_file` is what an `https://` target's certificate must chain to (see [`endpoint`]).
@@ -172,20 +65,8 @@ impl MilvusTarget {
         ca_file: Option<&Path>,
         runtime: Handle,
     ) -> Result<Self, TargetError> {
-        let endpoint = endpoint(uri, ca_file)
-            .map_err(TargetError::Permanent)?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120));
-        let auth = auth_header(token.unwrap_or_default()).map_err(TargetError::Permanent)?;
-        // Connects lazily: an unreachable target surfaces as a transient error on the first call.
-        let channel = {
-            let _context = runtime.enter();
-            endpoint.connect_lazy()
-        };
-        let service = InterceptedService::new(channel, Auth(auth));
-        let client = MilvusServiceClient::new(service.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let (service, client) = milvus_client::connect("target", uri, token, ca_file, &runtime)
+            .map_err(TargetError::Permanent)?;
         Ok(Self {
             client,
             service,

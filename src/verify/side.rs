@@ -1,0 +1,160 @@
+//! One side of a comparison: a Milvus read through its public API, a page of rows at a time.
+
+use milvus::proto::common::{ConsistencyLevel, ErrorCode, KeyValuePair};
+use milvus::proto::milvus::QueryRequest;
+use milvus::proto::schema::{field_data, scalar_field};
+
+use super::VerifyError;
+use super::rows::{Key, Row, rows};
+use crate::milvus_client::Client;
+use crate::model::CollectionRef;
+
+/// What is read of one collection: its primary key and every field to compare.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub primary_key: String,
+    pub fields: Vec<String>,
+}
+
+pub struct Side {
+    /// "source" or "target", for errors.
+    pub role: &'static str,
+    pub client: Client,
+}
+
+impl Side {
+    /// The rows of `partition`, counted by the server.
+    pub async fn count(&self, c: &CollectionRef, partition: &str) -> Result<u64, VerifyError> {
+        let reply = self
+            .query(
+                c,
+                partition,
+                String::new(),
+                vec!["count(*)".into()],
+                Vec::new(),
+            )
+            .await?;
+        let count = reply.iter().find_map(|column| match &column.field {
+            Some(field_data::Field::Scalars(s)) => match &s.data {
+                Some(scalar_field::Data::LongData(a)) => a.data.first().copied(),
+                _ => None,
+            },
+            _ => None,
+        });
+        count
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| self.error(c, "count(*) answered no count".into()))
+    }
+
+    /// Up to `limit` rows of `partition` with a key above `after` and at most `through`, in key
+    /// order. A page may hold fewer rows than `limit` with more to come: only an empty page
+    /// ends the range (Milvus stops a page where one of its segments runs out, so that what
+    /// it returns is exactly the lowest keys).
+    pub async fn page(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        shape: &Shape,
+        after: Option<&Key>,
+        through: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Row>, VerifyError> {
+        let pk = &shape.primary_key;
+        let mut bounds = Vec::new();
+        if let Some(after) = after {
+            bounds.push(format!("{pk} > {}", after.literal()));
+        }
+        if let Some(through) = through {
+            bounds.push(format!("{pk} <= {}", through.literal()));
+        }
+        // No bounds: every key (Milvus takes an empty expression when a limit is given).
+        let expr = bounds.join(" && ");
+        let params = vec![
+            param("limit", &limit.to_string()),
+            param("iterator", "True"),
+            param("reduce_stop_for_best", "True"),
+        ];
+        self.rows(c, partition, shape, expr, params).await
+    }
+
+    /// The rows of `partition` with one of `keys`.
+    pub async fn rows_of(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        shape: &Shape,
+        keys: &[Key],
+    ) -> Result<Vec<Row>, VerifyError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = keys.iter().map(Key::literal).collect();
+        let expr = format!("{} in [{}]", shape.primary_key, list.join(", "));
+        self.rows(c, partition, shape, expr, Vec::new()).await
+    }
+
+    async fn rows(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        shape: &Shape,
+        expr: String,
+        params: Vec<KeyValuePair>,
+    ) -> Result<Vec<Row>, VerifyError> {
+        let columns = self
+            .query(c, partition, expr, shape.fields.clone(), params)
+            .await?;
+        rows(&columns, &shape.primary_key).map_err(|e| self.error(c, e.to_string()))
+    }
+
+    async fn query(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        expr: String,
+        output_fields: Vec<String>,
+        query_params: Vec<KeyValuePair>,
+    ) -> Result<Vec<milvus::proto::schema::FieldData>, VerifyError> {
+        let request = QueryRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            expr,
+            output_fields,
+            partition_names: vec![partition.to_owned()],
+            query_params,
+            // Everything written before the query is seen.
+            consistency_level: ConsistencyLevel::Strong as i32,
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let reply = client
+            .query(request)
+            .await
+            .map_err(|status| self.error(c, format!("Query: {}", status.message())))?
+            .into_inner();
+        // Milvus 2.3 still says failure in `error_code`, not yet in `code` alone.
+        #[allow(deprecated)]
+        if let Some(status) = reply
+            .status
+            .filter(|s| s.error_code != ErrorCode::Success as i32 || s.code != 0)
+        {
+            return Err(self.error(c, format!("Query: {}", status.reason)));
+        }
+        Ok(reply.fields_data)
+    }
+
+    fn error(&self, c: &CollectionRef, reason: String) -> VerifyError {
+        VerifyError::Read {
+            role: self.role,
+            collection: format!("{}.{}", c.db_name, c.name),
+            reason,
+        }
+    }
+}
+
+fn param(key: &str, value: &str) -> KeyValuePair {
+    KeyValuePair {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    }
+}
