@@ -22,7 +22,7 @@ use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<TaskList>, ApiError> {
-    Ok(Json(TaskList::of(&supervisor.tasks()?)))
+    Ok(Json(TaskList::of(&supervisor, &supervisor.tasks()?)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = CreateRequest,
@@ -44,7 +44,7 @@ pub async fn create(
             Created::New(spec) => (StatusCode::CREATED, spec),
             Created::Existing(spec) => (StatusCode::OK, spec),
         };
-    Ok((status, Json(TaskView::of(&spec))))
+    Ok((status, Json(TaskView::of(&supervisor, &spec)?)))
 }
 
 /// The `{id}` of a task's path. Its rejection (an id that is not UTF-8 once percent-decoded) is
@@ -73,7 +73,7 @@ pub async fn get(
     State(supervisor): State<Arc<Supervisor>>,
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
-    Ok(Json(TaskView::of(&supervisor.task(&id)?)))
+    Ok(Json(TaskView::of(&supervisor, &supervisor.task(&id)?)?))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{id}", operation_id = "delete_task", tag = "tasks", params(("id" = String, Path)),
@@ -103,7 +103,7 @@ pub async fn pause(
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.pause(&id)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", operation_id = "resume_task", tag = "tasks", params(("id" = String, Path)),
@@ -118,7 +118,7 @@ pub async fn resume(
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 /// The body of a skip: the poison to move past, as the task shows it (`poison.at`).
@@ -144,7 +144,7 @@ pub async fn skip(
 ) -> Result<Json<TaskView>, ApiError> {
     let SkipRequest { at } = tasks::decode(Some("body"), &body)?;
     let spec = tasks::blocking(&supervisor, move |s| s.skip(&id, &at)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/positions", operation_id = "task_positions", tag = "tasks", params(("id" = String, Path)),

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 pub use error::TaskError;
 pub use spec::{TargetSpec, TaskSpec, TaskState};
-pub use status::{AppliedPosition, ChannelPosition, TaskPositions, TaskStatus};
+pub use status::{AppliedPosition, ChannelPosition, ConsistencyPoint, TaskPositions, TaskStatus};
 
 use crate::apply::milvus::check_target;
 use crate::config::Config;
