@@ -227,6 +227,9 @@ pub struct TaskGauges {
     pub source_lag: BTreeMap<String, f64>,
     /// Per vchannel: age of the oldest change not applied yet.
     pub target_lag: BTreeMap<String, f64>,
+    /// The consistency point, in Unix seconds, and its age (the RPO) in seconds; None until
+    /// every channel has staged a tick.
+    pub consistent: Option<(f64, f64)>,
 }
 
 /// The Prometheus text of every metric, with `snapshot`'s gauges.
@@ -335,7 +338,16 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
     let state = Family::<StateLabels, Gauge>::default();
+    let consistent = Family::<TaskLabels, Seconds>::default();
+    let rpo = Family::<TaskLabels, Seconds>::default();
     for task in &snapshot.tasks {
+        if let Some((at, age)) = task.consistent {
+            let labels = TaskLabels {
+                task: task.task.clone(),
+            };
+            consistent.get_or_create(&labels).set(at);
+            rpo.get_or_create(&labels).set(age);
+        }
         for (family, values) in [
             (&source_lag, &task.source_lag),
             (&target_lag, &task.target_lag),
@@ -364,6 +376,16 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "lag_seconds",
         "Per task and vchannel: age of the oldest change not applied to the target yet (of the newest TimeTick when all is applied)",
         target_lag,
+    );
+    registry.register(
+        "consistent_timestamp_seconds",
+        "Per task: the consistency point, in Unix seconds: the target holds the source's state as of this time (every channel applied through it)",
+        consistent,
+    );
+    registry.register(
+        "rpo_seconds",
+        "Per task: age of the consistency point, the source changes the target may lack",
+        rpo,
     );
     registry.register("task_state", "1 for each task's current state", state);
     let mut out = String::new();
@@ -415,6 +437,7 @@ mod tests {
                 state: "Running".into(),
                 source_lag: [("p0".to_owned(), 2.0)].into(),
                 target_lag: BTreeMap::new(),
+                consistent: Some((1_700_000_000.25, 3.5)),
             }],
         };
         let text = render(&snapshot).unwrap();
@@ -432,6 +455,32 @@ mod tests {
         );
         assert!(
             text.contains(r#"milvus_cdc_task_state{task="t",state="Running"} 1"#),
+            "{text}"
+        );
+        for line in [
+            r#"milvus_cdc_consistent_timestamp_seconds{task="t"} 1700000000.25"#,
+            r#"milvus_cdc_rpo_seconds{task="t"} 3.5"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_task_without_a_consistency_point_has_no_such_gauges() {
+        let snapshot = Snapshot {
+            tasks: vec![TaskGauges {
+                task: "t".into(),
+                state: "Running".into(),
+                source_lag: BTreeMap::new(),
+                target_lag: BTreeMap::new(),
+                consistent: None,
+            }],
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot).unwrap();
+        assert!(!text.contains(r#"milvus_cdc_rpo_seconds{"#), "{text}");
+        assert!(
+            !text.contains(r#"milvus_cdc_consistent_timestamp_seconds{"#),
             "{text}"
         );
     }

@@ -78,9 +78,9 @@ pub async fn handle(
             json!({ "task_id": created.spec().task_id })
         }
         CdcRequest::Get(TaskIdRequest { task_id }) => {
-            json!({ "task": TaskView::of(&supervisor.task(&task_id)?) })
+            json!({ "task": TaskView::of(&supervisor, &supervisor.task(&task_id)?)? })
         }
-        CdcRequest::List(_) => json!(TaskList::of(&supervisor.tasks()?)),
+        CdcRequest::List(_) => json!(TaskList::of(&supervisor, &supervisor.tasks()?)?),
         CdcRequest::Delete(TaskIdRequest { task_id }) => {
             tasks::blocking(&supervisor, move |s| s.delete(&task_id)).await?;
             json!({})

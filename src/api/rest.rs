@@ -24,7 +24,7 @@ use crate::verify::{Limits, Report};
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
 pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<TaskList>, ApiError> {
-    Ok(Json(TaskList::of(&supervisor.tasks()?)))
+    Ok(Json(TaskList::of(&supervisor, &supervisor.tasks()?)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = CreateRequest,
@@ -46,7 +46,7 @@ pub async fn create(
             Created::New(spec) => (StatusCode::CREATED, spec),
             Created::Existing(spec) => (StatusCode::OK, spec),
         };
-    Ok((status, Json(TaskView::of(&spec))))
+    Ok((status, Json(TaskView::of(&supervisor, &spec)?)))
 }
 
 /// The `{id}` of a task's path. Its rejection (an id that is not UTF-8 once percent-decoded) is
@@ -75,7 +75,7 @@ pub async fn get(
     State(supervisor): State<Arc<Supervisor>>,
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
-    Ok(Json(TaskView::of(&supervisor.task(&id)?)))
+    Ok(Json(TaskView::of(&supervisor, &supervisor.task(&id)?)?))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{id}", operation_id = "delete_task", tag = "tasks", params(("id" = String, Path)),
@@ -105,7 +105,7 @@ pub async fn pause(
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.pause(&id)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", operation_id = "resume_task", tag = "tasks", params(("id" = String, Path)),
@@ -120,7 +120,7 @@ pub async fn resume(
     TaskId(id): TaskId,
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 /// The body of a skip: the poison to move past, as the task shows it (`poison.at`).
@@ -146,7 +146,7 @@ pub async fn skip(
 ) -> Result<Json<TaskView>, ApiError> {
     let SkipRequest { at } = tasks::decode(Some("body"), &body)?;
     let spec = tasks::blocking(&supervisor, move |s| s.skip(&id, &at)).await?;
-    Ok(Json(TaskView::of(&spec)))
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
 }
 
 /// What a verify may be asked: both optional.

@@ -12,7 +12,9 @@ use super::ApiError;
 use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
-use crate::task::{Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState};
+use crate::task::{
+    ConsistencyPoint, Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState,
+};
 
 /// The reference CDC's create request, plus `start_position`.
 #[derive(Deserialize, ToSchema)]
@@ -91,6 +93,11 @@ pub struct TaskView {
     poison: Option<Poison>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     skip_poison: bool,
+    /// Not in the reference CDC: the task's consistency point, the greatest source timestamp
+    /// through which every in-scope channel is applied (the target holds the source's state as
+    /// of it), with its age as the RPO. Omitted until every channel has staged a tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consistent_through: Option<ConsistencyPoint>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -99,17 +106,20 @@ pub struct TaskList {
 }
 
 impl TaskList {
-    pub fn of(specs: &[TaskSpec]) -> Self {
-        Self {
-            tasks: specs.iter().map(TaskView::of).collect(),
-        }
+    pub fn of(supervisor: &Supervisor, specs: &[TaskSpec]) -> Result<Self, TaskError> {
+        Ok(Self {
+            tasks: specs
+                .iter()
+                .map(|spec| TaskView::of(supervisor, spec))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
 impl TaskView {
-    /// The token is blanked.
-    pub fn of(spec: &TaskSpec) -> Self {
-        Self {
+    /// The task with its consistency point now; the token is blanked.
+    pub fn of(supervisor: &Supervisor, spec: &TaskSpec) -> Result<Self, TaskError> {
+        Ok(Self {
             task_id: spec.task_id.clone(),
             milvus_connect_param: ConnectParam {
                 uri: spec.target.uri.clone(),
@@ -127,7 +137,8 @@ impl TaskView {
             reason: spec.reason.clone().unwrap_or_default(),
             poison: spec.poison.clone(),
             skip_poison: spec.skip_poison,
-        }
+            consistent_through: supervisor.consistent_through(&spec.task_id)?,
+        })
     }
 }
 

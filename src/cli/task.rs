@@ -328,8 +328,18 @@ fn task_details(task: &Value) -> String {
         vec!["target".into(), text(&task["milvus_connect_param"]["uri"])],
         vec!["collections".into(), collections(task)],
         vec!["reason".into(), text(&task["reason"])],
+        vec!["consistent".into(), consistent_through(task)],
     ];
     table(&["FIELD", "VALUE"], &rows)
+}
+
+/// `<time> (rpo <seconds> s)`, or empty while the task has no consistency point.
+fn consistent_through(task: &Value) -> String {
+    let point = &task["consistent_through"];
+    match point["rpo_seconds"].as_f64() {
+        Some(rpo) => format!("{} (rpo {rpo:.1} s)", text(&point["time"])),
+        None => String::new(),
+    }
 }
 
 fn positions_table(reply: &Value) -> String {
@@ -375,6 +385,20 @@ mod tests {
              a1    Running  http://t:19530  c1,c2\n\
              b     Failed   http://t:19530  *            schema mismatch"
         );
+    }
+
+    #[test]
+    fn a_task_shows_its_consistency_point_and_rpo() {
+        let task = json!({ "task_id": "a1", "state": "Running", "reason": "",
+            "consistent_through": { "timestamp": 1, "time": "2024-05-01T12:00:00.123Z",
+                                    "rpo_seconds": 2.26 } });
+        let shown = task_details(&task);
+        assert!(
+            shown.contains("consistent   2024-05-01T12:00:00.123Z (rpo 2.3 s)"),
+            "{shown}"
+        );
+        let shown = task_details(&json!({ "task_id": "a1" }));
+        assert!(shown.ends_with("consistent"), "none yet: {shown}");
     }
 
     #[test]

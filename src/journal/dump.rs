@@ -1,19 +1,22 @@
 //! Read-only inspection of a stopped appliance's journal (`milvus-cdc dump`).
 
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
 use milvus::proto::milvus as rpc;
 use prost::Message;
 
+use super::lag::consistency_point;
 use super::record;
 use super::{
-    APPLIED, IN_FLIGHT, InFlightBatch, JournalError, POISON_MESSAGES, ROWS, RowPosition,
-    SOURCE_OFFSETS, SourceOffset, TASKS,
+    APPLIED, IN_FLIGHT, InFlightBatch, JournalError, POISON_MESSAGES, ROWS, RowKey, RowPosition,
+    SOURCE_OFFSETS, SourceOffset, TASKS, from_json,
 };
-use crate::model::{Change, DdlEvent, ReplicatedKind};
+use crate::model::{Change, DdlEvent, ReplicatedKind, hybrid_time, vchannel_pchannel};
 
 /// Which journal rows to show.
 #[derive(Debug, Default, Clone)]
@@ -61,6 +64,12 @@ pub enum Entry {
     InFlight {
         task: String,
         batch: InFlightBatch,
+    },
+    /// The task's consistency point (`journal::lag::consistency_point`), read off its offsets,
+    /// applied positions and rows; None while a channel has staged no tick.
+    Consistent {
+        task: String,
+        timestamp: Option<u64>,
     },
     /// The source message a task's reader stopped on (its task record says where and why).
     PoisonMessage {
@@ -114,12 +123,14 @@ impl JournalSnapshot {
         mut out: impl FnMut(Entry),
     ) -> Result<(), JournalError> {
         let txn = self.db.begin_read()?;
+        let mut tasks = Vec::new();
         for item in txn.open_table(TASKS)?.iter()? {
             let (k, v) = item?;
             let task = k.value().to_owned();
             if filter.task(&task) {
                 let mut spec = serde_json::from_slice(v.value()).unwrap_or(serde_json::Value::Null);
                 crate::model::redact_tokens(&mut spec);
+                tasks.push(task.clone());
                 out(Entry::Task { task, spec });
             }
         }
@@ -150,6 +161,11 @@ impl JournalSnapshot {
                     position: RowPosition { ts, seq },
                 });
             }
+        }
+        // Per task, whatever the channel filter: the point is the task's.
+        for task in tasks {
+            let timestamp = consistent_ts(&txn, &task)?;
+            out(Entry::Consistent { task, timestamp });
         }
         for item in txn.open_table(IN_FLIGHT)?.iter()? {
             let (k, v) = item?;
@@ -208,6 +224,63 @@ impl JournalSnapshot {
         }
         Ok(())
     }
+}
+
+/// The consistency point of `task` as the file holds it: the reads of `lag::task_lag`, made
+/// on disk in one transaction. Each vchannel with rows is visited once: its first row after its
+/// applied position, up to its channel's tick, then on to the next vchannel.
+fn consistent_ts(txn: &ReadTransaction, task: &str) -> Result<Option<u64>, JournalError> {
+    let mut ticks = HashMap::new();
+    for item in txn.open_table(SOURCE_OFFSETS)?.range((task, "")..)? {
+        let (k, v) = item?;
+        let (t, pchannel) = k.value();
+        if t != task {
+            break;
+        }
+        let offset: SourceOffset = from_json(|| format!("offset {task}/{pchannel}"), v.value())?;
+        ticks.insert(pchannel.to_owned(), offset.tick);
+    }
+    let applied = txn.open_table(APPLIED)?;
+    let rows = txn.open_table(ROWS)?;
+    let mut first_pending = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        // The next vchannel's first row: past every position of the last one.
+        let start: Bound<RowKey> = match &last {
+            None => Bound::Included((task, "", 0, 0)),
+            Some(v) => Bound::Excluded((task, v.as_str(), u64::MAX, u64::MAX)),
+        };
+        let Some(entry) = rows.range::<RowKey>((start, Bound::Unbounded))?.next() else {
+            break;
+        };
+        let (k, _) = entry?;
+        let (t, vchannel, _, _) = k.value();
+        if t != task {
+            break;
+        }
+        let vchannel = vchannel.to_owned();
+        if let Some(&tick) = vchannel_pchannel(&vchannel).and_then(|p| ticks.get(p)) {
+            let v = vchannel.as_str();
+            let after = applied.get((task, v))?.map(|a| a.value());
+            if after.is_none_or(|after| after < (tick, u64::MAX)) {
+                let from = match after {
+                    Some((ts, seq)) => Bound::Excluded((task, v, ts, seq)),
+                    None => Bound::Included((task, v, 0, 0)),
+                };
+                let through = Bound::Included((task, v, tick, u64::MAX));
+                if let Some(row) = rows.range::<RowKey>((from, through))?.next() {
+                    first_pending.push(row?.0.value().2);
+                }
+            }
+        }
+        last = Some(vchannel);
+    }
+    Ok(consistency_point(
+        ticks
+            .iter()
+            .map(|(pchannel, tick)| (pchannel.as_str(), *tick)),
+        first_pending,
+    ))
 }
 
 fn describe(change: &Change) -> (String, String, u64) {
@@ -308,6 +381,14 @@ impl Entry {
                     position.ts, position.seq
                 )
             }
+            Entry::Consistent {
+                task,
+                timestamp: Some(ts),
+            } => format!("consistent {task} through {} ({ts})", hybrid_time(*ts)),
+            Entry::Consistent {
+                task,
+                timestamp: None,
+            } => format!("consistent {task} not yet: a channel has staged no tick"),
             Entry::InFlight { task, batch } => format!("in-flight {task} {:?}", batch.ends),
             Entry::PoisonMessage { task, bytes, hex } => {
                 // A line stays readable: the first 512 bytes; `--json` has all of it.
@@ -395,6 +476,71 @@ mod tests {
         assert_eq!(rows.len(), 2, "{lines:?}");
         assert!(
             rows[0].contains("ts=2") && rows[0].contains("delete") && rows[0].contains("rows=2")
+        );
+    }
+
+    #[test]
+    fn dump_shows_each_tasks_consistency_point() {
+        // A hybrid timestamp at `ms` Unix milliseconds.
+        let at = |ms: u64| ms << 18;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            for task in ["t", "u"] {
+                j.put_task(task, br#"{}"#).unwrap();
+            }
+            let delete = |vchannel: &str, ts| StagedChange {
+                vchannel: vchannel.into(),
+                ts,
+                change: Change::Delete(DeleteBatch {
+                    collection: CollectionRef {
+                        id: 3,
+                        db_name: "default".into(),
+                        name: "c".into(),
+                    },
+                    partition: String::new(),
+                    keys: PrimaryKeys::Int64(vec![1]),
+                }),
+            };
+            let run = TaskRun::unstarted("t");
+            let next = MqPosition::Kafka { next_offset: 1 };
+            let tick = at(1_700_000_009_000);
+            j.stage(&run, "p1", &[], next, tick).unwrap();
+            let rows = [
+                delete("p0_3v0", at(1_700_000_001_000)),
+                delete("p0_3v0", at(1_700_000_002_000)),
+                delete("p0_3v1", at(1_700_000_005_000)),
+            ];
+            j.stage(&run, "p0", &rows, next, tick).unwrap();
+            // The first row of p0_3v0 is applied: its second one holds the point.
+            let applied = InFlightBatch {
+                ends: vec![(
+                    "p0_3v0".into(),
+                    RowPosition {
+                        ts: at(1_700_000_001_000),
+                        seq: u64::MAX,
+                    },
+                )],
+            };
+            j.commit_batch(&run, &applied, true).unwrap();
+            j.stage(&TaskRun::unstarted("u"), "p0", &[], next, 0)
+                .unwrap();
+        }
+        let snapshot = JournalSnapshot::open(dir.path()).unwrap();
+        let mut lines = Vec::new();
+        snapshot
+            .entries(&RowFilter::default(), 0, |e| lines.push(e.line()))
+            .unwrap();
+        let through = at(1_700_000_002_000) - 1;
+        assert!(
+            lines.contains(&format!(
+                "consistent t through 2023-11-14T22:13:21.999Z ({through})"
+            )),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&"consistent u not yet: a channel has staged no tick".to_owned()),
+            "{lines:#?}"
         );
     }
 

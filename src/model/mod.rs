@@ -64,3 +64,9 @@ pub fn now_ms() -> u64 {
 pub fn physical_ms(ts: u64) -> u64 {
     ts >> 18
 }
+
+/// The physical part of a hybrid timestamp in RFC 3339, UTC, to the millisecond.
+pub fn hybrid_time(ts: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(physical_ms(ts));
+    humantime::format_rfc3339_millis(at).to_string()
+}

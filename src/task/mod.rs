@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 pub use error::TaskError;
 pub use spec::{TargetSpec, TaskSpec, TaskState};
-pub use status::{AppliedPosition, ChannelPosition, TaskPositions, TaskStatus};
+pub use status::{AppliedPosition, ChannelPosition, ConsistencyPoint, TaskPositions, TaskStatus};
 
 use crate::config::Config;
 use crate::health::Health;

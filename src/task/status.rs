@@ -11,7 +11,7 @@ use super::history::Sample;
 use super::{Supervisor, TaskError, TaskState};
 use crate::journal::lag::{TaskLag, task_lag};
 use crate::metrics::{METRICS, Snapshot, TaskGauges};
-use crate::model::{MqPosition, encode_position, now_ms};
+use crate::model::{MqPosition, encode_position, hybrid_time, now_ms, physical_ms};
 
 /// A task's read position on one physical channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -44,6 +44,31 @@ pub struct TaskPositions {
     pub applied: Vec<AppliedPosition>,
 }
 
+/// A task's consistency point: the target holds the source's state as of `timestamp` (every
+/// change of every in-scope channel at or before it is applied). Derived from the applied
+/// positions and ticks in the journal, so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ConsistencyPoint {
+    /// Source timestamp (hybrid: physical milliseconds << 18 | logical).
+    pub timestamp: u64,
+    /// Its physical time, RFC 3339 UTC (`2024-05-01T12:00:00.123Z`).
+    pub time: String,
+    /// The recovery point objective now: how many seconds of source changes the target may lack
+    /// (now minus `time`).
+    pub rpo_seconds: f64,
+}
+
+impl ConsistencyPoint {
+    /// The point at hybrid timestamp `ts`, seen at `now_ms` (Unix milliseconds).
+    pub fn at(ts: u64, now_ms: u64) -> Self {
+        Self {
+            timestamp: ts,
+            time: hybrid_time(ts),
+            rpo_seconds: now_ms.saturating_sub(physical_ms(ts)) as f64 / 1000.0,
+        }
+    }
+}
+
 /// A task as the status page shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskStatus {
@@ -52,6 +77,9 @@ pub struct TaskStatus {
     pub reason: String,
     /// The largest apply lag over the task's vchannels, now.
     pub lag_seconds: Option<f64>,
+    /// Omitted until every channel of the task has staged a tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistent_through: Option<ConsistencyPoint>,
     pub rows_per_second: Option<f64>,
     /// The last 15 minutes.
     pub history: Vec<Sample>,
@@ -122,15 +150,25 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Every task with its lag now, its throughput and its lag over the last 15 minutes.
+    /// The task's consistency point now, if it has one yet.
+    pub fn consistent_through(&self, id: &str) -> Result<Option<ConsistencyPoint>, TaskError> {
+        let now = now_ms();
+        let lag = task_lag(&self.journal, id, now)?;
+        Ok(lag.consistent_ts.map(|ts| ConsistencyPoint::at(ts, now)))
+    }
+
+    /// Every task with its lag now, its consistency point, its throughput and its lag over the
+    /// last 15 minutes.
     pub fn status(&self) -> Result<Vec<TaskStatus>, TaskError> {
         let now = now_ms();
         self.tasks()?
             .into_iter()
             .map(|spec| {
                 let id = &spec.task_id;
+                let lag = task_lag(&self.journal, id, now)?;
                 Ok(TaskStatus {
-                    lag_seconds: max_lag(&task_lag(&self.journal, id, now)?),
+                    lag_seconds: max_lag(&lag),
+                    consistent_through: lag.consistent_ts.map(|ts| ConsistencyPoint::at(ts, now)),
                     rows_per_second: self.history.rows_per_second(id),
                     history: self.history.of(id),
                     state: spec.state,
@@ -143,7 +181,8 @@ impl Supervisor {
 }
 
 impl Supervisor {
-    /// The gauges `/metrics` shows now: the journal's size and every task's state and lag.
+    /// The gauges `/metrics` shows now: the journal's size and every task's state, lag and
+    /// consistency point.
     pub fn metrics_snapshot(&self) -> Result<Snapshot, TaskError> {
         let now = now_ms();
         let tasks = self
@@ -156,6 +195,10 @@ impl Supervisor {
                     task: spec.task_id,
                     source_lag: lag.source,
                     target_lag: lag.target,
+                    consistent: lag.consistent_ts.map(|ts| {
+                        let point = ConsistencyPoint::at(ts, now);
+                        (physical_ms(ts) as f64 / 1000.0, point.rpo_seconds)
+                    }),
                 })
             })
             .collect::<Result<_, TaskError>>()?;

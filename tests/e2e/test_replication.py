@@ -9,7 +9,7 @@ from pymilvus import DataType, FieldSchema
 
 from cdc import CdcServer
 from workload import (assert_replicated, create_collection, delete, insert, int64_pk, make_rows, schema,
-                      upsert, varchar_pk)
+                      upsert, varchar_pk, wait_until)
 
 MAIN = schema(
     int64_pk(),
@@ -46,6 +46,44 @@ def test_inserts_deletes_upserts_and_two_collections_replicate(source, target, c
     core_workload(source, main, by_name)
     assert_replicated(source, target, main, timeout=300)
     assert_replicated(source, target, by_name, timeout=120)
+
+
+def test_a_caught_up_task_is_consistent_through_a_recent_timestamp(source, target, server, names):
+    """The consistency point: the task, `/metrics` and the status page's data show a source
+    timestamp the target holds everything through, past the last write, seconds old."""
+    name = names("consistent")
+    task = server.create_task(target.uri, collections=(name,))
+    create_collection(source, name, BY_NAME, shards=len(server.dml_channels(task)))
+    written = source.collection(name).insert(make_rows(BY_NAME, [f"k-{i}" for i in range(1_000)], seed=21))
+    assert_replicated(source, target, name, timeout=120)
+
+    def point_past_the_write() -> list:
+        status, view = server.request("GET", f"/v1/tasks/{task}")
+        assert status == 200, view
+        point = view.get("consistent_through")
+        if point is None or point["timestamp"] < written.timestamp:
+            return [f"consistent_through {point}, the insert is at {written.timestamp}"]
+        return []
+
+    wait_until("a consistency point past the insert", point_past_the_write, timeout=60)
+    _, view = server.request("GET", f"/v1/tasks/{task}")
+    point = view["consistent_through"]
+    assert 0 <= point["rpo_seconds"] < 30, point
+    ms = point["timestamp"] >> 18
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    assert point["time"] == stamp, point
+    _, listed = server.request("GET", "/v1/tasks")
+    assert [t.get("consistent_through") is not None for t in listed["tasks"]] == [True], listed
+
+    metrics = server.metrics()
+    consistent = metrics[f'milvus_cdc_consistent_timestamp_seconds{{task="{task}"}}']
+    rpo = metrics[f'milvus_cdc_rpo_seconds{{task="{task}"}}']
+    assert 0 <= rpo < 30, metrics
+    assert abs(consistent - time.time()) < 30 and consistent >= (written.timestamp >> 18) / 1000, consistent
+
+    _, status = server.request("GET", "/v1/status")
+    [shown] = [t for t in status["tasks"] if t["task_id"] == task]
+    assert shown["consistent_through"]["rpo_seconds"] < 30, shown
 
 
 def test_survives_sigkill_at_random_moments(source, target, tmp_path, env, names):

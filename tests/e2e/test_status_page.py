@@ -1,7 +1,8 @@
 """The status page at `/`, rendered by a real headless Chromium (Debian's `chromium`): it lists
-the task with its state and lag, and draws its lag over time. The screenshot is kept in
-`target/e2e/status-page.png`."""
+the task with its state, lag and consistency point, and draws its lag over time. The screenshot
+is kept in `target/e2e/status-page.png`."""
 
+import re
 import shutil
 import subprocess
 import time
@@ -28,7 +29,7 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
     server = CdcServer(tmp_path, env).start()
     try:
         task = server.create_task(target.uri, collections=(name,))
-        create_collection(source, name, SMALL, shards=1)
+        create_collection(source, name, SMALL, shards=len(server.dml_channels(task)))
         insert(source, name, make_rows(SMALL, range(500), seed=1), batch=500)
         time.sleep(11)  # two lag samples (every 5 s)
         url = f"http://127.0.0.1:{server.port}/"
@@ -36,6 +37,9 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert f'<tr data-task="{task}">' in dom.stdout, dom.stdout[-3000:]
         assert '<td class="Running">Running</td>' in dom.stdout
+        # The consistency point, an RFC 3339 UTC time, and its RPO in seconds.
+        assert re.search(r'<td class="consistent">\d{4}-\d\d-\d\dT[\d:.]+Z</td>', dom.stdout), dom.stdout[-3000:]
+        assert re.search(r'<td class="rpo">[\d.]+ s</td>', dom.stdout), dom.stdout[-3000:]
         assert f'<svg width="720" height="160" data-task="{task}">' in dom.stdout
         assert '<polyline class="lag"' in dom.stdout, "no lag line drawn"
 
