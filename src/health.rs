@@ -9,6 +9,9 @@ use std::time::SystemTime;
 pub struct Health {
     /// Per part of the task (`target`, or a channel name): its current problem.
     problems: Mutex<BTreeMap<String, Problem>>,
+    /// Per channel: when (Unix ms) its reader last found nothing more to read, with all it had
+    /// read staged.
+    at_end: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,18 @@ impl Health {
         if let Ok(mut problems) = self.problems.lock() {
             problems.remove(part);
         }
+    }
+
+    /// The reader of `channel` has staged all it read and found nothing more, at `unix_ms`.
+    pub fn at_end(&self, channel: &str, unix_ms: u64) {
+        if let Ok(mut at_end) = self.at_end.lock() {
+            at_end.insert(channel.to_owned(), unix_ms);
+        }
+    }
+
+    /// When each channel's reader was last at the end of its channel (Unix ms).
+    pub fn ends(&self) -> BTreeMap<String, u64> {
+        self.at_end.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// `part: problem (since <UTC time>)` joined with `; `, or None when all is well.

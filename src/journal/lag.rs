@@ -27,22 +27,22 @@ fn age_seconds(ts: u64, now_ms: u64) -> f64 {
 /// every channel of the task at or before T is on the target, so the target holds the source's
 /// state as of T (changes after T may be there too, on channels further ahead).
 ///
-/// `ticks` are the newest TimeTicks staged per physical channel, `first_pending` the timestamp
-/// of the first change not applied yet of each vchannel that has one at or below its channel's
-/// tick. T is the smallest tick of a physical channel, or just before the earliest pending
-/// change when that comes first. The replicate-msg topic has no ticks (its "tick" is its last
-/// event): only its pending event holds T. A channel that has staged no tick yet means there
-/// is no consistency point yet; so does T = 0.
+/// `bounds` are, per physical channel, the source time through which the reader has staged it
+/// (see [`staged_through`]); `first_pending` the timestamp of the first change not applied yet
+/// of each vchannel that has one at or below its channel's bound. T is the smallest bound, or
+/// just before the earliest pending change when that comes first. The replicate-msg topic has
+/// no ticks (its "tick" is its last event): only its pending event holds T. A channel not
+/// staged through any time yet means there is no consistency point yet; so does T = 0.
 ///
 /// T is not written anywhere of its own: it is derived from the ticks and applied positions
 /// the journal stores (the stage and apply transactions), so it is stored with them and
-/// survives restarts as they do.
+/// survives restarts as they do; only the readers' "at the end" times (below) are in memory.
 pub fn consistency_point<'a>(
-    ticks: impl IntoIterator<Item = (&'a str, u64)>,
+    bounds: impl IntoIterator<Item = (&'a str, u64)>,
     first_pending: impl IntoIterator<Item = u64>,
 ) -> Option<u64> {
     let mut point: Option<u64> = None;
-    for (pchannel, tick) in ticks {
+    for (pchannel, tick) in bounds {
         if is_replicate_topic(pchannel) {
             continue;
         }
@@ -57,9 +57,40 @@ pub fn consistency_point<'a>(
     (point > 0).then_some(point)
 }
 
+/// How long before the moment its reader found nothing more on a channel the source may still
+/// stamp a message that reaches the channel after it: a message is stamped before it is
+/// written, and the source's clock may run ahead of the appliance's.
+pub const AT_END_MARGIN_MS: u64 = 3_000;
+
+/// The source time through which a physical channel is staged: its newest tick, or, when its
+/// reader has since been at the channel's end with everything it read staged (`at_end_ms`,
+/// Unix ms), a little before that moment. Milvus sends ticks only on the channels some
+/// collection uses: a channel no collection writes to, or whose collections were all dropped,
+/// would otherwise hold the consistency point back for ever.
+pub fn staged_through(tick: u64, at_end_ms: Option<u64>) -> u64 {
+    let at_end = at_end_ms.map_or(0, |ms| ms.saturating_sub(AT_END_MARGIN_MS) << 18);
+    tick.max(at_end)
+}
+
 /// How far behind `task` is at `now_ms` (Unix milliseconds), and its consistency point.
-pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, JournalError> {
+///
+/// `at_end` is when each channel's reader was last at its channel's end (Unix ms).
+pub fn task_lag(
+    journal: &Journal,
+    task: &str,
+    now_ms: u64,
+    at_end: &BTreeMap<String, u64>,
+) -> Result<TaskLag, JournalError> {
     let ticks = journal.ticks(task)?;
+    let mut bounds: BTreeMap<String, u64> = ticks
+        .iter()
+        .map(|(p, tick)| (p.clone(), staged_through(*tick, at_end.get(p).copied())))
+        .collect();
+    for (p, ms) in at_end {
+        bounds
+            .entry(p.clone())
+            .or_insert_with(|| staged_through(0, Some(*ms)));
+    }
     // The replicate-msg topic has no ticks, only its last event's stamp: its age says nothing
     // about how far the reader trails.
     let source = ticks
@@ -79,29 +110,32 @@ pub fn task_lag(journal: &Journal, task: &str, now_ms: u64) -> Result<TaskLag, J
     let mut target = BTreeMap::new();
     let mut first_pending = Vec::new();
     for vchannel in vchannels {
-        let Some(&tick) = vchannel_pchannel(&vchannel).and_then(|p| ticks.get(p)) else {
+        let Some(pchannel) = vchannel_pchannel(&vchannel) else {
             continue;
         };
+        let tick = ticks.get(pchannel).copied().unwrap_or(0);
+        let bound = bounds.get(pchannel).copied().unwrap_or(tick);
         let after = applied.get(&vchannel).copied();
-        let applied_through = match journal.first_position(task, &vchannel, after, tick)? {
+        let pending = journal.first_position(task, &vchannel, after, bound)?;
+        if let Some(pending) = pending {
+            first_pending.push(pending.ts);
+        }
+        let applied_through = match pending {
             // Everything before the first pending change is applied.
-            Some(pending) => {
-                first_pending.push(pending.ts);
-                pending.ts.saturating_sub(1)
-            }
+            Some(pending) if pending.ts <= tick => pending.ts.saturating_sub(1),
             // The replicate channel has no ticks of its own (its "tick" is its last event):
             // with nothing pending it is not behind.
-            None if is_replicate_topic(&vchannel) => continue,
-            None => tick,
+            _ if is_replicate_topic(&vchannel) => continue,
+            _ => tick,
         };
         if applied_through > 0 {
             target.insert(vchannel, age_seconds(applied_through, now_ms));
         }
     }
     let consistent_ts = consistency_point(
-        ticks
+        bounds
             .iter()
-            .map(|(pchannel, tick)| (pchannel.as_str(), *tick)),
+            .map(|(pchannel, bound)| (pchannel.as_str(), *bound)),
         first_pending,
     );
     Ok(TaskLag {
@@ -165,7 +199,57 @@ mod tests {
     }
 
     fn consistent(journal: &Journal) -> Option<u64> {
-        task_lag(journal, "t", 100_000).unwrap().consistent_ts
+        consistent_with(journal, &BTreeMap::new())
+    }
+
+    fn consistent_with(journal: &Journal, at_end: &BTreeMap<String, u64>) -> Option<u64> {
+        task_lag(journal, "t", 100_000, at_end)
+            .unwrap()
+            .consistent_ts
+    }
+
+    #[test]
+    fn a_channel_without_ticks_is_vouched_for_by_its_reader_being_at_its_end() {
+        // p1 carries no collection: Milvus sends it no ticks, and p0's tick alone cannot say
+        // that nothing was written to p1. Its reader, at the end at 99 s, vouches for it up
+        // to a margin before.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        stage(&journal, "p0", &[], at(99_500));
+        stage(&journal, "p1", &[], 0);
+        assert_eq!(consistent(&journal), None);
+        let at_end = BTreeMap::from([("p1".to_owned(), 99_000)]);
+        assert_eq!(
+            consistent_with(&journal, &at_end),
+            Some(at(99_000 - AT_END_MARGIN_MS))
+        );
+        // A channel whose collections were all dropped: its tick stopped at 50 s.
+        stage(&journal, "p1", &[], at(50_000));
+        assert_eq!(consistent(&journal), Some(at(50_000)));
+        assert_eq!(
+            consistent_with(&journal, &at_end),
+            Some(at(99_000 - AT_END_MARGIN_MS))
+        );
+        // A reader that was at its end long ago vouches for no more than then.
+        let stale = BTreeMap::from([("p1".to_owned(), 60_000)]);
+        assert_eq!(
+            consistent_with(&journal, &stale),
+            Some(at(60_000 - AT_END_MARGIN_MS))
+        );
+    }
+
+    #[test]
+    fn a_change_staged_above_the_tick_holds_the_point_its_reader_vouches_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        stage(
+            &journal,
+            "p0",
+            &[delete_at("p0_1v0", at(96_000))],
+            at(95_000),
+        );
+        let at_end = BTreeMap::from([("p0".to_owned(), 99_000 + AT_END_MARGIN_MS)]);
+        assert_eq!(consistent_with(&journal, &at_end), Some(at(96_000) - 1));
     }
 
     #[test]
@@ -291,7 +375,7 @@ mod tests {
             .stage(&TaskRun::unstarted("t"), "p0", &[change], next, at(95_000))
             .unwrap();
 
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        let lag = task_lag(&journal, "t", 100_000, &BTreeMap::new()).unwrap();
         assert!(close(lag.source["p0"], 5.0), "{lag:?}");
         assert!(close(lag.target["p0_1v0"], 10.0), "{lag:?}");
 
@@ -307,7 +391,7 @@ mod tests {
         journal
             .commit_batch(&TaskRun::unstarted("t"), &applied, false)
             .unwrap();
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        let lag = task_lag(&journal, "t", 100_000, &BTreeMap::new()).unwrap();
         assert!(close(lag.target["p0_1v0"], 5.0), "caught up: {lag:?}");
     }
 
@@ -343,7 +427,7 @@ mod tests {
                 at(90_000),
             )
             .unwrap();
-        let lag = task_lag(&journal, "t", 100_000).unwrap();
+        let lag = task_lag(&journal, "t", 100_000, &BTreeMap::new()).unwrap();
         assert!(close(lag.target[replicate], 10.0), "pending: {lag:?}");
         assert!(lag.source.is_empty(), "no ticks to age: {lag:?}");
         let applied = InFlightBatch {
@@ -358,7 +442,7 @@ mod tests {
         journal
             .commit_batch(&TaskRun::unstarted("t"), &applied, false)
             .unwrap();
-        let lag = task_lag(&journal, "t", 500_000).unwrap();
+        let lag = task_lag(&journal, "t", 500_000, &BTreeMap::new()).unwrap();
         assert!(
             !lag.target.contains_key(replicate),
             "idle is not behind: {lag:?}"

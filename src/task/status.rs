@@ -142,7 +142,7 @@ impl Supervisor {
             let id = &spec.task_id;
             let sample = Sample {
                 at_ms: now_ms,
-                lag_seconds: max_lag(&task_lag(&self.journal, id, now_ms)?),
+                lag_seconds: max_lag(&self.lag(id, now_ms)?),
                 rows_applied: METRICS.task_rows_applied(id).get(),
             };
             self.history.record(id, sample);
@@ -150,10 +150,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// How far behind the task is at `now_ms`, and its consistency point.
+    pub(super) fn lag(&self, id: &str, now_ms: u64) -> Result<TaskLag, TaskError> {
+        Ok(task_lag(
+            &self.journal,
+            id,
+            now_ms,
+            &self.health(id).ends(),
+        )?)
+    }
+
     /// The task's consistency point now, if it has one yet.
     pub fn consistent_through(&self, id: &str) -> Result<Option<ConsistencyPoint>, TaskError> {
         let now = now_ms();
-        let lag = task_lag(&self.journal, id, now)?;
+        let lag = self.lag(id, now)?;
         Ok(lag.consistent_ts.map(|ts| ConsistencyPoint::at(ts, now)))
     }
 
@@ -165,7 +175,7 @@ impl Supervisor {
             .into_iter()
             .map(|spec| {
                 let id = &spec.task_id;
-                let lag = task_lag(&self.journal, id, now)?;
+                let lag = self.lag(id, now)?;
                 Ok(TaskStatus {
                     lag_seconds: max_lag(&lag),
                     consistent_through: lag.consistent_ts.map(|ts| ConsistencyPoint::at(ts, now)),
@@ -189,7 +199,7 @@ impl Supervisor {
             .tasks()?
             .into_iter()
             .map(|spec| {
-                let lag = task_lag(&self.journal, &spec.task_id, now)?;
+                let lag = self.lag(&spec.task_id, now)?;
                 Ok(TaskGauges {
                     state: format!("{:?}", spec.state),
                     task: spec.task_id,

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use super::{Supervisor, TaskError};
-use crate::journal::lag::task_lag;
 use crate::milvus_client;
-use crate::model::{CollectionRef, Scope};
+use crate::model::{CollectionRef, Scope, now_ms};
 use crate::source::meta::CollectionMeta;
 use crate::verify::{self, Limits, Report, Shape, Side, Subject};
 
@@ -45,13 +44,8 @@ impl Supervisor {
             .filter(|c| scope.contains(&c.db_name, &c.name))
             .map(|c| subject(&scope, c))
             .collect();
-        let journal = self.journal.clone();
-        let task = id.to_owned();
-        let consistent = move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            task_lag(&journal, &task, now)
+        let consistent = || {
+            self.lag(id, now_ms())
                 .map(|lag| lag.consistent_ts)
                 .map_err(|e| e.to_string())
         };

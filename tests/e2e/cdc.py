@@ -134,14 +134,6 @@ class CdcServer:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
 
-    def dml_channels(self, task: str) -> list[str]:
-        """The source's DML channels the task reads (the replicate-msg topic left out). Milvus
-        ticks only the channels some collection uses: a collection with as many shards keeps
-        every one ticking, so the task has a consistency point."""
-        status, reply = self.request("GET", f"/v1/tasks/{task}/positions")
-        assert status == 200, reply
-        return [c["channel"] for c in reply["channels"] if not c["channel"].endswith("-replicate-msg")]
-
     def create_task(self, target_uri: str, collections=("*",), start: str = "latest") -> str:
         status, reply = self.post("create", {
             "milvus_connect_param": {"uri": target_uri, "token": ""},

@@ -53,7 +53,7 @@ def test_a_caught_up_task_is_consistent_through_a_recent_timestamp(source, targe
     timestamp the target holds everything through, past the last write, seconds old."""
     name = names("consistent")
     task = server.create_task(target.uri, collections=(name,))
-    create_collection(source, name, BY_NAME, shards=len(server.dml_channels(task)))
+    create_collection(source, name, BY_NAME)
     written = source.collection(name).insert(make_rows(BY_NAME, [f"k-{i}" for i in range(1_000)], seed=21))
     assert_replicated(source, target, name, timeout=120)
 

@@ -29,7 +29,7 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
     server = CdcServer(tmp_path, env).start()
     try:
         task = server.create_task(target.uri, collections=(name,))
-        create_collection(source, name, SMALL, shards=len(server.dml_channels(task)))
+        create_collection(source, name, SMALL)
         insert(source, name, make_rows(SMALL, range(500), seed=1), batch=500)
         time.sleep(11)  # two lag samples (every 5 s)
         url = f"http://127.0.0.1:{server.port}/"

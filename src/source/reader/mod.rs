@@ -201,6 +201,11 @@ impl ChannelReader<'_> {
             // task starts over from the stored position, dropping what was pending.
             let fetched = consumer.poll(timeout)?;
             let idle = fetched.is_none();
+            if idle && pending.since.is_none() {
+                // A channel no collection writes to has no ticks: being at its end, with
+                // everything read staged, is what vouches for it (`journal::lag`).
+                self.health.at_end(self.pchannel, crate::model::now_ms());
+            }
             // A consumer waiting past the end of a topic that was created again would wait
             // through its first messages: while idle, the broker's bounds are checked.
             if idle && retention.checked.elapsed() >= RETENTION_CHECK {
