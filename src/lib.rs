@@ -20,6 +20,7 @@ pub mod journal;
 pub mod metrics;
 pub mod milvus_client;
 pub mod model;
+pub mod snapshot;
 pub mod source;
 pub mod task;
 pub mod verify;

@@ -203,6 +203,12 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectionLabels {
+    task: String,
+    collection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     task: String,
     state: String,
@@ -230,6 +236,8 @@ pub struct TaskGauges {
     /// The consistency point, in Unix seconds, and its age (the RPO) in seconds; None until
     /// every channel has staged a tick.
     pub consistent: Option<(f64, f64)>,
+    /// Per collection of a snapshot copy: rows copied, and the source's rows when it began.
+    pub snapshot: BTreeMap<String, (u64, u64)>,
 }
 
 /// The Prometheus text of every metric, with `snapshot`'s gauges.
@@ -340,7 +348,17 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let state = Family::<StateLabels, Gauge>::default();
     let consistent = Family::<TaskLabels, Seconds>::default();
     let rpo = Family::<TaskLabels, Seconds>::default();
+    let copied = Family::<CollectionLabels, Gauge>::default();
+    let to_copy = Family::<CollectionLabels, Gauge>::default();
     for task in &snapshot.tasks {
+        for (collection, (rows, of)) in &task.snapshot {
+            let labels = CollectionLabels {
+                task: task.task.clone(),
+                collection: collection.clone(),
+            };
+            copied.get_or_create(&labels).set(*rows as i64);
+            to_copy.get_or_create(&labels).set(*of as i64);
+        }
         if let Some((at, age)) = task.consistent {
             let labels = TaskLabels {
                 task: task.task.clone(),
@@ -386,6 +404,16 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "rpo_seconds",
         "Per task: age of the consistency point, the source changes the target may lack",
         rpo,
+    );
+    registry.register(
+        "snapshot_rows_copied",
+        "Per task and collection of a snapshot copy: rows copied to the target",
+        copied,
+    );
+    registry.register(
+        "snapshot_source_rows",
+        "Per task and collection of a snapshot copy: the source's rows when the copy began",
+        to_copy,
     );
     registry.register("task_state", "1 for each task's current state", state);
     let mut out = String::new();
@@ -438,6 +466,7 @@ mod tests {
                 source_lag: [("p0".to_owned(), 2.0)].into(),
                 target_lag: BTreeMap::new(),
                 consistent: Some((1_700_000_000.25, 3.5)),
+                snapshot: [("default.c".to_owned(), (40, 100))].into(),
             }],
         };
         let text = render(&snapshot).unwrap();
@@ -460,6 +489,8 @@ mod tests {
         for line in [
             r#"milvus_cdc_consistent_timestamp_seconds{task="t"} 1700000000.25"#,
             r#"milvus_cdc_rpo_seconds{task="t"} 3.5"#,
+            r#"milvus_cdc_snapshot_rows_copied{task="t",collection="default.c"} 40"#,
+            r#"milvus_cdc_snapshot_source_rows{task="t",collection="default.c"} 100"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
@@ -474,6 +505,7 @@ mod tests {
                 source_lag: BTreeMap::new(),
                 target_lag: BTreeMap::new(),
                 consistent: None,
+                snapshot: BTreeMap::new(),
             }],
             ..Snapshot::default()
         };

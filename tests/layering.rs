@@ -29,11 +29,12 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ("journal", &["model", "metrics", "health", "failpoint", "proto"], "the durable middle of the flow: source writes it, apply reads it, it knows neither"),
     ("source", &["model", "journal", "metrics", "health", "failpoint", "proto"], "captures into the journal and never sees how changes are applied"),
     ("apply", &["model", "journal", "metrics", "health", "failpoint", "proto", "milvus_client"], "replays from the journal and never sees where changes came from"),
-    ("verify", &["model", "journal", "source", "milvus_client"], "compares the source with the target, row by row, and writes nothing"),
+    ("snapshot", &["model", "journal", "milvus_client", "failpoint"], "copies what exists at a task's start from the source's API to the target, beside the stages"),
+    ("verify", &["model", "milvus_client"], "compares the source with the target, row by row, and writes nothing"),
     ("config", &["model", "source"], "parses settings, the source's `source::mq::MqConfig` among them, and runs nothing"),
-    ("task", &["model", "journal", "source", "apply", "milvus_client", "verify", "metrics", "health", "failpoint", "proto", "config"], "the lifecycle that wires the stages together, so it sits above all of them"),
-    ("api", &["model", "journal", "source", "apply", "milvus_client", "verify", "metrics", "health", "failpoint", "proto", "config", "task"], "the HTTP front end: drives tasks, but is not the command line"),
-    ("cli", &["model", "journal", "source", "apply", "milvus_client", "verify", "metrics", "health", "failpoint", "proto", "config", "task"], "the command line: drives tasks, but is not the HTTP front end"),
+    ("task", &["model", "journal", "source", "apply", "milvus_client", "verify", "snapshot", "metrics", "health", "failpoint", "proto", "config"], "the lifecycle that wires the stages together, so it sits above all of them"),
+    ("api", &["model", "journal", "source", "apply", "milvus_client", "verify", "snapshot", "metrics", "health", "failpoint", "proto", "config", "task"], "the HTTP front end: drives tasks, but is not the command line"),
+    ("cli", &["model", "journal", "source", "apply", "milvus_client", "verify", "snapshot", "metrics", "health", "failpoint", "proto", "config", "task"], "the command line: drives tasks, but is not the HTTP front end"),
 ];
 
 fn allowed(module: &str) -> Option<&'static [&'static str]> {

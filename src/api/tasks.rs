@@ -13,7 +13,7 @@ use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
 use crate::task::{
-    ConsistencyPoint, Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState,
+    ConsistencyPoint, CopyView, Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState,
 };
 
 /// The reference CDC's create request, plus `start_position`.
@@ -38,7 +38,8 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     task_id: Option<String>,
-    /// Not in the reference CDC: `latest` (default) or `earliest`.
+    /// Not in the reference CDC: `latest` (default), `earliest`, or `snapshot` (`latest`, and
+    /// the rows of the collections that exist now copied first from the source's API).
     #[serde(default)]
     start_position: StartPosition,
     /// Where to start on some physical channels: channel name to base64 `msg.MsgPosition`, as
@@ -98,6 +99,10 @@ pub struct TaskView {
     /// of it), with its age as the RPO. Omitted until every channel has staged a tick.
     #[serde(skip_serializing_if = "Option::is_none")]
     consistent_through: Option<ConsistencyPoint>,
+    /// Not in the reference CDC: for a task started from a snapshot, how far each collection's
+    /// copy has got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    snapshot: Vec<CopyView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -138,6 +143,7 @@ impl TaskView {
             poison: spec.poison.clone(),
             skip_poison: spec.skip_poison,
             consistent_through: supervisor.consistent_through(&spec.task_id)?,
+            snapshot: supervisor.copies(&spec.task_id)?,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! channel's tick, and the DDL rows heading vchannels once their barrier allows them. (How the
 //! due rows of one vchannel become target calls is [`super::calls`].)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -10,7 +10,9 @@ use tracing::debug;
 use super::calls::{Call, Step, next_step};
 use super::{ApplierSettings, ApplyError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
-use crate::model::{Change, Ddl, DdlEvent, RowPosition, vchannel_pchannel};
+use crate::model::{
+    Change, CopyState, Ddl, DdlEvent, RowPosition, vchannel_collection_id, vchannel_pchannel,
+};
 
 /// How long an event the target is not ready for waits before it is asked again.
 pub(super) const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
@@ -31,6 +33,44 @@ pub(super) struct DataBatch {
     pub(super) marker: InFlightBatch,
     /// The calls of each vchannel, in the order of the marker's ends.
     pub(super) per_vchannel: Vec<Vec<Call>>,
+    /// Some rows may be on the target already (a snapshot copy carried them): sent as a
+    /// replay, inserts as upserts.
+    pub(super) replay: bool,
+}
+
+/// Each physical channel's latest TimeTick, and the collections a snapshot copy holds back.
+pub(super) struct Ticks {
+    latest: HashMap<String, u64>,
+    holds: Holds,
+}
+
+/// Collections of the task's snapshot copies (by source id).
+#[derive(Default)]
+struct Holds {
+    /// Being copied: their changes wait.
+    copying: HashSet<i64>,
+    /// Copied: their changes up to this source timestamp may be in the copy.
+    replay_through: HashMap<i64, u64>,
+}
+
+impl Ticks {
+    /// The timestamp through which `vchannel`'s rows are due: its channel's latest tick, or
+    /// 0 while its collection is being copied (invariant, see `snapshot`: only the seeds that
+    /// create it go before the copy, so no change reaches the target and is then overwritten
+    /// by an older copied row). None for a channel without a tick.
+    pub(super) fn due_through(&self, vchannel: &str) -> Option<u64> {
+        let tick = *self.latest.get(vchannel_pchannel(vchannel)?)?;
+        let copying =
+            vchannel_collection_id(vchannel).is_some_and(|id| self.holds.copying.contains(&id));
+        Some(if copying { 0 } else { tick })
+    }
+
+    /// Whether `vchannel`'s row at `ts` may already be on the target through a snapshot copy.
+    fn replays(&self, vchannel: &str, ts: u64) -> bool {
+        vchannel_collection_id(vchannel)
+            .and_then(|id| self.holds.replay_through.get(&id))
+            .is_some_and(|&through| ts <= through)
+    }
 }
 
 /// What is due next.
@@ -89,6 +129,7 @@ impl<'a> Pending<'a> {
         let mut ends = Vec::new();
         let mut per_vchannel = Vec::new();
         let mut ddl_heads = Vec::new();
+        let mut replay = false;
         for vchannel in self.journal.vchannels(&self.task)? {
             let after = self.after(&vchannel)?;
             let mut rows = self.up_to_tick(&ticks, &vchannel, after, self.max_rows)?;
@@ -107,7 +148,8 @@ impl<'a> Pending<'a> {
             match next_step(&rows, complete, self.max_call_bytes)? {
                 Step::Idle => {}
                 Step::Data { rows, calls } => {
-                    if let Some(last) = rows.last() {
+                    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+                        replay |= ticks.replays(&vchannel, first.position.ts);
                         ends.push((vchannel.clone(), last.position));
                         per_vchannel.push(calls);
                     }
@@ -119,14 +161,29 @@ impl<'a> Pending<'a> {
             data: (!per_vchannel.is_empty()).then_some(DataBatch {
                 marker: InFlightBatch { ends },
                 per_vchannel,
+                replay,
             }),
             ddl_heads,
         })
     }
 
     /// Each physical channel's latest TimeTick.
-    pub(super) fn ticks(&self) -> Result<HashMap<String, u64>, ApplyError> {
-        Ok(self.journal.ticks(&self.task)?)
+    pub(super) fn ticks(&self) -> Result<Ticks, ApplyError> {
+        let mut holds = Holds::default();
+        for copy in self.journal.copies(&self.task)? {
+            match copy.state {
+                CopyState::Done { replay_through } => {
+                    holds.replay_through.insert(copy.source.id, replay_through);
+                }
+                CopyState::Copying { .. } => {
+                    holds.copying.insert(copy.source.id);
+                }
+            }
+        }
+        Ok(Ticks {
+            latest: self.journal.ticks(&self.task)?,
+            holds,
+        })
     }
 
     /// The rows of `vchannel` after `after`, up to its channel's latest tick; at most
@@ -137,18 +194,18 @@ impl<'a> Pending<'a> {
     /// channel without a tick has nothing due.
     fn up_to_tick(
         &self,
-        ticks: &HashMap<String, u64>,
+        ticks: &Ticks,
         vchannel: &str,
         after: Option<RowPosition>,
         max_rows: usize,
     ) -> Result<Vec<JournalRow>, ApplyError> {
         // Rows above the channel's tick may still be joined by rows of the same timestamp.
-        let Some(tick) = vchannel_pchannel(vchannel).and_then(|p| ticks.get(p)) else {
+        let Some(tick) = ticks.due_through(vchannel) else {
             return Ok(Vec::new());
         };
         Ok(self
             .journal
-            .rows(&self.task, vchannel, after, *tick, max_rows, self.max_bytes)?)
+            .rows(&self.task, vchannel, after, tick, max_rows, self.max_bytes)?)
     }
 
     /// True when each of `vchannels` has been applied through `ts`: no pending row at or
@@ -157,7 +214,7 @@ impl<'a> Pending<'a> {
     /// collection is dropped, so the drop may never be followed by a tick.
     fn applied_through(
         &self,
-        ticks: &HashMap<String, u64>,
+        ticks: &Ticks,
         vchannels: &[String],
         ts: u64,
     ) -> Result<bool, ApplyError> {
@@ -170,9 +227,7 @@ impl<'a> Pending<'a> {
             {
                 return Ok(false);
             }
-            let ticked = vchannel_pchannel(vchannel)
-                .and_then(|p| ticks.get(p))
-                .is_some_and(|&tick| tick >= ts);
+            let ticked = ticks.due_through(vchannel).is_some_and(|tick| tick >= ts);
             let dropped_after = || -> Result<bool, ApplyError> {
                 let next = self
                     .journal
@@ -203,7 +258,7 @@ impl<'a> Pending<'a> {
     /// own channel, not as a barrier on theirs.
     pub(super) fn applicable(
         &self,
-        ticks: &HashMap<String, u64>,
+        ticks: &Ticks,
         row: &JournalRow,
     ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
         let Some(ends) = self.barrier_reached(ticks, row)? else {
@@ -226,7 +281,7 @@ impl<'a> Pending<'a> {
     /// per channel): waiting for its copy there would hold the others up for good.
     fn barrier_reached(
         &self,
-        ticks: &HashMap<String, u64>,
+        ticks: &Ticks,
         row: &JournalRow,
     ) -> Result<Option<Vec<(String, RowPosition)>>, ApplyError> {
         let Change::Ddl(ddl) = &row.change else {

@@ -65,7 +65,7 @@ impl Run<'_> {
                 for batch in queued {
                     let sent = Instant::now();
                     let result = retries.run(target, |t, in_doubt| {
-                        t.apply_data(&batch.per_vchannel, in_doubt)
+                        t.apply_data(&batch.per_vchannel, in_doubt || batch.replay)
                     });
                     METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
                     METRICS.applier_stage("send", sent);

@@ -67,7 +67,9 @@ enum TaskCommand {
         /// A collection of the default database, or `*` for all; repeatable.
         #[arg(long = "collection", default_value = "*")]
         collections: Vec<String>,
-        /// `latest` (changes from now on) or `earliest` (existing collections whole).
+        /// `latest` (changes from now on), `earliest` (existing collections whole, from what the
+        /// broker retains) or `snapshot` (changes from now on, and the rows that exist now
+        /// copied first).
         #[arg(long, default_value = "latest")]
         start: String,
         #[arg(long)]

@@ -31,6 +31,7 @@
 //! applier's in `drain.rs`; lag read off the positions in `lag.rs`; the row encoding in
 //! `record.rs`; the offline `dump` in `dump.rs`.
 
+mod copies;
 mod drain;
 pub mod dump;
 pub mod lag;
@@ -238,6 +239,7 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
         txn.open_table(STATS)?;
         txn.open_table(run::RUNS)?;
         txn.open_table(POISON_MESSAGES)?;
+        txn.open_table(copies::COPIES)?;
         count_pending_bytes(&txn)?;
     }
     txn.commit()?;
@@ -348,6 +350,8 @@ impl Journal {
             existed = txn.open_table(TASKS)?.remove(task)?.is_some();
             txn.open_table(IN_FLIGHT)?.remove(task)?;
             txn.open_table(POISON_MESSAGES)?.remove(task)?;
+            txn.open_table(copies::COPIES)?
+                .retain_in((task, i64::MIN)..=(task, i64::MAX), |_, _| false)?;
             // `task\0` is the smallest string above `task`: the range is exactly this task's keys.
             let above = format!("{task}\0");
             let above = above.as_str();

@@ -12,6 +12,7 @@ mod poison;
 mod position;
 mod scope;
 mod secret;
+mod snapshot;
 
 pub use ca::{CaFile, CaFileError};
 pub use change::{
@@ -29,6 +30,7 @@ pub use position::{
 };
 pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
 pub use secret::{Secret, redact_tokens};
+pub use snapshot::{CopyProgress, CopyState, PrimaryKey};
 
 /// Where a new task starts reading its channels, unless its create gives positions.
 #[derive(
@@ -50,6 +52,9 @@ pub enum StartPosition {
     /// Each in-scope collection from its start position in the source's etcd (its
     /// CreateCollection message), so collections that exist already are copied whole.
     Earliest,
+    /// As `latest`, and the rows of the collections that exist already copied from the
+    /// source's API first (a snapshot), however old they are.
+    Snapshot,
 }
 
 /// Now, in Unix milliseconds.

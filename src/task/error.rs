@@ -42,8 +42,8 @@ pub enum TaskError {
         stopped_on: Option<String>,
     },
     #[error(
-        "verify reads rows through the source's Milvus API: set [source] milvus_uri in the \
-         appliance's config"
+        "snapshot copies and verify read rows through the source's Milvus API: set [source] \
+         milvus_uri in the appliance's config"
     )]
     NoSourceApi,
     #[error("[source] milvus_uri: {0}")]

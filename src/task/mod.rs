@@ -13,6 +13,8 @@
 mod error;
 pub mod history;
 mod runner;
+mod snapshot;
+pub use snapshot::CopyView;
 mod spec;
 mod status;
 mod verify;
@@ -242,12 +244,22 @@ impl Supervisor {
         // From `latest`, the existing collections' indexes and load state are not in what the
         // task reads: they are staged with its start on the replicate channel.
         let operations = match spec.start {
-            StartPosition::Latest => {
+            StartPosition::Latest | StartPosition::Snapshot => {
                 seed::operation_seeds(&meta, &existing, &replicate_channel, &scope).await?
             }
             StartPosition::Earliest => Vec::new(),
         };
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
+        let copies: Vec<_> = match spec.start {
+            StartPosition::Snapshot => {
+                self.source_rows()?;
+                existing
+                    .iter()
+                    .map(|c| snapshot::new_copy(&scope, c))
+                    .collect()
+            }
+            StartPosition::Latest | StartPosition::Earliest => Vec::new(),
+        };
         // Seeding is a run of its own: a thread of an earlier task of this id cannot interleave.
         let run = self.journal.begin_run(&spec.task_id)?;
         let start = seed::TaskStart {
@@ -264,6 +276,9 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
+        for copy in &copies {
+            self.journal.put_copy(&run, copy)?;
+        }
         self.created(spec, &version)
     }
 

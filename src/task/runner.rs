@@ -49,6 +49,18 @@ impl Supervisor {
         threads.push(std::thread::spawn(move || {
             me.run_applier(task, writer, flag)
         }));
+        if self
+            .journal
+            .copies(&spec.task_id)?
+            .iter()
+            .any(|c| !c.is_done())
+        {
+            let me = self.clone();
+            let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                me.run_copier(task, writer, flag)
+            }));
+        }
         let me = self.clone();
         let (task, flag) = (spec.clone(), stop.clone());
         threads.push(std::thread::spawn(move || me.run_channels(task, run, flag)));
@@ -316,7 +328,7 @@ impl Supervisor {
 /// The wait between attempts at a dependency that failed: exponential from half a second up to
 /// 30 s, with jitter so that the readers of many channels do not retry in step; back to the
 /// start after a success. Sleeps in short slices, so a stop is not held up.
-struct Pause {
+pub(super) struct Pause {
     delays: backon::ExponentialBackoff,
 }
 
@@ -335,7 +347,7 @@ impl Default for Pause {
 }
 
 impl Pause {
-    fn wait(&mut self, stop: &AtomicBool) {
+    pub(super) fn wait(&mut self, stop: &AtomicBool) {
         let until =
             std::time::Instant::now() + self.delays.next().unwrap_or(Duration::from_secs(30));
         while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {

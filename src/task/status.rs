@@ -202,13 +202,18 @@ impl Supervisor {
                 let lag = self.lag(&spec.task_id, now)?;
                 Ok(TaskGauges {
                     state: format!("{:?}", spec.state),
-                    task: spec.task_id,
                     source_lag: lag.source,
                     target_lag: lag.target,
                     consistent: lag.consistent_ts.map(|ts| {
                         let point = ConsistencyPoint::at(ts, now);
                         (physical_ms(ts) as f64 / 1000.0, point.rpo_seconds)
                     }),
+                    snapshot: self
+                        .copies(&spec.task_id)?
+                        .into_iter()
+                        .map(|c| (c.collection, (c.rows_copied, c.source_rows)))
+                        .collect(),
+                    task: spec.task_id,
                 })
             })
             .collect::<Result<_, TaskError>>()?;

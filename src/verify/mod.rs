@@ -1,8 +1,8 @@
 //! Verify: is the target the source's copy? Compares, for every collection of a task's scope,
 //! the source's rows with the target's, through both public APIs, and writes nothing.
 //!
-//! What it owns: reading both sides in primary-key order (`side`), and the comparison of two
-//! key-sorted runs of rows (`rows`).
+//! Both sides are read in primary-key order by [`RowReader`], and two key-sorted runs of rows
+//! compared by [`diff`] (`milvus_client`).
 //!
 //! How: per partition, the server's `count(*)` on both sides; then the rows, streamed one key
 //! range at a time: a page of the source's lowest keys after the last range, and the target's
@@ -23,32 +23,22 @@
 //! seen); a reply that does not hold one value per row for every field is an error, never a
 //! difference or an equality.
 
-mod rows;
-mod side;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use rows::Key;
-use rows::{RangeDiff, diff};
-pub use side::{Shape, Side};
-
-use crate::model::{CollectionRef, physical_ms};
+use crate::milvus_client::{RangeDiff, ReadError, RowReader, Shape, diff};
+use crate::model::{CollectionRef, PrimaryKey, physical_ms};
 
 /// How many times a key found different is read again before it is reported.
 pub const RECHECKS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("reading {collection} on the {role}: {reason}")]
-    Read {
-        role: &'static str,
-        collection: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("reading the task's consistency point: {0}")]
     Progress(String),
 }
@@ -170,11 +160,11 @@ pub struct PartitionCount {
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Keys {
     pub count: u64,
-    pub first: Vec<Key>,
+    pub first: Vec<PrimaryKey>,
 }
 
 impl Keys {
-    fn add(&mut self, key: Key, first: usize) {
+    fn add(&mut self, key: PrimaryKey, first: usize) {
         self.count += 1;
         if self.first.len() < first {
             self.first.push(key);
@@ -192,8 +182,8 @@ fn now_ts() -> u64 {
 
 /// Compares every subject. `consistent` reads the task's consistency point.
 pub async fn verify(
-    source: &Side,
-    target: &Side,
+    source: &RowReader,
+    target: &RowReader,
     subjects: &[Subject],
     limits: &Limits,
     consistent: &(dyn Fn() -> Result<Option<u64>, String> + Sync),
@@ -203,7 +193,7 @@ pub async fn verify(
     for subject in subjects {
         let report = match compare(source, target, subject, limits, consistent).await {
             Ok(report) => report,
-            Err(VerifyError::Read { role, reason, .. }) => {
+            Err(VerifyError::Read(ReadError { role, reason, .. })) => {
                 let mut report = CollectionReport::new(subject);
                 report.not_compared = Some(format!("the {role} cannot be read: {reason}"));
                 report
@@ -232,8 +222,8 @@ pub async fn verify(
 type Suspects = BTreeMap<String, RangeDiff>;
 
 async fn compare(
-    source: &Side,
-    target: &Side,
+    source: &RowReader,
+    target: &RowReader,
     subject: &Subject,
     limits: &Limits,
     consistent: &(dyn Fn() -> Result<Option<u64>, String> + Sync),
@@ -283,7 +273,7 @@ async fn compare(
         }
         settle(consistent, limits.settle).await?;
         for (partition, found) in suspects.iter_mut() {
-            let mut keys: Vec<Key> = [&found.missing, &found.extra, &found.different]
+            let mut keys: Vec<PrimaryKey> = [&found.missing, &found.extra, &found.different]
                 .into_iter()
                 .flatten()
                 .cloned()
@@ -321,8 +311,8 @@ async fn compare(
 
 /// Streams one partition's key ranges from both sides, handing each range's differences on.
 async fn scan(
-    source: &Side,
-    target: &Side,
+    source: &RowReader,
+    target: &RowReader,
     subject: &Subject,
     partition: &str,
     limits: &Limits,
@@ -330,7 +320,7 @@ async fn scan(
     on_range: &mut impl FnMut(RangeDiff, &mut CollectionReport),
 ) -> Result<(), VerifyError> {
     let (s, t, shape) = (&subject.source, &subject.target, &subject.shape);
-    let mut after: Option<Key> = None;
+    let mut after: Option<PrimaryKey> = None;
     loop {
         let page = source
             .page(s, partition, shape, after.as_ref(), None, limits.page_rows)

@@ -81,7 +81,7 @@ def test_verify_says_what_it_cannot_do(tmp_path, env, target):
             400, {"code": 400, "message": "invalid body.first: at most 10000"})
         # Without the source's API no row can be read: said, not guessed.
         assert server.request("POST", f"/v1/tasks/{task}/verify") == (409, {"code": 409, "message": (
-            "verify reads rows through the source's Milvus API: set [source] milvus_uri in the appliance's config")})
+            "snapshot copies and verify read rows through the source's Milvus API: set [source] milvus_uri in the appliance's config")})
         run = verify(server, task)
         assert run.returncode == 2 and "milvus_uri" in run.stderr, run.stdout + run.stderr
     finally:

@@ -1,46 +1,18 @@
-//! Query results as rows that compare: a primary key and the bytes of every other value.
+//! Query results as rows: a primary key and the bytes of every other value, so two rows
+//! compare bit for bit.
 
 use std::cmp::Ordering;
 
 use milvus::proto::schema::{FieldData, field_data, scalar_field, vector_field};
 use prost::Message;
-use serde::Serialize;
 
-/// A primary key, ordered as Milvus orders it (numbers by value, strings by bytes).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum Key {
-    Int(i64),
-    Str(String),
-}
-
-impl Key {
-    /// The key as a literal of a Milvus boolean expression.
-    pub fn literal(&self) -> String {
-        match self {
-            Key::Int(n) => n.to_string(),
-            Key::Str(s) => {
-                let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
-                format!("\"{escaped}\"")
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Key::Int(n) => write!(f, "{n}"),
-            Key::Str(s) => write!(f, "{s:?}"),
-        }
-    }
-}
+use crate::model::PrimaryKey;
 
 /// One row: its key and, for every other field in name order, the field's name and value
 /// bytes. Two rows are equal when every value is bit for bit the same (a float by its bits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub key: Key,
+    pub key: PrimaryKey,
     pub values: Vec<u8>,
 }
 
@@ -91,15 +63,16 @@ pub fn rows(columns: &[FieldData], primary_key: &str) -> Result<Vec<Row>, RowsEr
     Ok(rows)
 }
 
-fn keys(column: &FieldData) -> Result<Vec<Key>, RowsError> {
+/// The keys of a primary-key column, in reply order.
+pub fn keys(column: &FieldData) -> Result<Vec<PrimaryKey>, RowsError> {
     use scalar_field::Data;
     let data = match &column.field {
         Some(field_data::Field::Scalars(s)) => s.data.as_ref(),
         _ => None,
     };
     match data {
-        Some(Data::LongData(a)) => Ok(a.data.iter().map(|&n| Key::Int(n)).collect()),
-        Some(Data::StringData(a)) => Ok(a.data.iter().cloned().map(Key::Str).collect()),
+        Some(Data::LongData(a)) => Ok(a.data.iter().map(|&n| PrimaryKey::Int(n)).collect()),
+        Some(Data::StringData(a)) => Ok(a.data.iter().cloned().map(PrimaryKey::Str).collect()),
         None => Ok(Vec::new()),
         Some(_) => Err(RowsError::Unsupported {
             field: column.field_name.clone(),
@@ -185,11 +158,11 @@ fn values(column: &FieldData, rows: usize) -> Result<Vec<Vec<u8>>, RowsError> {
 #[derive(Debug, Default, PartialEq)]
 pub struct RangeDiff {
     /// On the source, not on the target.
-    pub missing: Vec<Key>,
+    pub missing: Vec<PrimaryKey>,
     /// On the target, not on the source.
-    pub extra: Vec<Key>,
+    pub extra: Vec<PrimaryKey>,
     /// On both, with a different value.
-    pub different: Vec<Key>,
+    pub different: Vec<PrimaryKey>,
 }
 
 impl RangeDiff {
@@ -274,7 +247,7 @@ mod tests {
 
     fn row(key: i64, v: u8) -> Row {
         Row {
-            key: Key::Int(key),
+            key: PrimaryKey::Int(key),
             values: vec![v],
         }
     }
@@ -297,9 +270,9 @@ mod tests {
         ];
         let rows = rows(&columns, "id").unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].key, Key::Int(3));
-        assert_eq!(rows[1].key, Key::Int(9));
-        // Key 3 is the second row of the reply: its vector is [3, 4], its JSON {"a":1}.
+        assert_eq!(rows[0].key, PrimaryKey::Int(3));
+        assert_eq!(rows[1].key, PrimaryKey::Int(9));
+        // PrimaryKey 3 is the second row of the reply: its vector is [3, 4], its JSON {"a":1}.
         let three = &rows[0].values;
         assert!(three.windows(7).any(|w| w == b"{\"a\":1}"));
         assert!(
@@ -330,8 +303,8 @@ mod tests {
 
     #[test]
     fn string_keys_are_quoted_and_escaped_in_expressions() {
-        assert_eq!(Key::Int(-4).literal(), "-4");
-        assert_eq!(Key::Str(r#"a"b\c"#.into()).literal(), r#""a\"b\\c""#);
+        assert_eq!(PrimaryKey::Int(-4).literal(), "-4");
+        assert_eq!(PrimaryKey::Str(r#"a"b\c"#.into()).literal(), r#""a\"b\\c""#);
         let columns = vec![FieldData {
             field_name: "pk".into(),
             field: Some(field_data::Field::Scalars(ScalarField {
@@ -342,12 +315,15 @@ mod tests {
             })),
             ..Default::default()
         }];
-        let keys: Vec<Key> = rows(&columns, "pk")
+        let keys: Vec<PrimaryKey> = rows(&columns, "pk")
             .unwrap()
             .into_iter()
             .map(|r| r.key)
             .collect();
-        assert_eq!(keys, [Key::Str("a".into()), Key::Str("b".into())]);
+        assert_eq!(
+            keys,
+            [PrimaryKey::Str("a".into()), PrimaryKey::Str("b".into())]
+        );
     }
 
     #[test]
@@ -355,9 +331,9 @@ mod tests {
         let source = [row(1, 0), row(2, 0), row(4, 0), row(5, 0)];
         let target = [row(2, 0), row(3, 0), row(4, 1), row(5, 0), row(6, 0)];
         let found = diff(&source, &target);
-        assert_eq!(found.missing, [Key::Int(1)]);
-        assert_eq!(found.extra, [Key::Int(3), Key::Int(6)]);
-        assert_eq!(found.different, [Key::Int(4)]);
+        assert_eq!(found.missing, [PrimaryKey::Int(1)]);
+        assert_eq!(found.extra, [PrimaryKey::Int(3), PrimaryKey::Int(6)]);
+        assert_eq!(found.different, [PrimaryKey::Int(4)]);
         assert!(diff(&source, &source).is_empty());
         assert!(diff(&[], &[]).is_empty());
     }

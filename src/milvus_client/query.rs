@@ -1,13 +1,21 @@
-//! One side of a comparison: a Milvus read through its public API, a page of rows at a time.
+//! Rows of a Milvus read through its public API, a page of keys at a time.
 
 use milvus::proto::common::{ConsistencyLevel, ErrorCode, KeyValuePair};
 use milvus::proto::milvus::QueryRequest;
-use milvus::proto::schema::{field_data, scalar_field};
+use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
-use super::VerifyError;
-use super::rows::{Key, Row, rows};
-use crate::milvus_client::Client;
-use crate::model::CollectionRef;
+use super::Client;
+use super::rows::{Row, rows};
+use crate::model::{CollectionRef, PrimaryKey};
+
+/// A query that failed, or whose reply does not read as rows.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {collection} on the {role}: {reason}")]
+pub struct ReadError {
+    pub role: &'static str,
+    pub collection: String,
+    pub reason: String,
+}
 
 /// What is read of one collection: its primary key and every field to compare.
 #[derive(Debug, Clone)]
@@ -16,15 +24,15 @@ pub struct Shape {
     pub fields: Vec<String>,
 }
 
-pub struct Side {
+pub struct RowReader {
     /// "source" or "target", for errors.
     pub role: &'static str,
     pub client: Client,
 }
 
-impl Side {
+impl RowReader {
     /// The rows of `partition`, counted by the server.
-    pub async fn count(&self, c: &CollectionRef, partition: &str) -> Result<u64, VerifyError> {
+    pub async fn count(&self, c: &CollectionRef, partition: &str) -> Result<u64, ReadError> {
         let reply = self
             .query(
                 c,
@@ -55,10 +63,26 @@ impl Side {
         c: &CollectionRef,
         partition: &str,
         shape: &Shape,
-        after: Option<&Key>,
-        through: Option<&Key>,
+        after: Option<&PrimaryKey>,
+        through: Option<&PrimaryKey>,
         limit: usize,
-    ) -> Result<Vec<Row>, VerifyError> {
+    ) -> Result<Vec<Row>, ReadError> {
+        let columns = self
+            .page_columns(c, partition, shape, after, through, limit)
+            .await?;
+        rows(&columns, &shape.primary_key).map_err(|e| self.error(c, e.to_string()))
+    }
+
+    /// [`page`](Self::page) as Milvus answers it: one column per field.
+    pub async fn page_columns(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        shape: &Shape,
+        after: Option<&PrimaryKey>,
+        through: Option<&PrimaryKey>,
+        limit: usize,
+    ) -> Result<Vec<FieldData>, ReadError> {
         let pk = &shape.primary_key;
         let mut bounds = Vec::new();
         if let Some(after) = after {
@@ -74,7 +98,8 @@ impl Side {
             param("iterator", "True"),
             param("reduce_stop_for_best", "True"),
         ];
-        self.rows(c, partition, shape, expr, params).await
+        self.query(c, partition, expr, shape.fields.clone(), params)
+            .await
     }
 
     /// The rows of `partition` with one of `keys`.
@@ -83,12 +108,12 @@ impl Side {
         c: &CollectionRef,
         partition: &str,
         shape: &Shape,
-        keys: &[Key],
-    ) -> Result<Vec<Row>, VerifyError> {
+        keys: &[PrimaryKey],
+    ) -> Result<Vec<Row>, ReadError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = keys.iter().map(Key::literal).collect();
+        let list: Vec<String> = keys.iter().map(PrimaryKey::literal).collect();
         let expr = format!("{} in [{}]", shape.primary_key, list.join(", "));
         self.rows(c, partition, shape, expr, Vec::new()).await
     }
@@ -100,7 +125,7 @@ impl Side {
         shape: &Shape,
         expr: String,
         params: Vec<KeyValuePair>,
-    ) -> Result<Vec<Row>, VerifyError> {
+    ) -> Result<Vec<Row>, ReadError> {
         let columns = self
             .query(c, partition, expr, shape.fields.clone(), params)
             .await?;
@@ -114,7 +139,7 @@ impl Side {
         expr: String,
         output_fields: Vec<String>,
         query_params: Vec<KeyValuePair>,
-    ) -> Result<Vec<milvus::proto::schema::FieldData>, VerifyError> {
+    ) -> Result<Vec<FieldData>, ReadError> {
         let request = QueryRequest {
             db_name: c.db_name.clone(),
             collection_name: c.name.clone(),
@@ -143,8 +168,8 @@ impl Side {
         Ok(reply.fields_data)
     }
 
-    fn error(&self, c: &CollectionRef, reason: String) -> VerifyError {
-        VerifyError::Read {
+    fn error(&self, c: &CollectionRef, reason: String) -> ReadError {
+        ReadError {
             role: self.role,
             collection: format!("{}.{}", c.db_name, c.name),
             reason,

@@ -1,6 +1,13 @@
 //! A client of a Milvus's public MilvusService (the target's, and the source's for reading
-//! rows): the uri accepted, TLS, the `authorization` header. Both stages that talk to a Milvus
-//! connect here, so they accept and refuse the same settings.
+//! rows): the uri accepted, TLS, the `authorization` header, and reading rows by key range
+//! (`query`). Every part that talks to a Milvus connects here, so they accept and refuse the
+//! same settings.
+
+mod query;
+mod rows;
+
+pub use query::{ReadError, RowReader, Shape};
+pub use rows::{RangeDiff, Row, RowsError, diff, keys, rows};
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,82 @@
+//! A snapshot copy: the rows of a collection that existed when its task started, copied from
+//! the source's API while the journal holds the changes made since.
+
+use serde::{Deserialize, Serialize};
+
+use super::CollectionRef;
+
+/// A primary key, ordered as Milvus orders it (numbers by value, strings by bytes).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(untagged)]
+pub enum PrimaryKey {
+    Int(i64),
+    Str(String),
+}
+
+impl PrimaryKey {
+    /// The key as a literal of a Milvus boolean expression.
+    pub fn literal(&self) -> String {
+        match self {
+            PrimaryKey::Int(n) => n.to_string(),
+            PrimaryKey::Str(s) => {
+                let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("\"{escaped}\"")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for PrimaryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrimaryKey::Int(n) => write!(f, "{n}"),
+            PrimaryKey::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// How far the copy of one collection has got; checkpointed in the journal after every page
+/// the target acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    pub source: CollectionRef,
+    pub target: CollectionRef,
+    pub primary_key: String,
+    /// Every user field, read on the source and written to the target.
+    pub fields: Vec<String>,
+    pub partitions: Vec<String>,
+    /// Its rows are placed by a partition key, not by the partition named.
+    pub partition_key: bool,
+    /// The name of its dynamic field, if it has one (`$meta`).
+    pub dynamic_field: Option<String>,
+    /// The source's rows when the copy began (`count(*)`), for progress.
+    pub source_rows: u64,
+    pub rows_copied: u64,
+    /// When the copy began (Unix ms), for its rate; 0 before.
+    pub began_ms: u64,
+    pub state: CopyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyState {
+    /// Copying partition `partition` (an index into `partitions`) after key `after`.
+    /// `in_doubt`: a page was being sent when the copy stopped, so the target may have some of
+    /// the next page: it is sent as an upsert.
+    Copying {
+        partition: usize,
+        after: Option<PrimaryKey>,
+        in_doubt: bool,
+    },
+    /// Done: the journal's changes of the collection up to `replay_through` (a source
+    /// timestamp past every read of the copy) may already be in the rows copied, so they are
+    /// applied as replays (inserts as upserts).
+    Done { replay_through: u64 },
+}
+
+impl CopyProgress {
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, CopyState::Done { .. })
+    }
+}

@@ -1,0 +1,260 @@
+//! Snapshot: the rows of the collections that existed when a task started (`start_position:
+//! "snapshot"`), copied from the source's API to the target, while the task's readers already
+//! stage every change made since its start positions.
+//!
+//! What it owns: each collection's copy progress in the journal ([`CopyProgress`]) and the
+//! insert calls of the copy. The applier reads that progress and nothing else of it.
+//!
+//! How: per partition, pages of the source's rows in key order (a query after the last key
+//! copied, strongly consistent, so everything written before it is seen), each inserted into
+//! the target collection that the task's seeds created.
+//!
+//! Invariants:
+//! - While a collection is being copied, the applier holds its changes (all but the seeds at
+//!   timestamp 0 that create it): a change applied before the copy could be overwritten by an
+//!   older copied row (`apply::order`).
+//! - Once it is copied, its held changes up to `replay_through` (past the source time of
+//!   every read of the copy) are applied as replays: an insert the copy already carried
+//!   becomes an upsert, so no row is doubled; later changes go as usual. Each key ends as its
+//!   last change made it, or as copied when it had none since the start.
+//!
+//! Crash behaviour: before a page is sent its collection's progress is marked in doubt, and
+//! after the target acknowledged it the progress moves past it, each in one journal transaction
+//! checked against the task's run. A crash before the mark sends the page later, once; between
+//! the mark and the move, the page is read again and sent as an upsert; after the move, the
+//! copy goes on from the next page. No page is skipped and no row doubled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use milvus::proto::common::{ErrorCode, Status};
+use milvus::proto::milvus::{HasCollectionRequest, InsertRequest, UpsertRequest};
+use milvus::proto::schema::FieldData;
+use tokio::runtime::Handle;
+use tracing::info;
+
+use crate::journal::{Journal, JournalError, TaskRun};
+use crate::milvus_client::{Client, ReadError, RowReader, Shape, keys};
+use crate::model::{CollectionRef, CopyProgress, CopyState, now_ms};
+
+/// How far past the end of a copy its collection's changes are applied as replays: the
+/// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
+pub const REPLAY_MARGIN_MS: u64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("copying into {collection} on the target: {reason}")]
+    Write { collection: String, reason: String },
+    #[error("waiting for the target to have collection {0}")]
+    NoTargetCollection(String),
+}
+
+/// Copies one task's collections.
+pub struct Copier<'a> {
+    pub run: TaskRun,
+    pub journal: &'a Journal,
+    pub source: RowReader,
+    pub target: Client,
+    pub runtime: Handle,
+    pub stop: Arc<AtomicBool>,
+    /// Rows per page read and inserted.
+    pub page_rows: usize,
+}
+
+impl Copier<'_> {
+    /// Copies every collection not copied yet, from where its progress says; returns once all
+    /// are copied or the task stops.
+    pub fn copy_all(&self) -> Result<(), CopyError> {
+        for mut copy in self.journal.copies(self.run.task())? {
+            if !copy.is_done() {
+                self.runtime.block_on(self.copy(&mut copy))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
+        if !self.target_has(&copy.target).await? {
+            return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
+        }
+        let shape = Shape {
+            primary_key: copy.primary_key.clone(),
+            fields: copy.fields.clone(),
+        };
+        if copy.began_ms == 0 {
+            for partition in &copy.partitions {
+                copy.source_rows += self.source.count(&copy.source, partition).await?;
+            }
+            copy.began_ms = now_ms();
+            self.journal.put_copy(&self.run, copy)?;
+            info!(task = self.run.task(), collection = %copy.source.name, rows = copy.source_rows,
+                "snapshot copy begins");
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            let CopyState::Copying {
+                partition,
+                after,
+                in_doubt,
+            } = copy.state.clone()
+            else {
+                return Ok(());
+            };
+            let Some(name) = copy.partitions.get(partition) else {
+                copy.state = CopyState::Done {
+                    replay_through: (now_ms() + REPLAY_MARGIN_MS) << 18,
+                };
+                self.journal.put_copy(&self.run, copy)?;
+                info!(task = self.run.task(), collection = %copy.source.name,
+                    rows = copy.rows_copied, "snapshot copy done");
+                return Ok(());
+            };
+            let columns = self
+                .source
+                .page_columns(
+                    &copy.source,
+                    name,
+                    &shape,
+                    after.as_ref(),
+                    None,
+                    self.page_rows,
+                )
+                .await?;
+            let page_keys = columns
+                .iter()
+                .find(|c| c.field_name == copy.primary_key)
+                .map(keys)
+                .transpose()
+                .map_err(|e| CopyError::Write {
+                    collection: copy.source.name.clone(),
+                    reason: e.to_string(),
+                })?
+                .unwrap_or_default();
+            let Some(last) = page_keys.iter().max().cloned() else {
+                copy.state = CopyState::Copying {
+                    partition: partition + 1,
+                    after: None,
+                    in_doubt,
+                };
+                self.journal.put_copy(&self.run, copy)?;
+                continue;
+            };
+            if !in_doubt {
+                copy.state = CopyState::Copying {
+                    partition,
+                    after: after.clone(),
+                    in_doubt: true,
+                };
+                self.journal.put_copy(&self.run, copy)?;
+            }
+            crate::failpoint::hit("snapshot-after-mark");
+            self.send(copy, name, columns, page_keys.len(), in_doubt)
+                .await?;
+            crate::failpoint::hit("snapshot-after-send");
+            // Tests slow the copy down to act while it runs.
+            tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
+            copy.rows_copied += page_keys.len() as u64;
+            copy.state = CopyState::Copying {
+                partition,
+                after: Some(last),
+                in_doubt: false,
+            };
+            self.journal.put_copy(&self.run, copy)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one page into the target; as an upsert when the target may have some of it.
+    async fn send(
+        &self,
+        copy: &CopyProgress,
+        partition: &str,
+        mut columns: Vec<FieldData>,
+        rows: usize,
+        upsert: bool,
+    ) -> Result<(), CopyError> {
+        for column in &mut columns {
+            column.is_dynamic = copy.dynamic_field.as_deref() == Some(&column.field_name);
+        }
+        // Milvus places the rows of a partition-key collection by the key itself.
+        let partition_name = if copy.partition_key {
+            String::new()
+        } else {
+            partition.to_owned()
+        };
+        let (t, mut client) = (&copy.target, self.target.clone());
+        let write_error = |reason: String| CopyError::Write {
+            collection: t.name.clone(),
+            reason,
+        };
+        let status = if upsert {
+            let request = UpsertRequest {
+                db_name: t.db_name.clone(),
+                collection_name: t.name.clone(),
+                partition_name,
+                fields_data: columns,
+                num_rows: rows as u32,
+                ..Default::default()
+            };
+            client
+                .upsert(request)
+                .await
+                .map_err(|e| write_error(format!("Upsert: {}", e.message())))?
+                .into_inner()
+                .status
+        } else {
+            let request = InsertRequest {
+                db_name: t.db_name.clone(),
+                collection_name: t.name.clone(),
+                partition_name,
+                fields_data: columns,
+                num_rows: rows as u32,
+                ..Default::default()
+            };
+            client
+                .insert(request)
+                .await
+                .map_err(|e| write_error(format!("Insert: {}", e.message())))?
+                .into_inner()
+                .status
+        };
+        failed(status.as_ref()).map_or(Ok(()), |reason| Err(write_error(reason)))
+    }
+
+    async fn target_has(&self, c: &CollectionRef) -> Result<bool, CopyError> {
+        let request = HasCollectionRequest {
+            db_name: c.db_name.clone(),
+            collection_name: c.name.clone(),
+            ..Default::default()
+        };
+        let error = |reason: String| CopyError::Write {
+            collection: c.name.clone(),
+            reason,
+        };
+        let reply = self
+            .target
+            .clone()
+            .has_collection(request)
+            .await
+            .map_err(|e| error(format!("HasCollection: {}", e.message())))?
+            .into_inner();
+        match failed(reply.status.as_ref()) {
+            Some(reason) => Err(error(reason)),
+            None => Ok(reply.value),
+        }
+    }
+}
+
+/// The reason of a status that is not a success.
+fn failed(status: Option<&Status>) -> Option<String> {
+    // Milvus 2.3 still says failure in `error_code`, not yet in `code` alone.
+    #[allow(deprecated)]
+    let ok = status.is_none_or(|s| s.error_code == ErrorCode::Success as i32 && s.code == 0);
+    (!ok).then(|| {
+        let s = status.cloned().unwrap_or_default();
+        format!("{} (code {})", s.reason, s.code)
+    })
+}

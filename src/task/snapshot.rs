@@ -1,0 +1,189 @@
+//! A task started from a snapshot: the copies it records at create, and the thread that makes
+//! them (see [`crate::snapshot`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use tracing::{info_span, warn};
+use utoipa::ToSchema;
+
+use super::runner::Pause;
+use super::{Supervisor, TaskError, TaskSpec};
+use crate::journal::{JournalError, TaskRun};
+use crate::milvus_client::{self, RowReader};
+use crate::model::{CollectionRef, CopyProgress, CopyState, Scope};
+use crate::snapshot::{Copier, CopyError};
+use crate::source::meta::CollectionMeta;
+
+/// Rows per page of a snapshot copy.
+const PAGE_ROWS: usize = 5_000;
+
+/// What is read of a source collection: its user fields (ids of 100 and up; below are Milvus's
+/// own row id and timestamp), the primary key among them.
+pub(super) struct Fields {
+    pub primary_key: String,
+    pub names: Vec<String>,
+    pub partition_key: bool,
+    pub dynamic: Option<String>,
+}
+
+pub(super) fn fields(c: &CollectionMeta) -> Fields {
+    let user: Vec<_> = c
+        .schema
+        .fields
+        .iter()
+        .filter(|f| f.field_id >= 100)
+        .collect();
+    Fields {
+        primary_key: user
+            .iter()
+            .find(|f| f.is_primary_key)
+            .map(|f| f.name.clone())
+            .unwrap_or_default(),
+        names: user.iter().map(|f| f.name.clone()).collect(),
+        partition_key: user.iter().any(|f| f.is_partition_key),
+        dynamic: user.iter().find(|f| f.is_dynamic).map(|f| f.name.clone()),
+    }
+}
+
+/// The copy of `c` not begun yet.
+pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
+    let source = CollectionRef {
+        id: c.id,
+        db_name: c.db_name.clone(),
+        name: c.name.clone(),
+    };
+    let fields = fields(c);
+    CopyProgress {
+        target: scope.on_target(source.clone()),
+        source,
+        primary_key: fields.primary_key,
+        fields: fields.names,
+        partitions: c.partitions.iter().map(|p| p.name.clone()).collect(),
+        partition_key: fields.partition_key,
+        dynamic_field: fields.dynamic,
+        source_rows: 0,
+        rows_copied: 0,
+        began_ms: 0,
+        state: CopyState::Copying {
+            partition: 0,
+            after: None,
+            in_doubt: false,
+        },
+    }
+}
+
+/// How far one collection's snapshot copy has got.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopyView {
+    /// `database.collection` on the source.
+    pub collection: String,
+    pub rows_copied: u64,
+    /// The source's rows when the copy began (0 before).
+    pub source_rows: u64,
+    pub done: bool,
+    /// Rows per second since the copy began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<f64>,
+    /// At that rate, until every row counted at the start is copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_left: Option<f64>,
+}
+
+impl CopyView {
+    fn of(copy: &CopyProgress, now_ms: u64) -> Self {
+        let done = copy.is_done();
+        let elapsed = now_ms.saturating_sub(copy.began_ms) as f64 / 1000.0;
+        let rate = (copy.began_ms > 0 && !done && elapsed > 0.0)
+            .then(|| copy.rows_copied as f64 / elapsed);
+        let left = copy.source_rows.saturating_sub(copy.rows_copied) as f64;
+        Self {
+            collection: format!("{}.{}", copy.source.db_name, copy.source.name),
+            rows_copied: copy.rows_copied,
+            source_rows: copy.source_rows,
+            done,
+            rows_per_second: rate,
+            seconds_left: rate.filter(|r| *r > 0.0).map(|r| left / r),
+        }
+    }
+}
+
+impl Supervisor {
+    /// The task's snapshot copies, one per collection; none for a task not started from one.
+    pub fn copies(&self, id: &str) -> Result<Vec<CopyView>, TaskError> {
+        let now = crate::model::now_ms();
+        Ok(self
+            .journal
+            .copies(id)?
+            .iter()
+            .map(|c| CopyView::of(c, now))
+            .collect())
+    }
+
+    /// A client of the source's API, which snapshot copies and verify read rows through.
+    pub(super) fn source_rows(&self) -> Result<RowReader, TaskError> {
+        let config = &self.config.source;
+        let uri = config.milvus_uri.as_deref().ok_or(TaskError::NoSourceApi)?;
+        let (_, client) = milvus_client::connect(
+            "source",
+            uri,
+            config.milvus_token.as_ref().map(|t| t.expose()),
+            config.milvus_ca_file.as_deref(),
+            &self.runtime,
+        )
+        .map_err(TaskError::SourceApi)?;
+        Ok(RowReader {
+            role: "source",
+            client,
+        })
+    }
+
+    /// Copies the task's collections not copied yet; returns when all are, or the run stops.
+    /// A fault is shown in the task and retried; the task keeps running.
+    pub(super) fn run_copier(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
+        let _span = info_span!("snapshot", task = %spec.task_id).entered();
+        let health = self.health(&spec.task_id);
+        let mut pause = Pause::default();
+        let copier = match (self.source_rows(), self.target_client(&spec)) {
+            (Ok(source), Ok(target)) => Copier {
+                run,
+                journal: &self.journal,
+                source,
+                target,
+                runtime: self.runtime.clone(),
+                stop: stop.clone(),
+                page_rows: PAGE_ROWS,
+            },
+            (Err(err), _) | (_, Err(err)) => return self.fail(&run, err.to_string()),
+        };
+        while !stop.load(Ordering::Relaxed) {
+            match copier.copy_all() {
+                Ok(()) => return health.resolved("snapshot"),
+                Err(CopyError::Journal(err @ JournalError::StaleRun { .. })) => {
+                    return warn!(%err, "snapshot copier of an earlier run stopped");
+                }
+                Err(err) => {
+                    warn!(%err, "snapshot copy stopped; retrying");
+                    health.problem("snapshot", &err);
+                    pause.wait(&stop);
+                }
+            }
+        }
+    }
+
+    pub(super) fn target_client(
+        &self,
+        spec: &TaskSpec,
+    ) -> Result<milvus_client::Client, TaskError> {
+        milvus_client::connect(
+            "target",
+            &spec.target.uri,
+            Some(spec.target.token.expose()),
+            self.config.target.ca_file.as_deref(),
+            &self.runtime,
+        )
+        .map(|(_, client)| client)
+        .map_err(TaskError::InvalidTarget)
+    }
+}
