@@ -22,10 +22,13 @@ const V1: &str = "p1_1v1";
 struct Recorder {
     log: Vec<String>,
     refuse: usize,
+    /// Per data call made: whether it was sent as a replay.
+    replays: Vec<bool>,
 }
 
 impl Target for &mut Recorder {
-    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], _replay: bool) -> Result<(), TargetError> {
+    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        self.replays.push(replay);
         for call in per_vchannel.iter().flatten() {
             if let Call::Delete {
                 keys: PrimaryKeys::Int64(keys),
@@ -351,5 +354,70 @@ fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_vchann
     assert_eq!(
         applier.target.log,
         ["delete [1]", "delete [2]", "delete [3]"]
+    );
+}
+
+/// The snapshot copy of collection 1 (`coll()`), in `state`.
+fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
+    crate::model::CopyProgress {
+        source: coll(),
+        target: coll(),
+        primary_key: "id".into(),
+        fields: vec!["id".into()],
+        partitions: vec!["_default".into()],
+        partition_key: false,
+        dynamic_field: None,
+        source_rows: 0,
+        rows_copied: 0,
+        began_ms: 0,
+        state,
+    }
+}
+
+#[test]
+fn a_collection_being_copied_gets_only_its_creation_then_its_changes_as_replays() {
+    use crate::model::CopyState;
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let create = DdlEvent::CreateCollection {
+        schema: vec![],
+        shards_num: 1,
+        consistency_level: 0,
+    };
+    f.stage("p0", vec![collection_event(V0, 0, &[V0], create)], 0);
+    f.stage("p0", vec![delete(V0, 10, 1)], 20);
+    let copying = CopyState::Copying {
+        partition: 0,
+        after: None,
+        in_doubt: false,
+    };
+    f.journal
+        .put_copy(&TaskRun::unstarted("t"), &copy(copying))
+        .unwrap();
+    assert_eq!(
+        f.drain(&mut target),
+        ["create collection"],
+        "the copy needs the collection; its change waits for the copy"
+    );
+    f.stage("p0", vec![delete(V0, 30, 2)], 40);
+    f.journal
+        .put_copy(
+            &TaskRun::unstarted("t"),
+            &copy(CopyState::Done { replay_through: 20 }),
+        )
+        .unwrap();
+    let mut applier = f.applier(
+        &mut target,
+        ApplierSettings {
+            max_batch_rows: 1,
+            ..ApplierSettings::default()
+        },
+    );
+    while applier.step().unwrap() {}
+    assert_eq!(target.log, ["delete [1]", "delete [2]"]);
+    assert_eq!(
+        target.replays,
+        [true, false],
+        "a change up to the copy's end may be in it already: replayed; a later one is not"
     );
 }

@@ -602,3 +602,47 @@ fn a_journal_from_before_pending_bytes_were_kept_has_them_counted_at_open() {
     assert!(expected > 0);
     assert_eq!(j.pending_bytes("t").unwrap(), expected);
 }
+
+#[test]
+fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
+    let (_dir, j) = journal();
+    let copy = |id: i64, rows_copied: u64| CopyProgress {
+        source: CollectionRef {
+            id,
+            db_name: "default".into(),
+            name: format!("c{id}"),
+        },
+        target: CollectionRef {
+            id,
+            db_name: "default".into(),
+            name: format!("c{id}"),
+        },
+        primary_key: "id".into(),
+        fields: vec!["id".into(), "v".into()],
+        partitions: vec!["_default".into()],
+        partition_key: false,
+        dynamic_field: None,
+        source_rows: 10,
+        rows_copied,
+        began_ms: 1,
+        state: CopyState::Copying {
+            partition: 0,
+            after: Some(PrimaryKey::Str("k\"1".into())),
+            in_doubt: true,
+        },
+    };
+    let first = j.begin_run("t").unwrap();
+    j.put_copy(&first, &copy(7, 0)).unwrap();
+    j.put_copy(&first, &copy(3, 0)).unwrap();
+    let second = j.begin_run("t").unwrap();
+    assert!(matches!(
+        j.put_copy(&first, &copy(7, 5)),
+        Err(JournalError::StaleRun { .. })
+    ));
+    j.put_copy(&second, &copy(7, 6)).unwrap();
+    j.put_copy(&j.begin_run("u").unwrap(), &copy(7, 1)).unwrap();
+    assert_eq!(j.copies("t").unwrap(), [copy(3, 0), copy(7, 6)]);
+    j.delete_task("t").unwrap();
+    assert_eq!(j.copies("t").unwrap(), []);
+    assert_eq!(j.copies("u").unwrap(), [copy(7, 1)]);
+}
