@@ -180,8 +180,11 @@ pub async fn verify(
 ) -> Result<Json<Report>, ApiError> {
     let request: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
-    } else {
+    } else if body.trim_ascii_start().starts_with(b"{") {
         tasks::decode(Some("body"), &body)?
+    } else {
+        // serde would read a struct from an array too.
+        return Err(ApiError::bad_request("invalid body: expected a JSON object"));
     };
     if request.first.is_some_and(|n| n > 10_000) {
         return Err(ApiError::bad_request("invalid body.first: at most 10000"));
