@@ -184,7 +184,9 @@ pub async fn verify(
         tasks::decode(Some("body"), &body)?
     } else {
         // serde would read a struct from an array too.
-        return Err(ApiError::bad_request("invalid body: expected a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid body: expected a JSON object",
+        ));
     };
     if request.first.is_some_and(|n| n > 10_000) {
         return Err(ApiError::bad_request("invalid body.first: at most 10000"));

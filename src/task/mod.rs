@@ -61,6 +61,8 @@ pub struct Supervisor {
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
     history: LagHistory,
+    /// What the last verify of each task found, since the server started.
+    verified: Mutex<HashMap<String, status::Verified>>,
     /// The source's message queue, made at its first use and shared by every task.
     queue: Mutex<Option<Arc<dyn MessageQueue>>>,
 }
@@ -90,6 +92,7 @@ impl Supervisor {
             running: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
             queue: Mutex::new(None),
         })

@@ -75,7 +75,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
 }
 
 /// How far one collection's snapshot copy has got.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CopyView {
     /// `database.collection` on the source.
     pub collection: String,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::history::Sample;
-use super::{Supervisor, TaskError, TaskState};
+use super::{CopyView, Supervisor, TaskError, TaskState};
 use crate::journal::lag::{TaskLag, task_lag};
 use crate::metrics::{METRICS, Snapshot, TaskGauges};
 use crate::model::{MqPosition, encode_position, hybrid_time, now_ms, physical_ms};
@@ -83,6 +83,23 @@ pub struct TaskStatus {
     pub rows_per_second: Option<f64>,
     /// The last 15 minutes.
     pub history: Vec<Sample>,
+    /// For a task started from a snapshot, how far each collection's copy has got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshot: Vec<CopyView>,
+    /// What the last verify since the server started found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
+}
+
+/// The outcome of a verify of a task.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Verified {
+    /// When it ended (UTC).
+    pub time: String,
+    /// No difference found.
+    pub equal: bool,
+    /// Every collection could be compared.
+    pub complete: bool,
 }
 
 impl Supervisor {
@@ -181,6 +198,8 @@ impl Supervisor {
                     consistent_through: lag.consistent_ts.map(|ts| ConsistencyPoint::at(ts, now)),
                     rows_per_second: self.history.rows_per_second(id),
                     history: self.history.of(id),
+                    snapshot: self.copies(id)?,
+                    verified: self.verified(id),
                     state: spec.state,
                     reason: spec.reason.clone().unwrap_or_default(),
                     task_id: spec.task_id,

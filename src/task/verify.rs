@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::snapshot::fields;
+use super::status::Verified;
 use super::{Supervisor, TaskError};
 use crate::milvus_client::{RowReader, Shape};
 use crate::model::{CollectionRef, Scope, now_ms};
@@ -35,9 +36,23 @@ impl Supervisor {
                 .map(|lag| lag.consistent_ts)
                 .map_err(|e| e.to_string())
         };
-        verify::verify(&source, &target, &subjects, limits, &consistent)
+        let report = verify::verify(&source, &target, &subjects, limits, &consistent)
             .await
-            .map_err(|e| TaskError::Internal(e.to_string()))
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        let outcome = Verified {
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            equal: report.equal,
+            complete: report.complete,
+        };
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.insert(id.to_owned(), outcome);
+        }
+        Ok(report)
+    }
+
+    /// What the last verify of the task found, if one ran since the server started.
+    pub(super) fn verified(&self, id: &str) -> Option<Verified> {
+        self.verified.lock().ok()?.get(id).cloned()
     }
 }
 

@@ -1,6 +1,6 @@
 """The status page at `/`, rendered by a real headless Chromium (Debian's `chromium`): it lists
-the task with its state, lag and consistency point, and draws its lag over time. The screenshot
-is kept in `target/e2e/status-page.png`."""
+the task with its state, lag, consistency point, snapshot copy and last verify, and draws its
+lag over time. The screenshot is kept in `target/e2e/status-page.png`."""
 
 import re
 import shutil
@@ -11,7 +11,8 @@ import pytest
 from pymilvus import DataType, FieldSchema
 
 from cdc import ROOT, CdcServer
-from workload import create_collection, insert, int64_pk, make_rows, schema, unique_name
+from workload import (assert_replicated, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema,
+                      unique_name)
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -28,9 +29,18 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
     name = unique_name("page")
     server = CdcServer(tmp_path, env).start()
     try:
-        task = server.create_task(target.uri, collections=(name,))
         create_collection(source, name, SMALL)
         insert(source, name, make_rows(SMALL, range(500), seed=1), batch=500)
+        ensure_loaded(source, name)
+        status, created = server.request("POST", "/v1/tasks", {
+            "milvus_connect_param": {"uri": target.uri}, "collection_infos": [{"name": name}],
+            "start_position": "snapshot"})
+        assert status == 201, created
+        task = created["task_id"]
+        insert(source, name, make_rows(SMALL, range(500, 600), seed=2), batch=500)
+        assert_replicated(source, target, name)
+        status, verified = server.request("POST", f"/v1/tasks/{task}/verify")
+        assert status == 200 and verified["equal"], verified
         time.sleep(11)  # two lag samples (every 5 s)
         url = f"http://127.0.0.1:{server.port}/"
         dom = chromium("--dump-dom", url)
@@ -40,6 +50,9 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
         # The consistency point, an RFC 3339 UTC time, and its RPO in seconds.
         assert re.search(r'<td class="consistent">\d{4}-\d\d-\d\dT[\d:.]+Z</td>', dom.stdout), dom.stdout[-3000:]
         assert re.search(r'<td class="rpo">[\d.]+ s</td>', dom.stdout), dom.stdout[-3000:]
+        # The snapshot copy, done, and the last verify.
+        assert '<td class="snapshot">copied</td>' in dom.stdout, dom.stdout[-3000:]
+        assert re.search(r'<td class="verified">equal at \d{4}-\d\d-\d\dT[\d:]+Z</td>', dom.stdout), dom.stdout[-3000:]
         assert f'<svg width="720" height="160" data-task="{task}">' in dom.stdout
         assert '<polyline class="lag"' in dom.stdout, "no lag line drawn"
 
