@@ -17,7 +17,11 @@
 3. lag: with a task running, batches written on the source one by one; lag = time from the
    source's insert reply to the batch's last row being visible on the target (p50, p99);
 4. memory: the appliance's RSS while a backlog of M rows sits in its journal (target
-   unreachable), and its peak while a restarted appliance drains that backlog to the target.
+   unreachable), and its peak while a restarted appliance drains that backlog to the target;
+5. snapshot copy: S rows written, flushed and loaded on the source before any task; a task
+   created with `start_position: "snapshot"`, rows/s = S / time from the create request until its
+   copy is done, next to the ceiling (2.) of the same rows into the same target in the same run,
+   and the appliance's peak RSS.
 
 Prints a report; exits non-zero only if something failed, never on a figure.
 """
@@ -276,6 +280,42 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
     return report
 
 
+def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int) -> dict:
+    """Section 5: the snapshot copy of `rows` rows, and the ceiling of the same rows."""
+    name = f"bench_snapshot_{time.time_ns()}"
+    work.mkdir(parents=True, exist_ok=True)
+    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    write(source, name, 0, rows, batch)
+    source.collection(name).flush()
+    ensure_loaded(source, name)
+    same_rows = rows_file(work / "snapshot-rows.bin", rows, batch)
+    ceiling(target, e, same_rows, batch)  # warm-up, untimed
+    pids = part_pids()
+    settle(pids)
+    server = appliance(work / name, e, {})
+    started = time.monotonic()
+    status, task = server.request("POST", "/v1/tasks", {
+        "milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]}, "collection_infos": [{"name": name}],
+        "start_position": "snapshot"})
+    assert status == 201, task
+    while True:
+        status, view = server.request("GET", f"/v1/tasks/{task['task_id']}")
+        if status == 200 and view.get("snapshot") and all(c["done"] for c in view["snapshot"]):
+            break
+        if time.monotonic() - started > 1800 or server.proc.poll() is not None:
+            raise RuntimeError(f"the snapshot copy did not end; see {server.log}")
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    rss = rss_mb(server.proc.pid)
+    server.stop()
+    target.drop_collection(name)
+    settle(pids)
+    rate, _ = ceiling(target, e, same_rows, batch)
+    source.drop_collection(name)
+    return {"snapshot_rows_per_s": rows / elapsed, "snapshot_ceiling_rows_per_s": rate,
+            "snapshot_ratio": rows / elapsed / rate, "snapshot_appliance_peak_rss_mb": rss[1]}
+
+
 def fresh_testbed(*clusters: Cluster) -> None:
     """Restarts the testbed: its in-memory Kafka slows down as it fills (each run adds the
     backlog's 100 MB or so), which only the replication runs would pay, not the ceiling."""
@@ -346,6 +386,7 @@ def main() -> int:
     parser.add_argument("--lag-batches", type=int, default=40)
     parser.add_argument("--lag-batch", type=int, default=1_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--snapshot-rows", type=int, default=200_000)
     parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
     parser.add_argument("--max-batch-bytes", type=int, help="the appliance's [apply] max_batch_bytes")
     args = parser.parse_args()
@@ -391,6 +432,10 @@ def main() -> int:
     if args.backlog:
         report.update(backlog_memory(source, target, e, work / "backlog", f"bench_backlog_{stamp}", args.backlog,
                                      apply_settings(args)))
+
+    # 5. the snapshot copy
+    if args.snapshot_rows:
+        report.update(snapshot_copy(source, target, e, work / "snapshot", args.snapshot_rows, args.batch))
 
     print("\n== replication bench (one run on this machine; throughput figures are medians of --repeat)")
     for key, value in report.items():
