@@ -1,7 +1,7 @@
 //! Rows of a Milvus read through its public API, a page of keys at a time.
 
 use milvus::proto::common::{ConsistencyLevel, ErrorCode, KeyValuePair};
-use milvus::proto::milvus::QueryRequest;
+use milvus::proto::milvus::{HasCollectionRequest, HasPartitionRequest, QueryRequest};
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
 use super::Client;
@@ -100,6 +100,34 @@ impl RowReader {
         ];
         self.query(c, partition, expr, shape.fields.clone(), params)
             .await
+    }
+
+    /// Whether the collection, and its partition, exist.
+    pub async fn has(&self, c: &CollectionRef, partition: &str) -> Result<(bool, bool), ReadError> {
+        let mut client = self.client.clone();
+        let collection = client
+            .has_collection(HasCollectionRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| self.error(c, format!("HasCollection: {}", status.message())))?
+            .into_inner();
+        if !collection.value {
+            return Ok((false, false));
+        }
+        let partition = client
+            .has_partition(HasPartitionRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                partition_name: partition.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| self.error(c, format!("HasPartition: {}", status.message())))?
+            .into_inner();
+        Ok((true, partition.value))
     }
 
     /// The rows of `partition` with one of `keys`.

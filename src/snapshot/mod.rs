@@ -112,7 +112,7 @@ impl Copier<'_> {
                     rows = copy.rows_copied, "snapshot copy done");
                 return Ok(());
             };
-            let columns = self
+            let columns = match self
                 .source
                 .page_columns(
                     &copy.source,
@@ -122,7 +122,25 @@ impl Copier<'_> {
                     None,
                     self.page_rows,
                 )
-                .await?;
+                .await
+            {
+                Ok(columns) => columns,
+                // Dropped meanwhile: the drop is in the journal, after the changes held.
+                Err(err) => match self.source.has(&copy.source, name).await? {
+                    (false, _) => {
+                        info!(task = self.run.task(), collection = %copy.source.name,
+                            "snapshot copy ends: the collection was dropped on the source");
+                        copy.state = CopyState::Copying {
+                            partition: copy.partitions.len(),
+                            after: None,
+                            in_doubt,
+                        };
+                        continue;
+                    }
+                    (true, false) => Vec::new(),
+                    (true, true) => return Err(err.into()),
+                },
+            };
             let page_keys = columns
                 .iter()
                 .find(|c| c.field_name == copy.primary_key)
