@@ -51,7 +51,12 @@ enum TaskCommand {
     /// Every task, one line each.
     List,
     /// One task.
-    Get { task_id: String },
+    Get {
+        task_id: String,
+        /// While its snapshot copy runs, show it again every 2 s, the copy as progress bars.
+        #[arg(long)]
+        watch: bool,
+    },
     /// A new task replicating to `--target-uri`.
     Create {
         #[arg(long)]
@@ -108,10 +113,24 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.server)?;
     let (reply, render): (Value, fn(&Value) -> String) = match args.command {
         TaskCommand::List => (client.call("GET", "/v1/tasks", None)?, task_table),
-        TaskCommand::Get { task_id } => (
-            client.call("GET", &format!("/v1/tasks/{task_id}"), None)?,
-            task_details,
-        ),
+        TaskCommand::Get { task_id, watch } => {
+            let path = format!("/v1/tasks/{task_id}");
+            let mut task = client.call("GET", &path, None)?;
+            while watch && !copy_done(&task) {
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    // Clear the screen and start at its top, as `watch` does.
+                    print!("\x1b[2J\x1b[H");
+                }
+                if args.server.json {
+                    println!("{task}");
+                } else {
+                    println!("{}", task_details(&task));
+                }
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                task = client.call("GET", &path, None)?;
+            }
+            (task, task_details)
+        }
         TaskCommand::Create {
             target_uri,
             target_token,
@@ -332,7 +351,49 @@ fn task_details(task: &Value) -> String {
         vec!["reason".into(), text(&task["reason"])],
         vec!["consistent".into(), consistent_through(task)],
     ];
-    table(&["FIELD", "VALUE"], &rows)
+    let mut out = table(&["FIELD", "VALUE"], &rows);
+    for copy in task["snapshot"].as_array().into_iter().flatten() {
+        out += &format!("\n{}", copy_progress(copy));
+    }
+    out
+}
+
+/// Whether the task has no snapshot copy left to make.
+fn copy_done(task: &Value) -> bool {
+    task["snapshot"]
+        .as_array()
+        .is_none_or(|copies| copies.iter().all(|c| c["done"] == Value::Bool(true)))
+}
+
+/// One collection's snapshot copy as a progress bar:
+/// `default.c [########------------]  40%  4000/10000 rows  1234 rows/s  5 s left`.
+fn copy_progress(copy: &Value) -> String {
+    const WIDTH: usize = 20;
+    let copied = copy["rows_copied"].as_u64().unwrap_or(0);
+    let of = copy["source_rows"].as_u64().unwrap_or(0);
+    let done = copy["done"].as_bool().unwrap_or(false);
+    let share = if done || of == 0 {
+        if done { 1.0 } else { 0.0 }
+    } else {
+        (copied as f64 / of as f64).min(1.0)
+    };
+    let filled = (share * WIDTH as f64).round() as usize;
+    let mut line = format!(
+        "{} [{}{}] {:>3.0}%  {copied}/{of} rows",
+        text(&copy["collection"]),
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        share * 100.0
+    );
+    if done {
+        line += "  copied";
+    } else if let Some(rate) = copy["rows_per_second"].as_f64() {
+        line += &format!("  {rate:.0} rows/s");
+        if let Some(left) = copy["seconds_left"].as_f64() {
+            line += &format!("  {left:.0} s left");
+        }
+    }
+    line
 }
 
 /// `<time> (rpo <seconds> s)`, or empty while the task has no consistency point.
@@ -372,6 +433,24 @@ fn positions_table(reply: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_copy_is_a_progress_bar_with_its_rate_and_time_left() {
+        let running = json!({ "collection": "default.c", "rows_copied": 4000, "source_rows": 10000,
+                              "done": false, "rows_per_second": 1234.4, "seconds_left": 4.9 });
+        assert_eq!(
+            copy_progress(&running),
+            "default.c [########------------]  40%  4000/10000 rows  1234 rows/s  5 s left"
+        );
+        let done =
+            json!({ "collection": "db.d", "rows_copied": 7, "source_rows": 5, "done": true });
+        assert_eq!(
+            copy_progress(&done),
+            "db.d [####################] 100%  7/5 rows  copied"
+        );
+        assert!(!copy_done(&json!({ "snapshot": [running, done] })));
+        assert!(copy_done(&json!({ "task_id": "no copy" })));
+    }
 
     #[test]
     fn a_task_list_is_a_table_with_aligned_columns() {
