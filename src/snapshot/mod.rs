@@ -196,6 +196,7 @@ impl Copier<'_> {
     ) -> Result<(), CopyError> {
         for column in &mut columns {
             column.is_dynamic = copy.dynamic_field.as_deref() == Some(&column.field_name);
+            fill_empty_arrays(column);
         }
         // Milvus places the rows of a partition-key collection by the key itself.
         let partition_name = if copy.partition_key {
@@ -266,6 +267,38 @@ impl Copier<'_> {
     }
 }
 
+/// Gives each empty array of an array column its element type's empty list. A query answers an
+/// empty array as an element with no data at all, which Milvus 2.3's insert validation reads
+/// through a nil pointer, crashing the target's proxy.
+fn fill_empty_arrays(column: &mut FieldData) {
+    use milvus::proto::schema::{
+        BoolArray, DataType, DoubleArray, FloatArray, IntArray, LongArray, StringArray,
+        field_data::Field, scalar_field::Data,
+    };
+    let Some(Field::Scalars(scalars)) = &mut column.field else {
+        return;
+    };
+    let Some(Data::ArrayData(arrays)) = &mut scalars.data else {
+        return;
+    };
+    let empty = match DataType::try_from(arrays.element_type) {
+        Ok(DataType::Bool) => Data::BoolData(BoolArray::default()),
+        Ok(DataType::Int8 | DataType::Int16 | DataType::Int32) => {
+            Data::IntData(IntArray::default())
+        }
+        Ok(DataType::Int64) => Data::LongData(LongArray::default()),
+        Ok(DataType::Float) => Data::FloatData(FloatArray::default()),
+        Ok(DataType::Double) => Data::DoubleData(DoubleArray::default()),
+        Ok(DataType::VarChar | DataType::String) => Data::StringData(StringArray::default()),
+        _ => return,
+    };
+    for element in &mut arrays.data {
+        if element.data.is_none() {
+            element.data = Some(empty.clone());
+        }
+    }
+}
+
 /// The reason of a status that is not a success.
 fn failed(status: Option<&Status>) -> Option<String> {
     // Milvus 2.3 still says failure in `error_code`, not yet in `code` alone.
@@ -275,4 +308,48 @@ fn failed(status: Option<&Status>) -> Option<String> {
         let s = status.cloned().unwrap_or_default();
         format!("{} (code {})", s.reason, s.code)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use milvus::proto::schema::{
+        ArrayArray, DataType, LongArray, ScalarField, field_data::Field, scalar_field::Data,
+    };
+
+    use super::*;
+
+    #[test]
+    fn an_empty_array_is_sent_as_its_types_empty_list_not_as_no_data() {
+        let element = |data: Option<Data>| ScalarField {
+            data,
+            ..Default::default()
+        };
+        let long = Data::LongData(LongArray { data: vec![7] });
+        let mut column = FieldData {
+            field_name: "ints".into(),
+            field: Some(Field::Scalars(ScalarField {
+                data: Some(Data::ArrayData(ArrayArray {
+                    data: vec![element(None), element(Some(long.clone()))],
+                    element_type: DataType::Int64 as i32,
+                })),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        fill_empty_arrays(&mut column);
+        let Some(Field::Scalars(ScalarField {
+            data: Some(Data::ArrayData(arrays)),
+            ..
+        })) = column.field
+        else {
+            panic!("not an array column");
+        };
+        assert_eq!(
+            arrays.data,
+            [
+                element(Some(Data::LongData(LongArray::default()))),
+                element(Some(long))
+            ]
+        );
+    }
 }
