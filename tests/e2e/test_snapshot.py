@@ -13,7 +13,7 @@ from pymilvus import DataType, FieldSchema
 from cdc import CdcServer
 from test_data_types import SCALARS
 from workload import (assert_replicated, create_collection, delete, ensure_loaded, insert, int64_pk, make_rows,
-                      schema, upsert, varchar_pk)
+                      schema, upsert, varchar_pk, wait_until)
 
 BITS = schema(varchar_pk(), FieldSchema("bits", DataType.BINARY_VECTOR, dim=64), FieldSchema("n", DataType.INT32))
 AUTO = schema(int64_pk(auto_id=True), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
@@ -124,3 +124,21 @@ def test_a_snapshot_copy_killed_three_times_resumes_without_doubling_a_row(sourc
     finally:
         writes.done.set()
         server.stop()
+
+
+def test_a_collection_not_loaded_on_the_source_waits_with_the_reason_until_it_is(source, target, names, server):
+    name = names("snap_unloaded")
+    create_collection(source, name, BITS, shards=1)
+    insert(source, name, make_rows(BITS, [f"u{i}" for i in range(300)], seed=8))
+    task = create_snapshot_task(server, target, [name])
+
+    def waiting_with_the_reason() -> list:
+        _, view = server.request("GET", f"/v1/tasks/{task}")
+        reason = view["reason"]
+        return [] if view["state"] == "Running" and "snapshot:" in reason and "since" in reason else [view]
+
+    wait_until("the copy waiting for the source to load the collection", waiting_with_the_reason, timeout=60)
+    ensure_loaded(source, name)
+    assert_replicated(source, target, name, timeout=120)
+    _, view = server.request("GET", f"/v1/tasks/{task}")
+    assert view["snapshot"][0]["done"] and view["snapshot"][0]["rows_copied"] == 300, view
