@@ -370,6 +370,7 @@ fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
         source_rows: 0,
         rows_copied: 0,
         began_ms: 0,
+        ended_ms: 0,
         state,
     }
 }

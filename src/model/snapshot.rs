@@ -54,8 +54,9 @@ pub struct CopyProgress {
     /// The source's rows when the copy began (`count(*)`), for progress.
     pub source_rows: u64,
     pub rows_copied: u64,
-    /// When the copy began (Unix ms), for its rate; 0 before.
+    /// When the copy began and ended (Unix ms), for its rate; 0 before.
     pub began_ms: u64,
+    pub ended_ms: u64,
     pub state: CopyState,
 }
 

@@ -41,6 +41,10 @@ use crate::model::{CollectionRef, CopyProgress, CopyState, now_ms};
 /// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
 pub const REPLAY_MARGIN_MS: u64 = 60_000;
 
+/// How long a copy waits for its target collection before it says so in the task (and waits
+/// on, with backoff).
+const TARGET_COLLECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error(transparent)]
@@ -78,8 +82,13 @@ impl Copier<'_> {
     }
 
     async fn copy(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
-        if !self.target_has(&copy.target).await? {
-            return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
+        // The task's applier creates it first, from the seeds: usually a moment's wait.
+        let waited = std::time::Instant::now();
+        while !self.target_has(&copy.target).await? {
+            if self.stop.load(Ordering::Relaxed) || waited.elapsed() > TARGET_COLLECTION_WAIT {
+                return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let shape = Shape {
             primary_key: copy.primary_key.clone(),
@@ -94,6 +103,8 @@ impl Copier<'_> {
             info!(task = self.run.task(), collection = %copy.source.name, rows = copy.source_rows,
                 "snapshot copy begins");
         }
+        // The page after the last one sent, read while it was being sent.
+        let mut prefetched = None;
         while !self.stop.load(Ordering::Relaxed) {
             let CopyState::Copying {
                 partition,
@@ -104,26 +115,31 @@ impl Copier<'_> {
                 return Ok(());
             };
             let Some(name) = copy.partitions.get(partition) else {
+                copy.ended_ms = now_ms();
                 copy.state = CopyState::Done {
-                    replay_through: (now_ms() + REPLAY_MARGIN_MS) << 18,
+                    replay_through: (copy.ended_ms + REPLAY_MARGIN_MS) << 18,
                 };
                 self.journal.put_copy(&self.run, copy)?;
                 info!(task = self.run.task(), collection = %copy.source.name,
                     rows = copy.rows_copied, "snapshot copy done");
                 return Ok(());
             };
-            let columns = match self
-                .source
-                .page_columns(
-                    &copy.source,
-                    name,
-                    &shape,
-                    after.as_ref(),
-                    None,
-                    self.page_rows,
-                )
-                .await
-            {
+            let read = match prefetched.take() {
+                Some(columns) => Ok(columns),
+                None => {
+                    self.source
+                        .page_columns(
+                            &copy.source,
+                            name,
+                            &shape,
+                            after.as_ref(),
+                            None,
+                            self.page_rows,
+                        )
+                        .await
+                }
+            };
+            let columns = match read {
                 Ok(columns) => columns,
                 // Dropped meanwhile: the drop is in the journal, after the changes held.
                 Err(err) => match self.source.has(&copy.source, name).await? {
@@ -169,8 +185,21 @@ impl Copier<'_> {
                 self.journal.put_copy(&self.run, copy)?;
             }
             crate::failpoint::hit("snapshot-after-mark");
-            self.send(copy, name, columns, page_keys.len(), in_doubt)
-                .await?;
+            // The next page is read while this one is sent: the target need not wait for the
+            // source. A failed read is left to the next turn, which reads it again.
+            let (sent, next) = tokio::join!(
+                self.send(copy, name, columns, page_keys.len(), in_doubt),
+                self.source.page_columns(
+                    &copy.source,
+                    name,
+                    &shape,
+                    Some(&last),
+                    None,
+                    self.page_rows
+                )
+            );
+            sent?;
+            prefetched = next.ok();
             crate::failpoint::hit("snapshot-after-send");
             // Tests slow the copy down to act while it runs.
             tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;

@@ -66,6 +66,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
         source_rows: 0,
         rows_copied: 0,
         began_ms: 0,
+        ended_ms: 0,
         state: CopyState::Copying {
             partition: 0,
             after: None,
@@ -83,7 +84,7 @@ pub struct CopyView {
     /// The source's rows when the copy began (0 before).
     pub source_rows: u64,
     pub done: bool,
-    /// Rows per second since the copy began.
+    /// Rows per second since the copy began (until it ended, once done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
     /// At that rate, until every row counted at the start is copied.
@@ -94,9 +95,9 @@ pub struct CopyView {
 impl CopyView {
     fn of(copy: &CopyProgress, now_ms: u64) -> Self {
         let done = copy.is_done();
-        let elapsed = now_ms.saturating_sub(copy.began_ms) as f64 / 1000.0;
-        let rate = (copy.began_ms > 0 && !done && elapsed > 0.0)
-            .then(|| copy.rows_copied as f64 / elapsed);
+        let until = if done { copy.ended_ms } else { now_ms };
+        let elapsed = until.saturating_sub(copy.began_ms) as f64 / 1000.0;
+        let rate = (copy.began_ms > 0 && elapsed > 0.0).then(|| copy.rows_copied as f64 / elapsed);
         let left = copy.source_rows.saturating_sub(copy.rows_copied) as f64;
         Self {
             collection: format!("{}.{}", copy.source.db_name, copy.source.name),
@@ -104,7 +105,7 @@ impl CopyView {
             source_rows: copy.source_rows,
             done,
             rows_per_second: rate,
-            seconds_left: rate.filter(|r| *r > 0.0).map(|r| left / r),
+            seconds_left: rate.filter(|r| *r > 0.0 && !done).map(|r| left / r),
         }
     }
 }
