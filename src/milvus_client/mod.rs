@@ -6,7 +6,7 @@
 mod query;
 mod rows;
 
-pub use query::{ReadError, RowReader, Shape};
+pub use query::{ReadError, RowReader, Seen, Shape};
 pub use rows::{RangeDiff, Row, RowsError, diff, keys, rows};
 
 use std::path::Path;

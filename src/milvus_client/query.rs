@@ -17,6 +17,17 @@ pub struct ReadError {
     pub reason: String,
 }
 
+/// What a query must see.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen {
+    /// Everything written before the query (strong consistency: the query waits for the
+    /// source's next time tick, half a second or so).
+    Now,
+    /// Everything written up to this source timestamp; later writes may be seen or not. A
+    /// query waits only until the source has passed it, once.
+    Through(u64),
+}
+
 /// What is read of one collection: its primary key and every field to compare.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -40,6 +51,7 @@ impl RowReader {
                 String::new(),
                 vec!["count(*)".into()],
                 Vec::new(),
+                Seen::Now,
             )
             .await?;
         let count = reply.iter().find_map(|column| match &column.field {
@@ -68,12 +80,14 @@ impl RowReader {
         limit: usize,
     ) -> Result<Vec<Row>, ReadError> {
         let columns = self
-            .page_columns(c, partition, shape, after, through, limit)
+            .page_columns(c, partition, shape, after, through, limit, Seen::Now)
             .await?;
         rows(&columns, &shape.primary_key).map_err(|e| self.error(c, e.to_string()))
     }
 
-    /// [`page`](Self::page) as Milvus answers it: one column per field.
+    /// [`page`](Self::page) as Milvus answers it: one column per field. `seen` is what it must
+    /// see (see [`Seen`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn page_columns(
         &self,
         c: &CollectionRef,
@@ -82,6 +96,7 @@ impl RowReader {
         after: Option<&PrimaryKey>,
         through: Option<&PrimaryKey>,
         limit: usize,
+        seen: Seen,
     ) -> Result<Vec<FieldData>, ReadError> {
         let pk = &shape.primary_key;
         let mut bounds = Vec::new();
@@ -98,7 +113,7 @@ impl RowReader {
             param("iterator", "True"),
             param("reduce_stop_for_best", "True"),
         ];
-        self.query(c, partition, expr, shape.fields.clone(), params)
+        self.query(c, partition, expr, shape.fields.clone(), params, seen)
             .await
     }
 
@@ -155,7 +170,7 @@ impl RowReader {
         params: Vec<KeyValuePair>,
     ) -> Result<Vec<Row>, ReadError> {
         let columns = self
-            .query(c, partition, expr, shape.fields.clone(), params)
+            .query(c, partition, expr, shape.fields.clone(), params, Seen::Now)
             .await?;
         rows(&columns, &shape.primary_key).map_err(|e| self.error(c, e.to_string()))
     }
@@ -167,7 +182,12 @@ impl RowReader {
         expr: String,
         output_fields: Vec<String>,
         query_params: Vec<KeyValuePair>,
+        seen: Seen,
     ) -> Result<Vec<FieldData>, ReadError> {
+        let (consistency_level, guarantee_timestamp) = match seen {
+            Seen::Now => (ConsistencyLevel::Strong, 0),
+            Seen::Through(ts) => (ConsistencyLevel::Customized, ts),
+        };
         let request = QueryRequest {
             db_name: c.db_name.clone(),
             collection_name: c.name.clone(),
@@ -175,8 +195,8 @@ impl RowReader {
             output_fields,
             partition_names: vec![partition.to_owned()],
             query_params,
-            // Everything written before the query is seen.
-            consistency_level: ConsistencyLevel::Strong as i32,
+            consistency_level: consistency_level as i32,
+            guarantee_timestamp,
             ..Default::default()
         };
         let mut client = self.client.clone();

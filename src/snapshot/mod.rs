@@ -34,7 +34,7 @@ use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
-use crate::milvus_client::{Client, ReadError, RowReader, Shape, keys};
+use crate::milvus_client::{Client, ReadError, RowReader, Seen, Shape, keys};
 use crate::model::{CollectionRef, CopyProgress, CopyState, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
@@ -103,6 +103,13 @@ impl Copier<'_> {
             info!(task = self.run.task(), collection = %copy.source.name, rows = copy.source_rows,
                 "snapshot copy begins");
         }
+        // Every row written before the task's start is read: every tick its readers staged is
+        // a source timestamp after the start, and the appliance's clock says when the copy began
+        // should the readers have staged none yet. What is written later may be read or not; its
+        // change is replayed after the copy anyway. (A query that must see everything written
+        // before it waits for the source's next tick, half a second a page.)
+        let staged = self.journal.ticks(self.run.task())?.into_values().max();
+        let seen = Seen::Through(staged.unwrap_or(0).max(copy.began_ms << 18));
         // The page after the last one sent, read while it was being sent.
         let mut prefetched = None;
         while !self.stop.load(Ordering::Relaxed) {
@@ -135,6 +142,7 @@ impl Copier<'_> {
                             after.as_ref(),
                             None,
                             self.page_rows,
+                            seen,
                         )
                         .await
                 }
@@ -195,7 +203,8 @@ impl Copier<'_> {
                     &shape,
                     Some(&last),
                     None,
-                    self.page_rows
+                    self.page_rows,
+                    seen
                 )
             );
             sent?;
