@@ -37,6 +37,12 @@ impl Supervisor {
         self.stop(&spec.task_id);
         let run = self.journal.begin_run(&spec.task_id)?;
         let run_number = run.number();
+        // Read before any thread starts: a failure here leaves none running unlisted.
+        let copying = self
+            .journal
+            .copies(&spec.task_id)?
+            .iter()
+            .any(|c| !c.is_done());
         if let Ok(mut health) = self.health.lock() {
             health.insert(spec.task_id.clone(), Arc::default());
         }
@@ -49,12 +55,7 @@ impl Supervisor {
         threads.push(std::thread::spawn(move || {
             me.run_applier(task, writer, flag)
         }));
-        if self
-            .journal
-            .copies(&spec.task_id)?
-            .iter()
-            .any(|c| !c.is_done())
-        {
+        if copying {
             let me = self.clone();
             let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
