@@ -18,6 +18,8 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use milvus::proto::common::{ErrorCode, Status};
+
 use crate::model::CaFile;
 
 /// Adds the `authorization` header Milvus expects when it has authentication on.
@@ -148,4 +150,18 @@ pub fn connect(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     Ok((service, client))
+}
+
+/// Whether a status Milvus answered inside a successful RPC says success. Milvus 2.3 says
+/// failure in `error_code` (deprecated upstream), later versions in `code`: both are read.
+#[allow(deprecated)]
+pub fn succeeded(status: &Status) -> bool {
+    status.error_code == ErrorCode::Success as i32 && status.code == 0
+}
+
+/// `reason (code N)` of a status that is not a success; None for success or no status.
+pub fn failure(status: Option<&Status>) -> Option<String> {
+    status
+        .filter(|s| !succeeded(s))
+        .map(|s| format!("{} (code {})", s.reason, s.code))
 }

@@ -1,11 +1,11 @@
 //! Rows of a Milvus read through its public API, a page of keys at a time.
 
-use milvus::proto::common::{ConsistencyLevel, ErrorCode, KeyValuePair};
+use milvus::proto::common::{ConsistencyLevel, KeyValuePair};
 use milvus::proto::milvus::{HasCollectionRequest, HasPartitionRequest, QueryRequest};
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
-use super::Client;
 use super::rows::{Row, rows};
+use super::{Client, failure};
 use crate::model::{CollectionRef, PrimaryKey};
 
 /// A query that failed, or whose reply does not read as rows.
@@ -117,10 +117,11 @@ impl RowReader {
             .await
     }
 
-    /// Whether the collection, and its partition, exist.
-    pub async fn has(&self, c: &CollectionRef, partition: &str) -> Result<(bool, bool), ReadError> {
-        let mut client = self.client.clone();
-        let collection = client
+    /// Whether the collection exists. A failed answer is an error, never a "no".
+    pub async fn has_collection(&self, c: &CollectionRef) -> Result<bool, ReadError> {
+        let reply = self
+            .client
+            .clone()
             .has_collection(HasCollectionRequest {
                 db_name: c.db_name.clone(),
                 collection_name: c.name.clone(),
@@ -129,10 +130,21 @@ impl RowReader {
             .await
             .map_err(|status| self.error(c, format!("HasCollection: {}", status.message())))?
             .into_inner();
-        if !collection.value {
+        match failure(reply.status.as_ref()) {
+            Some(reason) => Err(self.error(c, format!("HasCollection: {reason}"))),
+            None => Ok(reply.value),
+        }
+    }
+
+    /// Whether the collection, and its partition, exist. A failed answer is an error, never a
+    /// "no".
+    pub async fn has(&self, c: &CollectionRef, partition: &str) -> Result<(bool, bool), ReadError> {
+        if !self.has_collection(c).await? {
             return Ok((false, false));
         }
-        let partition = client
+        let reply = self
+            .client
+            .clone()
             .has_partition(HasPartitionRequest {
                 db_name: c.db_name.clone(),
                 collection_name: c.name.clone(),
@@ -142,7 +154,10 @@ impl RowReader {
             .await
             .map_err(|status| self.error(c, format!("HasPartition: {}", status.message())))?
             .into_inner();
-        Ok((true, partition.value))
+        match failure(reply.status.as_ref()) {
+            Some(reason) => Err(self.error(c, format!("HasPartition: {reason}"))),
+            None => Ok((true, reply.value)),
+        }
     }
 
     /// The rows of `partition` with one of `keys`.
@@ -205,15 +220,10 @@ impl RowReader {
             .await
             .map_err(|status| self.error(c, format!("Query: {}", status.message())))?
             .into_inner();
-        // Milvus 2.3 still says failure in `error_code`, not yet in `code` alone.
-        #[allow(deprecated)]
-        if let Some(status) = reply
-            .status
-            .filter(|s| s.error_code != ErrorCode::Success as i32 || s.code != 0)
-        {
-            return Err(self.error(c, format!("Query: {}", status.reason)));
+        match failure(reply.status.as_ref()) {
+            Some(reason) => Err(self.error(c, format!("Query: {reason}"))),
+            None => Ok(reply.fields_data),
         }
-        Ok(reply.fields_data)
     }
 
     fn error(&self, c: &CollectionRef, reason: String) -> ReadError {

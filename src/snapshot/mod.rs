@@ -27,15 +27,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use milvus::proto::common::{ErrorCode, Status};
-use milvus::proto::milvus::{HasCollectionRequest, InsertRequest, UpsertRequest};
+use milvus::proto::milvus::{InsertRequest, UpsertRequest};
 use milvus::proto::schema::FieldData;
 use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
-use crate::milvus_client::{Client, ReadError, RowReader, Seen, Shape, keys};
-use crate::model::{CollectionRef, CopyProgress, CopyState, now_ms};
+use crate::milvus_client::{ReadError, RowReader, Seen, Shape, failure, keys};
+use crate::model::{CopyProgress, CopyState, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
 /// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
@@ -62,7 +61,8 @@ pub struct Copier<'a> {
     pub run: TaskRun,
     pub journal: &'a Journal,
     pub source: RowReader,
-    pub target: Client,
+    /// The target, read for its collections and written through its client.
+    pub target: RowReader,
     pub runtime: Handle,
     pub stop: Arc<AtomicBool>,
     /// Rows per page read and inserted.
@@ -84,7 +84,7 @@ impl Copier<'_> {
     async fn copy(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
         // The task's applier creates it first, from the seeds: usually a moment's wait.
         let waited = std::time::Instant::now();
-        while !self.target_has(&copy.target).await? {
+        while !self.target.has_collection(&copy.target).await? {
             if self.stop.load(Ordering::Relaxed) || waited.elapsed() > TARGET_COLLECTION_WAIT {
                 return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
             }
@@ -242,7 +242,7 @@ impl Copier<'_> {
         } else {
             partition.to_owned()
         };
-        let (t, mut client) = (&copy.target, self.target.clone());
+        let (t, mut client) = (&copy.target, self.target.client.clone());
         let write_error = |reason: String| CopyError::Write {
             collection: t.name.clone(),
             reason,
@@ -278,30 +278,7 @@ impl Copier<'_> {
                 .into_inner()
                 .status
         };
-        failed(status.as_ref()).map_or(Ok(()), |reason| Err(write_error(reason)))
-    }
-
-    async fn target_has(&self, c: &CollectionRef) -> Result<bool, CopyError> {
-        let request = HasCollectionRequest {
-            db_name: c.db_name.clone(),
-            collection_name: c.name.clone(),
-            ..Default::default()
-        };
-        let error = |reason: String| CopyError::Write {
-            collection: c.name.clone(),
-            reason,
-        };
-        let reply = self
-            .target
-            .clone()
-            .has_collection(request)
-            .await
-            .map_err(|e| error(format!("HasCollection: {}", e.message())))?
-            .into_inner();
-        match failed(reply.status.as_ref()) {
-            Some(reason) => Err(error(reason)),
-            None => Ok(reply.value),
-        }
+        failure(status.as_ref()).map_or(Ok(()), |reason| Err(write_error(reason)))
     }
 }
 
@@ -335,17 +312,6 @@ fn fill_empty_arrays(column: &mut FieldData) {
             element.data = Some(empty.clone());
         }
     }
-}
-
-/// The reason of a status that is not a success.
-fn failed(status: Option<&Status>) -> Option<String> {
-    // Milvus 2.3 still says failure in `error_code`, not yet in `code` alone.
-    #[allow(deprecated)]
-    let ok = status.is_none_or(|s| s.error_code == ErrorCode::Success as i32 && s.code == 0);
-    (!ok).then(|| {
-        let s = status.cloned().unwrap_or_default();
-        format!("{} (code {})", s.reason, s.code)
-    })
 }
 
 #[cfg(test)]

@@ -117,11 +117,7 @@ fn collection_starts(
 
 /// The source collection `c` under its target names.
 fn on_target(scope: &Scope, c: &CollectionMeta) -> CollectionRef {
-    scope.on_target(CollectionRef {
-        id: c.id,
-        db_name: c.db_name.clone(),
-        name: c.name.clone(),
-    })
+    scope.on_target(c.reference())
 }
 
 /// The CreateCollection (and CreatePartition) events that bring `collections` to the target,

@@ -12,7 +12,7 @@ use super::runner::Pause;
 use super::{Supervisor, TaskError, TaskSpec};
 use crate::journal::{JournalError, TaskRun};
 use crate::milvus_client::{self, RowReader};
-use crate::model::{CollectionRef, CopyProgress, CopyState, Scope};
+use crate::model::{CopyProgress, CopyState, Scope};
 use crate::snapshot::{Copier, CopyError};
 use crate::source::meta::CollectionMeta;
 
@@ -49,11 +49,7 @@ pub(super) fn fields(c: &CollectionMeta) -> Fields {
 
 /// The copy of `c` not begun yet.
 pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
-    let source = CollectionRef {
-        id: c.id,
-        db_name: c.db_name.clone(),
-        name: c.name.clone(),
-    };
+    let source = c.reference();
     let fields = fields(c);
     CopyProgress {
         target: scope.on_target(source.clone()),
@@ -147,11 +143,14 @@ impl Supervisor {
         let health = self.health(&spec.task_id);
         let mut pause = Pause::default();
         let copier = match (self.source_rows(), self.target_client(&spec)) {
-            (Ok(source), Ok(target)) => Copier {
+            (Ok(source), Ok(client)) => Copier {
                 run,
                 journal: &self.journal,
                 source,
-                target,
+                target: RowReader {
+                    role: "target",
+                    client,
+                },
                 runtime: self.runtime.clone(),
                 stop: stop.clone(),
                 page_rows: PAGE_ROWS,

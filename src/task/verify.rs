@@ -6,7 +6,7 @@ use super::snapshot::fields;
 use super::status::Verified;
 use super::{Supervisor, TaskError};
 use crate::milvus_client::{RowReader, Shape};
-use crate::model::{CollectionRef, Scope, now_ms};
+use crate::model::{Scope, now_ms};
 use crate::source::meta::CollectionMeta;
 use crate::verify::{self, Limits, Report, Subject};
 
@@ -58,11 +58,7 @@ impl Supervisor {
 
 /// A source collection as verify reads it: every user field, on both sides.
 fn subject(scope: &Scope, c: CollectionMeta) -> Subject {
-    let source = CollectionRef {
-        id: c.id,
-        db_name: c.db_name.clone(),
-        name: c.name.clone(),
-    };
+    let source = c.reference();
     let fields = fields(&c);
     Subject {
         target: scope.on_target(source.clone()),

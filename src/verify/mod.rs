@@ -24,13 +24,13 @@
 //! difference or an equality.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::milvus_client::{RangeDiff, ReadError, RowReader, Shape, diff};
-use crate::model::{CollectionRef, PrimaryKey, physical_ms};
+use crate::model::{CollectionRef, PrimaryKey, now_ms, physical_ms};
 
 /// How many times a key found different is read again before it is reported.
 pub const RECHECKS: usize = 3;
@@ -172,14 +172,6 @@ impl Keys {
     }
 }
 
-/// The hybrid timestamp of now.
-fn now_ts() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    ms << 18
-}
-
 /// Compares every subject. `consistent` reads the task's consistency point.
 pub async fn verify(
     source: &RowReader,
@@ -188,7 +180,7 @@ pub async fn verify(
     limits: &Limits,
     consistent: &(dyn Fn() -> Result<Option<u64>, String> + Sync),
 ) -> Result<Report, VerifyError> {
-    let checked_at = now_ts();
+    let checked_at = now_ms() << 18;
     let mut collections = Vec::new();
     for subject in subjects {
         let report = match compare(source, target, subject, limits, consistent).await {
@@ -362,7 +354,7 @@ async fn settle(
     consistent: &(dyn Fn() -> Result<Option<u64>, String> + Sync),
     limit: Duration,
 ) -> Result<(), VerifyError> {
-    let since = now_ts();
+    let since = now_ms() << 18;
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if consistent()

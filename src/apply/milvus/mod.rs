@@ -190,10 +190,9 @@ fn classify_rpc(what: String, status: &tonic::Status) -> TargetError {
 // `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
 #[allow(deprecated)]
 fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), TargetError> {
-    let Some(status) = status else { return Ok(()) };
-    if status.error_code == ErrorCode::Success as i32 && status.code == 0 {
+    let Some(status) = status.filter(|s| !milvus_client::succeeded(s)) else {
         return Ok(());
-    }
+    };
     let reason = format!(
         "{rpc} of {collection}: {} (code {})",
         status.reason, status.code

@@ -2,6 +2,8 @@
 
 use milvus::proto::schema::CollectionSchema;
 
+use crate::model::CollectionRef;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectionMeta {
     pub id: i64,
@@ -19,6 +21,17 @@ pub struct CollectionMeta {
     pub start_positions: Vec<(String, Vec<u8>)>,
     pub partitions: Vec<PartitionMeta>,
     pub create_time: u64,
+}
+
+impl CollectionMeta {
+    /// The collection as changes and the journal name it.
+    pub fn reference(&self) -> CollectionRef {
+        CollectionRef {
+            id: self.id,
+            db_name: self.db_name.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
