@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::info;
 
 use super::calls::{Step, next_step};
-use super::order::{DataBatch, Due, NOT_READY_RECHECK, NotReady, Pending, refused_recently};
+use super::order::{DataBatch, Due, Holds, NOT_READY_RECHECK, NotReady, Pending, refused_recently};
 use super::retry::Retries;
 use super::run::Run;
 use super::{ApplierSettings, ApplyError, Ddl, Target, TargetError};
@@ -76,10 +76,14 @@ impl<'a, T: Target> Applier<'a, T> {
         if let Some(Change::Ddl(ddl)) = first.map(|r| &r.change) {
             self.with_retries(|t, _| t.apply_ddl(ddl))?;
         } else {
+            let holds = Holds::read(self.journal, self.run.task())?;
             let mut per_vchannel = Vec::new();
             for rows in &rows_per_vchannel {
+                let in_copy = rows
+                    .first()
+                    .map_or(0, |r| holds.in_copy_through(&r.vchannel));
                 if let Step::Data { calls, .. } =
-                    next_step(rows, true, self.settings.max_call_bytes)?
+                    next_step(rows, true, in_copy, self.settings.max_call_bytes)?
                 {
                     per_vchannel.push(calls);
                 }

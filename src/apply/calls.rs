@@ -73,8 +73,9 @@ pub struct UndecodableRow {
 }
 
 /// `rows` are a vchannel's pending rows in journal order; `complete` says whether they are all
-/// the applicable rows (not cut by a fetch limit). Merged calls stay under `max_call_bytes`
-/// (a single larger row is sent alone).
+/// the applicable rows (not cut by a fetch limit). Rows at or before `in_copy_through` are in a
+/// snapshot copy (see [`crate::model::CopyProgress::start_ts`]): they belong to the batch and
+/// make no call. Merged calls stay under `max_call_bytes` (a single larger row is sent alone).
 ///
 /// Invariants: the data is a prefix of `rows`, so committing its last position never skips a
 /// row; it ends before the first DDL row, which comes alone; when `rows` are not `complete`
@@ -84,6 +85,7 @@ pub struct UndecodableRow {
 pub fn next_step(
     rows: &[JournalRow],
     complete: bool,
+    in_copy_through: u64,
     max_call_bytes: usize,
 ) -> Result<Step<'_>, UndecodableRow> {
     let Some(first) = rows.first() else {
@@ -119,7 +121,10 @@ pub fn next_step(
         )
     });
     let mut calls: Vec<Call> = Vec::new();
-    for row in ordered {
+    for row in ordered
+        .into_iter()
+        .filter(|r| r.position.ts > in_copy_through)
+    {
         let undecodable = |e: prost::DecodeError| UndecodableRow {
             vchannel: row.vchannel.clone(),
             position: format!("{}/{}", row.position.ts, row.position.seq),

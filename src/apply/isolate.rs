@@ -6,6 +6,7 @@ use tracing::warn;
 
 use super::applier::Applier;
 use super::calls::{Step, next_step};
+use super::order::Holds;
 use super::{ApplyError, Target, TargetError};
 use crate::journal::{InFlightBatch, JournalRow};
 use crate::metrics::METRICS;
@@ -49,8 +50,10 @@ impl<T: Target> Applier<'_, T> {
                 return Ok(Isolated::Poison(poison));
             }
         } else {
+            let holds = Holds::read(self.journal, self.run.task())?;
             for row in rows_per_vchannel.iter().flatten() {
-                let calls = match next_step(std::slice::from_ref(row), true, usize::MAX)? {
+                let in_copy = holds.in_copy_through(&row.vchannel);
+                let calls = match next_step(std::slice::from_ref(row), true, in_copy, usize::MAX)? {
                     Step::Data { calls, .. } => calls,
                     Step::Idle | Step::Ddl(_) => Vec::new(),
                 };

@@ -46,11 +46,40 @@ pub(super) struct Ticks {
 
 /// Collections of the task's snapshot copies (by source id).
 #[derive(Default)]
-struct Holds {
+pub(super) struct Holds {
     /// Being copied: their changes wait.
     copying: HashSet<i64>,
     /// Copied: their changes up to this source timestamp may be in the copy.
     replay_through: HashMap<i64, u64>,
+    /// Their changes up to this source timestamp are in the copy: passed over.
+    in_copy_through: HashMap<i64, u64>,
+}
+
+impl Holds {
+    pub(super) fn read(journal: &Journal, task: &str) -> Result<Self, ApplyError> {
+        let mut holds = Holds::default();
+        for copy in journal.copies(task)? {
+            holds.in_copy_through.insert(copy.source.id, copy.start_ts);
+            match copy.state {
+                CopyState::Done { replay_through } => {
+                    holds.replay_through.insert(copy.source.id, replay_through);
+                }
+                CopyState::Copying { .. } => {
+                    holds.copying.insert(copy.source.id);
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// The source timestamp through which `vchannel`'s changes are in a snapshot copy (0 for
+    /// none): see [`crate::model::CopyProgress::start_ts`].
+    pub(super) fn in_copy_through(&self, vchannel: &str) -> u64 {
+        vchannel_collection_id(vchannel)
+            .and_then(|id| self.in_copy_through.get(&id))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl Ticks {
@@ -145,7 +174,8 @@ impl<'a> Pending<'a> {
                     self.journal
                         .rows(&self.task, &vchannel, after, ts, usize::MAX, usize::MAX)?;
             }
-            match next_step(&rows, complete, self.max_call_bytes)? {
+            let in_copy = ticks.holds.in_copy_through(&vchannel);
+            match next_step(&rows, complete, in_copy, self.max_call_bytes)? {
                 Step::Idle => {}
                 Step::Data { rows, calls } => {
                     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
@@ -169,20 +199,9 @@ impl<'a> Pending<'a> {
 
     /// Each physical channel's latest TimeTick.
     pub(super) fn ticks(&self) -> Result<Ticks, ApplyError> {
-        let mut holds = Holds::default();
-        for copy in self.journal.copies(&self.task)? {
-            match copy.state {
-                CopyState::Done { replay_through } => {
-                    holds.replay_through.insert(copy.source.id, replay_through);
-                }
-                CopyState::Copying { .. } => {
-                    holds.copying.insert(copy.source.id);
-                }
-            }
-        }
         Ok(Ticks {
             latest: self.journal.ticks(&self.task)?,
-            holds,
+            holds: Holds::read(self.journal, &self.task)?,
         })
     }
 

@@ -371,6 +371,7 @@ fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
         rows_copied: 0,
         began_ms: 0,
         ended_ms: 0,
+        start_ts: 0,
         state,
     }
 }
@@ -420,5 +421,44 @@ fn a_collection_being_copied_gets_only_its_creation_then_its_changes_as_replays(
         target.replays,
         [true, false],
         "a change up to the copy's end may be in it already: replayed; a later one is not"
+    );
+}
+
+#[test]
+fn changes_a_snapshot_copy_already_carries_are_passed_over_also_when_in_doubt() {
+    use crate::model::CopyState;
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    // The task started between an upsert's Insert and Delete at ts 10 (before the copy's
+    // start_ts, 15): the journal has the Delete alone; then a delete at ts 30 after the start.
+    f.stage("p0", vec![delete(V0, 10, 1), delete(V0, 30, 2)], 40);
+    let mut done = copy(CopyState::Done { replay_through: 50 });
+    done.start_ts = 15;
+    f.journal.put_copy(&TaskRun::unstarted("t"), &done).unwrap();
+    // A crash left both rows in doubt.
+    let rows = f.journal.rows("t", V0, None, 30, 10, usize::MAX).unwrap();
+    let end = rows.last().unwrap().position;
+    let marker = InFlightBatch {
+        ends: vec![(V0.to_owned(), end)],
+    };
+    f.journal
+        .begin_batch(&TaskRun::unstarted("t"), &marker)
+        .unwrap();
+    let mut applier = f.applier(&mut target, ApplierSettings::default());
+    applier.recover().unwrap();
+    assert_eq!(
+        applier.target.log,
+        ["delete [2]"],
+        "the Delete at 10 is in the copy"
+    );
+    assert_eq!(f.journal.applied("t", V0).unwrap(), Some(end));
+    target.log.clear();
+
+    f.stage("p1", vec![delete(V1, 12, 3)], 20);
+    f.stage("p0", vec![delete(V0, 45, 4)], 50);
+    assert_eq!(
+        f.drain(&mut target),
+        ["delete [4]"],
+        "the same on another vchannel of the collection, without a crash"
     );
 }

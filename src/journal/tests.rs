@@ -626,6 +626,7 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
         rows_copied,
         began_ms: 1,
         ended_ms: 0,
+        start_ts: 5 << 18,
         state: CopyState::Copying {
             partition: 0,
             after: Some(PrimaryKey::Str("k\"1".into())),

@@ -1,7 +1,9 @@
 //! Rows of a Milvus read through its public API, a page of keys at a time.
 
 use milvus::proto::common::{ConsistencyLevel, KeyValuePair};
-use milvus::proto::milvus::{HasCollectionRequest, HasPartitionRequest, QueryRequest};
+use milvus::proto::milvus::{
+    AllocTimestampRequest, HasCollectionRequest, HasPartitionRequest, QueryRequest,
+};
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
 use super::rows::{Row, rows};
@@ -115,6 +117,21 @@ impl RowReader {
         ];
         self.query(c, partition, expr, shape.fields.clone(), params, seen)
             .await
+    }
+
+    /// A timestamp of the server's clock, later than every one it has given a write.
+    pub async fn timestamp(&self) -> Result<u64, String> {
+        let reply = self
+            .client
+            .clone()
+            .alloc_timestamp(AllocTimestampRequest::default())
+            .await
+            .map_err(|status| format!("AllocTimestamp on the {}: {}", self.role, status.message()))?
+            .into_inner();
+        match failure(reply.status.as_ref()) {
+            Some(reason) => Err(format!("AllocTimestamp on the {}: {reason}", self.role)),
+            None => Ok(reply.timestamp),
+        }
     }
 
     /// Whether the collection exists. A failed answer is an error, never a "no".

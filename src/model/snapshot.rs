@@ -57,6 +57,14 @@ pub struct CopyProgress {
     /// When the copy began and ended (Unix ms), for its rate; 0 before.
     pub began_ms: u64,
     pub ended_ms: u64,
+    /// The source's timestamp once the task's start positions were taken. Every change at or
+    /// before it is in the copy, which reads the source as of a later time; every later change
+    /// is in the journal. The journal may also hold changes at or before it: the messages past
+    /// a start position of a write that began before it (an upsert is an Insert, then a Delete
+    /// of the same keys). Such a part alone would undo the copy, the Delete removing the rows
+    /// the Insert brought, so the applier passes over them (0: nothing is passed over).
+    #[serde(default)]
+    pub start_ts: u64,
     pub state: CopyState,
 }
 

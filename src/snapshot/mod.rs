@@ -6,8 +6,8 @@
 //! insert calls of the copy. The applier reads that progress and nothing else of it.
 //!
 //! How: per partition, pages of the source's rows in key order (a query after the last key
-//! copied, strongly consistent, so everything written before it is seen), each inserted into
-//! the target collection that the task's seeds created.
+//! copied, as of a source time past the task's start, so everything written before it is
+//! seen), each inserted into the target collection that the task's seeds created.
 //!
 //! Invariants:
 //! - While a collection is being copied, the applier holds its changes (all but the seeds at
@@ -17,6 +17,8 @@
 //!   every read of the copy) are applied as replays: an insert the copy already carried
 //!   becomes an upsert, so no row is doubled; later changes go as usual. Each key ends as its
 //!   last change made it, or as copied when it had none since the start.
+//! - Its changes stamped at or before the copy's `start_ts` are in the copy and never sent
+//!   (`apply::calls::next_step`): the journal may hold a part of such a change alone.
 //!
 //! Crash behaviour: before a page is sent its collection's progress is marked in doubt, and
 //! after the target acknowledged it the progress moves past it, each in one journal transaction
@@ -104,12 +106,17 @@ impl Copier<'_> {
                 "snapshot copy begins");
         }
         // Every row written before the task's start is read: every tick its readers staged is
-        // a source timestamp after the start, and the appliance's clock says when the copy began
-        // should the readers have staged none yet. What is written later may be read or not; its
+        // a source timestamp after the start, and so is the source's own `start_ts` (the
+        // appliance's clock, when the copy began, stands in for a copy recorded without it). What is written later may be read or not; its
         // change is replayed after the copy anyway. (A query that must see everything written
         // before it waits for the source's next tick, half a second a page.)
         let staged = self.journal.ticks(self.run.task())?.into_values().max();
-        let seen = Seen::Through(staged.unwrap_or(0).max(copy.began_ms << 18));
+        let seen = Seen::Through(
+            staged
+                .unwrap_or(0)
+                .max(copy.began_ms << 18)
+                .max(copy.start_ts),
+        );
         // The page after the last one sent, read while it was being sent.
         let mut prefetched = None;
         while !self.stop.load(Ordering::Relaxed) {

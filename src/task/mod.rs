@@ -253,15 +253,15 @@ impl Supervisor {
             StartPosition::Earliest => Vec::new(),
         };
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
-        let copies: Vec<_> = match spec.start {
-            StartPosition::Snapshot => {
-                self.source_rows()?;
+        let (source_api, mut copies) = match spec.start {
+            StartPosition::Snapshot => (
+                Some(self.source_rows()?),
                 existing
                     .iter()
                     .map(|c| snapshot::new_copy(&scope, c))
-                    .collect()
-            }
-            StartPosition::Latest | StartPosition::Earliest => Vec::new(),
+                    .collect(),
+            ),
+            StartPosition::Latest | StartPosition::Earliest => (None, Vec::new()),
         };
         // Seeding is a run of its own: a thread of an earlier task of this id cannot interleave.
         let run = self.journal.begin_run(&spec.task_id)?;
@@ -279,6 +279,13 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
+        if let Some(source) = source_api {
+            // Taken once every start position is: see `CopyProgress::start_ts`.
+            let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;
+            for copy in &mut copies {
+                copy.start_ts = start_ts;
+            }
+        }
         for copy in &copies {
             self.journal.put_copy(&run, copy)?;
         }

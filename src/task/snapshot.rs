@@ -63,6 +63,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
         rows_copied: 0,
         began_ms: 0,
         ended_ms: 0,
+        start_ts: 0,
         state: CopyState::Copying {
             partition: 0,
             after: None,

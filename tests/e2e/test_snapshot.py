@@ -4,11 +4,16 @@ positions. The task starts at `latest`, after the collections' first messages: t
 reach the target through the copy alone. The target ends equal to the source row by row (so no
 row doubled: the counts are compared too), also when the appliance is killed during the copy."""
 
+import base64
 import random
+import struct
 import threading
 import time
 
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from pymilvus import DataType, FieldSchema
+from pymilvus.grpc_gen import common_pb2, msg_pb2
 
 from cdc import CdcServer
 from test_data_types import SCALARS
@@ -124,6 +129,50 @@ def test_a_snapshot_copy_killed_three_times_resumes_without_doubling_a_row(sourc
     finally:
         writes.done.set()
         server.stop()
+
+
+def last_delete_of(env, name: str) -> tuple[str, int]:
+    """The source's topic and offset of the last Delete message of collection `name`."""
+    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+    topics = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10).topics
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": "snapshot-test", "enable.auto.commit": False})
+    found = None
+    try:
+        for topic in sorted(t for t in topics if t.startswith("by-dev-rootcoord-dml_")):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            consumer.assign([TopicPartition(topic, 0, max(low, high - 200))])
+            while (message := consumer.poll(10)) is not None:
+                kind = common_pb2.MsgHeader.FromString(message.value()).base.msg_type
+                if kind == common_pb2.MsgType.Value("Delete") \
+                        and msg_pb2.DeleteRequest.FromString(message.value()).collection_name == name:
+                    found = (topic, message.offset())
+                if message.offset() >= high - 1:
+                    break
+    finally:
+        consumer.close()
+    assert found, f"no Delete of {name} in the source's topics"
+    return found
+
+
+def test_a_task_started_between_the_two_messages_of_an_upsert_keeps_the_rows_it_wrote(source, target, names, server,
+                                                                                      env):
+    """Milvus writes an upsert as an Insert, then a Delete of the same keys. A task whose start
+    falls between them reads the Delete alone; the copy has the rows as the upsert left them,
+    and replaying the Delete after it would remove them."""
+    name = names("snap_split")
+    create_collection(source, name, BITS, shards=1)
+    insert(source, name, make_rows(BITS, [f"k{i}" for i in range(100)], seed=1))
+    upsert(source, name, make_rows(BITS, [f"k{i}" for i in range(20)], seed=2))
+    ensure_loaded(source, name)
+    topic, offset = last_delete_of(env, name)
+    position = msg_pb2.MsgPosition(channel_name=topic, msgID=struct.pack("<q", offset))
+    status, task = server.request("POST", "/v1/tasks", {
+        "milvus_connect_param": {"uri": target.uri},
+        "collection_infos": [{"name": name}],
+        "start_position": "snapshot",
+        "positions": {topic: base64.b64encode(position.SerializeToString()).decode()}})
+    assert status == 201, task
+    assert_replicated(source, target, name, timeout=120)
 
 
 def test_a_collection_not_loaded_on_the_source_waits_with_the_reason_until_it_is(source, target, names, server):

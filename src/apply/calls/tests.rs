@@ -95,7 +95,7 @@ fn consecutive_inserts_become_one_call() {
     let Step::Data {
         rows: prefix,
         calls,
-    } = next_step(&rows, true, usize::MAX).unwrap()
+    } = next_step(&rows, true, 0, usize::MAX).unwrap()
     else {
         panic!()
     };
@@ -112,7 +112,7 @@ fn an_upserts_delete_is_applied_before_its_insert() {
     let Step::Data {
         rows: prefix,
         calls,
-    } = next_step(&rows, true, usize::MAX).unwrap()
+    } = next_step(&rows, true, 0, usize::MAX).unwrap()
     else {
         panic!()
     };
@@ -128,7 +128,7 @@ fn an_upserts_delete_is_applied_before_its_insert() {
 #[test]
 fn a_fetch_cut_never_splits_a_timestamp() {
     let rows = [insert(1, 0, &[1]), insert(5, 1, &[7])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, false, usize::MAX).unwrap() else {
+    let Step::Data { rows: prefix, .. } = next_step(&rows, false, 0, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(prefix.len(), 1, "ts 5 may have more rows beyond the limit");
@@ -137,19 +137,19 @@ fn a_fetch_cut_never_splits_a_timestamp() {
 #[test]
 fn data_stops_before_a_ddl_and_a_ddl_comes_alone() {
     let rows = [insert(1, 0, &[1]), ddl(2, 1), insert(3, 2, &[2])];
-    let Step::Data { rows: prefix, .. } = next_step(&rows, true, usize::MAX).unwrap() else {
+    let Step::Data { rows: prefix, .. } = next_step(&rows, true, 0, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(prefix.len(), 1);
     assert!(
-        matches!(next_step(&rows[1..], true, usize::MAX).unwrap(), Step::Ddl(r) if r.position.ts == 2)
+        matches!(next_step(&rows[1..], true, 0, usize::MAX).unwrap(), Step::Ddl(r) if r.position.ts == 2)
     );
 }
 
 #[test]
 fn inserts_and_deletes_interleaved_keep_their_order() {
     let rows = [insert(1, 0, &[1]), delete(2, 1, &[1]), insert(3, 2, &[1])];
-    let Step::Data { calls, .. } = next_step(&rows, true, usize::MAX).unwrap() else {
+    let Step::Data { calls, .. } = next_step(&rows, true, 0, usize::MAX).unwrap() else {
         panic!()
     };
     assert_eq!(calls.len(), 3);
@@ -157,8 +157,26 @@ fn inserts_and_deletes_interleaved_keep_their_order() {
 }
 
 #[test]
+fn the_rest_of_a_write_a_snapshot_copy_carries_is_covered_by_the_batch_and_not_sent() {
+    // The task started between an upsert's Insert and its Delete (ts 5): the copy has the
+    // row as the upsert left it, and the Delete alone would remove it.
+    let rows = [delete(5, 1, &[7]), delete(9, 2, &[8]), insert(9, 3, &[8])];
+    let Step::Data {
+        rows: prefix,
+        calls,
+    } = next_step(&rows, true, 5, usize::MAX).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(prefix.len(), 3, "the applied position moves past all three");
+    assert_eq!(calls.len(), 2);
+    assert!(matches!(&calls[0], Call::Delete { keys: PrimaryKeys::Int64(k), .. } if k == &[8]));
+    assert_eq!(inserted_keys(&calls[1]), [8]);
+}
+
+#[test]
 fn nothing_pending_is_idle() {
-    assert_eq!(next_step(&[], true, usize::MAX).unwrap(), Step::Idle);
+    assert_eq!(next_step(&[], true, 0, usize::MAX).unwrap(), Step::Idle);
 }
 
 #[test]
@@ -169,7 +187,7 @@ fn merged_calls_stay_under_the_call_size() {
         insert(3, 2, &[4]),
     ];
     let calls = |rows: &[JournalRow], max_call_bytes| {
-        let Step::Data { calls, .. } = next_step(rows, true, max_call_bytes).unwrap() else {
+        let Step::Data { calls, .. } = next_step(rows, true, 0, max_call_bytes).unwrap() else {
             panic!()
         };
         calls
