@@ -367,6 +367,7 @@ fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
         partitions: vec!["_default".into()],
         partition_key: false,
         dynamic_field: None,
+        page_rows: 100,
         source_rows: 0,
         rows_copied: 0,
         began_ms: 0,

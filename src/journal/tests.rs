@@ -622,6 +622,7 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
         partitions: vec!["_default".into()],
         partition_key: false,
         dynamic_field: None,
+        page_rows: 100,
         source_rows: 10,
         rows_copied,
         began_ms: 1,

@@ -51,6 +51,9 @@ pub struct CopyProgress {
     pub partition_key: bool,
     /// The name of its dynamic field, if it has one (`$meta`).
     pub dynamic_field: Option<String>,
+    /// Rows per page read and sent: about the same bytes a page, whatever the row's width.
+    #[serde(default = "default_page_rows")]
+    pub page_rows: usize,
     /// The source's rows when the copy began (`count(*)`), for progress.
     pub source_rows: u64,
     pub rows_copied: u64,
@@ -66,6 +69,11 @@ pub struct CopyProgress {
     #[serde(default)]
     pub start_ts: u64,
     pub state: CopyState,
+}
+
+/// The page of copies recorded before pages were sized by their rows' width.
+fn default_page_rows() -> usize {
+    5_000
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

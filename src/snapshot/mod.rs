@@ -22,9 +22,10 @@
 //!
 //! Crash behaviour: before a page is sent its collection's progress is marked in doubt, and
 //! after the target acknowledged it the progress moves past it, each in one journal transaction
-//! checked against the task's run. A crash before the mark sends the page later, once; between
-//! the mark and the move, the page is read again and sent as an upsert; after the move, the
-//! copy goes on from the next page. No page is skipped and no row doubled.
+//! checked against the task's run (the move marks the next page in doubt in the same one). A
+//! crash before the mark sends the page later, once; after it, the page is read again and
+//! sent as an upsert, whether the target got some of it or none. No page is skipped and no row
+//! doubled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +68,6 @@ pub struct Copier<'a> {
     pub target: RowReader,
     pub runtime: Handle,
     pub stop: Arc<AtomicBool>,
-    /// Rows per page read and inserted.
-    pub page_rows: usize,
 }
 
 impl Copier<'_> {
@@ -119,6 +118,9 @@ impl Copier<'_> {
         );
         // The page after the last one sent, read while it was being sent.
         let mut prefetched = None;
+        // Whether the target may have rows of the next page: only when a crash left it in
+        // doubt. (The copy marks the next page in doubt before sending it as well.)
+        let mut resumed_in_doubt = matches!(copy.state, CopyState::Copying { in_doubt: true, .. });
         while !self.stop.load(Ordering::Relaxed) {
             let CopyState::Copying {
                 partition,
@@ -148,7 +150,7 @@ impl Copier<'_> {
                             &shape,
                             after.as_ref(),
                             None,
-                            self.page_rows,
+                            copy.page_rows,
                             seen,
                         )
                         .await
@@ -202,15 +204,16 @@ impl Copier<'_> {
             crate::failpoint::hit("snapshot-after-mark");
             // The next page is read while this one is sent: the target need not wait for the
             // source. A failed read is left to the next turn, which reads it again.
+            let upsert = std::mem::take(&mut resumed_in_doubt);
             let (sent, next) = tokio::join!(
-                self.send(copy, name, columns, page_keys.len(), in_doubt),
+                self.send(copy, name, columns, page_keys.len(), upsert),
                 self.source.page_columns(
                     &copy.source,
                     name,
                     &shape,
                     Some(&last),
                     None,
-                    self.page_rows,
+                    copy.page_rows,
                     seen
                 )
             );
@@ -219,11 +222,12 @@ impl Copier<'_> {
             crate::failpoint::hit("snapshot-after-send");
             // Tests slow the copy down to act while it runs.
             tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
+            // One commit per page: past this page, and the next one (sent right away) in doubt.
             copy.rows_copied += page_keys.len() as u64;
             copy.state = CopyState::Copying {
                 partition,
                 after: Some(last),
-                in_doubt: false,
+                in_doubt: true,
             };
             self.journal.put_copy(&self.run, copy)?;
         }
