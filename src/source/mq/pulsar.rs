@@ -19,7 +19,9 @@ use prost::Message as _;
 use pulsar::consumer::InitialPosition;
 use pulsar::message::proto::MessageIdData;
 use pulsar::reader::Reader;
-use pulsar::{Authentication, ConsumerOptions, Pulsar, SubType, TokioExecutor};
+use pulsar::{
+    Authentication, ConnectionRetryOptions, ConsumerOptions, Pulsar, SubType, TokioExecutor,
+};
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
@@ -174,7 +176,19 @@ impl PulsarQueue {
     }
 
     async fn connect(&self) -> Result<Pulsar<TokioExecutor>, PulsarError> {
-        let mut builder = Pulsar::builder(self.settings.url.clone(), TokioExecutor);
+        // The client's own reconnects give up within seconds: a broker that is away then shows
+        // in the task at once, and the reader's own retries (with backoff) take over. Its
+        // defaults (12 tries up to 30 s apart) kept a cut broker silent for half a minute.
+        let retries = ConnectionRetryOptions {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_retries: 4,
+            connection_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
+            ..ConnectionRetryOptions::default()
+        };
+        let mut builder = Pulsar::builder(self.settings.url.clone(), TokioExecutor)
+            .with_connection_retry_options(retries);
         if let Some(token) = &self.settings.token {
             builder = builder.with_auth(Authentication {
                 name: "token".into(),
