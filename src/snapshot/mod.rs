@@ -106,9 +106,10 @@ impl Copier<'_> {
         }
         // Every row written before the task's start is read: every tick its readers staged is
         // a source timestamp after the start, and so is the source's own `start_ts` (the
-        // appliance's clock, when the copy began, stands in for a copy recorded without it). What is written later may be read or not; its
-        // change is replayed after the copy anyway. (A query that must see everything written
-        // before it waits for the source's next tick, half a second a page.)
+        // appliance's clock, when the copy began, stands in for a copy recorded without it).
+        // What is written later may be read or not; its change is replayed after the copy
+        // anyway. (A query that must see everything written before it waits for the source's
+        // next tick, half a second a page.)
         let staged = self.journal.ticks(self.run.task())?.into_values().max();
         let seen = Seen::Through(
             staged
