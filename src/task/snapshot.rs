@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use milvus::proto::schema::FieldSchema;
 use serde::Serialize;
 use tracing::{info_span, warn};
 use utoipa::ToSchema;
@@ -14,7 +15,7 @@ use crate::journal::{JournalError, TaskRun};
 use crate::milvus_client::{self, RowReader};
 use crate::model::{CopyProgress, CopyState, Scope};
 use crate::snapshot::{Copier, CopyError};
-use crate::source::meta::CollectionMeta;
+use crate::source::meta::{CollectionMeta, FIRST_USER_FIELD_ID};
 
 /// About the bytes of a snapshot copy's page: measured against the target's direct inserts
 /// (`scripts/bench`), 5 MB pages copied faster than 2.5 MB ones, and 8 MB ones no faster.
@@ -27,11 +28,7 @@ const VARIABLE_FIELD_BYTES: u64 = 64;
 /// Rows per page of the copy of `c`: [`PAGE_BYTES`] over its row's estimated width.
 fn page_rows(c: &CollectionMeta) -> usize {
     use milvus::proto::schema::DataType;
-    let row_bytes: u64 = c
-        .schema
-        .fields
-        .iter()
-        .filter(|f| f.field_id >= 100)
+    let row_bytes: u64 = user_fields(c)
         .map(|f| {
             let dim = || {
                 f.type_params
@@ -63,13 +60,16 @@ pub(super) struct Fields {
     pub dynamic: Option<String>,
 }
 
-pub(super) fn fields(c: &CollectionMeta) -> Fields {
-    let user: Vec<_> = c
-        .schema
+/// The collection's user fields: what a copy reads and writes.
+fn user_fields(c: &CollectionMeta) -> impl Iterator<Item = &FieldSchema> {
+    c.schema
         .fields
         .iter()
-        .filter(|f| f.field_id >= 100)
-        .collect();
+        .filter(|f| f.field_id >= FIRST_USER_FIELD_ID)
+}
+
+pub(super) fn fields(c: &CollectionMeta) -> Fields {
+    let user: Vec<_> = user_fields(c).collect();
     Fields {
         primary_key: user
             .iter()
