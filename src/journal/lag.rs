@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Journal, JournalError};
-use crate::model::{is_replicate_topic, physical_ms, vchannel_pchannel};
+use crate::model::{is_event_channel, physical_ms, vchannel_pchannel};
 
 /// How far behind a task is, in seconds, at `now_ms` (Unix milliseconds).
 #[derive(Debug, PartialEq)]
@@ -30,8 +30,9 @@ fn age_seconds(ts: u64, now_ms: u64) -> f64 {
 /// `bounds` are, per physical channel, the source time through which the reader has staged it
 /// (see [`staged_through`]); `first_pending` the timestamp of the first change not applied yet
 /// of each vchannel that has one at or below its channel's bound. T is the smallest bound, or
-/// just before the earliest pending change when that comes first. The replicate-msg topic has
-/// no ticks (its "tick" is its last event): only its pending event holds T. A channel not
+/// just before the earliest pending change when that comes first. An event channel (the
+/// replicate-msg topic, the metadata channel) has no ticks (its "tick" is its last event): only
+/// its pending event holds T. A channel not
 /// staged through any time yet means there is no consistency point yet; so does T = 0.
 ///
 /// T is not written anywhere of its own: it is derived from the ticks and applied positions
@@ -43,7 +44,7 @@ pub fn consistency_point<'a>(
 ) -> Option<u64> {
     let mut point: Option<u64> = None;
     for (pchannel, tick) in bounds {
-        if is_replicate_topic(pchannel) {
+        if is_event_channel(pchannel) {
             continue;
         }
         if tick == 0 {
@@ -91,11 +92,11 @@ pub fn task_lag(
             .entry(p.clone())
             .or_insert_with(|| staged_through(0, Some(*ms)));
     }
-    // The replicate-msg topic has no ticks, only its last event's stamp: its age says nothing
-    // about how far the reader trails.
+    // An event channel has no ticks, only its last event's stamp: its age says nothing about
+    // how far the reader trails.
     let source = ticks
         .iter()
-        .filter(|(pchannel, tick)| **tick > 0 && !is_replicate_topic(pchannel))
+        .filter(|(pchannel, tick)| **tick > 0 && !is_event_channel(pchannel))
         .map(|(pchannel, tick)| (pchannel.clone(), age_seconds(*tick, now_ms)))
         .collect();
     // The vchannels before the applied positions: a vchannel leaves the list only once its
@@ -123,9 +124,9 @@ pub fn task_lag(
         let applied_through = match pending {
             // Everything before the first pending change is applied.
             Some(pending) if pending.ts <= tick => pending.ts.saturating_sub(1),
-            // The replicate channel has no ticks of its own (its "tick" is its last event):
-            // with nothing pending it is not behind.
-            _ if is_replicate_topic(&vchannel) => continue,
+            // An event channel has no ticks of its own (its "tick" is its last event): with
+            // nothing pending it is not behind.
+            _ if is_event_channel(&vchannel) => continue,
             _ => tick,
         };
         if applied_through > 0 {
@@ -250,6 +251,18 @@ mod tests {
         );
         let at_end = BTreeMap::from([("p0".to_owned(), 99_000 + AT_END_MARGIN_MS)]);
         assert_eq!(consistent_with(&journal, &at_end), Some(at(96_000) - 1));
+    }
+
+    #[test]
+    fn the_metadata_channels_stamp_is_no_bound_on_the_point() {
+        assert_eq!(
+            consistency_point([("p0", 500), ("by-dev-etcd-meta", 20)], []),
+            Some(500)
+        );
+        assert_eq!(
+            consistency_point([("p0", 500), ("by-dev-etcd-meta", 0)], []),
+            Some(500)
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ type RowKey<'a> = (&'a str, &'a str, u64, u64);
 
 const ROWS: TableDefinition<RowKey, &[u8]> = TableDefinition::new("rows");
 const SOURCE_OFFSETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("source_offsets");
+/// `(task, channel)` → the metadata watcher's [`MetaOffset`](crate::model::MetaOffset), as JSON.
+const META_OFFSETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("meta_offsets");
 const APPLIED: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("applied");
 const IN_FLIGHT: TableDefinition<&str, &[u8]> = TableDefinition::new("in_flight");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -233,6 +235,7 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
     {
         txn.open_table(ROWS)?;
         txn.open_table(SOURCE_OFFSETS)?;
+        txn.open_table(META_OFFSETS)?;
         txn.open_table(APPLIED)?;
         txn.open_table(IN_FLIGHT)?;
         txn.open_table(TASKS)?;
@@ -251,9 +254,17 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
         let offset = from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
         offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
     }
+    let mut meta_offsets = HashMap::new();
+    for entry in txn.open_table(META_OFFSETS)?.iter()? {
+        let (k, v) = entry?;
+        let (task, channel) = k.value();
+        let offset = from_json(|| format!("metadata offset of {task}/{channel}"), v.value())?;
+        meta_offsets.insert((task.to_owned(), channel.to_owned()), offset);
+    }
     let vchannels = row_vchannels(&txn.open_table(ROWS)?)?;
     drop(txn);
-    Ok((db, RecentRows::new(recent_bytes, offsets, vchannels)))
+    let recent = RecentRows::new(recent_bytes, offsets, meta_offsets, vchannels);
+    Ok((db, recent))
 }
 
 impl Journal {
@@ -364,6 +375,8 @@ impl Journal {
                 freed += v.value().len() as u64;
             }
             txn.open_table(SOURCE_OFFSETS)?
+                .retain_in((task, "")..(above, ""), |_, _| false)?;
+            txn.open_table(META_OFFSETS)?
                 .retain_in((task, "")..(above, ""), |_, _| false)?;
             txn.open_table(APPLIED)?
                 .retain_in((task, "")..(above, ""), |_, _| false)?;

@@ -21,6 +21,7 @@ use std::ops::Bound;
 use std::time::Instant;
 
 use super::{Change, RowPosition, SourceOffset};
+use crate::model::MetaOffset;
 
 /// A staged row as the cache keeps it: decoded, with its size on disk for the batch limits.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub(super) struct RecentRows {
     windows: HashMap<(String, String), Window>,
     /// `(task, pchannel)` → the reader's offset, as of the last stage inserted here.
     offsets: HashMap<(String, String), SourceOffset>,
+    /// `(task, channel)` → the metadata watcher's offset, likewise.
+    meta_offsets: HashMap<(String, String), MetaOffset>,
     /// `(task, vchannel)` of every vchannel with rows to apply, and of some without (all
     /// applied since): the planner looks at each, so it need not search the disk for them.
     vchannels: BTreeSet<(String, String)>,
@@ -97,6 +100,7 @@ impl RecentRows {
     pub fn new(
         budget: usize,
         offsets: HashMap<(String, String), SourceOffset>,
+        meta_offsets: HashMap<(String, String), MetaOffset>,
         vchannels: BTreeSet<(String, String)>,
     ) -> Self {
         Self {
@@ -104,6 +108,7 @@ impl RecentRows {
             bytes: 0,
             windows: HashMap::new(),
             offsets,
+            meta_offsets,
             vchannels,
             drained: None,
             stages: 0,
@@ -149,26 +154,48 @@ impl RecentRows {
         out
     }
 
+    pub fn meta_offset(&self, task: &str, channel: &str) -> Option<MetaOffset> {
+        self.meta_offsets
+            .get(&(task.to_owned(), channel.to_owned()))
+            .copied()
+    }
+
+    pub fn meta_offsets(&self, task: &str) -> Vec<(String, MetaOffset)> {
+        self.meta_offsets
+            .iter()
+            .filter(|((t, _), _)| t == task)
+            .map(|((_, channel), offset)| (channel.clone(), *offset))
+            .collect()
+    }
+
+    /// A committed stage's new reader offset (its rows go to [`staged`](Self::staged)).
+    pub fn set_offset(&mut self, task: &str, pchannel: &str, offset: SourceOffset) {
+        self.offsets
+            .insert((task.to_owned(), pchannel.to_owned()), offset);
+    }
+
+    /// A committed stage's new metadata watcher offset.
+    pub fn set_meta_offset(&mut self, task: &str, channel: &str, offset: MetaOffset) {
+        self.meta_offsets
+            .insert((task.to_owned(), channel.to_owned()), offset);
+    }
+
     /// Whether `vchannel` has a window; a stage looks for older rows of one that has not.
     pub fn has_window(&self, task: &str, vchannel: &str) -> bool {
         self.windows
             .contains_key(&(task.to_owned(), vchannel.to_owned()))
     }
 
-    /// A committed stage: the reader's new offset, and its rows in staging order. `openable`
-    /// maps a vchannel without a window to its first staged position, when the stage's
-    /// transaction found no row of it at or after that position: a window may start there.
+    /// A committed stage's rows in staging order. `openable` maps a vchannel without a window
+    /// to its first staged position, when the stage's transaction found no row of it at or
+    /// after that position: a window may start there.
     pub fn staged(
         &mut self,
         task: &str,
-        pchannel: &str,
-        offset: SourceOffset,
         rows: Vec<(String, RowPosition, CachedRow)>,
         mut openable: HashMap<String, RowPosition>,
     ) {
         self.stages += 1;
-        self.offsets
-            .insert((task.to_owned(), pchannel.to_owned()), offset);
         for (vchannel, position, row) in rows {
             let key = (task.to_owned(), vchannel);
             if !self.vchannels.contains(&key) {
@@ -250,6 +277,7 @@ impl RecentRows {
         });
         self.bytes -= freed;
         self.offsets.retain(|(t, _), _| t != task);
+        self.meta_offsets.retain(|(t, _), _| t != task);
         self.vchannels.retain(|(t, _)| t != task);
     }
 

@@ -9,10 +9,17 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use super::recent::{CachedRow, RecentRoom};
 use super::run::TaskRun;
 use super::{
-    JOURNAL_BYTES, Journal, JournalError, ROWS, SOURCE_OFFSETS, STATS, add_journal_bytes,
-    add_pending_bytes, from_json, json, pending_key, record,
+    JOURNAL_BYTES, Journal, JournalError, META_OFFSETS, ROWS, SOURCE_OFFSETS, STATS,
+    add_journal_bytes, add_pending_bytes, from_json, json, pending_key, record,
 };
-use crate::model::{MqPosition, RowPosition, SourceOffset, StagedChange};
+use crate::model::{MetaOffset, MqPosition, RowPosition, SourceOffset, StagedChange};
+
+/// Rows a stage inserted, for the cache of recent rows.
+struct StagedRows {
+    rows: Vec<(String, RowPosition, CachedRow)>,
+    /// See [`RecentRows::staged`](super::recent::RecentRows::staged).
+    openable: HashMap<String, RowPosition>,
+}
 
 impl Journal {
     /// Where the reader of `pchannel` resumes; as of the last stage, like every read of the
@@ -31,9 +38,15 @@ impl Journal {
 
     /// Each physical channel's newest TimeTick staged: every change of the channel at or below
     /// it is in the journal.
+    /// The metadata watcher's tick counts as its channel's.
     pub fn ticks(&self, task: &str) -> Result<HashMap<String, u64>, JournalError> {
-        let offsets = self.source_offsets(task)?;
-        Ok(offsets.into_iter().map(|(p, o)| (p, o.tick)).collect())
+        let recent = self.recent();
+        let readers = recent.offsets(task).into_iter().map(|(p, o)| (p, o.tick));
+        let watchers = recent
+            .meta_offsets(task)
+            .into_iter()
+            .map(|(c, o)| (c, o.tick));
+        Ok(readers.chain(watchers).collect())
     }
 
     /// Stages `changes` read from `pchannel` and records `next`/`tick` as the channel's new
@@ -47,81 +60,142 @@ impl Journal {
         next: MqPosition,
         tick: u64,
     ) -> Result<(), JournalError> {
-        // Vchannels the cache has no window for, with their lowest position in this stage.
-        let mut lowest: HashMap<String, RowPosition> = HashMap::new();
         let task = run.task();
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
         run.check(&txn)?;
-        let mut cached = Vec::with_capacity(changes.len());
-        let (offset, openable) = {
+        let (offset, staged) = {
             let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
             let previous: Option<SourceOffset> = offsets
                 .get((task, pchannel))?
                 .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
                 .transpose()?;
             let next_seq = previous.map_or(0, |p| p.next_seq);
-            {
-                let recent = self.recent();
-                for (staged, seq) in changes.iter().zip(next_seq..) {
-                    let v = &staged.vchannel;
-                    if recent.has_window(task, v) {
-                        continue;
-                    }
-                    let position = RowPosition { ts: staged.ts, seq };
-                    lowest
-                        .entry(v.clone())
-                        .and_modify(|p| *p = (*p).min(position))
-                        .or_insert(position);
-                }
-            }
-            let mut rows = txn.open_table(ROWS)?;
-            // A window may start at a vchannel's lowest staged row only if no older row lies
-            // after it (timestamps of one channel need not arrive in order).
-            let mut openable = HashMap::new();
-            for (v, position) in lowest {
-                let later = (task, v.as_str(), position.ts, position.seq)
-                    ..=(task, v.as_str(), u64::MAX, u64::MAX);
-                if rows.range(later)?.next().is_none() {
-                    openable.insert(v, position);
-                }
-            }
-            let mut added = 0u64;
-            for (staged, seq) in changes.iter().zip(next_seq..) {
-                let bytes = record::encode(&staged.change).map_err(|e| JournalError::Corrupt {
-                    what: format!("change for {}", staged.vchannel),
-                    reason: e.to_string(),
-                })?;
-                rows.insert(
-                    (task, staged.vchannel.as_str(), staged.ts, seq),
-                    bytes.as_slice(),
-                )?;
-                added += bytes.len() as u64;
-                cached.push((
-                    staged.vchannel.clone(),
-                    RowPosition { ts: staged.ts, seq },
-                    CachedRow {
-                        change: staged.change.clone(),
-                        encoded_len: bytes.len(),
-                    },
-                ));
-            }
+            let staged = self.insert_rows(&txn, task, changes, next_seq)?;
             let offset = SourceOffset {
                 next,
                 tick: previous.map_or(tick, |p| p.tick.max(tick)),
                 next_seq: next_seq + changes.len() as u64,
             };
             offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
-            drop(rows);
-            add_journal_bytes(&txn, added as i64)?;
-            add_pending_bytes(&txn, task, added as i64)?;
-            (offset, openable)
+            (offset, staged)
         };
         self.commit(txn)?;
-        self.recent()
-            .staged(task, pchannel, offset, cached, openable);
+        let mut recent = self.recent();
+        recent.set_offset(task, pchannel, offset);
+        recent.staged(task, staged.rows, staged.openable);
+        drop(recent);
         self.staged.notify_all();
         Ok(())
+    }
+
+    /// Where the metadata watcher of `channel` resumes.
+    pub fn meta_offset(&self, task: &str, channel: &str) -> Option<MetaOffset> {
+        self.recent().meta_offset(task, channel)
+    }
+
+    /// Stages `changes` read from the source's etcd and records `next_revision`/`tick` as the
+    /// watcher's new offset, in one transaction, as [`stage`](Self::stage) does for a reader.
+    pub fn stage_meta(
+        &self,
+        run: &TaskRun,
+        channel: &str,
+        changes: &[StagedChange],
+        next_revision: i64,
+        tick: u64,
+    ) -> Result<(), JournalError> {
+        let task = run.task();
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
+        run.check(&txn)?;
+        let (offset, staged) = {
+            let mut offsets = txn.open_table(META_OFFSETS)?;
+            let previous: Option<MetaOffset> = offsets
+                .get((task, channel))?
+                .map(|v| from_json(|| format!("metadata offset of {task}/{channel}"), v.value()))
+                .transpose()?;
+            let next_seq = previous.map_or(0, |p| p.next_seq);
+            let staged = self.insert_rows(&txn, task, changes, next_seq)?;
+            let offset = MetaOffset {
+                next_revision,
+                tick: previous.map_or(tick, |p| p.tick.max(tick)),
+                next_seq: next_seq + changes.len() as u64,
+            };
+            offsets.insert((task, channel), json(&offset)?.as_slice())?;
+            (offset, staged)
+        };
+        self.commit(txn)?;
+        let mut recent = self.recent();
+        recent.set_meta_offset(task, channel, offset);
+        recent.staged(task, staged.rows, staged.openable);
+        drop(recent);
+        self.staged.notify_all();
+        Ok(())
+    }
+
+    /// Inserts `changes` with sequence numbers from `next_seq` in `txn`, and counts their bytes.
+    fn insert_rows(
+        &self,
+        txn: &redb::WriteTransaction,
+        task: &str,
+        changes: &[StagedChange],
+        next_seq: u64,
+    ) -> Result<StagedRows, JournalError> {
+        // Vchannels the cache has no window for, with their lowest position in this stage.
+        let mut lowest: HashMap<String, RowPosition> = HashMap::new();
+        {
+            let recent = self.recent();
+            for (staged, seq) in changes.iter().zip(next_seq..) {
+                let v = &staged.vchannel;
+                if recent.has_window(task, v) {
+                    continue;
+                }
+                let position = RowPosition { ts: staged.ts, seq };
+                lowest
+                    .entry(v.clone())
+                    .and_modify(|p| *p = (*p).min(position))
+                    .or_insert(position);
+            }
+        }
+        let mut rows = txn.open_table(ROWS)?;
+        // A window may start at a vchannel's lowest staged row only if no older row lies
+        // after it (timestamps of one channel need not arrive in order).
+        let mut openable = HashMap::new();
+        for (v, position) in lowest {
+            let later = (task, v.as_str(), position.ts, position.seq)
+                ..=(task, v.as_str(), u64::MAX, u64::MAX);
+            if rows.range(later)?.next().is_none() {
+                openable.insert(v, position);
+            }
+        }
+        let mut added = 0u64;
+        let mut cached = Vec::with_capacity(changes.len());
+        for (staged, seq) in changes.iter().zip(next_seq..) {
+            let bytes = record::encode(&staged.change).map_err(|e| JournalError::Corrupt {
+                what: format!("change for {}", staged.vchannel),
+                reason: e.to_string(),
+            })?;
+            rows.insert(
+                (task, staged.vchannel.as_str(), staged.ts, seq),
+                bytes.as_slice(),
+            )?;
+            added += bytes.len() as u64;
+            cached.push((
+                staged.vchannel.clone(),
+                RowPosition { ts: staged.ts, seq },
+                CachedRow {
+                    change: staged.change.clone(),
+                    encoded_len: bytes.len(),
+                },
+            ));
+        }
+        drop(rows);
+        add_journal_bytes(txn, added as i64)?;
+        add_pending_bytes(txn, task, added as i64)?;
+        Ok(StagedRows {
+            rows: cached,
+            openable,
+        })
     }
 
     /// How many stages have committed since the journal was opened.

@@ -649,3 +649,51 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
     assert_eq!(j.copies("t").unwrap(), []);
     assert_eq!(j.copies("u").unwrap(), [copy(7, 1)]);
 }
+
+#[test]
+fn the_metadata_watchers_revision_is_staged_with_its_rows_and_counts_as_a_tick_not_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = TaskRun::unstarted("t");
+    {
+        let j = Journal::open(dir.path()).unwrap();
+        j.put_task("t", b"spec").unwrap();
+        j.stage(&run, "p0", &[], kafka(1), 7).unwrap();
+        j.stage_meta(
+            &run,
+            "by-dev-etcd-meta",
+            &[staged("by-dev-etcd-meta", 5, 1)],
+            42,
+            5,
+        )
+        .unwrap();
+        j.stage_meta(&run, "by-dev-etcd-meta", &[], 43, 3).unwrap();
+    }
+    let j = Journal::open(dir.path()).unwrap();
+    let offset = j.meta_offset("t", "by-dev-etcd-meta").unwrap();
+    assert_eq!(
+        (offset.next_revision, offset.tick, offset.next_seq),
+        (43, 5, 1),
+        "survives a reopen; the tick never goes back"
+    );
+    assert_eq!(
+        j.ticks("t").unwrap(),
+        HashMap::from([("p0".to_owned(), 7), ("by-dev-etcd-meta".to_owned(), 5)])
+    );
+    let positions: Vec<String> = j
+        .source_offsets("t")
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        positions,
+        ["p0"],
+        "the reported positions are the message queue's only"
+    );
+    assert_eq!(j.vchannels("t").unwrap(), ["by-dev-etcd-meta"]);
+    assert!(j.delete_task("t").unwrap());
+    assert_eq!(j.meta_offset("t", "by-dev-etcd-meta"), None);
+    drop(j);
+    let reopened = Journal::open(dir.path()).unwrap();
+    assert_eq!(reopened.meta_offset("t", "by-dev-etcd-meta"), None);
+}

@@ -13,7 +13,7 @@ pub fn vchannel_collection_id(vchannel: &str) -> Option<i64> {
 /// The physical channel (MQ topic) a virtual channel lives on. The replicate-msg topic is its
 /// own channel in the journal, so it maps to itself: its staged events and their tick live there.
 pub fn vchannel_pchannel(vchannel: &str) -> Option<&str> {
-    if is_replicate_topic(vchannel) {
+    if is_event_channel(vchannel) {
         return Some(vchannel);
     }
     split_vchannel(vchannel).map(|(p, _)| p)
@@ -30,6 +30,26 @@ pub fn replicate_topic(prefix: &str) -> String {
 /// True for a replicate-msg topic name (also the name of its channel in the journal).
 pub fn is_replicate_topic(name: &str) -> bool {
     name.len() > REPLICATE_TOPIC_SUFFIX.len() && name.ends_with(REPLICATE_TOPIC_SUFFIX)
+}
+
+const META_CHANNEL_SUFFIX: &str = "-etcd-meta";
+
+/// The journal's channel for the changes read from the source's etcd, which Milvus 2.3
+/// writes to no topic (aliases, load state of partitions, collection properties):
+/// `{prefix}-etcd-meta`.
+pub fn meta_channel(prefix: &str) -> String {
+    format!("{prefix}{META_CHANNEL_SUFFIX}")
+}
+
+pub fn is_meta_channel(name: &str) -> bool {
+    name.len() > META_CHANNEL_SUFFIX.len() && name.ends_with(META_CHANNEL_SUFFIX)
+}
+
+/// True for the channels of events rather than rows (the replicate channel, the metadata
+/// channel): each is its own vchannel, and its events are ordered against the data by their
+/// stamps and the vchannels they wait for, not by ticks of their own.
+pub fn is_event_channel(name: &str) -> bool {
+    is_replicate_topic(name) || is_meta_channel(name)
 }
 
 fn split_vchannel(vchannel: &str) -> Option<(&str, i64)> {
@@ -70,6 +90,13 @@ mod tests {
             Some("by_dev_2-replicate-msg")
         );
         assert_eq!(vchannel_collection_id("by-dev-replicate-msg"), None);
+        // So is the metadata channel.
+        assert_eq!(
+            vchannel_pchannel(&meta_channel("by-dev")),
+            Some("by-dev-etcd-meta")
+        );
+        assert!(is_event_channel("by-dev-etcd-meta") && is_event_channel("by-dev-replicate-msg"));
+        assert!(!is_meta_channel("-etcd-meta") && !is_event_channel("by-dev-rootcoord-dml_0"));
         assert!(!is_replicate_topic("-replicate-msg"));
         for bad in [
             "",

@@ -20,13 +20,14 @@ pub use change::{
     InsertBatch, Operation, PrimaryKeys, ReplicatedKind, StagedChange, columns_bytes,
 };
 pub use channel::{
-    is_replicate_topic, parse_id, replicate_topic, vchannel_collection_id, vchannel_pchannel,
+    is_event_channel, is_meta_channel, is_replicate_topic, meta_channel, parse_id, replicate_topic,
+    vchannel_collection_id, vchannel_pchannel,
 };
 pub use msg_position::{PULSAR_INCLUSIVE, PositionError, decode_position, encode_position};
 pub use poison::{Poison, PoisonAt, SkipPolicy};
 pub use position::{
-    MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, RowPosition, SourceOffset,
-    message_id_data, pulsar_id,
+    MessageId, MetaOffset, MqKind, MqPosition, PositionMismatch, PulsarId, RowPosition,
+    SourceOffset, message_id_data, pulsar_id,
 };
 pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
 pub use secret::{Secret, redact_tokens};

@@ -237,6 +237,18 @@ pub struct SourceOffset {
     pub next_seq: u64,
 }
 
+/// The metadata watcher's state on the source's etcd, staged with its rows in one journal
+/// transaction, like a reader's [`SourceOffset`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaOffset {
+    /// The first etcd revision not read yet.
+    pub next_revision: i64,
+    /// Every change of the metadata stamped at or below this source timestamp is staged.
+    pub tick: u64,
+    /// Next sequence number for a staged row (as in [`SourceOffset`]).
+    pub next_seq: u64,
+}
+
 /// A Pulsar MessageId as the journal keeps it.
 pub fn pulsar_id(id: &MessageIdData) -> PulsarId {
     PulsarId {
