@@ -352,6 +352,32 @@ fn replicated_summary(kind: ReplicatedKind, request: &[u8]) -> String {
             .map(|r| format!("create database {:?}", r.db_name)),
         ReplicatedKind::DropDatabase => decoded::<rpc::DropDatabaseRequest>(request)
             .map(|r| format!("drop database {:?}", r.db_name)),
+        ReplicatedKind::LoadPartitions => decoded::<rpc::LoadPartitionsRequest>(request).map(|r| {
+            format!(
+                "load partitions {:?} ({} replicas)",
+                r.partition_names, r.replica_number
+            )
+        }),
+        ReplicatedKind::ReleasePartitions => decoded::<rpc::ReleasePartitionsRequest>(request)
+            .map(|r| format!("release partitions {:?}", r.partition_names)),
+        ReplicatedKind::CreateAlias => decoded::<rpc::CreateAliasRequest>(request)
+            .map(|r| format!("create alias {:?}", r.alias)),
+        ReplicatedKind::AlterAlias => {
+            decoded::<rpc::AlterAliasRequest>(request).map(|r| format!("alter alias {:?}", r.alias))
+        }
+        ReplicatedKind::DropAlias => {
+            decoded::<rpc::DropAliasRequest>(request).map(|r| format!("drop alias {:?}", r.alias))
+        }
+        ReplicatedKind::AlterCollection => {
+            decoded::<rpc::AlterCollectionRequest>(request).map(|r| {
+                let properties: Vec<String> = r
+                    .properties
+                    .iter()
+                    .map(|p| format!("{}={}", p.key, p.value))
+                    .collect();
+                format!("alter collection ({})", properties.join(", "))
+            })
+        }
     };
     detail.unwrap_or_else(|e| format!("{} {e}", kind.operation().as_str()))
 }

@@ -90,6 +90,12 @@ pub enum Operation {
     Flush,
     CreateDatabase,
     DropDatabase,
+    LoadPartitions,
+    ReleasePartitions,
+    CreateAlias,
+    AlterAlias,
+    DropAlias,
+    AlterCollection,
 }
 
 impl Operation {
@@ -108,6 +114,12 @@ impl Operation {
             Operation::Flush => "flush",
             Operation::CreateDatabase => "create_database",
             Operation::DropDatabase => "drop_database",
+            Operation::LoadPartitions => "load_partitions",
+            Operation::ReleasePartitions => "release_partitions",
+            Operation::CreateAlias => "create_alias",
+            Operation::AlterAlias => "alter_alias",
+            Operation::DropAlias => "drop_alias",
+            Operation::AlterCollection => "alter_collection",
         }
     }
 }
@@ -167,6 +179,14 @@ pub enum ReplicatedKind {
     Flush,
     CreateDatabase,
     DropDatabase,
+    // Read from the source's etcd (the metadata channel): Milvus 2.3 writes them to no topic.
+    LoadPartitions,
+    ReleasePartitions,
+    CreateAlias,
+    AlterAlias,
+    DropAlias,
+    /// Sets the collection's properties (TTL, mmap, ...).
+    AlterCollection,
 }
 
 impl ReplicatedKind {
@@ -179,6 +199,12 @@ impl ReplicatedKind {
             ReplicatedKind::Flush => Operation::Flush,
             ReplicatedKind::CreateDatabase => Operation::CreateDatabase,
             ReplicatedKind::DropDatabase => Operation::DropDatabase,
+            ReplicatedKind::LoadPartitions => Operation::LoadPartitions,
+            ReplicatedKind::ReleasePartitions => Operation::ReleasePartitions,
+            ReplicatedKind::CreateAlias => Operation::CreateAlias,
+            ReplicatedKind::AlterAlias => Operation::AlterAlias,
+            ReplicatedKind::DropAlias => Operation::DropAlias,
+            ReplicatedKind::AlterCollection => Operation::AlterCollection,
         }
     }
 

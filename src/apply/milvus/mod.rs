@@ -77,7 +77,7 @@ impl MilvusTarget {
         })
     }
 
-    fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+    pub(super) fn has_collection(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
         let request = rpc::HasCollectionRequest {
             db_name: c.db_name.clone(),
             collection_name: c.name.clone(),
@@ -89,7 +89,11 @@ impl MilvusTarget {
         Ok(reply.value)
     }
 
-    fn has_partition(&mut self, c: &CollectionRef, partition: &str) -> Result<bool, TargetError> {
+    pub(super) fn has_partition(
+        &mut self,
+        c: &CollectionRef,
+        partition: &str,
+    ) -> Result<bool, TargetError> {
         let request = rpc::HasPartitionRequest {
             db_name: c.db_name.clone(),
             collection_name: c.name.clone(),

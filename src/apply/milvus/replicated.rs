@@ -96,8 +96,8 @@ impl MilvusTarget {
         let c = &ddl.collection;
         match kind {
             // LoadCollection fails without an index; the index event before it may still be
-            // on its way (or building on a slow target).
-            ReplicatedKind::Load => {
+            // on its way (or building on a slow target). So does LoadPartitions.
+            ReplicatedKind::Load | ReplicatedKind::LoadPartitions => {
                 let key = (c.db_name.clone(), c.name.clone());
                 if !self.collection_exists(c)? || !self.indexes(c)?.is_empty() {
                     self.load_waits.remove(&key);
@@ -214,6 +214,103 @@ impl MilvusTarget {
                 check("Flush", &c.name, reply.status.as_ref())
             }
             ReplicatedKind::CreateDatabase | ReplicatedKind::DropDatabase => Ok(()),
+            ReplicatedKind::LoadPartitions => {
+                let mut r: rpc::LoadPartitionsRequest = request(kind, bytes)?;
+                r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
+                if self.indexes(c)?.is_empty() {
+                    warn!(collection = %c.name, database = %c.db_name, partitions = ?r.partition_names,
+                        "load of partitions skipped: the collection has no index on the target");
+                    return Ok(());
+                }
+                // Milvus 2.3 writes no message for a new partition: the target makes it with its
+                // first row, and an empty one loaded on the source is made here.
+                for p in &r.partition_names {
+                    if !self.has_partition(c, p)? {
+                        self.create_partition(c, p)?;
+                    }
+                }
+                let reply = self.unary("LoadPartitions", client.load_partitions(r))?;
+                check("LoadPartitions", &c.name, Some(&reply))
+            }
+            ReplicatedKind::ReleasePartitions => {
+                let mut r: rpc::ReleasePartitionsRequest = request(kind, bytes)?;
+                r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
+                // A partition dropped since is released with its drop.
+                let mut present = Vec::new();
+                for p in std::mem::take(&mut r.partition_names) {
+                    if self.has_partition(c, &p)? {
+                        present.push(p);
+                    }
+                }
+                if present.is_empty() {
+                    return Ok(());
+                }
+                r.partition_names = present;
+                let reply = self.unary("ReleasePartitions", client.release_partitions(r))?;
+                check("ReleasePartitions", &c.name, Some(&reply))
+            }
+            // Both say "the alias names this collection": whichever of create and alter the
+            // target takes (a replay finds it made already; a moved alias exists elsewhere).
+            ReplicatedKind::CreateAlias | ReplicatedKind::AlterAlias => {
+                let alias = match kind {
+                    ReplicatedKind::CreateAlias => {
+                        request::<rpc::CreateAliasRequest>(kind, bytes)?.alias
+                    }
+                    _ => request::<rpc::AlterAliasRequest>(kind, bytes)?.alias,
+                };
+                let created = self.unary(
+                    "CreateAlias",
+                    client.create_alias(rpc::CreateAliasRequest {
+                        db_name: c.db_name.clone(),
+                        collection_name: c.name.clone(),
+                        alias: alias.clone(),
+                        ..Default::default()
+                    }),
+                )?;
+                if check("CreateAlias", &c.name, Some(&created)).is_ok() {
+                    return Ok(());
+                }
+                let altered = self.unary(
+                    "AlterAlias",
+                    client.alter_alias(rpc::AlterAliasRequest {
+                        db_name: c.db_name.clone(),
+                        collection_name: c.name.clone(),
+                        alias,
+                        ..Default::default()
+                    }),
+                )?;
+                check("AlterAlias", &c.name, Some(&altered))
+            }
+            ReplicatedKind::DropAlias => {
+                let r: rpc::DropAliasRequest = request(kind, bytes)?;
+                let dropped = self.unary(
+                    "DropAlias",
+                    client.drop_alias(rpc::DropAliasRequest {
+                        db_name: c.db_name.clone(),
+                        alias: r.alias.clone(),
+                        ..Default::default()
+                    }),
+                )?;
+                let failed = check("DropAlias", &c.name, Some(&dropped));
+                // Dropped already (a replay): the alias names no collection any more.
+                let alias = CollectionRef {
+                    name: r.alias,
+                    ..c.clone()
+                };
+                if failed.is_err() && !self.has_collection(&alias)? {
+                    return Ok(());
+                }
+                failed
+            }
+            ReplicatedKind::AlterCollection => {
+                let mut r: rpc::AlterCollectionRequest = request(kind, bytes)?;
+                r.base = None;
+                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
+                let reply = self.unary("AlterCollection", client.alter_collection(r))?;
+                check("AlterCollection", &c.name, Some(&reply))
+            }
         }
     }
 
