@@ -14,6 +14,7 @@ pub mod mq;
 pub mod reader;
 pub mod seed;
 pub mod start;
+pub mod watch;
 
 /// Where the source Milvus keeps its metadata and its message queue.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

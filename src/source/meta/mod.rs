@@ -242,7 +242,16 @@ impl SourceMeta {
 
     /// One collection, live or being dropped; `None` if etcd no longer has it.
     pub async fn collection(&self, id: i64) -> Result<Option<CollectionMeta>, MetaError> {
-        let mut rev = 0;
+        self.collection_at(id, 0).await
+    }
+
+    /// The collection as it was at etcd revision `revision` (0: now), dropping ones included.
+    pub async fn collection_at(
+        &self,
+        id: i64,
+        revision: i64,
+    ) -> Result<Option<CollectionMeta>, MetaError> {
+        let mut rev = revision;
         // The database of a collection is only in its key, so find the key first.
         let mut kvs = Vec::new();
         for (key, _) in self
@@ -264,6 +273,53 @@ impl SourceMeta {
         }
         let assembled = assemble_wanted(&self.meta_root, &kvs, Wanted::LiveOrDropping)?;
         Ok(assembled.collections.into_iter().find(|c| c.id == id))
+    }
+
+    /// The value of `{meta_root}/{rel_key}` at etcd revision `revision`.
+    pub async fn value_at(
+        &self,
+        rel_key: &str,
+        revision: i64,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
+        let mut rev = revision;
+        let key = format!("{}/{rel_key}", self.meta_root);
+        Ok(self
+            .read_key(&key, &mut rev)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v))
+    }
+
+    /// A watch of every key under `{meta_root}/` from etcd revision `from` on, each event with
+    /// the value before it, and progress reports on request.
+    pub async fn watch(
+        &self,
+        from: i64,
+    ) -> Result<(etcd_client::Watcher, etcd_client::WatchStream), MetaError> {
+        let options = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_prev_key()
+            .with_progress_notify();
+        let key = format!("{}/", self.meta_root);
+        self.client
+            .clone()
+            .watch(key.clone(), Some(options))
+            .await
+            .map_err(|source| MetaError::Read {
+                start: key.clone(),
+                end: String::new(),
+                source: Box::new(source),
+            })
+    }
+
+    /// The etcd revision now.
+    pub async fn revision(&self) -> Result<i64, MetaError> {
+        let mut rev = 0;
+        self.read_prefix("root-coord/database/db-info/", &mut rev, true)
+            .await?;
+        Ok(rev)
     }
 
     /// Every key/value under `{meta_root}/{rel_prefix}`.
