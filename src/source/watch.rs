@@ -46,6 +46,10 @@ use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, CollectionLoadInfo, Par
 /// without any answer before the watch is taken for dead and opened again.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const SILENT_FOR: Duration = Duration::from_secs(30);
+/// Milvus writes etcd often (segment states, channel checkpoints): a revision with nothing for
+/// the target moves the stored one at most this often. Reading those again after a crash
+/// stages nothing.
+const IDLE_STAGE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -234,6 +238,7 @@ impl MetaWatcher<'_> {
         let (mut watcher, mut stream) = meta.watch(next_revision).await?;
         let mut heard = Instant::now();
         let mut asked = Instant::now();
+        let mut staged_at = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             let reply = match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
                 Err(_) => {
@@ -286,10 +291,14 @@ impl MetaWatcher<'_> {
                 continue;
             }
             let changes = self.staged(meta, events, &mut tick).await?;
-            self.journal
-                .stage_meta(self.run, self.channel, &changes, reached + 1, tick)?;
-            self.health.resolved(self.channel);
             next_revision = reached + 1;
+            if changes.is_empty() && staged_at.elapsed() < IDLE_STAGE_EVERY {
+                continue;
+            }
+            self.journal
+                .stage_meta(self.run, self.channel, &changes, next_revision, tick)?;
+            staged_at = Instant::now();
+            self.health.resolved(self.channel);
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::journal::{Journal, TaskRun};
 use crate::milvus_client;
-use crate::model::{MqKind, Poison, PoisonAt, StartPosition, replicate_topic};
+use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replicate_topic};
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
 use crate::source::seed;
@@ -232,6 +232,8 @@ impl Supervisor {
         }
         let meta = self.config.source.meta().await?;
         let version = meta.milvus_version().await??;
+        // Taken before the collections are read: the watch sees every metadata change after.
+        let meta_revision = meta.revision().await?;
         let existing: Vec<CollectionMeta> = meta
             .collections()
             .await?
@@ -279,6 +281,9 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
+        let channel = meta_channel(&self.config.source.channel_prefix);
+        self.journal
+            .stage_meta(&run, &channel, &[], meta_revision + 1, 0)?;
         if let Some(source) = source_api {
             // Taken once every start position is: see `CopyProgress::start_ts`.
             let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;

@@ -1,6 +1,7 @@
 //! The threads of a running task: one applier, one thread that finds the source's channels,
-//! and one reader per channel. They share nothing but the journal, so each can stop at any
-//! point: a reader resumes at its staged offset, the applier at its applied positions.
+//! one reader per channel, and the metadata watcher. They share nothing but the journal, so
+//! each can stop at any point: a reader resumes at its staged offset, the watcher at its
+//! revision, the applier at its applied positions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +16,11 @@ use crate::apply::milvus::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, Isolated, TargetError};
 use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
-use crate::model::MqPosition;
+use crate::model::{MqPosition, meta_channel};
 use crate::source::meta::EtcdLookup;
 use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderError, ReaderSettings};
+use crate::source::watch::{MetaWatcher, WatchError};
 
 impl Supervisor {
     pub(super) fn stop(&self, id: &str) {
@@ -62,6 +64,11 @@ impl Supervisor {
                 me.run_copier(task, writer, flag)
             }));
         }
+        let me = self.clone();
+        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            me.run_meta_watcher(task, writer, flag)
+        }));
         let me = self.clone();
         let (task, flag) = (spec.clone(), stop.clone());
         threads.push(std::thread::spawn(move || me.run_channels(task, run, flag)));
@@ -319,6 +326,68 @@ impl Supervisor {
                     METRICS.error(ErrorKind::Reader);
                     warn!(%err, "reader stopped; restarting from the stored offset");
                     health.problem(&pchannel, &err);
+                    pause.wait(&stop);
+                }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Watches the source's etcd for the changes Milvus writes to no topic (see
+    /// [`crate::source::watch`]), from the revision the journal holds.
+    fn run_meta_watcher(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
+        let channel = meta_channel(&self.config.source.channel_prefix);
+        let _span = info_span!("metadata", task = %spec.task_id, channel = %channel).entered();
+        let scope = spec.scope();
+        let health = self.health(&spec.task_id);
+        let mut pause = Pause::default();
+        while !stop.load(Ordering::Relaxed) {
+            let meta = match self.runtime.block_on(self.config.source.meta()) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    METRICS.error(ErrorKind::SourceEtcd);
+                    warn!(%err, "source etcd unreachable; retrying");
+                    health.problem(&channel, format!("source etcd: {err}"));
+                    pause.wait(&stop);
+                    continue;
+                }
+            };
+            let watcher = MetaWatcher {
+                run: &run,
+                channel: &channel,
+                scope: &scope,
+                journal: &self.journal,
+                stop: stop.clone(),
+                health: &health,
+            };
+            match self.runtime.block_on(watcher.run(&meta)) {
+                Ok(()) => return,
+                Err(WatchError::Journal(err @ JournalError::StaleRun { .. })) => {
+                    return warn!(%err, "metadata watcher of an earlier run stopped");
+                }
+                Err(err @ WatchError::Compacted { .. }) => {
+                    METRICS.error(ErrorKind::SourceEtcd);
+                    return self.fail(&run, err.to_string());
+                }
+                Err(WatchError::NotSeeded) => {
+                    // A task created before metadata was watched: from now on.
+                    let started = self
+                        .runtime
+                        .block_on(meta.revision())
+                        .map_err(WatchError::from)
+                        .and_then(|r| {
+                            Ok(self.journal.stage_meta(&run, &channel, &[], r + 1, 0)?)
+                        });
+                    if let Err(err) = started {
+                        warn!(%err, "cannot record where the metadata watch starts; retrying");
+                        pause.wait(&stop);
+                    }
+                }
+                Err(err) => {
+                    METRICS.error(ErrorKind::SourceEtcd);
+                    warn!(%err, "metadata watch stopped; restarting from the stored revision");
+                    health.problem(&channel, &err);
                     pause.wait(&stop);
                 }
             }
