@@ -474,6 +474,95 @@ impl MetaWatcher<'_> {
     }
 }
 
+/// What the target needs of `collections` as etcd had them at `revision`: their aliases, the
+/// partitions loaded one by one, and their properties; each stamped at its collection's
+/// creation, so it waits for the collection on the target whichever way the task starts.
+pub async fn seeds(
+    meta: &SourceMeta,
+    collections: &[CollectionMeta],
+    channel: &str,
+    scope: &Scope,
+    revision: i64,
+) -> Result<Vec<StagedChange>, WatchError> {
+    let mut seeds = Vec::new();
+    let aliases = meta
+        .values_under("root-coord/database/aliases/", revision)
+        .await?;
+    for c in collections {
+        let event =
+            |kind, request: Vec<u8>| staged_event(channel, c.create_time, scope, c, kind, request);
+        for (key, value) in &aliases {
+            if value.as_slice() == TOMBSTONE {
+                continue;
+            }
+            let info: AliasInfo = decode(key, value)?;
+            if info.collection_id == c.id && info.state == 0 {
+                let r = CreateAliasRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    alias: info.alias_name,
+                    ..Default::default()
+                };
+                seeds.push(event(ReplicatedKind::CreateAlias, r.encode_to_vec()));
+            }
+        }
+        const LOAD_PARTITIONS: i32 = 1;
+        if let Some(load) = load_info(meta, c.id, revision).await?
+            && load.load_type == LOAD_PARTITIONS
+        {
+            let loaded = meta
+                .values_under(
+                    &format!("querycoord-partition-loadinfo/{}/", c.id),
+                    revision,
+                )
+                .await?;
+            let mut names = Vec::new();
+            for (key, value) in &loaded {
+                let info: PartitionLoadInfo = decode(key, value)?;
+                names.extend(
+                    c.partitions
+                        .iter()
+                        .filter(|p| p.id == info.partition_id)
+                        .map(|p| p.name.clone()),
+                );
+            }
+            if !names.is_empty() {
+                let r = LoadPartitionsRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    partition_names: names,
+                    replica_number: load.replica_number.max(1),
+                    ..Default::default()
+                };
+                seeds.push(event(ReplicatedKind::LoadPartitions, r.encode_to_vec()));
+            }
+        }
+        let key = format!("root-coord/database/collection-info/{}/{}", c.db_id, c.id);
+        if let Some(value) = meta.value_at(&key, revision).await?
+            && value.as_slice() != TOMBSTONE
+        {
+            let info: CollectionInfo = decode(&key, &value)?;
+            if !info.properties.is_empty() {
+                let r = AlterCollectionRequest {
+                    db_name: c.db_name.clone(),
+                    collection_name: c.name.clone(),
+                    properties: info
+                        .properties
+                        .into_iter()
+                        .map(|p| KeyValuePair {
+                            key: p.key,
+                            value: p.value,
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                seeds.push(event(ReplicatedKind::AlterCollection, r.encode_to_vec()));
+            }
+        }
+    }
+    Ok(seeds)
+}
+
 fn staged_event(
     channel: &str,
     ts: u64,

@@ -39,6 +39,7 @@ use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replic
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
 use crate::source::seed;
+use crate::source::watch;
 use history::LagHistory;
 
 struct Running {
@@ -254,6 +255,14 @@ impl Supervisor {
             }
             StartPosition::Earliest => Vec::new(),
         };
+        // Their aliases, partitions loaded and properties, as of before they were listed.
+        let channel = meta_channel(&self.config.source.channel_prefix);
+        let meta_seeds = watch::seeds(&meta, &existing, &channel, &scope, meta_revision)
+            .await
+            .map_err(|e| match e {
+                watch::WatchError::Meta(e) => TaskError::Meta(e),
+                other => TaskError::Internal(format!("the source's metadata: {other}")),
+            })?;
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
         let (source_api, mut copies) = match spec.start {
             StartPosition::Snapshot => (
@@ -281,9 +290,9 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
-        let channel = meta_channel(&self.config.source.channel_prefix);
+        let tick = meta_seeds.iter().map(|s| s.ts).max().unwrap_or(0);
         self.journal
-            .stage_meta(&run, &channel, &[], meta_revision + 1, 0)?;
+            .stage_meta(&run, &channel, &meta_seeds, meta_revision + 1, tick)?;
         if let Some(source) = source_api {
             // Taken once every start position is: see `CopyProgress::start_ts`.
             let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;

@@ -90,3 +90,28 @@ def test_collection_properties_set_and_changed_on_the_source_are_on_the_target(s
             return [] if got.get("collection.ttl.seconds") == ttl else [got]
 
         wait_until(f"the target's TTL at {ttl} s", has_it, timeout=60)
+
+
+def test_what_exists_before_the_task_an_alias_loaded_partitions_properties_is_on_the_target(source, target, names,
+                                                                                           server):
+    name, alias = names("before"), names("before_alias")
+    collection = create_collection(source, name, SCHEMA, shards=1)
+    collection.create_partition("p1")
+    collection.create_partition("p2")
+    insert(source, name, make_rows(SCHEMA, range(10), seed=4), partition="p1")
+    collection.create_index("vec", {"index_type": "FLAT", "metric_type": "L2", "params": {}})
+    collection.load(partition_names=["p1"])
+    collection.set_properties({"collection.ttl.seconds": "900"})
+    utility.create_alias(name, alias, using=source.name)
+    server.create_task(target.uri, collections=(name,))
+
+    def as_on_the_source() -> list:
+        if not target.has_collection(name):
+            return ["no collection yet"]
+        got = (utility.list_aliases(name, using=target.name),
+               utility.load_state(name, partition_names=["p1"], using=target.name),
+               utility.load_state(name, partition_names=["p2"], using=target.name),
+               properties(target, name).get("collection.ttl.seconds"))
+        return [] if got == ([alias], LoadState.Loaded, LoadState.NotLoad, "900") else [got]
+
+    wait_until("the alias, the loaded partition and the TTL on the target", as_on_the_source, timeout=120)

@@ -275,6 +275,16 @@ impl SourceMeta {
         Ok(assembled.collections.into_iter().find(|c| c.id == id))
     }
 
+    /// Every key/value under `{meta_root}/{rel_prefix}` at etcd revision `revision`.
+    pub async fn values_under(
+        &self,
+        rel_prefix: &str,
+        revision: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let mut rev = revision;
+        self.read_prefix(rel_prefix, &mut rev, false).await
+    }
+
     /// The value of `{meta_root}/{rel_key}` at etcd revision `revision`.
     pub async fn value_at(
         &self,
