@@ -27,7 +27,7 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ("proto", &["model"], "the generated messages this project owns, read and written by several stages"),
     ("milvus_client", &["model"], "a client of any Milvus's public API, for the stages that read or write one"),
     ("journal", &["model", "metrics", "health", "failpoint", "proto"], "the durable middle of the flow: source writes it, apply reads it, it knows neither"),
-    ("source", &["model", "journal", "metrics", "health", "failpoint", "proto"], "captures into the journal and never sees how changes are applied"),
+    ("source", &["model", "journal", "metrics", "health", "failpoint", "proto", "milvus_client"], "captures into the journal and never sees how changes are applied"),
     ("apply", &["model", "journal", "metrics", "health", "failpoint", "proto", "milvus_client"], "replays from the journal and never sees where changes came from"),
     ("snapshot", &["model", "journal", "milvus_client", "failpoint"], "copies what exists at a task's start from the source's API to the target, beside the stages"),
     ("verify", &["model", "milvus_client"], "compares the source with the target, row by row, and writes nothing"),

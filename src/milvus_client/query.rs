@@ -2,7 +2,8 @@
 
 use milvus::proto::common::{ConsistencyLevel, KeyValuePair};
 use milvus::proto::milvus::{
-    AllocTimestampRequest, HasCollectionRequest, HasPartitionRequest, QueryRequest,
+    AllocTimestampRequest, DescribeCollectionRequest, HasCollectionRequest, HasPartitionRequest,
+    QueryRequest,
 };
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
@@ -151,6 +152,41 @@ impl RowReader {
             Some(reason) => Err(self.error(c, format!("HasCollection: {reason}"))),
             None => Ok(reply.value),
         }
+    }
+
+    /// The collection's properties (TTL, mmap, ...), sorted by key; `None` when it does not
+    /// exist (by that id: a collection dropped and made again under its name is another).
+    pub async fn properties(
+        &self,
+        c: &CollectionRef,
+    ) -> Result<Option<Vec<(String, String)>>, ReadError> {
+        if !self.has_collection(c).await? {
+            return Ok(None);
+        }
+        let reply = self
+            .client
+            .clone()
+            .describe_collection(DescribeCollectionRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| self.error(c, format!("DescribeCollection: {}", status.message())))?
+            .into_inner();
+        if let Some(reason) = failure(reply.status.as_ref()) {
+            return Err(self.error(c, format!("DescribeCollection: {reason}")));
+        }
+        if reply.collection_id != c.id {
+            return Ok(None);
+        }
+        let mut properties: Vec<_> = reply
+            .properties
+            .into_iter()
+            .map(|p| (p.key, p.value))
+            .collect();
+        properties.sort();
+        Ok(Some(properties))
     }
 
     /// Whether the collection, and its partition, exist. A failed answer is an error, never a

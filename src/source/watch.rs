@@ -33,12 +33,14 @@ use milvus::proto::milvus::{
     AlterAliasRequest, AlterCollectionRequest, CreateAliasRequest, DropAliasRequest,
     LoadPartitionsRequest, ReleasePartitionsRequest,
 };
+use milvus::proto::schema::CollectionSchema;
 use prost::Message;
 use tracing::{debug, info};
 
 use super::meta::{CollectionMeta, MetaError, SourceMeta, TOMBSTONE};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
+use crate::milvus_client::{ReadError, RowReader};
 use crate::model::{ReplicatedKind, Scope, StagedChange};
 use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, CollectionLoadInfo, PartitionLoadInfo};
 
@@ -66,6 +68,8 @@ pub enum WatchError {
     Compacted { next_revision: i64, compacted: i64 },
     #[error("the task has no metadata channel offset")]
     NotSeeded,
+    #[error(transparent)]
+    SourceApi(#[from] ReadError),
     #[error("etcd key {key}: {reason}")]
     BadValue { key: String, reason: String },
 }
@@ -92,9 +96,16 @@ pub enum MetaEvent {
         collection_id: i64,
         partition_id: i64,
     },
-    PropertiesSet {
+    /// The collection's record was written again, unrenamed: its properties may have
+    /// changed. Milvus 2.3.5 writes the record as it was *before* the change, so the
+    /// properties are read from the source's API, not from etcd.
+    CollectionAltered {
         collection_id: i64,
-        properties: Vec<(String, String)>,
+    },
+    CollectionRenamed {
+        collection_id: i64,
+        from: String,
+        to: String,
     },
 }
 
@@ -196,19 +207,27 @@ pub fn classify(meta_root: &str, change: &KeyChange) -> Result<Option<MetaEvent>
             };
             let (info, before): (CollectionInfo, CollectionInfo) =
                 (decode(change.key, v)?, decode(change.key, p)?);
-            let pairs = |i: &CollectionInfo| -> Vec<(String, String)> {
-                let mut pairs: Vec<_> = i
-                    .properties
-                    .iter()
-                    .map(|p| (p.key.clone(), p.value.clone()))
-                    .collect();
-                pairs.sort();
-                pairs
+            if info.state != CREATED || before.state != CREATED {
+                return Ok(None);
+            }
+            let name = |i: &CollectionInfo| {
+                CollectionSchema::decode(i.schema.as_slice())
+                    .map(|s| s.name)
+                    .map_err(|e| WatchError::BadValue {
+                        key: change.key.to_owned(),
+                        reason: e.to_string(),
+                    })
             };
-            (info.state == CREATED && pairs(&info) != pairs(&before)).then(|| {
-                MetaEvent::PropertiesSet {
+            let (to, from) = (name(&info)?, name(&before)?);
+            Some(if to == from {
+                MetaEvent::CollectionAltered {
                     collection_id: info.id,
-                    properties: pairs(&info),
+                }
+            } else {
+                MetaEvent::CollectionRenamed {
+                    collection_id: info.id,
+                    from,
+                    to,
                 }
             })
         }
@@ -225,6 +244,9 @@ pub struct MetaWatcher<'a> {
     pub journal: &'a Journal,
     pub stop: Arc<AtomicBool>,
     pub health: &'a Health,
+    /// The source's API, where collection properties are read (see
+    /// [`MetaEvent::CollectionAltered`]).
+    pub source: Option<&'a RowReader>,
 }
 
 impl MetaWatcher<'_> {
@@ -358,7 +380,8 @@ impl MetaWatcher<'_> {
             | MetaEvent::AliasDropped { collection_id, .. }
             | MetaEvent::PartitionLoaded { collection_id, .. }
             | MetaEvent::PartitionReleased { collection_id, .. }
-            | MetaEvent::PropertiesSet { collection_id, .. } => *collection_id,
+            | MetaEvent::CollectionAltered { collection_id }
+            | MetaEvent::CollectionRenamed { collection_id, .. } => *collection_id,
         };
         // As of the event: a partition released with its drop has no name any more now.
         let revision = if matches!(event, MetaEvent::PartitionReleased { .. }) {
@@ -448,17 +471,35 @@ impl MetaWatcher<'_> {
                 };
                 (ReplicatedKind::ReleasePartitions, r.encode_to_vec())
             }
-            MetaEvent::PropertiesSet { properties, .. } => {
-                let r = AlterCollectionRequest {
-                    db_name: c.db_name.clone(),
-                    collection_name: c.name.clone(),
-                    properties: properties
-                        .into_iter()
-                        .map(|(key, value)| KeyValuePair { key, value })
-                        .collect(),
-                    ..Default::default()
+            MetaEvent::CollectionAltered { .. } => {
+                let Some(source) = self.source else {
+                    self.health.problem(
+                        self.channel,
+                        format!(
+                            "the properties of {}.{} changed on the source: reading them needs \
+                             [source] milvus_uri",
+                            c.db_name, c.name
+                        ),
+                    );
+                    return Ok(None);
                 };
-                (ReplicatedKind::AlterCollection, r.encode_to_vec())
+                let Some(properties) = source.properties(&c.reference()).await? else {
+                    return Ok(None);
+                };
+                (
+                    ReplicatedKind::AlterCollection,
+                    alter_collection(&c, properties),
+                )
+            }
+            MetaEvent::CollectionRenamed { from, to, .. } => {
+                self.health.problem(
+                    self.channel,
+                    format!(
+                        "collection {from} was renamed {to} on the source: renames are not \
+                         replicated yet"
+                    ),
+                );
+                return Ok(None);
             }
         };
         info!(task = self.run.task(), collection = %c.name, database = %c.db_name,
@@ -479,6 +520,7 @@ impl MetaWatcher<'_> {
 /// creation, so it waits for the collection on the target whichever way the task starts.
 pub async fn seeds(
     meta: &SourceMeta,
+    source: Option<&RowReader>,
     collections: &[CollectionMeta],
     channel: &str,
     scope: &Scope,
@@ -537,30 +579,31 @@ pub async fn seeds(
                 seeds.push(event(ReplicatedKind::LoadPartitions, r.encode_to_vec()));
             }
         }
-        let key = format!("root-coord/database/collection-info/{}/{}", c.db_id, c.id);
-        if let Some(value) = meta.value_at(&key, revision).await?
-            && value.as_slice() != TOMBSTONE
+        if let Some(source) = source
+            && let Some(properties) = source.properties(&c.reference()).await?
+            && !properties.is_empty()
         {
-            let info: CollectionInfo = decode(&key, &value)?;
-            if !info.properties.is_empty() {
-                let r = AlterCollectionRequest {
-                    db_name: c.db_name.clone(),
-                    collection_name: c.name.clone(),
-                    properties: info
-                        .properties
-                        .into_iter()
-                        .map(|p| KeyValuePair {
-                            key: p.key,
-                            value: p.value,
-                        })
-                        .collect(),
-                    ..Default::default()
-                };
-                seeds.push(event(ReplicatedKind::AlterCollection, r.encode_to_vec()));
-            }
+            seeds.push(event(
+                ReplicatedKind::AlterCollection,
+                alter_collection(c, properties),
+            ));
         }
     }
     Ok(seeds)
+}
+
+/// The request that gives the target's collection these properties.
+fn alter_collection(c: &CollectionMeta, properties: Vec<(String, String)>) -> Vec<u8> {
+    AlterCollectionRequest {
+        db_name: c.db_name.clone(),
+        collection_name: c.name.clone(),
+        properties: properties
+            .into_iter()
+            .map(|(key, value)| KeyValuePair { key, value })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 fn staged_event(
@@ -702,36 +745,39 @@ mod tests {
     }
 
     #[test]
-    fn changed_properties_are_the_whole_new_set_and_other_changes_of_the_record_none() {
+    fn a_collection_record_written_again_is_an_alter_or_a_rename_and_its_creation_or_drop_neither()
+    {
         let key = "by-dev/meta/root-coord/database/collection-info/1/7";
-        let info = |properties: &[(&str, &str)]| {
+        let info = |name: &str, state: i32| {
             CollectionInfo {
                 id: 7,
-                properties: properties
-                    .iter()
-                    .map(|(k, v)| crate::proto::etcd_meta::KeyValuePair {
-                        key: (*k).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
+                schema: CollectionSchema {
+                    name: name.into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                state,
                 ..Default::default()
             }
             .encode_to_vec()
         };
-        let (none, ttl) = (info(&[]), info(&[("collection.ttl.seconds", "60")]));
+        let (creating, created, dropping) = (info("c", 1), info("c", 0), info("c", 2));
+        // Milvus 2.3.5 writes an alter's record unchanged: a write is all it shows.
         assert_eq!(
-            event(key, Some(&ttl), Some(&none)),
-            Some(MetaEvent::PropertiesSet {
+            event(key, Some(&created), Some(&created)),
+            Some(MetaEvent::CollectionAltered { collection_id: 7 })
+        );
+        assert_eq!(
+            event(key, Some(&info("d", 0)), Some(&created)),
+            Some(MetaEvent::CollectionRenamed {
                 collection_id: 7,
-                properties: vec![("collection.ttl.seconds".into(), "60".into())]
+                from: "c".into(),
+                to: "d".into()
             })
         );
-        assert_eq!(event(key, Some(&ttl), Some(&ttl)), None);
-        assert_eq!(
-            event(key, Some(&ttl), None),
-            None,
-            "a new collection: its seed says it"
-        );
+        assert_eq!(event(key, Some(&created), Some(&creating)), None);
+        assert_eq!(event(key, Some(&created), None), None);
+        assert_eq!(event(key, Some(&dropping), Some(&created)), None);
     }
 
     #[test]

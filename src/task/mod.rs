@@ -257,16 +257,28 @@ impl Supervisor {
         };
         // Their aliases, partitions loaded and properties, as of before they were listed.
         let channel = meta_channel(&self.config.source.channel_prefix);
-        let meta_seeds = watch::seeds(&meta, &existing, &channel, &scope, meta_revision)
-            .await
-            .map_err(|e| match e {
-                watch::WatchError::Meta(e) => TaskError::Meta(e),
-                other => TaskError::Internal(format!("the source's metadata: {other}")),
-            })?;
+        let api = match self.source_rows() {
+            Ok(api) => Some(api),
+            Err(TaskError::NoSourceApi) => None,
+            Err(err) => return Err(err),
+        };
+        let meta_seeds = watch::seeds(
+            &meta,
+            api.as_ref(),
+            &existing,
+            &channel,
+            &scope,
+            meta_revision,
+        )
+        .await
+        .map_err(|e| match e {
+            watch::WatchError::Meta(e) => TaskError::Meta(e),
+            other => TaskError::Internal(format!("the source's metadata: {other}")),
+        })?;
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
         let (source_api, mut copies) = match spec.start {
             StartPosition::Snapshot => (
-                Some(self.source_rows()?),
+                Some(api.ok_or(TaskError::NoSourceApi)?),
                 existing
                     .iter()
                     .map(|c| snapshot::new_copy(&scope, c))

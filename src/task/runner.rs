@@ -341,6 +341,7 @@ impl Supervisor {
         let _span = info_span!("metadata", task = %spec.task_id, channel = %channel).entered();
         let scope = spec.scope();
         let health = self.health(&spec.task_id);
+        let source = self.source_rows().ok();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
             let meta = match self.runtime.block_on(self.config.source.meta()) {
@@ -360,6 +361,7 @@ impl Supervisor {
                 journal: &self.journal,
                 stop: stop.clone(),
                 health: &health,
+                source: source.as_ref(),
             };
             match self.runtime.block_on(watcher.run(&meta)) {
                 Ok(()) => return,

@@ -20,10 +20,10 @@ def keys_through(cluster, alias: str) -> set:
 def test_an_alias_created_moved_and_dropped_is_the_same_on_the_target_and_answers_queries(source, target, names,
                                                                                           server):
     first, second, alias = names("alias_first"), names("alias_second"), names("alias")
+    server.create_task(target.uri, collections=(first, second))
     for name, keys in ((first, range(10)), (second, range(100, 120))):
         create_collection(source, name, SCHEMA, shards=1)
         insert(source, name, make_rows(SCHEMA, keys, seed=1))
-    server.create_task(target.uri, collections=(first, second))
     for name in (first, second):
         assert_replicated(source, target, name, timeout=120)
 
@@ -47,13 +47,13 @@ def test_an_alias_created_moved_and_dropped_is_the_same_on_the_target_and_answer
 def test_partitions_loaded_and_released_in_a_mixed_sequence_end_in_the_same_state_on_the_target(source, target,
                                                                                                 names, server):
     name = names("parts")
+    server.create_task(target.uri, collections=(name,))
     collection = create_collection(source, name, SCHEMA, shards=1)
     partitions = ("p1", "p2", "p3")
     for i, partition in enumerate(partitions):
         collection.create_partition(partition)
         insert(source, name, make_rows(SCHEMA, range(i * 100, i * 100 + 10), seed=i), partition=partition)
     collection.create_index("vec", {"index_type": "FLAT", "metric_type": "L2", "params": {}})
-    server.create_task(target.uri, collections=(name,))
     assert_replicated(source, target, name, timeout=120)
 
     collection.load(partition_names=["p1", "p2"])
@@ -78,9 +78,9 @@ def properties(cluster, name: str) -> dict:
 
 def test_collection_properties_set_and_changed_on_the_source_are_on_the_target(source, target, names, server):
     name = names("props")
+    server.create_task(target.uri, collections=(name,))
     collection = create_collection(source, name, SCHEMA, shards=1)
     insert(source, name, make_rows(SCHEMA, range(10), seed=3))
-    server.create_task(target.uri, collections=(name,))
     assert_replicated(source, target, name, timeout=120)
     for ttl in ("3600", "7200"):
         collection.set_properties({"collection.ttl.seconds": ttl})

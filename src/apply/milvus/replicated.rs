@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use milvus::proto::common::ErrorCode;
+use milvus::proto::common::{ErrorCode, KeyValuePair};
 use milvus::proto::milvus as rpc;
 use prost::Message;
 use tracing::{info, warn};
 
-use super::{MilvusTarget, check};
+use super::{MilvusTarget, SOURCE_ID_PROPERTY, check};
 use crate::apply::{Ddl, TargetError};
 use crate::model::{CollectionRef, ReplicatedKind};
 
@@ -308,6 +308,12 @@ impl MilvusTarget {
                 let mut r: rpc::AlterCollectionRequest = request(kind, bytes)?;
                 r.base = None;
                 (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
+                // Milvus 2.3 replaces the whole set: the target's own mark stays in it.
+                r.properties.retain(|p| p.key != SOURCE_ID_PROPERTY);
+                r.properties.push(KeyValuePair {
+                    key: SOURCE_ID_PROPERTY.to_owned(),
+                    value: c.id.to_string(),
+                });
                 let reply = self.unary("AlterCollection", client.alter_collection(r))?;
                 check("AlterCollection", &c.name, Some(&reply))
             }
