@@ -28,6 +28,18 @@ pub enum Call {
 }
 
 impl Call {
+    pub fn collection(&self) -> &CollectionRef {
+        match self {
+            Call::Insert { collection, .. } | Call::Delete { collection, .. } => collection,
+        }
+    }
+
+    pub fn collection_mut(&mut self) -> &mut CollectionRef {
+        match self {
+            Call::Insert { collection, .. } | Call::Delete { collection, .. } => collection,
+        }
+    }
+
     pub fn rows(&self) -> u64 {
         match self {
             Call::Insert { num_rows, .. } => *num_rows,

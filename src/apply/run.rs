@@ -100,7 +100,14 @@ impl Run<'_> {
         queue: &crossbeam_channel::Sender<DataBatch>,
         acknowledgments: &crossbeam_channel::Receiver<Result<DataBatch, TargetError>>,
     ) -> Result<(), ApplyError> {
-        let sender_stopped = || TargetError::Transient("the batch sender stopped".into());
+        // The sender stops only after a failed send, which it reports first: that error, not
+        // the stop, is what the caller must see.
+        let sender_stopped = || {
+            acknowledgments
+                .try_iter()
+                .find_map(Result::err)
+                .unwrap_or_else(|| TargetError::Transient("the batch sender stopped".into()))
+        };
         // The markers of the batches queued or being sent, oldest first.
         let mut outstanding = VecDeque::from([first.marker.clone()]);
         queue.send(first).map_err(|_| sender_stopped())?;

@@ -378,6 +378,8 @@ fn replicated_summary(kind: ReplicatedKind, request: &[u8]) -> String {
                 format!("alter collection ({})", properties.join(", "))
             })
         }
+        ReplicatedKind::RenameCollection => decoded::<rpc::RenameCollectionRequest>(request)
+            .map(|r| format!("rename collection {:?} to {:?}", r.old_name, r.new_name)),
     };
     detail.unwrap_or_else(|e| format!("{} {e}", kind.operation().as_str()))
 }

@@ -96,6 +96,7 @@ pub enum Operation {
     AlterAlias,
     DropAlias,
     AlterCollection,
+    RenameCollection,
 }
 
 impl Operation {
@@ -120,6 +121,7 @@ impl Operation {
             Operation::AlterAlias => "alter_alias",
             Operation::DropAlias => "drop_alias",
             Operation::AlterCollection => "alter_collection",
+            Operation::RenameCollection => "rename_collection",
         }
     }
 }
@@ -187,6 +189,7 @@ pub enum ReplicatedKind {
     DropAlias,
     /// Sets the collection's properties (TTL, mmap, ...).
     AlterCollection,
+    RenameCollection,
 }
 
 impl ReplicatedKind {
@@ -205,6 +208,7 @@ impl ReplicatedKind {
             ReplicatedKind::AlterAlias => Operation::AlterAlias,
             ReplicatedKind::DropAlias => Operation::DropAlias,
             ReplicatedKind::AlterCollection => Operation::AlterCollection,
+            ReplicatedKind::RenameCollection => Operation::RenameCollection,
         }
     }
 

@@ -10,8 +10,10 @@
 //! - Every event is stamped no earlier than the channel's tick (the newest stamp staged), so
 //!   none sorts behind one applied already. Root-coord changes carry their source timestamp
 //!   (the `snapshots/..._ts{T}` key Milvus writes in the same etcd transaction); the query
-//!   coordinator's load records carry none, and take the tick: they are applied after the
-//!   changes staged before they were seen.
+//!   coordinator's load records carry none, and take the source's clock when they are seen:
+//!   they are applied after every change made before them. A load and a release of the whole
+//!   collection milliseconds apart may still be seen in the wrong order: the release of a
+//!   partition that goes with a whole collection's is not replayed, and a load seen late is.
 //! - Each event waits for its collection's vchannels to be applied through its stamp (see
 //!   `apply::order`), so an alias or a property reaches the target in order with the rows.
 //! - Applying an event twice leaves the target as once (see `apply::milvus::replicated`): a
@@ -31,7 +33,7 @@ use etcd_client::EventType;
 use milvus::proto::common::KeyValuePair;
 use milvus::proto::milvus::{
     AlterAliasRequest, AlterCollectionRequest, CreateAliasRequest, DropAliasRequest,
-    LoadPartitionsRequest, ReleasePartitionsRequest,
+    LoadPartitionsRequest, ReleasePartitionsRequest, RenameCollectionRequest,
 };
 use milvus::proto::schema::CollectionSchema;
 use prost::Message;
@@ -41,7 +43,7 @@ use super::meta::{CollectionMeta, MetaError, SourceMeta, TOMBSTONE};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client::{ReadError, RowReader};
-use crate::model::{ReplicatedKind, Scope, StagedChange};
+use crate::model::{CollectionRef, ReplicatedKind, Scope, StagedChange, now_ms};
 use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, CollectionLoadInfo, PartitionLoadInfo};
 
 /// How long the watch may stay silent before etcd is asked for its progress, and how long
@@ -70,6 +72,8 @@ pub enum WatchError {
     NotSeeded,
     #[error(transparent)]
     SourceApi(#[from] ReadError),
+    #[error("{0}")]
+    SourceClock(String),
     #[error("etcd key {key}: {reason}")]
     BadValue { key: String, reason: String },
 }
@@ -334,37 +338,49 @@ impl MetaWatcher<'_> {
         tick: &mut u64,
     ) -> Result<Vec<StagedChange>, WatchError> {
         let meta_root = meta.meta_root();
-        let keys: Vec<(&str, Option<&[u8]>, Option<&[u8]>, i64)> = events
+        let changes_read: Vec<(KeyChange, i64)> = events
             .iter()
             .filter_map(|e| {
                 let kv = e.kv()?;
-                let key = kv.key_str().ok()?;
-                let value = match e.event_type() {
-                    EventType::Put => Some(kv.value()),
-                    EventType::Delete => None,
+                let change = KeyChange {
+                    key: kv.key_str().ok()?,
+                    value: match e.event_type() {
+                        EventType::Put => Some(kv.value()),
+                        EventType::Delete => None,
+                    },
+                    prev: e.prev_kv().map(|p| p.value()),
                 };
-                Some((
-                    key,
-                    value,
-                    e.prev_kv().map(|p| p.value()),
-                    kv.mod_revision(),
-                ))
+                Some((change, kv.mod_revision()))
             })
             .collect();
-        let stamps = stamps(meta_root, keys.iter().map(|k| k.0));
+        let stamps = stamps(meta_root, changes_read.iter().map(|(c, _)| c.key));
         let mut changes = Vec::new();
-        for (key, value, prev, revision) in keys {
-            let change = KeyChange { key, value, prev };
+        for (change, revision) in changes_read {
             let Some(event) = classify(meta_root, &change)? else {
                 continue;
             };
-            let ts = stamps.get(key).copied().unwrap_or(0).max(*tick);
+            let ts = match stamps.get(change.key) {
+                Some(&ts) => ts,
+                None => self.now().await?,
+            }
+            .max(*tick);
             *tick = ts;
             if let Some(staged) = self.change(meta, event, ts, revision).await? {
                 changes.push(staged);
             }
         }
         Ok(changes)
+    }
+
+    /// A source timestamp later than every change seen so far, for the query coordinator's
+    /// load records, which carry none: a load is then applied after what came before it (a
+    /// release of the whole collection on the replicate channel, say). The source's clock
+    /// when its API is known, the appliance's otherwise.
+    async fn now(&self) -> Result<u64, WatchError> {
+        match self.source {
+            Some(source) => source.timestamp().await.map_err(WatchError::SourceClock),
+            None => Ok(now_ms() << 18),
+        }
     }
 
     /// The event as a replicated change of its collection, if it is in scope and still there.
@@ -491,15 +507,20 @@ impl MetaWatcher<'_> {
                     alter_collection(&c, properties),
                 )
             }
-            MetaEvent::CollectionRenamed { from, to, .. } => {
-                self.health.problem(
-                    self.channel,
-                    format!(
-                        "collection {from} was renamed {to} on the source: renames are not \
-                         replicated yet"
-                    ),
-                );
-                return Ok(None);
+            MetaEvent::CollectionRenamed { from, .. } => {
+                // In the target's names: a task may map names.
+                let old = self.scope.on_target(CollectionRef {
+                    name: from,
+                    ..c.reference()
+                });
+                let new = self.scope.on_target(c.reference());
+                let r = RenameCollectionRequest {
+                    db_name: new.db_name,
+                    old_name: old.name,
+                    new_name: new.name,
+                    ..Default::default()
+                };
+                (ReplicatedKind::RenameCollection, r.encode_to_vec())
             }
         };
         info!(task = self.run.task(), collection = %c.name, database = %c.db_name,

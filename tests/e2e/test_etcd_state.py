@@ -115,3 +115,18 @@ def test_what_exists_before_the_task_an_alias_loaded_partitions_properties_is_on
         return [] if got == ([alias], LoadState.Loaded, LoadState.NotLoad, "900") else [got]
 
     wait_until("the alias, the loaded partition and the TTL on the target", as_on_the_source, timeout=120)
+
+
+def test_a_collection_renamed_while_rows_flow_keeps_the_rows_from_before_and_after_under_its_new_name(
+        source, target, names, server):
+    name, renamed = names("before_rename"), names("after_rename")
+    server.create_task(target.uri, collections=(name, renamed))
+    create_collection(source, name, SCHEMA, shards=2)
+    for start in range(0, 50, 10):
+        insert(source, name, make_rows(SCHEMA, range(start, start + 10), seed=5))
+    utility.rename_collection(name, renamed, using=source.name)
+    # At once: rows written under the new name reach the target before the rename may have.
+    for start in range(50, 100, 10):
+        insert(source, renamed, make_rows(SCHEMA, range(start, start + 10), seed=5))
+    assert_replicated(source, target, renamed, timeout=120)
+    assert not target.has_collection(name)

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 mod data;
 mod ddl;
 mod insert;
+mod rename;
 mod replicated;
 
 use super::calls::Call;
@@ -28,6 +29,9 @@ pub struct MilvusTarget {
     shapes: HashMap<(String, String), CollectionShape>,
     /// Since when a load has waited for its collection's index on the target, per collection.
     load_waits: HashMap<(String, String), std::time::Instant>,
+    /// The target's name of a source collection (by id) renamed on the source: see
+    /// [`rename`].
+    located: HashMap<i64, String>,
 }
 
 /// The parts of a target collection's schema that decide how rows are sent to it.
@@ -74,6 +78,7 @@ impl MilvusTarget {
             uri: uri.to_owned(),
             shapes: HashMap::new(),
             load_waits: HashMap::new(),
+            located: HashMap::new(),
         })
     }
 
@@ -217,7 +222,8 @@ fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), Tar
 
 impl Target for MilvusTarget {
     fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        self.send_data(per_vchannel, replay)
+        let calls = self.addressed_calls(per_vchannel)?;
+        self.send_data(&calls, replay)
     }
 
     fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
@@ -231,6 +237,7 @@ impl Target for MilvusTarget {
     }
 
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
+        let ddl = &*self.addressed_ddl(ddl)?;
         if self.superseded_event(ddl)? {
             return Ok(());
         }

@@ -68,7 +68,7 @@ impl MilvusTarget {
     }
 
     /// Whether the collection is on the target; false as well when its database is not.
-    fn collection_exists(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+    pub(super) fn collection_exists(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
         let default_db = c.db_name.is_empty() || c.db_name == "default";
         if !default_db && !self.databases()?.contains(&c.db_name) {
             return Ok(false);
@@ -77,7 +77,7 @@ impl MilvusTarget {
     }
 
     /// Collections of a target database.
-    fn collections_in(&mut self, db_name: &str) -> Result<Vec<String>, TargetError> {
+    pub(super) fn collections_in(&mut self, db_name: &str) -> Result<Vec<String>, TargetError> {
         let request = rpc::ShowCollectionsRequest {
             db_name: db_name.to_owned(),
             ..Default::default()
@@ -303,6 +303,10 @@ impl MilvusTarget {
                     return Ok(());
                 }
                 failed
+            }
+            ReplicatedKind::RenameCollection => {
+                let r: rpc::RenameCollectionRequest = request(kind, bytes)?;
+                self.rename_collection(c, &r.new_name)
             }
             ReplicatedKind::AlterCollection => {
                 let mut r: rpc::AlterCollectionRequest = request(kind, bytes)?;
