@@ -24,7 +24,7 @@
 //! next. Nothing is read twice into the journal or lost, while etcd keeps the revisions: one it
 //! has compacted away fails the task with the revisions named.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ use super::meta::{CollectionMeta, MetaError, SourceMeta, TOMBSTONE};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client::{ReadError, RowReader};
-use crate::model::{CollectionRef, ReplicatedKind, Scope, StagedChange, now_ms};
+use crate::model::{Change, CollectionRef, ReplicatedKind, Scope, StagedChange, now_ms};
 use crate::proto::etcd_meta::{AliasInfo, CollectionInfo, CollectionLoadInfo, PartitionLoadInfo};
 
 /// How long the watch may stay silent before etcd is asked for its progress, and how long
@@ -100,6 +100,17 @@ pub enum MetaEvent {
         collection_id: i64,
         partition_id: i64,
     },
+    /// A collection's load record removed: all of it released. Its ReleaseCollection is on
+    /// the replicate channel; when it had been loaded whole, the partition records removed
+    /// after it are that same release, not releases of partitions.
+    CollectionReleased {
+        collection_id: i64,
+        was_whole: bool,
+    },
+    /// A collection's load record written: loaded (again).
+    CollectionLoadRecorded {
+        collection_id: i64,
+    },
     /// The collection's record was written again, unrenamed: its properties may have
     /// changed. Milvus 2.3.5 writes the record as it was *before* the change, so the
     /// properties are read from the source's API, not from etcd.
@@ -146,6 +157,10 @@ pub fn stamps<'a>(
         .collect()
 }
 
+/// `CollectionLoadInfo.load_type`.
+const LOAD_PARTITIONS: i32 = 1;
+const LOAD_COLLECTION: i32 = 2;
+
 /// What one key change means for the target, if anything.
 pub fn classify(meta_root: &str, change: &KeyChange) -> Result<Option<MetaEvent>, WatchError> {
     let Some(rel) = change
@@ -183,6 +198,18 @@ pub fn classify(meta_root: &str, change: &KeyChange) -> Result<Option<MetaEvent>
                 }),
             }
         }
+        ["querycoord-collection-loadinfo", _coll] => match live(change.value) {
+            Some(v) => Some(MetaEvent::CollectionLoadRecorded {
+                collection_id: decode::<CollectionLoadInfo>(change.key, v)?.collection_id,
+            }),
+            None => live(change.prev)
+                .map(|p| decode::<CollectionLoadInfo>(change.key, p))
+                .transpose()?
+                .map(|b| MetaEvent::CollectionReleased {
+                    collection_id: b.collection_id,
+                    was_whole: b.load_type == LOAD_COLLECTION,
+                }),
+        },
         ["querycoord-partition-loadinfo", _coll, _part] => match live(change.value) {
             Some(v) => {
                 let info: PartitionLoadInfo = decode(change.key, v)?;
@@ -265,6 +292,8 @@ impl MetaWatcher<'_> {
         let mut heard = Instant::now();
         let mut asked = Instant::now();
         let mut staged_at = Instant::now();
+        // Collections whose whole load was released: see `MetaEvent::CollectionReleased`.
+        let mut released_whole = HashSet::new();
         while !self.stop.load(Ordering::Relaxed) {
             let reply = match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
                 Err(_) => {
@@ -316,13 +345,23 @@ impl MetaWatcher<'_> {
             if reached < next_revision {
                 continue;
             }
-            let changes = self.staged(meta, events, &mut tick).await?;
+            let changes = self
+                .staged(meta, events, &mut tick, &mut released_whole)
+                .await?;
             next_revision = reached + 1;
             if changes.is_empty() && staged_at.elapsed() < IDLE_STAGE_EVERY {
                 continue;
             }
             self.journal
                 .stage_meta(self.run, self.channel, &changes, next_revision, tick)?;
+            // Said once committed: a change is staged once, and read again only when not.
+            for staged in &changes {
+                if let Change::Ddl(ddl) = &staged.change {
+                    info!(task = self.run.task(), collection = %ddl.collection.name,
+                        database = %ddl.collection.db_name, operation = staged.change.operation().as_str(),
+                        ts = staged.ts, "metadata change staged");
+                }
+            }
             staged_at = Instant::now();
             self.health.resolved(self.channel);
         }
@@ -336,6 +375,7 @@ impl MetaWatcher<'_> {
         meta: &SourceMeta,
         events: &[etcd_client::Event],
         tick: &mut u64,
+        released_whole: &mut HashSet<i64>,
     ) -> Result<Vec<StagedChange>, WatchError> {
         let meta_root = meta.meta_root();
         let changes_read: Vec<(KeyChange, i64)> = events
@@ -359,6 +399,27 @@ impl MetaWatcher<'_> {
             let Some(event) = classify(meta_root, &change)? else {
                 continue;
             };
+            match event {
+                MetaEvent::CollectionReleased {
+                    collection_id,
+                    was_whole,
+                } => {
+                    if was_whole {
+                        released_whole.insert(collection_id);
+                    }
+                    continue;
+                }
+                MetaEvent::CollectionLoadRecorded { collection_id } => {
+                    released_whole.remove(&collection_id);
+                    continue;
+                }
+                MetaEvent::PartitionReleased { collection_id, .. }
+                    if released_whole.contains(&collection_id) =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
             let ts = match stamps.get(change.key) {
                 Some(&ts) => ts,
                 None => self.now().await?,
@@ -396,6 +457,8 @@ impl MetaWatcher<'_> {
             | MetaEvent::AliasDropped { collection_id, .. }
             | MetaEvent::PartitionLoaded { collection_id, .. }
             | MetaEvent::PartitionReleased { collection_id, .. }
+            | MetaEvent::CollectionReleased { collection_id, .. }
+            | MetaEvent::CollectionLoadRecorded { collection_id }
             | MetaEvent::CollectionAltered { collection_id }
             | MetaEvent::CollectionRenamed { collection_id, .. } => *collection_id,
         };
@@ -423,6 +486,10 @@ impl MetaWatcher<'_> {
                 .map(|p| p.name.clone())
         };
         let (kind, request) = match event {
+            // Kept by `staged`, never staged.
+            MetaEvent::CollectionReleased { .. } | MetaEvent::CollectionLoadRecorded { .. } => {
+                return Ok(None);
+            }
             MetaEvent::AliasSet { alias, moved, .. } => {
                 if moved {
                     let r = AlterAliasRequest {
@@ -470,12 +537,9 @@ impl MetaWatcher<'_> {
                 };
                 (ReplicatedKind::LoadPartitions, r.encode_to_vec())
             }
+            // The last partition loaded, or all of a collection loaded partition by partition:
+            // releasing them on the target is that release too.
             MetaEvent::PartitionReleased { partition_id, .. } => {
-                // Released with the whole collection: its ReleaseCollection is on the
-                // replicate channel.
-                if !loaded_at_all(meta, collection_id, revision + 1).await? {
-                    return Ok(None);
-                }
                 let Some(name) = partition(partition_id) else {
                     return Ok(None);
                 };
@@ -523,8 +587,6 @@ impl MetaWatcher<'_> {
                 (ReplicatedKind::RenameCollection, r.encode_to_vec())
             }
         };
-        info!(task = self.run.task(), collection = %c.name, database = %c.db_name,
-            operation = kind.operation().as_str(), "metadata change staged");
         Ok(Some(staged_event(
             self.channel,
             ts,
@@ -569,7 +631,6 @@ pub async fn seeds(
                 seeds.push(event(ReplicatedKind::CreateAlias, r.encode_to_vec()));
             }
         }
-        const LOAD_PARTITIONS: i32 = 1;
         if let Some(load) = load_info(meta, c.id, revision).await?
             && load.load_type == LOAD_PARTITIONS
         {
@@ -660,15 +721,9 @@ async fn load_info(
 
 /// Whether the collection was loaded as a whole (LoadCollection) at `revision`.
 async fn loaded_whole(meta: &SourceMeta, id: i64, revision: i64) -> Result<bool, WatchError> {
-    const LOAD_COLLECTION: i32 = 2;
     Ok(load_info(meta, id, revision)
         .await?
         .is_some_and(|i| i.load_type == LOAD_COLLECTION))
-}
-
-/// Whether any of the collection was loaded at `revision`.
-async fn loaded_at_all(meta: &SourceMeta, id: i64, revision: i64) -> Result<bool, WatchError> {
-    Ok(load_info(meta, id, revision).await?.is_some())
 }
 
 #[cfg(test)]
@@ -762,6 +817,38 @@ mod tests {
                 collection_id: 7,
                 partition_id: 70
             })
+        );
+    }
+
+    #[test]
+    fn a_collection_load_record_removed_says_whether_the_collection_was_loaded_whole() {
+        let key = "by-dev/meta/querycoord-collection-loadinfo/7";
+        let info = |load_type| {
+            CollectionLoadInfo {
+                collection_id: 7,
+                load_type,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let (whole, by_partition) = (info(LOAD_COLLECTION), info(LOAD_PARTITIONS));
+        assert_eq!(
+            event(key, None, Some(&whole)),
+            Some(MetaEvent::CollectionReleased {
+                collection_id: 7,
+                was_whole: true
+            })
+        );
+        assert_eq!(
+            event(key, None, Some(&by_partition)),
+            Some(MetaEvent::CollectionReleased {
+                collection_id: 7,
+                was_whole: false
+            })
+        );
+        assert_eq!(
+            event(key, Some(&by_partition), None),
+            Some(MetaEvent::CollectionLoadRecorded { collection_id: 7 })
         );
     }
 
