@@ -13,7 +13,8 @@ use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
 use crate::task::{
-    ConsistencyPoint, CopyView, Created, Supervisor, TargetSpec, TaskError, TaskSpec, TaskState,
+    ConsistencyPoint, CopyView, Created, RbacSpec, Supervisor, TargetSpec, TaskError, TaskSpec,
+    TaskState,
 };
 
 /// The reference CDC's create request, plus `start_position`.
@@ -50,6 +51,24 @@ pub struct CreateRequest {
     /// counted) instead of stopping the task on it for an operator to skip.
     #[serde(default)]
     skip_poison: bool,
+    /// Not in the reference CDC: replicate access control too (roles, their grants, users'
+    /// bindings to roles, users). `{}` opts in; `user_password` is the password users get on
+    /// the target (the source keeps only hashes), and without it users are not made there.
+    #[serde(default)]
+    rbac: Option<RbacRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RbacRequest {
+    #[serde(default)]
+    user_password: Option<String>,
+}
+
+/// A task's access-control replication; the password is never shown.
+#[derive(Serialize, ToSchema)]
+pub struct RbacView {
+    /// Whether users are made on the target (the task has a `user_password`).
+    makes_users: bool,
 }
 
 /// The target Milvus.
@@ -94,6 +113,8 @@ pub struct TaskView {
     poison: Option<Poison>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     skip_poison: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rbac: Option<RbacView>,
     /// Not in the reference CDC: the task's consistency point, the greatest source timestamp
     /// through which every in-scope channel is applied (the target holds the source's state as
     /// of it), with its age as the RPO. Omitted until every channel has staged a tick.
@@ -142,6 +163,9 @@ impl TaskView {
             reason: spec.reason.clone().unwrap_or_default(),
             poison: spec.poison.clone(),
             skip_poison: spec.skip_poison,
+            rbac: spec.rbac.as_ref().map(|r| RbacView {
+                makes_users: r.user_password.is_some(),
+            }),
             consistent_through: supervisor.consistent_through(&spec.task_id)?,
             snapshot: supervisor.copies(&spec.task_id)?,
         })
@@ -203,6 +227,9 @@ pub async fn create(
         start: request.start_position,
         positions,
         skip_poison: request.skip_poison,
+        rbac: request.rbac.map(|r| RbacSpec {
+            user_password: r.user_password.filter(|p| !p.is_empty()).map(Secret::new),
+        }),
         state: TaskState::Initial,
         reason: None,
         poison: None,

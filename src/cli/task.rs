@@ -83,6 +83,13 @@ enum TaskCommand {
         /// instead of stopping the task on them.
         #[arg(long)]
         skip_poison: bool,
+        /// Replicate access control too: roles, their grants, users' bindings to roles.
+        #[arg(long)]
+        rbac: bool,
+        /// The password users get on the target (the source keeps only hashes); without it,
+        /// users are not made there. Implies `--rbac`.
+        #[arg(long, env = "MILVUS_CDC_RBAC_USER_PASSWORD", hide_env_values = true)]
+        rbac_user_password: Option<String>,
     },
     /// Stop reading and applying; the journal is kept.
     Pause { task_id: String },
@@ -138,13 +145,18 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             start,
             task_id,
             skip_poison,
+            rbac,
+            rbac_user_password,
         } => {
+            let rbac = (rbac || rbac_user_password.is_some())
+                .then(|| json!({ "user_password": rbac_user_password }));
             let body = json!({
                 "milvus_connect_param": { "uri": target_uri, "token": target_token },
                 "collection_infos": collections.iter().map(|c| json!({ "name": c })).collect::<Vec<_>>(),
                 "start_position": start,
                 "task_id": task_id,
                 "skip_poison": skip_poison,
+                "rbac": rbac,
             });
             (client.call("POST", "/v1/tasks", Some(body))?, task_details)
         }

@@ -328,59 +328,95 @@ fn replicated_summary(kind: ReplicatedKind, request: &[u8]) -> String {
     fn decoded<M: Message + Default>(request: &[u8]) -> Result<M, String> {
         M::decode(request).map_err(|e| format!("(request does not decode: {e})"))
     }
-    let detail = match kind {
-        ReplicatedKind::CreateIndex => decoded::<rpc::CreateIndexRequest>(request).map(|r| {
-            let params: Vec<String> = r
-                .extra_params
-                .iter()
-                .map(|p| format!("{}={}", p.key, p.value))
-                .collect();
-            format!(
-                "create index {:?} on {:?} ({})",
-                r.index_name,
-                r.field_name,
-                params.join(", ")
-            )
-        }),
-        ReplicatedKind::DropIndex => decoded::<rpc::DropIndexRequest>(request)
-            .map(|r| format!("drop index {:?} on {:?}", r.index_name, r.field_name)),
-        ReplicatedKind::Load => decoded::<rpc::LoadCollectionRequest>(request)
-            .map(|r| format!("load ({} replicas)", r.replica_number)),
-        ReplicatedKind::Release => Ok("release".to_owned()),
-        ReplicatedKind::Flush => Ok("flush".to_owned()),
-        ReplicatedKind::CreateDatabase => decoded::<rpc::CreateDatabaseRequest>(request)
-            .map(|r| format!("create database {:?}", r.db_name)),
-        ReplicatedKind::DropDatabase => decoded::<rpc::DropDatabaseRequest>(request)
-            .map(|r| format!("drop database {:?}", r.db_name)),
-        ReplicatedKind::LoadPartitions => decoded::<rpc::LoadPartitionsRequest>(request).map(|r| {
-            format!(
-                "load partitions {:?} ({} replicas)",
-                r.partition_names, r.replica_number
-            )
-        }),
-        ReplicatedKind::ReleasePartitions => decoded::<rpc::ReleasePartitionsRequest>(request)
-            .map(|r| format!("release partitions {:?}", r.partition_names)),
-        ReplicatedKind::CreateAlias => decoded::<rpc::CreateAliasRequest>(request)
-            .map(|r| format!("create alias {:?}", r.alias)),
-        ReplicatedKind::AlterAlias => {
-            decoded::<rpc::AlterAliasRequest>(request).map(|r| format!("alter alias {:?}", r.alias))
-        }
-        ReplicatedKind::DropAlias => {
-            decoded::<rpc::DropAliasRequest>(request).map(|r| format!("drop alias {:?}", r.alias))
-        }
-        ReplicatedKind::AlterCollection => {
-            decoded::<rpc::AlterCollectionRequest>(request).map(|r| {
-                let properties: Vec<String> = r
-                    .properties
+    let detail =
+        match kind {
+            ReplicatedKind::CreateIndex => decoded::<rpc::CreateIndexRequest>(request).map(|r| {
+                let params: Vec<String> = r
+                    .extra_params
                     .iter()
                     .map(|p| format!("{}={}", p.key, p.value))
                     .collect();
-                format!("alter collection ({})", properties.join(", "))
-            })
-        }
-        ReplicatedKind::RenameCollection => decoded::<rpc::RenameCollectionRequest>(request)
-            .map(|r| format!("rename collection {:?} to {:?}", r.old_name, r.new_name)),
-    };
+                format!(
+                    "create index {:?} on {:?} ({})",
+                    r.index_name,
+                    r.field_name,
+                    params.join(", ")
+                )
+            }),
+            ReplicatedKind::DropIndex => decoded::<rpc::DropIndexRequest>(request)
+                .map(|r| format!("drop index {:?} on {:?}", r.index_name, r.field_name)),
+            ReplicatedKind::Load => decoded::<rpc::LoadCollectionRequest>(request)
+                .map(|r| format!("load ({} replicas)", r.replica_number)),
+            ReplicatedKind::Release => Ok("release".to_owned()),
+            ReplicatedKind::Flush => Ok("flush".to_owned()),
+            ReplicatedKind::CreateDatabase => decoded::<rpc::CreateDatabaseRequest>(request)
+                .map(|r| format!("create database {:?}", r.db_name)),
+            ReplicatedKind::DropDatabase => decoded::<rpc::DropDatabaseRequest>(request)
+                .map(|r| format!("drop database {:?}", r.db_name)),
+            ReplicatedKind::LoadPartitions => {
+                decoded::<rpc::LoadPartitionsRequest>(request).map(|r| {
+                    format!(
+                        "load partitions {:?} ({} replicas)",
+                        r.partition_names, r.replica_number
+                    )
+                })
+            }
+            ReplicatedKind::ReleasePartitions => decoded::<rpc::ReleasePartitionsRequest>(request)
+                .map(|r| format!("release partitions {:?}", r.partition_names)),
+            ReplicatedKind::CreateAlias => decoded::<rpc::CreateAliasRequest>(request)
+                .map(|r| format!("create alias {:?}", r.alias)),
+            ReplicatedKind::AlterAlias => decoded::<rpc::AlterAliasRequest>(request)
+                .map(|r| format!("alter alias {:?}", r.alias)),
+            ReplicatedKind::DropAlias => decoded::<rpc::DropAliasRequest>(request)
+                .map(|r| format!("drop alias {:?}", r.alias)),
+            ReplicatedKind::AlterCollection => {
+                decoded::<rpc::AlterCollectionRequest>(request).map(|r| {
+                    let properties: Vec<String> = r
+                        .properties
+                        .iter()
+                        .map(|p| format!("{}={}", p.key, p.value))
+                        .collect();
+                    format!("alter collection ({})", properties.join(", "))
+                })
+            }
+            ReplicatedKind::RenameCollection => decoded::<rpc::RenameCollectionRequest>(request)
+                .map(|r| format!("rename collection {:?} to {:?}", r.old_name, r.new_name)),
+            ReplicatedKind::CreateRole => decoded::<rpc::CreateRoleRequest>(request).map(|r| {
+                format!(
+                    "create role {:?}",
+                    r.entity.map(|e| e.name).unwrap_or_default()
+                )
+            }),
+            ReplicatedKind::DropRole => decoded::<rpc::DropRoleRequest>(request)
+                .map(|r| format!("drop role {:?}", r.role_name)),
+            ReplicatedKind::OperateUserRole => {
+                decoded::<rpc::OperateUserRoleRequest>(request).map(|r| {
+                    let verb = if r.r#type == 0 { "bind" } else { "unbind" };
+                    format!("{verb} user {:?} to role {:?}", r.username, r.role_name)
+                })
+            }
+            ReplicatedKind::OperatePrivilege => decoded::<rpc::OperatePrivilegeRequest>(request)
+                .map(|r| {
+                    let verb = if r.r#type == 0 { "grant" } else { "revoke" };
+                    let e = r.entity.unwrap_or_default();
+                    let privilege = e
+                        .grantor
+                        .and_then(|g| g.privilege)
+                        .map(|p| p.name)
+                        .unwrap_or_default();
+                    format!(
+                        "{verb} {privilege} on {} {:?} of database {:?} to role {:?}",
+                        e.object.map(|o| o.name).unwrap_or_default(),
+                        e.object_name,
+                        e.db_name,
+                        e.role.map(|r| r.name).unwrap_or_default()
+                    )
+                }),
+            ReplicatedKind::CreateUser => decoded::<rpc::CreateCredentialRequest>(request)
+                .map(|r| format!("create user {:?}", r.username)),
+            ReplicatedKind::DropUser => decoded::<rpc::DeleteCredentialRequest>(request)
+                .map(|r| format!("drop user {:?}", r.username)),
+        };
     detail.unwrap_or_else(|e| format!("{} {e}", kind.operation().as_str()))
 }
 

@@ -97,6 +97,12 @@ pub enum Operation {
     DropAlias,
     AlterCollection,
     RenameCollection,
+    CreateRole,
+    DropRole,
+    OperateUserRole,
+    OperatePrivilege,
+    CreateUser,
+    DropUser,
 }
 
 impl Operation {
@@ -122,6 +128,12 @@ impl Operation {
             Operation::DropAlias => "drop_alias",
             Operation::AlterCollection => "alter_collection",
             Operation::RenameCollection => "rename_collection",
+            Operation::CreateRole => "create_role",
+            Operation::DropRole => "drop_role",
+            Operation::OperateUserRole => "operate_user_role",
+            Operation::OperatePrivilege => "operate_privilege",
+            Operation::CreateUser => "create_user",
+            Operation::DropUser => "drop_user",
         }
     }
 }
@@ -190,6 +202,17 @@ pub enum ReplicatedKind {
     /// Sets the collection's properties (TTL, mmap, ...).
     AlterCollection,
     RenameCollection,
+    // Access control, for a task that opts in: on no collection, like the database events.
+    CreateRole,
+    DropRole,
+    /// Binds a user to a role, or unbinds it (the request's `type`).
+    OperateUserRole,
+    /// Grants a privilege to a role, or revokes it (the request's `type`).
+    OperatePrivilege,
+    /// A user, made with the task's `rbac.user_password`: the source's is a hash. The stored
+    /// request carries no password.
+    CreateUser,
+    DropUser,
 }
 
 impl ReplicatedKind {
@@ -209,6 +232,12 @@ impl ReplicatedKind {
             ReplicatedKind::DropAlias => Operation::DropAlias,
             ReplicatedKind::AlterCollection => Operation::AlterCollection,
             ReplicatedKind::RenameCollection => Operation::RenameCollection,
+            ReplicatedKind::CreateRole => Operation::CreateRole,
+            ReplicatedKind::DropRole => Operation::DropRole,
+            ReplicatedKind::OperateUserRole => Operation::OperateUserRole,
+            ReplicatedKind::OperatePrivilege => Operation::OperatePrivilege,
+            ReplicatedKind::CreateUser => Operation::CreateUser,
+            ReplicatedKind::DropUser => Operation::DropUser,
         }
     }
 
@@ -217,6 +246,19 @@ impl ReplicatedKind {
         matches!(
             self,
             ReplicatedKind::CreateDatabase | ReplicatedKind::DropDatabase
+        )
+    }
+
+    /// True for access-control events, which act on no collection or database.
+    pub fn is_access_control(self) -> bool {
+        matches!(
+            self,
+            ReplicatedKind::CreateRole
+                | ReplicatedKind::DropRole
+                | ReplicatedKind::OperateUserRole
+                | ReplicatedKind::OperatePrivilege
+                | ReplicatedKind::CreateUser
+                | ReplicatedKind::DropUser
         )
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use mq::MqConfig;
 
+pub mod access;
 pub mod capture;
 pub mod decode;
 pub mod meta;

@@ -39,6 +39,7 @@ use milvus::proto::schema::CollectionSchema;
 use prost::Message;
 use tracing::{debug, info};
 
+use super::access;
 use super::meta::{CollectionMeta, MetaError, SourceMeta, TOMBSTONE};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
@@ -278,6 +279,8 @@ pub struct MetaWatcher<'a> {
     /// The source's API, where collection properties are read (see
     /// [`MetaEvent::CollectionAltered`]).
     pub source: Option<&'a RowReader>,
+    /// Whether the task replicates access control (see [`super::access`]).
+    pub access_control: bool,
 }
 
 impl MetaWatcher<'_> {
@@ -396,6 +399,18 @@ impl MetaWatcher<'_> {
         let stamps = stamps(meta_root, changes_read.iter().map(|(c, _)| c.key));
         let mut changes = Vec::new();
         for (change, revision) in changes_read {
+            if let Some(path) = self.access_control_path(meta_root, change.key) {
+                let (created, deleted) = (
+                    change.value.is_some() && change.prev.is_none(),
+                    change.value.is_none() && change.prev.is_some(),
+                );
+                if let Some(event) = access::classify(&path, created, deleted) {
+                    *tick = self.now().await?.max(*tick);
+                    changes
+                        .extend(access::staged(meta, self.channel, *tick, event, revision).await?);
+                }
+                continue;
+            }
             let Some(event) = classify(meta_root, &change)? else {
                 continue;
             };
@@ -431,6 +446,17 @@ impl MetaWatcher<'_> {
             }
         }
         Ok(changes)
+    }
+
+    /// The segments of `key` under `credential/`, when the task replicates access control.
+    fn access_control_path<'k>(&self, meta_root: &str, key: &'k str) -> Option<Vec<&'k str>> {
+        if !self.access_control {
+            return None;
+        }
+        let rel = key
+            .strip_prefix(meta_root)?
+            .strip_prefix("/root-coord/credential/")?;
+        Some(rel.split('/').collect())
     }
 
     /// A source timestamp later than every change seen so far, for the query coordinator's

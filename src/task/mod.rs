@@ -28,7 +28,7 @@ use tokio::runtime::Handle;
 use tracing::{error, info, warn};
 
 pub use error::TaskError;
-pub use spec::{TargetSpec, TaskSpec, TaskState};
+pub use spec::{RbacSpec, TargetSpec, TaskSpec, TaskState};
 pub use status::{AppliedPosition, ChannelPosition, ConsistencyPoint, TaskPositions, TaskStatus};
 
 use crate::config::Config;
@@ -39,7 +39,7 @@ use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replic
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
 use crate::source::seed;
-use crate::source::watch;
+use crate::source::{access, watch};
 use history::LagHistory;
 
 struct Running {
@@ -302,6 +302,12 @@ impl Supervisor {
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
         seed::seed_created_meanwhile(&self.journal, &meta, &run, &scope, &listed).await?;
+        let mut meta_seeds = meta_seeds;
+        if spec.rbac.is_some() {
+            // Before the collections' own: they are on no collection, at timestamp 0.
+            let access = access::seeds(&meta, &channel, 0, meta_revision).await?;
+            meta_seeds.splice(0..0, access);
+        }
         let tick = meta_seeds.iter().map(|s| s.ts).max().unwrap_or(0);
         self.journal
             .stage_meta(&run, &channel, &meta_seeds, meta_revision + 1, tick)?;

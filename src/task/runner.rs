@@ -85,7 +85,9 @@ impl Supervisor {
             self.config.target.ca_file.as_deref(),
             self.runtime.clone(),
         ) {
-            Ok(target) => target,
+            Ok(target) => {
+                target.with_user_password(spec.rbac.as_ref().and_then(|r| r.user_password.clone()))
+            }
             Err(err) => return self.fail(&run, err.to_string()),
         };
         let settings = ApplierSettings {
@@ -362,6 +364,7 @@ impl Supervisor {
                 stop: stop.clone(),
                 health: &health,
                 source: source.as_ref(),
+                access_control: spec.rbac.is_some(),
             };
             match self.runtime.block_on(watcher.run(&meta)) {
                 Ok(()) => return,

@@ -25,6 +25,15 @@ pub struct TargetSpec {
     pub token: Secret,
 }
 
+/// Access control replicated with the data (roles, grants, users' bindings, users).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RbacSpec {
+    /// The password users get on the target: the source keeps only hashes. Without it, users
+    /// are not made there (their bindings apply to users an operator makes there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_password: Option<Secret>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub task_id: String,
@@ -53,6 +62,9 @@ pub struct TaskSpec {
     /// Pass over every poison (logged and counted) instead of stopping on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_poison: bool,
+    /// Replicate access control too (opt in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac: Option<RbacSpec>,
     pub state: TaskState,
     #[serde(default)]
     pub reason: Option<String>,
@@ -108,6 +120,7 @@ impl TaskSpec {
             name_mapping: Vec::new(),
             positions: BTreeMap::new(),
             skip_poison: false,
+            rbac: None,
             state: TaskState::Failed,
             poison: None,
             skip_approved: None,
@@ -125,6 +138,7 @@ impl TaskSpec {
             && self.excluded == other.excluded
             && self.name_mapping == other.name_mapping
             && self.skip_poison == other.skip_poison
+            && self.rbac == other.rbac
     }
 
     /// The poisons a run of this task may move past.

@@ -3,12 +3,13 @@ appliance's etcd watch, in order with the rows: aliases, load and release of par
 collection properties. Each is checked on the target with pymilvus."""
 
 import collections
+import json
 import random
 import re
 import threading
 import time
 
-from pymilvus import DataType, FieldSchema, MilvusException, connections, utility
+from pymilvus import DataType, FieldSchema, MilvusException, Role, connections, utility
 from pymilvus.client.types import LoadState
 
 from cdc import CdcServer
@@ -238,3 +239,64 @@ def test_a_burst_of_metadata_changes_under_sigkills_stages_each_once_and_ends_as
     staged = collections.Counter(re.findall(r'metadata change staged[^\n]*operation="(\w+)"',
                                             server.log.read_text()))
     assert staged == made, (staged, made)
+
+
+def test_with_rbac_roles_grants_and_a_bound_user_are_on_the_target_and_the_password_is_never_shown(
+        source, target, names, server):
+    """Grants need a user on the connection: the task reaches the target as root, and the test
+    reads both sides as root (the testbed's Milvus has authentication off)."""
+    name, role, dropped, user = names("rbac"), names("role"), names("dropped_role"), names("user")
+    password = "Target-password-1"
+    status, reply = server.post("create", {
+        "milvus_connect_param": {"uri": target.uri, "token": "root:Milvus"},
+        "collection_infos": [{"name": name}],
+        "rbac": {"user_password": password},
+    })
+    assert status == 200 and reply["code"] == 200, reply
+    as_root = {side: f"{cluster.name}-root" for side, cluster in (("source", source), ("target", target))}
+    for side, cluster in (("source", source), ("target", target)):
+        connections.connect(as_root[side], uri=cluster.uri, user="root", password="Milvus")
+    on_source = Role(role, using=as_root["source"])
+    try:
+        utility.create_user(user, "Source-password-1", using=as_root["source"])
+        on_source.create()
+        for privilege in ("Search", "Query", "Insert"):
+            on_source.grant("Collection", name, privilege)
+        on_source.grant("Global", "*", "DescribeCollection")
+        on_source.revoke("Collection", name, "Query")
+        on_source.add_user(user)
+        Role(dropped, using=as_root["source"]).create()
+        Role(dropped, using=as_root["source"]).drop()
+
+        def access(side: str) -> tuple:
+            cluster = as_root[side]
+            roles = {r.role_name for r in utility.list_roles(False, using=cluster).groups}
+            if role not in roles:
+                return roles, None, None, None
+            grants = {(g.object, g.object_name, g.privilege, g.db_name)
+                      for g in Role(role, using=cluster).list_grants().groups}
+            return (roles, grants, Role(role, using=cluster).get_users(),
+                    user in utility.list_usernames(using=cluster))
+
+        expected = access("source")
+        assert expected[1] == {("Collection", name, "Search", "default"), ("Collection", name, "Insert", "default"),
+                               ("Global", "*", "DescribeCollection", "default")}, expected
+        assert dropped not in expected[0]
+        wait_until("the role, its grants and its user on the target",
+                   lambda: [] if access("target") == expected else [access("target")], timeout=60)
+        # The user was made with the task's password, which no reply shows.
+        listed = json.dumps(server.request("GET", "/v1/tasks")[1])
+        assert password not in listed and '"makes_users": true' in listed, listed
+    finally:
+        for side in ("source", "target"):
+            cluster = as_root[side]
+            for gone in (role, dropped):
+                if gone in {r.role_name for r in utility.list_roles(False, using=cluster).groups}:
+                    r = Role(gone, using=cluster)
+                    for g in r.list_grants().groups:
+                        r.revoke(g.object, g.object_name, g.privilege)
+                    for u in r.get_users():
+                        r.remove_user(u)
+                    r.drop()
+            if user in utility.list_usernames(using=cluster):
+                utility.delete_user(user, using=cluster)

@@ -8,6 +8,7 @@ use milvus::proto::common::{ErrorCode, Status};
 use milvus::proto::milvus as rpc;
 use tokio::runtime::Handle;
 
+mod access;
 mod data;
 mod ddl;
 mod insert;
@@ -17,7 +18,7 @@ mod replicated;
 use super::calls::Call;
 use super::{Ddl, Target, TargetError};
 use crate::milvus_client::{self, Client, Service};
-use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent};
+use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent, Secret};
 
 pub struct MilvusTarget {
     client: Client,
@@ -32,6 +33,8 @@ pub struct MilvusTarget {
     /// The target's name of a source collection (by id) renamed on the source: see
     /// [`rename`].
     located: HashMap<i64, String>,
+    /// The password users get on the target (`rbac.user_password` of the task).
+    user_password: Option<Secret>,
 }
 
 /// The parts of a target collection's schema that decide how rows are sent to it.
@@ -63,6 +66,12 @@ fn shape_key(c: &CollectionRef) -> (String, String) {
 impl MilvusTarget {
     /// `token` is `user:password` (or an API key), as the reference CDC's `milvus_connect_param`;
     /// `ca_file` is what an `https://` target's certificate must chain to (see [`endpoint`]).
+    /// The password users the task replicates get on the target.
+    pub fn with_user_password(mut self, password: Option<Secret>) -> Self {
+        self.user_password = password;
+        self
+    }
+
     pub fn connect(
         uri: &str,
         token: Option<&str>,
@@ -79,6 +88,7 @@ impl MilvusTarget {
             shapes: HashMap::new(),
             load_waits: HashMap::new(),
             located: HashMap::new(),
+            user_password: None,
         })
     }
 

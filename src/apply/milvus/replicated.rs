@@ -20,7 +20,10 @@ use crate::model::{CollectionRef, ReplicatedKind};
 const LOAD_WAITS_FOR_INDEX: Duration = Duration::from_secs(60);
 
 /// The stored request, decoded; one that does not decode can never be sent.
-fn request<M: Message + Default>(kind: ReplicatedKind, bytes: &[u8]) -> Result<M, TargetError> {
+pub(super) fn request<M: Message + Default>(
+    kind: ReplicatedKind,
+    bytes: &[u8],
+) -> Result<M, TargetError> {
     M::decode(bytes).map_err(|e| {
         TargetError::Permanent(format!(
             "stored {} request does not decode: {e}",
@@ -144,6 +147,9 @@ impl MilvusTarget {
         if kind.is_database() {
             return self.apply_database(kind, bytes, &c.db_name);
         }
+        if kind.is_access_control() {
+            return self.apply_access_control(kind, bytes);
+        }
         if !self.collection_exists(c)? {
             // Dropped on the source since (the drop is applied already, or comes later).
             info!(collection = %c.name, database = %c.db_name, operation = kind.operation().as_str(),
@@ -213,7 +219,15 @@ impl MilvusTarget {
                 let reply = self.unary("Flush", client.flush(r))?;
                 check("Flush", &c.name, reply.status.as_ref())
             }
-            ReplicatedKind::CreateDatabase | ReplicatedKind::DropDatabase => Ok(()),
+            // Applied above, on no collection.
+            ReplicatedKind::CreateDatabase
+            | ReplicatedKind::DropDatabase
+            | ReplicatedKind::CreateRole
+            | ReplicatedKind::DropRole
+            | ReplicatedKind::OperateUserRole
+            | ReplicatedKind::OperatePrivilege
+            | ReplicatedKind::CreateUser
+            | ReplicatedKind::DropUser => Ok(()),
             ReplicatedKind::LoadPartitions => {
                 let mut r: rpc::LoadPartitionsRequest = request(kind, bytes)?;
                 r.base = None;
