@@ -1,6 +1,7 @@
 //! The metadata watcher: what Milvus 2.3 keeps only in its etcd and writes to no topic (aliases,
-//! load and release of partitions, collection properties), read with an etcd watch and staged
-//! on the task's metadata channel (`{prefix}-etcd-meta`) as replicated events.
+//! load and release of partitions, collection properties, renames, and for a task that opts in
+//! access control: see [`super::access`]), read with an etcd watch and staged on the task's
+//! metadata channel (`{prefix}-etcd-meta`) as replicated events.
 //!
 //! What it owns: the metadata channel's offset in the journal ([`MetaOffset`]: the next etcd
 //! revision to read), staged with the events read before it in one transaction, like a
@@ -11,9 +12,8 @@
 //!   none sorts behind one applied already. Root-coord changes carry their source timestamp
 //!   (the `snapshots/..._ts{T}` key Milvus writes in the same etcd transaction); the query
 //!   coordinator's load records carry none, and take the source's clock when they are seen:
-//!   they are applied after every change made before them. A load and a release of the whole
-//!   collection milliseconds apart may still be seen in the wrong order: the release of a
-//!   partition that goes with a whole collection's is not replayed, and a load seen late is.
+//!   they are applied after every change made before them. A release of the whole collection
+//!   is on the replicate channel; the partition records removed with it are not staged again.
 //! - Each event waits for its collection's vchannels to be applied through its stamp (see
 //!   `apply::order`), so an alias or a property reaches the target in order with the rows.
 //! - Applying an event twice leaves the target as once (see `apply::milvus::replicated`): a
