@@ -311,7 +311,7 @@ impl<'a> Pending<'a> {
             let after = self.after(vchannel)?;
             let head = self.up_to_tick(ticks, vchannel, after, 1)?;
             match head.first() {
-                Some(h) if h.position.ts == row.position.ts && h.change == row.change => {
+                Some(h) if h.position.ts == row.position.ts && same_ddl(&h.change, &row.change) => {
                     ends.push((vchannel.clone(), h.position));
                 }
                 _ if self.applied_through(
@@ -327,5 +327,20 @@ impl<'a> Pending<'a> {
             }
         }
         Ok(Some(ends))
+    }
+}
+
+/// Whether two vchannels' copies are the same DDL. Each reader names the collection as the
+/// source's metadata did when it read the message: across a rename the copies' names differ,
+/// and the collection's id tells that they are one.
+fn same_ddl(a: &Change, b: &Change) -> bool {
+    match (a, b) {
+        (Change::Ddl(a), Change::Ddl(b)) => {
+            a.collection.id == b.collection.id
+                && a.collection.db_name == b.collection.db_name
+                && a.barrier == b.barrier
+                && a.event == b.event
+        }
+        _ => a == b,
     }
 }

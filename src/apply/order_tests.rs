@@ -463,3 +463,21 @@ fn changes_a_snapshot_copy_already_carries_are_passed_over_also_when_in_doubt() 
         "the same on another vchannel of the collection, without a crash"
     );
 }
+
+#[test]
+fn copies_of_a_collection_event_named_before_and_after_a_rename_are_one_event() {
+    // Each shard's reader names the collection as the metadata had it when it read the
+    // message: one read before a rename, the other after it.
+    let mut f = Fixture::new();
+    let mut target = Recorder::default();
+    let drop = |vchannel: &str, name: &str| {
+        let mut copy = collection_event(vchannel, 10, &[V0, V1], DdlEvent::DropCollection);
+        if let Change::Ddl(ddl) = &mut copy.change {
+            ddl.collection.name = name.into();
+        }
+        copy
+    };
+    f.stage("p0", vec![drop(V0, "before")], 20);
+    f.stage("p1", vec![drop(V1, "after")], 20);
+    assert_eq!(f.drain(&mut target), ["drop collection"]);
+}

@@ -210,11 +210,14 @@ fn capture_under_source_names(
                     });
                 }
             };
+            // The schema has the name the collection was made with: the metadata may have a
+            // later one (a rename since), and each shard's reader may have read it at another
+            // time.
             let collection = CollectionRef {
-                name: if collection.name.is_empty() {
-                    schema.name.clone()
-                } else {
+                name: if schema.name.is_empty() {
                     collection.name
+                } else {
+                    schema.name.clone()
                 },
                 ..collection
             };
@@ -435,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn create_collection_takes_the_name_from_the_schema_and_drops_system_fields() {
+    fn create_collection_takes_the_name_it_was_made_with_from_the_schema_and_drops_system_fields() {
         let schema = CollectionSchema {
             name: "fresh".into(),
             fields: vec![
@@ -458,11 +461,16 @@ mod tests {
             virtual_channel_names: vec!["by-dev-rootcoord-dml_0_10v0".into()],
             ..Default::default()
         };
+        // Renamed since: a reader reading the message now finds the new name in the metadata.
+        let mut lookup = meta();
+        let mut renamed = lookup[&9].clone();
+        (renamed.id, renamed.name) = (10, "renamed_since".into());
+        lookup.insert(10, renamed);
         let Captured::Changes(changes) = capture(
             SourceMessage::CreateCollection(Box::new(m)),
             P0,
             &Scope::all(),
-            &mut HashMap::new(),
+            &mut lookup,
         )
         .unwrap() else {
             panic!("expected changes")

@@ -579,8 +579,9 @@ impl MetaWatcher<'_> {
             }
             MetaEvent::CollectionAltered { .. } => {
                 let Some(source) = self.source else {
+                    // Not the channel's own key, which every stage clears.
                     self.health.problem(
-                        self.channel,
+                        "collection properties",
                         format!(
                             "the properties of {}.{} changed on the source: reading them needs \
                              [source] milvus_uri",

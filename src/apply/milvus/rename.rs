@@ -14,7 +14,7 @@ use tracing::info;
 use super::{MilvusTarget, check, shape_key};
 use crate::apply::calls::Call;
 use crate::apply::{Ddl, TargetError};
-use crate::model::{CollectionRef, DdlEvent};
+use crate::model::{CollectionRef, DEFAULT_DB, DdlEvent};
 
 impl MilvusTarget {
     /// The name the target has for `c`'s source collection, when it is not `c.name`.
@@ -29,6 +29,10 @@ impl MilvusTarget {
             return Ok((name != &c.name).then(|| name.clone()));
         }
         if self.shapes.contains_key(&shape_key(c)) || self.collection_exists(c)? {
+            return Ok(None);
+        }
+        let default_db = c.db_name.is_empty() || c.db_name == DEFAULT_DB;
+        if !default_db && !self.databases()?.contains(&c.db_name) {
             return Ok(None);
         }
         for name in self.collections_in(&c.db_name)? {
