@@ -35,6 +35,7 @@ mod copies;
 mod drain;
 pub mod dump;
 pub mod lag;
+mod offsets;
 mod recent;
 pub mod record;
 mod run;
@@ -52,6 +53,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use offsets::ChannelOffsets;
 pub use recent::RecentRoom;
 use recent::RecentRows;
 
@@ -247,20 +249,8 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
     }
     txn.commit()?;
     let txn = db.begin_read()?;
-    let mut offsets = HashMap::new();
-    for entry in txn.open_table(SOURCE_OFFSETS)?.iter()? {
-        let (k, v) = entry?;
-        let (task, pchannel) = k.value();
-        let offset = from_json(|| format!("source offset of {task}/{pchannel}"), v.value())?;
-        offsets.insert((task.to_owned(), pchannel.to_owned()), offset);
-    }
-    let mut meta_offsets = HashMap::new();
-    for entry in txn.open_table(META_OFFSETS)?.iter()? {
-        let (k, v) = entry?;
-        let (task, channel) = k.value();
-        let offset = from_json(|| format!("metadata offset of {task}/{channel}"), v.value())?;
-        meta_offsets.insert((task.to_owned(), channel.to_owned()), offset);
-    }
+    let offsets = ChannelOffsets::read(&txn)?;
+    let meta_offsets = ChannelOffsets::read(&txn)?;
     let vchannels = row_vchannels(&txn.open_table(ROWS)?)?;
     drop(txn);
     let recent = RecentRows::new(recent_bytes, offsets, meta_offsets, vchannels);

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Instant;
 
+use super::offsets::ChannelOffsets;
 use super::{Change, RowPosition, SourceOffset};
 use crate::model::MetaOffset;
 
@@ -63,9 +64,9 @@ pub(super) struct RecentRows {
     /// `(task, vchannel)` → its window.
     windows: HashMap<(String, String), Window>,
     /// `(task, pchannel)` → the reader's offset, as of the last stage inserted here.
-    offsets: HashMap<(String, String), SourceOffset>,
+    pub offsets: ChannelOffsets<SourceOffset>,
     /// `(task, channel)` → the metadata watcher's offset, likewise.
-    meta_offsets: HashMap<(String, String), MetaOffset>,
+    pub meta_offsets: ChannelOffsets<MetaOffset>,
     /// `(task, vchannel)` of every vchannel with rows to apply, and of some without (all
     /// applied since): the planner looks at each, so it need not search the disk for them.
     vchannels: BTreeSet<(String, String)>,
@@ -99,8 +100,8 @@ fn before(position: RowPosition) -> Option<RowPosition> {
 impl RecentRows {
     pub fn new(
         budget: usize,
-        offsets: HashMap<(String, String), SourceOffset>,
-        meta_offsets: HashMap<(String, String), MetaOffset>,
+        offsets: ChannelOffsets<SourceOffset>,
+        meta_offsets: ChannelOffsets<MetaOffset>,
         vchannels: BTreeSet<(String, String)>,
     ) -> Self {
         Self {
@@ -135,49 +136,6 @@ impl RecentRows {
             .take_while(|(t, _)| t == task)
             .map(|(_, vchannel)| vchannel.clone())
             .collect()
-    }
-
-    pub fn offset(&self, task: &str, pchannel: &str) -> Option<SourceOffset> {
-        self.offsets
-            .get(&(task.to_owned(), pchannel.to_owned()))
-            .copied()
-    }
-
-    pub fn offsets(&self, task: &str) -> Vec<(String, SourceOffset)> {
-        let mut out: Vec<_> = self
-            .offsets
-            .iter()
-            .filter(|((t, _), _)| t == task)
-            .map(|((_, pchannel), offset)| (pchannel.clone(), *offset))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    pub fn meta_offset(&self, task: &str, channel: &str) -> Option<MetaOffset> {
-        self.meta_offsets
-            .get(&(task.to_owned(), channel.to_owned()))
-            .copied()
-    }
-
-    pub fn meta_offsets(&self, task: &str) -> Vec<(String, MetaOffset)> {
-        self.meta_offsets
-            .iter()
-            .filter(|((t, _), _)| t == task)
-            .map(|((_, channel), offset)| (channel.clone(), *offset))
-            .collect()
-    }
-
-    /// A committed stage's new reader offset (its rows go to [`staged`](Self::staged)).
-    pub fn set_offset(&mut self, task: &str, pchannel: &str, offset: SourceOffset) {
-        self.offsets
-            .insert((task.to_owned(), pchannel.to_owned()), offset);
-    }
-
-    /// A committed stage's new metadata watcher offset.
-    pub fn set_meta_offset(&mut self, task: &str, channel: &str, offset: MetaOffset) {
-        self.meta_offsets
-            .insert((task.to_owned(), channel.to_owned()), offset);
     }
 
     /// Whether `vchannel` has a window; a stage looks for older rows of one that has not.
@@ -276,8 +234,8 @@ impl RecentRows {
             keep
         });
         self.bytes -= freed;
-        self.offsets.retain(|(t, _), _| t != task);
-        self.meta_offsets.retain(|(t, _), _| t != task);
+        self.offsets.forget_task(task);
+        self.meta_offsets.forget_task(task);
         self.vchannels.retain(|(t, _)| t != task);
     }
 

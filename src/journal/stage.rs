@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::recent::{CachedRow, RecentRoom};
+use super::offsets::{ChannelOffsets, StagedOffset};
+use super::recent::{CachedRow, RecentRoom, RecentRows};
 use super::run::TaskRun;
 use super::{
-    JOURNAL_BYTES, Journal, JournalError, META_OFFSETS, ROWS, SOURCE_OFFSETS, STATS,
-    add_journal_bytes, add_pending_bytes, from_json, json, pending_key, record,
+    JOURNAL_BYTES, Journal, JournalError, ROWS, STATS, add_journal_bytes, add_pending_bytes,
+    from_json, json, pending_key, record,
 };
 use crate::model::{MetaOffset, MqPosition, RowPosition, SourceOffset, StagedChange};
 
@@ -29,11 +30,11 @@ impl Journal {
         task: &str,
         pchannel: &str,
     ) -> Result<Option<SourceOffset>, JournalError> {
-        Ok(self.recent().offset(task, pchannel))
+        Ok(self.recent().offsets.get(task, pchannel))
     }
 
     pub fn source_offsets(&self, task: &str) -> Result<Vec<(String, SourceOffset)>, JournalError> {
-        Ok(self.recent().offsets(task))
+        Ok(self.recent().offsets.of_task(task))
     }
 
     /// Each physical channel's newest TimeTick staged: every change of the channel at or below
@@ -41,11 +42,10 @@ impl Journal {
     /// The metadata watcher's tick counts as its channel's.
     pub fn ticks(&self, task: &str) -> Result<HashMap<String, u64>, JournalError> {
         let recent = self.recent();
-        let readers = recent.offsets(task).into_iter().map(|(p, o)| (p, o.tick));
-        let watchers = recent
-            .meta_offsets(task)
-            .into_iter()
-            .map(|(c, o)| (c, o.tick));
+        let readers = recent.offsets.of_task(task).into_iter();
+        let readers = readers.map(|(p, o)| (p, o.tick));
+        let watchers = recent.meta_offsets.of_task(task).into_iter();
+        let watchers = watchers.map(|(c, o)| (c, o.tick));
         Ok(readers.chain(watchers).collect())
     }
 
@@ -60,38 +60,17 @@ impl Journal {
         next: MqPosition,
         tick: u64,
     ) -> Result<(), JournalError> {
-        let task = run.task();
-        let db = self.db()?;
-        let txn = self.begin_write(&db)?;
-        run.check(&txn)?;
-        let (offset, staged) = {
-            let mut offsets = txn.open_table(SOURCE_OFFSETS)?;
-            let previous: Option<SourceOffset> = offsets
-                .get((task, pchannel))?
-                .map(|v| from_json(|| format!("source offset of {task}/{pchannel}"), v.value()))
-                .transpose()?;
-            let next_seq = previous.map_or(0, |p| p.next_seq);
-            let staged = self.insert_rows(&txn, task, changes, next_seq)?;
-            let offset = SourceOffset {
-                next,
-                tick: previous.map_or(tick, |p| p.tick.max(tick)),
-                next_seq: next_seq + changes.len() as u64,
-            };
-            offsets.insert((task, pchannel), json(&offset)?.as_slice())?;
-            (offset, staged)
+        let offset = |tick, next_seq| SourceOffset {
+            next,
+            tick,
+            next_seq,
         };
-        self.commit(txn)?;
-        let mut recent = self.recent();
-        recent.set_offset(task, pchannel, offset);
-        recent.staged(task, staged.rows, staged.openable);
-        drop(recent);
-        self.staged.notify_all();
-        Ok(())
+        self.stage_with(run, pchannel, changes, tick, offset, |r| &mut r.offsets)
     }
 
     /// Where the metadata watcher of `channel` resumes.
     pub fn meta_offset(&self, task: &str, channel: &str) -> Option<MetaOffset> {
-        self.recent().meta_offset(task, channel)
+        self.recent().meta_offsets.get(task, channel)
     }
 
     /// Stages `changes` read from the source's etcd and records `next_revision`/`tick` as the
@@ -104,29 +83,48 @@ impl Journal {
         next_revision: i64,
         tick: u64,
     ) -> Result<(), JournalError> {
+        let offset = |tick, next_seq| MetaOffset {
+            next_revision,
+            tick,
+            next_seq,
+        };
+        self.stage_with(run, channel, changes, tick, offset, |r| &mut r.meta_offsets)
+    }
+
+    /// The one transaction of a stage: `changes` inserted with sequence numbers carrying on
+    /// `channel`'s, and its new offset (`offset(tick, next_seq)`, the tick never moving back)
+    /// written beside them; then the cache of recent rows and offsets learns both.
+    fn stage_with<O: StagedOffset>(
+        &self,
+        run: &TaskRun,
+        channel: &str,
+        changes: &[StagedChange],
+        tick: u64,
+        offset: impl FnOnce(u64, u64) -> O,
+        cached: fn(&mut RecentRows) -> &mut ChannelOffsets<O>,
+    ) -> Result<(), JournalError> {
         let task = run.task();
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
         run.check(&txn)?;
         let (offset, staged) = {
-            let mut offsets = txn.open_table(META_OFFSETS)?;
-            let previous: Option<MetaOffset> = offsets
+            let mut offsets = txn.open_table(O::TABLE)?;
+            let previous: Option<O> = offsets
                 .get((task, channel))?
-                .map(|v| from_json(|| format!("metadata offset of {task}/{channel}"), v.value()))
+                .map(|v| from_json(|| format!("{} of {task}/{channel}", O::WHAT), v.value()))
                 .transpose()?;
-            let next_seq = previous.map_or(0, |p| p.next_seq);
+            let next_seq = previous.map_or(0, |p| p.next_seq());
             let staged = self.insert_rows(&txn, task, changes, next_seq)?;
-            let offset = MetaOffset {
-                next_revision,
-                tick: previous.map_or(tick, |p| p.tick.max(tick)),
-                next_seq: next_seq + changes.len() as u64,
-            };
+            let offset = offset(
+                previous.map_or(tick, |p| p.tick().max(tick)),
+                next_seq + changes.len() as u64,
+            );
             offsets.insert((task, channel), json(&offset)?.as_slice())?;
             (offset, staged)
         };
         self.commit(txn)?;
         let mut recent = self.recent();
-        recent.set_meta_offset(task, channel, offset);
+        cached(&mut recent).set(task, channel, offset);
         recent.staged(task, staged.rows, staged.openable);
         drop(recent);
         self.staged.notify_all();
