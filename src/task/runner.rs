@@ -14,10 +14,11 @@ use tracing::{info_span, warn};
 use super::{Running, Supervisor, TaskError, TaskSpec};
 use crate::apply::milvus::MilvusTarget;
 use crate::apply::{Applier, ApplierSettings, ApplyError, Isolated, TargetError};
+use crate::health::Health;
 use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{MqPosition, meta_channel};
-use crate::source::meta::EtcdLookup;
+use crate::source::meta::{EtcdLookup, SourceMeta};
 use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderError, ReaderSettings};
 use crate::source::watch::{MetaWatcher, WatchError};
@@ -289,15 +290,8 @@ impl Supervisor {
         let skip = spec.skip_policy();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
-            let meta = match self.runtime.block_on(self.config.source.meta()) {
-                Ok(meta) => meta,
-                Err(err) => {
-                    METRICS.error(ErrorKind::SourceEtcd);
-                    warn!(%err, "source etcd unreachable; retrying");
-                    health.problem(&pchannel, format!("source etcd: {err}"));
-                    pause.wait(&stop);
-                    continue;
-                }
+            let Some(meta) = self.source_meta(&health, &pchannel, &mut pause, &stop) else {
+                continue;
             };
             let mut lookup = EtcdLookup::new(meta, self.runtime.clone());
             let reader = ChannelReader {
@@ -336,6 +330,27 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// A connection to the source's etcd for the thread of `channel`; `None` after a failed
+    /// connect, shown in the task and waited out, for the caller to try again.
+    fn source_meta(
+        &self,
+        health: &Health,
+        channel: &str,
+        pause: &mut Pause,
+        stop: &AtomicBool,
+    ) -> Option<SourceMeta> {
+        match self.runtime.block_on(self.config.source.meta()) {
+            Ok(meta) => Some(meta),
+            Err(err) => {
+                METRICS.error(ErrorKind::SourceEtcd);
+                warn!(%err, "source etcd unreachable; retrying");
+                health.problem(channel, format!("source etcd: {err}"));
+                pause.wait(stop);
+                None
+            }
+        }
+    }
+
     /// Watches the source's etcd for the changes Milvus writes to no topic (see
     /// [`crate::source::watch`]), from the revision the journal holds.
     fn run_meta_watcher(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
@@ -346,15 +361,8 @@ impl Supervisor {
         let source = self.source_rows().ok();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
-            let meta = match self.runtime.block_on(self.config.source.meta()) {
-                Ok(meta) => meta,
-                Err(err) => {
-                    METRICS.error(ErrorKind::SourceEtcd);
-                    warn!(%err, "source etcd unreachable; retrying");
-                    health.problem(&channel, format!("source etcd: {err}"));
-                    pause.wait(&stop);
-                    continue;
-                }
+            let Some(meta) = self.source_meta(&health, &channel, &mut pause, &stop) else {
+                continue;
             };
             let watcher = MetaWatcher {
                 run: &run,
