@@ -302,6 +302,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Saves the task's record only while `run` is its current run, checked in the same
+    /// transaction: what a run that has ended records about itself is refused
+    /// ([`JournalError::StaleRun`]).
+    pub fn put_task_of_run(&self, run: &TaskRun, spec: &[u8]) -> Result<(), JournalError> {
+        let db = self.db()?;
+        let txn = self.begin_write(&db)?;
+        run.check(&txn)?;
+        txn.open_table(TASKS)?.insert(run.task(), spec)?;
+        self.commit(txn)?;
+        Ok(())
+    }
+
     pub fn task(&self, task: &str) -> Result<Option<Vec<u8>>, JournalError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
@@ -343,11 +355,15 @@ impl Journal {
     }
 
     /// Removes the task and everything staged or recorded for it, in one transaction.
+    /// Removes the task's record and every row, offset, position and copy record of it, and
+    /// ends its run in the same transaction: a thread of it still going writes nothing more.
+    /// Answers whether the record existed.
     pub fn delete_task(&self, task: &str) -> Result<bool, JournalError> {
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
         let existed;
         {
+            run::end_run(&txn, task)?;
             existed = txn.open_table(TASKS)?.remove(task)?.is_some();
             txn.open_table(IN_FLIGHT)?.remove(task)?;
             txn.open_table(POISON_MESSAGES)?.remove(task)?;

@@ -60,17 +60,20 @@ impl TaskRun {
     }
 }
 
+/// Ends `task`'s current run inside `txn`, as a new run would begin: the number moves on.
+pub(super) fn end_run(txn: &WriteTransaction, task: &str) -> Result<u64, JournalError> {
+    let mut runs = txn.open_table(RUNS)?;
+    let number = runs.get(task)?.map_or(0, |v| v.value()) + 1;
+    runs.insert(task, number)?;
+    Ok(number)
+}
+
 impl Journal {
     /// Begins a new run of `task`: from now on only the returned run may write its state.
     pub fn begin_run(&self, task: &str) -> Result<TaskRun, JournalError> {
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
-        let number = {
-            let mut runs = txn.open_table(RUNS)?;
-            let number = runs.get(task)?.map_or(0, |v| v.value()) + 1;
-            runs.insert(task, number)?;
-            number
-        };
+        let number = end_run(&txn, task)?;
         self.commit(txn)?;
         Ok(TaskRun {
             task: task.to_owned(),

@@ -697,3 +697,20 @@ fn the_metadata_watchers_revision_is_staged_with_its_rows_and_counts_as_a_tick_n
     let reopened = Journal::open(dir.path()).unwrap();
     assert_eq!(reopened.meta_offset("t", "by-dev-etcd-meta"), None);
 }
+
+#[test]
+fn a_deleted_task_s_run_writes_nothing_more() {
+    let (_dir, journal) = journal();
+    let run = journal.begin_run("t").unwrap();
+    journal.put_task("t", b"{}").unwrap();
+    assert!(journal.delete_task("t").unwrap());
+    assert!(matches!(
+        journal.stage(&run, "ch", &[], kafka(0), 0),
+        Err(JournalError::StaleRun { .. })
+    ));
+    assert!(matches!(
+        journal.put_task_of_run(&run, b"{\"state\":\"failed\"}"),
+        Err(JournalError::StaleRun { .. })
+    ));
+    assert_eq!(journal.task("t").unwrap(), None, "no record comes back");
+}

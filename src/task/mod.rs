@@ -12,6 +12,7 @@
 
 mod error;
 pub mod history;
+mod lifecycle;
 mod runner;
 mod snapshot;
 pub use snapshot::CopyView;
@@ -33,7 +34,7 @@ pub use status::{AppliedPosition, ChannelPosition, ConsistencyPoint, TaskPositio
 
 use crate::config::Config;
 use crate::health::Health;
-use crate::journal::{Journal, TaskRun};
+use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client;
 use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replicate_topic};
 use crate::source::meta::CollectionMeta;
@@ -59,6 +60,9 @@ pub struct Supervisor {
     /// a retrying client repeats or races see each other's result: twenty concurrent creates
     /// of one id create it once and start one run.
     lifecycle: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Creates under way, by task id: their target and scope. Two creates of different ids at
+    /// once each check the other's claim here, since neither has saved its record yet.
+    creating: Mutex<HashMap<String, lifecycle::Claim>>,
     /// Transient faults each task is retrying, shown as its `reason` while it is Running.
     health: Mutex<HashMap<String, Arc<Health>>>,
     history: LagHistory,
@@ -92,6 +96,7 @@ impl Supervisor {
             runtime,
             running: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
@@ -101,20 +106,6 @@ impl Supervisor {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
-    }
-
-    fn lifecycle(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .lifecycle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        locks.entry(id.to_owned()).or_default().clone()
-    }
-
-    /// Waits for the other lifecycle calls of `id`. From a blocking thread only (the API runs
-    /// pause, resume and delete with `spawn_blocking`): they wait for a run's threads to end.
-    fn lifecycle_blocking(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        self.lifecycle(id).blocking_lock_owned()
     }
 
     /// The source's message queue, made at its first use.
@@ -171,8 +162,10 @@ impl Supervisor {
     fn health(&self, id: &str) -> Arc<Health> {
         self.health
             .lock()
-            .map(|mut h| h.entry(id.to_owned()).or_default().clone())
-            .unwrap_or_default()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
     }
 
     fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
@@ -185,10 +178,8 @@ impl Supervisor {
     pub fn resume_all(self: &Arc<Self>) -> Result<(), TaskError> {
         for spec in self.tasks()? {
             if spec.state == TaskState::Running {
-                let id = spec.task_id.clone();
-                if let Err(err) = self.start(spec) {
-                    error!(task = id, %err, "cannot start the task");
-                }
+                // One that cannot start is recorded Failed, and the others start.
+                let _ = self.launch(spec);
             }
         }
         Ok(())
@@ -200,7 +191,12 @@ impl Supervisor {
     ///
     /// Creating a task again with the same id and the same target, collections and start is
     /// not an error: the existing task is answered (`Created::Existing`), so a retried create
-    /// is safe. The same id with anything else is [`TaskError::Exists`].
+    /// is safe. The same id with anything else is [`TaskError::Exists`]; a task of another id
+    /// (saved, or being created at the same time) that writes some of the same collections to
+    /// the same target is [`TaskError::Overlaps`].
+    ///
+    /// A create runs to its end even when its caller goes away, and one that fails leaves
+    /// nothing behind: no rows, offsets or copy records for a later create of its id.
     pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
         milvus_client::check(
             "target",
@@ -209,7 +205,14 @@ impl Supervisor {
             self.config.target.ca_file.as_deref(),
         )
         .map_err(TaskError::InvalidTarget)?;
-        let _one_at_a_time = self.lifecycle(&spec.task_id).lock_owned().await;
+        let me = self.clone();
+        tokio::spawn(async move { me.create_whole(spec).await })
+            .await
+            .map_err(|e| TaskError::Internal(format!("creating the task stopped: {e}")))?
+    }
+
+    async fn create_whole(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
+        let _turn = self.turn(&spec.task_id).await;
         if self.journal.task(&spec.task_id)?.is_some() {
             let existing = self.task(&spec.task_id)?;
             return if existing.same_request(&spec) {
@@ -218,19 +221,24 @@ impl Supervisor {
                 Err(TaskError::Exists(spec.task_id))
             };
         }
-        let scope = spec.scope();
-        let same_target =
-            |uri: &str| uri.trim_end_matches('/') == spec.target.uri.trim_end_matches('/');
-        if let Some(existing) = self
-            .tasks()?
-            .into_iter()
-            .find(|t| same_target(&t.target.uri) && t.scope().overlaps(&scope))
+        let _claim = self.claim(&spec)?;
+        // What a create of this id that crashed left is not this task's.
+        self.journal.delete_task(&spec.task_id)?;
+        let seeded = self.seed(&spec).await;
+        let created = seeded.and_then(|version| self.created(spec.clone(), &version));
+        if created.is_err()
+            && matches!(self.journal.task(&spec.task_id), Ok(None))
+            && let Err(err) = self.journal.delete_task(&spec.task_id)
         {
-            return Err(TaskError::Overlaps {
-                existing: existing.task_id,
-                target: spec.target.uri,
-            });
+            error!(task = %spec.task_id, %err, "cannot remove what a failed create staged");
         }
+        created
+    }
+
+    /// Stages a new task's start: every channel's start position and what exists of its
+    /// collections. Answers the source's Milvus version.
+    async fn seed(self: &Arc<Self>, spec: &TaskSpec) -> Result<String, TaskError> {
+        let scope = spec.scope();
         let meta = self.config.source.meta().await?;
         let version = meta.milvus_version().await??;
         // Taken before the collections are read: the watch sees every metadata change after.
@@ -276,7 +284,7 @@ impl Supervisor {
             other => TaskError::Internal(format!("the source's metadata: {other}")),
         })?;
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
-        let (source_api, mut copies) = match spec.start {
+        let (source_api, copies) = match spec.start {
             StartPosition::Snapshot => (
                 Some(api.ok_or(TaskError::NoSourceApi)?),
                 existing
@@ -312,16 +320,9 @@ impl Supervisor {
         self.journal
             .stage_meta(&run, &channel, &meta_seeds, meta_revision + 1, tick)?;
         if let Some(source) = source_api {
-            // Taken once every start position is: see `CopyProgress::start_ts`.
-            let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;
-            for copy in &mut copies {
-                copy.start_ts = start_ts;
-            }
+            self.stage_copies(&run, &source, copies).await?;
         }
-        for copy in &copies {
-            self.journal.put_copy(&run, copy)?;
-        }
-        self.created(spec, &version)
+        Ok(version)
     }
 
     /// Saves a seeded task as Running and starts it.
@@ -330,17 +331,37 @@ impl Supervisor {
         self.save(&spec)?;
         info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
             start = ?spec.start, source_version = version, "task created");
-        self.start(spec.clone())?;
+        self.launch(spec.clone())?;
         Ok(Created::New(spec))
     }
 
+    /// Starts a task saved as Running; one that cannot start is recorded Failed with the
+    /// reason, so no task is shown Running with no threads.
+    fn launch(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
+        let id = spec.task_id.clone();
+        self.start(spec).inspect_err(|err| {
+            let reason = format!("the task could not start: {err}. Resume it to try again");
+            error!(task = id, %reason, "task failed");
+            let failed = self.stored(&id).and_then(|mut spec| {
+                spec.state = TaskState::Failed;
+                spec.reason = Some(reason);
+                self.save(&spec)
+            });
+            if let Err(err) = failed {
+                error!(task = id, %err, "cannot record the failure");
+            }
+        })
+    }
+
     /// Stops the task's readers and applier and records it as Paused; what was staged stays in
-    /// the journal. Pausing a paused task changes nothing.
+    /// the journal. Pausing a paused task changes nothing, and a Failed task stays Failed, its
+    /// reason and poison kept.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
-        let _one_at_a_time = self.lifecycle_blocking(id);
-        let mut spec = self.stored(id)?;
+        let _turn = self.turn_blocking(id);
+        // Stopped before the record is read: a failure its threads record meanwhile is kept.
         self.stop(id);
-        if spec.state != TaskState::Paused {
+        let mut spec = self.stored(id)?;
+        if spec.state == TaskState::Running {
             spec.state = TaskState::Paused;
             self.save(&spec)?;
             info!(task = id, "task paused");
@@ -352,17 +373,20 @@ impl Supervisor {
     /// stored offsets and its applier at its applied positions (replaying an in-doubt batch).
     /// Resuming a running task changes nothing.
     pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
-        let _one_at_a_time = self.lifecycle_blocking(id);
-        let mut spec = self.stored(id)?;
+        let _turn = self.turn_blocking(id);
+        let spec = self.stored(id)?;
         if spec.state == TaskState::Running && self.is_running(id) {
             return Ok(spec);
         }
+        // Stopped before the record is read: an ending run's failure cannot overwrite it.
+        self.stop(id);
+        let mut spec = self.stored(id)?;
         spec.state = TaskState::Running;
         spec.reason = None;
         // A poison is tried again: its cause may have been fixed (on the target, say).
         spec.poison = None;
         self.save(&spec)?;
-        self.start(spec.clone())?;
+        self.launch(spec.clone())?;
         info!(task = id, "task resumed");
         Ok(spec)
     }
@@ -375,17 +399,20 @@ impl Supervisor {
     fn is_running(&self, id: &str) -> bool {
         self.running
             .lock()
-            .map(|r| r.contains_key(id))
-            .unwrap_or(false)
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
     }
 
+    /// Stops the task and removes it with every journal row of it. Its run ends with it: a
+    /// thread of it still going can write nothing more.
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {
-        let _one_at_a_time = self.lifecycle_blocking(id);
+        let _turn = self.turn_blocking(id);
         self.stop(id);
         self.history.forget(id);
-        if let Ok(mut health) = self.health.lock() {
-            health.remove(id);
-        }
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         if !self.journal.delete_task(id)? {
             return Err(TaskError::NotFound(id.to_owned()));
         }
@@ -398,8 +425,10 @@ impl Supervisor {
         let ids: Vec<String> = self
             .running
             .lock()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
         for id in ids {
             self.stop(&id);
         }
@@ -409,7 +438,9 @@ impl Supervisor {
     /// operator's decision, logged. `at` must name the poison the task shows, so a client that
     /// repeats the call never skips a later one; repeated once done, it changes nothing.
     pub fn skip(self: &Arc<Self>, id: &str, at: &PoisonAt) -> Result<TaskSpec, TaskError> {
-        let _one_at_a_time = self.lifecycle_blocking(id);
+        let _turn = self.turn_blocking(id);
+        // Stopped before the record is read: an ending run's failure cannot overwrite it.
+        self.stop(id);
         let mut spec = self.stored(id)?;
         let poison = match spec.poison.take() {
             Some(poison) if poison.at == *at => poison,
@@ -427,7 +458,7 @@ impl Supervisor {
         spec.state = TaskState::Running;
         spec.reason = None;
         self.save(&spec)?;
-        self.start(spec.clone())?;
+        self.launch(spec.clone())?;
         Ok(spec)
     }
 
@@ -449,6 +480,11 @@ impl Supervisor {
         self.fail_with(run, reason, None)
     }
 
+    /// Called only by the threads of `run`. Every lifecycle call that writes the record stops
+    /// (and waits for) the run's threads before it reads the record, so none interleaves with
+    /// this; and the record is written only while `run` is the current one, checked in the
+    /// write. A failure the journal cannot record yet is tried again while the run is current,
+    /// and shown meanwhile as the task's reason.
     fn fail_with(&self, run: &TaskRun, reason: String, poison: Option<Poison>) {
         let id = run.task();
         {
@@ -461,14 +497,38 @@ impl Supervisor {
             }
         }
         error!(task = id, %reason, "task failed");
-        if let Ok(mut spec) = self.stored(id) {
-            spec.state = TaskState::Failed;
-            spec.reason = Some(reason);
-            spec.poison = poison;
-            if let Err(err) = self.save(&spec) {
-                error!(task = id, %err, "cannot record the failure");
+        loop {
+            let recorded = self.stored(id).and_then(|mut spec| {
+                spec.state = TaskState::Failed;
+                spec.reason = Some(reason.clone());
+                spec.poison = poison.clone();
+                let bytes = serde_json::to_vec(&spec)
+                    .map_err(|e| TaskError::Corrupt(id.to_owned(), e.to_string()))?;
+                Ok(self.journal.put_task_of_run(run, &bytes)?)
+            });
+            let err = match recorded {
+                Ok(()) | Err(TaskError::Journal(JournalError::StaleRun { .. })) => return,
+                Err(err) => err,
+            };
+            error!(task = id, %err, "cannot record the failure yet; retrying");
+            self.health(id).problem(
+                "task",
+                format!("failed, but its failure is not recorded yet ({err}): {reason}"),
+            );
+            if !self.is_current(run) {
+                return;
             }
+            std::thread::sleep(std::time::Duration::from_secs(1));
         }
+    }
+
+    /// Whether `run` is the task's run still listed as running.
+    fn is_current(&self, run: &TaskRun) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run.task())
+            .is_some_and(|current| current.run == run.number())
     }
 }
 
@@ -514,5 +574,137 @@ mod tests {
         supervisor
             .delete("bad")
             .expect("a corrupt task can be deleted");
+    }
+
+    fn supervisor() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<Supervisor>) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let supervisor = Supervisor::new(journal, Config::default(), runtime.handle().clone());
+        (dir, runtime, supervisor)
+    }
+
+    fn stored_task(supervisor: &Supervisor, id: &str, state: TaskState, target: &str) -> TaskSpec {
+        let spec = TaskSpec {
+            state,
+            reason: None,
+            collections: vec!["*".into()],
+            target: TargetSpec {
+                uri: target.into(),
+                token: Default::default(),
+            },
+            ..TaskSpec::unreadable(id.into(), "")
+        };
+        supervisor.save(&spec).unwrap();
+        spec
+    }
+
+    #[test]
+    fn calls_with_ids_of_no_task_leave_no_lifecycle_lock_behind() {
+        let (_dir, _runtime, supervisor) = supervisor();
+        stored_task(&supervisor, "kept", TaskState::Paused, "http://t");
+        for i in 0..1000 {
+            let id = format!("missing-{i}");
+            assert!(matches!(supervisor.pause(&id), Err(TaskError::NotFound(_))));
+            assert!(matches!(
+                supervisor.resume(&id),
+                Err(TaskError::NotFound(_))
+            ));
+            assert!(matches!(
+                supervisor.delete(&id),
+                Err(TaskError::NotFound(_))
+            ));
+        }
+        supervisor.pause("kept").unwrap();
+        assert_eq!(supervisor.turn_locks(), 1, "only the task that exists");
+        supervisor.delete("kept").unwrap();
+        assert_eq!(supervisor.turn_locks(), 0);
+    }
+
+    #[test]
+    fn a_create_under_way_holds_its_target_and_scope_against_another_id() {
+        let (_dir, _runtime, supervisor) = supervisor();
+        let first = TaskSpec {
+            collections: vec!["*".into()],
+            target: TargetSpec {
+                uri: "http://t:19530".into(),
+                token: Default::default(),
+            },
+            ..TaskSpec::unreadable("first".into(), "")
+        };
+        let second = TaskSpec {
+            task_id: "second".into(),
+            target: TargetSpec {
+                uri: "http://t:19530/".into(),
+                token: Default::default(),
+            },
+            ..first.clone()
+        };
+        let elsewhere = TaskSpec {
+            task_id: "elsewhere".into(),
+            target: TargetSpec {
+                uri: "http://other:19530".into(),
+                token: Default::default(),
+            },
+            ..first.clone()
+        };
+        let claimed = supervisor.claim(&first).unwrap();
+        match supervisor.claim(&second) {
+            Err(TaskError::Overlaps { existing, .. }) => assert_eq!(existing, "first"),
+            Err(other) => panic!("a second claim of the same scope and target: {other}"),
+            Ok(_) => panic!("a second claim of the same scope and target was granted"),
+        }
+        let _other_target = supervisor
+            .claim(&elsewhere)
+            .expect("another target is free");
+        drop(claimed);
+        supervisor
+            .claim(&second)
+            .expect("free once the first create ended");
+    }
+
+    #[test]
+    fn a_saved_task_holds_its_target_and_scope_against_a_new_create() {
+        let (_dir, _runtime, supervisor) = supervisor();
+        stored_task(&supervisor, "saved", TaskState::Paused, "http://t");
+        let new = TaskSpec {
+            collections: vec!["orders".into()],
+            target: TargetSpec {
+                uri: "http://t".into(),
+                token: Default::default(),
+            },
+            ..TaskSpec::unreadable("new".into(), "")
+        };
+        assert!(matches!(
+            supervisor.claim(&new),
+            Err(TaskError::Overlaps { existing, .. }) if existing == "saved"
+        ));
+    }
+
+    #[test]
+    fn pausing_a_failed_task_keeps_its_reason_and_poison() {
+        let (_dir, _runtime, supervisor) = supervisor();
+        let poison = Poison {
+            at: PoisonAt::Row {
+                vchannel: "v".into(),
+                position: crate::model::RowPosition { ts: 7, seq: 1 },
+            },
+            ts: Some(7),
+            error: "refused".into(),
+        };
+        let failed = TaskSpec {
+            reason: Some("stopped on a poison".into()),
+            poison: Some(poison.clone()),
+            ..stored_task(&supervisor, "t", TaskState::Failed, "http://t")
+        };
+        supervisor.save(&failed).unwrap();
+
+        let paused = supervisor.pause("t").unwrap();
+        let stored = supervisor.task("t").unwrap();
+        for spec in [paused, stored] {
+            assert_eq!(spec.state, TaskState::Failed);
+            assert_eq!(spec.poison.as_ref(), Some(&poison));
+            assert_eq!(spec.reason.as_deref(), Some("stopped on a poison"));
+        }
     }
 }

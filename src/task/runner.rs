@@ -25,7 +25,11 @@ use crate::source::watch::{MetaWatcher, WatchError};
 
 impl Supervisor {
     pub(super) fn stop(&self, id: &str) {
-        let running = self.running.lock().ok().and_then(|mut r| r.remove(id));
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         if let Some(running) = running {
             running.stop.store(true, Ordering::Relaxed);
             for thread in running.threads {
@@ -46,9 +50,10 @@ impl Supervisor {
             .copies(&spec.task_id)?
             .iter()
             .any(|c| !c.is_done());
-        if let Ok(mut health) = self.health.lock() {
-            health.insert(spec.task_id.clone(), Arc::default());
-        }
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(spec.task_id.clone(), Arc::default());
         // Held while the threads start, so that one failing at once finds its run listed.
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let stop = Arc::new(AtomicBool::new(false));

@@ -155,6 +155,22 @@ impl Supervisor {
             .collect())
     }
 
+    /// Records a new task's copies, each to start at the source's clock now: see
+    /// `CopyProgress::start_ts` (taken once every start position is).
+    pub(super) async fn stage_copies(
+        &self,
+        run: &TaskRun,
+        source: &RowReader,
+        mut copies: Vec<CopyProgress>,
+    ) -> Result<(), TaskError> {
+        let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;
+        for copy in &mut copies {
+            copy.start_ts = start_ts;
+            self.journal.put_copy(run, copy)?;
+        }
+        Ok(())
+    }
+
     /// A client of the source's API, which snapshot copies and verify read rows through.
     pub(super) fn source_rows(&self) -> Result<RowReader, TaskError> {
         let config = &self.config.source;

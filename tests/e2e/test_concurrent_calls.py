@@ -82,3 +82,30 @@ def test_creates_racing_pause_resume_and_delete_leave_one_run(source, target, se
     assert actions["resume"]() == 200
     for name in workload(source, names, "raced"):
         assert_replicated(source, target, name, timeout=180)
+
+
+def post(server, path: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", data=json.dumps(body).encode(),
+                                 method="POST", headers=server.headers())
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_twenty_concurrent_creates_without_a_task_id_make_one_task_and_the_rest_name_it(
+        source, target, server, names):
+    # The README's own create, as a client that retries a create it thinks timed out sends it.
+    create = {"request_type": "create", "request_data": {
+        "milvus_connect_param": {"uri": target.uri, "token": ""},
+        "collection_infos": [{"name": "*"}]}}
+    replies = all_at_once([lambda: post(server, "/cdc", create)] * 20)
+    created = [reply["data"]["task_id"] for status, reply in replies if status == 200]
+    assert len(created) == 1, replies
+    refused = [reply["message"] for status, reply in replies if status != 200]
+    assert [status for status, _ in replies].count(409) == 19, replies
+    assert all(f"task {created[0]} already replicates" in message for message in refused), refused
+    assert [t["task_id"] for t in server.request("GET", "/v1/tasks")[1]["tasks"]] == created
+    for name in workload(source, names, "unnamed"):
+        assert_replicated(source, target, name, timeout=180)
