@@ -125,6 +125,10 @@ pub struct JournalConfig {
     pub max_bytes: u64,
     /// Keep applied rows (for `dump`) instead of deleting them once the target has them.
     pub retain_applied: bool,
+    /// The free space staging leaves on the journal's disk at least (it also leaves room for
+    /// the journal's file to grow once): the applier needs it to commit, drain and shrink.
+    /// Unset, the journal's default (64 MiB).
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 impl Default for JournalConfig {
@@ -132,6 +136,7 @@ impl Default for JournalConfig {
         Self {
             max_bytes: 1 << 30,
             retain_applied: false,
+            disk_reserve_bytes: None,
         }
     }
 }
@@ -284,13 +289,16 @@ mod tests {
 
     #[test]
     fn journal_limits_are_configurable() {
-        let config: Config =
-            toml::from_str("[journal]\nmax_bytes = 1024\nretain_applied = true\n").unwrap();
+        let config: Config = toml::from_str(
+            "[journal]\nmax_bytes = 1024\nretain_applied = true\ndisk_reserve_bytes = 5\n",
+        )
+        .unwrap();
         assert_eq!(
             config.journal,
             JournalConfig {
                 max_bytes: 1024,
-                retain_applied: true
+                retain_applied: true,
+                disk_reserve_bytes: Some(5),
             }
         );
     }

@@ -206,6 +206,9 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
             .map_err(|source| CliError::Listen { addr: config.listen, source })?;
         let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
         let journal = std::sync::Arc::new(Journal::open(&data_dir)?);
+        if let Some(reserve) = config.journal.disk_reserve_bytes {
+            journal.set_disk_reserve(reserve);
+        }
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
         supervisor.resume_all()?;
         supervisor.start_sampling(std::time::Duration::from_secs(5));

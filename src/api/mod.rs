@@ -134,11 +134,17 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "observability",
     responses(
         (status = 200, description = "The appliance can do its work", body = String, content_type = "text/plain"),
-        (status = 503, description = "It cannot, and why: the journal's disk failing, since when", body = String,
+        (status = 503, description = "It cannot, and why: the journal's disk failing or too full to stage, since when", body = String,
             content_type = "text/plain"),
     ))]
 async fn readyz(State(supervisor): State<Arc<Supervisor>>) -> Response {
-    match supervisor.journal().storage_fault() {
+    let journal = supervisor.journal();
+    if let Some(hold) = journal.disk_hold() {
+        let since = humantime::format_rfc3339_seconds(hold.since);
+        let why = format!("not ready: journal {hold} (since {since})");
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
+    match journal.storage_fault() {
         None => "ready".into_response(),
         Some(fault) => {
             let since = humantime::format_rfc3339_seconds(fault.since);

@@ -32,6 +32,7 @@
 //! `record.rs`; the offline `dump` in `dump.rs`.
 
 mod copies;
+mod disk;
 mod drain;
 pub mod dump;
 pub mod lag;
@@ -42,6 +43,7 @@ mod run;
 mod stage;
 mod storage;
 
+pub use disk::DiskHold;
 pub use run::TaskRun;
 pub use storage::StorageFault;
 use storage::StorageState;
@@ -164,6 +166,7 @@ pub struct Journal {
     /// Notified after each stage; the count of stages is kept in `recent`.
     staged: Condvar,
     storage: StorageState,
+    disk: disk::DiskState,
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, JournalError> {
@@ -276,6 +279,7 @@ impl Journal {
             recent: Mutex::new(recent),
             staged: Condvar::new(),
             storage: StorageState::default(),
+            disk: disk::DiskState::default(),
         })
     }
 

@@ -374,6 +374,21 @@ impl ChannelReader<'_> {
         {
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.wait_for_disk_room()
+    }
+
+    /// Holds staging while the journal's disk has less free space than it keeps
+    /// (`journal/disk.rs`), shown as the task's reason. Nothing announces room on a disk, so
+    /// it is looked at again every quarter second.
+    fn wait_for_disk_room(&self) -> Result<(), ReaderError> {
+        while let Some(hold) = self.journal.staging_room()? {
+            self.health.problem("journal disk", &hold);
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.health.resolved("journal disk");
         Ok(())
     }
 }
