@@ -20,10 +20,11 @@ pub fn hit(name: &str) {
     }
 }
 
-/// How long to wait at the named point: zero unless `MILVUS_CDC_DELAY_AT` names it.
+/// How long to wait at the named point: zero unless `MILVUS_CDC_DELAY_AT` names it. A wait is
+/// logged as it begins, so a test acts once the window is open rather than after a guess.
 pub fn delay(name: &str) -> Duration {
     static DELAY_AT: OnceLock<Option<(String, Duration)>> = OnceLock::new();
-    DELAY_AT
+    let delay = DELAY_AT
         .get_or_init(|| {
             let value = std::env::var("MILVUS_CDC_DELAY_AT").ok()?;
             let (point, millis) = value.split_once(':')?;
@@ -34,5 +35,9 @@ pub fn delay(name: &str) -> Duration {
         })
         .as_ref()
         .filter(|(point, _)| point == name)
-        .map_or(Duration::ZERO, |(_, delay)| *delay)
+        .map_or(Duration::ZERO, |(_, delay)| *delay);
+    if !delay.is_zero() {
+        eprintln!("milvus-cdc: waiting {delay:?} at {name} (MILVUS_CDC_DELAY_AT)");
+    }
+    delay
 }

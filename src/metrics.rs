@@ -82,6 +82,8 @@ pub enum ErrorKind {
     TargetTransient,
     /// A target refusal that fails the task.
     TargetPermanent,
+    /// The target refuses every call (credentials, privileges, a collection gone): retried.
+    TargetBlocked,
     /// The applier stopped on another error (the journal) and restarts.
     Applier,
     /// The source's etcd could not be reached.
@@ -98,6 +100,7 @@ impl ErrorKind {
             ErrorKind::MessageRejected => "message_rejected",
             ErrorKind::TargetTransient => "target_transient",
             ErrorKind::TargetPermanent => "target_permanent",
+            ErrorKind::TargetBlocked => "target_blocked",
             ErrorKind::Applier => "applier",
             ErrorKind::SourceEtcd => "source_etcd",
             ErrorKind::Broker => "broker",
@@ -299,7 +302,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         .register(&mut registry, "applied", "acknowledged by the target");
     registry.register(
         "errors",
-        "Errors by kind (message_rejected, target_transient, target_permanent, applier, source_etcd, broker, reader)",
+        "Errors by kind (message_rejected, target_transient, target_permanent, target_blocked, applier, source_etcd, broker, reader)",
         m.errors.clone(),
     );
     registry.register(

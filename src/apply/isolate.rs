@@ -79,7 +79,9 @@ impl<T: Target> Applier<'_, T> {
     }
 
     /// Sends one row with `call` (retried while the error is transient), or passes over it if
-    /// the skip policy allows; the poison when the target refuses it for good.
+    /// the skip policy allows; the poison when the target refuses it for good. A target that
+    /// refuses every call ([`TargetError::Blocked`]) refuses no row: that is returned as the
+    /// error it is, and the batch waits, never skipped.
     fn try_row(
         &mut self,
         row: &JournalRow,
@@ -97,7 +99,7 @@ impl<T: Target> Applier<'_, T> {
         let error = match self.with_retries(|t, _| call(t)) {
             Ok(()) => return Ok(None),
             Err(TargetError::Permanent(error)) => error,
-            Err(transient) => return Err(transient.into()),
+            Err(waits) => return Err(waits.into()),
         };
         let poison = Poison {
             at,

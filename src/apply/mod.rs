@@ -30,10 +30,13 @@
 //! - Nothing is passed over unasked: a batch the target refuses for a permanent reason is
 //!   taken apart row by row ([`Applier::isolate`]) and the task stops on the row refused,
 //!   until an operator approves skipping exactly that row (or the task has `skip_poison`).
+//!   A refusal that is not of the row (credentials, privileges, a database or collection gone
+//!   from the target: [`TargetError::Blocked`]) is never a poison: it waits, retried.
 //!
 //! Crash behaviour, per batch:
 //! 1. [`Journal::begin_batch`] commits an in-flight marker naming the batch's rows.
-//! 2. The target calls are made (retried while the error is transient).
+//! 2. The target calls are made (retried while the error is transient, or while the target
+//!    refuses every call: [`TargetError::Blocked`]).
 //! 3. [`Journal::commit_batch`] moves the applied positions and clears the marker together.
 //!
 //! A crash before 1 leaves the rows pending: they are sent later, once. A crash between 1 and 3
@@ -78,6 +81,20 @@ pub enum TargetError {
     /// Retrying cannot help: the task fails with this reason.
     #[error("target rejected the change: {0}")]
     Permanent(String),
+    /// The target refuses the task's calls whatever rows they carry: its credentials or
+    /// privileges, or a database, collection or partition it no longer has (dropped or renamed
+    /// behind the appliance's back). It names no row, so it is never a poison: the task waits,
+    /// retrying with backoff as for an outage, until an operator repairs the target.
+    #[error("target refuses the task's calls, waiting until it is repaired: {0}")]
+    Blocked(String),
+}
+
+impl TargetError {
+    /// Whether the call is tried again (after a pause): everything but a refusal of the
+    /// change itself.
+    pub fn retried(&self) -> bool {
+        !matches!(self, TargetError::Permanent(_))
+    }
 }
 
 /// Where changes are applied. Data calls run on a thread of their own while the applier reads

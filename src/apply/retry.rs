@@ -18,6 +18,7 @@ pub(super) struct Retries<'r> {
 
 impl Retries<'_> {
     /// Runs `call` until it succeeds, fails permanently, runs out of attempts or the task stops.
+    /// A target that refuses every call ([`TargetError::Blocked`]) is retried as an outage.
     /// The second argument tells the call whether the target may already have its data: after a
     /// transient failure it may (the request can have landed before the connection broke).
     ///
@@ -41,10 +42,13 @@ impl Retries<'_> {
         })
         .retry(backoff)
         .sleep(std::thread::sleep)
-        .when(|e| matches!(e, TargetError::Transient(_)) && !stop.load(Ordering::Relaxed))
+        .when(|e| e.retried() && !stop.load(Ordering::Relaxed))
         .notify(|err, delay| {
             METRICS.target_retries.inc();
-            METRICS.error(ErrorKind::TargetTransient);
+            METRICS.error(match err {
+                TargetError::Blocked(_) => ErrorKind::TargetBlocked,
+                _ => ErrorKind::TargetTransient,
+            });
             health.problem("target", err);
             tracing::warn!(task, %err, ?delay, "target call failed; retrying");
         })

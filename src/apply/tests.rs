@@ -39,6 +39,8 @@ struct FakeTarget {
     stop: Option<(usize, Arc<AtomicBool>)>,
     /// Refuses for good every insert of this key (a row the target will never take).
     refuse: Option<i64>,
+    /// Refuses every call whatever its rows (credentials broken, say), while set.
+    blocked: bool,
 }
 
 fn keys_and_values(call: &Call) -> Vec<(i64, i64)> {
@@ -77,6 +79,9 @@ impl FakeTarget {
             self.crash = None;
             self.crashed = true;
             return Err(TargetError::Permanent("crash".into()));
+        }
+        if self.blocked {
+            return Err(TargetError::Blocked("authentication failed".into()));
         }
         if self
             .refuse
@@ -436,4 +441,35 @@ fn a_refusal_with_nothing_in_flight_is_not_a_row() {
     let mut target = FakeTarget::default();
     let mut applier = new_applier(&journal, &mut target, 512);
     assert_eq!(applier.isolate().unwrap(), Isolated::NothingInFlight);
+}
+
+#[test]
+fn a_target_that_refuses_every_call_names_no_row_and_skip_poison_skips_nothing() {
+    let (_dir, journal, mut target) = refused_third_row();
+    target.refuse = None;
+    target.blocked = true;
+    let mut applier = new_applier(&journal, &mut target, 512);
+    applier.skip.every = true;
+    applier.settings.retry_initial = std::time::Duration::from_millis(1);
+    applier.settings.retry_max = std::time::Duration::from_millis(1);
+    applier.settings.retry_attempts = 2;
+    let refused = applier.step().unwrap_err();
+    assert!(
+        matches!(refused, ApplyError::Target(TargetError::Blocked(_))),
+        "{refused}"
+    );
+    // Taken apart, it still refuses no row in particular: nothing is passed over.
+    assert!(matches!(
+        applier.isolate(),
+        Err(ApplyError::Target(TargetError::Blocked(_)))
+    ));
+    assert!(journal.in_flight("t").unwrap().is_some(), "the batch waits");
+
+    // Repaired: every row arrives, once.
+    applier.target.blocked = false;
+    applier.recover().unwrap();
+    while applier.step().unwrap() {}
+    drop(applier);
+    assert_eq!(journal.in_flight("t").unwrap(), None);
+    assert_eq!(stored_keys(&target), [(1, 1), (2, 1), (3, 1), (4, 1)]);
 }

@@ -5,14 +5,13 @@ lag over time. The screenshot is kept in `target/e2e/status-page.png`."""
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 from pymilvus import DataType, FieldSchema
 
 from cdc import ROOT, CdcServer
 from workload import (assert_replicated, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema,
-                      unique_name)
+                      unique_name, wait_until)
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,7 +40,10 @@ def test_the_status_page_shows_the_task_and_its_lag_chart(tmp_path, env, source,
         assert_replicated(source, target, name)
         status, verified = server.request("POST", f"/v1/tasks/{task}/verify")
         assert status == 200 and verified["equal"], verified
-        time.sleep(11)  # two lag samples (every 5 s)
+        # The chart draws a line through two lag samples at least (one every 5 s).
+        samples = lambda: next(t for t in server.request("GET", "/v1/status")[1]["tasks"]  # noqa: E731
+                               if t["task_id"] == task).get("history", [])
+        wait_until("two lag samples", lambda: [] if len(samples()) >= 2 else [samples()], timeout=30, interval=0.5)
         url = f"http://127.0.0.1:{server.port}/"
         dom = chromium("--dump-dom", url)
         assert dom.returncode == 0, dom.stderr[-2000:]

@@ -12,7 +12,8 @@ import pytest
 from pymilvus import DataType, FieldSchema
 
 from cdc import BINARY, ROOT, CdcServer, free_port
-from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema, unique_name
+from workload import (assert_replicated, create_collection, drop_database, insert, int64_pk, make_rows,
+                      replicated_database, schema, unique_name, wait_until)
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
 
@@ -121,21 +122,40 @@ def test_cdc_list_needs_no_request_data(server):
     assert server.post("", raw=b'{"request_type": "list"}') == (200, {"code": 200, "data": {"tasks": []}})
 
 
-def test_a_task_paused_under_load_resumes_without_loss(server, source, target, collection):
+def rows_applied(server: CdcServer, task: str) -> float:
+    return server.metrics().get(f'milvus_cdc_task_rows_applied_total{{task="{task}"}}', 0)
+
+
+def test_a_task_paused_under_load_resumes_without_loss(server, tmp_path, env, source, target, collection):
     task = server.create_task(target.uri, collections=(collection,))
-    create_collection(source, collection, SMALL, shards=2)
-    writer = threading.Thread(target=insert, args=(source, collection, make_rows(SMALL, range(20_000), seed=3)),
-                              kwargs={"batch": 500})
-    writer.start()
-    time.sleep(2)
-    assert server.request("POST", f"/v1/tasks/{task}/pause")[1]["state"] == "Paused"
-    applied = server.metrics().get("milvus_cdc_rows_applied_total", 0)
-    writer.join()
-    insert(source, collection, make_rows(SMALL, range(20_000, 25_000), seed=4), batch=1_000)
-    time.sleep(2)
-    assert server.metrics().get("milvus_cdc_rows_applied_total", 0) == applied, "a paused task applied rows"
-    assert server.request("POST", f"/v1/tasks/{task}/resume")[1]["state"] == "Running"
-    assert_replicated(source, target, collection, timeout=120)
+    # A witness: a second appliance replicating the same collection into a database of its own,
+    # never paused. Once it has every row, the paused task has had every chance to apply them.
+    witness_db = unique_name("witness")
+    (tmp_path / "witness").mkdir()
+    witness = CdcServer(tmp_path / "witness", env).start()
+    try:
+        status, reply = witness.post("create", {
+            "milvus_connect_param": {"uri": target.uri}, "collection_infos": [{"name": collection}],
+            "name_mapping": [{"source_db": "default", "target_db": witness_db}]})
+        assert status == 200, reply
+        create_collection(source, collection, SMALL, shards=2)
+        writer = threading.Thread(target=insert, args=(source, collection, make_rows(SMALL, range(20_000), seed=3)),
+                                  kwargs={"batch": 500})
+        writer.start()
+        wait_until("rows applied while the writer runs", lambda: [] if rows_applied(server, task) > 0 else ["none"],
+                   timeout=60, interval=0.2)
+        assert writer.is_alive(), "the load ended before the pause"
+        assert server.request("POST", f"/v1/tasks/{task}/pause")[1]["state"] == "Paused"
+        applied = rows_applied(server, task)
+        writer.join()
+        insert(source, collection, make_rows(SMALL, range(20_000, 25_000), seed=4), batch=1_000)
+        assert_replicated(source, replicated_database(target, witness_db), collection, timeout=120)
+        assert rows_applied(server, task) == applied, "a paused task applied rows"
+        assert server.request("POST", f"/v1/tasks/{task}/resume")[1]["state"] == "Running"
+        assert_replicated(source, target, collection, timeout=120)
+    finally:
+        witness.stop()
+        drop_database((target,), witness_db)
 
 
 def test_with_a_token_every_call_but_health_needs_it(tmp_path, env):
@@ -211,11 +231,10 @@ def test_lag_rises_while_the_target_is_stopped_and_falls_when_it_is_back(server,
     os.kill(pid, signal.SIGSTOP)
     try:
         insert(source, collection, make_rows(SMALL, range(1_000, 2_000), seed=6), batch=1_000)
-        time.sleep(6)
-        stalled = apply_lag(server, task)
+        wait_until("the lag to rise while the target is stopped",
+                   lambda: [] if apply_lag(server, task) > 5.0 else [apply_lag(server, task)], timeout=20, interval=0.5)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert stalled > 5.0, f"lag {stalled:.1f}s while the target was stopped"
     assert wait_lag_below(server, task, 2.0, timeout=120) < 2.0
     assert_replicated(source, target, collection, timeout=60)
 
@@ -272,7 +291,9 @@ def test_a_collection_created_while_a_task_takes_its_start_positions_is_replicat
         create = lambda: created.append(server.create_task(target.uri, collections=(collection,)))  # noqa: E731
         starting = threading.Thread(target=create)
         starting.start()
-        time.sleep(1)
+        waiting = lambda: "waiting" in server.log.read_text() and "at task-positions" in server.log.read_text()  # noqa: E731
+        wait_until("the task listed the collections and waits to take its positions",
+                   lambda: [] if waiting() else ["not yet"], timeout=30, interval=0.1)
         create_collection(source, collection, SMALL, shards=2)
         starting.join()
         assert created, "the task was not created"

@@ -44,9 +44,14 @@ impl MilvusTarget {
                     Ok::<(), TargetError>(())
                 },
             )));
-        // A permanent error decides the outcome; otherwise the first transient one.
+        // A permanent error decides the outcome (the batch is taken apart); then a target that
+        // refuses every call (its reason is what the task waits for); then a transient one.
         let mut errors: Vec<TargetError> = results.into_iter().filter_map(Result::err).collect();
-        errors.sort_by_key(|e| matches!(e, TargetError::Transient(_)));
+        errors.sort_by_key(|e| match e {
+            TargetError::Permanent(_) => 0,
+            TargetError::Blocked(_) => 1,
+            TargetError::Transient(_) => 2,
+        });
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 

@@ -192,6 +192,8 @@ impl MilvusTarget {
 /// them also come for a request it will never take: a message over its size limit
 /// (`ResourceExhausted`) and one that does not unmarshal (`Internal`), say a bad `FieldData`.
 /// Retrying those would wedge the task for ever; they are permanent, so the row is named.
+/// Credentials refused, privileges missing or something not found say nothing of the row:
+/// they block every call until the target is repaired.
 fn classify_rpc(what: String, status: &tonic::Status) -> TargetError {
     use tonic::Code::*;
     let message = status.message();
@@ -199,11 +201,25 @@ fn classify_rpc(what: String, status: &tonic::Status) -> TargetError {
     let never_taken = message.contains("larger than max") || message.contains("unmarshal");
     match status.code() {
         ResourceExhausted | Internal if never_taken => TargetError::Permanent(reason),
+        Unauthenticated | PermissionDenied | NotFound => TargetError::Blocked(reason),
         Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Unknown | Cancelled
         | Internal => TargetError::Transient(reason),
         _ => TargetError::Permanent(reason),
     }
 }
+
+/// Milvus's answers (`code`, 2.3's merr codes) that the target refuses every call of the task,
+/// whatever its rows: a collection (100), partition (200) or database (800) it does not have,
+/// credentials it does not take or privileges the user lacks (1400 to 1402).
+const BLOCKING_CODES: [i32; 6] = [100, 200, 800, 1400, 1401, 1402];
+
+/// The same in the `error_code` Milvus 2.3 fills in as well.
+#[allow(deprecated)]
+const BLOCKING_ERROR_CODES: [ErrorCode; 3] = [
+    ErrorCode::PermissionDenied,
+    ErrorCode::CollectionNotExists,
+    ErrorCode::CollectionNameNotFound,
+];
 
 /// Milvus answers most failures inside a successful RPC, in `status`.
 // `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
@@ -223,17 +239,40 @@ fn check(rpc: &str, collection: &str, status: Option<&Status>) -> Result<(), Tar
             ErrorCode::NotReadyCoordActivating as i32,
         ]
         .contains(&status.error_code);
+    let blocked = BLOCKING_CODES.contains(&status.code)
+        || BLOCKING_ERROR_CODES
+            .iter()
+            .any(|code| *code as i32 == status.error_code);
     Err(if transient {
         TargetError::Transient(reason)
+    } else if blocked {
+        TargetError::Blocked(reason)
     } else {
         TargetError::Permanent(reason)
     })
 }
 
+impl MilvusTarget {
+    /// Forgets what is known of `c` on the target after it refused a call as
+    /// [`TargetError::Blocked`]: whatever repairs the target (the collection made again, or
+    /// moved back) is found afresh when the call is retried.
+    fn forget(&mut self, c: &CollectionRef) {
+        self.shapes.remove(&shape_key(c));
+        self.located.remove(&c.id);
+    }
+}
+
 impl Target for MilvusTarget {
     fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        let calls = self.addressed_calls(per_vchannel)?;
-        self.send_data(&calls, replay)
+        let sent = self
+            .addressed_calls(per_vchannel)
+            .and_then(|calls| self.send_data(&calls, replay));
+        if let Err(TargetError::Blocked(_)) = &sent {
+            for call in per_vchannel.iter().flatten() {
+                self.forget(call.collection());
+            }
+        }
+        sent
     }
 
     fn not_ready(&mut self, ddl: &Ddl) -> Result<Option<String>, TargetError> {
@@ -247,6 +286,17 @@ impl Target for MilvusTarget {
     }
 
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
+        let applied = self.apply_addressed_ddl(ddl);
+        if let Err(TargetError::Blocked(_)) = &applied {
+            self.forget(&ddl.collection);
+        }
+        applied
+    }
+}
+
+impl MilvusTarget {
+    /// [`Target::apply_ddl`], addressed to the collection's name on the target.
+    fn apply_addressed_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError> {
         let ddl = &*self.addressed_ddl(ddl)?;
         if self.superseded_event(ddl)? {
             return Ok(());
@@ -296,6 +346,53 @@ mod tests {
         )));
         assert!(!permanent(classify(Code::Internal, "h2 protocol error")));
         assert!(permanent(classify(Code::InvalidArgument, "bad request")));
+    }
+
+    #[test]
+    fn credentials_privileges_and_what_is_not_found_block_every_call_and_refuse_no_row() {
+        use tonic::{Code, Status as Rpc};
+        let classify =
+            |code, message: &str| classify_rpc("Insert".into(), &Rpc::new(code, message));
+        let blocked = |e: TargetError| matches!(e, TargetError::Blocked(_));
+        assert!(blocked(classify(
+            Code::Unauthenticated,
+            "auth check failure, please check username and password are correct"
+        )));
+        assert!(blocked(classify(
+            Code::PermissionDenied,
+            "PrivilegeInsert: permission deny"
+        )));
+        assert!(blocked(classify(Code::NotFound, "no such database")));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn milvus_statuses_of_a_collection_database_or_privilege_not_there_block() {
+        // As the testbed's Milvus 2.3.5 answers an insert into a database or collection it
+        // does not have, and a listing of a database it does not have.
+        let collection_gone = Status {
+            error_code: ErrorCode::CollectionNotExists as i32,
+            code: 100,
+            reason: "collection not found[database=d][collection=c]".into(),
+            ..Default::default()
+        };
+        let database_gone = Status {
+            error_code: ErrorCode::UnexpectedError as i32,
+            code: 800,
+            reason: "database not found[database=d]".into(),
+            ..Default::default()
+        };
+        let not_permitted = Status {
+            error_code: ErrorCode::PermissionDenied as i32,
+            reason: "permission deny".into(),
+            ..Default::default()
+        };
+        for status in [collection_gone, database_gone, not_permitted] {
+            assert!(
+                matches!(check("Insert", "c", Some(&status)), Err(TargetError::Blocked(r)) if r.contains(&status.reason)),
+                "{status:?}"
+            );
+        }
     }
 
     #[test]
