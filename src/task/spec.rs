@@ -109,8 +109,7 @@ impl TaskSpec {
     /// A journal record as `dump` shows it: every secret blanked by its type. A record that
     /// does not read is shown as where it breaks, not as its text, which may hold a secret.
     pub fn shown(record: &[u8]) -> serde_json::Value {
-        let shown =
-            serde_json::from_slice::<TaskSpec>(record).and_then(|spec| serde_json::to_value(spec));
+        let shown = serde_json::from_slice::<TaskSpec>(record).and_then(serde_json::to_value);
         shown.unwrap_or_else(|e| {
             serde_json::json!({ "unreadable": format!(
                 "{:?} error at line {} column {}", e.classify(), e.line(), e.column()
