@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::model::{CaFile, CaFileError, Secret};
 use crate::source::SourceConfig;
+use crate::source::mq::MqConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -33,6 +34,12 @@ pub enum ConfigError {
          (loopback only)"
     )]
     EmptyToken(String),
+    /// Empty, the Pulsar client would connect without authentication.
+    #[error(
+        "the Pulsar token in {0} is empty: give it a value, or remove it to connect without \
+         authentication"
+    )]
+    EmptyPulsarToken(&'static str),
     #[error("[api] token and [api] token_file are both set: keep one")]
     TwoTokens,
     #[error("cannot read [api] token_file {path}: {source}")]
@@ -189,6 +196,27 @@ impl Config {
         Ok(token)
     }
 
+    /// Puts the Pulsar token in effect into `[source.mq]`: `env_token` (from
+    /// `MILVUS_CDC_PULSAR_TOKEN`) over the config's `token`. An empty one is refused, as the
+    /// API's is. On Kafka there is none to set.
+    pub fn resolve_pulsar_token(&mut self, env_token: Option<String>) -> Result<(), ConfigError> {
+        let MqConfig::Pulsar { token, .. } = &mut self.source.mq else {
+            return Ok(());
+        };
+        let from = if env_token.is_some() {
+            "MILVUS_CDC_PULSAR_TOKEN"
+        } else {
+            "[source.mq] token"
+        };
+        if let Some(env) = env_token {
+            *token = Some(Secret::new(env));
+        }
+        if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            return Err(ConfigError::EmptyPulsarToken(from));
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -254,7 +282,57 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::mq::MqConfig;
+
+    fn pulsar(token_line: &str) -> Config {
+        let text = format!(
+            "[source.mq]\ntype = \"pulsar\"\nurl = \"pulsar://127.0.0.1:6650\"\n{token_line}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn pulsar_token(config: &Config) -> Option<Secret> {
+        match &config.source.mq {
+            MqConfig::Pulsar { token, .. } => token.clone(),
+            MqConfig::Kafka { .. } => None,
+        }
+    }
+
+    #[test]
+    fn an_empty_pulsar_token_is_an_error_naming_where_it_came_from_not_authentication_off() {
+        for blank in ["", " ", "\n"] {
+            let err = pulsar("")
+                .resolve_pulsar_token(Some(blank.into()))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("MILVUS_CDC_PULSAR_TOKEN is empty"),
+                "{err}"
+            );
+        }
+        let err = pulsar("token = \"\"")
+            .resolve_pulsar_token(None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("[source.mq] token is empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_environments_pulsar_token_overrides_the_files_and_none_means_no_authentication() {
+        let mut config = pulsar("token = \"from-file\"");
+        config.resolve_pulsar_token(None).unwrap();
+        assert_eq!(pulsar_token(&config), Some(Secret::new("from-file")));
+        config
+            .resolve_pulsar_token(Some("from-env".into()))
+            .unwrap();
+        assert_eq!(pulsar_token(&config), Some(Secret::new("from-env")));
+        let mut none = pulsar("");
+        none.resolve_pulsar_token(None).unwrap();
+        assert_eq!(pulsar_token(&none), None);
+        let mut kafka = Config::default();
+        kafka.resolve_pulsar_token(Some(String::new())).unwrap();
+        assert_eq!(kafka, Config::default(), "Kafka has no Pulsar token");
+    }
 
     #[test]
     fn an_empty_file_means_the_local_testbed() {

@@ -9,7 +9,7 @@ use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
 use milvus_cdc::journal::dump::{JournalSnapshot, RowFilter};
-use milvus_cdc::task::Supervisor;
+use milvus_cdc::task::{Supervisor, TaskSpec};
 use tracing::info;
 
 /// Change data capture for Milvus: replays every change of a source Milvus on a target Milvus.
@@ -138,7 +138,7 @@ fn dump(
     json: bool,
 ) -> Result<(), CliError> {
     let snapshot = JournalSnapshot::open(data_dir)?;
-    snapshot.entries(filter, max_rows, |entry| {
+    snapshot.entries(filter, max_rows, TaskSpec::shown, |entry| {
         if json {
             println!("{}", serde_json::to_string(&entry).unwrap_or_default());
         } else {
@@ -148,18 +148,24 @@ fn dump(
     Ok(())
 }
 
+/// Logs to stderr at `RUST_LOG` (default `info`); the events that carry credentials are
+/// dropped whatever it says (`no_credentials_logged`).
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: log files and JSON stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let text = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(milvus_cdc::model::no_credentials_logged());
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(text).init(),
+        LogFormat::Json => registry.with(text.json()).init(),
     }
 }
 
@@ -188,10 +194,11 @@ enum CliError {
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
     keep_freed_buffers();
-    let config = match &config_path {
+    let mut config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    config.resolve_pulsar_token(std::env::var("MILVUS_CDC_PULSAR_TOKEN").ok())?;
     let token = config.api_token(std::env::var("MILVUS_CDC_API_TOKEN").ok())?;
     // Certificates are read before anything starts, so a bad file is the one error printed.
     let tls = match config.api_tls()? {

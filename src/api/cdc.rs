@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::input::{self, Body};
 use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
 use crate::task::Supervisor;
@@ -37,6 +37,20 @@ pub struct TaskIdRequest {
     task_id: String,
 }
 
+impl CdcRequest {
+    /// The task a request other than create and list is about.
+    fn task_id(&self) -> Option<&str> {
+        match self {
+            CdcRequest::Create(_) | CdcRequest::List(_) => None,
+            CdcRequest::Delete(r)
+            | CdcRequest::Pause(r)
+            | CdcRequest::Resume(r)
+            | CdcRequest::Get(r)
+            | CdcRequest::Position(r) => Some(&r.task_id),
+        }
+    }
+}
+
 /// Any object; its members are ignored.
 #[derive(Deserialize, ToSchema)]
 pub struct NoData {
@@ -60,19 +74,25 @@ pub struct CdcReply {
     request_body = CdcRequest,
     responses(
         (status = 200, description = "Done", body = CdcReply),
-        (status = 400, description = "The body is not a valid request", body = ErrorBody),
+        (status = 400, description = "The body is not a valid request: a name, list or task id \
+            out of bounds is named", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The task id is taken by another task, another task replicates \
             some of the collections to the same target, or the start is no longer retained by the broker", body = ErrorBody),
         (status = 502, description = "The source's etcd or broker cannot be reached",
             body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
         (status = 500, description = "The journal cannot be read or written", body = ErrorBody),
     ))]
 pub async fn handle(
     State(supervisor): State<Arc<Supervisor>>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<CdcReply>, ApiError> {
-    let data = match tasks::decode(None, &body)? {
+    let request: CdcRequest = tasks::decode(None, &body)?;
+    if let Some(id) = request.task_id() {
+        input::check_task_id(id)?;
+    }
+    let data = match request {
         CdcRequest::Create(request) => {
             let created = tasks::create(&supervisor, request).await?;
             json!({ "task_id": created.spec().task_id })

@@ -11,6 +11,7 @@
 
 mod cdc;
 mod guard;
+mod input;
 mod rest;
 mod tasks;
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::input::{self, Body};
 use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
 use crate::model::PoisonAt;
@@ -31,7 +31,9 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<Task
     responses(
         (status = 201, description = "The task was created and is running", body = TaskView),
         (status = 200, description = "The same task existed already", body = TaskView),
-        (status = 400, description = "The body is not a valid create request", body = ErrorBody),
+        (status = 400, description = "The body is not a valid create request: a name, list or task id \
+            out of bounds is named", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
         (status = 409, description = "The task id is taken by another task, another task replicates \
             some of the collections to the same target, or the start is no longer retained by the broker", body = ErrorBody),
         (status = 502, description = "The source's etcd or broker cannot be reached", body = ErrorBody),
@@ -39,7 +41,7 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Result<Json<Task
     ))]
 pub async fn create(
     State(supervisor): State<Arc<Supervisor>>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let (status, spec) =
         match tasks::create(&supervisor, tasks::decode(Some("body"), &body)?).await? {
@@ -49,8 +51,9 @@ pub async fn create(
     Ok((status, Json(TaskView::of(&supervisor, &spec)?)))
 }
 
-/// The `{id}` of a task's path. Its rejection (an id that is not UTF-8 once percent-decoded) is
-/// an [`ApiError`], so the reply is the JSON error body every other error has.
+/// The `{id}` of a task's path, checked as a task id before any call sees it. Its rejection (an
+/// id that is not UTF-8 once percent-decoded, or not a task id) is an [`ApiError`], so the
+/// reply is the JSON error body every other error has.
 pub struct TaskId(String);
 
 impl<S: Send + Sync> FromRequestParts<S> for TaskId {
@@ -60,6 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        input::check_task_id(&id)?;
         Ok(Self(id))
     }
 }
@@ -67,7 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
 #[utoipa::path(get, path = "/v1/tasks/{id}", operation_id = "get_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task", body = TaskView),
-        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]
@@ -81,7 +85,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/v1/tasks/{id}", operation_id = "delete_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 204, description = "The task and its journal rows are gone"),
-        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
@@ -96,7 +100,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", operation_id = "pause_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task is paused; its journal is kept", body = TaskView),
-        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
@@ -111,7 +115,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", operation_id = "resume_task", tag = "tasks", params(("id" = String, Path)),
     responses(
         (status = 200, description = "The task runs again from its journal", body = TaskView),
-        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
@@ -134,15 +138,16 @@ pub struct SkipRequest {
     responses(
         (status = 200, description = "The task moved past exactly that poison and runs again; \
             repeated, it changes nothing", body = TaskView),
-        (status = 400, description = "The body does not name a poison, or the id is not UTF-8", body = ErrorBody),
+        (status = 400, description = "The body does not name a poison, or the id is not a task id", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The task is not stopped on that poison", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
         (status = 500, description = "The journal cannot be written", body = ErrorBody),
     ))]
 pub async fn skip(
     State(supervisor): State<Arc<Supervisor>>,
     TaskId(id): TaskId,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<TaskView>, ApiError> {
     let SkipRequest { at } = tasks::decode(Some("body"), &body)?;
     let spec = tasks::blocking(&supervisor, move |s| s.skip(&id, &at)).await?;
@@ -167,16 +172,17 @@ pub struct VerifyRequest {
     responses(
         (status = 200, description = "What the comparison of the task's collections on both sides \
             found; `equal` and `complete` say whether the target is the source's copy", body = Report),
-        (status = 400, description = "The body is not a verify request, or the id is not UTF-8", body = ErrorBody),
+        (status = 400, description = "The body is not a verify request, or the id is not a task id", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The appliance has no [source] milvus_uri to read rows from", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
         (status = 502, description = "The source's metadata cannot be read", body = ErrorBody),
     ))]
 pub async fn verify(
     State(supervisor): State<Arc<Supervisor>>,
     TaskId(id): TaskId,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Report>, ApiError> {
     let request: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
@@ -211,7 +217,7 @@ pub async fn verify(
     responses(
         (status = 200, description = "Where the task reads and what the target acknowledged",
             body = TaskPositions),
-        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 500, description = "The journal cannot be read", body = ErrorBody),
     ))]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::ApiError;
+use super::{ApiError, input};
 use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
@@ -176,11 +176,14 @@ pub async fn create(
     supervisor: &Arc<Supervisor>,
     request: CreateRequest,
 ) -> Result<Created, ApiError> {
-    if request.milvus_connect_param.uri.is_empty() {
+    let target = &request.milvus_connect_param;
+    if target.uri.is_empty() {
         return Err(ApiError::bad_request(
             "milvus_connect_param.uri must not be empty",
         ));
     }
+    input::check_text("milvus_connect_param.uri", &target.uri)?;
+    input::check_text("milvus_connect_param.token", &target.token)?;
     let names = |per_db: BTreeMap<String, Vec<CollectionInfo>>| -> BTreeMap<String, Vec<String>> {
         per_db
             .into_iter()
@@ -188,27 +191,39 @@ pub async fn create(
             .map(|(db, infos)| (db, infos.into_iter().map(|c| c.name).collect()))
             .collect()
     };
+    let collections: Vec<String> = request
+        .collection_infos
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     let databases = names(request.db_collections);
     let excluded = names(request.exclude_db_collections);
-    if request.collection_infos.is_empty() && databases.is_empty() {
+    if collections.is_empty() && databases.is_empty() {
         return Err(ApiError::bad_request(
             "collection_infos or db_collections must name at least one collection or \"*\"",
         ));
     }
+    let mut budget = input::NameBudget::default();
+    budget.collections("collection_infos", &collections)?;
+    budget.per_database("db_collections", &databases)?;
+    budget.per_database("exclude_db_collections", &excluded)?;
+    budget.name_mapping(&request.name_mapping)?;
     let task_id = match request.task_id {
-        Some(id) if is_task_id(&id) => id,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "task_id must be 1 to 128 letters, digits, '.', '_' or '-'",
-            ));
+        Some(id) => {
+            input::check_task_id(&id)?;
+            id
         }
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
+    input::check_positions(&request.positions)?;
     let mut positions = BTreeMap::new();
     for (channel, text) in &request.positions {
         let position = decode_position(channel, text, supervisor.mq_kind())
             .map_err(|e| ApiError::bad_request(format!("invalid positions.{channel}: {e}")))?;
         positions.insert(channel.clone(), position);
+    }
+    if let Some(password) = request.rbac.as_ref().and_then(|r| r.user_password.as_ref()) {
+        input::check_text("rbac.user_password", password)?;
     }
     let spec = TaskSpec {
         task_id,
@@ -216,11 +231,7 @@ pub async fn create(
             uri: request.milvus_connect_param.uri,
             token: Secret::new(request.milvus_connect_param.token),
         },
-        collections: request
-            .collection_infos
-            .into_iter()
-            .map(|c| c.name)
-            .collect(),
+        collections,
         databases,
         excluded,
         name_mapping: request.name_mapping,
@@ -249,14 +260,6 @@ fn infos(per_db: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<Collect
             (db.clone(), infos)
         })
         .collect()
-}
-
-/// Task ids appear in URL paths and logs: plain characters only.
-fn is_task_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Runs a supervisor call that may wait for a task's threads to stop.
@@ -352,7 +355,7 @@ mod tests {
             id in "[A-Za-z0-9._/ -]{0,130}"
         ) {
             let documented = TASK_ID.is_match(&id);
-            prop_assert_eq!(is_task_id(&id), documented, "{:?}", id);
+            prop_assert_eq!(input::check_task_id(&id).is_ok(), documented, "{:?}", id);
         }
     }
 }

@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
 use milvus_cdc::model::{CaFile, CaFileError};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
@@ -36,6 +39,10 @@ pub struct ServerArgs {
     /// public web roots: the CA of the API's `[api] tls_cert_file`.
     #[arg(long, global = true, env = "MILVUS_CDC_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Seconds to wait for the server's answer (a create or delete waits for the source's
+    /// etcd and broker, or for a task's threads to stop). Connecting gives up after 10 s.
+    #[arg(long, global = true, default_value_t = 300)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -108,6 +115,8 @@ enum TaskCommand {
 pub enum ClientError {
     #[error("cannot reach the milvus-cdc server at {server}: {reason}")]
     Unreachable { server: String, reason: String },
+    #[error("the milvus-cdc server at {server} did not answer within {} s", .after.as_secs())]
+    TimedOut { server: String, after: Duration },
     #[error("{message} (HTTP {status})")]
     Rejected { status: u16, message: String },
     #[error("the server's reply is not JSON: {0}")]
@@ -117,11 +126,11 @@ pub enum ClientError {
 }
 
 pub fn run(args: TaskArgs) -> Result<(), ClientError> {
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server, Duration::ZERO)?;
     let (reply, render): (Value, fn(&Value) -> String) = match args.command {
         TaskCommand::List => (client.call("GET", "/v1/tasks", None)?, task_table),
         TaskCommand::Get { task_id, watch } => {
-            let path = format!("/v1/tasks/{task_id}");
+            let path = task_path(&task_id, "");
             let mut task = client.call("GET", &path, None)?;
             while watch && !copy_done(&task) {
                 if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -161,16 +170,16 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             (client.call("POST", "/v1/tasks", Some(body))?, task_details)
         }
         TaskCommand::Pause { task_id } => (
-            client.call("POST", &format!("/v1/tasks/{task_id}/pause"), None)?,
+            client.call("POST", &task_path(&task_id, "/pause"), None)?,
             task_details,
         ),
         TaskCommand::Resume { task_id } => (
-            client.call("POST", &format!("/v1/tasks/{task_id}/resume"), None)?,
+            client.call("POST", &task_path(&task_id, "/resume"), None)?,
             task_details,
         ),
         TaskCommand::Skip { task_id } => {
             // The skip names the poison this task shows, so a repeated call never skips another.
-            let task = client.call("GET", &format!("/v1/tasks/{task_id}"), None)?;
+            let task = client.call("GET", &task_path(&task_id, ""), None)?;
             let Some(at) = task.get("poison").map(|p| p["at"].clone()) else {
                 return Err(ClientError::Rejected {
                     status: 409,
@@ -180,18 +189,18 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
             eprintln!("skipping {}", text(&task["reason"]));
             let body = json!({ "at": at });
             (
-                client.call("POST", &format!("/v1/tasks/{task_id}/skip"), Some(body))?,
+                client.call("POST", &task_path(&task_id, "/skip"), Some(body))?,
                 task_details,
             )
         }
         TaskCommand::Delete { task_id } => {
-            client.call("DELETE", &format!("/v1/tasks/{task_id}"), None)?;
+            client.call("DELETE", &task_path(&task_id, ""), None)?;
             (json!({ "deleted": task_id }), |r| {
                 format!("deleted {}", text(&r["deleted"]))
             })
         }
         TaskCommand::Positions { task_id } => (
-            client.call("GET", &format!("/v1/tasks/{task_id}/positions"), None)?,
+            client.call("GET", &task_path(&task_id, "/positions"), None)?,
             positions_table,
         ),
     };
@@ -219,22 +228,42 @@ fn tls_config(ca_file: Option<&Path>) -> Result<TlsConfig, ClientError> {
         .build())
 }
 
+/// A server that does not accept the connection in this long is down or unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Characters of a task id sent as they are in a path: any other is percent-encoded, so an id
+/// cannot name another route (`/`, `?`, `#`, `..`) or make an invalid URL; the server then
+/// says what is wrong with it.
+const PATH_ID: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+
+/// `/v1/tasks/{id}{rest}`, the id percent-encoded.
+pub fn task_path(id: &str, rest: &str) -> String {
+    format!("/v1/tasks/{}{rest}", utf8_percent_encode(id, PATH_ID))
+}
+
 pub struct Client {
     server: String,
     token: Option<String>,
     agent: ureq::Agent,
+    answer_within: Duration,
 }
 
 impl Client {
-    pub fn new(args: &ServerArgs) -> Result<Self, ClientError> {
+    /// A client whose calls give up when the server does not answer within `--timeout`, plus
+    /// `longer` for a call known to take longer.
+    pub fn new(args: &ServerArgs, longer: Duration) -> Result<Self, ClientError> {
+        let answer_within = Duration::from_secs(args.timeout) + longer;
         Ok(Self {
             server: args.server.trim_end_matches('/').to_owned(),
             token: args.token.clone(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .tls_config(tls_config(args.ca_file.as_deref())?)
+                .timeout_connect(Some(CONNECT_TIMEOUT))
+                .timeout_recv_response(Some(answer_within))
+                .timeout_recv_body(Some(answer_within))
                 .build()
                 .into(),
+            answer_within,
         })
     }
 
@@ -248,9 +277,18 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.server);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let unreachable = |e: ureq::Error| ClientError::Unreachable {
-            server: self.server.clone(),
-            reason: e.to_string(),
+        // A connect timeout is a server out of reach; any other, a server that does not answer.
+        let unreachable = |e: ureq::Error| match e {
+            ureq::Error::Timeout(kind) if !matches!(kind, ureq::Timeout::Connect) => {
+                ClientError::TimedOut {
+                    server: self.server.clone(),
+                    after: self.answer_within,
+                }
+            }
+            e => ClientError::Unreachable {
+                server: self.server.clone(),
+                reason: e.to_string(),
+            },
         };
         let mut response = match (method, body) {
             ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
@@ -445,6 +483,17 @@ fn positions_table(reply: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_id_goes_into_its_path_percent_encoded() {
+        assert_eq!(task_path("rest-1_a", "/pause"), "/v1/tasks/rest-1_a/pause");
+        assert_eq!(
+            task_path("a b/../c?d#e", ""),
+            "/v1/tasks/a%20b%2F%2E%2E%2Fc%3Fd%23e"
+        );
+        assert_eq!(task_path("..", "/skip"), "/v1/tasks/%2E%2E/skip");
+        assert_eq!(task_path("\u{e9}", ""), "/v1/tasks/%C3%A9");
+    }
 
     #[test]
     fn a_snapshot_copy_is_a_progress_bar_with_its_rate_and_time_left() {

@@ -5,7 +5,9 @@
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::task::{Client, ClientError, ServerArgs, text};
+use std::time::Duration;
+
+use super::task::{Client, ClientError, ServerArgs, task_path, text};
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -33,13 +35,12 @@ pub enum Verdict {
 }
 
 pub fn run(args: VerifyArgs) -> Result<Verdict, ClientError> {
-    let client = Client::new(&args.server)?;
+    // A comparison reads every row of both sides and waits up to `settle_seconds` for keys
+    // that differ: it may take much longer than other calls.
+    let settling = Duration::from_secs(u64::from(args.settle_seconds)) * 2;
+    let client = Client::new(&args.server, settling)?;
     let body = json!({ "first": args.first, "settle_seconds": args.settle_seconds });
-    let report = client.call(
-        "POST",
-        &format!("/v1/tasks/{}/verify", args.task_id),
-        Some(body),
-    )?;
+    let report = client.call("POST", &task_path(&args.task_id, "/verify"), Some(body))?;
     if args.server.json {
         println!("{report}");
     } else {

@@ -115,11 +115,14 @@ impl JournalSnapshot {
         Ok(Self { db })
     }
 
-    /// Every entry passing `filter`, in table order; `max_rows` bounds the journal rows.
+    /// Every entry passing `filter`, in table order; `max_rows` bounds the journal rows. A task
+    /// record is shown as `shown_task` makes it: the journal does not know what a task is, nor
+    /// which of its fields are secrets (the task's types do: `TaskSpec::shown`).
     pub fn entries(
         &self,
         filter: &RowFilter,
         max_rows: usize,
+        shown_task: fn(&[u8]) -> serde_json::Value,
         mut out: impl FnMut(Entry),
     ) -> Result<(), JournalError> {
         let txn = self.db.begin_read()?;
@@ -128,10 +131,11 @@ impl JournalSnapshot {
             let (k, v) = item?;
             let task = k.value().to_owned();
             if filter.task(&task) {
-                let mut spec = serde_json::from_slice(v.value()).unwrap_or(serde_json::Value::Null);
-                crate::model::redact_tokens(&mut spec);
                 tasks.push(task.clone());
-                out(Entry::Task { task, spec });
+                out(Entry::Task {
+                    task,
+                    spec: shown_task(v.value()),
+                });
             }
         }
         for item in txn.open_table(SOURCE_OFFSETS)?.iter()? {
@@ -484,6 +488,11 @@ mod tests {
     use crate::journal::{Journal, TaskRun};
     use crate::model::{CollectionRef, DeleteBatch, MqPosition, PrimaryKeys, StagedChange};
 
+    /// What the test shows of a task record.
+    fn hidden(_: &[u8]) -> serde_json::Value {
+        serde_json::Value::String("shown".into())
+    }
+
     #[test]
     fn dump_reads_a_closed_journal_and_filters_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -527,14 +536,9 @@ mod tests {
             ..Default::default()
         };
         snapshot
-            .entries(&filter, 100, |e| lines.push(e.line()))
+            .entries(&filter, 100, hidden, |e| lines.push(e.line()))
             .unwrap();
-        assert!(lines[0].starts_with("task      t"));
-        assert!(
-            lines[0].contains(r#""token":"***""#) && !lines[0].contains("Canary"),
-            "the target's credential is not shown: {}",
-            lines[0]
-        );
+        assert_eq!(lines[0], "task      t \"shown\"");
         assert!(lines[1].contains("next=kafka next_offset=9 tick=3"));
         let rows: Vec<_> = lines.iter().filter(|l| l.starts_with("row")).collect();
         assert_eq!(rows.len(), 2, "{lines:?}");
@@ -593,7 +597,7 @@ mod tests {
         let snapshot = JournalSnapshot::open(dir.path()).unwrap();
         let mut lines = Vec::new();
         snapshot
-            .entries(&RowFilter::default(), 0, |e| lines.push(e.line()))
+            .entries(&RowFilter::default(), 0, hidden, |e| lines.push(e.line()))
             .unwrap();
         let through = at(1_700_000_002_000) - 1;
         assert!(

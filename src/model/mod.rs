@@ -30,7 +30,7 @@ pub use position::{
     SourceOffset, message_id_data, pulsar_id,
 };
 pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
-pub use secret::{Secret, redact_tokens};
+pub use secret::{Secret, no_credentials_logged};
 pub use snapshot::{CopyProgress, CopyState, PrimaryKey};
 
 /// Where a new task starts reading its channels, unless its create gives positions.

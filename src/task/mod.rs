@@ -169,7 +169,8 @@ impl Supervisor {
     }
 
     fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
-        let bytes = serde_json::to_vec(spec)
+        let bytes = spec
+            .record()
             .map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
         Ok(self.journal.put_task(&spec.task_id, &bytes)?)
     }

@@ -101,6 +101,22 @@ fn given_positions<'de, D: serde::Deserializer<'de>>(
 }
 
 impl TaskSpec {
+    /// The task's journal record: the one serialization that holds its secrets.
+    pub fn record(&self) -> serde_json::Result<Vec<u8>> {
+        Secret::revealed(|| serde_json::to_vec(self))
+    }
+
+    /// A journal record as `dump` shows it: every secret blanked by its type. A record that
+    /// does not read is shown as where it breaks, not as its text, which may hold a secret.
+    pub fn shown(record: &[u8]) -> serde_json::Value {
+        let shown = serde_json::from_slice::<TaskSpec>(record).and_then(serde_json::to_value);
+        shown.unwrap_or_else(|e| {
+            serde_json::json!({ "unreadable": format!(
+                "{:?} error at line {} column {}", e.classify(), e.line(), e.column()
+            ) })
+        })
+    }
+
     /// What is shown of a task whose journal record does not decode: its id, Failed, and why.
     /// Such a task cannot be paused or resumed (each reads the record), only deleted.
     pub fn unreadable(task_id: String, error: &str) -> Self {
@@ -179,6 +195,32 @@ impl TaskSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_keeps_every_secret_and_what_dump_shows_of_it_keeps_none() {
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "task_id": "t", "target": { "uri": "http://x", "token": "root:Canary-1" },
+            "collections": ["*"], "start": "latest", "state": "Running",
+            "rbac": { "user_password": "Canary-2" },
+        }))
+        .unwrap();
+        let record = spec.record().unwrap();
+        let again: TaskSpec = serde_json::from_slice(&record).unwrap();
+        assert_eq!(again, spec, "the journal keeps the credentials");
+        let shown = TaskSpec::shown(&record);
+        assert_eq!(shown["target"]["token"], "***");
+        assert_eq!(shown["rbac"]["user_password"], "***");
+        assert!(!shown.to_string().contains("Canary"), "{shown}");
+        let cut = TaskSpec::shown(&record[..record.len() / 2]);
+        assert!(!cut.to_string().contains("Canary"), "{cut}");
+        assert!(
+            cut["unreadable"]
+                .as_str()
+                .unwrap()
+                .starts_with("Eof error at line 1"),
+            "{cut}"
+        );
+    }
 
     fn spec(collections: &[&str], databases: &[(&str, &[&str])]) -> TaskSpec {
         serde_json::from_value(serde_json::json!({

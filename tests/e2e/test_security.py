@@ -189,3 +189,63 @@ def test_the_broker_token_is_in_no_reply_and_no_log_line(tmp_path, env, target):
         server.stop()
     for text in replies + [server.log.read_text()]:
         assert broker_token not in text
+
+
+def test_dump_blanks_every_secret_of_a_task_and_the_journal_keeps_them(tmp_path, env, target):
+    """The target's token and the password users get (`rbac.user_password`): shown by no
+    `dump`, yet kept, so the task still has them after a restart."""
+    token, password = f"TokenCanary-{secrets.token_hex(8)}", f"RbacCanary-{secrets.token_hex(8)}"
+    server = CdcServer(tmp_path, env).start()
+    try:
+        status, reply = server.request("POST", "/v1/tasks", {
+            "task_id": "secrets", "milvus_connect_param": {"uri": target.uri, "token": f"root:{token}"},
+            "collection_infos": [{"name": "nothing_here"}], "rbac": {"user_password": password}})
+        assert status == 201, reply
+        assert reply["rbac"] == {"makes_users": True} and reply["milvus_connect_param"]["token"] == ""
+    finally:
+        server.stop()
+    data = str(tmp_path / "data")
+    for args in (["dump", "--data-dir", data], ["dump", "--data-dir", data, "--json"]):
+        shown = subprocess.run([str(BINARY), *args], capture_output=True, text=True, check=True).stdout
+        task_line = next(line for line in shown.splitlines() if "secrets" in line)
+        assert token not in shown and password not in shown, task_line
+        assert '"token":"***"' in task_line and '"user_password":"***"' in task_line, task_line
+    raw = (tmp_path / "data" / "journal.redb").read_bytes()
+    assert token.encode() in raw and password.encode() in raw, "the journal keeps both"
+    server.start()
+    try:
+        assert server.request("GET", "/v1/tasks/secrets")[1]["rbac"] == {"makes_users": True}
+    finally:
+        server.stop()
+
+
+def pulsar_server(tmp_path, env, **extra_env) -> CdcServer:
+    if "PULSAR_URL" not in env:
+        pytest.skip("the Pulsar testbed is not up: run scripts/testbed up --pulsar")
+    return CdcServer(tmp_path, env, pulsar_url=env["PULSAR_URL"], extra_env=extra_env)
+
+
+def test_the_pulsar_connection_frames_with_the_token_are_logged_at_no_level(tmp_path, env, target):
+    """The pulsar crate logs every frame it sends at trace, `CommandConnect` with its auth data
+    (bytes, so the token would show as their numbers): not even `pulsar=trace` lets it out."""
+    broker_token = f"BrokerCanary-{secrets.token_hex(8)}"
+    server = pulsar_server(tmp_path, env, MILVUS_CDC_PULSAR_TOKEN=broker_token,
+                           RUST_LOG="info,pulsar=trace").start()
+    try:
+        status, reply = server.post("create", {"task_id": "traced", "collection_infos": [{"name": "nothing_here"}],
+                                               "milvus_connect_param": {"uri": target.uri}})
+        assert status == 200, reply
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    as_bytes = ", ".join(str(b) for b in broker_token.encode())
+    assert "pulsar::" in log, "the pulsar crate's trace events are logged: the test sees what it would print"
+    assert broker_token not in log and as_bytes not in log
+    assert "CommandConnect" not in log and "auth_data" not in log
+
+
+def test_an_empty_pulsar_token_is_refused_at_start_not_taken_for_no_authentication(tmp_path, env):
+    server = pulsar_server(tmp_path, env, MILVUS_CDC_PULSAR_TOKEN="")
+    with pytest.raises(RuntimeError, match="exited"):
+        server.start()
+    assert "the Pulsar token in MILVUS_CDC_PULSAR_TOKEN is empty" in server.log.read_text()

@@ -68,7 +68,8 @@ def test_rest_errors_name_what_is_wrong(server, target):
     assert (status, reply) == (400, {"code": 400, "message": 'milvus_connect_param: invalid target uri "ftp://x": '
                                                              "expected http://host:port or https://host:port"})
     status, reply = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="a b"))
-    assert (status, reply) == (400, {"code": 400, "message": "task_id must be 1 to 128 letters, digits, '.', '_' or '-'"})
+    assert (status, reply) == (400, {"code": 400, "message":
+                                     "task_id \"a b\" holds ' ': a task id is 1 to 128 letters, digits, '.', '_' or '-'"})
     status, first = server.request("POST", "/v1/tasks", create_body(target.uri, task_id="twice"))
     assert status == 201
     # A repeated create is answered with the existing task; another spec under that id is refused.

@@ -136,7 +136,8 @@ pub enum MqConfig {
     Pulsar {
         /// The service URL, `pulsar://host:6650`, or `pulsar+ssl://host:6651` for TLS.
         url: String,
-        /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it.
+        /// A JWT for the `token` authentication method; `MILVUS_CDC_PULSAR_TOKEN` overrides it
+        /// (`Config::resolve_pulsar_token`, at start-up). Never empty: that is refused there.
         #[serde(default)]
         token: Option<Secret>,
         #[serde(default = "default_pulsar_tenant")]
@@ -225,11 +226,7 @@ impl MqConfig {
             } => Arc::new(pulsar::PulsarQueue {
                 settings: pulsar::PulsarSettings {
                     url: url.clone(),
-                    token: std::env::var("MILVUS_CDC_PULSAR_TOKEN")
-                        .ok()
-                        .map(Secret::new)
-                        .or_else(|| token.clone())
-                        .filter(|t| !t.is_empty()),
+                    token: token.clone(),
                     tenant: tenant.clone(),
                     namespace: namespace.clone(),
                     ca: ca_file.as_deref().map(CaFile::read).transpose()?,
