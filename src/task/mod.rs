@@ -12,6 +12,7 @@
 
 mod error;
 pub mod history;
+mod imports;
 mod runner;
 mod snapshot;
 pub use snapshot::CopyView;
@@ -235,6 +236,8 @@ impl Supervisor {
         let version = meta.milvus_version().await??;
         // Taken before the collections are read: the watch sees every metadata change after.
         let meta_revision = meta.revision().await?;
+        // Imports completed before the task's start are no business of its own.
+        let imports_seen = imports::seen_at(&meta, meta_revision).await?;
         let existing: Vec<CollectionMeta> = meta
             .collections()
             .await?
@@ -311,6 +314,7 @@ impl Supervisor {
         let tick = meta_seeds.iter().map(|s| s.ts).max().unwrap_or(0);
         self.journal
             .stage_meta(&run, &channel, &meta_seeds, meta_revision + 1, tick)?;
+        self.journal.put_imports_seen(&run, &imports_seen, &[])?;
         if let Some(source) = source_api {
             // Taken once every start position is: see `CopyProgress::start_ts`.
             let start_ts = source.timestamp().await.map_err(TaskError::SourceApi)?;
