@@ -374,6 +374,7 @@ fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
         ended_ms: 0,
         start_ts: 0,
         state,
+        recopy: None,
     }
 }
 

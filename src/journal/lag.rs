@@ -73,6 +73,22 @@ pub fn staged_through(tick: u64, at_end_ms: Option<u64>) -> u64 {
     tick.max(at_end)
 }
 
+/// How far the source's bulk inserts let the consistency point go (see `task::imports`): no
+/// further than the last scan of them, and below each re-copy they started until it is done.
+/// `None` for a task that never scanned them.
+fn imports_bound(journal: &Journal, task: &str) -> Result<Option<u64>, JournalError> {
+    let Some(seen) = journal.imports_seen(task)? else {
+        return Ok(None);
+    };
+    let held = journal
+        .copies(task)?
+        .into_iter()
+        .filter(|c| !c.is_done())
+        .filter_map(|c| c.recopy)
+        .map(|r| r.holds_from.saturating_sub(1));
+    Ok(Some(held.fold(seen.checked_ts, u64::min)))
+}
+
 /// How far behind `task` is at `now_ms` (Unix milliseconds), and its consistency point.
 ///
 /// `at_end` is when each channel's reader was last at its channel's end (Unix ms).
@@ -133,12 +149,15 @@ pub fn task_lag(
             target.insert(vchannel, age_seconds(applied_through, now_ms));
         }
     }
-    let consistent_ts = consistency_point(
+    let mut consistent_ts = consistency_point(
         bounds
             .iter()
             .map(|(pchannel, bound)| (pchannel.as_str(), *bound)),
         first_pending,
     );
+    if let (Some(point), Some(bound)) = (consistent_ts, imports_bound(journal, task)?) {
+        consistent_ts = Some(point.min(bound)).filter(|p| *p > 0);
+    }
     Ok(TaskLag {
         source,
         target,
@@ -251,6 +270,65 @@ mod tests {
         );
         let at_end = BTreeMap::from([("p0".to_owned(), 99_000 + AT_END_MARGIN_MS)]);
         assert_eq!(consistent_with(&journal, &at_end), Some(at(96_000) - 1));
+    }
+
+    #[test]
+    fn a_bulk_insert_holds_the_point_below_it_until_its_copy_is_done_and_unseen_ones_past_the_scan()
+    {
+        use crate::journal::ImportsSeen;
+        use crate::model::{CopyProgress, CopyState, Recopy};
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let run = TaskRun::unstarted("t");
+        stage(&journal, "p0", &[], at(95_000));
+        assert_eq!(consistent(&journal), Some(at(95_000)), "never scanned");
+        let seen = |checked_ms| ImportsSeen {
+            completed: Default::default(),
+            checked_ts: at(checked_ms),
+        };
+        journal.put_imports_seen(&run, &seen(94_000), &[]).unwrap();
+        assert_eq!(
+            consistent(&journal),
+            Some(at(94_000)),
+            "an import completed after the last scan may not be seen yet"
+        );
+        let c = CollectionRef {
+            id: 1,
+            db_name: "default".into(),
+            name: "c".into(),
+        };
+        let mut copy = CopyProgress {
+            source: c.clone(),
+            target: c,
+            primary_key: "id".into(),
+            fields: vec!["id".into()],
+            partitions: vec!["_default".into()],
+            partition_key: false,
+            dynamic_field: None,
+            page_rows: 100,
+            source_rows: 0,
+            rows_copied: 0,
+            began_ms: 0,
+            ended_ms: 0,
+            start_ts: 0,
+            state: CopyState::Copying {
+                partition: 0,
+                after: None,
+                in_doubt: false,
+            },
+            recopy: Some(Recopy {
+                cause: "bulk insert 1".into(),
+                holds_from: at(90_000),
+                segments: vec![],
+            }),
+        };
+        journal
+            .put_imports_seen(&run, &seen(96_000), std::slice::from_ref(&copy))
+            .unwrap();
+        assert_eq!(consistent(&journal), Some(at(90_000) - 1), "copying");
+        copy.state = CopyState::Done { replay_through: 0 };
+        journal.put_copy(&run, &copy).unwrap();
+        assert_eq!(consistent(&journal), Some(at(95_000)), "copied");
     }
 
     #[test]

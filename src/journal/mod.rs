@@ -12,6 +12,7 @@
 //! - `runs`: `task` → the number of its current run; only that run may write (`run.rs`).
 //! - `poison_messages`: `task` → the bytes of the source message its reader stopped on (a
 //!   poison, see `model::Poison`), for `dump` to show.
+//! - `imports_seen`: `task` → the source's bulk inserts it has seen complete (`imports.rs`).
 //!
 //! Exactly once rests on two transactions:
 //! - [`Journal::stage`] writes a run of changes **and** the channel's new source offset together,
@@ -35,6 +36,7 @@ mod copies;
 mod disk;
 mod drain;
 pub mod dump;
+mod imports;
 pub mod lag;
 mod offsets;
 mod recent;
@@ -44,6 +46,7 @@ mod stage;
 mod storage;
 
 pub use disk::DiskHold;
+pub use imports::ImportsSeen;
 pub use run::TaskRun;
 pub use storage::StorageFault;
 use storage::StorageState;
@@ -248,6 +251,7 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
         txn.open_table(run::RUNS)?;
         txn.open_table(POISON_MESSAGES)?;
         txn.open_table(copies::COPIES)?;
+        txn.open_table(imports::IMPORTS)?;
         count_pending_bytes(&txn)?;
     }
     txn.commit()?;
@@ -371,6 +375,7 @@ impl Journal {
             existed = txn.open_table(TASKS)?.remove(task)?.is_some();
             txn.open_table(IN_FLIGHT)?.remove(task)?;
             txn.open_table(POISON_MESSAGES)?.remove(task)?;
+            txn.open_table(imports::IMPORTS)?.remove(task)?;
             txn.open_table(copies::COPIES)?
                 .retain_in((task, i64::MIN)..=(task, i64::MAX), |_, _| false)?;
             // `task\0` is the smallest string above `task`: the range is exactly this task's keys.

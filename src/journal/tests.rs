@@ -633,6 +633,7 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
             after: Some(PrimaryKey::Str("k\"1".into())),
             in_doubt: true,
         },
+        recopy: None,
     };
     let first = j.begin_run("t").unwrap();
     j.put_copy(&first, &copy(7, 0)).unwrap();

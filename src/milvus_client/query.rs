@@ -2,8 +2,8 @@
 
 use milvus::proto::common::{ConsistencyLevel, KeyValuePair};
 use milvus::proto::milvus::{
-    AllocTimestampRequest, DescribeCollectionRequest, HasCollectionRequest, HasPartitionRequest,
-    QueryRequest,
+    AllocTimestampRequest, DescribeCollectionRequest, GetPersistentSegmentInfoRequest,
+    GetQuerySegmentInfoRequest, HasCollectionRequest, HasPartitionRequest, QueryRequest,
 };
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
@@ -211,6 +211,57 @@ impl RowReader {
             Some(reason) => Err(self.error(c, format!("HasPartition: {reason}"))),
             None => Ok((true, reply.value)),
         }
+    }
+
+    /// Whether the collection's queries see the rows of `segments`: each is loaded, or no
+    /// longer stored (compacted into another, which is loaded before it is released). A
+    /// collection not loaded is queried by no one: true.
+    pub async fn segments_visible(
+        &self,
+        c: &CollectionRef,
+        segments: &[i64],
+    ) -> Result<bool, ReadError> {
+        let mut client = self.client.clone();
+        let loaded = client
+            .get_query_segment_info(GetQuerySegmentInfoRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| self.error(c, format!("GetQuerySegmentInfo: {}", status.message())))?
+            .into_inner();
+        if failure(loaded.status.as_ref()).is_some() {
+            return Ok(true);
+        }
+        let loaded: Vec<i64> = loaded.infos.iter().map(|i| i.segment_id).collect();
+        let waiting: Vec<i64> = segments
+            .iter()
+            .copied()
+            .filter(|s| !loaded.contains(s))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(true);
+        }
+        let stored = client
+            .get_persistent_segment_info(GetPersistentSegmentInfoRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| {
+                self.error(c, format!("GetPersistentSegmentInfo: {}", status.message()))
+            })?
+            .into_inner();
+        if let Some(reason) = failure(stored.status.as_ref()) {
+            return Err(self.error(c, format!("GetPersistentSegmentInfo: {reason}")));
+        }
+        let dropped = milvus::proto::common::SegmentState::Dropped as i32;
+        Ok(!stored
+            .infos
+            .iter()
+            .any(|i| waiting.contains(&i.segment_id) && i.state != dropped))
     }
 
     /// The rows of `partition` with one of `keys`.

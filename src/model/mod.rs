@@ -31,7 +31,7 @@ pub use position::{
 };
 pub use scope::{DEFAULT_DB, NameMapping, Scope, db_or_default};
 pub use secret::{Secret, no_credentials_logged};
-pub use snapshot::{CopyProgress, CopyState, PrimaryKey};
+pub use snapshot::{CopyProgress, CopyState, PrimaryKey, Recopy};
 
 /// Where a new task starts reading its channels, unless its create gives positions.
 #[derive(

@@ -69,6 +69,24 @@ pub struct CopyProgress {
     #[serde(default)]
     pub start_ts: u64,
     pub state: CopyState,
+    /// Set when the collection is copied again because rows reached the source without a
+    /// message (a bulk insert): the target already holds rows, so every page goes as an upsert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recopy: Option<Recopy>,
+}
+
+/// Why a collection is copied again, and the consistency point it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recopy {
+    /// What the source did, for the task's status (`bulk insert 4709... completed`).
+    pub cause: String,
+    /// A source timestamp at or before the rows arrived on the source: the consistency point
+    /// stays below it until the copy is done.
+    pub holds_from: u64,
+    /// The segments the source wrote the rows into: the copy begins once the source's queries
+    /// see them (Milvus loads them some seconds after the import completed).
+    #[serde(default)]
+    pub segments: Vec<i64>,
 }
 
 /// The page of copies recorded before pages were sized by their rows' width.

@@ -20,6 +20,11 @@
 //! - Its changes stamped at or before the copy's `start_ts` are in the copy and never sent
 //!   (`apply::calls::next_step`): the journal may hold a part of such a change alone.
 //!
+//! - A collection copied again because a bulk insert brought rows without a message
+//!   ([`crate::model::Recopy`], see `task::imports`) goes the same way on a target that has
+//!   its rows already: every page is an upsert, and the copy begins once no batch the applier
+//!   had in flight holds a change of it and the source's queries see the imported segments.
+//!
 //! Crash behaviour: before a page is sent its collection's progress is marked in doubt, and
 //! after the target acknowledged it the progress moves past it, each in one journal transaction
 //! checked against the task's run (the move marks the next page in doubt in the same one). A
@@ -96,6 +101,20 @@ impl Copier<'_> {
             fields: copy.fields.clone(),
         };
         if copy.began_ms == 0 {
+            if let Some(recopy) = &copy.recopy {
+                self.wait_for_applier(copy.source.id).await?;
+                // The imported rows are queried once the source has loaded their segments.
+                while !self
+                    .source
+                    .segments_visible(&copy.source, &recopy.segments)
+                    .await?
+                {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
             for partition in &copy.partitions {
                 copy.source_rows += self.source.count(&copy.source, partition).await?;
             }
@@ -205,7 +224,8 @@ impl Copier<'_> {
             crate::failpoint::hit("snapshot-after-mark");
             // The next page is read while this one is sent: the target need not wait for the
             // source. A failed read is left to the next turn, which reads it again.
-            let upsert = std::mem::take(&mut resumed_in_doubt);
+            // A collection copied again (a bulk insert) has its rows from before on the target.
+            let upsert = std::mem::take(&mut resumed_in_doubt) || copy.recopy.is_some();
             let (sent, next) = tokio::join!(
                 self.send(copy, name, columns, page_keys.len(), upsert),
                 self.source.page_columns(
@@ -231,6 +251,24 @@ impl Copier<'_> {
                 in_doubt: true,
             };
             self.journal.put_copy(&self.run, copy)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until no batch the applier has in flight holds a change of collection `id`: one
+    /// made before the copy was recorded (when the applier still applied the collection's
+    /// changes) could land a plain insert on a row the copy has upserted, doubling it. Batches
+    /// made since hold none. Asked twice in a row, as a batch is made just before it is marked.
+    async fn wait_for_applier(&self, id: i64) -> Result<(), CopyError> {
+        let mut clear_in_a_row = 0;
+        while clear_in_a_row < 2 && !self.stop.load(Ordering::Relaxed) {
+            let holds = self.journal.in_flight(self.run.task())?.is_some_and(|b| {
+                b.ends
+                    .iter()
+                    .any(|(v, _)| crate::model::vchannel_collection_id(v) == Some(id))
+            });
+            clear_in_a_row = if holds { 0 } else { clear_in_a_row + 1 };
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         Ok(())
     }

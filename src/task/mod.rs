@@ -12,6 +12,7 @@
 
 mod error;
 pub mod history;
+mod imports;
 mod lifecycle;
 mod runner;
 mod snapshot;
@@ -244,6 +245,8 @@ impl Supervisor {
         let version = meta.milvus_version().await??;
         // Taken before the collections are read: the watch sees every metadata change after.
         let meta_revision = meta.revision().await?;
+        // Imports completed before the task's start are no business of its own.
+        let imports_seen = imports::seen_at(&meta, meta_revision).await?;
         let existing: Vec<CollectionMeta> = meta
             .collections()
             .await?
@@ -320,6 +323,7 @@ impl Supervisor {
         let tick = meta_seeds.iter().map(|s| s.ts).max().unwrap_or(0);
         self.journal
             .stage_meta(&run, &channel, &meta_seeds, meta_revision + 1, tick)?;
+        self.journal.put_imports_seen(&run, &imports_seen, &[])?;
         if let Some(source) = source_api {
             self.stage_copies(&run, &source, copies).await?;
         }

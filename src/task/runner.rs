@@ -44,12 +44,6 @@ impl Supervisor {
         self.stop(&spec.task_id);
         let run = self.journal.begin_run(&spec.task_id)?;
         let run_number = run.number();
-        // Read before any thread starts: a failure here leaves none running unlisted.
-        let copying = self
-            .journal
-            .copies(&spec.task_id)?
-            .iter()
-            .any(|c| !c.is_done());
         self.health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -63,13 +57,17 @@ impl Supervisor {
         threads.push(std::thread::spawn(move || {
             me.run_applier(task, writer, flag)
         }));
-        if copying {
-            let me = self.clone();
-            let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                me.run_copier(task, writer, flag)
-            }));
-        }
+        // The copier waits for copies: a bulk insert on the source starts one (the watcher).
+        let me = self.clone();
+        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            me.run_copier(task, writer, flag)
+        }));
+        let me = self.clone();
+        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            me.run_import_watcher(task, writer, flag)
+        }));
         let me = self.clone();
         let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {

@@ -24,6 +24,8 @@ const PAGE_BYTES: u64 = 5 << 20;
 const MAX_PAGE_ROWS: u64 = 10_000;
 /// What a row of variable width (strings, JSON, arrays) is taken to weigh per field.
 const VARIABLE_FIELD_BYTES: u64 = 64;
+/// How often a task with every copy done looks for a new one (a bulk insert's).
+const COPIES_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Rows per page of the copy of `c`: [`PAGE_BYTES`] over its row's estimated width.
 fn page_rows(c: &CollectionMeta) -> usize {
@@ -105,6 +107,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
             after: None,
             in_doubt: false,
         },
+        recopy: None,
     }
 }
 
@@ -123,6 +126,10 @@ pub struct CopyView {
     /// At that rate, until every row counted at the start is copied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_left: Option<f64>,
+    /// Why the collection is copied again (a bulk insert on the source); none for the copy a
+    /// snapshot start makes. The consistency point waits for this copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl CopyView {
@@ -139,6 +146,7 @@ impl CopyView {
             done,
             rows_per_second: rate,
             seconds_left: rate.filter(|r| *r > 0.0 && !done).map(|r| left / r),
+            reason: copy.recopy.as_ref().map(|r| r.cause.clone()),
         }
     }
 }
@@ -189,29 +197,52 @@ impl Supervisor {
         })
     }
 
-    /// Copies the task's collections not copied yet; returns when all are, or the run stops.
-    /// A fault is shown in the task and retried; the task keeps running.
+    /// Copies the task's collections not copied yet, and those a bulk insert on the source
+    /// marks for copying again (see `imports`), until the run stops. A fault is shown in the
+    /// task and retried; the task keeps running.
     pub(super) fn run_copier(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("snapshot", task = %spec.task_id).entered();
         let health = self.health(&spec.task_id);
         let mut pause = Pause::default();
-        let copier = match (self.source_rows(), self.target_client(&spec)) {
-            (Ok(source), Ok(client)) => Copier {
-                run,
-                journal: &self.journal,
-                source,
-                target: RowReader {
-                    role: "target",
-                    client,
-                },
-                runtime: self.runtime.clone(),
-                stop: stop.clone(),
-            },
-            (Err(err), _) | (_, Err(err)) => return self.fail(&run, err.to_string()),
-        };
+        // Connected once there is something to copy: a task with nothing to copy needs no
+        // source API.
+        let mut copier = None;
         while !stop.load(Ordering::Relaxed) {
+            match self.journal.copies(&spec.task_id) {
+                Ok(copies) if copies.iter().all(|c| c.is_done()) => {
+                    super::imports::wait(&stop, COPIES_RECHECK);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(JournalError::StaleRun { .. }) => return,
+                Err(err) => {
+                    warn!(%err, "cannot read the task's copies; retrying");
+                    pause.wait(&stop);
+                    continue;
+                }
+            }
+            let copier = match &copier {
+                Some(copier) => copier,
+                None => match (self.source_rows(), self.target_client(&spec)) {
+                    (Ok(source), Ok(client)) => copier.insert(Copier {
+                        run: run.clone(),
+                        journal: &self.journal,
+                        source,
+                        target: RowReader {
+                            role: "target",
+                            client,
+                        },
+                        runtime: self.runtime.clone(),
+                        stop: stop.clone(),
+                    }),
+                    (Err(err), _) | (_, Err(err)) => return self.fail(&run, err.to_string()),
+                },
+            };
             match copier.copy_all() {
-                Ok(()) => return health.resolved("snapshot"),
+                Ok(()) => {
+                    health.resolved("snapshot");
+                    pause = Pause::default();
+                }
                 Err(CopyError::Journal(err @ JournalError::StaleRun { .. })) => {
                     return warn!(%err, "snapshot copier of an earlier run stopped");
                 }
