@@ -237,6 +237,12 @@ impl ChannelReader<'_> {
         METRICS.messages_read.inc();
         let decoded = decode(&message.payload);
         let ts = decoded.as_ref().ok().map(timestamp);
+        if let Ok(SourceMessage::Ignored { msg_type }) = &decoded
+            && METRICS.ignored(msg_type.as_str_name())
+        {
+            info!(task = self.run.task(), channel = self.pchannel, id = %message.id, msg_type = msg_type.as_str_name(),
+                  "a message of a type that carries nothing for the target passed over (the first of its type; the others are counted in milvus_cdc_messages_ignored_total)");
+        }
         if matches!(
             decoded,
             Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
