@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
@@ -60,7 +61,8 @@ use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{
-    MqPosition, Poison, PoisonAt, Scope, SkipPolicy, StagedChange, is_replicate_topic,
+    MessageId, MqPosition, Poison, PoisonAt, Scope, SkipPolicy, SourceOffset, StagedChange,
+    is_replicate_topic,
 };
 use dedup::RecentPayloads;
 use pacer::Pacer;
@@ -130,6 +132,15 @@ pub enum ReaderError {
         oldest: MqPosition,
         latest: MqPosition,
     },
+    #[error(
+        "channel {channel}: the message before the task's position {position} is not the one \
+         the task read there: the topic was deleted and created again. Nothing was skipped; \
+         delete the task and create it again, copying what is missing another way"
+    )]
+    OtherTopic {
+        channel: String,
+        position: MqPosition,
+    },
     #[error("cannot replicate {0}")]
     Poison(Poison),
 }
@@ -167,10 +178,16 @@ impl ChannelReader<'_> {
         info!(task = self.run.task(), channel = self.pchannel, from = %offset.next, "reading");
         let mut retention = RetentionCheck::default();
         self.check_retained(&offset.next, &mut retention)?;
-        let Some(mut consumer) = self.open(&offset.next) else {
+        // The message before the position is read again, to check it is the one read there.
+        let (from, verify) = match message_before(&offset) {
+            Some((from, id, fingerprint)) => (from, Some((id, fingerprint))),
+            None => (offset.next, None),
+        };
+        let Some(mut consumer) = self.open(&from) else {
             return Ok(());
         };
-        let mut state = ReadState::new(offset.next, offset.tick, self.pchannel);
+        let mut state = ReadState::new(&offset, self.pchannel);
+        state.verify = verify;
         while !self.stop.load(Ordering::Relaxed) {
             if state.pending.since.is_none() {
                 if state
@@ -222,6 +239,18 @@ impl ChannelReader<'_> {
         message: Fetched,
         lookup: &mut dyn CollectionLookup,
     ) -> Result<(), ReaderError> {
+        if let Some((id, fingerprint)) = state.verify.take() {
+            if message.id == id {
+                if xxh3_64(&message.payload) != fingerprint {
+                    return Err(ReaderError::OtherTopic {
+                        channel: self.pchannel.to_owned(),
+                        position: state.position,
+                    });
+                }
+                return Ok(());
+            }
+            // Retention took it: the broker's bounds vouch for the position instead.
+        }
         // The redelivery rule (module doc): ids only grow along a channel, so one the
         // position does not admit was read already (staged, or pending in this very batch)
         // and must not be staged again.
@@ -231,8 +260,9 @@ impl ChannelReader<'_> {
                   position = %state.position, "message skipped: it was read already");
             return Ok(());
         }
-        let before = state.position;
+        let before = (state.position, state.last);
         state.position = MqPosition::after(&message.id);
+        state.last = Some(xxh3_64(&message.payload));
         state.pending.fetched(message.payload.len());
         METRICS.messages_read.inc();
         let decoded = decode(&message.payload);
@@ -302,7 +332,7 @@ impl ChannelReader<'_> {
         state: &ReadState,
         poison: Poison,
         payload: &[u8],
-        before: MqPosition,
+        (before, last): (MqPosition, Option<u64>),
         floor: u64,
     ) -> Result<(), ReaderError> {
         METRICS.messages_rejected.inc();
@@ -312,7 +342,7 @@ impl ChannelReader<'_> {
             // kept for `dump`, and the task stops on it.
             let pending = &state.pending.changes;
             self.journal
-                .stage(self.run, self.pchannel, pending, before, floor)?;
+                .stage_read(self.run, self.pchannel, pending, before, last, floor)?;
             self.journal.put_poison_message(self.run, payload)?;
             return Err(ReaderError::Poison(poison));
         }
@@ -327,11 +357,12 @@ impl ChannelReader<'_> {
     fn stage_pending(&self, state: &mut ReadState) -> Result<(), ReaderError> {
         crate::failpoint::hit("stage-before-commit");
         let changes = std::mem::take(&mut state.pending).changes;
-        self.journal.stage(
+        self.journal.stage_read(
             self.run,
             self.pchannel,
             &changes,
             state.position,
+            state.last,
             state.tick,
         )?;
         let newest = changes.iter().map(|c| c.ts).max();
@@ -442,6 +473,22 @@ fn not_before(changes: Vec<StagedChange>, floor: u64) -> impl Iterator<Item = St
     })
 }
 
+/// Where to open the channel to read the message right before `offset` again, that message's
+/// id and its fingerprint, where the broker's ids say which message that is (a Kafka offset; a
+/// Pulsar id does not).
+fn message_before(offset: &SourceOffset) -> Option<(MqPosition, MessageId, u64)> {
+    match (offset.next, offset.last) {
+        (MqPosition::Kafka { next_offset }, Some(fingerprint)) if next_offset > 0 => {
+            let id = MessageId::Kafka(next_offset - 1);
+            let from = MqPosition::Kafka {
+                next_offset: next_offset - 1,
+            };
+            Some((from, id, fingerprint))
+        }
+        _ => None,
+    }
+}
+
 /// What one run of a reader carries from message to message.
 struct ReadState {
     pending: PendingStage,
@@ -449,6 +496,10 @@ struct ReadState {
     position: MqPosition,
     /// The channel's newest tick read.
     tick: u64,
+    /// The fingerprint of the message right before `position` ([`SourceOffset::last`]).
+    last: Option<u64>,
+    /// The message expected first, read again to be compared with the fingerprint stored.
+    verify: Option<(MessageId, u64)>,
     /// The newest row staged in this run. Rows past the channel's tick cannot be applied
     /// until a later tick is staged, so the cap waits only once the tick covers them: waiting
     /// before would leave the applier nothing it may apply, for ever.
@@ -461,11 +512,13 @@ struct ReadState {
 }
 
 impl ReadState {
-    fn new(position: MqPosition, tick: u64, pchannel: &str) -> Self {
+    fn new(offset: &SourceOffset, pchannel: &str) -> Self {
         Self {
             pending: PendingStage::default(),
-            position,
-            tick,
+            position: offset.next,
+            tick: offset.tick,
+            last: offset.last,
+            verify: None,
             newest_staged: None,
             recent: RecentPayloads::default(),
             pacer: Pacer::default(),
