@@ -458,6 +458,10 @@ impl CollectionLookup for WithJournal<'_> {
         self.lookup.collection_named(db_name, name)
     }
 
+    fn database_at(&mut self, id: i64, ts: u64) -> Result<Option<String>, LookupError> {
+        self.lookup.database_at(id, ts)
+    }
+
     fn vchannels_seen(&mut self, id: i64) -> Result<Vec<String>, LookupError> {
         self.journal
             .vchannels_of_collection(self.task, id)
