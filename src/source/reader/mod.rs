@@ -239,17 +239,18 @@ impl ChannelReader<'_> {
         message: Fetched,
         lookup: &mut dyn CollectionLookup,
     ) -> Result<(), ReaderError> {
-        if let Some((id, fingerprint)) = state.verify.take() {
-            if message.id == id {
-                if xxh3_64(&message.payload) != fingerprint {
-                    return Err(ReaderError::OtherTopic {
-                        channel: self.pchannel.to_owned(),
-                        position: state.position,
-                    });
-                }
-                return Ok(());
+        // A later message first: retention took the one before the position, and the
+        // broker's bounds vouch for the position instead.
+        if let Some((id, fingerprint)) = state.verify.take()
+            && message.id == id
+        {
+            if xxh3_64(&message.payload) != fingerprint {
+                return Err(ReaderError::OtherTopic {
+                    channel: self.pchannel.to_owned(),
+                    position: state.position,
+                });
             }
-            // Retention took it: the broker's bounds vouch for the position instead.
+            return Ok(());
         }
         // The redelivery rule (module doc): ids only grow along a channel, so one the
         // position does not admit was read already (staged, or pending in this very batch)
