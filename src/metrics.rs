@@ -37,6 +37,7 @@ pub struct Metrics {
     applied: OperationCounters,
     errors: Family<ErrorLabels, Counter>,
     api_refused: Family<RefusalLabels, Counter>,
+    messages_ignored: Family<TypeLabels, Counter>,
 }
 
 /// Changes, rows and bytes per task and operation.
@@ -144,6 +145,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A message of a type that carries nothing for the target, passed over; true for the
+    /// first of its type since the process started (the one worth a log line).
+    pub fn ignored(&self, msg_type: &'static str) -> bool {
+        self.messages_ignored
+            .get_or_create(&TypeLabels { r#type: msg_type })
+            .inc()
+            == 0
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors
             .get_or_create(&ErrorLabels {
@@ -171,6 +181,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     applied: OperationCounters::default(),
     errors: Family::default(),
     api_refused: Family::default(),
+    messages_ignored: Family::default(),
 });
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,6 +203,11 @@ struct StageLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -309,6 +325,11 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "api_requests_refused",
         "API requests refused before they were handled, by reason: host (not addressed to the appliance), origin (sent by another site's page), token (missing or wrong)",
         m.api_refused.clone(),
+    );
+    registry.register(
+        "messages_ignored",
+        "Messages of a type that carries nothing for the target (reads, the cluster's bookkeeping, what the metadata watcher replicates from etcd), by type; the first of each type is logged",
+        m.messages_ignored.clone(),
     );
     registry.register(
         "apply_batch_rows",
@@ -444,6 +465,8 @@ mod tests {
         METRICS.applied("ops", Operation::Delete, 2, 5);
         METRICS.applied("ops", Operation::CreateCollection, 0, 0);
         METRICS.error(ErrorKind::MessageRejected);
+        assert!(METRICS.ignored("DescribeSegments"), "the first of its type");
+        assert!(!METRICS.ignored("DescribeSegments"), "the second is not");
         let text = render(&Snapshot::default()).unwrap();
         for line in [
             r#"milvus_cdc_staged_changes_total{task="ops",op="delete"} 2"#,
@@ -453,6 +476,7 @@ mod tests {
             r#"milvus_cdc_applied_bytes_total{task="ops",op="delete"} 5"#,
             r#"milvus_cdc_applied_changes_total{task="ops",op="create_collection"} 1"#,
             r#"milvus_cdc_errors_total{kind="message_rejected"} "#,
+            r#"milvus_cdc_messages_ignored_total{type="DescribeSegments"} 2"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

@@ -60,10 +60,25 @@ impl Journal {
         next: MqPosition,
         tick: u64,
     ) -> Result<(), JournalError> {
+        self.stage_read(run, pchannel, changes, next, None, tick)
+    }
+
+    /// [`stage`](Self::stage), with the fingerprint of the message read last before `next`
+    /// ([`SourceOffset::last`]) recorded in the same transaction.
+    pub fn stage_read(
+        &self,
+        run: &TaskRun,
+        pchannel: &str,
+        changes: &[StagedChange],
+        next: MqPosition,
+        last: Option<u64>,
+        tick: u64,
+    ) -> Result<(), JournalError> {
         let offset = |tick, next_seq| SourceOffset {
             next,
             tick,
             next_seq,
+            last,
         };
         self.stage_with(run, pchannel, changes, tick, offset, |r| &mut r.offsets)
     }

@@ -51,7 +51,8 @@ fn staging_moves_rows_and_offset_together() {
         SourceOffset {
             next: kafka(5),
             tick: 12,
-            next_seq: 2
+            next_seq: 2,
+            last: None,
         }
     );
     let rows = j

@@ -235,6 +235,12 @@ pub struct SourceOffset {
     /// Next sequence number for a staged row; never reused, so positions of deleted (applied)
     /// rows can never be taken again by new rows of the same timestamp.
     pub next_seq: u64,
+    /// The fingerprint (xxh3) of the message read last before `next`, when a reader read one:
+    /// a later run reads that message again and compares, so a topic deleted and created
+    /// again, grown past the position meanwhile, is not taken for the one the position was
+    /// taken on. Staged with `next`, so the two always agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u64>,
 }
 
 /// The metadata watcher's state on the source's etcd, staged with its rows in one journal

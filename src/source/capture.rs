@@ -22,7 +22,7 @@ use crate::model::{
     Change, CollectionRef, DdlEvent, DeleteBatch, EncodedColumn, InsertBatch, PrimaryKeys,
     StagedChange,
 };
-use crate::model::{DEFAULT_DB, Scope, db_or_default};
+use crate::model::{Scope, db_or_default};
 
 /// What the task knows of the source's collections, by id (and by name for replicate-msg
 /// events, which carry no id). `Ok(None)` is an answer (no such collection); an error is the
@@ -39,6 +39,12 @@ pub trait CollectionLookup {
     /// metadata once Milvus has removed that (a drop finished long before the task read it).
     fn vchannels_seen(&mut self, _id: i64) -> Result<Vec<String>, LookupError> {
         Ok(Vec::new())
+    }
+    /// The database collection `id` was in at source time `ts`, for a collection the metadata
+    /// no longer has (from what Milvus keeps of it a while after its drop); None when nothing
+    /// says.
+    fn database_at(&mut self, _id: i64, _ts: u64) -> Result<Option<String>, LookupError> {
+        Ok(None)
     }
 }
 
@@ -79,6 +85,12 @@ pub enum CaptureError {
     NoSchema { collection: i64 },
     #[error("Delete on {shard} carries no primary keys")]
     NoKeys { shard: String },
+    #[error(
+        "collection {collection} (id {id}): the source's metadata no longer says which database \
+         it was in (dropped long before the task read this message), so its change cannot be \
+         addressed"
+    )]
+    NoDatabase { collection: String, id: i64 },
     #[error(transparent)]
     Lookup(#[from] LookupError),
 }
@@ -135,10 +147,31 @@ fn capture_under_source_names(
     }
     // Data messages of 2.3 carry no database name; the metadata knows it.
     let meta = lookup.collection(collection_id)?;
+    let later_ddl = matches!(
+        message,
+        SourceMessage::DropCollection(_)
+            | SourceMessage::CreatePartition(_)
+            | SourceMessage::DropPartition(_)
+    );
+    if meta.is_none() && later_ddl && lookup.vchannels_seen(collection_id)?.is_empty() {
+        // Gone from the metadata and never seen by the task: the target has nothing of it
+        // from this task, whichever database it was in.
+        info!(collection = %name, id = collection_id,
+              "DDL of a collection neither on the source nor seen by the task: nothing to apply");
+        return Ok(Captured::Skipped);
+    }
     let db_name = match (&meta, db_name.is_empty()) {
         (Some(meta), true) => meta.db_name.clone(),
         (_, false) => db_name.clone(),
-        (None, true) => DEFAULT_DB.to_owned(),
+        // Never a guess: the database it was in, from the source, or the task stops on it.
+        (None, true) => {
+            lookup
+                .database_at(collection_id, ts)?
+                .ok_or_else(|| CaptureError::NoDatabase {
+                    collection: name.clone(),
+                    id: collection_id,
+                })?
+        }
     };
     let name = match (&meta, name.is_empty()) {
         (Some(meta), true) => meta.name.clone(),
@@ -251,11 +284,6 @@ fn capture_under_source_names(
                 None => lookup.vchannels_seen(collection_id)?,
             };
             if vchannels.is_empty() {
-                info!(
-                    collection = %collection.name,
-                    id = collection_id,
-                    "DDL of a collection neither on the source nor seen by the task: nothing to apply"
-                );
                 return Ok(Captured::Skipped);
             }
             let event = match other {
@@ -566,6 +594,10 @@ mod tests {
         fn vchannels_seen(&mut self, _: i64) -> Result<Vec<String>, LookupError> {
             Ok(self.seen.clone())
         }
+
+        fn database_at(&mut self, _: i64, _: u64) -> Result<Option<String>, LookupError> {
+            Ok(Some("default".into()))
+        }
     }
 
     fn drop_of_9() -> SourceMessage {
@@ -598,6 +630,68 @@ mod tests {
             capture(drop_of_9(), P0, &Scope::all(), &mut unseen),
             Ok(Captured::Skipped)
         );
+    }
+
+    /// A source whose metadata no longer has collection 9, and whose history says `database`.
+    struct Dropped {
+        database: Option<String>,
+    }
+
+    impl CollectionLookup for Dropped {
+        fn collection(&mut self, _: i64) -> Result<Option<CollectionMeta>, LookupError> {
+            Ok(None)
+        }
+
+        fn collection_named(
+            &mut self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<CollectionMeta>, LookupError> {
+            Ok(None)
+        }
+
+        fn database_at(&mut self, id: i64, ts: u64) -> Result<Option<String>, LookupError> {
+            assert_eq!((id, ts), (9, 5));
+            Ok(self.database.clone())
+        }
+    }
+
+    fn insert_into_9() -> SourceMessage {
+        SourceMessage::Insert(InsertMessage {
+            shard_name: V0.into(),
+            collection_id: 9,
+            collection_name: "c".into(),
+            timestamps: vec![5],
+            num_rows: 1,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn rows_of_a_collection_gone_from_the_metadata_go_to_the_database_its_history_names() {
+        let mut lookup = Dropped {
+            database: Some("sales".into()),
+        };
+        let Ok(Captured::Changes(changes)) =
+            capture(insert_into_9(), P0, &Scope::all(), &mut lookup)
+        else {
+            panic!("the rows are staged")
+        };
+        assert_eq!(changes[0].change.collection().db_name, "sales");
+    }
+
+    #[test]
+    fn rows_of_a_collection_no_metadata_places_in_a_database_stop_the_task_never_guessed() {
+        let mut lookup = Dropped { database: None };
+        let err = capture(insert_into_9(), P0, &Scope::all(), &mut lookup).unwrap_err();
+        assert_eq!(
+            err,
+            CaptureError::NoDatabase {
+                collection: "c".into(),
+                id: 9
+            }
+        );
+        assert!(err.to_string().contains("collection c (id 9)"), "{err}");
     }
 
     const LANE: &str = "by-dev-replicate-msg";

@@ -8,6 +8,7 @@ use milvus::proto::milvus as rpc;
 use milvus::proto::msg;
 use prost::Message;
 
+use super::msg_kind::{Unhandled, unhandled};
 use crate::model::ReplicatedKind;
 pub use crate::proto::passthrough::InsertMessage;
 
@@ -138,9 +139,10 @@ pub enum SourceMessage {
     TimeTick {
         ts: u64,
     },
-    /// A well-formed message of a type replication does not use on DML channels.
+    /// A well-formed message of a type that carries nothing the target needs (see
+    /// `msg_kind`).
     Ignored {
-        msg_type: i32,
+        msg_type: MsgType,
     },
 }
 
@@ -152,6 +154,8 @@ pub enum DecodeError {
     NoHeader,
     #[error("unknown message type {0}")]
     UnknownType(i32),
+    #[error("message type {name} ({msg_type}) carries rows or DDL this version does not replicate")]
+    NotReplicated { name: &'static str, msg_type: i32 },
     #[error("malformed {kind} message: {reason}")]
     Malformed { kind: &'static str, reason: String },
 }
@@ -202,8 +206,14 @@ pub fn decode(payload: &[u8]) -> Result<SourceMessage, DecodeError> {
             payload,
         )?)),
         MsgType::Undefined => return Err(DecodeError::UnknownType(0)),
-        other => SourceMessage::Ignored {
-            msg_type: other as i32,
+        other => match unhandled(other) {
+            Unhandled::Harmless => SourceMessage::Ignored { msg_type: other },
+            Unhandled::CarriesData => {
+                return Err(DecodeError::NotReplicated {
+                    name: other.as_str_name(),
+                    msg_type: other as i32,
+                });
+            }
         },
     })
 }
@@ -353,9 +363,26 @@ mod tests {
         assert_eq!(
             decode(&bytes),
             Ok(SourceMessage::Ignored {
-                msg_type: MsgType::ShowCollections as i32
+                msg_type: MsgType::ShowCollections
             })
         );
+    }
+
+    #[test]
+    fn a_known_type_that_carries_data_is_an_error_naming_the_type() {
+        let bytes = msg::TimeTickMsg {
+            base: base(MsgType::Upsert, 5),
+        }
+        .encode_to_vec();
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::NotReplicated {
+                name: "Upsert",
+                msg_type: 404
+            }
+        );
+        assert!(err.to_string().contains("Upsert"), "{err}");
     }
 
     use milvus::proto::common::KeyValuePair;

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod decode;
 pub mod meta;
 pub mod mq;
+pub mod msg_kind;
 pub mod reader;
 pub mod seed;
 pub mod start;

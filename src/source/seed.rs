@@ -239,7 +239,15 @@ pub async fn seed_created_meanwhile(
                 continue;
             };
             let seeds = collection_seeds(std::slice::from_ref(collection), &pchannel, scope);
-            journal.stage(run, &pchannel, &seeds, offset.next, offset.tick)?;
+            // The offset stays as it is, its fingerprint included.
+            journal.stage_read(
+                run,
+                &pchannel,
+                &seeds,
+                offset.next,
+                offset.last,
+                offset.tick,
+            )?;
         }
     }
     Ok(())

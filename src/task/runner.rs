@@ -317,7 +317,7 @@ impl Supervisor {
                     METRICS.error(ErrorKind::Reader);
                     return self.stop_on_poison(&run, poison);
                 }
-                Err(err @ ReaderError::NotRetained { .. }) => {
+                Err(err @ (ReaderError::NotRetained { .. } | ReaderError::OtherTopic { .. })) => {
                     METRICS.error(ErrorKind::Reader);
                     return self.fail(&run, err.to_string());
                 }

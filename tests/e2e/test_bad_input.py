@@ -163,6 +163,34 @@ def test_a_task_with_skip_poison_passes_over_bad_messages_logged_and_counted(app
     assert f"{topic} next=kafka next_offset=7 tick=9" in dump(server, "--channel", topic)
 
 
+def typed(msg_type: int, ts: int) -> bytes:
+    """A message with only a header, of type `msg_type`."""
+    header = common_pb2.MsgHeader()
+    header.base.msg_type = msg_type
+    header.base.timestamp = ts
+    return header.SerializeToString()
+
+
+def test_a_type_that_carries_nothing_is_counted_and_one_that_carries_rows_stops_the_task(appliance, env, target):
+    show_collections, upsert = 104, 404
+    prefix, topic, producer = junk_topic(env)
+    server = appliance(channel_prefix=prefix)
+    create(server, target, "types")
+    for payload in [time_tick(5), typed(show_collections, 6), typed(show_collections, 7), typed(upsert, 8),
+                    time_tick(9)]:
+        producer.produce(topic, payload, partition=0)
+    producer.flush(10)
+
+    task = wait_for_state(server, "types", "Failed")
+    assert task["poison"]["at"] == {"message": {"channel": topic, "id": {"Kafka": 4}}}, task
+    assert "message type Upsert (404) carries rows" in task["reason"], task
+    assert server.metrics()['milvus_cdc_messages_ignored_total{type="ShowCollections"}'] == 2
+    server.stop()
+    log = server.log.read_text()
+    assert log.count("the first of its type") == 1 and "ShowCollections" in log, log[-3000:]
+    assert f"{topic} next=kafka next_offset=4 tick=5" in dump(server, "--channel", topic), "it stays at the Upsert"
+
+
 def test_a_row_the_target_refuses_stops_the_task_on_that_row_until_skipped(appliance, source, target, names):
     name = names("refused")
     fields = lambda length: schema(int64_pk(), FieldSchema("label", DataType.VARCHAR, max_length=length),

@@ -81,3 +81,62 @@ def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_pos
     finally:
         server.stop()
         admin.delete_topics([topic])[topic].result(10)
+
+
+def test_a_topic_created_again_and_grown_past_the_position_while_stopped_fails_the_task(tmp_path, env, target):
+    """The broker's bounds cannot tell this one: the new topic holds the stored offset and more.
+    The message before the position is read again and is not the one the task read there."""
+    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+    admin = AdminClient({"bootstrap.servers": brokers})
+    prefix = f"grown{uuid.uuid4().hex[:6]}"
+    topic = f"{prefix}-rootcoord-dml_0"
+    producer = Producer({"bootstrap.servers": brokers})
+    producer.produce(topic, time_tick(1), partition=0)
+    producer.flush(10)
+    server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
+    try:
+        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
+                                               "collection_infos": [{"name": "*"}]})
+        assert status == 200, reply
+        task = reply["data"]["task_id"]
+        for ts in range(2, 7):
+            producer.produce(topic, time_tick(ts), partition=0)
+            producer.flush(10)
+
+        def read_all() -> list:
+            channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
+            mine = [c for c in channels if c["channel"] == topic]
+            return [] if mine and mine[0].get("tick") == 6 else [mine]
+        wait_until("the task to read the topic", read_all, timeout=30)
+        server.stop()
+
+        admin.delete_topics([topic])[topic].result(10)
+        time.sleep(1)
+        # The topic again, written past the task's offset (6) by a new producer.
+        producer = Producer({"bootstrap.servers": brokers})
+        for ts in range(100, 110):
+            producer.produce(topic, time_tick(ts), partition=0)
+            assert producer.flush(10) == 0
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": prefix})
+
+        def grown() -> list:
+            try:
+                marks = consumer.get_watermark_offsets(TopicPartition(topic, 0), 5, cached=False)
+                return [] if marks == (0, 10) else [marks]
+            except KafkaException as err:
+                return [err]
+        wait_until("the topic to be there again, grown past the offset", grown, timeout=30)
+        consumer.close()
+        server.start()
+
+        def failed() -> list:
+            reply = server.request("GET", f"/v1/tasks/{task}")[1]
+            return [] if reply["state"] == "Failed" else [reply]
+        wait_until("the task to fail", failed, timeout=30)
+        reason = server.request("GET", f"/v1/tasks/{task}")[1]["reason"]
+        assert topic in reason and "not the one the task read there" in reason and "next_offset=6" in reason, reason
+        channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
+        assert [c.get("tick") for c in channels if c["channel"] == topic] == [6], "nothing of the new topic staged"
+    finally:
+        server.stop()
+        admin.delete_topics([topic])[topic].result(10)

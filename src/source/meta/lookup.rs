@@ -6,13 +6,14 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
-use super::{CollectionMeta, SourceMeta};
+use super::{CollectionMeta, MetaError, SourceMeta};
 use crate::source::capture::{CollectionLookup, LookupError};
 
 /// Collection metadata from the source's etcd, cached. A collection's metadata may land in etcd
 /// a little after its first message, so a miss is retried briefly before it is remembered; a
-/// read that fails (etcd down or silent) is an error, never remembered; metadata etcd does hold
-/// but that names no usable collection counts as none.
+/// read that fails (etcd down or silent) or does not read is an error, never remembered; a
+/// collection of a dropped database counts as none. A collection the metadata has none of is
+/// placed in its database by the metadata's history ([`SourceMeta::database_in_history`]).
 pub struct EtcdLookup {
     meta: SourceMeta,
     runtime: Handle,
@@ -42,15 +43,16 @@ impl CollectionLookup for EtcdLookup {
         for _ in 0..10 {
             let read = match self.runtime.block_on(self.meta.collection(id)) {
                 Ok(read) => read,
-                // A failed read is not an answer: the caller waits and asks again.
-                Err(e) if e.is_unavailable() => {
-                    return Err(LookupError(format!("collection {id}: {e}")));
-                }
-                // An answer that names no usable collection (one of a dropped database, say).
-                Err(e) => {
-                    warn!(id, err = %e, "collection metadata unusable");
+                // A collection whose database was dropped with it: it is gone, and its
+                // changes find their database in the metadata's history.
+                Err(e @ MetaError::UnknownDatabase { .. }) => {
+                    warn!(id, err = %e, "collection of a dropped database");
                     None
                 }
+                // A failed read is not an answer, nor is one that does not read (a value that
+                // does not decode, metadata that contradicts itself): the caller waits, the
+                // reason shown, and asks again. Taking it for "none" would route rows by guess.
+                Err(e) => return Err(LookupError(format!("collection {id}: {e}"))),
             };
             if let Some(found) = read {
                 info!(collection = %found.name, id, "collection metadata loaded");
@@ -62,6 +64,15 @@ impl CollectionLookup for EtcdLookup {
         // etcd answered, ten times over two seconds, that it has no such collection.
         self.missing.insert(id);
         Ok(None)
+    }
+
+    fn database_at(&mut self, id: i64, ts: u64) -> Result<Option<String>, LookupError> {
+        let found = self
+            .runtime
+            .block_on(self.meta.database_in_history(id, ts))
+            .map_err(|e| LookupError(format!("the database of collection {id}: {e}")))?;
+        info!(id, database = ?found, "database of a collection gone from the metadata, from its history");
+        Ok(found)
     }
 
     fn collection_named(

@@ -33,6 +33,7 @@
 //! collection cannot hide another of the name asked for.
 
 mod assemble;
+mod history;
 mod keys;
 mod lookup;
 mod types;
@@ -50,7 +51,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
 
-use crate::model::CaFile;
+use crate::model::{CaFile, parse_id};
 
 /// etcd errors are boxed: `etcd_client::Error` is large and would bloat every `Result` here.
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +274,42 @@ impl SourceMeta {
         }
         let assembled = assemble_wanted(&self.meta_root, &kvs, Wanted::LiveOrDropping)?;
         Ok(assembled.collections.into_iter().find(|c| c.id == id))
+    }
+
+    /// The name of the database collection `id` was in at source time `ts`, from Milvus's
+    /// snapshot history (`snapshots/..._ts{T}` keys, kept a while after a drop): what stands for
+    /// a collection's metadata once Milvus has removed it. None when the history has no trace.
+    pub async fn database_in_history(&self, id: i64, ts: u64) -> Result<Option<String>, MetaError> {
+        let mut rev = 0;
+        let infos = self
+            .read_prefix(
+                "snapshots/root-coord/database/collection-info/",
+                &mut rev,
+                true,
+            )
+            .await?;
+        let suffix = format!("/{id}_ts");
+        let db_id = infos.iter().find_map(|(key, _)| {
+            let (head, _) = key.rsplit_once(&suffix)?;
+            parse_id(head.rsplit('/').next()?)
+        });
+        let Some(db_id) = db_id else {
+            // A collection older than databases keeps its key outside them: the default one.
+            let legacy = format!("snapshots/root-coord/collection/{id}_ts");
+            let found = !self.read_prefix(&legacy, &mut rev, true).await?.is_empty();
+            return Ok(found.then(|| crate::model::DEFAULT_DB.to_owned()));
+        };
+        if db_id == 0 || db_id == DEFAULT_DB_ID {
+            return Ok(Some(crate::model::DEFAULT_DB.to_owned()));
+        }
+        let versions = self
+            .read_prefix(
+                &format!("snapshots/root-coord/database/db-info/{db_id}_ts"),
+                &mut rev,
+                false,
+            )
+            .await?;
+        history::database_name_at(&versions, ts)
     }
 
     /// Every key/value under `{meta_root}/{rel_prefix}` at etcd revision `revision`.

@@ -51,16 +51,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::capture::{CaptureError, Captured, CollectionLookup, LookupError, capture};
 use super::decode::{SourceMessage, decode, timestamp};
 use super::meta::CollectionMeta;
-use super::mq::{ChannelSource, Holding, MessageQueue, MqError};
+use super::mq::{ChannelSource, Fetched, Holding, MessageQueue, MqError};
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{
-    MqPosition, Poison, PoisonAt, Scope, SkipPolicy, StagedChange, is_replicate_topic,
+    MessageId, MqPosition, Poison, PoisonAt, Scope, SkipPolicy, SourceOffset, StagedChange,
+    is_replicate_topic,
 };
 use dedup::RecentPayloads;
 use pacer::Pacer;
@@ -130,6 +132,15 @@ pub enum ReaderError {
         oldest: MqPosition,
         latest: MqPosition,
     },
+    #[error(
+        "channel {channel}: the message before the task's position {position} is not the one \
+         the task read there: the topic was deleted and created again. Nothing was skipped; \
+         delete the task and create it again, copying what is missing another way"
+    )]
+    OtherTopic {
+        channel: String,
+        position: MqPosition,
+    },
     #[error("cannot replicate {0}")]
     Poison(Poison),
 }
@@ -167,31 +178,30 @@ impl ChannelReader<'_> {
         info!(task = self.run.task(), channel = self.pchannel, from = %offset.next, "reading");
         let mut retention = RetentionCheck::default();
         self.check_retained(&offset.next, &mut retention)?;
-        let Some(mut consumer) = self.open(&offset.next) else {
+        // The message before the position is read again, to check it is the one read there.
+        let (from, verify) = match message_before(&offset) {
+            Some((from, id, fingerprint)) => (from, Some((id, fingerprint))),
+            None => (offset.next, None),
+        };
+        let Some(mut consumer) = self.open(&from) else {
             return Ok(());
         };
-
-        let mut pending = PendingStage::default();
-        let mut position = offset.next;
-        let mut tick = offset.tick;
-        // The newest row staged in this run. Rows past the channel's tick cannot be applied
-        // until a later tick is staged, so the cap waits only once the tick covers them:
-        // waiting before would leave the applier nothing it may apply, for ever.
-        let mut newest_staged: Option<u64> = None;
-        let mut recent = RecentPayloads::default();
-        let mut pacer = Pacer::default();
-        // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
-        // what is staged there is applicable at once, in the order of the topic.
-        let stamps_are_ticks = is_replicate_topic(self.pchannel);
-
+        let mut state = ReadState::new(&offset, self.pchannel);
+        state.verify = verify;
         while !self.stop.load(Ordering::Relaxed) {
-            if pending.since.is_none() {
-                if newest_staged.is_some_and(|newest| newest <= tick) {
+            if state.pending.since.is_none() {
+                if state
+                    .newest_staged
+                    .is_some_and(|newest| newest <= state.tick)
+                {
                     self.wait_below_cap()?;
                 }
-                pacer.wait_for_room(self.journal, self.settings.max_batch_bytes, &self.stop);
+                let max_bytes = self.settings.max_batch_bytes;
+                state
+                    .pacer
+                    .wait_for_room(self.journal, max_bytes, &self.stop);
             }
-            let timeout = if pending.since.is_some() {
+            let timeout = if state.pending.since.is_some() {
                 Duration::from_millis(1)
             } else {
                 Duration::from_millis(100)
@@ -201,7 +211,7 @@ impl ChannelReader<'_> {
             // task starts over from the stored position, dropping what was pending.
             let fetched = consumer.poll(timeout)?;
             let idle = fetched.is_none();
-            if idle && pending.since.is_none() {
+            if idle && state.pending.since.is_none() {
                 // A channel no collection writes to has no ticks: being at its end, with
                 // everything read staged, is what vouches for it (`journal::lag`).
                 self.health.at_end(self.pchannel, crate::model::now_ms());
@@ -209,108 +219,158 @@ impl ChannelReader<'_> {
             // A consumer waiting past the end of a topic that was created again would wait
             // through its first messages: while idle, the broker's bounds are checked.
             if idle && retention.checked.elapsed() >= RETENTION_CHECK {
-                self.check_retained(&position, &mut retention)?;
+                self.check_retained(&state.position, &mut retention)?;
             }
             if let Some(message) = fetched {
-                // The redelivery rule (module doc): ids only grow along a channel, so one the
-                // position does not admit was read already (staged, or pending in this very
-                // batch) and must not be staged again.
-                if !position.admits(&message.id).map_err(MqError::from)? {
-                    METRICS.messages_duplicate.inc();
-                    warn!(
-                        task = self.run.task(),
-                        channel = self.pchannel,
-                        id = %message.id,
-                        %position,
-                        "message skipped: it was read already"
-                    );
-                    continue;
-                }
-                let before = position;
-                position = MqPosition::after(&message.id);
-                pending.fetched(message.payload.len());
-                METRICS.messages_read.inc();
-                let decoded = decode(&message.payload);
-                let ts = decoded.as_ref().ok().map(timestamp);
-                if matches!(
-                    decoded,
-                    Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
-                ) && !recent.first_time(&message.payload)
-                {
-                    METRICS.messages_duplicate.inc();
-                    warn!(
-                        task = self.run.task(),
-                        channel = self.pchannel,
-                        id = %message.id,
-                        "message skipped: byte-identical to an earlier message of this channel"
-                    );
-                    continue;
-                }
-                // The proxy runs some of these requests in different queues, so one may reach
-                // the topic after a later-stamped one. Staged at its own stamp it could sort
-                // behind an event already applied and never be read: it is staged no earlier
-                // than the newest stamp of the topic instead (it then waits a little longer).
-                let floor = tick;
-                if stamps_are_ticks && let Ok(message) = &decoded {
-                    tick = tick.max(timestamp(message));
-                }
-                let captured = match decoded {
-                    Ok(decoded) => match capture(decoded, self.pchannel, self.scope, lookup) {
-                        // Not knowing is not "no such collection": this run ends, dropping
-                        // what is pending, and the channel is read again from its stored
-                        // offset once the metadata can be read.
-                        Err(CaptureError::Lookup(err)) => return Err(err.into()),
-                        other => other.map_err(|e| e.to_string()),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                match captured {
-                    Ok(Captured::Changes(changes)) if stamps_are_ticks => {
-                        pending.changes.extend(not_before(changes, floor));
-                    }
-                    Ok(Captured::Changes(changes)) => pending.changes.extend(changes),
-                    Ok(Captured::Tick(ts)) => tick = tick.max(ts),
-                    Ok(Captured::Skipped) => {}
-                    Err(error) => {
-                        METRICS.messages_rejected.inc();
-                        METRICS.error(ErrorKind::MessageRejected);
-                        let at = PoisonAt::Message {
-                            channel: self.pchannel.to_owned(),
-                            id: message.id,
-                        };
-                        if !self.skip.allows(&at) {
-                            // The channel stays at this message: what came before is staged,
-                            // the message kept for `dump`, and the task stops on it.
-                            self.journal.stage(
-                                self.run,
-                                self.pchannel,
-                                &pending.changes,
-                                before,
-                                floor,
-                            )?;
-                            self.journal
-                                .put_poison_message(self.run, &message.payload)?;
-                            return Err(ReaderError::Poison(Poison { at, ts, error }));
-                        }
-                        let approved = self.skip.approved.as_ref() == Some(&at);
-                        METRICS.poison_skipped.inc();
-                        warn!(task = self.run.task(), channel = self.pchannel, id = %message.id, reason = %error,
-                              approved_by_operator = approved, "message skipped: not a usable Milvus message");
-                    }
-                }
+                self.take(&mut state, message, lookup)?;
             }
-            if pending.due(self.settings, idle) {
-                crate::failpoint::hit("stage-before-commit");
-                self.journal
-                    .stage(self.run, self.pchannel, &pending.changes, position, tick)?;
-                let newest = pending.changes.iter().map(|c| c.ts).max();
-                newest_staged = newest_staged.max(newest);
-                self.health.resolved(self.pchannel);
-                METRICS.changes_staged.inc_by(pending.changes.len() as u64);
-                METRICS.staged(self.run.task(), pending.changes.iter().map(|c| &c.change));
-                pending = PendingStage::default();
+            if state.pending.due(self.settings, idle) {
+                self.stage_pending(&mut state)?;
             }
         }
+        Ok(())
+    }
+
+    /// One fetched message: passed over when read already, else decoded, captured and added to
+    /// what is pending, or the run stops on it as a poison.
+    fn take(
+        &self,
+        state: &mut ReadState,
+        message: Fetched,
+        lookup: &mut dyn CollectionLookup,
+    ) -> Result<(), ReaderError> {
+        // A later message first: retention took the one before the position, and the
+        // broker's bounds vouch for the position instead.
+        if let Some((id, fingerprint)) = state.verify.take()
+            && message.id == id
+        {
+            if xxh3_64(&message.payload) != fingerprint {
+                return Err(ReaderError::OtherTopic {
+                    channel: self.pchannel.to_owned(),
+                    position: state.position,
+                });
+            }
+            return Ok(());
+        }
+        // The redelivery rule (module doc): ids only grow along a channel, so one the
+        // position does not admit was read already (staged, or pending in this very batch)
+        // and must not be staged again.
+        if !state.position.admits(&message.id).map_err(MqError::from)? {
+            METRICS.messages_duplicate.inc();
+            warn!(task = self.run.task(), channel = self.pchannel, id = %message.id,
+                  position = %state.position, "message skipped: it was read already");
+            return Ok(());
+        }
+        let before = (state.position, state.last);
+        state.position = MqPosition::after(&message.id);
+        state.last = Some(xxh3_64(&message.payload));
+        state.pending.fetched(message.payload.len());
+        METRICS.messages_read.inc();
+        let decoded = decode(&message.payload);
+        let ts = decoded.as_ref().ok().map(timestamp);
+        if let Ok(SourceMessage::Ignored { msg_type }) = &decoded
+            && METRICS.ignored(msg_type.as_str_name())
+        {
+            info!(task = self.run.task(), channel = self.pchannel, id = %message.id, msg_type = msg_type.as_str_name(),
+                  "a message of a type that carries nothing for the target passed over (the first of its type; the others are counted in milvus_cdc_messages_ignored_total)");
+        }
+        if matches!(
+            decoded,
+            Ok(SourceMessage::Insert(_) | SourceMessage::Delete(_))
+        ) && !state.recent.first_time(&message.payload)
+        {
+            METRICS.messages_duplicate.inc();
+            warn!(task = self.run.task(), channel = self.pchannel, id = %message.id,
+                  "message skipped: byte-identical to an earlier message of this channel");
+            return Ok(());
+        }
+        // The proxy runs some of these requests in different queues, so one may reach the
+        // topic after a later-stamped one. Staged at its own stamp it could sort behind an
+        // event already applied and never be read: it is staged no earlier than the newest
+        // stamp of the topic instead (it then waits a little longer).
+        let floor = state.tick;
+        if state.stamps_are_ticks
+            && let Ok(message) = &decoded
+        {
+            state.tick = state.tick.max(timestamp(message));
+        }
+        let captured = match decoded {
+            Ok(decoded) => match capture(decoded, self.pchannel, self.scope, lookup) {
+                // Not knowing is not "no such collection": this run ends, dropping what is
+                // pending, and the channel is read again from its stored offset once the
+                // metadata can be read.
+                Err(CaptureError::Lookup(err)) => return Err(err.into()),
+                other => other.map_err(|e| e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match captured {
+            Ok(Captured::Changes(changes)) if state.stamps_are_ticks => {
+                state.pending.changes.extend(not_before(changes, floor));
+            }
+            Ok(Captured::Changes(changes)) => state.pending.changes.extend(changes),
+            Ok(Captured::Tick(ts)) => state.tick = state.tick.max(ts),
+            Ok(Captured::Skipped) => {}
+            Err(error) => {
+                let poison = Poison {
+                    at: PoisonAt::Message {
+                        channel: self.pchannel.to_owned(),
+                        id: message.id,
+                    },
+                    ts,
+                    error,
+                };
+                self.poisoned(state, poison, &message.payload, before, floor)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A message that does not decode or capture: the run stops on it, what came before staged
+    /// and the message kept for `dump`, unless the task's skip policy passes over it.
+    fn poisoned(
+        &self,
+        state: &ReadState,
+        poison: Poison,
+        payload: &[u8],
+        (before, last): (MqPosition, Option<u64>),
+        floor: u64,
+    ) -> Result<(), ReaderError> {
+        METRICS.messages_rejected.inc();
+        METRICS.error(ErrorKind::MessageRejected);
+        if !self.skip.allows(&poison.at) {
+            // The channel stays at this message: what came before is staged, the message
+            // kept for `dump`, and the task stops on it.
+            let pending = &state.pending.changes;
+            self.journal
+                .stage_read(self.run, self.pchannel, pending, before, last, floor)?;
+            self.journal.put_poison_message(self.run, payload)?;
+            return Err(ReaderError::Poison(poison));
+        }
+        let approved = self.skip.approved.as_ref() == Some(&poison.at);
+        METRICS.poison_skipped.inc();
+        warn!(task = self.run.task(), channel = self.pchannel, at = %poison.at, reason = %poison.error,
+              approved_by_operator = approved, "message skipped: not a usable Milvus message");
+        Ok(())
+    }
+
+    /// Commits what is pending with the position and tick after it (group commit).
+    fn stage_pending(&self, state: &mut ReadState) -> Result<(), ReaderError> {
+        crate::failpoint::hit("stage-before-commit");
+        let changes = std::mem::take(&mut state.pending).changes;
+        self.journal.stage_read(
+            self.run,
+            self.pchannel,
+            &changes,
+            state.position,
+            state.last,
+            state.tick,
+        )?;
+        let newest = changes.iter().map(|c| c.ts).max();
+        state.newest_staged = state.newest_staged.max(newest);
+        self.health.resolved(self.pchannel);
+        METRICS.changes_staged.inc_by(changes.len() as u64);
+        METRICS.staged(self.run.task(), changes.iter().map(|c| &c.change));
         Ok(())
     }
 
@@ -414,6 +474,10 @@ impl CollectionLookup for WithJournal<'_> {
         self.lookup.collection_named(db_name, name)
     }
 
+    fn database_at(&mut self, id: i64, ts: u64) -> Result<Option<String>, LookupError> {
+        self.lookup.database_at(id, ts)
+    }
+
     fn vchannels_seen(&mut self, id: i64) -> Result<Vec<String>, LookupError> {
         self.journal
             .vchannels_of_collection(self.task, id)
@@ -427,6 +491,60 @@ fn not_before(changes: Vec<StagedChange>, floor: u64) -> impl Iterator<Item = St
         c.ts = c.ts.max(floor);
         c
     })
+}
+
+/// Where to open the channel to read the message right before `offset` again, that message's
+/// id and its fingerprint, where the broker's ids say which message that is (a Kafka offset; a
+/// Pulsar id does not).
+fn message_before(offset: &SourceOffset) -> Option<(MqPosition, MessageId, u64)> {
+    match (offset.next, offset.last) {
+        (MqPosition::Kafka { next_offset }, Some(fingerprint)) if next_offset > 0 => {
+            let id = MessageId::Kafka(next_offset - 1);
+            let from = MqPosition::Kafka {
+                next_offset: next_offset - 1,
+            };
+            Some((from, id, fingerprint))
+        }
+        _ => None,
+    }
+}
+
+/// What one run of a reader carries from message to message.
+struct ReadState {
+    pending: PendingStage,
+    /// Right after the last message read (staged or pending).
+    position: MqPosition,
+    /// The channel's newest tick read.
+    tick: u64,
+    /// The fingerprint of the message right before `position` ([`SourceOffset::last`]).
+    last: Option<u64>,
+    /// The message expected first, read again to be compared with the fingerprint stored.
+    verify: Option<(MessageId, u64)>,
+    /// The newest row staged in this run. Rows past the channel's tick cannot be applied
+    /// until a later tick is staged, so the cap waits only once the tick covers them: waiting
+    /// before would leave the applier nothing it may apply, for ever.
+    newest_staged: Option<u64>,
+    recent: RecentPayloads,
+    pacer: Pacer,
+    /// The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
+    /// what is staged there is applicable at once, in the order of the topic.
+    stamps_are_ticks: bool,
+}
+
+impl ReadState {
+    fn new(offset: &SourceOffset, pchannel: &str) -> Self {
+        Self {
+            pending: PendingStage::default(),
+            position: offset.next,
+            tick: offset.tick,
+            last: offset.last,
+            verify: None,
+            newest_staged: None,
+            recent: RecentPayloads::default(),
+            pacer: Pacer::default(),
+            stamps_are_ticks: is_replicate_topic(pchannel),
+        }
+    }
 }
 
 /// What the reader fetched since its last staging transaction (group commit).
