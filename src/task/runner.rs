@@ -1,7 +1,8 @@
 //! The threads of a running task: one applier, one thread that finds the source's channels,
-//! one reader per channel, and the metadata watcher. They share nothing but the journal, so
-//! each can stop at any point: a reader resumes at its staged offset, the watcher at its
-//! revision, the applier at its applied positions.
+//! one reader per channel, the metadata watcher, the snapshot copier and the watcher of the
+//! source's bulk inserts. They share nothing but the journal, so each can stop at any point: a
+//! reader resumes at its staged offset, the watcher at its revision, the applier at its applied
+//! positions, the copier at its copy's progress.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
