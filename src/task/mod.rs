@@ -170,10 +170,7 @@ impl Supervisor {
     }
 
     fn save(&self, spec: &TaskSpec) -> Result<(), TaskError> {
-        let bytes = spec
-            .record()
-            .map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
-        Ok(self.journal.put_task(&spec.task_id, &bytes)?)
+        Ok(self.journal.put_task(&spec.task_id, &record(spec)?)?)
     }
 
     /// Starts every task stored as Running (after a restart).
@@ -507,9 +504,7 @@ impl Supervisor {
                 spec.state = TaskState::Failed;
                 spec.reason = Some(reason.clone());
                 spec.poison = poison.clone();
-                let bytes = serde_json::to_vec(&spec)
-                    .map_err(|e| TaskError::Corrupt(id.to_owned(), e.to_string()))?;
-                Ok(self.journal.put_task_of_run(run, &bytes)?)
+                Ok(self.journal.put_task_of_run(run, &record(&spec)?)?)
             });
             let err = match recorded {
                 Ok(()) | Err(TaskError::Journal(JournalError::StaleRun { .. })) => return,
@@ -535,6 +530,13 @@ impl Supervisor {
             .get(run.task())
             .is_some_and(|current| current.run == run.number())
     }
+}
+
+/// The bytes of the task's journal record: its secrets in full (`TaskSpec::record`), so every
+/// write of a record goes through here.
+fn record(spec: &TaskSpec) -> Result<Vec<u8>, TaskError> {
+    spec.record()
+        .map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))
 }
 
 #[cfg(test)]
@@ -711,5 +713,38 @@ mod tests {
             assert_eq!(spec.poison.as_ref(), Some(&poison));
             assert_eq!(spec.reason.as_deref(), Some("stopped on a poison"));
         }
+    }
+
+    #[test]
+    fn a_failure_recorded_by_its_run_keeps_the_task_s_credentials_and_one_of_an_ended_run_is_not_recorded()
+     {
+        let (_dir, _runtime, supervisor) = supervisor();
+        let spec = TaskSpec {
+            target: TargetSpec {
+                uri: "http://t".into(),
+                token: crate::model::Secret::new("root:Canary-1"),
+            },
+            ..stored_task(&supervisor, "t", TaskState::Running, "http://t")
+        };
+        supervisor.save(&spec).unwrap();
+        let ended = supervisor.journal.begin_run("t").unwrap();
+        let run = supervisor.journal.begin_run("t").unwrap();
+        supervisor.running.lock().unwrap().insert(
+            "t".into(),
+            Running {
+                run: run.number(),
+                stop: Arc::default(),
+                threads: Vec::new(),
+            },
+        );
+
+        supervisor.fail(&ended, "an ended run's failure".into());
+        assert_eq!(supervisor.task("t").unwrap().state, TaskState::Running);
+
+        supervisor.fail(&run, "the target is gone".into());
+        let failed = supervisor.stored("t").unwrap();
+        assert_eq!(failed.state, TaskState::Failed);
+        assert_eq!(failed.reason.as_deref(), Some("the target is gone"));
+        assert_eq!(failed.target.token.expose(), "root:Canary-1");
     }
 }
