@@ -42,7 +42,7 @@ use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client::{ReadError, RowReader, Seen, Shape, failure, keys};
-use crate::model::{CopyProgress, CopyState, now_ms};
+use crate::model::{CopyProgress, CopyState, PrimaryKey, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
 /// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
@@ -62,6 +62,27 @@ pub enum CopyError {
     Write { collection: String, reason: String },
     #[error("waiting for the target to have collection {0}")]
     NoTargetCollection(String),
+}
+
+/// What a copy carries from one page to the next.
+struct Pages {
+    shape: Shape,
+    /// What every read of the copy sees of the source.
+    seen: Seen,
+    /// The page after the last one sent, read while it was being sent.
+    prefetched: Option<Vec<FieldData>>,
+    /// Whether the target may have rows of the next page: only when a crash left it in
+    /// doubt. (The copy marks the next page in doubt before sending it as well.)
+    resumed_in_doubt: bool,
+}
+
+/// Where a copy is: partition `partition` (named `name`) after key `after`, as its progress
+/// says (see [`CopyState::Copying`]).
+struct At {
+    partition: usize,
+    name: String,
+    after: Option<PrimaryKey>,
+    in_doubt: bool,
 }
 
 /// Copies one task's collections.
@@ -87,60 +108,22 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// Copies one collection, page by page, from where its progress says; returns once it is
+    /// copied or the task stops.
     async fn copy(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
-        // The task's applier creates it first, from the seeds: usually a moment's wait.
-        let waited = std::time::Instant::now();
-        while !self.target.has_collection(&copy.target).await? {
-            if self.stop.load(Ordering::Relaxed) || waited.elapsed() > TARGET_COLLECTION_WAIT {
-                return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.wait_for_target(copy).await?;
+        if copy.began_ms == 0 && !self.begin(copy).await? {
+            return Ok(());
         }
-        let shape = Shape {
-            primary_key: copy.primary_key.clone(),
-            fields: copy.fields.clone(),
+        let mut pages = Pages {
+            shape: Shape {
+                primary_key: copy.primary_key.clone(),
+                fields: copy.fields.clone(),
+            },
+            seen: self.reads_through(copy)?,
+            prefetched: None,
+            resumed_in_doubt: matches!(copy.state, CopyState::Copying { in_doubt: true, .. }),
         };
-        if copy.began_ms == 0 {
-            if let Some(recopy) = &copy.recopy {
-                self.wait_for_applier(copy.source.id).await?;
-                // The imported rows are queried once the source has loaded their segments.
-                while !self
-                    .source
-                    .segments_visible(&copy.source, &recopy.segments)
-                    .await?
-                {
-                    if self.stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-            }
-            for partition in &copy.partitions {
-                copy.source_rows += self.source.count(&copy.source, partition).await?;
-            }
-            copy.began_ms = now_ms();
-            self.journal.put_copy(&self.run, copy)?;
-            info!(task = self.run.task(), collection = %copy.source.name, rows = copy.source_rows,
-                "snapshot copy begins");
-        }
-        // Every row written before the task's start is read: every tick its readers staged is
-        // a source timestamp after the start, and so is the source's own `start_ts` (the
-        // appliance's clock, when the copy began, stands in for a copy recorded without it).
-        // What is written later may be read or not; its change is replayed after the copy
-        // anyway. (A query that must see everything written before it waits for the source's
-        // next tick, half a second a page.)
-        let staged = self.journal.ticks(self.run.task())?.into_values().max();
-        let seen = Seen::Through(
-            staged
-                .unwrap_or(0)
-                .max(copy.began_ms << 18)
-                .max(copy.start_ts),
-        );
-        // The page after the last one sent, read while it was being sent.
-        let mut prefetched = None;
-        // Whether the target may have rows of the next page: only when a crash left it in
-        // doubt. (The copy marks the next page in doubt before sending it as well.)
-        let mut resumed_in_doubt = matches!(copy.state, CopyState::Copying { in_doubt: true, .. });
         while !self.stop.load(Ordering::Relaxed) {
             let CopyState::Copying {
                 partition,
@@ -150,60 +133,22 @@ impl Copier<'_> {
             else {
                 return Ok(());
             };
-            let Some(name) = copy.partitions.get(partition) else {
-                copy.ended_ms = now_ms();
-                copy.state = CopyState::Done {
-                    replay_through: (copy.ended_ms + REPLAY_MARGIN_MS) << 18,
+            let Some(name) = copy.partitions.get(partition).cloned() else {
+                return self.finish(copy);
+            };
+            let Some(columns) = self
+                .read_page(copy, &name, after.as_ref(), &mut pages)
+                .await?
+            else {
+                // Dropped on the source: past its last partition, the copy is done.
+                copy.state = CopyState::Copying {
+                    partition: copy.partitions.len(),
+                    after: None,
+                    in_doubt,
                 };
-                self.journal.put_copy(&self.run, copy)?;
-                info!(task = self.run.task(), collection = %copy.source.name,
-                    rows = copy.rows_copied, "snapshot copy done");
-                return Ok(());
+                continue;
             };
-            let read = match prefetched.take() {
-                Some(columns) => Ok(columns),
-                None => {
-                    self.source
-                        .page_columns(
-                            &copy.source,
-                            name,
-                            &shape,
-                            after.as_ref(),
-                            None,
-                            copy.page_rows,
-                            seen,
-                        )
-                        .await
-                }
-            };
-            let columns = match read {
-                Ok(columns) => columns,
-                // Dropped meanwhile: the drop is in the journal, after the changes held.
-                Err(err) => match self.source.has(&copy.source, name).await? {
-                    (false, _) => {
-                        info!(task = self.run.task(), collection = %copy.source.name,
-                            "snapshot copy ends: the collection was dropped on the source");
-                        copy.state = CopyState::Copying {
-                            partition: copy.partitions.len(),
-                            after: None,
-                            in_doubt,
-                        };
-                        continue;
-                    }
-                    (true, false) => Vec::new(),
-                    (true, true) => return Err(err.into()),
-                },
-            };
-            let page_keys = columns
-                .iter()
-                .find(|c| c.field_name == copy.primary_key)
-                .map(keys)
-                .transpose()
-                .map_err(|e| CopyError::Write {
-                    collection: copy.source.name.clone(),
-                    reason: e.to_string(),
-                })?
-                .unwrap_or_default();
+            let page_keys = page_keys(copy, &columns)?;
             let Some(last) = page_keys.iter().max().cloned() else {
                 copy.state = CopyState::Copying {
                     partition: partition + 1,
@@ -213,45 +158,178 @@ impl Copier<'_> {
                 self.journal.put_copy(&self.run, copy)?;
                 continue;
             };
-            if !in_doubt {
-                copy.state = CopyState::Copying {
-                    partition,
-                    after: after.clone(),
-                    in_doubt: true,
-                };
-                self.journal.put_copy(&self.run, copy)?;
-            }
-            crate::failpoint::hit("snapshot-after-mark");
-            // The next page is read while this one is sent: the target need not wait for the
-            // source. A failed read is left to the next turn, which reads it again.
-            // A collection copied again (a bulk insert) has its rows from before on the target.
-            let upsert = std::mem::take(&mut resumed_in_doubt) || copy.recopy.is_some();
-            let (sent, next) = tokio::join!(
-                self.send(copy, name, columns, page_keys.len(), upsert),
-                self.source.page_columns(
-                    &copy.source,
-                    name,
-                    &shape,
-                    Some(&last),
-                    None,
-                    copy.page_rows,
-                    seen
-                )
-            );
-            sent?;
-            prefetched = next.ok();
-            crate::failpoint::hit("snapshot-after-send");
-            // Tests slow the copy down to act while it runs.
-            tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
-            // One commit per page: past this page, and the next one (sent right away) in doubt.
-            copy.rows_copied += page_keys.len() as u64;
-            copy.state = CopyState::Copying {
+            let at = At {
                 partition,
-                after: Some(last),
+                name,
+                after,
+                in_doubt,
+            };
+            self.send_page(copy, at, columns, page_keys.len(), last, &mut pages)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the target collection: the task's applier creates it first, from the seeds,
+    /// usually a moment before.
+    async fn wait_for_target(&self, copy: &CopyProgress) -> Result<(), CopyError> {
+        let waited = std::time::Instant::now();
+        while !self.target.has_collection(&copy.target).await? {
+            if self.stop.load(Ordering::Relaxed) || waited.elapsed() > TARGET_COLLECTION_WAIT {
+                return Err(CopyError::NoTargetCollection(copy.target.name.clone()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Records the copy's beginning and the rows the source has; a copy again after a bulk
+    /// insert first waits for the applier and the imported segments. False when the task
+    /// stopped meanwhile.
+    async fn begin(&self, copy: &mut CopyProgress) -> Result<bool, CopyError> {
+        if let Some(recopy) = &copy.recopy {
+            self.wait_for_applier(copy.source.id).await?;
+            // The imported rows are queried once the source has loaded their segments.
+            while !self
+                .source
+                .segments_visible(&copy.source, &recopy.segments)
+                .await?
+            {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        for partition in &copy.partitions {
+            copy.source_rows += self.source.count(&copy.source, partition).await?;
+        }
+        copy.began_ms = now_ms();
+        self.journal.put_copy(&self.run, copy)?;
+        info!(task = self.run.task(), collection = %copy.source.name, rows = copy.source_rows,
+            "snapshot copy begins");
+        Ok(true)
+    }
+
+    /// The source time every read of the copy sees through.
+    fn reads_through(&self, copy: &CopyProgress) -> Result<Seen, CopyError> {
+        // Every row written before the task's start is read: every tick its readers staged is
+        // a source timestamp after the start, and so is the source's own `start_ts` (the
+        // appliance's clock, when the copy began, stands in for a copy recorded without it).
+        // What is written later may be read or not; its change is replayed after the copy
+        // anyway. (A query that must see everything written before it waits for the source's
+        // next tick, half a second a page.)
+        let staged = self.journal.ticks(self.run.task())?.into_values().max();
+        Ok(Seen::Through(
+            staged
+                .unwrap_or(0)
+                .max(copy.began_ms << 18)
+                .max(copy.start_ts),
+        ))
+    }
+
+    /// Records the copy done, its changes up to past its end to be applied as replays.
+    fn finish(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
+        copy.ended_ms = now_ms();
+        copy.state = CopyState::Done {
+            replay_through: (copy.ended_ms + REPLAY_MARGIN_MS) << 18,
+        };
+        self.journal.put_copy(&self.run, copy)?;
+        info!(task = self.run.task(), collection = %copy.source.name,
+            rows = copy.rows_copied, "snapshot copy done");
+        Ok(())
+    }
+
+    /// The page of partition `name` after key `after`: the one read ahead, or read now. An
+    /// empty page when the partition is gone from the source; None when the collection is.
+    async fn read_page(
+        &self,
+        copy: &CopyProgress,
+        name: &str,
+        after: Option<&PrimaryKey>,
+        pages: &mut Pages,
+    ) -> Result<Option<Vec<FieldData>>, CopyError> {
+        let read = match pages.prefetched.take() {
+            Some(columns) => Ok(columns),
+            None => {
+                self.source
+                    .page_columns(
+                        &copy.source,
+                        name,
+                        &pages.shape,
+                        after,
+                        None,
+                        copy.page_rows,
+                        pages.seen,
+                    )
+                    .await
+            }
+        };
+        match read {
+            Ok(columns) => Ok(Some(columns)),
+            // Dropped meanwhile: the drop is in the journal, after the changes held.
+            Err(err) => match self.source.has(&copy.source, name).await? {
+                (false, _) => {
+                    info!(task = self.run.task(), collection = %copy.source.name,
+                        "snapshot copy ends: the collection was dropped on the source");
+                    Ok(None)
+                }
+                (true, false) => Ok(Some(Vec::new())),
+                (true, true) => Err(err.into()),
+            },
+        }
+    }
+
+    /// Sends one page, `rows` rows up to key `last`: marked in doubt before it is sent (unless
+    /// it is already), and once the target has it, the copy moves past it with the next page
+    /// in doubt, in one commit. The next page is read while this one is sent.
+    async fn send_page(
+        &self,
+        copy: &mut CopyProgress,
+        at: At,
+        columns: Vec<FieldData>,
+        rows: usize,
+        last: PrimaryKey,
+        pages: &mut Pages,
+    ) -> Result<(), CopyError> {
+        if !at.in_doubt {
+            copy.state = CopyState::Copying {
+                partition: at.partition,
+                after: at.after.clone(),
                 in_doubt: true,
             };
             self.journal.put_copy(&self.run, copy)?;
         }
+        crate::failpoint::hit("snapshot-after-mark");
+        // The next page is read while this one is sent: the target need not wait for the
+        // source. A failed read is left to the next turn, which reads it again.
+        // A collection copied again (a bulk insert) has its rows from before on the target.
+        let upsert = std::mem::take(&mut pages.resumed_in_doubt) || copy.recopy.is_some();
+        let (sent, next) = tokio::join!(
+            self.send(copy, &at.name, columns, rows, upsert),
+            self.source.page_columns(
+                &copy.source,
+                &at.name,
+                &pages.shape,
+                Some(&last),
+                None,
+                copy.page_rows,
+                pages.seen
+            )
+        );
+        sent?;
+        pages.prefetched = next.ok();
+        crate::failpoint::hit("snapshot-after-send");
+        // Tests slow the copy down to act while it runs.
+        tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
+        // One commit per page: past this page, and the next one (sent right away) in doubt.
+        copy.rows_copied += rows as u64;
+        copy.state = CopyState::Copying {
+            partition: at.partition,
+            after: Some(last),
+            in_doubt: true,
+        };
+        self.journal.put_copy(&self.run, copy)?;
         Ok(())
     }
 
@@ -330,6 +408,20 @@ impl Copier<'_> {
         };
         failure(status.as_ref()).map_or(Ok(()), |reason| Err(write_error(reason)))
     }
+}
+
+/// The keys of a page, from its primary key column (none in an empty page).
+fn page_keys(copy: &CopyProgress, columns: &[FieldData]) -> Result<Vec<PrimaryKey>, CopyError> {
+    Ok(columns
+        .iter()
+        .find(|c| c.field_name == copy.primary_key)
+        .map(keys)
+        .transpose()
+        .map_err(|e| CopyError::Write {
+            collection: copy.source.name.clone(),
+            reason: e.to_string(),
+        })?
+        .unwrap_or_default())
 }
 
 /// Gives each empty array of an array column its element type's empty list. A query answers an

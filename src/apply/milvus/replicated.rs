@@ -32,6 +32,52 @@ pub(super) fn request<M: Message + Default>(
     })
 }
 
+/// A stored request on one collection, sent to the target under the target's names.
+trait OnCollection: Message + Default {
+    /// Addressed to `c` on the target, without the source's message header.
+    fn address(&mut self, c: &CollectionRef);
+}
+
+/// The requests that name their database and collection the same way.
+macro_rules! on_collection {
+    ($($request:ty),*) => {$(
+        impl OnCollection for $request {
+            fn address(&mut self, c: &CollectionRef) {
+                self.base = None;
+                (self.db_name, self.collection_name) = (c.db_name.clone(), c.name.clone());
+            }
+        }
+    )*};
+}
+
+on_collection!(
+    rpc::CreateIndexRequest,
+    rpc::DropIndexRequest,
+    rpc::LoadCollectionRequest,
+    rpc::ReleaseCollectionRequest,
+    rpc::LoadPartitionsRequest,
+    rpc::ReleasePartitionsRequest,
+    rpc::AlterCollectionRequest
+);
+
+impl OnCollection for rpc::FlushRequest {
+    fn address(&mut self, c: &CollectionRef) {
+        self.base = None;
+        (self.db_name, self.collection_names) = (c.db_name.clone(), vec![c.name.clone()]);
+    }
+}
+
+/// The stored request, decoded and addressed to collection `c` on the target.
+fn addressed<M: OnCollection>(
+    kind: ReplicatedKind,
+    bytes: &[u8],
+    c: &CollectionRef,
+) -> Result<M, TargetError> {
+    let mut r: M = request(kind, bytes)?;
+    r.address(c);
+    Ok(r)
+}
+
 /// Milvus 2.3 answers DescribeIndex on a collection without an index with an error status.
 // `error_code` is deprecated upstream but it is what Milvus 2.3 fills in.
 #[allow(deprecated)]
@@ -108,7 +154,7 @@ impl MilvusTarget {
                 }
                 let since = *self.load_waits.entry(key).or_insert_with(Instant::now);
                 if since.elapsed() >= LOAD_WAITS_FOR_INDEX {
-                    // Given up: the load itself is skipped (see `apply_replicated`).
+                    // Given up: the load itself is skipped (see `load_collection`).
                     return Ok(None);
                 }
                 Ok(Some(format!(
@@ -158,64 +204,17 @@ impl MilvusTarget {
         }
         let mut client = self.client.clone();
         match kind {
-            ReplicatedKind::CreateIndex => {
-                let mut r: rpc::CreateIndexRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                let exists = self.indexes(c)?.iter().any(|i| {
-                    if r.index_name.is_empty() {
-                        i.field_name == r.field_name
-                    } else {
-                        i.index_name == r.index_name
-                    }
-                });
-                if exists {
-                    return Ok(());
-                }
-                let reply = self.unary("CreateIndex", client.create_index(r))?;
-                check("CreateIndex", &c.name, Some(&reply))
-            }
-            ReplicatedKind::DropIndex => {
-                let mut r: rpc::DropIndexRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                let exists = self.indexes(c)?.iter().any(|i| {
-                    (r.index_name.is_empty() || i.index_name == r.index_name)
-                        && (r.field_name.is_empty() || i.field_name == r.field_name)
-                });
-                if !exists {
-                    return Ok(());
-                }
-                let reply = self.unary("DropIndex", client.drop_index(r))?;
-                check("DropIndex", &c.name, Some(&reply))
-            }
+            ReplicatedKind::CreateIndex => self.create_index(c, addressed(kind, bytes, c)?),
+            ReplicatedKind::DropIndex => self.drop_index(c, addressed(kind, bytes, c)?),
             // Loading a loaded collection and releasing a released one succeed on Milvus.
-            ReplicatedKind::Load => {
-                let mut r: rpc::LoadCollectionRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                if self.indexes(c)?.is_empty() {
-                    warn!(collection = %c.name, database = %c.db_name, waited = ?LOAD_WAITS_FOR_INDEX,
-                        "load skipped: the collection has no index on the target (its index was \
-                         created on the source before the task started?)");
-                    // The wait stays recorded: later loads of it are skipped without one
-                    // until an index appears.
-                    return Ok(());
-                }
-                let reply = self.unary("LoadCollection", client.load_collection(r))?;
-                check("LoadCollection", &c.name, Some(&reply))
-            }
+            ReplicatedKind::Load => self.load_collection(c, addressed(kind, bytes, c)?),
             ReplicatedKind::Release => {
-                let mut r: rpc::ReleaseCollectionRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
+                let r: rpc::ReleaseCollectionRequest = addressed(kind, bytes, c)?;
                 let reply = self.unary("ReleaseCollection", client.release_collection(r))?;
                 check("ReleaseCollection", &c.name, Some(&reply))
             }
             ReplicatedKind::Flush => {
-                let mut r: rpc::FlushRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_names) = (c.db_name.clone(), vec![c.name.clone()]);
+                let r: rpc::FlushRequest = addressed(kind, bytes, c)?;
                 let reply = self.unary("Flush", client.flush(r))?;
                 check("Flush", &c.name, reply.status.as_ref())
             }
@@ -228,114 +227,197 @@ impl MilvusTarget {
             | ReplicatedKind::OperatePrivilege
             | ReplicatedKind::CreateUser
             | ReplicatedKind::DropUser => Ok(()),
-            ReplicatedKind::LoadPartitions => {
-                let mut r: rpc::LoadPartitionsRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                if self.indexes(c)?.is_empty() {
-                    warn!(collection = %c.name, database = %c.db_name, partitions = ?r.partition_names,
-                        "load of partitions skipped: the collection has no index on the target");
-                    return Ok(());
-                }
-                // Milvus 2.3 writes no message for a new partition: the target makes it with its
-                // first row, and an empty one loaded on the source is made here.
-                for p in &r.partition_names {
-                    if !self.has_partition(c, p)? {
-                        self.create_partition(c, p)?;
-                    }
-                }
-                let reply = self.unary("LoadPartitions", client.load_partitions(r))?;
-                check("LoadPartitions", &c.name, Some(&reply))
-            }
+            ReplicatedKind::LoadPartitions => self.load_partitions(c, addressed(kind, bytes, c)?),
             ReplicatedKind::ReleasePartitions => {
-                let mut r: rpc::ReleasePartitionsRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                // A partition dropped since is released with its drop.
-                let mut present = Vec::new();
-                for p in std::mem::take(&mut r.partition_names) {
-                    if self.has_partition(c, &p)? {
-                        present.push(p);
-                    }
-                }
-                if present.is_empty() {
-                    return Ok(());
-                }
-                r.partition_names = present;
-                let reply = self.unary("ReleasePartitions", client.release_partitions(r))?;
-                check("ReleasePartitions", &c.name, Some(&reply))
+                self.release_partitions(c, addressed(kind, bytes, c)?)
             }
-            // Both say "the alias names this collection": whichever of create and alter the
-            // target takes (a replay finds it made already; a moved alias exists elsewhere).
-            ReplicatedKind::CreateAlias | ReplicatedKind::AlterAlias => {
-                let alias = match kind {
-                    ReplicatedKind::CreateAlias => {
-                        request::<rpc::CreateAliasRequest>(kind, bytes)?.alias
-                    }
-                    _ => request::<rpc::AlterAliasRequest>(kind, bytes)?.alias,
-                };
-                let created = self.unary(
-                    "CreateAlias",
-                    client.create_alias(rpc::CreateAliasRequest {
-                        db_name: c.db_name.clone(),
-                        collection_name: c.name.clone(),
-                        alias: alias.clone(),
-                        ..Default::default()
-                    }),
-                )?;
-                if check("CreateAlias", &c.name, Some(&created)).is_ok() {
-                    return Ok(());
-                }
-                let altered = self.unary(
-                    "AlterAlias",
-                    client.alter_alias(rpc::AlterAliasRequest {
-                        db_name: c.db_name.clone(),
-                        collection_name: c.name.clone(),
-                        alias,
-                        ..Default::default()
-                    }),
-                )?;
-                check("AlterAlias", &c.name, Some(&altered))
+            ReplicatedKind::CreateAlias => {
+                let alias = request::<rpc::CreateAliasRequest>(kind, bytes)?.alias;
+                self.point_alias(c, alias)
             }
-            ReplicatedKind::DropAlias => {
-                let r: rpc::DropAliasRequest = request(kind, bytes)?;
-                let dropped = self.unary(
-                    "DropAlias",
-                    client.drop_alias(rpc::DropAliasRequest {
-                        db_name: c.db_name.clone(),
-                        alias: r.alias.clone(),
-                        ..Default::default()
-                    }),
-                )?;
-                let failed = check("DropAlias", &c.name, Some(&dropped));
-                // Dropped already (a replay): the alias names no collection any more.
-                let alias = CollectionRef {
-                    name: r.alias,
-                    ..c.clone()
-                };
-                if failed.is_err() && !self.has_collection(&alias)? {
-                    return Ok(());
-                }
-                failed
+            ReplicatedKind::AlterAlias => {
+                let alias = request::<rpc::AlterAliasRequest>(kind, bytes)?.alias;
+                self.point_alias(c, alias)
             }
+            ReplicatedKind::DropAlias => self.drop_alias(c, request(kind, bytes)?),
             ReplicatedKind::RenameCollection => {
                 let r: rpc::RenameCollectionRequest = request(kind, bytes)?;
                 self.rename_collection(c, &r.new_name)
             }
-            ReplicatedKind::AlterCollection => {
-                let mut r: rpc::AlterCollectionRequest = request(kind, bytes)?;
-                r.base = None;
-                (r.db_name, r.collection_name) = (c.db_name.clone(), c.name.clone());
-                // Milvus 2.3 replaces the whole set: the target's own mark stays in it.
-                r.properties.retain(|p| p.key != SOURCE_ID_PROPERTY);
-                r.properties.push(KeyValuePair {
-                    key: SOURCE_ID_PROPERTY.to_owned(),
-                    value: c.id.to_string(),
-                });
-                let reply = self.unary("AlterCollection", client.alter_collection(r))?;
-                check("AlterCollection", &c.name, Some(&reply))
+            ReplicatedKind::AlterCollection => self.alter_collection(c, addressed(kind, bytes, c)?),
+        }
+    }
+
+    /// Skipped when the target has the index already: by its name, or on its field for an
+    /// index made without a name.
+    fn create_index(
+        &mut self,
+        c: &CollectionRef,
+        r: rpc::CreateIndexRequest,
+    ) -> Result<(), TargetError> {
+        let exists = self.indexes(c)?.iter().any(|i| {
+            if r.index_name.is_empty() {
+                i.field_name == r.field_name
+            } else {
+                i.index_name == r.index_name
+            }
+        });
+        if exists {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let reply = self.unary("CreateIndex", client.create_index(r))?;
+        check("CreateIndex", &c.name, Some(&reply))
+    }
+
+    /// Skipped when the target has no index the request names.
+    fn drop_index(
+        &mut self,
+        c: &CollectionRef,
+        r: rpc::DropIndexRequest,
+    ) -> Result<(), TargetError> {
+        let exists = self.indexes(c)?.iter().any(|i| {
+            (r.index_name.is_empty() || i.index_name == r.index_name)
+                && (r.field_name.is_empty() || i.field_name == r.field_name)
+        });
+        if !exists {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let reply = self.unary("DropIndex", client.drop_index(r))?;
+        check("DropIndex", &c.name, Some(&reply))
+    }
+
+    fn load_collection(
+        &mut self,
+        c: &CollectionRef,
+        r: rpc::LoadCollectionRequest,
+    ) -> Result<(), TargetError> {
+        if self.indexes(c)?.is_empty() {
+            warn!(collection = %c.name, database = %c.db_name, waited = ?LOAD_WAITS_FOR_INDEX,
+                "load skipped: the collection has no index on the target (its index was \
+                 created on the source before the task started?)");
+            // The wait stays recorded: later loads of it are skipped without one
+            // until an index appears.
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let reply = self.unary("LoadCollection", client.load_collection(r))?;
+        check("LoadCollection", &c.name, Some(&reply))
+    }
+
+    fn load_partitions(
+        &mut self,
+        c: &CollectionRef,
+        r: rpc::LoadPartitionsRequest,
+    ) -> Result<(), TargetError> {
+        if self.indexes(c)?.is_empty() {
+            warn!(collection = %c.name, database = %c.db_name, partitions = ?r.partition_names,
+                "load of partitions skipped: the collection has no index on the target");
+            return Ok(());
+        }
+        // Milvus 2.3 writes no message for a new partition: the target makes it with its
+        // first row, and an empty one loaded on the source is made here.
+        for p in &r.partition_names {
+            if !self.has_partition(c, p)? {
+                self.create_partition(c, p)?;
             }
         }
+        let mut client = self.client.clone();
+        let reply = self.unary("LoadPartitions", client.load_partitions(r))?;
+        check("LoadPartitions", &c.name, Some(&reply))
+    }
+
+    fn release_partitions(
+        &mut self,
+        c: &CollectionRef,
+        mut r: rpc::ReleasePartitionsRequest,
+    ) -> Result<(), TargetError> {
+        // A partition dropped since is released with its drop.
+        let mut present = Vec::new();
+        for p in std::mem::take(&mut r.partition_names) {
+            if self.has_partition(c, &p)? {
+                present.push(p);
+            }
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        r.partition_names = present;
+        let mut client = self.client.clone();
+        let reply = self.unary("ReleasePartitions", client.release_partitions(r))?;
+        check("ReleasePartitions", &c.name, Some(&reply))
+    }
+
+    /// A create or an alter of an alias: both say "the alias names this collection", so
+    /// whichever of create and alter the target takes (a replay finds it made already; a
+    /// moved alias exists elsewhere).
+    fn point_alias(&mut self, c: &CollectionRef, alias: String) -> Result<(), TargetError> {
+        let mut client = self.client.clone();
+        let created = self.unary(
+            "CreateAlias",
+            client.create_alias(rpc::CreateAliasRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                alias: alias.clone(),
+                ..Default::default()
+            }),
+        )?;
+        if check("CreateAlias", &c.name, Some(&created)).is_ok() {
+            return Ok(());
+        }
+        let altered = self.unary(
+            "AlterAlias",
+            client.alter_alias(rpc::AlterAliasRequest {
+                db_name: c.db_name.clone(),
+                collection_name: c.name.clone(),
+                alias,
+                ..Default::default()
+            }),
+        )?;
+        check("AlterAlias", &c.name, Some(&altered))
+    }
+
+    fn drop_alias(
+        &mut self,
+        c: &CollectionRef,
+        r: rpc::DropAliasRequest,
+    ) -> Result<(), TargetError> {
+        let mut client = self.client.clone();
+        let dropped = self.unary(
+            "DropAlias",
+            client.drop_alias(rpc::DropAliasRequest {
+                db_name: c.db_name.clone(),
+                alias: r.alias.clone(),
+                ..Default::default()
+            }),
+        )?;
+        let failed = check("DropAlias", &c.name, Some(&dropped));
+        // Dropped already (a replay): the alias names no collection any more.
+        let alias = CollectionRef {
+            name: r.alias,
+            ..c.clone()
+        };
+        if failed.is_err() && !self.has_collection(&alias)? {
+            return Ok(());
+        }
+        failed
+    }
+
+    fn alter_collection(
+        &mut self,
+        c: &CollectionRef,
+        mut r: rpc::AlterCollectionRequest,
+    ) -> Result<(), TargetError> {
+        // Milvus 2.3 replaces the whole set: the target's own mark stays in it.
+        r.properties.retain(|p| p.key != SOURCE_ID_PROPERTY);
+        r.properties.push(KeyValuePair {
+            key: SOURCE_ID_PROPERTY.to_owned(),
+            value: c.id.to_string(),
+        });
+        let mut client = self.client.clone();
+        let reply = self.unary("AlterCollection", client.alter_collection(r))?;
+        check("AlterCollection", &c.name, Some(&reply))
     }
 
     /// `db_name` is the database's name on the target (the task may map it).
