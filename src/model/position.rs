@@ -365,7 +365,13 @@ mod tests {
             after(id(5, 8, 3)),
             from(5, 10, 0),
         ];
-        let messages = [id(5, 8, 3), id(5, 9, -1), id(5, 9, 0), id(5, 9, 2), id(5, 10, 0)];
+        let messages = [
+            id(5, 8, 3),
+            id(5, 9, -1),
+            id(5, 9, 0),
+            id(5, 9, 2),
+            id(5, 10, 0),
+        ];
         for p in &positions {
             for q in &positions {
                 if p.cmp_on_channel(q) != Some(Ordering::Greater) {
