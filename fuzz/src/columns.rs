@@ -156,7 +156,7 @@ fn rows(column: &FieldData) -> Option<(Vec<String>, Vec<bool>)> {
                 per_row: usize,
                 v: &[T],
             ) -> Option<Vec<String>> {
-                (per_row > 0 && v.len() % per_row == 0).then(|| {
+                (per_row > 0 && v.len().is_multiple_of(per_row)).then(|| {
                     v.chunks(per_row)
                         .map(|row| format!("{kind} {row:?}"))
                         .collect()

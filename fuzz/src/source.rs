@@ -47,7 +47,7 @@ pub fn meta_watch(data: &[u8]) {
         prev,
     };
     let stamped = stamps(META_ROOT, [key.as_str()]);
-    for (original, _) in &stamped {
+    for original in stamped.keys() {
         assert!(original.starts_with(META_ROOT), "{key}: stamps {original}");
     }
     let Ok(event) = classify(META_ROOT, &change) else {
