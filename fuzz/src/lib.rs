@@ -9,9 +9,10 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
-use milvus_cdc::model::Scope;
+use milvus_cdc::model::{Scope, Secret};
 use milvus_cdc::source::SourceConfig;
 use milvus_cdc::source::capture::capture;
 use milvus_cdc::source::meta::{
@@ -90,6 +91,8 @@ pub fn etcd_meta(mut data: &[u8]) {
 struct Server {
     runtime: tokio::runtime::Runtime,
     router: Router,
+    /// The same API behind a token and a listed name ([`GUARDED_TOKEN`], [`LISTED_HOST`]).
+    guarded: Router,
     // Held so the folder outlives every request.
     _dir: tempfile::TempDir,
 }
@@ -126,10 +129,18 @@ fn server() -> &'static Server {
             ..Config::default()
         };
         let supervisor = Supervisor::new(Arc::new(journal), config, runtime.handle().clone());
-        let router = build_router(supervisor);
+        let router = build_router(supervisor.clone());
+        let guarded = milvus_cdc::api::router(
+            supervisor,
+            Access {
+                token: Some(Secret::new(GUARDED_TOKEN)),
+                hosts: AllowedHosts::new(LISTEN.into(), &[LISTED_HOST.to_owned()]),
+            },
+        );
         Server {
             runtime,
             router,
+            guarded,
             _dir: dir,
         }
     })
@@ -143,11 +154,16 @@ fn closed_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
 }
 
+/// Where the harness's API says it listens.
+const LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8444);
+/// The guarded router's bearer token and its one name besides its address and `localhost`.
+const GUARDED_TOKEN: &str = "fuzz-token";
+const LISTED_HOST: &str = "cdc.internal";
+
 /// The one place the harness builds the API router.
 fn build_router(supervisor: Arc<Supervisor>) -> Router {
     // The requests carry no Host or Origin header, as a script's would: the checks let them by.
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8444));
-    milvus_cdc::api::router(supervisor, milvus_cdc::api::Access::local(listen))
+    milvus_cdc::api::router(supervisor, Access::local(LISTEN.into()))
 }
 
 /// `cdc_body`: any bytes as the body of `POST /cdc`.
@@ -192,21 +208,18 @@ fn percent_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Sends one request and checks the reply: a 2xx or 4xx with a JSON body when it has one, an
-/// error as `{"code": <status>, "message": ...}`. A 5xx is only right when the source cannot be
-/// reached (502), i.e. after the body passed validation; any other is a server fault on input
-/// a client chose.
-fn request(method: Method, path: String, body: &[u8]) {
-    let server = server();
-    let request = Request::builder()
-        .method(method)
-        .uri(&path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_vec()))
-        .unwrap_or_else(|e| panic!("the harness built a bad request for {path:?}: {e}"));
-    let (status, content_type, bytes) = server.runtime.block_on(async {
-        let response = server
-            .router
+/// One reply, read whole.
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: axum::body::Bytes,
+}
+
+/// Sends one request through `router` on the harness's runtime.
+fn send(router: &Router, request: Request<Body>) -> Reply {
+    let path = request.uri().path().to_owned();
+    server().runtime.block_on(async {
+        let response = router
             .clone()
             .oneshot(request)
             .await
@@ -218,20 +231,48 @@ fn request(method: Method, path: String, body: &[u8]) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap_or_else(|e| panic!("{path}: the reply's body cannot be read: {e}"));
-        (status, content_type, bytes)
-    });
-    let text = String::from_utf8_lossy(&bytes);
-    if status == StatusCode::NO_CONTENT && bytes.is_empty() {
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    })
+}
+
+/// Sends one JSON request to the unguarded router and checks the reply (see [`check_reply`]).
+fn request(method: Method, path: String, body: &[u8]) {
+    let request = Request::builder()
+        .method(method)
+        .uri(&path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_vec()))
+        .unwrap_or_else(|e| panic!("the harness built a bad request for {path:?}: {e}"));
+    check_reply(&path, &send(&server().router, request));
+}
+
+/// A 2xx or 4xx with a JSON body when it has one, an error as
+/// `{"code": <status>, "message": ...}`. A 5xx is only right when the source cannot be reached
+/// (502), i.e. after the body passed validation; any other is a server fault on input a client
+/// chose.
+fn check_reply(path: &str, reply: &Reply) {
+    let Reply {
+        status,
+        content_type,
+        body,
+    } = reply;
+    let status = *status;
+    let text = String::from_utf8_lossy(body);
+    if status == StatusCode::NO_CONTENT && body.is_empty() {
         return;
     }
     assert!(
         content_type.starts_with("application/json"),
         "{path}: {status} with content type {content_type:?}: {text}"
     );
-    let json: serde_json::Value = serde_json::from_slice(&bytes)
+    let json: serde_json::Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("{path}: {status} with a body that is not JSON ({e}): {text}"));
     if status.is_success() {
         return;
@@ -256,3 +297,55 @@ fn request(method: Method, path: String, body: &[u8]) {
         );
     }
 }
+
+/// The task id the skip and verify targets address: no task has it, so a body that passes
+/// validation meets a 404 (or verify's 409 of an appliance without the source's API).
+const NO_SUCH_TASK: &str = "fuzz-task";
+
+/// `skip_body`: any bytes as the body of `POST /v1/tasks/{id}/skip`. As `rest_body`, and a
+/// body that is not JSON is a 400, read before the task is looked up.
+pub fn skip_body(data: &[u8]) {
+    let path = format!("/v1/tasks/{NO_SUCH_TASK}/skip");
+    let reply = json_post(&path, data);
+    check_reply(&path, &reply);
+    if serde_json::from_slice::<serde_json::Value>(data).is_err() {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: not JSON");
+    }
+}
+
+/// `verify_body`: any bytes as the body of `POST /v1/tasks/{id}/verify`. As `rest_body`; a
+/// body that is neither empty nor a JSON object is a 400.
+pub fn verify_body(data: &[u8]) {
+    let path = format!("/v1/tasks/{NO_SUCH_TASK}/verify");
+    let reply = json_post(&path, data);
+    check_reply(&path, &reply);
+    let object = matches!(
+        serde_json::from_slice::<serde_json::Value>(data),
+        Ok(serde_json::Value::Object(_))
+    );
+    if !object && !data.iter().all(u8::is_ascii_whitespace) {
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: not an object"
+        );
+    }
+}
+
+fn json_post(path: &str, body: &[u8]) -> Reply {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_vec()))
+        .unwrap_or_else(|e| panic!("the harness built a bad request for {path:?}: {e}"));
+    send(&server().router, request)
+}
+
+mod columns;
+mod guard;
+mod source;
+
+pub use columns::column_merge;
+pub use guard::api_headers;
+pub use source::{access_key, meta_watch, mq_position};

@@ -13,7 +13,7 @@ use milvus::proto::schema::{DataType, FieldData, field_data, scalar_field, vecto
 use prost::Message;
 
 use crate::model::EncodedColumn;
-use crate::proto::passthrough::FieldDataHead;
+use crate::proto::passthrough::{FieldDataHead, field_data_head};
 
 /// One column of a target call: the encoded columns of consecutive inserts, which protobuf
 /// reads, written one after the other, as a single column holding the rows of all. The parts
@@ -75,15 +75,18 @@ pub fn append_columns(
         if dh.field_name != sh.field_name || dh.r#type != sh.r#type || dh.field_id != sh.field_id {
             return Ok(false);
         }
-        let merge =
-            if concatenates(dh.r#type) && dh.valid_data.is_empty() && sh.valid_data.is_empty() {
-                Merge::Concatenate
-            } else {
-                match decoded_append(d, s)? {
-                    Some(merged) => Merge::Replace(merged),
-                    None => return Ok(false),
-                }
-            };
+        let merge = if concatenates(dh.r#type)
+            && dh.valid_data.is_empty()
+            && sh.valid_data.is_empty()
+            && same_values(&dh, &sh)
+        {
+            Merge::Concatenate
+        } else {
+            match decoded_append(d, s)? {
+                Some(merged) => Merge::Replace(merged),
+                None => return Ok(false),
+            }
+        };
         merges.push(merge);
     }
     for ((d, s), merge) in dst.iter_mut().zip(src).zip(merges) {
@@ -98,6 +101,18 @@ pub fn append_columns(
 /// The leading fields of an encoded column; its values are skipped, not decoded.
 pub fn head(column: &[u8]) -> Result<FieldDataHead, prost::DecodeError> {
     FieldDataHead::decode(column)
+}
+
+/// Whether two columns hold values of one kind (and vectors of one dim), which protobuf reads
+/// concatenated as one list. Of values of two kinds it keeps only the second's: a column
+/// whose values are not of its type would drop the rows merged before it.
+fn same_values(d: &FieldDataHead, s: &FieldDataHead) -> bool {
+    use field_data_head::Values;
+    match (&d.values, &s.values) {
+        (Some(Values::Scalars(a)), Some(Values::Scalars(b))) => a.data.is_some() && a == b,
+        (Some(Values::Vectors(a)), Some(Values::Vectors(b))) => a.float_vector.is_some() && a == b,
+        _ => false,
+    }
 }
 
 enum Merge {

@@ -158,8 +158,9 @@ impl MqPosition {
         }
     }
 
-    /// Which of two positions of one channel reads more: the earlier one. None for positions of
-    /// different queues. A Pulsar position from a message comes before the one after it.
+    /// Which of two positions of one channel reads more: the earlier one, which admits every
+    /// message the other does. None for positions of different queues. A Pulsar position from
+    /// a message comes before the one after it.
     pub fn cmp_on_channel(&self, other: &MqPosition) -> Option<Ordering> {
         match (self, other) {
             (MqPosition::Kafka { next_offset: a }, MqPosition::Kafka { next_offset: b }) => {
@@ -174,7 +175,7 @@ impl MqPosition {
                     from: b,
                     inclusive: ib,
                 },
-            ) => Some(a.cmp_on_topic(b).then(ib.cmp(ia))),
+            ) => Some(first_admitted(a, *ia).cmp(&first_admitted(b, *ib))),
             _ => None,
         }
     }
@@ -191,6 +192,22 @@ impl MqPosition {
             },
         }
     }
+}
+
+/// The first message a Pulsar position admits, by the rule of [`MqPosition::admits`]: its
+/// entry, then the first batch index of that entry (batch -1 stands for the whole entry: from
+/// it, index 0 on; after it, none). Ordering by the batch index alone put the position after
+/// an entry named with -1 before the one from the same entry's index 0, which it does not
+/// admit.
+fn first_admitted(from: &PulsarId, inclusive: bool) -> (u64, u64, i64) {
+    let batch = i64::from(from.batch);
+    let first = match (batch < 0, inclusive) {
+        (true, true) => 0,
+        (true, false) => i64::MAX,
+        (false, true) => batch,
+        (false, false) => batch + 1,
+    };
+    (from.ledger, from.entry, first)
 }
 
 impl fmt::Display for MqPosition {
@@ -315,6 +332,63 @@ mod tests {
                 id(7, 0, -1)
             ]
         );
+    }
+
+    #[test]
+    fn of_two_pulsar_positions_the_earlier_admits_every_message_the_later_does() {
+        let from = |ledger, entry, batch| MqPosition::Pulsar {
+            from: id(ledger, entry, batch),
+            inclusive: true,
+        };
+        // After an entry named without a batch index, nothing of that entry is new: that
+        // reads less than from its index 0 (the fuzz target mq_position found them reversed).
+        assert_eq!(
+            after(id(5, 9, -1)).cmp_on_channel(&from(5, 9, 0)),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            after(id(5, 9, -1)).cmp_on_channel(&from(5, 10, -1)),
+            Some(Ordering::Less)
+        );
+        // One message named two ways is one position.
+        assert_eq!(
+            from(5, 9, -1).cmp_on_channel(&from(5, 9, 0)),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            after(id(5, 9, 2)).cmp_on_channel(&from(5, 9, 3)),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            from(5, 9, 2).cmp_on_channel(&after(id(5, 9, 2))),
+            Some(Ordering::Less)
+        );
+        let positions = [
+            from(5, 9, -1),
+            after(id(5, 9, -1)),
+            from(5, 9, 1),
+            after(id(5, 9, 1)),
+            after(id(5, 8, 3)),
+            from(5, 10, 0),
+        ];
+        let messages = [
+            id(5, 8, 3),
+            id(5, 9, -1),
+            id(5, 9, 0),
+            id(5, 9, 2),
+            id(5, 10, 0),
+        ];
+        for p in &positions {
+            for q in &positions {
+                if p.cmp_on_channel(q) != Some(Ordering::Greater) {
+                    for m in messages.map(MessageId::Pulsar) {
+                        if q.admits(&m).unwrap() {
+                            assert!(p.admits(&m).unwrap(), "{p} reads before {q}, not {m}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -177,3 +177,49 @@ fn a_column_that_does_not_decode_is_an_error() {
     let bad = || MergedColumn::from(&EncodedColumn::from(vec![0x0a, 0x10, 1]));
     assert!(append_columns(&mut [bad()], &[bad()]).is_err());
 }
+
+#[test]
+fn float_vectors_of_different_dimensions_are_not_merged() {
+    let column = |dim: i64| {
+        encoded(&[vector(
+            "v",
+            DataType::FloatVector,
+            dim,
+            vector_field::Data::FloatVector(FloatArray { data: vec![1.0; 8] }),
+        )])
+    };
+    let mut merged = column(4);
+    assert!(!append_columns(&mut merged, &column(8)).unwrap());
+    assert_eq!(merged, column(4));
+}
+
+#[test]
+fn a_column_whose_values_are_not_of_its_type_keeps_the_rows_merged_before_it() {
+    use scalar_field::Data::*;
+    let longs = encoded(&[scalar(
+        "id",
+        DataType::Int64,
+        LongData(LongArray { data: vec![1, 2] }),
+    )]);
+    // Protobuf keeps the second of two kinds of values: concatenated, rows 1 and 2 were lost.
+    let lying = encoded(&[scalar(
+        "id",
+        DataType::Int64,
+        FloatData(FloatArray { data: vec![3.0] }),
+    )]);
+    let mut merged = longs.clone();
+    assert!(!append_columns(&mut merged, &lying).unwrap());
+    assert_eq!(merged, longs);
+    let mut merged = longs.clone();
+    assert!(append_columns(&mut merged, &longs).unwrap());
+    assert_eq!(
+        decoded(&merged),
+        [scalar(
+            "id",
+            DataType::Int64,
+            LongData(LongArray {
+                data: vec![1, 2, 1, 2]
+            })
+        )]
+    );
+}

@@ -1,0 +1,7 @@
+//! Any body of `POST /v1/tasks/{id}/verify`, through the router in process: a JSON reply,
+//! an error status the client caused, a body that is not an object refused.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| milvus_cdc_fuzz::verify_body(data));
