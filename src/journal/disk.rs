@@ -7,16 +7,17 @@
 //! while the disk's free space is under the room the journal needs ([`Room`]): the configured
 //! reserve, or one more growth of the file, whichever is more, plus the part of the file not
 //! yet written (a sparse file takes its blocks when written). The applier goes on meanwhile;
-//! once it has drained half of what the journal held since the last compaction, the file is
-//! compacted, which gives the freed pages back to the disk, and staging resumes when there is
-//! room again. `/readyz` and each task's reason say why while staging is held.
+//! while there is no room the file is compacted, which gives the pages the applier freed back
+//! to the disk (at most every 10 s, and only once the journal changed since the last time), and
+//! staging resumes when there is room again. `/readyz` and each task's reason say why while
+//! staging is held.
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
@@ -83,22 +84,43 @@ impl Room {
 
 pub(super) struct DiskState {
     reserve: AtomicU64,
-    hold: Mutex<Option<Held>>,
+    watch: Mutex<Watch>,
 }
 
 impl Default for DiskState {
     fn default() -> Self {
         Self {
             reserve: AtomicU64::new(DEFAULT_DISK_RESERVE),
-            hold: Mutex::new(None),
+            watch: Mutex::new(Watch::default()),
         }
     }
 }
 
-struct Held {
-    shown: DiskHold,
-    /// The journal's row bytes after the last compaction (or when the hold began).
-    rows_at_compaction: u64,
+#[derive(Default)]
+struct Watch {
+    hold: Option<DiskHold>,
+    last_compaction: Option<Compaction>,
+}
+
+/// When the file was last compacted, and what the journal held then.
+struct Compaction {
+    at: Instant,
+    rows: u64,
+    file_len: u64,
+}
+
+/// The least time between two compactions: each holds every journal operation while it runs.
+const COMPACT_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+impl Watch {
+    /// Whether compacting now may give space back: not just done, and the journal has changed
+    /// since (the applier drained rows, or the file grew).
+    fn compaction_due(&self, rows: u64, file_len: u64) -> bool {
+        self.last_compaction.as_ref().is_none_or(|last| {
+            last.at.elapsed() >= COMPACT_AT_MOST_EVERY
+                && (rows != last.rows || file_len != last.file_len)
+        })
+    }
 }
 
 impl Journal {
@@ -109,50 +131,46 @@ impl Journal {
 
     /// Why staging is held, if it is, as last found by [`Journal::staging_room`].
     pub fn disk_hold(&self) -> Option<DiskHold> {
-        let hold = self
-            .disk
-            .hold
+        self.disk
+            .watch
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        hold.as_ref().map(|held| held.shown.clone())
+            .unwrap_or_else(PoisonError::into_inner)
+            .hold
+            .clone()
     }
 
-    /// Whether there is room to stage: `Ok(None)`, or the hold to wait out. While held, this
-    /// compacts the file once the applier has drained half of what it held: the readers call
-    /// it before they stage, so no other path needs to.
+    /// Whether there is room to stage: `Ok(None)`, or the hold to wait out. Without room, the
+    /// file is compacted first when that may give space back (the readers call this before
+    /// they stage, so no other path needs to).
     pub fn staging_room(&self) -> Result<Option<DiskHold>, JournalError> {
         let reserve = self.disk.reserve.load(Ordering::Relaxed);
-        let room = self.room()?;
-        let mut hold = self
+        let mut room = self.room()?;
+        let mut watch = self
             .disk
-            .hold
+            .watch
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if room.free >= room.needed(reserve) {
-            if hold.take().is_some() {
+        if room.free < room.needed(reserve) {
+            let rows = self.journal_bytes()?;
+            if watch.compaction_due(rows, room.file_len) {
+                self.compact();
+                room = self.room()?;
+                watch.last_compaction = Some(Compaction {
+                    at: Instant::now(),
+                    rows,
+                    file_len: room.file_len,
+                });
+            }
+        }
+        let needed = room.needed(reserve);
+        if room.free >= needed {
+            if watch.hold.take().is_some() {
                 info!(journal = %self.path.display(), "staging resumes: the disk has room again");
             }
             return Ok(None);
         }
-        let rows = self.journal_bytes()?;
-        let due = hold.as_ref().is_none_or(|held| {
-            rows < held.rows_at_compaction / 2 || (rows == 0 && held.rows_at_compaction > 0)
-        });
-        let room = if due {
-            // What the applier freed goes back to the disk; a file compacted already is not
-            // compacted again until it has drained half of what it held.
-            self.compact();
-            let room = self.room()?;
-            if room.free >= room.needed(reserve) {
-                *hold = None;
-                return Ok(None);
-            }
-            room
-        } else {
-            room
-        };
-        let held = hold.get_or_insert_with(|| {
-            let shown = DiskHold {
+        let hold = watch.hold.get_or_insert_with(|| {
+            let hold = DiskHold {
                 dir: self
                     .path
                     .parent()
@@ -160,21 +178,15 @@ impl Journal {
                     .display()
                     .to_string(),
                 free: room.free,
-                needed: room.needed(reserve),
+                needed,
                 since: SystemTime::now(),
             };
-            warn!(journal = %self.path.display(), %shown, "journal disk low");
-            Held {
-                shown,
-                rows_at_compaction: rows,
-            }
+            warn!(journal = %self.path.display(), %hold, "journal disk low");
+            hold
         });
-        if due {
-            held.rows_at_compaction = rows;
-        }
-        held.shown.free = room.free;
-        held.shown.needed = room.needed(reserve);
-        Ok(Some(held.shown.clone()))
+        hold.free = room.free;
+        hold.needed = needed;
+        Ok(Some(hold.clone()))
     }
 
     fn room(&self) -> Result<Room, JournalError> {
