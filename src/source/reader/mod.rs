@@ -30,9 +30,13 @@
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
 //!   than the newest stamp seen there (`not_before`).
 //! - Pacing: before a new batch the reader waits while its task has more than
-//!   [`ReaderSettings::task_cap_bytes`] staged and not yet applied (once its channel's tick
-//!   covers what it staged, so that the applier has rows it may apply), and a while for room in the journal's cache of
-//!   recent rows (`pacer.rs`), so the applier reads from memory.
+//!   [`ReaderSettings::task_cap_bytes`] staged and not yet applied: for the task to fall below
+//!   the cap once its channel's tick covers what it staged, and before that while rows of its
+//!   channel the tick covers are still to apply, so the applier always has rows it may apply
+//!   (`cap.rs`). A batch is staged as soon as it reaches the cap, or a tick covers the reader's
+//!   rows while the task is at the cap, so a burst passes the cap by at most one batch per
+//!   reader. It also waits a while for room in the journal's cache of recent rows
+//!   (`pacer.rs`), so the applier reads from memory.
 //!
 //! Crash behaviour: messages are staged together with the offset after them (and the channel's
 //! tick) in one journal transaction ([`Journal::stage`]); a crash anywhere loses only
@@ -41,6 +45,7 @@
 //! offset. A channel that cannot be opened (a topic that does not exist yet, a broker that is
 //! down) is waited for and retried until the reader is stopped.
 
+mod cap;
 mod dedup;
 mod pacer;
 #[cfg(test)]
@@ -180,16 +185,30 @@ impl ChannelReader<'_> {
         let mut newest_staged: Option<u64> = None;
         let mut recent = RecentPayloads::default();
         let mut pacer = Pacer::default();
+        // What the pending batch may add before the task passes its cap: the batch is staged
+        // once it reaches it, so a burst is not staged whole before the cap is looked at.
+        let mut room = u64::MAX;
         // The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
         // what is staged there is applicable at once, in the order of the topic.
         let stamps_are_ticks = is_replicate_topic(self.pchannel);
 
         while !self.stop.load(Ordering::Relaxed) {
             if pending.since.is_none() {
-                if newest_staged.is_some_and(|newest| newest <= tick) {
+                if cap::covered(newest_staged, tick) {
                     self.wait_below_cap()?;
+                } else if newest_staged.is_some() {
+                    let (task, cap) = (self.run.task(), self.settings.task_cap_bytes);
+                    cap::wait_for_covered_rows(
+                        self.journal,
+                        task,
+                        self.pchannel,
+                        tick,
+                        cap,
+                        &self.stop,
+                    )?;
                 }
                 pacer.wait_for_room(self.journal, self.settings.max_batch_bytes, &self.stop);
+                room = cap::room(self.journal, self.run.task(), self.settings.task_cap_bytes)?;
             }
             let timeout = if pending.since.is_some() {
                 Duration::from_millis(1)
@@ -299,7 +318,9 @@ impl ChannelReader<'_> {
                     }
                 }
             }
-            if pending.due(self.settings, idle) {
+            if pending.due(self.settings, idle)
+                || pending.fills(room, cap::covered(newest_staged, tick))
+            {
                 crate::failpoint::hit("stage-before-commit");
                 self.journal
                     .stage(self.run, self.pchannel, &pending.changes, position, tick)?;
@@ -444,6 +465,16 @@ impl PendingStage {
         self.messages += 1;
         self.bytes += payload_len;
         self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time to stage for the task's cap: the messages fetched reach `room`, the bytes the task
+    /// may stage before its cap, and either the batch has rows or its tick now `covers` every
+    /// row the reader staged (staged at once, the reader waits for the cap before a later row
+    /// joins the batch; a batch of neither adds nothing to the cap and keeps its usual bounds).
+    /// The payloads stand for the rows they stage: a message's columns are staged as it
+    /// carries them, its per-row ids and stamps are not, so the estimate errs early.
+    fn fills(&self, room: u64, covers: bool) -> bool {
+        (covers || !self.changes.is_empty()) && self.since.is_some() && self.bytes as u64 >= room
     }
 
     /// Time to commit: the channel went idle, or a count, size or delay bound was reached.
