@@ -93,26 +93,45 @@ def task_state(server: CdcServer, task: str) -> str:
 WIDE = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=64))
 
 
+def staged_bytes(server: CdcServer, task: str) -> float:
+    """The bytes of rows the task staged, from /metrics (the columns of each insert)."""
+    return sum(v for k, v in server.metrics().items()
+               if k.startswith("milvus_cdc_staged_bytes_total{") and f'task="{task}"' in k)
+
+
 def test_a_task_whose_target_is_away_holds_up_no_other_task(tmp_path, env, source, target, names):
     """Each task has its own journal cap: the backlog of a task that cannot apply stops its
-    own readers at the cap, and another task goes on."""
+    own readers at the cap, a burst passing it by at most one batch per reader, and another
+    task goes on."""
+    cap, shards, rows, batch = 1_000_000, 2, 30_000, 2_500
     relay = TcpRelay(free_port(), int(target.uri.rsplit(":", 1)[1])).start()
     server = CdcServer(tmp_path, env)
-    server.config.write_text(server.config.read_text() + "[journal]\nmax_bytes = 1000000\n")
+    server.config.write_text(server.config.read_text() + f"[journal]\nmax_bytes = {cap}\n")
     server.start()
     try:
         stalled_name, flowing_name = names("stalled"), names("flowing")
-        server.create_task(f"http://127.0.0.1:{relay.port}", collections=(stalled_name,))
+        stalled = server.create_task(f"http://127.0.0.1:{relay.port}", collections=(stalled_name,))
         relay.cut()
         server.create_task(target.uri, collections=(flowing_name,))
         for i, name in enumerate((stalled_name, flowing_name)):
-            create_collection(source, name, WIDE, shards=2)
+            create_collection(source, name, WIDE, shards=shards)
         for i, name in enumerate((stalled_name, flowing_name)):
-            # About 6 MB each: several times the cap.
-            insert(source, name, make_rows(WIDE, range(20_000), seed=40 + i), batch=5_000)
-        assert_replicated(source, target, flowing_name, timeout=180)
+            # About 7.7 MB each, several times the cap, in messages of about 330 kB a shard.
+            insert(source, name, make_rows(WIDE, range(rows), seed=40 + i), batch=batch)
+        assert_replicated(source, target, flowing_name, timeout=240)
+        # The journal counts a little more than the columns (each change's names), hence 1%.
+        wait_until("the stalled task's readers to reach its cap",
+                   lambda: [] if staged_bytes(server, stalled) >= 0.99 * cap
+                   else [f"{staged_bytes(server, stalled):.0f} bytes staged"], timeout=60)
+        # Each reader of the collection's shards may pass the cap by one batch: what it saw
+        # room for when the batch began (another reader staging meanwhile), the message that
+        # reached the cap, and what came before the channel's next tick.
+        message = 264 * batch / shards
+        held = staged_bytes(server, stalled)
+        assert held <= cap + shards * (cap + 2 * message), \
+            f"the stalled task staged {held:.0f} bytes against a cap of {cap}: its readers did not stop"
         relay.heal()
-        assert_replicated(source, target, stalled_name, timeout=180)
+        assert_replicated(source, target, stalled_name, timeout=240)
     finally:
         server.stop()
         relay.stop()

@@ -9,7 +9,6 @@ included) turns that into a leader update looked up by a NULL topic name and cra
 Kafka echoes the topic id, so this is the testbed broker's doing. Where it happens, the test
 restarts the appliance, as its service manager would, and the task must then fail all the same."""
 
-import time
 import uuid
 
 import pytest
@@ -50,7 +49,10 @@ def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_pos
             server.stop()
 
         admin.delete_topics([topic])[topic].result(10)
-        time.sleep(1)
+        # Listed no more before it is made again (all topics are listed: asking for this one
+        # by name could have the broker create it).
+        wait_until("the topic to be gone",
+                   lambda: [topic] if topic in admin.list_topics(timeout=5).topics else [], timeout=30)
         # The topic again, from offset 0, by a new producer: the first one remembers the old topic.
         producer = Producer({"bootstrap.servers": brokers})
         producer.produce(topic, time_tick(7), partition=0)

@@ -124,15 +124,14 @@ def test_a_mid_size_workload_replicates_exactly(source, target, server, names):
     assert_replicated(source, target, name, timeout=120)
     # An upsert reaches the journal as a Delete and an Insert of its keys.
     expected = {("insert", "rows"): 22_000, ("delete", "rows"): 4_000, ("create_collection", "changes"): 1}
-    deadline = time.monotonic() + 10
-    while True:
+
+    def applied() -> list:
         metrics = server.metrics()
-        applied = {(op, unit): metrics.get(f'milvus_cdc_applied_{unit}_total{{task="{task}",op="{op}"}}')
+        counted = {(op, unit): metrics.get(f'milvus_cdc_applied_{unit}_total{{task="{task}",op="{op}"}}')
                    for op, unit in expected}
-        if applied == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert applied == expected
+        return [] if counted == expected else [counted]
+    wait_until("the applied counters to reach the workload", applied, timeout=10)
+    metrics = server.metrics()
     staged = lambda unit, op: metrics.get(f'milvus_cdc_staged_{unit}_total{{task="{task}",op="{op}"}}')
     assert (staged("rows", "insert"), staged("rows", "delete")) == (22_000, 4_000)
     assert staged("changes", "create_collection") == 2, "staged once per shard"

@@ -92,13 +92,24 @@ def create_snapshot_task(server: CdcServer, target, collections: list[str]) -> s
     return task["task_id"]
 
 
+def wait_for_copies(server: CdcServer, task: str, timeout: float) -> None:
+    """Until the task shows every collection's snapshot copy done."""
+    def left() -> list:
+        status, reply = server.request("GET", f"/v1/tasks/{task}")
+        assert status == 200, reply
+        copies = reply.get("snapshot", [])
+        return [c for c in copies if not c["done"]] if copies else ["no copies shown yet"]
+    wait_until("every snapshot copy to be done", left, timeout=timeout)
+
+
 def test_a_snapshot_task_copies_existing_rows_while_changes_go_on(source, target, names, server):
     rows = 12_000
     collections = existing_collections(source, names, rows)
     writes = Writes(source, collections[0], rows)
     writes.start()
-    create_snapshot_task(server, target, collections)
-    time.sleep(15)
+    task = create_snapshot_task(server, target, collections)
+    # The changes go on for the whole copy, and stop only once every collection is copied.
+    wait_for_copies(server, task, timeout=240)
     writes.stop()
     for name in collections:
         assert_replicated(source, target, name, timeout=240)
@@ -114,7 +125,7 @@ def test_a_snapshot_copy_killed_three_times_resumes_without_doubling_a_row(sourc
         # Killed after a page is on the target and before the copy's progress says so, then
         # after the progress marked a page in doubt and before it was sent.
         server.start(extra_env={"MILVUS_CDC_CRASH_AT": "snapshot-after-send"})
-        create_snapshot_task(server, target, collections)
+        task = create_snapshot_task(server, target, collections)
         assert server.wait_exit(timeout=120) != 0
         crashes(server, "snapshot-after-mark")
         # And at a moment of nobody's choosing, a page or two later.
@@ -122,7 +133,8 @@ def test_a_snapshot_copy_killed_three_times_resumes_without_doubling_a_row(sourc
         time.sleep(random.uniform(1.0, 3.0))
         server.kill()
         server.start(extra_env={"MILVUS_CDC_CRASH_AT": "", "MILVUS_CDC_DELAY_AT": ""})
-        time.sleep(5)
+        # The changes go on while the resumed copies end.
+        wait_for_copies(server, task, timeout=240)
         writes.stop()
         for name in collections:
             assert_replicated(source, target, name, timeout=300)

@@ -30,9 +30,13 @@
 //! - On the replicate-msg topic each event's stamp is its tick, and no event is staged earlier
 //!   than the newest stamp seen there (`not_before`).
 //! - Pacing: before a new batch the reader waits while its task has more than
-//!   [`ReaderSettings::task_cap_bytes`] staged and not yet applied (once its channel's tick
-//!   covers what it staged, so that the applier has rows it may apply), and a while for room in the journal's cache of
-//!   recent rows (`pacer.rs`), so the applier reads from memory.
+//!   [`ReaderSettings::task_cap_bytes`] staged and not yet applied: for the task to fall below
+//!   the cap once its channel's tick covers what it staged, and before that while rows of its
+//!   channel the tick covers are still to apply, so the applier always has rows it may apply
+//!   (`cap.rs`). A batch is staged as soon as it reaches the cap, or a tick covers the reader's
+//!   rows while the task is at the cap, so a burst passes the cap by at most one batch per
+//!   reader. It waits while the journal's disk is low (`journal/disk.rs`), and a while for room
+//!   in the journal's cache of recent rows (`pacer.rs`), so the applier reads from memory.
 //!
 //! Crash behaviour: messages are staged together with the offset after them (and the channel's
 //! tick) in one journal transaction ([`Journal::stage`]); a crash anywhere loses only
@@ -41,6 +45,7 @@
 //! offset. A channel that cannot be opened (a topic that does not exist yet, a broker that is
 //! down) is waited for and retried until the reader is stopped.
 
+mod cap;
 mod dedup;
 mod pacer;
 #[cfg(test)]
@@ -190,16 +195,7 @@ impl ChannelReader<'_> {
         state.verify = verify;
         while !self.stop.load(Ordering::Relaxed) {
             if state.pending.since.is_none() {
-                if state
-                    .newest_staged
-                    .is_some_and(|newest| newest <= state.tick)
-                {
-                    self.wait_below_cap()?;
-                }
-                let max_bytes = self.settings.max_batch_bytes;
-                state
-                    .pacer
-                    .wait_for_room(self.journal, max_bytes, &self.stop);
+                self.wait_before_batch(&mut state)?;
             }
             let timeout = if state.pending.since.is_some() {
                 Duration::from_millis(1)
@@ -224,10 +220,35 @@ impl ChannelReader<'_> {
             if let Some(message) = fetched {
                 self.take(&mut state, message, lookup)?;
             }
-            if state.pending.due(self.settings, idle) {
+            let covered = cap::covered(state.newest_staged, state.tick);
+            if state.pending.due(self.settings, idle) || state.pending.fills(state.room, covered) {
                 self.stage_pending(&mut state)?;
             }
         }
+        Ok(())
+    }
+
+    /// Before a new batch: the task's cap (`cap.rs`), the journal's disk, and room in the
+    /// journal's cache of recent rows; then how much the batch may add before the cap.
+    fn wait_before_batch(&self, state: &mut ReadState) -> Result<(), ReaderError> {
+        let (task, cap) = (self.run.task(), self.settings.task_cap_bytes);
+        if cap::covered(state.newest_staged, state.tick) {
+            self.wait_below_cap()?;
+        } else if state.newest_staged.is_some() {
+            cap::wait_for_covered_rows(
+                self.journal,
+                task,
+                self.pchannel,
+                state.tick,
+                cap,
+                &self.stop,
+            )?;
+        }
+        let max_bytes = self.settings.max_batch_bytes;
+        state
+            .pacer
+            .wait_for_room(self.journal, max_bytes, &self.stop);
+        state.room = cap::room(self.journal, task, cap)?;
         Ok(())
     }
 
@@ -526,6 +547,9 @@ struct ReadState {
     newest_staged: Option<u64>,
     recent: RecentPayloads,
     pacer: Pacer,
+    /// What the pending batch may add before the task passes its cap: the batch is staged
+    /// once it reaches it, so a burst is not staged whole before the cap is looked at.
+    room: u64,
     /// The replicate-msg topic carries no TimeTicks: each event's own stamp is its tick, so
     /// what is staged there is applicable at once, in the order of the topic.
     stamps_are_ticks: bool,
@@ -542,6 +566,7 @@ impl ReadState {
             newest_staged: None,
             recent: RecentPayloads::default(),
             pacer: Pacer::default(),
+            room: u64::MAX,
             stamps_are_ticks: is_replicate_topic(pchannel),
         }
     }
@@ -562,6 +587,16 @@ impl PendingStage {
         self.messages += 1;
         self.bytes += payload_len;
         self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time to stage for the task's cap: the messages fetched reach `room`, the bytes the task
+    /// may stage before its cap, and either the batch has rows or its tick now `covers` every
+    /// row the reader staged (staged at once, the reader waits for the cap before a later row
+    /// joins the batch; a batch of neither adds nothing to the cap and keeps its usual bounds).
+    /// The payloads stand for the rows they stage: a message's columns are staged as it
+    /// carries them, its per-row ids and stamps are not, so the estimate errs early.
+    fn fills(&self, room: u64, covers: bool) -> bool {
+        (covers || !self.changes.is_empty()) && self.since.is_some() && self.bytes as u64 >= room
     }
 
     /// Time to commit: the channel went idle, or a count, size or delay bound was reached.

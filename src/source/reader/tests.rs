@@ -15,7 +15,7 @@ use prost::Message as _;
 
 use super::{ChannelReader, ReaderError, ReaderSettings, not_before};
 use crate::health::Health;
-use crate::journal::{Journal, TaskRun};
+use crate::journal::{InFlightBatch, Journal, TaskRun};
 use crate::model::{
     Change, CollectionRef, Ddl, DdlEvent, MessageId, MqKind, MqPosition, PoisonAt, PrimaryKeys,
     PulsarId, Scope, SkipPolicy, StagedChange,
@@ -494,5 +494,108 @@ fn a_task_with_skip_poison_passes_every_poison() {
     assert_eq!(
         setup.stored(),
         MqPosition::after(&MessageId::Pulsar(id(1, 4)))
+    );
+}
+
+/// A Milvus TimeTick stamped `ts`.
+fn tick(ts: u64) -> Vec<u8> {
+    msg::TimeTickMsg {
+        base: Some(MsgBase {
+            msg_type: MsgType::TimeTick as i32,
+            timestamp: ts,
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// Applies every row the channel's tick covers, as the applier does; answers whether any.
+fn apply_through_tick(journal: &Journal, run: &TaskRun) -> bool {
+    let tick = journal.source_offset("t", P0).unwrap().unwrap().tick;
+    let rows = journal
+        .rows("t", V0, None, tick, usize::MAX, usize::MAX)
+        .unwrap();
+    let Some(last) = rows.last() else {
+        return false;
+    };
+    let batch = InFlightBatch {
+        ends: vec![(V0.to_owned(), last.position)],
+    };
+    journal.commit_batch(run, &batch, false).unwrap();
+    true
+}
+
+/// Runs a reader over `script` with a cap of two staged rows, applying what the channel's tick
+/// covers beside it; answers the most bytes staged and not applied seen, and one row's bytes.
+/// Every group-commit bound but the cap is out of reach: the script is fetched at once.
+fn most_pending_under_a_cap_of_two_rows(script: Vec<(PulsarId, Vec<u8>)>) -> (u64, u64) {
+    // The bytes of one staged delete of one key: each delete of the scripts stages one.
+    let one = Setup::new(earliest(), vec![(id(1, 0), delete(0, 10))], 0);
+    one.reader().run(&mut collections()).unwrap();
+    let row = one.journal.pending_bytes("t").unwrap();
+
+    let end = script
+        .last()
+        .map(|(id, _)| MqPosition::after(&MessageId::Pulsar(*id)));
+    let mut setup = Setup::new(earliest(), script, 0);
+    setup.settings.task_cap_bytes = 2 * row;
+    setup.settings.max_batch_delay = Duration::from_secs(3600);
+    let setup = setup;
+    let mut most = 0;
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| setup.reader().run(&mut collections()));
+        while !reader.is_finished() {
+            most = most.max(setup.journal.pending_bytes("t").unwrap());
+            if !apply_through_tick(&setup.journal, &setup.run) {
+                std::thread::yield_now();
+            }
+        }
+        reader.join().unwrap().unwrap();
+    });
+    most = most.max(setup.journal.pending_bytes("t").unwrap());
+    assert_eq!(
+        Some(setup.stored()),
+        end,
+        "the reader read the burst to its end"
+    );
+    (most, row)
+}
+
+#[test]
+fn a_burst_is_staged_no_further_than_one_row_past_the_cap_and_read_whole_as_it_drains() {
+    // Twenty deletes, each with the tick that covers it after it.
+    let script = (0..20u64)
+        .flat_map(|n| {
+            let ts = 10 + 2 * n;
+            [
+                (id(1, 2 * n), delete(n as i64, ts)),
+                (id(1, 2 * n + 1), tick(ts + 1)),
+            ]
+        })
+        .collect();
+    let (most, row) = most_pending_under_a_cap_of_two_rows(script);
+    assert!(
+        most <= 3 * row,
+        "{most} bytes pending: more than a cap of two rows and one row of {row}"
+    );
+}
+
+#[test]
+fn a_burst_whose_ticks_come_one_row_late_is_held_at_the_cap_too() {
+    // As Milvus writes while rows flow: the tick covering a delete comes after the next delete,
+    // so the reader's newest row is never covered at a batch's end.
+    let script = (0..20u64)
+        .flat_map(|n| {
+            let ts = 10 + 2 * n;
+            [
+                (id(1, 2 * n), delete(n as i64, ts)),
+                (id(1, 2 * n + 1), tick(ts - 1)),
+            ]
+        })
+        .collect();
+    let (most, row) = most_pending_under_a_cap_of_two_rows(script);
+    assert!(
+        most <= 3 * row,
+        "{most} bytes pending: more than a cap of two rows and one row of {row}"
     );
 }
