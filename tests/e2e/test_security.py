@@ -181,7 +181,7 @@ def test_the_broker_token_is_in_no_reply_and_no_log_line(tmp_path, env, target):
     try:
         replies = [reply_text(server, "POST", "/cdc", {"request_type": "create", "request_data": {
             "task_id": "broker-secret", "milvus_connect_param": {"uri": target.uri, "token": ""},
-            "collection_infos": [{"name": "nothing-here"}]}})]
+            "collection_infos": [{"name": "nothing_here"}]}})]
         for path in ("/v1/tasks", "/v1/tasks/broker-secret", "/v1/tasks/broker-secret/positions",
                      "/v1/status", "/metrics"):
             replies.append(reply_text(server, "GET", path, None))

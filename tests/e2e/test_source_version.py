@@ -36,5 +36,5 @@ def test_a_source_of_another_milvus_version_is_refused_naming_it(tmp_path, env, 
 
 
 def test_the_testbed_source_is_a_version_the_decoder_reads(server, target):
-    assert server.create_task(target.uri, collections=("nothing-by-this-name",))
+    assert server.create_task(target.uri, collections=("nothing_by_this_name",))
     assert 'source_version="2.3.5"' in server.log.read_text()
