@@ -359,23 +359,7 @@ fn an_event_that_must_wait_does_not_cut_short_the_run_of_batches_on_other_vchann
 
 /// The snapshot copy of collection 1 (`coll()`), in `state`.
 fn copy(state: crate::model::CopyState) -> crate::model::CopyProgress {
-    crate::model::CopyProgress {
-        source: coll(),
-        target: coll(),
-        primary_key: "id".into(),
-        fields: vec!["id".into()],
-        partitions: vec!["_default".into()],
-        partition_key: false,
-        dynamic_field: None,
-        page_rows: 100,
-        source_rows: 0,
-        rows_copied: 0,
-        began_ms: 0,
-        ended_ms: 0,
-        start_ts: 0,
-        state,
-        recopy: None,
-    }
+    crate::model::CopyProgress::of_test_collection(coll(), state)
 }
 
 #[test]

@@ -298,29 +298,19 @@ mod tests {
             name: "c".into(),
         };
         let mut copy = CopyProgress {
-            source: c.clone(),
-            target: c,
-            primary_key: "id".into(),
-            fields: vec!["id".into()],
-            partitions: vec!["_default".into()],
-            partition_key: false,
-            dynamic_field: None,
-            page_rows: 100,
-            source_rows: 0,
-            rows_copied: 0,
-            began_ms: 0,
-            ended_ms: 0,
-            start_ts: 0,
-            state: CopyState::Copying {
-                partition: 0,
-                after: None,
-                in_doubt: false,
-            },
             recopy: Some(Recopy {
                 cause: "bulk insert 1".into(),
                 holds_from: at(90_000),
                 segments: vec![],
             }),
+            ..CopyProgress::of_test_collection(
+                c,
+                CopyState::Copying {
+                    partition: 0,
+                    after: None,
+                    in_doubt: false,
+                },
+            )
         };
         journal
             .put_imports_seen(&run, &seen(96_000), std::slice::from_ref(&copy))

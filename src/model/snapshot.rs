@@ -111,6 +111,28 @@ pub enum CopyState {
 }
 
 impl CopyProgress {
+    /// The copy of `collection` (an `id` key, one partition) in `state`: what tests start from.
+    #[cfg(test)]
+    pub fn of_test_collection(collection: CollectionRef, state: CopyState) -> Self {
+        Self {
+            source: collection.clone(),
+            target: collection,
+            primary_key: "id".into(),
+            fields: vec!["id".into()],
+            partitions: vec!["_default".into()],
+            partition_key: false,
+            dynamic_field: None,
+            page_rows: 100,
+            source_rows: 0,
+            rows_copied: 0,
+            began_ms: 0,
+            ended_ms: 0,
+            start_ts: 0,
+            state,
+            recopy: None,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, CopyState::Done { .. })
     }

@@ -296,21 +296,9 @@ mod tests {
             name: "c".into(),
         };
         CopyProgress {
-            source: c.clone(),
-            target: c,
-            primary_key: "id".into(),
-            fields: vec!["id".into()],
-            partitions: vec!["_default".into()],
-            partition_key: false,
-            dynamic_field: None,
-            page_rows: 100,
-            source_rows: 0,
-            rows_copied: 0,
-            began_ms: 0,
-            ended_ms: 0,
             start_ts,
-            state,
             recopy,
+            ..CopyProgress::of_test_collection(c, state)
         }
     }
 
