@@ -32,27 +32,11 @@ def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_pos
     producer.flush(10)
     server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
     try:
-        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
-                                               "collection_infos": [{"name": "*"}]})
-        assert status == 200, reply
-        task = reply["data"]["task_id"]
-        for ts in range(2, 7):
-            producer.produce(topic, time_tick(ts), partition=0)
-            producer.flush(10)
-
-        def read_all() -> list:
-            channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
-            mine = [c for c in channels if c["channel"] == topic]
-            return [] if mine and mine[0].get("tick") == 6 else [mine]
-        wait_until("the task to read the topic", read_all, timeout=30)
+        task = read_through_tick_6(server, producer, topic, target)
         if not while_running:
             server.stop()
 
-        admin.delete_topics([topic])[topic].result(10)
-        # Listed no more before it is made again (all topics are listed: asking for this one
-        # by name could have the broker create it).
-        wait_until("the topic to be gone",
-                   lambda: [topic] if topic in admin.list_topics(timeout=5).topics else [], timeout=30)
+        delete_topic(admin, topic)
         # The topic again, from offset 0, by a new producer: the first one remembers the old topic.
         producer = Producer({"bootstrap.servers": brokers})
         producer.produce(topic, time_tick(7), partition=0)
@@ -99,24 +83,10 @@ def test_a_topic_created_again_and_grown_past_the_position_while_stopped_fails_t
     producer.flush(10)
     server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
     try:
-        status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
-                                               "collection_infos": [{"name": "*"}]})
-        assert status == 200, reply
-        task = reply["data"]["task_id"]
-        for ts in range(2, 7):
-            producer.produce(topic, time_tick(ts), partition=0)
-            producer.flush(10)
-
-        def read_all() -> list:
-            channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
-            mine = [c for c in channels if c["channel"] == topic]
-            return [] if mine and mine[0].get("tick") == 6 else [mine]
-        wait_until("the task to read the topic", read_all, timeout=30)
+        task = read_through_tick_6(server, producer, topic, target)
         server.stop()
 
-        admin.delete_topics([topic])[topic].result(10)
-        wait_until("the topic to be gone",
-                   lambda: [topic] if topic in admin.list_topics(timeout=5).topics else [], timeout=30)
+        delete_topic(admin, topic)
         # The topic again, written past the task's offset (6) by a new producer.
         producer = Producer({"bootstrap.servers": brokers})
         for ts in range(100, 110):
@@ -145,3 +115,29 @@ def test_a_topic_created_again_and_grown_past_the_position_while_stopped_fails_t
     finally:
         server.stop()
         admin.delete_topics([topic])[topic].result(10)
+
+
+def read_through_tick_6(server: CdcServer, producer: Producer, topic: str, target) -> str:
+    """A task on `*`, and the ticks 2 to 6 on `topic` (which holds tick 1), read by it."""
+    status, reply = server.post("create", {"milvus_connect_param": {"uri": target.uri},
+                                           "collection_infos": [{"name": "*"}]})
+    assert status == 200, reply
+    task = reply["data"]["task_id"]
+    for ts in range(2, 7):
+        producer.produce(topic, time_tick(ts), partition=0)
+        producer.flush(10)
+
+    def read_all() -> list:
+        channels = server.request("GET", f"/v1/tasks/{task}/positions")[1]["channels"]
+        mine = [c for c in channels if c["channel"] == topic]
+        return [] if mine and mine[0].get("tick") == 6 else [mine]
+    wait_until("the task to read the topic", read_all, timeout=30)
+    return task
+
+
+def delete_topic(admin: AdminClient, topic: str) -> None:
+    """Deletes `topic` and waits until the broker lists it no more, before it is made again
+    (all topics are listed: asking for this one by name could have the broker create it)."""
+    admin.delete_topics([topic])[topic].result(10)
+    wait_until("the topic to be gone",
+               lambda: [topic] if topic in admin.list_topics(timeout=5).topics else [], timeout=30)
