@@ -344,11 +344,7 @@ impl Supervisor {
         self.start(spec).inspect_err(|err| {
             let reason = format!("the task could not start: {err}. Resume it to try again");
             error!(task = id, %reason, "task failed");
-            let failed = self.stored(&id).and_then(|mut spec| {
-                spec.state = TaskState::Failed;
-                spec.reason = Some(reason);
-                self.save(&spec)
-            });
+            let failed = self.failed(&id, &reason).and_then(|spec| self.save(&spec));
             if let Err(err) = failed {
                 error!(task = id, %err, "cannot record the failure");
             }
@@ -500,9 +496,7 @@ impl Supervisor {
         }
         error!(task = id, %reason, "task failed");
         loop {
-            let recorded = self.stored(id).and_then(|mut spec| {
-                spec.state = TaskState::Failed;
-                spec.reason = Some(reason.clone());
+            let recorded = self.failed(id, &reason).and_then(|mut spec| {
                 spec.poison = poison.clone();
                 Ok(self.journal.put_task_of_run(run, &record(&spec)?)?)
             });
@@ -520,6 +514,14 @@ impl Supervisor {
             }
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
+    }
+
+    /// The task's stored record, made Failed with `reason`.
+    fn failed(&self, id: &str, reason: &str) -> Result<TaskSpec, TaskError> {
+        let mut spec = self.stored(id)?;
+        spec.state = TaskState::Failed;
+        spec.reason = Some(reason.to_owned());
+        Ok(spec)
     }
 
     /// Whether `run` is the task's run still listed as running.
