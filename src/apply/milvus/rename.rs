@@ -59,10 +59,12 @@ impl MilvusTarget {
         &mut self,
         calls: &'a [Vec<Call>],
     ) -> Result<Cow<'a, [Vec<Call>]>, TargetError> {
-        let mut names: HashMap<i64, Option<String>> = HashMap::new();
+        // By id and name: one batch may hold rows of a collection from before and after its
+        // rename, and only those under the new name need moving.
+        let mut names: HashMap<(i64, &str), Option<String>> = HashMap::new();
         for call in calls.iter().flatten() {
             let c = call.collection();
-            if let Entry::Vacant(unknown) = names.entry(c.id) {
+            if let Entry::Vacant(unknown) = names.entry((c.id, c.name.as_str())) {
                 unknown.insert(self.renamed_on_target(c)?);
             }
         }
@@ -71,7 +73,8 @@ impl MilvusTarget {
         }
         let moved = |call: &Call| {
             let mut call = call.clone();
-            if let Some(Some(name)) = names.get(&call.collection().id) {
+            let c = call.collection();
+            if let Some(Some(name)) = names.get(&(c.id, c.name.as_str())) {
                 call.collection_mut().name = name.clone();
             }
             call
