@@ -330,6 +330,7 @@ impl Supervisor {
     /// Saves a seeded task as Running and starts it.
     fn created(self: &Arc<Self>, mut spec: TaskSpec, version: &str) -> Result<Created, TaskError> {
         spec.state = TaskState::Running;
+        crate::failpoint::hit("create-before-save");
         self.save(&spec)?;
         info!(task = %spec.task_id, target = %spec.target.uri, collections = ?spec.collections,
             start = ?spec.start, source_version = version, "task created");

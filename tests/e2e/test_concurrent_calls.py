@@ -9,6 +9,7 @@ import urllib.request
 
 from pymilvus import DataType, FieldSchema
 
+from cdc import CdcServer
 from workload import assert_replicated, create_collection, insert, int64_pk, make_rows, schema
 
 SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
@@ -109,3 +110,32 @@ def test_twenty_concurrent_creates_without_a_task_id_make_one_task_and_the_rest_
     assert [t["task_id"] for t in server.request("GET", "/v1/tasks")[1]["tasks"]] == created
     for name in workload(source, names, "unnamed"):
         assert_replicated(source, target, name, timeout=180)
+
+
+def test_a_create_killed_before_it_saved_its_task_leaves_nothing_to_the_next_create_of_its_id(
+        source, target, tmp_path, env, names):
+    """The process aborts after a create staged its start (the creation of the collection it was
+    for among it) and before it saved the task. Started again, a create of the same id for
+    another collection replicates that one alone: nothing the abandoned create staged reaches
+    the target."""
+    abandoned, kept = names("abandoned"), names("kept")
+    create_collection(source, abandoned, SCHEMA, shards=2)
+    insert(source, abandoned, make_rows(SCHEMA, range(100), seed=7))
+    server = CdcServer(tmp_path, env).start(extra_env={"MILVUS_CDC_CRASH_AT": "create-before-save"})
+    try:
+        body = {"task_id": "reused", "milvus_connect_param": {"uri": target.uri, "token": ""}}
+        try:
+            post(server, "/v1/tasks", {**body, "collection_infos": [{"name": abandoned}]})
+        except OSError:
+            pass  # the process aborted while answering
+        assert server.wait_exit(timeout=60) != 0, "the failpoint was not reached"
+        server.start(extra_env={"MILVUS_CDC_CRASH_AT": ""})
+        assert server.request("GET", "/v1/tasks")[1]["tasks"] == []
+        status, reply = post(server, "/v1/tasks", {**body, "collection_infos": [{"name": kept}]})
+        assert status == 201, reply
+        create_collection(source, kept, SCHEMA, shards=2)
+        insert(source, kept, make_rows(SCHEMA, range(500), seed=8))
+        assert_replicated(source, target, kept, timeout=120)
+        assert not target.has_collection(abandoned)
+    finally:
+        server.stop()
