@@ -29,6 +29,11 @@ SCHEMAS = [
 ]
 
 
+# At most this many collections at once: each one is loaded on both sides to be compared at the
+# end, and a run of 60 s left some 60 of them (over ten minutes of comparing on two cores).
+MAX_LIVE = 10
+
+
 class Collections:
     """What the workload created on the source and is still there: name -> (cluster, schema, keys)."""
 
@@ -47,6 +52,8 @@ class Collections:
 def step(rng: random.Random, state: Collections, clusters: list[Cluster], log: list[str]) -> None:
     op = rng.choices(["create", "insert", "delete", "upsert", "drop", "recreate", "partition", "drop_partition"],
                      weights=[2, 8, 3, 3, 1, 1, 1, 1])[0]
+    if op == "create" and len(state.live) >= MAX_LIVE:
+        op = "recreate"
     if op == "create" or not state.live:
         cluster = rng.choice(clusters)
         name, s = unique_name("mix"), rng.choice(SCHEMAS)
