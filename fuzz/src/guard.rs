@@ -19,7 +19,8 @@ const ROUTES: [(Method, &str, &str, bool); 4] = [
 ///
 /// Properties: never a panic; every refusal is the JSON error body; a request a browser sends
 /// from another site's page (a foreign `Host` after DNS rebinding, a foreign `Origin`,
-/// `Sec-Fetch-Site: cross-site` or `same-site`) is refused before any route; with a token, no
+/// `Sec-Fetch-Site: cross-site` or `same-site`) is refused before any route, as is a `Host`
+/// that is not text; with a token, no
 /// request without it reaches a guarded route; a request from the appliance's own page with the
 /// token is never refused.
 pub fn api_headers(data: &[u8]) {
@@ -38,6 +39,7 @@ pub fn api_headers(data: &[u8]) {
     let mut builder = Request::builder().method(method.clone()).uri(*path);
     // What was sent of each, as text when it is UTF-8 (None: not sent).
     let mut sent: [Option<Option<&str>>; 4] = [None; 4];
+    let mut sent_host: Option<&[u8]> = None;
     for (i, name) in names.into_iter().enumerate() {
         let field = fields.next().unwrap_or_default();
         let Ok(value) = HeaderValue::from_bytes(field) else {
@@ -47,6 +49,9 @@ pub fn api_headers(data: &[u8]) {
             continue;
         }
         sent[i] = Some(std::str::from_utf8(field).ok());
+        if i == 0 {
+            sent_host = Some(field);
+        }
         builder = builder.header(name, value);
     }
     let request = builder
@@ -76,7 +81,10 @@ pub fn api_headers(data: &[u8]) {
     let foreign_host = host
         .flatten()
         .is_some_and(|h| foreign_authority(h, guarded));
-    if foreign_host {
+    // A Host that is not text (a browser never sends one) is no address of the appliance.
+    let not_text =
+        sent_host.is_some_and(|h| h.iter().any(|b| !(b' '..=b'~').contains(b) && *b != b'\t'));
+    if foreign_host || not_text {
         assert_eq!(
             reply.status,
             StatusCode::MISDIRECTED_REQUEST,

@@ -13,6 +13,7 @@
 //!
 //! Every refusal is counted in `/metrics` (`milvus_cdc_api_requests_refused_total{reason}`).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -118,14 +119,15 @@ pub async fn same_origin_only(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(Authority::as_str));
+    // A Host that is not text names no address of this appliance: refused as any other.
+    let host = match headers.get(header::HOST) {
+        Some(value) => Some(String::from_utf8_lossy(value.as_bytes())),
+        None => request.uri().authority().map(|a| Cow::Borrowed(a.as_str())),
+    };
     if let Some(host) = host
-        && !hosts.allows(host)
+        && !hosts.allows(&host)
     {
-        warn!(peer = %peer(&request), host, "refused a request addressed to a name that is not this appliance's");
+        warn!(peer = %peer(&request), ?host, "refused a request addressed to a name that is not this appliance's");
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "host",
