@@ -152,10 +152,16 @@ impl Supervisor {
 
     fn with_health(&self, mut spec: TaskSpec) -> TaskSpec {
         if spec.state == TaskState::Running {
-            spec.reason = self
-                .health(&spec.task_id)
-                .summary()
-                .map(|problems| format!("retrying: {problems}"));
+            let problems = self.health(&spec.task_id).summary();
+            spec.reason = if self.is_running(&spec.task_id) {
+                problems.map(|problems| format!("retrying: {problems}"))
+            } else {
+                // Saved Running, with no thread: a start failed, and so did recording it.
+                Some(format!(
+                    "not running: the task did not start{}; resume it to try again",
+                    problems.map_or_else(String::new, |p| format!(" ({p})"))
+                ))
+            };
         }
         spec
     }
@@ -348,6 +354,11 @@ impl Supervisor {
             let failed = self.failed(&id, &reason).and_then(|spec| self.save(&spec));
             if let Err(err) = failed {
                 error!(task = id, %err, "cannot record the failure");
+                // Shown as the reason of a task saved Running with no thread (`with_health`).
+                self.health(&id).problem(
+                    "start",
+                    format!("{reason}; recording that failed too: {err}"),
+                );
             }
         })
     }
@@ -607,6 +618,18 @@ mod tests {
         };
         supervisor.save(&spec).unwrap();
         spec
+    }
+
+    #[test]
+    fn a_task_saved_running_with_no_thread_says_it_is_not_running() {
+        let (_dir, _runtime, supervisor) = supervisor();
+        stored_task(&supervisor, "stalled", TaskState::Running, "http://t");
+        let shown = supervisor.task("stalled").unwrap();
+        assert_eq!(shown.state, TaskState::Running);
+        assert_eq!(
+            shown.reason.as_deref(),
+            Some("not running: the task did not start; resume it to try again")
+        );
     }
 
     #[test]
