@@ -1,12 +1,13 @@
 //! The appliance's configuration: one TOML file, every key defaulted for the local testbed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::model::{CaFile, CaFileError, Secret};
-use crate::source::SourceConfig;
+use crate::source::ClusterConfig;
 use crate::source::mq::MqConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +52,19 @@ pub enum ConfigError {
     HalfTls { missing: &'static str },
     /// A CA file for a connection that is not TLS: the operator meant TLS and would not get it.
     #[error("{key} is set but {why}")]
-    CaWithoutTls { key: &'static str, why: String },
+    CaWithoutTls { key: String, why: String },
     #[error("{key}: {source}")]
-    Ca {
-        key: &'static str,
-        source: CaFileError,
-    },
+    Ca { key: String, source: CaFileError },
+    #[error(
+        "invalid config file {path}: [source] and [clusters.source] both name the cluster \
+         `source`: keep one"
+    )]
+    TwoSources { path: PathBuf },
+    #[error(
+        "invalid config file {path}: cluster name {name:?}: use 1 to 64 letters, digits, `_` or \
+         `-`"
+    )]
+    ClusterName { path: PathBuf, name: String },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -66,7 +74,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder holding the journal; created if missing.
     pub data_dir: PathBuf,
-    pub source: SourceConfig,
+    /// The cluster named `source` (the table kept from before clusters had names), unless
+    /// `[clusters.source]` is given: see [`Config::cluster`].
+    pub source: ClusterConfig,
+    /// Clusters by name (`[clusters.NAME]`): sources a task reads, targets it writes to by
+    /// name.
+    pub clusters: BTreeMap<String, ClusterConfig>,
     pub journal: JournalConfig,
     pub apply: ApplyConfig,
     pub api: ApiConfig,
@@ -153,7 +166,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             data_dir: PathBuf::from("cdc-data"),
-            source: SourceConfig::default(),
+            source: ClusterConfig::default(),
+            clusters: BTreeMap::new(),
             journal: JournalConfig::default(),
             apply: ApplyConfig::default(),
             api: ApiConfig::default(),
@@ -162,7 +176,40 @@ impl Default for Config {
     }
 }
 
+/// The cluster a task reads when it names none, and what `[source]` is.
+pub const SOURCE_CLUSTER: &str = "source";
+
 impl Config {
+    /// The cluster of this name: `[clusters.NAME]`, or for `source` the `[source]` table
+    /// when no `[clusters.source]` is given.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        match self.clusters.get(name) {
+            Some(cluster) => Some(cluster),
+            None => (name == SOURCE_CLUSTER).then_some(&self.source),
+        }
+    }
+
+    /// Every cluster by name, `source` among them.
+    pub fn clusters(&self) -> impl Iterator<Item = (&str, &ClusterConfig)> {
+        let source =
+            (!self.clusters.contains_key(SOURCE_CLUSTER)).then_some((SOURCE_CLUSTER, &self.source));
+        source
+            .into_iter()
+            .chain(self.clusters.iter().map(|(name, c)| (name.as_str(), c)))
+    }
+
+    /// The name of the cluster whose public API is `uri` (compared without a trailing `/`).
+    pub fn cluster_at(&self, uri: &str) -> Option<&str> {
+        let uri = uri.trim_end_matches('/');
+        self.clusters()
+            .find(|(_, c)| {
+                c.milvus_uri
+                    .as_deref()
+                    .is_some_and(|u| u.trim_end_matches('/').eq_ignore_ascii_case(uri))
+            })
+            .map(|(name, _)| name)
+    }
+
     /// The API token in effect: `env_token` (from `MILVUS_CDC_API_TOKEN`) over the config's
     /// `token` or `token_file`. Refuses an empty one, and an API open to other hosts without
     /// one unless that was asked for.
@@ -222,10 +269,23 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let parse_error = |source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })?;
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        let config: Self = toml::from_str(&text).map_err(parse_error)?;
+        if table.contains_key("source") && config.clusters.contains_key(SOURCE_CLUSTER) {
+            return Err(ConfigError::TwoSources {
+                path: path.to_owned(),
+            });
+        }
+        if let Some(name) = config.clusters.keys().find(|n| !valid_cluster_name(n)) {
+            return Err(ConfigError::ClusterName {
+                path: path.to_owned(),
+                name: name.clone(),
+            });
+        }
         config.check_tls()?;
         Ok(config)
     }
@@ -247,17 +307,20 @@ impl Config {
     /// Refuses TLS settings that contradict each other, without reading any file.
     pub fn check_tls(&self) -> Result<(), ConfigError> {
         self.api_tls()?;
-        if let Some(why) = self.source.etcd_ca_without_tls() {
-            return Err(ConfigError::CaWithoutTls {
-                key: "[source] etcd_ca_file",
-                why,
-            });
-        }
-        if let Some(why) = self.source.mq.ca_without_tls() {
-            return Err(ConfigError::CaWithoutTls {
-                key: "[source.mq] ca_file",
-                why,
-            });
+        for (name, cluster) in self.clusters() {
+            let table = self.table_of(name);
+            if let Some(why) = cluster.etcd_ca_without_tls() {
+                return Err(ConfigError::CaWithoutTls {
+                    key: format!("[{table}] etcd_ca_file"),
+                    why,
+                });
+            }
+            if let Some(why) = cluster.mq.ca_without_tls() {
+                return Err(ConfigError::CaWithoutTls {
+                    key: format!("[{table}.mq] ca_file"),
+                    why,
+                });
+            }
         }
         Ok(())
     }
@@ -265,11 +328,22 @@ impl Config {
     /// Reads every CA file the config names, so one that is missing or holds no certificate
     /// stops the server at start-up, named, rather than failing a task later.
     pub fn check_ca_files(&self) -> Result<(), ConfigError> {
-        let files = [
-            ("[target] ca_file", self.target.ca_file.as_deref()),
-            ("[source] etcd_ca_file", self.source.etcd_ca_file.as_deref()),
-            ("[source.mq] ca_file", self.source.mq.ca_file()),
-        ];
+        let mut files = vec![(
+            "[target] ca_file".to_owned(),
+            self.target.ca_file.as_deref(),
+        )];
+        for (name, cluster) in self.clusters() {
+            let table = self.table_of(name);
+            files.push((
+                format!("[{table}] etcd_ca_file"),
+                cluster.etcd_ca_file.as_deref(),
+            ));
+            files.push((format!("[{table}.mq] ca_file"), cluster.mq.ca_file()));
+            files.push((
+                format!("[{table}] milvus_ca_file"),
+                cluster.milvus_ca_file.as_deref(),
+            ));
+        }
         for (key, path) in files {
             if let Some(path) = path {
                 CaFile::read(path).map_err(|source| ConfigError::Ca { key, source })?;
@@ -277,6 +351,23 @@ impl Config {
         }
         Ok(())
     }
+
+    /// The config table a cluster is given in.
+    pub fn table_of(&self, name: &str) -> String {
+        if self.clusters.contains_key(name) {
+            format!("clusters.{name}")
+        } else {
+            "source".to_owned()
+        }
+    }
+}
+
+/// A cluster's name: what a task names it by, in the API and in metrics.
+pub fn valid_cluster_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -345,6 +436,55 @@ mod tests {
                 tls: false,
                 ca_file: None,
             }
+        );
+    }
+
+    #[test]
+    fn clusters_are_named_and_source_is_the_source_table_unless_given_as_a_cluster() {
+        let config: Config = toml::from_str(
+            "[source]\nmilvus_uri = \"http://a:19530\"\n\
+             [clusters.backup]\netcd_root_path = \"dr\"\nchannel_prefix = \"dr\"\n\
+             milvus_uri = \"http://b:19530\"\n\
+             [clusters.backup.mq]\ntype = \"kafka\"\nbrokers = \"b:9092\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = config.clusters().map(|(name, _)| name).collect();
+        assert_eq!(names, ["source", "backup"]);
+        assert_eq!(config.cluster("source"), Some(&config.source));
+        assert_eq!(config.cluster("backup").unwrap().etcd_root_path, "dr");
+        assert_eq!(config.cluster("nowhere"), None);
+        assert_eq!(config.cluster_at("http://B:19530/"), Some("backup"));
+        assert_eq!(config.cluster_at("http://c:19530"), None);
+        assert_eq!(config.table_of("backup"), "clusters.backup");
+        assert_eq!(config.table_of("source"), "source");
+    }
+
+    #[test]
+    fn loading_refuses_two_sources_and_a_cluster_name_the_api_could_not_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdc.toml");
+        std::fs::write(&path, "[source]\n[clusters.source]\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::TwoSources { .. }), "{err}");
+        std::fs::write(&path, "[clusters.source]\netcd_root_path = \"x\"\n").unwrap();
+        let only_cluster = Config::load(&path).unwrap();
+        assert_eq!(only_cluster.cluster("source").unwrap().etcd_root_path, "x");
+        std::fs::write(&path, "[clusters.\"two words\"]\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(err.to_string().contains("\"two words\""), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_s_ca_file_without_tls_is_named_by_its_table() {
+        let config: Config = toml::from_str(
+            "[clusters.backup]\netcd_endpoints = [\"http://e:2379\"]\netcd_ca_file = \"/e.pem\"\n",
+        )
+        .unwrap();
+        let err = config.check_tls().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("[clusters.backup] etcd_ca_file is set"),
+            "{err}"
         );
     }
 

@@ -13,7 +13,7 @@ use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
 use milvus_cdc::journal::Journal;
 use milvus_cdc::model::{Scope, Secret};
-use milvus_cdc::source::SourceConfig;
+use milvus_cdc::source::ClusterConfig;
 use milvus_cdc::source::capture::capture;
 use milvus_cdc::source::meta::{
     DEFAULT_DB_ID, Wanted, assemble_wanted, find_named, live_indexes, loaded_replicas, parse_key,
@@ -117,14 +117,14 @@ fn server() -> &'static Server {
         let source = format!("127.0.0.1:{}", closed_port());
         let config = Config {
             data_dir: dir.path().to_owned(),
-            source: SourceConfig {
+            source: ClusterConfig {
                 etcd_endpoints: vec![source.clone()],
                 mq: MqConfig::Kafka {
                     brokers: source,
                     tls: false,
                     ca_file: None,
                 },
-                ..SourceConfig::default()
+                ..ClusterConfig::default()
             },
             ..Config::default()
         };

@@ -147,6 +147,16 @@ fn check_name(field: &str, name: &str, kind: Kind) -> Result<(), InputError> {
     Ok(())
 }
 
+/// A cluster's name in a request: as the config allows them, said with the field.
+pub fn check_cluster(field: &str, name: &str) -> Result<(), ApiError> {
+    if crate::config::valid_cluster_name(name) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "invalid {field}: a cluster's name is 1 to 64 letters, digits, `_` or `-`"
+    )))
+}
+
 /// A task id: given at create, or in a path or `request_data` of any other call.
 pub fn check_task_id(id: &str) -> Result<(), InputError> {
     let field = "task_id".to_owned();

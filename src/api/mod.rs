@@ -216,9 +216,12 @@ impl From<TaskError> for ApiError {
             TaskError::NotFound(_) => StatusCode::NOT_FOUND,
             TaskError::Exists(_)
             | TaskError::Overlaps { .. }
+            | TaskError::ReverseTwin { .. }
             | TaskError::NotStoppedThere { .. } => StatusCode::CONFLICT,
-            TaskError::InvalidTarget(_) => StatusCode::BAD_REQUEST,
-            TaskError::NoSourceApi | TaskError::SourceApi(_) => StatusCode::CONFLICT,
+            TaskError::InvalidTarget(_)
+            | TaskError::UnknownCluster(_)
+            | TaskError::NoClusterApi { .. } => StatusCode::BAD_REQUEST,
+            TaskError::NoSourceApi(_) | TaskError::SourceApi(_) => StatusCode::CONFLICT,
             TaskError::Start(
                 StartError::UnknownChannel(_)
                 | StartError::WrongQueue { .. }

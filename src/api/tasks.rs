@@ -20,7 +20,20 @@ use crate::task::{
 /// The reference CDC's create request, plus `start_position`.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateRequest {
-    milvus_connect_param: ConnectParam,
+    /// The target by its API (as the reference CDC); or give `target_cluster`.
+    #[serde(default)]
+    milvus_connect_param: Option<ConnectParam>,
+    /// Not in the reference CDC: the target by the name of a cluster in the appliance's
+    /// config (`[clusters.NAME]`, or `source` for `[source]`), reached with its `milvus_uri`,
+    /// `milvus_token` and `milvus_ca_file`.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    target_cluster: Option<String>,
+    /// Not in the reference CDC: the cluster the task reads, by its name in the appliance's
+    /// config; `source` (the `[source]` table) when not given.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    source_cluster: Option<String>,
     /// Collection names of the default database, or `*` for every collection of every database.
     #[serde(default)]
     collection_infos: Vec<CollectionInfo>,
@@ -96,6 +109,12 @@ pub struct CollectionInfo {
 #[derive(Serialize, ToSchema)]
 pub struct TaskView {
     task_id: String,
+    /// Not in the reference CDC: the cluster the task reads, when not `source`.
+    #[serde(skip_serializing_if = "is_source_cluster")]
+    source_cluster: String,
+    /// Not in the reference CDC: the cluster the task writes to, when it was named so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_cluster: Option<String>,
     milvus_connect_param: ConnectParam,
     collection_infos: Vec<CollectionInfo>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -147,6 +166,8 @@ impl TaskView {
     pub fn of(supervisor: &Supervisor, spec: &TaskSpec) -> Result<Self, TaskError> {
         Ok(Self {
             task_id: spec.task_id.clone(),
+            source_cluster: spec.source_cluster.clone(),
+            target_cluster: spec.target.cluster.clone(),
             milvus_connect_param: ConnectParam {
                 uri: spec.target.uri.clone(),
                 token: String::new(),
@@ -176,14 +197,44 @@ pub async fn create(
     supervisor: &Arc<Supervisor>,
     request: CreateRequest,
 ) -> Result<Created, ApiError> {
-    let target = &request.milvus_connect_param;
-    if target.uri.is_empty() {
-        return Err(ApiError::bad_request(
-            "milvus_connect_param.uri must not be empty",
-        ));
-    }
-    input::check_text("milvus_connect_param.uri", &target.uri)?;
-    input::check_text("milvus_connect_param.token", &target.token)?;
+    let target = match (request.milvus_connect_param, request.target_cluster) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give milvus_connect_param or target_cluster, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "milvus_connect_param.uri (or target_cluster) must be given",
+            ));
+        }
+        (Some(param), None) => {
+            if param.uri.is_empty() {
+                return Err(ApiError::bad_request(
+                    "milvus_connect_param.uri must not be empty",
+                ));
+            }
+            input::check_text("milvus_connect_param.uri", &param.uri)?;
+            input::check_text("milvus_connect_param.token", &param.token)?;
+            TargetSpec {
+                uri: param.uri,
+                token: Secret::new(param.token),
+                cluster: None,
+            }
+        }
+        (None, Some(cluster)) => {
+            input::check_cluster("target_cluster", &cluster)?;
+            TargetSpec {
+                uri: String::new(),
+                token: Secret::default(),
+                cluster: Some(cluster),
+            }
+        }
+    };
+    let source_cluster = request
+        .source_cluster
+        .unwrap_or_else(|| crate::config::SOURCE_CLUSTER.to_owned());
+    input::check_cluster("source_cluster", &source_cluster)?;
     let names = |per_db: BTreeMap<String, Vec<CollectionInfo>>| -> BTreeMap<String, Vec<String>> {
         per_db
             .into_iter()
@@ -218,7 +269,7 @@ pub async fn create(
     input::check_positions(&request.positions)?;
     let mut positions = BTreeMap::new();
     for (channel, text) in &request.positions {
-        let position = decode_position(channel, text, supervisor.mq_kind())
+        let position = decode_position(channel, text, supervisor.mq_kind(&source_cluster)?)
             .map_err(|e| ApiError::bad_request(format!("invalid positions.{channel}: {e}")))?;
         positions.insert(channel.clone(), position);
     }
@@ -227,10 +278,8 @@ pub async fn create(
     }
     let spec = TaskSpec {
         task_id,
-        target: TargetSpec {
-            uri: request.milvus_connect_param.uri,
-            token: Secret::new(request.milvus_connect_param.token),
-        },
+        source_cluster,
+        target,
         collections,
         databases,
         excluded,
@@ -247,6 +296,10 @@ pub async fn create(
         skip_approved: None,
     };
     Ok(supervisor.create(spec).await?)
+}
+
+fn is_source_cluster(name: &str) -> bool {
+    name == crate::config::SOURCE_CLUSTER
 }
 
 fn infos(per_db: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<CollectionInfo>> {

@@ -64,10 +64,21 @@ enum TaskCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// A new task replicating to `--target-uri`.
+    /// A new task replicating to `--target-uri`, or to the configured `--target-cluster`.
     Create {
+        #[arg(
+            long,
+            required_unless_present = "target_cluster",
+            conflicts_with = "target_cluster"
+        )]
+        target_uri: Option<String>,
+        /// The target by its cluster's name in the appliance's config (`[clusters.NAME]`).
         #[arg(long)]
-        target_uri: String,
+        target_cluster: Option<String>,
+        /// The cluster to read, by its name in the appliance's config; `source` when not
+        /// given.
+        #[arg(long)]
+        source_cluster: Option<String>,
         /// `user:password` or an API key of the target.
         #[arg(
             long,
@@ -149,6 +160,8 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
         }
         TaskCommand::Create {
             target_uri,
+            target_cluster,
+            source_cluster,
             target_token,
             collections,
             start,
@@ -159,8 +172,11 @@ pub fn run(args: TaskArgs) -> Result<(), ClientError> {
         } => {
             let rbac = (rbac || rbac_user_password.is_some())
                 .then(|| json!({ "user_password": rbac_user_password }));
+            let connect = target_uri.map(|uri| json!({ "uri": uri, "token": target_token }));
             let body = json!({
-                "milvus_connect_param": { "uri": target_uri, "token": target_token },
+                "milvus_connect_param": connect,
+                "target_cluster": target_cluster,
+                "source_cluster": source_cluster,
                 "collection_infos": collections.iter().map(|c| json!({ "name": c })).collect::<Vec<_>>(),
                 "start_position": start,
                 "task_id": task_id,

@@ -18,10 +18,13 @@ pub mod seed;
 pub mod start;
 pub mod watch;
 
-/// Where the source Milvus keeps its metadata and its message queue.
+/// One Milvus cluster as the appliance reaches it: where it keeps its metadata and its message
+/// queue (what a task reads it by, as a source), and its public API (what `verify` reads, and
+/// what a task writes to, as a target). The config names clusters (`[clusters.NAME]`); its
+/// `[source]` table is the cluster `source`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct SourceConfig {
+pub struct ClusterConfig {
     pub etcd_endpoints: Vec<String>,
     /// The source's `etcd.rootPath`; its metadata lives under `{root_path}/meta`.
     pub etcd_root_path: String,
@@ -41,7 +44,7 @@ pub struct SourceConfig {
     pub milvus_ca_file: Option<std::path::PathBuf>,
 }
 
-impl Default for SourceConfig {
+impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
@@ -60,7 +63,7 @@ impl Default for SourceConfig {
     }
 }
 
-impl SourceConfig {
+impl ClusterConfig {
     /// The source's message queue.
     pub fn queue(
         &self,

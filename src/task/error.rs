@@ -41,13 +41,30 @@ pub enum TaskError {
         at: String,
         stopped_on: Option<String>,
     },
+    /// The table of the task's source cluster in the config (`source`, `clusters.NAME`).
     #[error(
-        "snapshot copies and verify read rows through the source's Milvus API: set [source] \
+        "snapshot copies and verify read rows through the source's Milvus API: set [{0}] \
          milvus_uri in the appliance's config"
     )]
-    NoSourceApi,
-    #[error("[source] milvus_uri: {0}")]
+    NoSourceApi(String),
+    #[error("the source's milvus_uri: {0}")]
     SourceApi(String),
+    #[error("no cluster {0:?} in the appliance's config ([source] or [clusters.NAME])")]
+    UnknownCluster(String),
+    #[error(
+        "cluster {cluster} has no milvus_uri in the appliance's config: a task cannot write to it"
+    )]
+    NoClusterApi { cluster: String },
+    #[error(
+        "task {existing} replicates the other way ({from} to {to}) over some of the same \
+         collections: two tasks in opposite directions would send every write back and forth. \
+         Pause or delete it first"
+    )]
+    ReverseTwin {
+        existing: String,
+        from: String,
+        to: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

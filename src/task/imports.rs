@@ -231,13 +231,17 @@ impl Supervisor {
         let _span = info_span!("imports", task = %spec.task_id).entered();
         let health = self.health(&spec.task_id);
         let scope = spec.scope();
-        let api = self.source_rows().ok();
+        let source = match self.source_of(&spec) {
+            Ok(source) => source,
+            Err(err) => return self.fail(&run, err.to_string()),
+        };
+        let api = self.source_rows(&spec).ok();
         let mut pause = Pause::default();
         let mut meta: Option<SourceMeta> = None;
         while !stop.load(Ordering::Relaxed) {
             let scanned = self.runtime.block_on(async {
                 if meta.is_none() {
-                    meta = Some(self.config.source.meta().await?);
+                    meta = Some(source.meta().await?);
                 }
                 match &meta {
                     Some(m) => scan(&self.journal, &run, m, api.as_ref(), &scope).await,

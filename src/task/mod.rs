@@ -37,7 +37,9 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client;
+use crate::model::Secret;
 use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replicate_topic};
+use crate::source::ClusterConfig;
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
 use crate::source::seed;
@@ -69,8 +71,15 @@ pub struct Supervisor {
     history: LagHistory,
     /// What the last verify of each task found, since the server started.
     verified: Mutex<HashMap<String, status::Verified>>,
-    /// The source's message queue, made at its first use and shared by every task.
-    queue: Mutex<Option<Arc<dyn MessageQueue>>>,
+    /// Each source cluster's message queue, made at its first use and shared by its tasks.
+    queues: Mutex<HashMap<String, Arc<dyn MessageQueue>>>,
+}
+
+/// How a task reaches its target: the task's own uri and token, or its cluster's.
+pub(super) struct TargetAccess<'a> {
+    pub uri: String,
+    pub token: Secret,
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 /// What a create request did.
@@ -101,7 +110,7 @@ impl Supervisor {
             health: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
-            queue: Mutex::new(None),
+            queues: Mutex::new(HashMap::new()),
         })
     }
 
@@ -109,17 +118,56 @@ impl Supervisor {
         &self.journal
     }
 
-    /// The source's message queue, made at its first use.
-    fn queue(&self) -> Result<Arc<dyn MessageQueue>, TaskError> {
-        // Nothing can leave the queue half-made: a panic elsewhere does not spoil it.
-        let mut shared = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*shared {
-            Some(queue) => Ok(queue.clone()),
-            None => {
-                let queue = self.config.source.queue(self.runtime.clone())?;
-                Ok(shared.insert(queue).clone())
-            }
+    /// The message queue of source cluster `cluster`, made at its first use.
+    fn queue(&self, cluster: &str) -> Result<Arc<dyn MessageQueue>, TaskError> {
+        // Nothing can leave a queue half-made: a panic elsewhere does not spoil the map.
+        let mut shared = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = shared.get(cluster) {
+            return Ok(queue.clone());
         }
+        let queue = self.cluster(cluster)?.queue(self.runtime.clone())?;
+        shared.insert(cluster.to_owned(), queue.clone());
+        Ok(queue)
+    }
+
+    /// The configured cluster of this name.
+    fn cluster(&self, name: &str) -> Result<&ClusterConfig, TaskError> {
+        self.config
+            .cluster(name)
+            .ok_or_else(|| TaskError::UnknownCluster(name.to_owned()))
+    }
+
+    /// The cluster `spec` reads.
+    fn source_of(&self, spec: &TaskSpec) -> Result<&ClusterConfig, TaskError> {
+        self.cluster(&spec.source_cluster)
+    }
+
+    /// How `spec` reaches its target: a target named by its cluster is reached as the config
+    /// says now (its uri, token and CA file), one named by uri with the task's token and the
+    /// config's `[target] ca_file`.
+    pub(super) fn target_of(&self, spec: &TaskSpec) -> Result<TargetAccess<'_>, TaskError> {
+        let Some(name) = &spec.target.cluster else {
+            return Ok(TargetAccess {
+                uri: spec.target.uri.clone(),
+                token: spec.target.token.clone(),
+                ca_file: self.config.target.ca_file.as_deref(),
+            });
+        };
+        let cluster = self.cluster(name)?;
+        let uri = cluster
+            .milvus_uri
+            .clone()
+            .ok_or_else(|| TaskError::NoClusterApi {
+                cluster: name.clone(),
+            })?;
+        Ok(TargetAccess {
+            uri,
+            token: cluster.milvus_token.clone().unwrap_or_default(),
+            ca_file: cluster
+                .milvus_ca_file
+                .as_deref()
+                .or(self.config.target.ca_file.as_deref()),
+        })
     }
 
     /// Every task; a running one's `reason` names the faults it is retrying, if any. A task
@@ -202,14 +250,14 @@ impl Supervisor {
     ///
     /// A create runs to its end even when its caller goes away, and one that fails leaves
     /// nothing behind: no rows, offsets or copy records for a later create of its id.
-    pub async fn create(self: &Arc<Self>, spec: TaskSpec) -> Result<Created, TaskError> {
-        milvus_client::check(
-            "target",
-            &spec.target.uri,
-            spec.target.token.expose(),
-            self.config.target.ca_file.as_deref(),
-        )
-        .map_err(TaskError::InvalidTarget)?;
+    pub async fn create(self: &Arc<Self>, mut spec: TaskSpec) -> Result<Created, TaskError> {
+        self.source_of(&spec)?;
+        if spec.target.cluster.is_some() {
+            spec.target.uri = self.target_of(&spec)?.uri;
+        }
+        let target = self.target_of(&spec)?;
+        milvus_client::check("target", &target.uri, target.token.expose(), target.ca_file)
+            .map_err(TaskError::InvalidTarget)?;
         let me = self.clone();
         tokio::spawn(async move { me.create_whole(spec).await })
             .await
@@ -244,7 +292,8 @@ impl Supervisor {
     /// collections. Answers the source's Milvus version.
     async fn seed(self: &Arc<Self>, spec: &TaskSpec) -> Result<String, TaskError> {
         let scope = spec.scope();
-        let meta = self.config.source.meta().await?;
+        let source = self.source_of(spec)?;
+        let meta = source.meta().await?;
         let version = meta.milvus_version().await??;
         // Taken before the collections are read: the watch sees every metadata change after.
         let meta_revision = meta.revision().await?;
@@ -261,7 +310,7 @@ impl Supervisor {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let replicate_channel = replicate_topic(&self.config.source.channel_prefix);
+        let replicate_channel = replicate_topic(&source.channel_prefix);
         // From `latest`, the existing collections' indexes and load state are not in what the
         // task reads: they are staged with its start on the replicate channel.
         let operations = match spec.start {
@@ -271,10 +320,10 @@ impl Supervisor {
             StartPosition::Earliest => Vec::new(),
         };
         // Their aliases, partitions loaded and properties, as of before they were listed.
-        let channel = meta_channel(&self.config.source.channel_prefix);
-        let api = match self.source_rows() {
+        let channel = meta_channel(&source.channel_prefix);
+        let api = match self.source_rows(spec) {
             Ok(api) => Some(api),
-            Err(TaskError::NoSourceApi) => None,
+            Err(TaskError::NoSourceApi(_)) => None,
             Err(err) => return Err(err),
         };
         let meta_seeds = watch::seeds(
@@ -293,7 +342,9 @@ impl Supervisor {
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
         let (source_api, copies) = match spec.start {
             StartPosition::Snapshot => (
-                Some(api.ok_or(TaskError::NoSourceApi)?),
+                Some(api.ok_or_else(|| {
+                    TaskError::NoSourceApi(self.config.table_of(&spec.source_cluster))
+                })?),
                 existing
                     .iter()
                     .map(|c| snapshot::new_copy(&scope, c))
@@ -312,7 +363,7 @@ impl Supervisor {
             replicate_channel,
             operations,
         };
-        let (journal, queue) = (self.journal.clone(), self.queue()?);
+        let (journal, queue) = (self.journal.clone(), self.queue(&spec.source_cluster)?);
         tokio::task::spawn_blocking(move || seed::stage_start(&journal, queue.as_ref(), start))
             .await
             .map_err(|e| TaskError::Internal(format!("seeding the task stopped: {e}")))??;
@@ -388,6 +439,7 @@ impl Supervisor {
         if spec.state == TaskState::Running && self.is_running(id) {
             return Ok(spec);
         }
+        self.check_no_reverse_twin(&spec)?;
         // Stopped before the record is read: an ending run's failure cannot overwrite it.
         self.stop(id);
         let mut spec = self.stored(id)?;
@@ -401,9 +453,9 @@ impl Supervisor {
         Ok(spec)
     }
 
-    /// What the source's message ids are.
-    pub fn mq_kind(&self) -> MqKind {
-        self.config.source.mq.kind()
+    /// What the message ids of source cluster `cluster` are.
+    pub fn mq_kind(&self, cluster: &str) -> Result<MqKind, TaskError> {
+        Ok(self.cluster(cluster)?.mq.kind())
     }
 
     fn is_running(&self, id: &str) -> bool {
@@ -610,10 +662,7 @@ mod tests {
             state,
             reason: None,
             collections: vec!["*".into()],
-            target: TargetSpec {
-                uri: target.into(),
-                token: Default::default(),
-            },
+            target: TargetSpec::at(target),
             ..TaskSpec::unreadable(id.into(), "")
         };
         supervisor.save(&spec).unwrap();
@@ -659,26 +708,17 @@ mod tests {
         let (_dir, _runtime, supervisor) = supervisor();
         let first = TaskSpec {
             collections: vec!["*".into()],
-            target: TargetSpec {
-                uri: "http://t:19530".into(),
-                token: Default::default(),
-            },
+            target: TargetSpec::at("http://t:19530"),
             ..TaskSpec::unreadable("first".into(), "")
         };
         let second = TaskSpec {
             task_id: "second".into(),
-            target: TargetSpec {
-                uri: "http://t:19530/".into(),
-                token: Default::default(),
-            },
+            target: TargetSpec::at("http://t:19530/"),
             ..first.clone()
         };
         let elsewhere = TaskSpec {
             task_id: "elsewhere".into(),
-            target: TargetSpec {
-                uri: "http://other:19530".into(),
-                token: Default::default(),
-            },
+            target: TargetSpec::at("http://other:19530"),
             ..first.clone()
         };
         let claimed = supervisor.claim(&first).unwrap();
@@ -702,16 +742,65 @@ mod tests {
         stored_task(&supervisor, "saved", TaskState::Paused, "http://t");
         let new = TaskSpec {
             collections: vec!["orders".into()],
-            target: TargetSpec {
-                uri: "http://t".into(),
-                token: Default::default(),
-            },
+            target: TargetSpec::at("http://t"),
             ..TaskSpec::unreadable("new".into(), "")
         };
         assert!(matches!(
             supervisor.claim(&new),
             Err(TaskError::Overlaps { existing, .. }) if existing == "saved"
         ));
+    }
+
+    /// Two clusters, `source` (the `[source]` table) and `backup`, each with its API.
+    fn two_clusters() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<Supervisor>) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut config = Config::default();
+        config.source.milvus_uri = Some("http://a:19530".into());
+        let backup = ClusterConfig {
+            milvus_uri: Some("http://b:19530".into()),
+            ..ClusterConfig::default()
+        };
+        config.clusters.insert("backup".into(), backup);
+        let supervisor = Supervisor::new(journal, config, runtime.handle().clone());
+        (dir, runtime, supervisor)
+    }
+
+    #[test]
+    fn a_task_the_other_way_over_the_same_collections_is_refused_while_its_twin_runs() {
+        let (_dir, _runtime, supervisor) = two_clusters();
+        // From `source` to `backup`, named by its uri.
+        stored_task(&supervisor, "forth", TaskState::Running, "http://b:19530/");
+        let back = TaskSpec {
+            source_cluster: "backup".into(),
+            collections: vec!["orders".into()],
+            target: TargetSpec {
+                cluster: Some("source".into()),
+                ..TargetSpec::at("http://a:19530")
+            },
+            ..TaskSpec::unreadable("back".into(), "")
+        };
+        assert!(matches!(
+            supervisor.claim(&back),
+            Err(TaskError::ReverseTwin { existing, from, to })
+                if existing == "forth" && from == "source" && to == "backup"
+        ));
+        supervisor.pause("forth").unwrap();
+        let claimed = supervisor.claim(&back);
+        assert!(claimed.is_ok(), "a paused twin sends nothing back");
+        drop(claimed);
+        supervisor
+            .save(&TaskSpec {
+                state: TaskState::Running,
+                ..back
+            })
+            .unwrap();
+        assert!(matches!(
+            supervisor.resume("forth"),
+            Err(TaskError::ReverseTwin { existing, .. }) if existing == "back"
+        ));
+        assert_eq!(supervisor.task("forth").unwrap().state, TaskState::Paused);
     }
 
     #[test]
@@ -747,8 +836,8 @@ mod tests {
         let (_dir, _runtime, supervisor) = supervisor();
         let spec = TaskSpec {
             target: TargetSpec {
-                uri: "http://t".into(),
                 token: crate::model::Secret::new("root:Canary-1"),
+                ..TargetSpec::at("http://t")
             },
             ..stored_task(&supervisor, "t", TaskState::Running, "http://t")
         };

@@ -19,6 +19,7 @@ use crate::health::Health;
 use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{MqPosition, meta_channel};
+use crate::source::ClusterConfig;
 use crate::source::meta::{EtcdLookup, SourceMeta};
 use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderError, ReaderSettings};
@@ -84,10 +85,14 @@ impl Supervisor {
 
     fn run_applier(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("applier", task = %spec.task_id).entered();
+        let access = match self.target_of(&spec) {
+            Ok(access) => access,
+            Err(err) => return self.fail(&run, err.to_string()),
+        };
         let target = match MilvusTarget::connect(
-            &spec.target.uri,
-            Some(spec.target.token.expose()),
-            self.config.target.ca_file.as_deref(),
+            &access.uri,
+            Some(access.token.expose()),
+            access.ca_file,
             self.runtime.clone(),
         ) {
             Ok(target) => {
@@ -179,7 +184,7 @@ impl Supervisor {
         let _span = info_span!("channels", task = %spec.task_id).entered();
         let mut pause = Pause::default();
         let queue = loop {
-            match self.queue() {
+            match self.queue(&spec.source_cluster) {
                 Ok(queue) => break queue,
                 Err(err) => {
                     METRICS.error(ErrorKind::Broker);
@@ -285,6 +290,10 @@ impl Supervisor {
         stop: Arc<AtomicBool>,
     ) {
         let _span = info_span!("reader", task = %spec.task_id, channel = %pchannel).entered();
+        let source = match self.source_of(&spec) {
+            Ok(source) => source,
+            Err(err) => return self.fail(&run, err.to_string()),
+        };
         let scope = spec.scope();
         let settings = ReaderSettings {
             task_cap_bytes: self.config.journal.max_bytes,
@@ -294,7 +303,7 @@ impl Supervisor {
         let skip = spec.skip_policy();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
-            let Some(meta) = self.source_meta(&health, &pchannel, &mut pause, &stop) else {
+            let Some(meta) = self.source_meta(source, &health, &pchannel, &mut pause, &stop) else {
                 continue;
             };
             let mut lookup = EtcdLookup::new(meta, self.runtime.clone());
@@ -338,12 +347,13 @@ impl Supervisor {
     /// connect, shown in the task and waited out, for the caller to try again.
     fn source_meta(
         &self,
+        source: &ClusterConfig,
         health: &Health,
         channel: &str,
         pause: &mut Pause,
         stop: &AtomicBool,
     ) -> Option<SourceMeta> {
-        match self.runtime.block_on(self.config.source.meta()) {
+        match self.runtime.block_on(source.meta()) {
             Ok(meta) => Some(meta),
             Err(err) => {
                 METRICS.error(ErrorKind::SourceEtcd);
@@ -358,14 +368,18 @@ impl Supervisor {
     /// Watches the source's etcd for the changes Milvus writes to no topic (see
     /// [`crate::source::watch`]), from the revision the journal holds.
     fn run_meta_watcher(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
-        let channel = meta_channel(&self.config.source.channel_prefix);
+        let source = match self.source_of(&spec) {
+            Ok(source) => source,
+            Err(err) => return self.fail(&run, err.to_string()),
+        };
+        let channel = meta_channel(&source.channel_prefix);
         let _span = info_span!("metadata", task = %spec.task_id, channel = %channel).entered();
         let scope = spec.scope();
         let health = self.health(&spec.task_id);
-        let source = self.source_rows().ok();
+        let api = self.source_rows(&spec).ok();
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
-            let Some(meta) = self.source_meta(&health, &channel, &mut pause, &stop) else {
+            let Some(meta) = self.source_meta(source, &health, &channel, &mut pause, &stop) else {
                 continue;
             };
             let watcher = MetaWatcher {
@@ -375,7 +389,7 @@ impl Supervisor {
                 journal: &self.journal,
                 stop: stop.clone(),
                 health: &health,
-                source: source.as_ref(),
+                source: api.as_ref(),
                 access_control: spec.rbac.is_some(),
             };
             match self.runtime.block_on(watcher.run(&meta)) {

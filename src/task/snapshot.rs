@@ -180,9 +180,12 @@ impl Supervisor {
     }
 
     /// A client of the source's API, which snapshot copies and verify read rows through.
-    pub(super) fn source_rows(&self) -> Result<RowReader, TaskError> {
-        let config = &self.config.source;
-        let uri = config.milvus_uri.as_deref().ok_or(TaskError::NoSourceApi)?;
+    pub(super) fn source_rows(&self, spec: &TaskSpec) -> Result<RowReader, TaskError> {
+        let config = self.source_of(spec)?;
+        let uri = config
+            .milvus_uri
+            .as_deref()
+            .ok_or_else(|| TaskError::NoSourceApi(self.config.table_of(&spec.source_cluster)))?;
         let (_, client) = milvus_client::connect(
             "source",
             uri,
@@ -223,7 +226,7 @@ impl Supervisor {
             }
             let copier = match &copier {
                 Some(copier) => copier,
-                None => match (self.source_rows(), self.target_client(&spec)) {
+                None => match (self.source_rows(&spec), self.target_client(&spec)) {
                     (Ok(source), Ok(client)) => copier.insert(Copier {
                         run: run.clone(),
                         journal: &self.journal,
@@ -259,11 +262,12 @@ impl Supervisor {
         &self,
         spec: &TaskSpec,
     ) -> Result<milvus_client::Client, TaskError> {
+        let target = self.target_of(spec)?;
         milvus_client::connect(
             "target",
-            &spec.target.uri,
-            Some(spec.target.token.expose()),
-            self.config.target.ca_file.as_deref(),
+            &target.uri,
+            Some(target.token.expose()),
+            target.ca_file,
             &self.runtime,
         )
         .map(|(_, client)| client)

@@ -19,10 +19,26 @@ pub enum TaskState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetSpec {
+    /// The target's API; for a target named by its cluster, that cluster's `milvus_uri` when
+    /// the task was created (what overlap checks compare), the config's being used to connect.
     pub uri: String,
-    /// `user:password` or an API key; empty for none.
+    /// `user:password` or an API key; empty for none (a cluster's is in the config).
     #[serde(default)]
     pub token: Secret,
+    /// The configured cluster the task writes to, when it was named so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl TargetSpec {
+    /// A target by its API's uri, with no token.
+    pub fn at(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            token: Secret::default(),
+            cluster: None,
+        }
+    }
 }
 
 /// Access control replicated with the data (roles, grants, users' bindings, users).
@@ -37,6 +53,9 @@ pub struct RbacSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub task_id: String,
+    /// The configured cluster the task reads (records from before clusters: `source`).
+    #[serde(default = "source_cluster")]
+    pub source_cluster: String,
     pub target: TargetSpec,
     /// Collection names of the default database; `*` for every collection of every database.
     pub collections: Vec<String>,
@@ -75,6 +94,10 @@ pub struct TaskSpec {
     /// past it may be stopped before it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_approved: Option<PoisonAt>,
+}
+
+fn source_cluster() -> String {
+    crate::config::SOURCE_CLUSTER.to_owned()
 }
 
 /// Task records written before Pulsar positions hold a bare Kafka offset per channel.
@@ -125,9 +148,11 @@ impl TaskSpec {
                 "its record in the journal is corrupt ({error}): delete the task and create it again"
             )),
             task_id,
+            source_cluster: source_cluster(),
             target: TargetSpec {
                 uri: String::new(),
                 token: Secret::default(),
+                cluster: None,
             },
             collections: Vec::new(),
             databases: BTreeMap::new(),
@@ -146,7 +171,8 @@ impl TaskSpec {
     /// Whether `other` asks for the same task (its state aside): a create repeated by a client
     /// that retries.
     pub fn same_request(&self, other: &TaskSpec) -> bool {
-        self.target == other.target
+        self.source_cluster == other.source_cluster
+            && self.target == other.target
             && self.collections == other.collections
             && self.databases == other.databases
             && self.start == other.start
@@ -254,6 +280,8 @@ mod tests {
         let old = r#"{"task_id":"t","target":{"uri":"http://x"},"collections":["a"],"start":"latest","state":"Paused"}"#;
         let spec: TaskSpec = serde_json::from_str(old).unwrap();
         assert!(spec.databases.is_empty());
+        assert_eq!(spec.source_cluster, "source");
+        assert_eq!(spec.target.cluster, None);
         assert!(spec.scope().contains("default", "a"));
     }
 

@@ -14,7 +14,7 @@ impl Supervisor {
     /// Compares the task's collections on the source and the target (see [`verify`]).
     pub async fn verify(self: &Arc<Self>, id: &str, limits: &Limits) -> Result<Report, TaskError> {
         let spec = self.task(id)?;
-        let source = self.source_rows()?;
+        let source = self.source_rows(&spec)?;
         let target = RowReader {
             role: "target",
             client: self.target_client(&spec)?,

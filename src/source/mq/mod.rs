@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 pub use kafka::KafkaError;
 pub use pulsar::PulsarError;
 
-use super::SourceConfig;
+use super::ClusterConfig;
 use super::meta::MetaError;
 use crate::model::{CaFile, CaFileError, MessageId, MqKind, MqPosition, PositionMismatch, Secret};
 
@@ -194,7 +194,7 @@ impl MqConfig {
     /// The queue of `source`. Blocking calls run on `runtime` where the client is async.
     pub fn connect(
         &self,
-        source: &SourceConfig,
+        source: &ClusterConfig,
         runtime: Handle,
     ) -> Result<Arc<dyn MessageQueue>, MqError> {
         Ok(match self {
@@ -246,13 +246,13 @@ mod tests {
     #[test]
     fn a_kafka_ca_file_means_tls() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let source = SourceConfig {
+        let source = ClusterConfig {
             mq: MqConfig::Kafka {
                 brokers: "127.0.0.1:9".into(),
                 tls: false,
                 ca_file: Some("/nonexistent/kafka-ca.pem".into()),
             },
-            ..SourceConfig::default()
+            ..ClusterConfig::default()
         };
         let err = source
             .queue(runtime.handle().clone())
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn a_pulsar_ca_file_is_read_when_the_queue_is_built() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let source = SourceConfig {
+        let source = ClusterConfig {
             mq: MqConfig::Pulsar {
                 url: "pulsar+ssl://127.0.0.1:9".into(),
                 token: None,
@@ -275,7 +275,7 @@ mod tests {
                 namespace: "default".into(),
                 ca_file: Some("/nonexistent/pulsar-ca.pem".into()),
             },
-            ..SourceConfig::default()
+            ..ClusterConfig::default()
         };
         let err = source
             .queue(runtime.handle().clone())

@@ -30,7 +30,7 @@ use crate::model::{
     CaFile, MessageId, MqKind, MqPosition, PositionMismatch, PulsarId, Secret, is_replicate_topic,
     message_id_data, pulsar_id, replicate_topic,
 };
-use crate::source::SourceConfig;
+use crate::source::ClusterConfig;
 use crate::source::meta::CollectionMeta;
 
 /// Bounds the connect and subscribe round trips: a silent broker must not hang a reader.
@@ -145,7 +145,7 @@ fn broker_start(from: &PulsarId, inclusive: bool) -> Option<MessageIdData> {
 pub struct PulsarQueue {
     pub settings: PulsarSettings,
     /// Where the source's etcd is, for its channels, and how its topics are named.
-    pub source: SourceConfig,
+    pub source: ClusterConfig,
     pub runtime: Handle,
 }
 
