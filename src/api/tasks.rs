@@ -205,7 +205,7 @@ pub async fn create(
         }
         (None, None) => {
             return Err(ApiError::bad_request(
-                "milvus_connect_param.uri (or target_cluster) must be given",
+                "milvus_connect_param (or target_cluster) must be given",
             ));
         }
         (Some(param), None) => {

@@ -113,7 +113,7 @@ def test_cdc_on_an_unknown_task_is_a_404(server, request_type):
     (b'{"request_type": "get", "request_data": {"task_id": 5}}',
      "invalid request_data.task_id: invalid type: integer `5`, expected a string"),
     (b'{"request_type": "create", "request_data": {"collection_infos": [{"name": "*"}]}}',
-     "invalid request_data: missing field `milvus_connect_param`"),
+     "milvus_connect_param (or target_cluster) must be given"),
 ])
 def test_cdc_errors_name_what_is_wrong(server, body, message):
     assert server.post("", raw=body) == (400, {"code": 400, "message": message})
