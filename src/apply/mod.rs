@@ -31,7 +31,10 @@
 //!   taken apart row by row ([`Applier::isolate`]) and the task stops on the row refused,
 //!   until an operator approves skipping exactly that row (or the task has `skip_poison`).
 //!   A refusal that is not of the row (credentials, privileges, a database or collection gone
-//!   from the target: [`TargetError::Blocked`]) is never a poison: it waits, retried.
+//!   from the target: [`TargetError::Blocked`]) is never a poison: it waits, retried. Rows
+//!   of a collection that neither the target nor the source has any more (the source dropped
+//!   it, and its later namesake came and went on the target first) are moot, and passed over
+//!   ([`SourceCatalog`]): its drop follows them.
 //!
 //! Crash behaviour, per batch:
 //! 1. [`Journal::begin_batch`] commits an in-flight marker naming the batch's rows.
@@ -95,6 +98,15 @@ impl TargetError {
     pub fn retried(&self) -> bool {
         !matches!(self, TargetError::Permanent(_))
     }
+}
+
+/// What the applier may ask of the source: whether a collection is still there. Asked only of
+/// a collection the target does not have, to tell one dropped on the source (its rows are moot)
+/// from one dropped on the target behind the appliance's back (they wait for a repair).
+pub trait SourceCatalog: Send + Sync {
+    /// Whether the source has collection `id` in state created (not dropped, nor being
+    /// dropped); an error when it cannot say now.
+    fn is_live(&self, id: i64) -> Result<bool, String>;
 }
 
 /// Where changes are applied. Data calls run on a thread of their own while the applier reads

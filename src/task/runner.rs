@@ -14,7 +14,7 @@ use tracing::{info_span, warn};
 
 use super::{Running, Supervisor, TaskError, TaskSpec};
 use crate::apply::milvus::MilvusTarget;
-use crate::apply::{Applier, ApplierSettings, ApplyError, Isolated, TargetError};
+use crate::apply::{Applier, ApplierSettings, ApplyError, Isolated, SourceCatalog, TargetError};
 use crate::health::Health;
 use crate::journal::{JournalError, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
@@ -89,15 +89,22 @@ impl Supervisor {
             Ok(access) => access,
             Err(err) => return self.fail(&run, err.to_string()),
         };
+        let source = match self.source_of(&spec) {
+            Ok(source) => SourceCollections {
+                cluster: source.clone(),
+                runtime: self.runtime.clone(),
+            },
+            Err(err) => return self.fail(&run, err.to_string()),
+        };
         let target = match MilvusTarget::connect(
             &access.uri,
             Some(access.token.expose()),
             access.ca_file,
             self.runtime.clone(),
         ) {
-            Ok(target) => {
-                target.with_user_password(spec.rbac.as_ref().and_then(|r| r.user_password.clone()))
-            }
+            Ok(target) => target
+                .with_user_password(spec.rbac.as_ref().and_then(|r| r.user_password.clone()))
+                .with_source(Arc::new(source)),
             Err(err) => return self.fail(&run, err.to_string()),
         };
         let settings = ApplierSettings {
@@ -458,5 +465,24 @@ impl Pause {
 
     fn reset(&mut self) {
         *self = Self::default();
+    }
+}
+
+/// The source's etcd, asked by the applier whether a collection the target lacks is still
+/// there ([`SourceCatalog`]).
+struct SourceCollections {
+    cluster: ClusterConfig,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SourceCatalog for SourceCollections {
+    fn is_live(&self, id: i64) -> Result<bool, String> {
+        self.runtime
+            .block_on(async {
+                let meta = self.cluster.meta().await?;
+                let live = meta.collections().await?;
+                Ok::<_, crate::source::meta::MetaError>(live.iter().any(|c| c.id == id))
+            })
+            .map_err(|e| format!("the source's etcd: {e}"))
     }
 }

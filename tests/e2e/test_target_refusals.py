@@ -70,3 +70,29 @@ def test_a_target_refusing_every_call_makes_the_task_wait_and_skips_no_row(serve
     assert server.metrics().get("milvus_cdc_poison_skipped_total", 0) == 0
     server.stop()
     assert "row skipped" not in server.log.read_text()
+
+
+def test_rows_of_a_collection_gone_from_both_sides_are_passed_over_and_what_follows_arrives(
+        server, source, target, names):
+    """The collection is dropped on the target behind the appliance's back, and on the source,
+    while rows written to it before wait in the paused task: those rows are moot (its drop
+    follows them), so they do not hold the task up, and a collection made afterwards arrives."""
+    gone, later = names("gone_both"), names("after_gone")
+    status, reply = server.request("POST", "/v1/tasks", {
+        "task_id": "both", "milvus_connect_param": {"uri": target.uri},
+        "collection_infos": [{"name": gone}, {"name": later}]})
+    assert status == 201, reply
+    create_collection(source, gone, SMALL, shards=2)
+    insert(source, gone, make_rows(SMALL, range(100), seed=1))
+    assert_replicated(source, target, gone, timeout=120)
+    assert server.request("POST", "/v1/tasks/both/pause")[0] == 200
+    insert(source, gone, make_rows(SMALL, range(100, 200), seed=2))
+    target.drop_collection(gone)
+    source.drop_collection(gone)
+    create_collection(source, later, SMALL, shards=1)
+    insert(source, later, make_rows(SMALL, range(50), seed=3))
+    assert server.request("POST", "/v1/tasks/both/resume")[0] == 200
+    assert_replicated(source, target, later, timeout=120)
+    assert not target.has_collection(gone)
+    assert (task_of(server, "both")["state"], task_of(server, "both")["reason"]) == ("Running", "")
+    assert "calls passed over: the collection is on neither the source nor the target" in server.log.read_text()

@@ -57,7 +57,12 @@ impl MilvusTarget {
 
     /// Makes sure the collection's shape is known and the call's partition exists.
     fn prepare(&mut self, collection: &CollectionRef, partition: &str) -> Result<(), TargetError> {
-        self.shape(collection)?;
+        if let Err(err) = self.shape(collection) {
+            return match err {
+                TargetError::Blocked(_) if self.gone_from_both(collection)? => Ok(()),
+                err => Err(err),
+            };
+        }
         if self.superseded(collection) {
             return Ok(());
         }

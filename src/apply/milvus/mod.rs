@@ -3,10 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use milvus::proto::common::{ErrorCode, Status};
 use milvus::proto::milvus as rpc;
 use tokio::runtime::Handle;
+use tracing::info;
 
 mod access;
 mod data;
@@ -16,7 +18,7 @@ mod rename;
 mod replicated;
 
 use super::calls::Call;
-use super::{Ddl, Target, TargetError};
+use super::{Ddl, SourceCatalog, Target, TargetError};
 use crate::milvus_client::{self, Client, Service};
 use crate::model::{CollectionRef, DEFAULT_PARTITION, DdlEvent, Secret};
 
@@ -35,6 +37,10 @@ pub struct MilvusTarget {
     located: HashMap<i64, String>,
     /// The password users get on the target (`rbac.user_password` of the task).
     user_password: Option<Secret>,
+    /// Asked whether a collection the target does not have is still on the source.
+    source: Option<Arc<dyn SourceCatalog>>,
+    /// Source collections neither side has any more: their calls are passed over.
+    gone: HashSet<i64>,
 }
 
 /// The parts of a target collection's schema that decide how rows are sent to it.
@@ -72,6 +78,33 @@ impl MilvusTarget {
         self
     }
 
+    pub fn with_source(mut self, source: Arc<dyn SourceCatalog>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Whether `c`, which the target refused as not there, is gone from both sides: then its
+    /// calls are moot (the source dropped it; its drop follows). Without an answer from the
+    /// source, it is not: the calls wait.
+    fn gone_from_both(&mut self, c: &CollectionRef) -> Result<bool, TargetError> {
+        if self.gone.contains(&c.id) {
+            return Ok(true);
+        }
+        let Some(source) = self.source.clone() else {
+            return Ok(false);
+        };
+        if self.collection_exists(c)? {
+            return Ok(false);
+        }
+        let live = source.is_live(c.id).map_err(TargetError::Transient)?;
+        if !live {
+            info!(collection = %c.name, database = %c.db_name, source_id = c.id,
+                "calls passed over: the collection is on neither the source nor the target");
+            self.gone.insert(c.id);
+        }
+        Ok(!live)
+    }
+
     pub fn connect(
         uri: &str,
         token: Option<&str>,
@@ -89,6 +122,8 @@ impl MilvusTarget {
             load_waits: HashMap::new(),
             located: HashMap::new(),
             user_password: None,
+            source: None,
+            gone: HashSet::new(),
         })
     }
 
@@ -162,13 +197,16 @@ impl MilvusTarget {
         })
     }
 
-    /// Whether the target's collection of this name is a later one than `c` (source ids grow):
-    /// `c` was dropped on the source before that one was created, so nothing of `c` applies.
+    /// Whether nothing of `c` applies: it is gone from both sides, or the target's collection
+    /// of this name is a later one than `c` (source ids grow: `c` was dropped on the source
+    /// before that one was created).
     fn superseded(&self, c: &CollectionRef) -> bool {
-        self.shapes
-            .get(&shape_key(c))
-            .and_then(|shape| shape.source_id)
-            .is_some_and(|id| id > c.id)
+        self.gone.contains(&c.id)
+            || self
+                .shapes
+                .get(&shape_key(c))
+                .and_then(|shape| shape.source_id)
+                .is_some_and(|id| id > c.id)
     }
 
     /// Runs one unary RPC from this synchronous side.
