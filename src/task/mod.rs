@@ -37,8 +37,9 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client;
-use crate::model::Secret;
-use crate::model::{MqKind, Poison, PoisonAt, StartPosition, meta_channel, replicate_topic};
+use crate::model::{
+    MqKind, Poison, PoisonAt, Secret, StartPosition, meta_channel, replicate_topic,
+};
 use crate::source::ClusterConfig;
 use crate::source::meta::CollectionMeta;
 use crate::source::mq::MessageQueue;
