@@ -197,40 +197,7 @@ pub async fn create(
     supervisor: &Arc<Supervisor>,
     request: CreateRequest,
 ) -> Result<Created, ApiError> {
-    let target = match (request.milvus_connect_param, request.target_cluster) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give milvus_connect_param or target_cluster, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "milvus_connect_param (or target_cluster) must be given",
-            ));
-        }
-        (Some(param), None) => {
-            if param.uri.is_empty() {
-                return Err(ApiError::bad_request(
-                    "milvus_connect_param.uri must not be empty",
-                ));
-            }
-            input::check_text("milvus_connect_param.uri", &param.uri)?;
-            input::check_text("milvus_connect_param.token", &param.token)?;
-            TargetSpec {
-                uri: param.uri,
-                token: Secret::new(param.token),
-                cluster: None,
-            }
-        }
-        (None, Some(cluster)) => {
-            input::check_cluster("target_cluster", &cluster)?;
-            TargetSpec {
-                uri: String::new(),
-                token: Secret::default(),
-                cluster: Some(cluster),
-            }
-        }
-    };
+    let target = requested_target(request.milvus_connect_param, request.target_cluster)?;
     let source_cluster = request
         .source_cluster
         .unwrap_or_else(|| crate::config::SOURCE_CLUSTER.to_owned());
@@ -296,6 +263,47 @@ pub async fn create(
         skip_approved: None,
     };
     Ok(supervisor.create(spec).await?)
+}
+
+/// The target a create names: by its API (`milvus_connect_param`) or by its cluster's name.
+fn requested_target(
+    connect: Option<ConnectParam>,
+    cluster: Option<String>,
+) -> Result<TargetSpec, ApiError> {
+    Ok(match (connect, cluster) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give milvus_connect_param or target_cluster, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "milvus_connect_param (or target_cluster) must be given",
+            ));
+        }
+        (Some(param), None) => {
+            if param.uri.is_empty() {
+                return Err(ApiError::bad_request(
+                    "milvus_connect_param.uri must not be empty",
+                ));
+            }
+            input::check_text("milvus_connect_param.uri", &param.uri)?;
+            input::check_text("milvus_connect_param.token", &param.token)?;
+            TargetSpec {
+                uri: param.uri,
+                token: Secret::new(param.token),
+                cluster: None,
+            }
+        }
+        (None, Some(cluster)) => {
+            input::check_cluster("target_cluster", &cluster)?;
+            TargetSpec {
+                uri: String::new(),
+                token: Secret::default(),
+                cluster: Some(cluster),
+            }
+        }
+    })
 }
 
 fn is_source_cluster(name: &str) -> bool {
