@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
-from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, db, utility
+from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, MilvusException, connections, db, utility
 
 VECTOR_TYPES = (DataType.FLOAT_VECTOR, DataType.BINARY_VECTOR)
 FLOAT_TOLERANCE = 1e-6
@@ -335,10 +335,15 @@ def assert_replicated(source: Cluster, target: Cluster, name: str, timeout: floa
     schema, partitions, row count and every row by primary key (vectors and floats within 1e-6).
 
     `ignore_auto_id`: the target keeps the source's ids, so it may create an auto-id collection
-    with auto id off; the flag is then not compared."""
+    with auto id off; the flag is then not compared. A read the target refuses while it is still
+    catching up (a collection dropped and made again under the reader) is a difference, retried
+    until the deadline as any other."""
     deadline = time.monotonic() + timeout
     while True:
-        problems = differences(source, target, name, ignore_auto_id, target_name)
+        try:
+            problems = differences(source, target, name, ignore_auto_id, target_name)
+        except MilvusException as err:
+            problems = [f"comparing failed: {err}"]
         if not problems:
             return
         if time.monotonic() > deadline:
