@@ -23,13 +23,7 @@ from workload import wait_until
 @pytest.mark.parametrize("while_running", [True, False], ids=["running", "stopped"])
 def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_positions(tmp_path, env, target,
                                                                                        while_running):
-    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
-    admin = AdminClient({"bootstrap.servers": brokers})
-    prefix = f"lost{uuid.uuid4().hex[:6]}"
-    topic = f"{prefix}-rootcoord-dml_0"
-    producer = Producer({"bootstrap.servers": brokers})
-    producer.produce(topic, time_tick(1), partition=0)
-    producer.flush(10)
+    brokers, admin, prefix, topic, producer = topic_with_its_first_tick(env, "lost")
     server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
     try:
         task = read_through_tick_6(server, producer, topic, target)
@@ -74,13 +68,7 @@ def test_a_topic_deleted_and_created_again_fails_the_task_naming_channel_and_pos
 def test_a_topic_created_again_and_grown_past_the_position_while_stopped_fails_the_task(tmp_path, env, target):
     """The broker's bounds cannot tell this one: the new topic holds the stored offset and more.
     The message before the position is read again and is not the one the task read there."""
-    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
-    admin = AdminClient({"bootstrap.servers": brokers})
-    prefix = f"grown{uuid.uuid4().hex[:6]}"
-    topic = f"{prefix}-rootcoord-dml_0"
-    producer = Producer({"bootstrap.servers": brokers})
-    producer.produce(topic, time_tick(1), partition=0)
-    producer.flush(10)
+    brokers, admin, prefix, topic, producer = topic_with_its_first_tick(env, "grown")
     server = CdcServer(tmp_path, env, channel_prefix=prefix).start()
     try:
         task = read_through_tick_6(server, producer, topic, target)
@@ -115,6 +103,18 @@ def test_a_topic_created_again_and_grown_past_the_position_while_stopped_fails_t
     finally:
         server.stop()
         admin.delete_topics([topic])[topic].result(10)
+
+
+def topic_with_its_first_tick(env, kind: str) -> tuple[str, AdminClient, str, str, Producer]:
+    """A DML topic of a prefix of its own (`{kind}` and a random suffix) holding a time tick at
+    1: the brokers, an admin client, the prefix, the topic and the producer that wrote it."""
+    brokers = env.get("KAFKA_BROKERS", "127.0.0.1:9092")
+    prefix = f"{kind}{uuid.uuid4().hex[:6]}"
+    topic = f"{prefix}-rootcoord-dml_0"
+    producer = Producer({"bootstrap.servers": brokers})
+    producer.produce(topic, time_tick(1), partition=0)
+    producer.flush(10)
+    return brokers, AdminClient({"bootstrap.servers": brokers}), prefix, topic, producer
 
 
 def read_through_tick_6(server: CdcServer, producer: Producer, topic: str, target) -> str:
