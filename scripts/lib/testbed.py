@@ -1,5 +1,6 @@
-"""Starts, inspects and stops the local testbed: etcd, a Kafka broker (Tansu), a source Milvus on
-Kafka, a target Milvus on rocksmq and, with --pulsar, pulsar-lite and a second source Milvus on it.
+"""Starts, inspects and stops the local testbed: etcd, a Kafka broker (Tansu), a source Milvus and a
+target Milvus, both on that broker (each with its own etcd root and channel prefix, so either can
+be the other's source) and, with --pulsar, pulsar-lite and a third Milvus on it.
 
 Every process is started in its own session and remembered by pid and start time in
 .testbed/<part>/pid, so `down` stops exactly what `up` started and nothing else.
@@ -64,12 +65,15 @@ PARTS = {
     "etcd": Part("etcd", "127.0.0.1:2379", [2379, 2380], 10, "etcd"),
     "kafka": Part("kafka", "127.0.0.1:9092", [9092], 10, "kafka"),
     "source": Part("source", "127.0.0.1:19530", milvus_ports(SOURCE_PORTS), 20, "milvus",
-                   dict(root_path="by-dev", mq="kafka", ports=SOURCE_PORTS)),
+                   dict(root_path="by-dev", channel_prefix="by-dev", mq="kafka", ports=SOURCE_PORTS)),
+    # The target is a full site: on the same broker under its own channel prefix (its etcd root),
+    # so a task can read it too (switchover, failback).
     "target": Part("target", "127.0.0.1:19540", milvus_ports(TARGET_PORTS), 20, "milvus",
-                   dict(root_path="dr", mq="rocksmq", ports=TARGET_PORTS)),
+                   dict(root_path="dr", channel_prefix="dr", mq="kafka", ports=TARGET_PORTS)),
     "pulsar": Part("pulsar", "127.0.0.1:6650", [6650], 10, "pulsar"),
     "source-pulsar": Part("source-pulsar", "127.0.0.1:19550", milvus_ports(PULSAR_SOURCE_PORTS), 20,
-                          "milvus", dict(root_path="by-dev-pulsar", mq="pulsar", ports=PULSAR_SOURCE_PORTS)),
+                          "milvus", dict(root_path="by-dev-pulsar", channel_prefix="by-dev", mq="pulsar",
+                                         ports=PULSAR_SOURCE_PORTS)),
 }
 BASE_PARTS = ["etcd", "kafka", "source", "target"]
 PULSAR_PARTS = ["pulsar", "source-pulsar"]
@@ -312,6 +316,8 @@ def milvus_config(part: Part) -> str:
     overrides = {
         "etcd.endpoints": "127.0.0.1:2379",
         "etcd.rootPath": part.env["root_path"],
+        # Topics are `{channel_prefix}-rootcoord-dml_N`: one broker keeps the two sites apart.
+        "common.chanNamePrefix.cluster": part.env["channel_prefix"],
         "etcd.use.embed": "false",
         "mq.type": part.env["mq"],
         "rootCoord.dmlChannelNum": str(DML_CHANNELS),
@@ -439,6 +445,7 @@ def write_env(parts: list[Part]) -> None:
         "SOURCE_ETCD_ROOT=by-dev",
         "TARGET_MILVUS_URI=http://127.0.0.1:19540",
         "TARGET_ETCD_ROOT=dr",
+        "TARGET_CHANNEL_PREFIX=dr",
         "CDC_API=http://127.0.0.1:8444",
         f"CDC_CONFIG={STATE / 'cdc.toml'}",
     ]
@@ -457,6 +464,15 @@ def write_env(parts: list[Part]) -> None:
         'channel_prefix = "by-dev"\n'
         'milvus_uri = "http://127.0.0.1:19530"\n\n'
         "[source.mq]\n"
+        'type = "kafka"\n'
+        'brokers = "127.0.0.1:9092"\n\n'
+        "# The target Milvus as a cluster too: a task can write to it by name, or read it.\n"
+        "[clusters.target]\n"
+        'etcd_endpoints = ["127.0.0.1:2379"]\n'
+        'etcd_root_path = "dr"\n'
+        'channel_prefix = "dr"\n'
+        'milvus_uri = "http://127.0.0.1:19540"\n\n'
+        "[clusters.target.mq]\n"
         'type = "kafka"\n'
         'brokers = "127.0.0.1:9092"\n'
     )

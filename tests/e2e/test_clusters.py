@@ -11,14 +11,17 @@ SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), Fie
 
 
 def with_backup_cluster(tmp_path, env) -> CdcServer:
-    """The appliance with the testbed's target configured as the cluster `backup` (its API; its
-    etcd root and channel prefix are the target Milvus's own)."""
+    """The appliance with the testbed's target configured as the cluster `backup`: its API, its
+    etcd root, and its channels on the testbed's Kafka."""
     backup = (
         "[clusters.backup]\n"
         f'etcd_endpoints = ["{env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")}"]\n'
         f'etcd_root_path = "{env.get("TARGET_ETCD_ROOT", "dr")}"\n'
-        'channel_prefix = "dr"\n'
+        f'channel_prefix = "{env.get("TARGET_CHANNEL_PREFIX", "dr")}"\n'
         f'milvus_uri = "{env["TARGET_MILVUS_URI"]}"\n'
+        "[clusters.backup.mq]\n"
+        'type = "kafka"\n'
+        f'brokers = "{env.get("KAFKA_BROKERS", "127.0.0.1:9092")}"\n'
     )
     return CdcServer(tmp_path, env, extra_config=backup).start()
 
@@ -46,6 +49,23 @@ def test_a_task_written_to_a_named_cluster_replicates_and_its_twin_the_other_way
         status, reply = server.request("POST", "/v1/tasks", by_uri)
         assert status == 409 and "task forth replicates the other way" in reply["message"], reply
         assert [t["task_id"] for t in server.request("GET", "/v1/tasks")[1]["tasks"]] == ["forth"]
+    finally:
+        server.stop()
+
+
+def test_the_target_milvus_is_a_source_too(tmp_path, env, source, target, names):
+    """The testbed's target has its own channels on the broker: a task reads it as it reads the
+    source, here back to the source Milvus."""
+    server = with_backup_cluster(tmp_path, env)
+    try:
+        name = names("backwards")
+        status, task = server.request("POST", "/v1/tasks", {
+            "task_id": "back", "source_cluster": "backup", "target_cluster": "source",
+            "collection_infos": [{"name": name}]})
+        assert status == 201 and task["source_cluster"] == "backup", task
+        create_collection(target, name, SMALL, shards=2)
+        insert(target, name, make_rows(SMALL, range(300), seed=4))
+        assert_replicated(target, source, name, timeout=120)
     finally:
         server.stop()
 
