@@ -10,16 +10,18 @@ use tracing::info;
 
 use super::{MilvusTarget, SOURCE_ID_PROPERTY, check, shape_key};
 use crate::apply::{Ddl, TargetError};
-use crate::model::{CollectionRef, DdlEvent};
+use crate::model::CollectionRef;
 
 impl MilvusTarget {
     /// Whether `ddl` is a collection event of an earlier collection than the target's
     /// collection of that name (see [`MilvusTarget::superseded`]): it is skipped, so a late
-    /// event never touches the later collection. Events of the replicate channel, and events
-    /// without a source collection id, are not checked here.
+    /// event never touches the later collection. That holds for events of the replicate
+    /// channel too (an index or load of a collection whose later namesake reached the target
+    /// first, its own create skipped): capture gives them the id of the collection of their
+    /// time. Database events, which have no collection id, are not checked.
     pub(super) fn superseded_event(&mut self, ddl: &Ddl) -> Result<bool, TargetError> {
         let c = &ddl.collection;
-        if !matches!(ddl.event, DdlEvent::Replicated { .. }) && c.id != 0 {
+        if c.id != 0 {
             self.shapes.remove(&shape_key(c));
             if self.has_collection(c)? {
                 self.shape(c)?;
