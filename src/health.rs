@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 #[derive(Default, Debug)]
@@ -12,6 +13,9 @@ pub struct Health {
     /// Per channel: when (Unix ms) its reader last found nothing more to read, with all it had
     /// read staged.
     at_end: Mutex<BTreeMap<String, u64>>,
+    /// The newest source timestamp of an insert or delete the task's readers staged since it
+    /// started: what a switchover proves no write passed its fence by.
+    newest_data_staged: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -47,6 +51,16 @@ impl Health {
         if let Ok(mut at_end) = self.at_end.lock() {
             at_end.insert(channel.to_owned(), unix_ms);
         }
+    }
+
+    /// A reader staged an insert or delete stamped `ts`.
+    pub fn data_staged(&self, ts: u64) {
+        self.newest_data_staged.fetch_max(ts, Ordering::Relaxed);
+    }
+
+    /// The newest timestamp of an insert or delete staged since the task started (0: none).
+    pub fn newest_data_staged(&self) -> u64 {
+        self.newest_data_staged.load(Ordering::Relaxed)
     }
 
     /// When each channel's reader was last at the end of its channel (Unix ms).

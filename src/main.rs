@@ -66,6 +66,14 @@ enum Command {
     /// Compare a task's source and target row by row, through the server. Exit status: 0
     /// equal, 1 different, 2 could not tell (as `diff`).
     Verify(cli::verify::VerifyArgs),
+    /// The source is gone: fail a task over to its target, and wait until it has. It applies
+    /// what its journal holds that can be applied consistently, keeps the rest in a file, and
+    /// prints its report. The task never reads again.
+    Failover(cli::failover::FailoverArgs),
+    /// Both sides up: fence writes on the task's source, wait until its target holds all of it
+    /// (RPO 0), pause the task and start its reverse task. Called off, with everything as it
+    /// was, when the target does not catch up within `--timeout` seconds.
+    Switchover(cli::switchover::SwitchoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,8 @@ fn main() -> ExitCode {
             dump(&data_dir, &filter, max_rows, json)
         }
         Command::Task(args) => cli::task::run(args).map_err(CliError::from),
+        Command::Failover(args) => cli::failover::run(args).map_err(CliError::from),
+        Command::Switchover(args) => cli::switchover::run(args).map_err(CliError::from),
         Command::Verify(args) => {
             return match cli::verify::run(args) {
                 Ok(Verdict::Equal) => ExitCode::SUCCESS,

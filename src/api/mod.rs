@@ -59,6 +59,8 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
         .routes(routes!(rest::pause))
         .routes(routes!(rest::resume))
         .routes(routes!(rest::skip))
+        .routes(routes!(rest::failover))
+        .routes(routes!(rest::switchover))
         .routes(routes!(rest::verify))
         .routes(routes!(rest::positions))
         .routes(routes!(rest::status))
@@ -217,7 +219,11 @@ impl From<TaskError> for ApiError {
             TaskError::Exists(_)
             | TaskError::Overlaps { .. }
             | TaskError::ReverseTwin { .. }
-            | TaskError::NotStoppedThere { .. } => StatusCode::CONFLICT,
+            | TaskError::NotStoppedThere { .. }
+            | TaskError::FailedOver(_)
+            | TaskError::FailingOver(_)
+            | TaskError::Switchover { .. } => StatusCode::CONFLICT,
+            TaskError::Target(_) => StatusCode::BAD_GATEWAY,
             TaskError::InvalidTarget(_)
             | TaskError::UnknownCluster(_)
             | TaskError::NoClusterApi { .. } => StatusCode::BAD_REQUEST,
@@ -234,9 +240,10 @@ impl From<TaskError> for ApiError {
             TaskError::Meta(_) | TaskError::Mq(_) | TaskError::SourceVersion(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            TaskError::Journal(_) | TaskError::Corrupt(..) | TaskError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            TaskError::Journal(_)
+            | TaskError::Corrupt(..)
+            | TaskError::Failover { .. }
+            | TaskError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self {
             status,

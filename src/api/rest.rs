@@ -15,6 +15,7 @@ use super::input::{self, Body};
 use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
 use crate::model::PoisonAt;
+use crate::task::switchover::{SwitchoverReport, SwitchoverRequest};
 use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
 use crate::verify::{Limits, Report};
 
@@ -125,6 +126,66 @@ pub async fn resume(
 ) -> Result<Json<TaskView>, ApiError> {
     let spec = tasks::blocking(&supervisor, move |s| s.resume(&id)).await?;
     Ok(Json(TaskView::of(&supervisor, &spec)?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/failover", operation_id = "failover_task", tag = "tasks", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The task reads its source no more and is failing over \
+            (state FailingOver): it applies what its journal holds that can be applied \
+            consistently, writes the rest to a file, and ends FailedOver with its report \
+            (`failover`). Works with the source unreachable; repeated, it answers the task as \
+            it is", body = TaskView),
+        (status = 400, description = "The id is not a task id (1 to 128 letters, digits, '.', '_' or '-')", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 500, description = "The journal cannot be written", body = ErrorBody),
+    ))]
+pub async fn failover(
+    State(supervisor): State<Arc<Supervisor>>,
+    TaskId(id): TaskId,
+) -> Result<Json<TaskView>, ApiError> {
+    let spec = tasks::blocking(&supervisor, move |s| s.failover(&id)).await?;
+    Ok(Json(TaskView::of(&supervisor, &spec)?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/switchover", operation_id = "switchover_task", tag = "tasks",
+    params(("id" = String, Path)), request_body = SwitchoverRequest,
+    responses(
+        (status = 200, description = "Switched over: the source was fenced, the target caught up \
+            with it (RPO 0), the task is paused and its reverse task runs. Repeated, it answers \
+            the same report", body = SwitchoverReport),
+        (status = 400, description = "The id, or the reverse task's, is not a task id", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Not switched over, and everything left as it was: the \
+            reason says why (the target not caught up in time, a write past the fence, a \
+            difference found, a target that is no cluster of the config)", body = ErrorBody),
+    ))]
+pub async fn switchover(
+    State(supervisor): State<Arc<Supervisor>>,
+    TaskId(id): TaskId,
+    Body(body): Body,
+) -> Result<Json<SwitchoverReport>, ApiError> {
+    let mut request: SwitchoverRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SwitchoverRequest::default()
+    } else if body.trim_ascii_start().starts_with(b"{") {
+        tasks::decode(Some("body"), &body)?
+    } else {
+        return Err(ApiError::bad_request(
+            "invalid body: expected a JSON object",
+        ));
+    };
+    if !(1..=86_400).contains(&request.timeout_seconds) {
+        return Err(ApiError::bad_request(
+            "invalid body.timeout_seconds: 1 to 86400",
+        ));
+    }
+    let reverse = request
+        .reverse_task_id
+        .take()
+        .unwrap_or_else(|| format!("{id}-reverse"));
+    input::check_task_id(&reverse)
+        .map_err(|e| ApiError::bad_request(format!("invalid body.reverse_task_id: {e}")))?;
+    request.reverse_task_id = Some(reverse);
+    Ok(Json(supervisor.switchover(&id, &request).await?))
 }
 
 /// The body of a skip: the poison to move past, as the task shows it (`poison.at`).

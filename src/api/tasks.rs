@@ -12,6 +12,7 @@ use super::{ApiError, input};
 use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
+use crate::task::failover::FailoverReport;
 use crate::task::{
     ConsistencyPoint, CopyView, Created, RbacSpec, Supervisor, TargetSpec, TaskError, TaskSpec,
     TaskState,
@@ -143,6 +144,9 @@ pub struct TaskView {
     /// copy has got.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     snapshot: Vec<CopyView>,
+    /// Not in the reference CDC: what the task's failover did, once it has failed over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<FailoverReport>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -189,6 +193,7 @@ impl TaskView {
             }),
             consistent_through: supervisor.consistent_through(&spec.task_id)?,
             snapshot: supervisor.copies(&spec.task_id)?,
+            failover: spec.failover.as_deref().cloned(),
         })
     }
 }
@@ -261,6 +266,8 @@ pub async fn create(
         reason: None,
         poison: None,
         skip_approved: None,
+        failover: None,
+        switchover: None,
     };
     Ok(supervisor.create(spec).await?)
 }

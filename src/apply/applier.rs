@@ -240,6 +240,11 @@ impl<'a, T: Target> Applier<'a, T> {
         }
     }
 
+    /// Whether an event waits for the target to be ready for it (see [`Target::not_ready`]).
+    pub fn waits_for_target(&self) -> bool {
+        !self.not_ready.is_empty()
+    }
+
     /// Runs `call` with the [`Retries`] of this applier.
     pub(super) fn with_retries(
         &mut self,

@@ -75,6 +75,7 @@ use calls::{Call, UndecodableRow};
 pub use crate::model::Ddl;
 pub use applier::Applier;
 pub use isolate::Isolated;
+pub use order::NOT_READY_RECHECK;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {

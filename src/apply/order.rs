@@ -15,7 +15,7 @@ use crate::model::{
 };
 
 /// How long an event the target is not ready for waits before it is asked again.
-pub(super) const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
+pub const NOT_READY_RECHECK: Duration = Duration::from_millis(500);
 
 /// Events the target was not ready for, and when to ask again.
 pub(super) type NotReady = HashMap<(String, RowPosition), Instant>;

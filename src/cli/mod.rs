@@ -1,3 +1,5 @@
+pub mod failover;
 pub mod https;
+pub mod switchover;
 pub mod task;
 pub mod verify;

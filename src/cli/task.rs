@@ -45,6 +45,13 @@ pub struct ServerArgs {
     timeout: u64,
 }
 
+impl ServerArgs {
+    /// How long to wait for the server's answer (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
+}
+
 #[derive(Args)]
 pub struct TaskArgs {
     #[command(flatten)]

@@ -287,7 +287,8 @@ fn consistent_ts(txn: &ReadTransaction, task: &str) -> Result<Option<u64>, Journ
     ))
 }
 
-fn describe(change: &Change) -> (String, String, u64) {
+/// A change in words: what it does, its collection (`db.name (id)`), and how many rows.
+pub fn describe(change: &Change) -> (String, String, u64) {
     let collection = change.collection();
     let name = format!(
         "{}.{} ({})",

@@ -3,6 +3,7 @@
 //! (`query`). Every part that talks to a Milvus connects here, so they accept and refuse the
 //! same settings.
 
+pub mod fence;
 mod query;
 mod rows;
 

@@ -3,7 +3,8 @@
 use milvus::proto::common::{ConsistencyLevel, KeyValuePair};
 use milvus::proto::milvus::{
     AllocTimestampRequest, DescribeCollectionRequest, GetPersistentSegmentInfoRequest,
-    GetQuerySegmentInfoRequest, HasCollectionRequest, HasPartitionRequest, QueryRequest,
+    GetQuerySegmentInfoRequest, HasCollectionRequest, HasPartitionRequest, ListDatabasesRequest,
+    QueryRequest, ShowCollectionsRequest,
 };
 use milvus::proto::schema::{FieldData, field_data, scalar_field};
 
@@ -45,7 +46,7 @@ pub struct RowReader {
 }
 
 impl RowReader {
-    /// The rows of `partition`, counted by the server.
+    /// The rows of `partition` (all partitions: ""), counted by the server.
     pub async fn count(&self, c: &CollectionRef, partition: &str) -> Result<u64, ReadError> {
         let reply = self
             .query(
@@ -133,6 +134,49 @@ impl RowReader {
             Some(reason) => Err(format!("AllocTimestamp on the {}: {reason}", self.role)),
             None => Ok(reply.timestamp),
         }
+    }
+
+    /// Every collection, as (database, name) pairs, database by database.
+    pub async fn collections(&self) -> Result<Vec<(String, String)>, ReadError> {
+        let fail = |what: &str, reason: String| ReadError {
+            role: self.role,
+            collection: "its collections".into(),
+            reason: format!("{what}: {reason}"),
+        };
+        let reply = self
+            .client
+            .clone()
+            .list_databases(ListDatabasesRequest::default())
+            .await
+            .map_err(|status| fail("ListDatabases", status.message().to_owned()))?
+            .into_inner();
+        if let Some(reason) = failure(reply.status.as_ref()) {
+            return Err(fail("ListDatabases", reason));
+        }
+        let mut found = Vec::new();
+        for db_name in reply.db_names {
+            let request = ShowCollectionsRequest {
+                db_name: db_name.clone(),
+                ..Default::default()
+            };
+            let reply = self
+                .client
+                .clone()
+                .show_collections(request)
+                .await
+                .map_err(|status| fail("ShowCollections", status.message().to_owned()))?
+                .into_inner();
+            if let Some(reason) = failure(reply.status.as_ref()) {
+                return Err(fail("ShowCollections", reason));
+            }
+            found.extend(
+                reply
+                    .collection_names
+                    .into_iter()
+                    .map(|c| (db_name.clone(), c)),
+            );
+        }
+        Ok(found)
     }
 
     /// Whether the collection exists. A failed answer is an error, never a "no".
@@ -312,7 +356,11 @@ impl RowReader {
             collection_name: c.name.clone(),
             expr,
             output_fields,
-            partition_names: vec![partition.to_owned()],
+            // No partition named: all of them.
+            partition_names: (!partition.is_empty())
+                .then(|| partition.to_owned())
+                .into_iter()
+                .collect(),
             query_params,
             consistency_level: consistency_level as i32,
             guarantee_timestamp,

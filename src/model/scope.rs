@@ -151,6 +151,22 @@ impl Scope {
         }
     }
 
+    /// Whether the target's collection `name` of database `db_name` is one of this scope's: the
+    /// target name of one it contains (names the same, or renamed by the mapping).
+    pub fn contains_on_target(&self, db_name: &str, name: &str) -> bool {
+        let db = db_or_default(db_name);
+        let mut sources = vec![(db.to_owned(), name.to_owned())];
+        for m in &self.renames {
+            sources.push((m.source_db.clone(), name.to_owned()));
+            let renamed = m.col_mapping.iter().filter(|(_, to)| *to == name);
+            sources.extend(renamed.map(|(from, _)| (m.source_db.clone(), from.clone())));
+        }
+        sources.iter().any(|(sdb, sname)| {
+            self.contains(sdb, sname)
+                && self.target_name(sdb, sname) == (db.to_owned(), name.to_owned())
+        })
+    }
+
     /// `collection` under its target names.
     pub fn on_target(&self, collection: CollectionRef) -> CollectionRef {
         let (db_name, name) = self.target_name(&collection.db_name, &collection.name);
@@ -165,6 +181,40 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_collection_is_in_scope_by_the_source_name_it_was_given() {
+        let scope = Scope::named(HashSet::from([
+            ("default".to_owned(), "a".to_owned()),
+            ("sales".to_owned(), "*".to_owned()),
+        ]))
+        .renaming(vec![NameMapping {
+            source_db: "sales".into(),
+            target_db: "sales_dr".into(),
+            col_mapping: [("orders".to_owned(), "orders_copy".to_owned())].into(),
+        }]);
+        assert!(
+            scope.contains_on_target("", "a"),
+            "the same name, the default database"
+        );
+        assert!(!scope.contains_on_target("default", "b"));
+        assert!(
+            scope.contains_on_target("sales_dr", "orders_copy"),
+            "renamed"
+        );
+        assert!(
+            scope.contains_on_target("sales_dr", "people"),
+            "in the renamed database"
+        );
+        assert!(
+            !scope.contains_on_target("sales_dr", "orders"),
+            "orders is orders_copy there"
+        );
+        assert!(
+            !scope.contains_on_target("sales", "people"),
+            "sales is sales_dr there"
+        );
+    }
 
     #[test]
     fn a_scope_names_collections_per_database() {

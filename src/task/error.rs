@@ -65,6 +65,19 @@ pub enum TaskError {
         from: String,
         to: String,
     },
+    #[error(transparent)]
+    Target(#[from] crate::apply::TargetError),
+    #[error(
+        "task {0} failed over: it never reads or applies again. Start the way back with a task \
+         the other way (see README, \"Disaster recovery\"), or delete it"
+    )]
+    FailedOver(String),
+    #[error("task {0} is failing over: wait until it has failed over (`task get` shows it)")]
+    FailingOver(String),
+    #[error("switchover of task {task}: {reason}")]
+    Switchover { task: String, reason: String },
+    #[error("failover of task {task}: {reason}")]
+    Failover { task: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -11,11 +11,13 @@
 //! (see `runner`), so stopping them at any point loses and doubles nothing.
 
 mod error;
+pub mod failover;
 pub mod history;
 mod imports;
 mod lifecycle;
 mod runner;
 mod snapshot;
+pub mod switchover;
 pub use snapshot::CopyView;
 mod spec;
 mod status;
@@ -200,7 +202,7 @@ impl Supervisor {
     }
 
     fn with_health(&self, mut spec: TaskSpec) -> TaskSpec {
-        if spec.state == TaskState::Running {
+        if matches!(spec.state, TaskState::Running | TaskState::FailingOver) {
             let problems = self.health(&spec.task_id).summary();
             spec.reason = if self.is_running(&spec.task_id) {
                 problems.map(|problems| format!("retrying: {problems}"))
@@ -231,9 +233,17 @@ impl Supervisor {
     /// Starts every task stored as Running (after a restart).
     pub fn resume_all(self: &Arc<Self>) -> Result<(), TaskError> {
         for spec in self.tasks()? {
-            if spec.state == TaskState::Running {
+            match spec.state {
                 // One that cannot start is recorded Failed, and the others start.
-                let _ = self.launch(spec);
+                TaskState::Running => drop(self.launch(spec)),
+                TaskState::FailingOver => {
+                    let id = spec.task_id.clone();
+                    if let Err(err) = self.start_failover(spec) {
+                        error!(task = id, %err, "cannot go on with the failover");
+                        self.health(&id).problem("failover", &err);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -420,6 +430,7 @@ impl Supervisor {
     /// reason and poison kept.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
         let _turn = self.turn_blocking(id);
+        refuse_after_failover(&self.stored(id)?)?;
         // Stopped before the record is read: a failure its threads record meanwhile is kept.
         self.stop(id);
         let mut spec = self.stored(id)?;
@@ -437,6 +448,7 @@ impl Supervisor {
     pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
         let _turn = self.turn_blocking(id);
         let spec = self.stored(id)?;
+        refuse_after_failover(&spec)?;
         if spec.state == TaskState::Running && self.is_running(id) {
             return Ok(spec);
         }
@@ -502,6 +514,7 @@ impl Supervisor {
     /// repeats the call never skips a later one; repeated once done, it changes nothing.
     pub fn skip(self: &Arc<Self>, id: &str, at: &PoisonAt) -> Result<TaskSpec, TaskError> {
         let _turn = self.turn_blocking(id);
+        refuse_after_failover(&self.stored(id)?)?;
         // Stopped before the record is read: an ending run's failure cannot overwrite it.
         self.stop(id);
         let mut spec = self.stored(id)?;
@@ -596,6 +609,16 @@ impl Supervisor {
             .unwrap_or_else(PoisonError::into_inner)
             .get(run.task())
             .is_some_and(|current| current.run == run.number())
+    }
+}
+
+/// Refuses a lifecycle call that would read or apply again, for a task that failed over or
+/// is failing over.
+fn refuse_after_failover(spec: &TaskSpec) -> Result<(), TaskError> {
+    match spec.state {
+        TaskState::FailedOver => Err(TaskError::FailedOver(spec.task_id.clone())),
+        TaskState::FailingOver => Err(TaskError::FailingOver(spec.task_id.clone())),
+        _ => Ok(()),
     }
 }
 

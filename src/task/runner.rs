@@ -85,10 +85,6 @@ impl Supervisor {
 
     fn run_applier(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("applier", task = %spec.task_id).entered();
-        let access = match self.target_of(&spec) {
-            Ok(access) => access,
-            Err(err) => return self.fail(&run, err.to_string()),
-        };
         let source = match self.source_of(&spec) {
             Ok(source) => SourceCollections {
                 cluster: source.clone(),
@@ -96,33 +92,12 @@ impl Supervisor {
             },
             Err(err) => return self.fail(&run, err.to_string()),
         };
-        let target = match MilvusTarget::connect(
-            &access.uri,
-            Some(access.token.expose()),
-            access.ca_file,
-            self.runtime.clone(),
-        ) {
-            Ok(target) => target
-                .with_user_password(spec.rbac.as_ref().and_then(|r| r.user_password.clone()))
-                .with_source(Arc::new(source)),
+        let mut applier = match self.applier_of(&spec, run.clone(), &stop) {
+            Ok(applier) => applier,
             Err(err) => return self.fail(&run, err.to_string()),
         };
-        let settings = ApplierSettings {
-            retain_applied: self.config.journal.retain_applied,
-            max_call_bytes: self.config.apply.max_call_bytes,
-            max_batch_bytes: self.config.apply.max_batch_bytes,
-            ..ApplierSettings::default()
-        };
+        applier.target = applier.target.with_source(Arc::new(source));
         let health = self.health(&spec.task_id);
-        let mut applier = Applier::new(
-            run,
-            &self.journal,
-            target,
-            settings,
-            stop.clone(),
-            health.clone(),
-        );
-        applier.skip = spec.skip_policy();
         let mut recovered = false;
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
@@ -183,6 +158,39 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The task's applier, connected to its target.
+    pub(super) fn applier_of(
+        &self,
+        spec: &TaskSpec,
+        run: TaskRun,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Applier<'_, MilvusTarget>, TaskError> {
+        let access = self.target_of(spec)?;
+        let target = MilvusTarget::connect(
+            &access.uri,
+            Some(access.token.expose()),
+            access.ca_file,
+            self.runtime.clone(),
+        )?
+        .with_user_password(spec.rbac.as_ref().and_then(|r| r.user_password.clone()));
+        let settings = ApplierSettings {
+            retain_applied: self.config.journal.retain_applied,
+            max_call_bytes: self.config.apply.max_call_bytes,
+            max_batch_bytes: self.config.apply.max_batch_bytes,
+            ..ApplierSettings::default()
+        };
+        let mut applier = Applier::new(
+            run,
+            &self.journal,
+            target,
+            settings,
+            stop.clone(),
+            self.health(&spec.task_id),
+        );
+        applier.skip = spec.skip_policy();
+        Ok(applier)
     }
 
     /// Starts a reader for each channel of the source (its DML channels and its replicate

@@ -15,6 +15,12 @@ pub enum TaskState {
     Running,
     Paused,
     Failed,
+    /// A failover is under way: the task reads nothing more and applies what its journal holds
+    /// that can be applied consistently (see `task::failover`). Started again at start-up.
+    FailingOver,
+    /// Terminal: the task failed over, never resumes and never reads again; its report is in
+    /// [`TaskSpec::failover`].
+    FailedOver,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +100,12 @@ pub struct TaskSpec {
     /// past it may be stopped before it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_approved: Option<PoisonAt>,
+    /// The report of the task's failover, once it ended (state FailedOver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Box<super::failover::FailoverReport>>,
+    /// A switchover under way or done (`task::switchover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<Box<super::switchover::SwitchoverRecord>>,
 }
 
 fn source_cluster() -> String {
@@ -165,6 +177,8 @@ impl TaskSpec {
             state: TaskState::Failed,
             poison: None,
             skip_approved: None,
+            failover: None,
+            switchover: None,
         }
     }
 

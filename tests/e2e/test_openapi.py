@@ -15,7 +15,7 @@ ROUTES = {
     ("get", "/v1/tasks"), ("post", "/v1/tasks"),
     ("get", "/v1/tasks/{id}"), ("delete", "/v1/tasks/{id}"),
     ("post", "/v1/tasks/{id}/pause"), ("post", "/v1/tasks/{id}/resume"), ("post", "/v1/tasks/{id}/skip"),
-    ("post", "/v1/tasks/{id}/verify"),
+    ("post", "/v1/tasks/{id}/verify"), ("post", "/v1/tasks/{id}/failover"), ("post", "/v1/tasks/{id}/switchover"),
     ("get", "/v1/tasks/{id}/positions"),
     ("get", "/v1/status"), ("get", "/metrics"), ("get", "/healthz"), ("get", "/readyz"), ("get", "/"),
 }

@@ -33,6 +33,7 @@
 //! collection cannot hide another of the name asked for.
 
 mod assemble;
+mod fence;
 mod history;
 mod keys;
 mod lookup;
@@ -67,6 +68,11 @@ pub enum MetaError {
         end: String,
         source: Box<etcd_client::Error>,
     },
+    #[error("cannot read or write etcd key {key:?}: {source}")]
+    Key {
+        key: String,
+        source: Box<etcd_client::Error>,
+    },
     #[error("malformed Milvus meta key {key:?}: {reason}")]
     BadKey { key: String, reason: String },
     #[error("cannot decode {what} at etcd key {key:?}: {source}")]
@@ -87,7 +93,10 @@ impl MetaError {
     /// Whether etcd did not answer (down, silent, refusing): asking again may succeed. Any
     /// other error is an answer about what etcd holds.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, MetaError::Connect { .. } | MetaError::Read { .. })
+        matches!(
+            self,
+            MetaError::Connect { .. } | MetaError::Read { .. } | MetaError::Key { .. }
+        )
     }
 }
 

@@ -389,6 +389,15 @@ impl ChannelReader<'_> {
         )?;
         let newest = changes.iter().map(|c| c.ts).max();
         state.newest_staged = state.newest_staged.max(newest);
+        let data = changes.iter().filter(|c| {
+            matches!(
+                c.change,
+                crate::model::Change::Insert(_) | crate::model::Change::Delete(_)
+            )
+        });
+        if let Some(ts) = data.map(|c| c.ts).max() {
+            self.health.data_staged(ts);
+        }
         self.health.resolved(self.pchannel);
         METRICS.changes_staged.inc_by(changes.len() as u64);
         METRICS.staged(self.run.task(), changes.iter().map(|c| &c.change));
