@@ -228,6 +228,12 @@ struct CollectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    cluster: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     task: String,
     state: String,
@@ -241,6 +247,8 @@ pub struct Snapshot {
     pub journal_bytes: u64,
     pub journal_rows: u64,
     pub tasks: Vec<TaskGauges>,
+    /// Each configured cluster's role (`primary`, `standby`, `fenced`, `lost`, `none`).
+    pub cluster_roles: Vec<(String, String)>,
 }
 
 /// One task's state and lag, in seconds per channel.
@@ -440,6 +448,20 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         to_copy,
     );
     registry.register("task_state", "1 for each task's current state", state);
+    let roles = Family::<RoleLabels, Gauge>::default();
+    for (cluster, role) in &snapshot.cluster_roles {
+        roles
+            .get_or_create(&RoleLabels {
+                cluster: cluster.clone(),
+                role: role.clone(),
+            })
+            .set(1);
+    }
+    registry.register(
+        "cluster_role",
+        "1 for each configured cluster's role: primary, standby, fenced (a switchover under way), lost (failed over from), none",
+        roles,
+    );
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| e.to_string())?;
     Ok(out)
@@ -485,6 +507,7 @@ mod tests {
     #[test]
     fn the_text_has_counters_lag_and_state() {
         let snapshot = Snapshot {
+            cluster_roles: Vec::new(),
             journal_bytes: 0,
             journal_rows: 0,
             tasks: vec![TaskGauges {
@@ -526,6 +549,7 @@ mod tests {
     #[test]
     fn a_task_without_a_consistency_point_has_no_such_gauges() {
         let snapshot = Snapshot {
+            cluster_roles: Vec::new(),
             tasks: vec![TaskGauges {
                 task: "t".into(),
                 state: "Running".into(),

@@ -15,6 +15,7 @@ use super::input::{self, Body};
 use super::tasks::{self, CreateRequest, TaskList, TaskView};
 use super::{ApiError, ErrorBody};
 use crate::model::PoisonAt;
+use crate::task::roles::{ClusterView, LastFailover, LastSwitchover};
 use crate::task::switchover::{SwitchoverReport, SwitchoverRequest};
 use crate::task::{Created, Supervisor, TaskPositions, TaskStatus};
 use crate::verify::{Limits, Report};
@@ -292,6 +293,13 @@ pub async fn positions(
 #[derive(Serialize, ToSchema)]
 pub struct StatusReport {
     tasks: Vec<TaskStatus>,
+    /// Each configured cluster's role (primary, standby, fenced, lost, none), as the tasks
+    /// make it.
+    clusters: Vec<ClusterView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_failover: Option<LastFailover>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_switchover: Option<LastSwitchover>,
 }
 
 /// Every task's state, lag, throughput and lag over the last 15 minutes (the status page's data).
@@ -303,6 +311,14 @@ pub struct StatusReport {
 pub async fn status(
     State(supervisor): State<Arc<Supervisor>>,
 ) -> Result<Json<StatusReport>, ApiError> {
-    let tasks = tasks::blocking(&supervisor, |s| s.status()).await?;
-    Ok(Json(StatusReport { tasks }))
+    let (tasks, clusters, (last_failover, last_switchover)) = tasks::blocking(&supervisor, |s| {
+        Ok((s.status()?, s.cluster_roles()?, s.last_events()?))
+    })
+    .await?;
+    Ok(Json(StatusReport {
+        tasks,
+        clusters,
+        last_failover,
+        last_switchover,
+    }))
 }

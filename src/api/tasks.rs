@@ -13,6 +13,7 @@ use crate::model::StartPosition;
 use crate::model::decode_position;
 use crate::model::{NameMapping, Poison, Secret};
 use crate::task::failover::FailoverReport;
+use crate::task::switchover::SwitchoverRecord;
 use crate::task::{
     ConsistencyPoint, CopyView, Created, RbacSpec, Supervisor, TargetSpec, TaskError, TaskSpec,
     TaskState,
@@ -147,6 +148,9 @@ pub struct TaskView {
     /// Not in the reference CDC: what the task's failover did, once it has failed over.
     #[serde(skip_serializing_if = "Option::is_none")]
     failover: Option<FailoverReport>,
+    /// Not in the reference CDC: its switchover, under way or done (with its report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switchover: Option<SwitchoverRecord>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -194,6 +198,7 @@ impl TaskView {
             consistent_through: supervisor.consistent_through(&spec.task_id)?,
             snapshot: supervisor.copies(&spec.task_id)?,
             failover: spec.failover.as_deref().cloned(),
+            switchover: spec.switchover.as_deref().cloned(),
         })
     }
 }

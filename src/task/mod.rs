@@ -15,6 +15,7 @@ pub mod failover;
 pub mod history;
 mod imports;
 mod lifecycle;
+pub mod roles;
 mod runner;
 mod snapshot;
 pub mod switchover;
@@ -789,6 +790,68 @@ mod tests {
         config.clusters.insert("backup".into(), backup);
         let supervisor = Supervisor::new(journal, config, runtime.handle().clone());
         (dir, runtime, supervisor)
+    }
+
+    #[test]
+    fn each_cluster_s_role_follows_its_tasks_through_a_switchover_and_a_failover() {
+        use roles::ClusterRole as R;
+        let (_dir, _runtime, supervisor) = two_clusters();
+        let roles = |s: &Supervisor| {
+            s.cluster_roles()
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name, c.role))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            roles(&supervisor),
+            [("source".into(), R::None), ("backup".into(), R::None)]
+        );
+        let mut forth = stored_task(&supervisor, "forth", TaskState::Running, "http://b:19530/");
+        assert_eq!(
+            roles(&supervisor),
+            [("source".into(), R::Primary), ("backup".into(), R::Standby)]
+        );
+        forth.switchover = Some(Box::default());
+        supervisor.save(&forth).unwrap();
+        assert_eq!(roles(&supervisor)[0], ("source".into(), R::Fenced));
+        // Switched over: the task paused, its reverse running.
+        forth.state = TaskState::Paused;
+        let at = failover::SourceTime::at(1 << 18);
+        forth.switchover = Some(Box::new(switchover::SwitchoverRecord {
+            report: Some(switchover::SwitchoverReport {
+                new_primary: "backup".into(),
+                old_primary: "source".into(),
+                reverse_task: "back".into(),
+                fence_ts: at.clone(),
+                consistent_through: at,
+                newest_write: None,
+                write_outage_ms: 1,
+                verified_equal: None,
+                finished: String::new(),
+            }),
+            ..switchover::SwitchoverRecord::default()
+        }));
+        supervisor.save(&forth).unwrap();
+        let mut back = TaskSpec {
+            source_cluster: "backup".into(),
+            target: TargetSpec {
+                cluster: Some("source".into()),
+                ..TargetSpec::at("http://a:19530")
+            },
+            ..stored_task(&supervisor, "back", TaskState::Running, "")
+        };
+        supervisor.save(&back).unwrap();
+        assert_eq!(
+            roles(&supervisor),
+            [("source".into(), R::Standby), ("backup".into(), R::Primary)]
+        );
+        back.state = TaskState::FailedOver;
+        supervisor.save(&back).unwrap();
+        assert_eq!(
+            roles(&supervisor),
+            [("source".into(), R::Primary), ("backup".into(), R::Lost)]
+        );
     }
 
     #[test]

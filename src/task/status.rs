@@ -236,10 +236,16 @@ impl Supervisor {
                 })
             })
             .collect::<Result<_, TaskError>>()?;
+        let cluster_roles = self
+            .cluster_roles()?
+            .into_iter()
+            .map(|c| (c.name, c.role.as_str().to_owned()))
+            .collect();
         Ok(Snapshot {
             journal_bytes: self.journal.journal_bytes()?,
             journal_rows: self.journal.journal_rows()?,
             tasks,
+            cluster_roles,
         })
     }
 }

@@ -21,8 +21,7 @@ impl Supervisor {
         };
         let scope = spec.scope();
         let subjects: Vec<Subject> = self
-            .config
-            .source
+            .source_of(&spec)?
             .meta()
             .await?
             .collections()

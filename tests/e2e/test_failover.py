@@ -149,6 +149,10 @@ def test_a_failover_with_every_source_connection_cut_applies_what_it_can_and_hol
 
         shown = server.request("GET", f"/v1/tasks/{task}")[1]
         assert shown["state"] == "FailedOver" and shown["failover"] == report, shown
+        status = server.request("GET", "/v1/status")[1]
+        assert status["clusters"] == [{"name": "source", "role": "lost", "why": f"task {task} failed over from it"}]
+        assert status["last_failover"] == {"task": task, "report": report}, status
+        assert server.metrics()['milvus_cdc_cluster_role{cluster="source",role="lost"}'] == 1
         status, reply = server.request("POST", f"/v1/tasks/{task}/resume")
         assert status == 409 and "failed over" in reply["message"], reply
         # Repeated, the failover answers the same report.

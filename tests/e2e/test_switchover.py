@@ -99,6 +99,10 @@ def test_a_switchover_under_writes_loses_nothing_refuses_the_fenced_source_and_r
         assert_replicated(source, target, name, timeout=30)
         assert server.request("GET", "/v1/tasks/forth")[1]["state"] == "Paused"
         assert server.request("GET", "/v1/tasks/forth-reverse")[1]["state"] == "Running"
+        status = server.request("GET", "/v1/status")[1]
+        assert [(c["name"], c["role"]) for c in status["clusters"]] == [("source", "standby"), ("backup", "primary")]
+        assert status["last_switchover"] == {"task": "forth", "report": report}, status
+        assert server.metrics()['milvus_cdc_cluster_role{cluster="backup",role="primary"}'] == 1
         # Repeated, it answers the same report.
         again = switchover(server, "forth")
         assert again.returncode == 0 and json.loads(again.stdout) == report, again.stderr
