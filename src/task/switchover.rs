@@ -122,53 +122,21 @@ impl Supervisor {
             return Ok(report);
         }
         let (old_primary, new_primary) = self.switch_clusters(&spec)?;
-        let reverse_id = request
-            .reverse_task_id
-            .clone()
-            .or_else(|| spec.switchover.as_ref().map(|s| s.reverse_task.clone()))
-            .unwrap_or_else(|| format!("{id}-reverse"));
         let paused_by_us = spec.state == TaskState::Paused
             && spec
                 .switchover
                 .as_ref()
                 .is_some_and(|s| s.drained.is_some());
-        let record = if paused_by_us {
-            spec.switchover.as_deref().cloned().unwrap_or_default()
-        } else {
-            if spec.state != TaskState::Running {
-                return Err(
-                    self.switch_failed(id, format!("the task is {:?}, not Running", spec.state))
-                );
+        let record = match spec.switchover.as_deref() {
+            Some(record) if paused_by_us => record.clone(),
+            _ => {
+                let reverse_id = request
+                    .reverse_task_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{id}-reverse"));
+                self.drain_and_pause(&spec, request, reverse_id, &old_primary)
+                    .await?
             }
-            let mut record = SwitchoverRecord {
-                started_ms: now_ms(),
-                reverse_task: reverse_id.clone(),
-                drained: None,
-                report: None,
-            };
-            let mut saved = spec.clone();
-            saved.switchover = Some(Box::new(record.clone()));
-            self.save(&saved)?;
-            let drained = match self.fence_and_drain(&spec, request).await {
-                Ok(drained) => drained,
-                Err(reason) => return Err(self.call_off(&spec, &old_primary, reason).await),
-            };
-            // Paused: its readers stop; nothing more comes from A, which is fenced.
-            let me = self.clone();
-            let task = id.to_owned();
-            tokio::task::spawn_blocking(move || me.stop(&task))
-                .await
-                .map_err(|e| TaskError::Internal(e.to_string()))?;
-            record.drained = Some(drained);
-            let mut paused = self.stored(id)?;
-            paused.state = TaskState::Paused;
-            paused.reason = Some(format!(
-                "switched over: task {reverse_id} replicates the other way"
-            ));
-            paused.switchover = Some(Box::new(record.clone()));
-            self.save(&paused)?;
-            crate::failpoint::hit("switchover-after-pause");
-            record
         };
         drop(turn);
         let reverse = self.reverse_spec(&spec, &record.reverse_task, &old_primary, &new_primary);
@@ -193,13 +161,65 @@ impl Supervisor {
         };
         let _turn = self.turn(id).await;
         let mut done = self.stored(id)?;
-        if let Some(record) = done.switchover.as_mut() {
-            record.report = Some(report.clone());
+        let Some(record) = done.switchover.as_mut() else {
+            return Err(self.switch_failed(id, "its record lost the switchover".into()));
+        };
+        // A repeated call that finished meanwhile wrote the report: that one stands.
+        if let Some(first) = &record.report {
+            return Ok(first.clone());
         }
+        record.report = Some(report.clone());
         self.save(&done)?;
         info!(task = id, reverse = %report.reverse_task, outage_ms = report.write_outage_ms,
             "switched over");
         Ok(report)
+    }
+
+    /// Steps 1 to 4, then the pause: answers the record with its proof. A failure before the
+    /// pause lifts the fence (`call_off`).
+    async fn drain_and_pause(
+        self: &Arc<Self>,
+        spec: &TaskSpec,
+        request: &SwitchoverRequest,
+        reverse_task: String,
+        old_primary: &str,
+    ) -> Result<SwitchoverRecord, TaskError> {
+        let id = &spec.task_id;
+        if spec.state != TaskState::Running {
+            return Err(
+                self.switch_failed(id, format!("the task is {:?}, not Running", spec.state))
+            );
+        }
+        let mut record = SwitchoverRecord {
+            started_ms: now_ms(),
+            reverse_task,
+            drained: None,
+            report: None,
+        };
+        let mut saved = spec.clone();
+        saved.switchover = Some(Box::new(record.clone()));
+        self.save(&saved)?;
+        let drained = match self.fence_and_drain(spec, request).await {
+            Ok(drained) => drained,
+            Err(reason) => return Err(self.call_off(spec, old_primary, reason).await),
+        };
+        // Paused: its readers stop; nothing more comes from the source, which is fenced.
+        let me = self.clone();
+        let task = id.clone();
+        tokio::task::spawn_blocking(move || me.stop(&task))
+            .await
+            .map_err(|e| TaskError::Internal(e.to_string()))?;
+        record.drained = Some(drained);
+        let mut paused = self.stored(id)?;
+        paused.state = TaskState::Paused;
+        paused.reason = Some(format!(
+            "switched over: task {} replicates the other way",
+            record.reverse_task
+        ));
+        paused.switchover = Some(Box::new(record.clone()));
+        self.save(&paused)?;
+        crate::failpoint::hit("switchover-after-pause");
+        Ok(record)
     }
 
     /// The clusters the task goes between, by name: (source, target).
