@@ -74,6 +74,9 @@ enum Command {
     /// (RPO 0), pause the task and start its reverse task. Called off, with everything as it
     /// was, when the target does not catch up within `--timeout` seconds.
     Switchover(cli::switchover::SwitchoverArgs),
+    /// Put back the rows a repair replaced or deleted (`{data_dir}/repair/TASK/`), upserting
+    /// them into a Milvus as they were.
+    Reapply(cli::reapply::ReapplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Task(args) => cli::task::run(args).map_err(CliError::from),
         Command::Failover(args) => cli::failover::run(args).map_err(CliError::from),
         Command::Switchover(args) => cli::switchover::run(args).map_err(CliError::from),
+        Command::Reapply(args) => cli::reapply::run(args).map_err(CliError::from),
         Command::Verify(args) => {
             return match cli::verify::run(args) {
                 Ok(Verdict::Equal) => ExitCode::SUCCESS,
@@ -200,6 +204,8 @@ enum CliError {
     Client(#[from] cli::task::ClientError),
     #[error(transparent)]
     Https(#[from] cli::https::HttpsError),
+    #[error(transparent)]
+    Reapply(#[from] cli::reapply::ReapplyError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {

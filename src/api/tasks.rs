@@ -54,8 +54,10 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     task_id: Option<String>,
-    /// Not in the reference CDC: `latest` (default), `earliest`, or `snapshot` (`latest`, and
-    /// the rows of the collections that exist now copied first from the source's API).
+    /// Not in the reference CDC: `latest` (default), `earliest`, `snapshot` (`latest`, and
+    /// the rows of the collections that exist now copied first from the source's API) or
+    /// `repair` (as `snapshot`, onto a target that has rows already: made equal by
+    /// difference, every row replaced or deleted there saved first).
     #[serde(default)]
     start_position: StartPosition,
     /// Where to start on some physical channels: channel name to base64 `msg.MsgPosition`, as

@@ -1,5 +1,6 @@
 pub mod failover;
 pub mod https;
+pub mod reapply;
 pub mod switchover;
 pub mod task;
 pub mod verify;

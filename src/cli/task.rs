@@ -98,8 +98,9 @@ enum TaskCommand {
         #[arg(long = "collection", default_value = "*")]
         collections: Vec<String>,
         /// `latest` (changes from now on), `earliest` (existing collections whole, from what the
-        /// broker retains) or `snapshot` (changes from now on, and the rows that exist now
-        /// copied first).
+        /// broker retains), `snapshot` (changes from now on, and the rows that exist now
+        /// copied first) or `repair` (as `snapshot`, onto a target that has rows already:
+        /// made equal by difference, what it replaces or deletes saved first).
         #[arg(long, default_value = "latest")]
         start: String,
         #[arg(long)]

@@ -635,6 +635,7 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
             in_doubt: true,
         },
         recopy: None,
+        repair: false,
     };
     let first = j.begin_run("t").unwrap();
     j.put_copy(&first, &copy(7, 0)).unwrap();

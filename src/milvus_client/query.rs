@@ -308,6 +308,27 @@ impl RowReader {
             .any(|i| waiting.contains(&i.segment_id) && i.state != dropped))
     }
 
+    /// The columns of the rows of `partition` (all: "") with one of `keys`, as stored now.
+    pub async fn columns_of(
+        &self,
+        c: &CollectionRef,
+        partition: &str,
+        shape: &Shape,
+        keys: &[PrimaryKey],
+    ) -> Result<Vec<FieldData>, ReadError> {
+        let list: Vec<String> = keys.iter().map(PrimaryKey::literal).collect();
+        let expr = format!("{} in [{}]", shape.primary_key, list.join(", "));
+        self.query(
+            c,
+            partition,
+            expr,
+            shape.fields.clone(),
+            Vec::new(),
+            Seen::Now,
+        )
+        .await
+    }
+
     /// The rows of `partition` with one of `keys`.
     pub async fn rows_of(
         &self,

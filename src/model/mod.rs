@@ -56,6 +56,10 @@ pub enum StartPosition {
     /// As `latest`, and the rows of the collections that exist already copied from the
     /// source's API first (a snapshot), however old they are.
     Snapshot,
+    /// As `snapshot`, onto a target that holds rows already (an old primary come back): each
+    /// collection is made equal to the source by difference, every row replaced or deleted on
+    /// the target saved first (`snapshot::repair`).
+    Repair,
 }
 
 /// Now, in Unix milliseconds.

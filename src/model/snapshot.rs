@@ -73,6 +73,11 @@ pub struct CopyProgress {
     /// message (a bulk insert): the target already holds rows, so every page goes as an upsert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recopy: Option<Recopy>,
+    /// Copied by difference onto a target that holds rows already (start `repair`): each page
+    /// goes as an upsert, the target's rows it replaces and the keys it lacks are saved first,
+    /// and those keys deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }
 
 /// Why a collection is copied again, and the consistency point it holds.
@@ -130,6 +135,7 @@ impl CopyProgress {
             start_ts: 0,
             state,
             recopy: None,
+            repair: false,
         }
     }
 

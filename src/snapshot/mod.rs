@@ -32,6 +32,11 @@
 //! sent as an upsert, whether the target got some of it or none. No page is skipped and no row
 //! doubled.
 
+mod repair;
+
+pub use repair::SavedRows;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -74,6 +79,8 @@ struct Pages {
     /// Whether the target may have rows of the next page: only when a crash left it in
     /// doubt. (The copy marks the next page in doubt before sending it as well.)
     resumed_in_doubt: bool,
+    /// A repair's saved rows of the partition being copied (its index).
+    saved: Option<(usize, repair::Saved)>,
 }
 
 /// Where a copy is: partition `partition` (named `name`) after key `after`, as its progress
@@ -94,6 +101,8 @@ pub struct Copier<'a> {
     pub target: RowReader,
     pub runtime: Handle,
     pub stop: Arc<AtomicBool>,
+    /// Where a repair saves the target's rows it replaces or deletes.
+    pub repair_dir: PathBuf,
 }
 
 impl Copier<'_> {
@@ -123,6 +132,7 @@ impl Copier<'_> {
             seen: self.reads_through(copy)?,
             prefetched: None,
             resumed_in_doubt: matches!(copy.state, CopyState::Copying { in_doubt: true, .. }),
+            saved: None,
         };
         while !self.stop.load(Ordering::Relaxed) {
             let CopyState::Copying {
@@ -150,6 +160,12 @@ impl Copier<'_> {
             };
             let page_keys = page_keys(copy, &columns)?;
             let Some(last) = page_keys.iter().max().cloned() else {
+                if copy.repair {
+                    // Past the source's last key: what the target has there goes.
+                    let saved = self.saved(copy, partition, &mut pages)?;
+                    self.repair_range(copy, &name, &[], after.as_ref(), None, saved)
+                        .await?;
+                }
                 copy.state = CopyState::Copying {
                     partition: partition + 1,
                     after: None,
@@ -301,10 +317,23 @@ impl Copier<'_> {
             self.journal.put_copy(&self.run, copy)?;
         }
         crate::failpoint::hit("snapshot-after-mark");
+        if copy.repair {
+            let saved = self.saved(copy, at.partition, pages)?;
+            self.repair_range(
+                copy,
+                &at.name,
+                &columns,
+                at.after.as_ref(),
+                Some(&last),
+                saved,
+            )
+            .await?;
+        }
         // The next page is read while this one is sent: the target need not wait for the
         // source. A failed read is left to the next turn, which reads it again.
-        // A collection copied again (a bulk insert) has its rows from before on the target.
-        let upsert = std::mem::take(&mut pages.resumed_in_doubt) || copy.recopy.is_some();
+        // A collection copied again (a bulk insert), or repaired, has rows on the target.
+        let upsert =
+            std::mem::take(&mut pages.resumed_in_doubt) || copy.recopy.is_some() || copy.repair;
         let (sent, next) = tokio::join!(
             self.send(copy, &at.name, columns, rows, upsert),
             self.source.page_columns(
@@ -331,6 +360,31 @@ impl Copier<'_> {
         };
         self.journal.put_copy(&self.run, copy)?;
         Ok(())
+    }
+
+    /// The saved rows of the repair of `copy`'s partition `partition`, read back at its first
+    /// page.
+    fn saved<'p>(
+        &self,
+        copy: &CopyProgress,
+        partition: usize,
+        pages: &'p mut Pages,
+    ) -> Result<&'p mut repair::Saved, CopyError> {
+        let current = pages.saved.take().filter(|(p, _)| *p == partition);
+        let entry = match current {
+            Some(entry) => entry,
+            None => {
+                let saved =
+                    repair::Saved::open(&self.repair_dir, copy, partition).map_err(|reason| {
+                        CopyError::Write {
+                            collection: copy.target.name.clone(),
+                            reason,
+                        }
+                    })?;
+                (partition, saved)
+            }
+        };
+        Ok(&mut pages.saved.insert(entry).1)
     }
 
     /// Waits until no batch the applier has in flight holds a change of collection `id`: one

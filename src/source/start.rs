@@ -117,7 +117,9 @@ pub fn channel_start(
         return Ok((given, seeds_from_now));
     }
     match start {
-        StartPosition::Latest | StartPosition::Snapshot => Ok((retained.latest, seeds_from_now)),
+        StartPosition::Latest | StartPosition::Snapshot | StartPosition::Repair => {
+            Ok((retained.latest, seeds_from_now))
+        }
         // The replicate channel names collections, not channels: all it retains is read, and
         // capture keeps what concerns the in-scope collections (not older ones of a name).
         // Where the broker does not say what it retains, reading from the beginning delivers it.

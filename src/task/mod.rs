@@ -326,7 +326,7 @@ impl Supervisor {
         // From `latest`, the existing collections' indexes and load state are not in what the
         // task reads: they are staged with its start on the replicate channel.
         let operations = match spec.start {
-            StartPosition::Latest | StartPosition::Snapshot => {
+            StartPosition::Latest | StartPosition::Snapshot | StartPosition::Repair => {
                 seed::operation_seeds(&meta, &existing, &replicate_channel, &scope).await?
             }
             StartPosition::Earliest => Vec::new(),
@@ -353,13 +353,16 @@ impl Supervisor {
         })?;
         let listed: Vec<i64> = existing.iter().map(|c| c.id).collect();
         let (source_api, copies) = match spec.start {
-            StartPosition::Snapshot => (
+            StartPosition::Snapshot | StartPosition::Repair => (
                 Some(api.ok_or_else(|| {
                     TaskError::NoSourceApi(self.config.table_of(&spec.source_cluster))
                 })?),
                 existing
                     .iter()
-                    .map(|c| snapshot::new_copy(&scope, c))
+                    .map(|c| crate::model::CopyProgress {
+                        repair: spec.start == StartPosition::Repair,
+                        ..snapshot::new_copy(&scope, c)
+                    })
                     .collect(),
             ),
             StartPosition::Latest | StartPosition::Earliest => (None, Vec::new()),

@@ -108,6 +108,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
             in_doubt: false,
         },
         recopy: None,
+        repair: false,
     }
 }
 
@@ -237,6 +238,7 @@ impl Supervisor {
                         },
                         runtime: self.runtime.clone(),
                         stop: stop.clone(),
+                        repair_dir: self.config.data_dir.join("repair").join(&spec.task_id),
                     }),
                     (Err(err), _) | (_, Err(err)) => return self.fail(&run, err.to_string()),
                 },
