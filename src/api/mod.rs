@@ -222,6 +222,7 @@ impl From<TaskError> for ApiError {
             | TaskError::NotStoppedThere { .. }
             | TaskError::FailedOver(_)
             | TaskError::FailingOver(_)
+            | TaskError::SwitchedOver { .. }
             | TaskError::Switchover { .. } => StatusCode::CONFLICT,
             TaskError::Target(_) => StatusCode::BAD_GATEWAY,
             TaskError::InvalidTarget(_)

@@ -72,6 +72,11 @@ pub enum TaskError {
          the other way (see README, \"Disaster recovery\"), or delete it"
     )]
     FailedOver(String),
+    #[error(
+        "task {task} switched over: task {reverse} replicates the other way now; resuming it would \
+         send the same writes twice. Switch {reverse} over to go back"
+    )]
+    SwitchedOver { task: String, reverse: String },
     #[error("task {0} is failing over: wait until it has failed over (`task get` shows it)")]
     FailingOver(String),
     #[error("switchover of task {task}: {reason}")]

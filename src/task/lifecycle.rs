@@ -159,6 +159,8 @@ pub(super) struct Claim {
     target_cluster: Option<String>,
     /// Running, or being created: what a reverse twin is refused against.
     active: bool,
+    /// It never writes again: failed over, or switched over (its reverse task took over).
+    retired: bool,
 }
 
 impl Claim {
@@ -174,11 +176,15 @@ impl Claim {
             source: spec.source_cluster.clone(),
             target_cluster,
             active: matches!(spec.state, TaskState::Running | TaskState::Initial),
+            retired: spec.retired(),
         }
     }
 
     fn overlaps(&self, other: &Claim) -> bool {
-        self.target == other.target && self.scope.overlaps(&other.scope)
+        !self.retired
+            && !other.retired
+            && self.target == other.target
+            && self.scope.overlaps(&other.scope)
     }
 
     /// Whether this active task writes `other`'s source from `other`'s target: the reverse

@@ -434,7 +434,13 @@ impl Supervisor {
     /// reason and poison kept.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
         let _turn = self.turn_blocking(id);
-        refuse_after_failover(&self.stored(id)?)?;
+        let stored = self.stored(id)?;
+        match stored.state {
+            TaskState::FailingOver => return Err(TaskError::FailingOver(id.to_owned())),
+            // Nothing runs, nor ever will: there is nothing to pause.
+            _ if stored.retired() => return Ok(stored),
+            _ => {}
+        }
         // Stopped before the record is read: a failure its threads record meanwhile is kept.
         self.stop(id);
         let mut spec = self.stored(id)?;
@@ -616,13 +622,19 @@ impl Supervisor {
     }
 }
 
-/// Refuses a lifecycle call that would read or apply again, for a task that failed over or
-/// is failing over.
+/// Refuses a lifecycle call that would read or apply again, for a task that failed over, is
+/// failing over, or switched over.
 fn refuse_after_failover(spec: &TaskSpec) -> Result<(), TaskError> {
     match spec.state {
         TaskState::FailedOver => Err(TaskError::FailedOver(spec.task_id.clone())),
         TaskState::FailingOver => Err(TaskError::FailingOver(spec.task_id.clone())),
-        _ => Ok(()),
+        _ => match spec.switchover.as_ref().and_then(|s| s.report.as_ref()) {
+            Some(report) => Err(TaskError::SwitchedOver {
+                task: spec.task_id.clone(),
+                reverse: report.reverse_task.clone(),
+            }),
+            None => Ok(()),
+        },
     }
 }
 

@@ -197,6 +197,13 @@ impl TaskSpec {
             && self.rbac == other.rbac
     }
 
+    /// Whether the task never reads or writes again: it failed over, or switched over (its
+    /// reverse task took its place).
+    pub fn retired(&self) -> bool {
+        matches!(self.state, TaskState::FailingOver | TaskState::FailedOver)
+            || self.switchover.as_ref().is_some_and(|s| s.report.is_some())
+    }
+
     /// The poisons a run of this task may move past.
     pub fn skip_policy(&self) -> SkipPolicy {
         SkipPolicy {

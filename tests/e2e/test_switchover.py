@@ -98,6 +98,8 @@ def test_a_switchover_under_writes_loses_nothing_refuses_the_fenced_source_and_r
         # Every write the source accepted is on the target, once; the refused one nowhere.
         assert_replicated(source, target, name, timeout=30)
         assert server.request("GET", "/v1/tasks/forth")[1]["state"] == "Paused"
+        status, reply = server.request("POST", "/v1/tasks/forth/resume")
+        assert status == 409 and "switched over" in reply["message"], reply
         assert server.request("GET", "/v1/tasks/forth-reverse")[1]["state"] == "Running"
         status = server.request("GET", "/v1/status")[1]
         assert [(c["name"], c["role"]) for c in status["clusters"]] == [("source", "standby"), ("backup", "primary")]
