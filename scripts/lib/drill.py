@@ -101,10 +101,11 @@ def main() -> int:
     app = Application(a, name)
     print(f"drill: collection {name}; the appliance's log: {server.log}")
     try:
+        status, task = server.request("POST", "/v1/tasks", {"task_id": "drill", "target_cluster": "target",
+                                                            "collection_infos": [{"name": name}]})
+        assert status == 201, task
         create_collection(a, name, SCHEMA, shards=2)
         insert(a, name, make_rows(SCHEMA, range(5_000), seed=1))
-        server.request("POST", "/v1/tasks", {"task_id": "drill", "target_cluster": "target",
-                                             "collection_infos": [{"name": name}]})
         assert_replicated(a, b, name, timeout=120)
         app.start()
         time.sleep(3)
