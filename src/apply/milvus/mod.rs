@@ -248,15 +248,20 @@ fn classify_rpc(what: String, status: &tonic::Status) -> TargetError {
 
 /// Milvus's answers (`code`, 2.3's merr codes) that the target refuses every call of the task,
 /// whatever its rows: a collection (100), partition (200) or database (800) it does not have,
-/// credentials it does not take or privileges the user lacks (1400 to 1402).
-const BLOCKING_CODES: [i32; 6] = [100, 200, 800, 1400, 1401, 1402];
+/// credentials it does not take or privileges the user lacks (1400 to 1402), or writes denied
+/// by its administrator (9: its write fence, as a switchover sets on the old primary until its
+/// reverse task takes over).
+const BLOCKING_CODES: [i32; 7] = [9, 100, 200, 800, 1400, 1401, 1402];
 
-/// The same in the `error_code` Milvus 2.3 fills in as well.
+/// The same in the `error_code` Milvus 2.3 fills in as well, and its quotas exhausted.
 #[allow(deprecated)]
-const BLOCKING_ERROR_CODES: [ErrorCode; 3] = [
+const BLOCKING_ERROR_CODES: [ErrorCode; 6] = [
     ErrorCode::PermissionDenied,
     ErrorCode::CollectionNotExists,
     ErrorCode::CollectionNameNotFound,
+    ErrorCode::ForceDeny,
+    ErrorCode::DiskQuotaExhausted,
+    ErrorCode::MemoryQuotaExhausted,
 ];
 
 /// Milvus answers most failures inside a successful RPC, in `status`.
@@ -405,7 +410,7 @@ mod tests {
 
     #[test]
     #[allow(deprecated)]
-    fn milvus_statuses_of_a_collection_database_or_privilege_not_there_block() {
+    fn milvus_statuses_of_a_collection_database_privilege_or_write_fence_block() {
         // As the testbed's Milvus 2.3.5 answers an insert into a database or collection it
         // does not have, and a listing of a database it does not have.
         let collection_gone = Status {
@@ -425,7 +430,15 @@ mod tests {
             reason: "permission deny".into(),
             ..Default::default()
         };
-        for status in [collection_gone, database_gone, not_permitted] {
+        // A target whose writes are fenced (a switchover's old primary, a moment longer).
+        let fenced = Status {
+            error_code: ErrorCode::ForceDeny as i32,
+            code: 9,
+            reason: "quota exceeded[reason=the writing has been deactivated by the administrator]"
+                .into(),
+            ..Default::default()
+        };
+        for status in [collection_gone, database_gone, not_permitted, fenced] {
             assert!(
                 matches!(check("Insert", "c", Some(&status)), Err(TargetError::Blocked(r)) if r.contains(&status.reason)),
                 "{status:?}"
