@@ -32,7 +32,7 @@ SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), Fi
 
 
 class Application(threading.Thread):
-    """Writes 20 rows every 50 ms to whichever cluster is its primary; a refused write (a
+    """Writes 20 rows every 200 ms to whichever cluster is its primary; a refused write (a
     fenced or lost primary) makes it wait until it is pointed elsewhere."""
 
     def __init__(self, primary: Cluster, name: str):
@@ -49,7 +49,7 @@ class Application(threading.Thread):
             self.idle.clear()
 
     def run(self) -> None:
-        while not self.stopped.wait(0.05):
+        while not self.stopped.wait(0.2):
             with self.lock:
                 if self.idle.is_set():
                     continue
@@ -143,7 +143,10 @@ def main() -> int:
         time.sleep(3)
         for relay in relays:
             relay.heal()
+        with app.lock:
+            app.idle.set()
         before = compare(a, b, name)
+        app.point_to(a)
         status, _ = server.request("POST", "/v1/tasks", {
             "task_id": "drill-back", "target_cluster": "target", "collection_infos": [{"name": name}],
             "start_position": "repair"})
