@@ -19,15 +19,15 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn};
 
 use super::runner::Pause;
-use super::{Running, Supervisor, TaskError, TaskSpec, TaskState, record};
+use super::{Supervisor, TaskError, TaskSpec, TaskState, record};
 use crate::apply::{ApplyError, Isolated, TargetError};
 use crate::journal::dump::describe;
 use crate::journal::lag::consistency_point;
@@ -147,65 +147,49 @@ impl Supervisor {
 
     /// Starts the drain of a task recorded FailingOver, as a run of its own.
     pub(super) fn start_failover(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
-        self.stop(&spec.task_id);
-        let run = self.journal.begin_run(&spec.task_id)?;
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(spec.task_id.clone(), Arc::default());
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (me, id, number, flag) = (
-            self.clone(),
-            spec.task_id.clone(),
-            run.number(),
-            stop.clone(),
-        );
-        let thread = std::thread::spawn(move || me.run_failover(spec, run, flag));
-        running.insert(
-            id,
-            Running {
-                run: number,
-                stop,
-                threads: vec![thread],
-            },
-        );
-        Ok(())
+        self.start_run(spec, &[Self::run_failover])
     }
 
     fn run_failover(self: Arc<Self>, spec: TaskSpec, run: TaskRun, stop: Arc<AtomicBool>) {
         let _span = info_span!("failover", task = %spec.task_id).entered();
-        let health = self.health(&spec.task_id);
-        let mut pause = Pause::default();
-        // Each step is repeated until it succeeds: the target or the journal's disk may be out
-        // for a while, and the task shows why meanwhile.
-        let poison = loop {
-            match self.drain(&spec, &run, &stop) {
-                Ok(poison) => break poison,
-                Err(err) if stale(&err) => return,
-                Err(err) => {
-                    warn!(%err, "failover: cannot apply yet; retrying");
-                    health.problem("failover", &err);
-                }
-            }
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            pause.wait(&stop);
+        let Some(poison) =
+            self.until_done(&spec, &stop, "apply", || self.drain(&spec, &run, &stop))
+        else {
+            return;
         };
+        if self
+            .until_done(&spec, &stop, "write its report", || {
+                self.finish_failover(&spec, &run, poison.clone())
+            })
+            .is_some()
+        {
+            self.health(&spec.task_id).resolved("failover");
+        }
+    }
+
+    /// Runs `step` until it succeeds: the target or the journal's disk may be out for a while,
+    /// and the task shows why meanwhile. None once the run is stopped or a newer one took over.
+    fn until_done<T>(
+        &self,
+        spec: &TaskSpec,
+        stop: &AtomicBool,
+        what: &str,
+        mut step: impl FnMut() -> Result<T, TaskError>,
+    ) -> Option<T> {
+        let mut pause = Pause::default();
         loop {
-            match self.finish_failover(&spec, &run, poison.clone()) {
-                Ok(()) => return health.resolved("failover"),
-                Err(err) if stale(&err) => return,
+            match step() {
+                Ok(done) => return Some(done),
+                Err(err) if stale(&err) => return None,
                 Err(err) => {
-                    warn!(%err, "failover: cannot write its report yet; retrying");
-                    health.problem("failover", &err);
+                    warn!(%err, "failover: cannot {what} yet; retrying");
+                    self.health(&spec.task_id).problem("failover", &err);
                 }
             }
             if stop.load(Ordering::Relaxed) {
-                return;
+                return None;
             }
-            pause.wait(&stop);
+            pause.wait(stop);
         }
     }
 
@@ -299,27 +283,13 @@ impl Supervisor {
                 role: "target",
                 client,
             },
-            Err(err) => {
-                return vec![CollectionRows {
-                    database: String::new(),
-                    collection: String::new(),
-                    rows: None,
-                    error: Some(err.to_string()),
-                }];
-            }
+            Err(err) => return unlisted(err.to_string()),
         };
         let scope = spec.scope();
         self.runtime.block_on(async {
             let listed = match reader.collections().await {
                 Ok(listed) => listed,
-                Err(err) => {
-                    return vec![CollectionRows {
-                        database: String::new(),
-                        collection: String::new(),
-                        rows: None,
-                        error: Some(err.to_string()),
-                    }];
-                }
+                Err(err) => return unlisted(err.to_string()),
             };
             let mut found = Vec::new();
             for (database, collection) in listed {
@@ -342,6 +312,16 @@ impl Supervisor {
             found
         })
     }
+}
+
+/// The report's collections when the target's cannot be listed: why.
+fn unlisted(error: String) -> Vec<CollectionRows> {
+    vec![CollectionRows {
+        database: String::new(),
+        collection: String::new(),
+        rows: None,
+        error: Some(error),
+    }]
 }
 
 /// Whether the error says a newer run of the task took over: this one ends quietly.

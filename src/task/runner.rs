@@ -25,6 +25,9 @@ use crate::source::mq::MessageQueue;
 use crate::source::reader::{ChannelReader, ReaderError, ReaderSettings};
 use crate::source::watch::{MetaWatcher, WatchError};
 
+/// One thread of a task's run: what it does, given the run and the flag that stops it.
+pub(super) type RunThread = fn(Arc<Supervisor>, TaskSpec, TaskRun, Arc<AtomicBool>);
+
 impl Supervisor {
     pub(super) fn stop(&self, id: &str) {
         let running = self
@@ -43,9 +46,28 @@ impl Supervisor {
     /// Starts a new run of the task; a run still going is stopped first, and the journal
     /// refuses the writes of any earlier run from now on, so a task never has two.
     pub(super) fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
+        // The copier waits for copies: a bulk insert on the source starts one (the watcher).
+        self.start_run(
+            spec,
+            &[
+                Self::run_applier,
+                Self::run_copier,
+                Self::run_import_watcher,
+                Self::run_meta_watcher,
+                Self::run_channels,
+            ],
+        )
+    }
+
+    /// Starts a new run of the task made of `threads`, each on a thread of its own (see
+    /// [`Supervisor::start`]).
+    pub(super) fn start_run(
+        self: &Arc<Self>,
+        spec: TaskSpec,
+        threads: &[RunThread],
+    ) -> Result<(), TaskError> {
         self.stop(&spec.task_id);
         let run = self.journal.begin_run(&spec.task_id)?;
-        let run_number = run.number();
         self.health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -53,33 +75,20 @@ impl Supervisor {
         // Held while the threads start, so that one failing at once finds its run listed.
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let me = self.clone();
-        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
-            me.run_applier(task, writer, flag)
-        }));
-        // The copier waits for copies: a bulk insert on the source starts one (the watcher).
-        let me = self.clone();
-        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
-            me.run_copier(task, writer, flag)
-        }));
-        let me = self.clone();
-        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
-            me.run_import_watcher(task, writer, flag)
-        }));
-        let me = self.clone();
-        let (task, writer, flag) = (spec.clone(), run.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
-            me.run_meta_watcher(task, writer, flag)
-        }));
-        let me = self.clone();
-        let (task, flag) = (spec.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || me.run_channels(task, run, flag)));
-        let run = run_number;
-        running.insert(spec.task_id.clone(), Running { run, stop, threads });
+        let started = threads
+            .iter()
+            .map(|&thread| {
+                let (me, task, writer, flag) =
+                    (self.clone(), spec.clone(), run.clone(), stop.clone());
+                std::thread::spawn(move || thread(me, task, writer, flag))
+            })
+            .collect();
+        let running_run = Running {
+            run: run.number(),
+            stop,
+            threads: started,
+        };
+        running.insert(spec.task_id, running_run);
         Ok(())
     }
 
