@@ -1,8 +1,9 @@
 """The disaster-recovery drill on the testbed, with an application writing throughout: a
 switchover from the source Milvus (A) to the target Milvus (B), writes on B, a failover back to A
-with every connection of the appliance to B cut, B's return and repair, which leaves the original
-layout (A primary, B its standby). Each step prints its RPO, the write outage and a row-by-row
-comparison of the two clusters.
+with every connection of the appliance to B cut, B's return and repair (A primary, B its
+standby), then a switchover to B (the layout before the failover) and one back to A: the original
+layout. Each step prints its RPO, the write outage and a row-by-row comparison of the two
+clusters.
 
 Run by scripts/drill (not part of CI); the testbed must be up."""
 
@@ -70,6 +71,19 @@ def cli(*args: str, server: CdcServer) -> dict:
     return json.loads(run.stdout)
 
 
+def switch_over(step: str, task: str, reverse: str, app: Application, to: Cluster, server: CdcServer) -> None:
+    """Switches `task` over, the application writing to the old primary until it refuses it, and
+    points the application at the new one."""
+    report = cli("switchover", "--task", task, "--reverse-task-id", reverse, "--timeout", "120", "--verify",
+                 server=server)
+    app.point_to(to)
+    print(f"{step} switchover {report['old_primary']} -> {report['new_primary']}: RPO 0 (fence at "
+          f"{report['fence_ts']['time']}, the new primary consistent through "
+          f"{report['consistent_through']['time']}, newest write before the fence: "
+          f"{(report.get('newest_write') or {}).get('time', 'none')}); write outage "
+          f"{report['write_outage_ms'] / 1000:.1f} s; verified {report['verified_equal']}")
+
+
 def compare(a: Cluster, b: Cluster, name: str) -> str:
     rows_a, rows_b = all_rows(ensure_loaded(a, name)), all_rows(ensure_loaded(b, name))
     only_a = len(set(rows_a) - set(rows_b))
@@ -111,12 +125,7 @@ def main() -> int:
         time.sleep(3)
 
         # 1. Switchover A to B, the application writing to A until A refuses it.
-        report = cli("switchover", "--task", "drill", "--timeout", "120", "--verify", server=server)
-        app.point_to(b)
-        print(f"1. switchover source -> target: RPO 0 (fence at {report['fence_ts']['time']}, the target "
-              f"consistent through {report['consistent_through']['time']}, newest write before the fence: "
-              f"{(report.get('newest_write') or {}).get('time', 'none')}); write outage "
-              f"{report['write_outage_ms'] / 1000:.1f} s; verified {report['verified_equal']}")
+        switch_over("1.", "drill", "drill-reverse", app, to=b, server=server)
 
         # 2. Writes on B, carried back to A.
         time.sleep(5)
@@ -161,9 +170,22 @@ def main() -> int:
         print(f"4. the target returns ({before}); repaired: {replaced} rows replaced and {deleted} deleted "
               f"there, saved first; compared: {compare(a, b, name)}")
 
-        # 5. The original layout: A primary, B its standby.
+        app.point_to(a)
+        time.sleep(3)
+
+        # 5. A later switchover restores the layout before the failover (B primary), and one more
+        # the original layout (A primary), each under writes.
+        switch_over("5.", "drill-back", "drill-back-reverse", app, to=b, server=server)
+        time.sleep(5)
+        switch_over("6.", "drill-back-reverse", "drill-home", app, to=a, server=server)
+        time.sleep(5)
+        with app.lock:
+            app.idle.set()
+        assert_replicated(a, b, name, timeout=120)
+        print(f"   compared: {compare(a, b, name)}")
+
         roles = {c["name"]: c["role"] for c in server.request("GET", "/v1/status")[1]["clusters"]}
-        print(f"5. layout: source {roles['source']}, target {roles['target']}; the application wrote "
+        print(f"7. layout: source {roles['source']}, target {roles['target']}; the application wrote "
               f"{app.accepted} rows, {app.refused} writes refused while it was pointed at a fenced or lost primary")
         return 0 if roles == {"source": "primary", "target": "standby"} else 1
     finally:

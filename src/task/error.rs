@@ -73,8 +73,9 @@ pub enum TaskError {
     )]
     FailedOver(String),
     #[error(
-        "task {task} switched over: task {reverse} replicates the other way now; resuming it would \
-         send the same writes twice. Switch {reverse} over to go back"
+        "task {task} switched over: task {reverse} replicates the other way now and this one never \
+         runs again (it would send the same writes twice). Switch {reverse} over to go back, or \
+         fail {reverse} over if its source is lost"
     )]
     SwitchedOver { task: String, reverse: String },
     #[error("task {0} is failing over: wait until it has failed over (`task get` shows it)")]

@@ -131,6 +131,14 @@ impl Supervisor {
             TaskState::FailingOver if self.is_running(id) => return Ok(self.with_health(spec)),
             _ => {}
         }
+        // Its source is fenced and drained, and its reverse task writes there now: that one is
+        // what a lost primary fails over.
+        if let Some(report) = spec.switchover.as_ref().and_then(|s| s.report.as_ref()) {
+            return Err(TaskError::SwitchedOver {
+                task: spec.task_id.clone(),
+                reverse: report.reverse_task.clone(),
+            });
+        }
         // Stopped before the record is read: an ending run's failure cannot overwrite it.
         self.stop(id);
         let mut spec = self.stored(id)?;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import threading
 
 from pymilvus import DataType, FieldSchema, MilvusException
@@ -87,9 +88,12 @@ def test_a_switchover_under_writes_loses_nothing_refuses_the_fenced_source_and_r
         assert writer.refusal and "deactivated by the administrator" in writer.refusal, writer.refusal
 
         server.start()
-        done = switchover(server, "forth")
-        assert done.returncode == 0, done.stderr
+        # Repeated at once, as a retrying client does: both calls answer the one report.
+        with ThreadPoolExecutor(2) as pool:
+            done, twice = pool.map(lambda _: switchover(server, "forth"), range(2))
+        assert done.returncode == 0 and twice.returncode == 0, (done.stderr, twice.stderr)
         report = json.loads(done.stdout)
+        assert json.loads(twice.stdout) == report
         assert (report["new_primary"], report["old_primary"], report["reverse_task"]) == (
             "backup", "source", "forth-reverse"), report
         assert report["consistent_through"]["timestamp"] >= report["fence_ts"]["timestamp"], report
@@ -100,6 +104,9 @@ def test_a_switchover_under_writes_loses_nothing_refuses_the_fenced_source_and_r
         assert server.request("GET", "/v1/tasks/forth")[1]["state"] == "Paused"
         status, reply = server.request("POST", "/v1/tasks/forth/resume")
         assert status == 409 and "switched over" in reply["message"], reply
+        # Its reverse task is what a lost primary fails over now.
+        status, reply = server.request("POST", "/v1/tasks/forth/failover")
+        assert status == 409 and "fail forth-reverse over" in reply["message"], reply
         assert server.request("GET", "/v1/tasks/forth-reverse")[1]["state"] == "Running"
         status = server.request("GET", "/v1/status")[1]
         assert [(c["name"], c["role"]) for c in status["clusters"]] == [("source", "standby"), ("backup", "primary")]
