@@ -53,11 +53,17 @@ pub(super) struct Holds {
     replay_through: HashMap<i64, u64>,
     /// Their changes up to this source timestamp are in the copy: passed over.
     in_copy_through: HashMap<i64, u64>,
+    /// Every change up to this source timestamp may be on the target: the task was taken over
+    /// from another appliance, which may have applied them (see `journal::checkpoint`).
+    taken_over_through: u64,
 }
 
 impl Holds {
     pub(super) fn read(journal: &Journal, task: &str) -> Result<Self, ApplyError> {
-        let mut holds = Holds::default();
+        let mut holds = Holds {
+            taken_over_through: journal.replay_through(task)?,
+            ..Holds::default()
+        };
         for copy in journal.copies(task)? {
             holds.in_copy_through.insert(copy.source.id, copy.start_ts);
             match copy.state {
@@ -96,9 +102,10 @@ impl Ticks {
 
     /// Whether `vchannel`'s row at `ts` may already be on the target through a snapshot copy.
     fn replays(&self, vchannel: &str, ts: u64) -> bool {
-        vchannel_collection_id(vchannel)
-            .and_then(|id| self.holds.replay_through.get(&id))
-            .is_some_and(|&through| ts <= through)
+        ts <= self.holds.taken_over_through
+            || vchannel_collection_id(vchannel)
+                .and_then(|id| self.holds.replay_through.get(&id))
+                .is_some_and(|&through| ts <= through)
     }
 }
 

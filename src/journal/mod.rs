@@ -32,6 +32,7 @@
 //! applier's in `drain.rs`; lag read off the positions in `lag.rs`; the row encoding in
 //! `record.rs`; the offline `dump` in `dump.rs`.
 
+mod checkpoint;
 mod copies;
 mod disk;
 mod drain;
@@ -45,6 +46,7 @@ mod run;
 mod stage;
 mod storage;
 
+pub use checkpoint::{ChannelCheckpoint, Checkpoint};
 pub use disk::DiskHold;
 pub use imports::ImportsSeen;
 pub use run::TaskRun;
@@ -252,6 +254,7 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
         txn.open_table(POISON_MESSAGES)?;
         txn.open_table(copies::COPIES)?;
         txn.open_table(imports::IMPORTS)?;
+        txn.open_table(checkpoint::TAKEOVERS)?;
         count_pending_bytes(&txn)?;
     }
     txn.commit()?;
@@ -376,6 +379,7 @@ impl Journal {
             txn.open_table(IN_FLIGHT)?.remove(task)?;
             txn.open_table(POISON_MESSAGES)?.remove(task)?;
             txn.open_table(imports::IMPORTS)?.remove(task)?;
+            txn.open_table(checkpoint::TAKEOVERS)?.remove(task)?;
             txn.open_table(copies::COPIES)?
                 .retain_in((task, i64::MIN)..=(task, i64::MAX), |_, _| false)?;
             // `task\0` is the smallest string above `task`: the range is exactly this task's keys.

@@ -8,6 +8,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::checkpoint::ChannelCheckpoint;
 use super::{JournalError, META_OFFSETS, SOURCE_OFFSETS, from_json};
 use crate::model::{MetaOffset, SourceOffset};
 
@@ -18,6 +19,8 @@ pub(super) trait StagedOffset: Copy + Serialize + DeserializeOwned {
     const WHAT: &'static str;
     fn tick(&self) -> u64;
     fn next_seq(&self) -> u64;
+    /// As a checkpoint keeps it.
+    fn checkpoint(self) -> ChannelCheckpoint;
 }
 
 impl StagedOffset for SourceOffset {
@@ -30,6 +33,9 @@ impl StagedOffset for SourceOffset {
     fn next_seq(&self) -> u64 {
         self.next_seq
     }
+    fn checkpoint(self) -> ChannelCheckpoint {
+        ChannelCheckpoint::Reader(self)
+    }
 }
 
 impl StagedOffset for MetaOffset {
@@ -41,6 +47,9 @@ impl StagedOffset for MetaOffset {
     }
     fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+    fn checkpoint(self) -> ChannelCheckpoint {
+        ChannelCheckpoint::Watcher(self)
     }
 }
 

@@ -16,6 +16,7 @@
 //! the rows, so a tick read here is never newer than the rows read after it: a row at or below a
 //! tick is always visible once the tick is (see [`super::Journal::source_offsets`]).
 
+use super::checkpoint::Marks;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Instant;
@@ -74,6 +75,8 @@ pub(super) struct RecentRows {
     drained: Option<Instant>,
     /// Stages committed since the journal was opened: an idle applier waits for the next.
     stages: u64,
+    /// Each channel's offsets after its recent stages, for checkpoints.
+    pub marks: Marks,
 }
 
 /// How much the cache can still take, and whether it is being drained.
@@ -113,6 +116,7 @@ impl RecentRows {
             vchannels,
             drained: None,
             stages: 0,
+            marks: Marks::default(),
         }
     }
 
@@ -236,6 +240,7 @@ impl RecentRows {
         self.bytes -= freed;
         self.offsets.forget_task(task);
         self.meta_offsets.forget_task(task);
+        self.marks.forget_task(task);
         self.vchannels.retain(|(t, _)| t != task);
     }
 

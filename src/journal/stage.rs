@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use super::checkpoint::Mark;
 use super::offsets::{ChannelOffsets, StagedOffset};
 use super::recent::{CachedRow, RecentRoom, RecentRows};
 use super::run::TaskRun;
@@ -140,6 +141,11 @@ impl Journal {
         self.commit(txn)?;
         let mut recent = self.recent();
         cached(&mut recent).set(task, channel, offset);
+        let next_seq = offset.next_seq();
+        let offset = offset.checkpoint();
+        recent
+            .marks
+            .record(task, channel, Mark { next_seq, offset });
         recent.staged(task, staged.rows, staged.openable);
         drop(recent);
         self.staged.notify_all();

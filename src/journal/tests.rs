@@ -717,3 +717,86 @@ fn a_deleted_task_s_run_writes_nothing_more() {
     ));
     assert_eq!(journal.task("t").unwrap(), None, "no record comes back");
 }
+
+#[test]
+fn a_checkpoint_is_the_newest_offset_below_every_pending_row_of_its_channel() {
+    let (_dir, j) = journal();
+    let run = TaskRun::unstarted("t");
+    let reader = |next_offset, tick, next_seq| {
+        ChannelCheckpoint::Reader(SourceOffset {
+            next: kafka(next_offset),
+            tick,
+            next_seq,
+            last: None,
+        })
+    };
+    // Timestamps of one channel need not arrive in order: the row at 10 is staged after 30.
+    j.stage(
+        &run,
+        "p0",
+        &[staged("p0_1v0", 30, 1), staged("p0_1v0", 10, 2)],
+        kafka(5),
+        9,
+    )
+    .unwrap();
+    j.stage(&run, "p0", &[staged("p0_1v0", 40, 3)], kafka(8), 35)
+        .unwrap();
+    assert_eq!(
+        j.checkpoint("t", None).unwrap(),
+        None,
+        "nothing applied, no mark below"
+    );
+
+    // The row at 10 applied, the one at 30 (sequence 0) not: still nothing.
+    let first = InFlightBatch {
+        ends: vec![("p0_1v0".into(), RowPosition { ts: 10, seq: 1 })],
+    };
+    j.commit_batch(&run, &first, false).unwrap();
+    assert_eq!(j.checkpoint("t", None).unwrap(), None);
+
+    let through_30 = InFlightBatch {
+        ends: vec![("p0_1v0".into(), RowPosition { ts: 30, seq: 0 })],
+    };
+    j.commit_batch(&run, &through_30, false).unwrap();
+    let taken = j.checkpoint("t", None).unwrap().unwrap();
+    assert_eq!(taken.channels["p0"], reader(5, 9, 2));
+
+    let all = InFlightBatch {
+        ends: vec![("p0_1v0".into(), RowPosition { ts: 40, seq: 2 })],
+    };
+    j.commit_batch(&run, &all, false).unwrap();
+    let taken = j.checkpoint("t", None).unwrap().unwrap();
+    assert_eq!(taken.channels["p0"], reader(8, 35, 3));
+
+    // Another journal carries on from it, replaying what the first may have applied.
+    let (_other_dir, other) = journal();
+    let run = other.begin_run("t").unwrap();
+    other.restore(&run, &taken, 1_000).unwrap();
+    let offset = other.source_offset("t", "p0").unwrap().unwrap();
+    assert_eq!(
+        (offset.next, offset.tick, offset.next_seq),
+        (kafka(8), 35, 0)
+    );
+    assert_eq!(other.replay_through("t").unwrap(), 1_000);
+    assert!(other.delete_task("t").is_ok());
+    assert_eq!(other.replay_through("t").unwrap(), 0);
+}
+
+#[test]
+fn a_channel_with_no_mark_below_its_pending_rows_keeps_the_previous_checkpoint() {
+    let (_dir, j) = journal();
+    let run = TaskRun::unstarted("t");
+    j.stage(&run, "p0", &[], kafka(1), 1).unwrap();
+    let previous = j.checkpoint("t", None).unwrap().unwrap();
+    for n in 0..3 {
+        j.stage(
+            &run,
+            "p0",
+            &[staged("p0_1v0", 10 + n, n as i64)],
+            kafka(2 + n as i64),
+            0,
+        )
+        .unwrap();
+    }
+    assert_eq!(j.checkpoint("t", Some(&previous)).unwrap(), Some(previous));
+}
