@@ -1,5 +1,6 @@
 //! The appliance's configuration: one TOML file, every key defaulted for the local testbed.
 
+use crate::group::GroupConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,12 @@ use crate::source::mq::MqConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "invalid config file {path}: [group] {key}: give etcd_endpoints, a name (1 to 64 \
+         letters, digits, `_` or `-`), the advertise_url the other members reach this one's API \
+         at, and a lease_ttl_seconds of 3 or more"
+    )]
+    Group { path: PathBuf, key: &'static str },
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -84,6 +91,8 @@ pub struct Config {
     pub apply: ApplyConfig,
     pub api: ApiConfig,
     pub target: TargetConfig,
+    /// Several appliances sharing their tasks (`[group]`); none: this one runs its own.
+    pub group: Option<GroupConfig>,
 }
 
 /// How the appliance reaches the targets its tasks name.
@@ -172,6 +181,7 @@ impl Default for Config {
             apply: ApplyConfig::default(),
             api: ApiConfig::default(),
             target: TargetConfig::default(),
+            group: None,
         }
     }
 }
@@ -285,6 +295,20 @@ impl Config {
                 path: path.to_owned(),
                 name: name.clone(),
             });
+        }
+        if let Some(group) = &config.group {
+            let missing = [
+                ("etcd_endpoints", group.etcd_endpoints.is_empty()),
+                ("name", !valid_cluster_name(&group.name)),
+                ("advertise_url", group.advertise_url.is_empty()),
+                ("lease_ttl_seconds", group.lease_ttl_seconds < 3),
+            ];
+            if let Some((key, _)) = missing.iter().find(|(_, bad)| *bad) {
+                return Err(ConfigError::Group {
+                    path: path.to_owned(),
+                    key,
+                });
+            }
         }
         config.check_tls()?;
         Ok(config)

@@ -15,6 +15,7 @@ pub mod api;
 pub mod apply;
 pub mod config;
 pub mod failpoint;
+pub mod group;
 pub mod health;
 pub mod journal;
 pub mod metrics;

@@ -233,7 +233,14 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
             journal.set_disk_reserve(reserve);
         }
         let supervisor = Supervisor::new(journal.clone(), config.clone(), tokio::runtime::Handle::current());
-        supervisor.resume_all()?;
+        match &config.group {
+            // The group places the tasks: the owner loop starts this member's share.
+            Some(group) => {
+                let group = milvus_cdc::group::Group::connect(group).await.map_err(milvus_cdc::task::TaskError::from)?;
+                supervisor.join_group(std::sync::Arc::new(group));
+            }
+            None => supervisor.resume_all()?,
+        }
         supervisor.start_sampling(std::time::Duration::from_secs(5));
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("milvus-cdc listening on {scheme}://{} with journal {}", config.listen, journal.path().display());

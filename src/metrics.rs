@@ -249,6 +249,20 @@ pub struct Snapshot {
     pub tasks: Vec<TaskGauges>,
     /// Each configured cluster's role (`primary`, `standby`, `fenced`, `lost`, `none`).
     pub cluster_roles: Vec<(String, String)>,
+    /// With `[group]`: each owned task's owner, and the takeovers this member made.
+    pub group: Option<GroupGauges>,
+}
+
+#[derive(Debug, Default)]
+pub struct GroupGauges {
+    pub owners: Vec<(String, String)>,
+    pub takeovers: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabels {
+    task: String,
+    member: String,
 }
 
 /// One task's state and lag, in seconds per channel.
@@ -462,6 +476,29 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "1 for each configured cluster's role: primary, standby, fenced (a switchover under way), lost (failed over from), none",
         roles,
     );
+    if let Some(group) = &snapshot.group {
+        let owners = Family::<OwnerLabels, Gauge>::default();
+        for (task, member) in &group.owners {
+            owners
+                .get_or_create(&OwnerLabels {
+                    task: task.clone(),
+                    member: member.clone(),
+                })
+                .set(1);
+        }
+        registry.register(
+            "task_owner",
+            "1 for the group member that owns each task",
+            owners,
+        );
+        let takeovers = Counter::<u64>::default();
+        takeovers.inc_by(group.takeovers);
+        registry.register(
+            "task_takeovers",
+            "Tasks this member took over from their checkpoint since it started",
+            takeovers,
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| e.to_string())?;
     Ok(out)
@@ -508,6 +545,7 @@ mod tests {
     fn the_text_has_counters_lag_and_state() {
         let snapshot = Snapshot {
             cluster_roles: Vec::new(),
+            group: None,
             journal_bytes: 0,
             journal_rows: 0,
             tasks: vec![TaskGauges {
@@ -550,6 +588,7 @@ mod tests {
     fn a_task_without_a_consistency_point_has_no_such_gauges() {
         let snapshot = Snapshot {
             cluster_roles: Vec::new(),
+            group: None,
             tasks: vec![TaskGauges {
                 task: "t".into(),
                 state: "Running".into(),

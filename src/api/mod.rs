@@ -12,6 +12,7 @@
 mod cdc;
 mod guard;
 mod input;
+mod owner;
 mod rest;
 mod tasks;
 
@@ -65,8 +66,12 @@ pub fn router(supervisor: Arc<Supervisor>, access: Access) -> Router {
         .routes(routes!(rest::positions))
         .routes(routes!(rest::status))
         .routes(routes!(metrics))
-        .with_state(supervisor)
+        .with_state(supervisor.clone())
         .split_for_parts();
+    api = api.layer(middleware::from_fn_with_state(
+        supervisor,
+        owner::to_the_owner,
+    ));
     cdc::document_list_without_data(&mut doc);
     if let Some(token) = access.token {
         api = api.layer(middleware::from_fn_with_state(
@@ -223,7 +228,9 @@ impl From<TaskError> for ApiError {
             | TaskError::FailedOver(_)
             | TaskError::FailingOver(_)
             | TaskError::SwitchedOver { .. }
+            | TaskError::OwnedElsewhere { .. }
             | TaskError::Switchover { .. } => StatusCode::CONFLICT,
+            TaskError::Group(_) => StatusCode::SERVICE_UNAVAILABLE,
             TaskError::Target(_) => StatusCode::BAD_GATEWAY,
             TaskError::InvalidTarget(_)
             | TaskError::UnknownCluster(_)

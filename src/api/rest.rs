@@ -300,6 +300,9 @@ pub struct StatusReport {
     last_failover: Option<LastFailover>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_switchover: Option<LastSwitchover>,
+    /// With `[group]`: this member, the live members and each task's owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<crate::task::GroupView>,
 }
 
 /// Every task's state, lag, throughput and lag over the last 15 minutes (the status page's data).
@@ -320,5 +323,6 @@ pub async fn status(
         clusters,
         last_failover,
         last_switchover,
+        group: supervisor.group_view(),
     }))
 }

@@ -20,6 +20,14 @@ pub enum TaskError {
     Overlaps { existing: String, target: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
+    #[error("task {task} is owned by member {owner} of the group ({url}): ask it there")]
+    OwnedElsewhere {
+        task: String,
+        owner: String,
+        url: String,
+    },
     #[error("source metadata: {0}")]
     Meta(#[from] MetaError),
     #[error(transparent)]

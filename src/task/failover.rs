@@ -124,6 +124,7 @@ impl Supervisor {
     /// can be applied consistently, and ends FailedOver with its report (see the module).
     /// Answers at once, the task FailingOver; repeated, it answers the task as it is.
     pub fn failover(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
+        self.here(id)?;
         let _turn = self.turn_blocking(id);
         let spec = self.stored(id)?;
         match spec.state {

@@ -12,6 +12,7 @@
 
 mod error;
 pub mod failover;
+mod group;
 pub mod history;
 mod imports;
 mod lifecycle;
@@ -19,6 +20,7 @@ pub mod roles;
 mod runner;
 mod snapshot;
 pub mod switchover;
+pub use group::GroupView;
 pub use snapshot::CopyView;
 mod spec;
 mod status;
@@ -77,6 +79,13 @@ pub struct Supervisor {
     verified: Mutex<HashMap<String, status::Verified>>,
     /// Each source cluster's message queue, made at its first use and shared by its tasks.
     queues: Mutex<HashMap<String, Arc<dyn MessageQueue>>>,
+    /// The group this appliance is a member of, if any (`group.rs`).
+    group: std::sync::OnceLock<Arc<crate::group::Group>>,
+    /// Each owned task's owner, and the group's members, as the owner loop last saw them.
+    owners: Mutex<HashMap<String, crate::group::Member>>,
+    members: Mutex<Vec<crate::group::Member>>,
+    /// Tasks this member took over from another (or from itself before a restart).
+    takeovers: std::sync::atomic::AtomicU64,
 }
 
 /// How a task reaches its target: the task's own uri and token, or its cluster's.
@@ -115,6 +124,10 @@ impl Supervisor {
             verified: Mutex::new(HashMap::new()),
             history: LagHistory::default(),
             queues: Mutex::new(HashMap::new()),
+            group: std::sync::OnceLock::new(),
+            owners: Mutex::new(HashMap::new()),
+            members: Mutex::new(Vec::new()),
+            takeovers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -203,6 +216,10 @@ impl Supervisor {
     }
 
     fn with_health(&self, mut spec: TaskSpec) -> TaskSpec {
+        if self.group().is_some() && !self.owns(&spec.task_id) {
+            // Its owner knows how it runs.
+            return spec;
+        }
         if matches!(spec.state, TaskState::Running | TaskState::FailingOver) {
             let problems = self.health(&spec.task_id).summary();
             spec.reason = if self.is_running(&spec.task_id) {
@@ -287,6 +304,12 @@ impl Supervisor {
             };
         }
         let _claim = self.claim(&spec)?;
+        if let Some(group) = self.group() {
+            if group.claim(&spec.task_id).await?.is_none() {
+                return Err(self.owned_by_another(&spec.task_id));
+            }
+            self.note_owner(group, &spec.task_id);
+        }
         // What a create of this id that crashed left is not this task's.
         self.journal.delete_task(&spec.task_id)?;
         let seeded = self.seed(&spec).await;
@@ -296,6 +319,12 @@ impl Supervisor {
             && let Err(err) = self.journal.delete_task(&spec.task_id)
         {
             error!(task = %spec.task_id, %err, "cannot remove what a failed create staged");
+        }
+        if let Some(group) = self.group() {
+            match &created {
+                Ok(made) => group.put_task(&spec.task_id, &record(made.spec())?).await?,
+                Err(_) => group.release(&spec.task_id).await?,
+            }
         }
         created
     }
@@ -433,6 +462,7 @@ impl Supervisor {
     /// the journal. Pausing a paused task changes nothing, and a Failed task stays Failed, its
     /// reason and poison kept.
     pub fn pause(&self, id: &str) -> Result<TaskSpec, TaskError> {
+        self.here(id)?;
         let _turn = self.turn_blocking(id);
         let stored = self.stored(id)?;
         match stored.state {
@@ -447,6 +477,7 @@ impl Supervisor {
         if spec.state == TaskState::Running {
             spec.state = TaskState::Paused;
             self.save(&spec)?;
+            self.shared_unowned(&spec)?;
             info!(task = id, "task paused");
         }
         Ok(spec)
@@ -456,6 +487,7 @@ impl Supervisor {
     /// stored offsets and its applier at its applied positions (replaying an in-doubt batch).
     /// Resuming a running task changes nothing.
     pub fn resume(self: &Arc<Self>, id: &str) -> Result<TaskSpec, TaskError> {
+        self.here(id)?;
         let _turn = self.turn_blocking(id);
         let spec = self.stored(id)?;
         refuse_after_failover(&spec)?;
@@ -471,6 +503,10 @@ impl Supervisor {
         // A poison is tried again: its cause may have been fixed (on the target, say).
         spec.poison = None;
         self.save(&spec)?;
+        if self.shared_unowned(&spec)? {
+            info!(task = id, "task resumed: the group places it on a member");
+            return Ok(spec);
+        }
         self.launch(spec.clone())?;
         info!(task = id, "task resumed");
         Ok(spec)
@@ -491,6 +527,7 @@ impl Supervisor {
     /// Stops the task and removes it with every journal row of it. Its run ends with it: a
     /// thread of it still going can write nothing more.
     pub fn delete(&self, id: &str) -> Result<(), TaskError> {
+        self.here(id)?;
         let _turn = self.turn_blocking(id);
         self.stop(id);
         self.history.forget(id);
@@ -500,6 +537,12 @@ impl Supervisor {
             .remove(id);
         if !self.journal.delete_task(id)? {
             return Err(TaskError::NotFound(id.to_owned()));
+        }
+        if let Some(group) = self.group() {
+            self.runtime.block_on(async {
+                group.delete_task(id).await?;
+                group.release(id).await
+            })?;
         }
         info!(task = id, "task deleted with its journal rows");
         Ok(())
@@ -523,6 +566,7 @@ impl Supervisor {
     /// operator's decision, logged. `at` must name the poison the task shows, so a client that
     /// repeats the call never skips a later one; repeated once done, it changes nothing.
     pub fn skip(self: &Arc<Self>, id: &str, at: &PoisonAt) -> Result<TaskSpec, TaskError> {
+        self.here(id)?;
         let _turn = self.turn_blocking(id);
         refuse_after_failover(&self.stored(id)?)?;
         // Stopped before the record is read: an ending run's failure cannot overwrite it.

@@ -246,6 +246,10 @@ impl Supervisor {
             journal_rows: self.journal.journal_rows()?,
             tasks,
             cluster_roles,
+            group: self.group_view().map(|g| crate::metrics::GroupGauges {
+                owners: g.owners.into_iter().collect(),
+                takeovers: g.takeovers,
+            }),
         })
     }
 }

@@ -116,6 +116,7 @@ impl Supervisor {
         id: &str,
         request: &SwitchoverRequest,
     ) -> Result<SwitchoverReport, TaskError> {
+        self.here(id)?;
         let turn = self.turn(id).await;
         let spec = self.stored(id)?;
         if let Some(report) = spec.switchover.as_ref().and_then(|s| s.report.clone()) {
