@@ -33,6 +33,8 @@ pub struct Applier<'a, T: Target> {
     pub skip: SkipPolicy,
     /// Events the target was not ready for, and when to ask again.
     not_ready: NotReady,
+    /// DDL rows applied so far: a group's owner checkpoints after each (`task::group`).
+    pub ddl_applied: u64,
 }
 
 impl<'a, T: Target> Applier<'a, T> {
@@ -53,6 +55,7 @@ impl<'a, T: Target> Applier<'a, T> {
             health,
             skip: SkipPolicy::default(),
             not_ready: HashMap::new(),
+            ddl_applied: 0,
         }
     }
 
@@ -203,6 +206,7 @@ impl<'a, T: Target> Applier<'a, T> {
             self.journal
                 .commit_batch(&self.run, &batch, self.settings.retain_applied)?;
             METRICS.applied(self.run.task(), row.change.operation(), 0, 0);
+            self.ddl_applied += 1;
             info!(task = self.run.task(), database = %ddl.collection.db_name, collection = %ddl.collection.name,
                 event = ddl_name(ddl), "DDL applied");
             return Ok(true);

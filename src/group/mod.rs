@@ -166,6 +166,11 @@ impl Group {
         (*self.lease.borrow()).filter(Lease::is_valid)
     }
 
+    /// Follows the lease as it is renewed or lost.
+    pub fn lease_updates(&self) -> watch::Receiver<Option<Lease>> {
+        self.lease.subscribe()
+    }
+
     /// What the owner loop waits on: a change under the prefix, or of the lease.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()

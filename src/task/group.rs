@@ -57,6 +57,9 @@ impl Supervisor {
         }
         group.run();
         let me = self.clone();
+        let watched = group.clone();
+        tokio::spawn(async move { me.stop_when_the_lease_lapses(&watched).await });
+        let me = self.clone();
         tokio::spawn(async move {
             let changed = group.changed();
             let mut passes = Passes::default();
@@ -75,6 +78,46 @@ impl Supervisor {
                 }
             }
         });
+    }
+
+    /// Stops every task of this member once its lease is no longer renewed, by
+    /// `Lease::valid_until`: before etcd can expire it and let another member start them.
+    /// Apart from the owner loop, whose etcd calls may hang as long as the lease's margin.
+    async fn stop_when_the_lease_lapses(self: &Arc<Self>, group: &Group) {
+        let mut updates = group.lease_updates();
+        loop {
+            let lease = *updates.borrow_and_update();
+            let lapse = match lease {
+                Some(lease) => tokio::time::sleep_until(lease.valid_until.into()),
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = lapse => {
+                    for id in self.running_ids() {
+                        warn!(task = id, "group: the lease was not renewed in time: the task \
+                            stops before it can expire");
+                        self.stop_now(&id).await;
+                    }
+                    // Until the lease is renewed or a new one granted.
+                    if updates.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wakes the owner loop, which publishes the checkpoints of this member's tasks: after a
+    /// DDL, so that the next owner replays as little DDL as it can.
+    pub(super) fn checkpoint_soon(&self) {
+        if let Some(group) = self.group() {
+            group.changed().notify_one();
+        }
     }
 
     pub(super) fn group(&self) -> Option<&Arc<Group>> {
@@ -283,6 +326,15 @@ impl Supervisor {
             info!(task = id, to = ?placed, "group: handing the task over");
             self.stop_now(id).await;
         } else if runs_here {
+            if !self.is_running(id) {
+                // Stopped when the lease was late, and still this member's: its journal is
+                // the task's latest state.
+                info!(
+                    task = id,
+                    "group: the lease holds again: the task starts again"
+                );
+                self.start_owned(spec).await?;
+            }
             self.publish_checkpoint(group, passes, id).await?;
             return Ok(());
         }
@@ -353,13 +405,24 @@ impl Supervisor {
                 task = spec.task_id,
                 "group: took the task over from its checkpoint"
             );
-            match spec.state {
-                TaskState::FailingOver => me.start_failover(spec),
-                _ => me.launch(spec),
-            }
+            me.start_owned_blocking(spec)
         })
         .await
         .map_err(|e| TaskError::Internal(e.to_string()))?
+    }
+
+    fn start_owned_blocking(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
+        match spec.state {
+            TaskState::FailingOver => self.start_failover(spec),
+            _ => self.launch(spec),
+        }
+    }
+
+    async fn start_owned(self: &Arc<Self>, spec: TaskSpec) -> Result<(), TaskError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.start_owned_blocking(spec))
+            .await
+            .map_err(|e| TaskError::Internal(e.to_string()))?
     }
 
     fn running_ids(&self) -> Vec<String> {

@@ -111,11 +111,15 @@ impl Supervisor {
         let mut pause = Pause::default();
         while !stop.load(Ordering::Relaxed) {
             let stages = self.journal.stages();
+            let ddl_applied = applier.ddl_applied;
             let result = if recovered {
                 applier.step()
             } else {
                 applier.recover().map(|_| true)
             };
+            if applier.ddl_applied != ddl_applied {
+                self.checkpoint_soon();
+            }
             match result {
                 Ok(true) => {
                     recovered = true;

@@ -1,27 +1,44 @@
 """Several appliances, one etcd: a task is owned by one member of the group through an etcd
-lease and carried on by another from its checkpoint when its owner is lost, with nothing
-doubled and nothing skipped on the target."""
+lease, placed on the member its id hashes highest with (the appliance's xxh3 rendezvous), and
+carried on by another from its checkpoint when its owner is lost, with nothing doubled and
+nothing skipped on the target. An application writes throughout; the target is compared row by
+row, count(*) against the distinct keys, once it stops."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
+import xxhash
 from pymilvus import DataType, FieldSchema, MilvusException
 
-from cdc import CdcServer
-from workload import assert_replicated, count, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema, unique_name, wait_until
+from cdc import CdcServer, free_port
+from relay import TcpRelay
+from workload import (assert_replicated, count, create_collection, ensure_loaded, insert, int64_pk, make_rows,
+                      schema, unique_name, wait_until)
 
 SMALL = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=8), FieldSchema("n", DataType.INT64))
 TTL = 6
 
 
-def member(tmp_path: Path, env, name: str, prefix: str) -> CdcServer:
+def placed_on(task: str, members: list[str]) -> str:
+    """The member the group places `task` on (as `group::placed_on`)."""
+    return max(members, key=lambda m: (xxhash.xxh3_64_intdigest(f"{task}\0{m}".encode()), members.index(m)))
+
+
+def task_placed(on: str, members: list[str], prefix: str) -> str:
+    return next(t for t in (f"{prefix}-{n}" for n in range(1000)) if placed_on(t, members) == on)
+
+
+def member(tmp_path: Path, env, name: str, prefix: str, etcd: str | None = None) -> CdcServer:
     workdir = tmp_path / name
-    workdir.mkdir()
+    workdir.mkdir(exist_ok=True)
     server = CdcServer(workdir, env)
-    etcd = env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")
+    etcd = etcd or env.get("ETCD_ENDPOINTS", "127.0.0.1:2379")
     server.config.write_text(server.config.read_text() + (
         "[group]\n"
         f'etcd_endpoints = ["{etcd}"]\n'
@@ -32,12 +49,28 @@ def member(tmp_path: Path, env, name: str, prefix: str) -> CdcServer:
     return server
 
 
-def group_status(server: CdcServer) -> dict:
+def group_view(server: CdcServer) -> dict:
     return server.request("GET", "/v1/status")[1]["group"]
 
 
 def owner_seen_by(server: CdcServer, task: str) -> str | None:
-    return group_status(server)["owners"].get(task)
+    return group_view(server)["owners"].get(task)
+
+
+def wait_owned(servers: list[CdcServer], task: str, by: str, timeout: float) -> float:
+    """Seconds until every server sees `task` owned by `by`."""
+    began = time.monotonic()
+    wait_until(f"{task} owned by {by}", lambda: [s.port for s in servers if owner_seen_by(s, task) != by],
+               timeout=timeout, interval=0.2)
+    return time.monotonic() - began
+
+
+def log_time(server: CdcServer, pattern: str) -> datetime:
+    """When the first line of the server's log matching `pattern` was written."""
+    for line in server.log.read_text(errors="replace").splitlines():
+        if re.search(pattern, line):
+            return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+    raise AssertionError(f"no line matches {pattern!r} in {server.log}")
 
 
 class Writer(threading.Thread):
@@ -59,55 +92,132 @@ class Writer(threading.Thread):
             key += 50
             self.rows += 50
 
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join()
+        assert self.rows > 0
 
-def test_the_owner_killed_another_member_carries_the_task_on_with_nothing_doubled(
+
+def start_task(server: CdcServer, task: str, target, source, name: str) -> None:
+    status, reply = server.request("POST", "/v1/tasks", {
+        "task_id": task, "milvus_connect_param": {"uri": target.uri}, "collection_infos": [{"name": name}]})
+    assert status == 201, reply
+    create_collection(source, name, SMALL, shards=2)
+    insert(source, name, make_rows(SMALL, range(2_000), seed=1))
+
+
+def applying(target, name: str) -> None:
+    """Until the target holds the first rows (while written, the collection grows faster than
+    it can be compared)."""
+    wait_until("rows on the target", lambda: [] if target.has_collection(name) and
+               count(ensure_loaded(target, name)) >= 2_000 else ["not yet"], timeout=120)
+
+
+def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an_empty_disk(
         tmp_path, env, source, target):
     prefix = unique_name("group")
-    members = [member(tmp_path, env, f"m{n}", prefix).start() for n in range(3)]
-    writer = None
+    names = ["m0", "m1", "m2"]
+    members = [member(tmp_path, env, n, prefix).start() for n in names]
+    # Created on m0, placed on m1: handed over first.
+    task = task_placed("m1", names, "moves")
+    name = unique_name("group")
+    writer = Writer(source, name)
     try:
-        wait_until("three members", lambda: [] if len(group_status(members[0])["members"]) == 3
-                   else group_status(members[0])["members"], timeout=30, interval=0.2)
-        name = unique_name("group")
-        status, task = members[0].request("POST", "/v1/tasks", {
-            "task_id": "shared", "milvus_connect_param": {"uri": target.uri},
-            "collection_infos": [{"name": name}]})
-        assert status == 201, task
-        create_collection(source, name, SMALL, shards=2)
-        insert(source, name, make_rows(SMALL, range(2_000), seed=1))
-        writer = Writer(source, name)
+        wait_until("three members", lambda: [] if len(group_view(members[0])["members"]) == 3 else ["joining"],
+                   timeout=30, interval=0.2)
+        start_task(members[0], task, target, source, name)
         writer.start()
-        # The group places the task on one member (maybe another than the one that made it).
-        wait_until("a settled owner", lambda: [] if all(owner_seen_by(m, "shared") for m in members) and
-                   len({owner_seen_by(m, "shared") for m in members}) == 1 else ["moving"],
-                   timeout=60, interval=0.2)
-        # Applying (the collection grows faster than it can be compared while written).
-        wait_until("rows on the target", lambda: [] if target.has_collection(name) and
-                   count(ensure_loaded(target, name)) >= 2_000 else ["not yet"], timeout=120)
+        wait_owned(members, task, "m1", timeout=60)
+        applying(target, name)
 
-        owner_name = owner_seen_by(members[0], "shared")
-        owner = next(m for m, n in zip(members, ["m0", "m1", "m2"]) if n == owner_name)
-        survivors = [m for m in members if m is not owner]
+        m1 = members[1]
         time.sleep(2)
-        killed_at = time.monotonic()
-        owner.kill()
-        wait_until("another owner", lambda: [] if owner_seen_by(survivors[0], "shared") not in (None, owner_name)
-                   else [owner_seen_by(survivors[0], "shared")], timeout=TTL + 10, interval=0.2)
-        took = time.monotonic() - killed_at
-        assert took <= TTL + 5, f"taken over after {took:.1f} s"
+        m1.kill()
+        took = wait_owned([members[0], members[2]], task, placed_on(task, ["m0", "m2"]), timeout=TTL + 10)
+        assert took <= TTL + 5, f"taken over {took:.1f} s after the kill"
 
+        # m1 comes back with an empty disk: the task is placed on it again and moves back.
+        time.sleep(2)
+        shutil.rmtree(m1.workdir / "data")
+        m1.start()
+        wait_owned(members, task, "m1", timeout=60)
+        assert "took the task over" in m1.log.read_text().split("joined")[-1]
         time.sleep(3)
-        writer.stopped.set()
-        writer.join()
-        assert writer.rows > 0
-        # Row by row, and no key twice (count(*) against the distinct keys).
+
+        writer.finish()
         assert_replicated(source, target, name, timeout=120)
-        new_owner = next(m for m in survivors if group_status(m)["member"] == owner_seen_by(survivors[0], "shared"))
-        assert new_owner.metrics()["milvus_cdc_task_takeovers_total"] == 1
-        shown = survivors[0].request("GET", "/v1/tasks/shared")[1]
-        assert shown["state"] == "Running", shown
+        assert m1.request("GET", f"/v1/tasks/{task}")[1]["state"] == "Running"
+        # Asked of another member, a change is sent to the owner.
+        status, paused = members[2].request("POST", f"/v1/tasks/{task}/pause")
+        assert status == 200 and paused["state"] == "Paused", paused
+        assert m1.metrics()["milvus_cdc_task_takeovers_total"] == 1
     finally:
-        if writer:
-            writer.stopped.set()
+        writer.stopped.set()
         for m in members:
+            m.stop()
+
+
+def test_an_owner_cut_from_etcd_stops_before_its_lease_expires_and_the_next_starts_after(
+        tmp_path, env, source, target):
+    prefix = unique_name("group")
+    names = ["m0", "m1", "m2"]
+    etcd_port = int(env.get("ETCD_ENDPOINTS", "127.0.0.1:2379").rsplit(":", 1)[1])
+    relays = [TcpRelay(free_port(), etcd_port).start() for _ in names]
+    members = [member(tmp_path, env, n, prefix, etcd=f"127.0.0.1:{r.port}").start() for n, r in zip(names, relays)]
+    task = task_placed("m0", names, "hung")
+    name = unique_name("group")
+    writer = Writer(source, name)
+    try:
+        wait_until("three members", lambda: [] if len(group_view(members[0])["members"]) == 3 else ["joining"],
+                   timeout=30, interval=0.2)
+        start_task(members[0], task, target, source, name)
+        writer.start()
+        applying(target, name)
+
+        relays[0].hang()
+        successor = placed_on(task, ["m1", "m2"])
+        wait_owned(members[1:], task, successor, timeout=TTL + 10)
+        relays[0].heal()
+        time.sleep(3)
+        writer.finish()
+        assert_replicated(source, target, name, timeout=120)
+
+        # Never both: the old owner stopped before the new one started, by their own logs.
+        stopped = log_time(members[0], "stops before it can expire")
+        new_owner = members[names.index(successor)]
+        started = log_time(new_owner, "took the task over")
+        assert stopped < started, (stopped, started)
+    finally:
+        writer.stopped.set()
+        for m in members:
+            m.stop()
+        for r in relays:
+            r.stop()
+
+
+def test_a_member_joining_takes_its_share_without_a_pause_longer_than_a_lease(tmp_path, env, source, target):
+    prefix = unique_name("group")
+    names = ["m0", "m1", "m2"]
+    members = [member(tmp_path, env, n, prefix).start() for n in names]
+    # On m2 among three, on m3 once it joins.
+    task = next(t for t in (f"joins-{n}" for n in range(1000))
+                if placed_on(t, names) == "m2" and placed_on(t, names + ["m3"]) == "m3")
+    name = unique_name("group")
+    writer = Writer(source, name)
+    joining = member(tmp_path, env, "m3", prefix)
+    try:
+        start_task(members[2], task, target, source, name)
+        writer.start()
+        applying(target, name)
+        joining.start()
+        wait_owned(members + [joining], task, "m3", timeout=60)
+        handed = log_time(members[2], "handing the task over")
+        taken = log_time(joining, "took the task over")
+        assert (taken - handed).total_seconds() <= TTL, (handed, taken)
+        time.sleep(3)
+        writer.finish()
+        assert_replicated(source, target, name, timeout=120)
+    finally:
+        writer.stopped.set()
+        for m in members + [joining]:
             m.stop()
