@@ -153,6 +153,9 @@ pub struct TaskView {
     /// Not in the reference CDC: its switchover, under way or done (with its report).
     #[serde(skip_serializing_if = "Option::is_none")]
     switchover: Option<SwitchoverRecord>,
+    /// Not in the reference CDC: in a group (`[group]`), the member that runs the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -201,6 +204,7 @@ impl TaskView {
             snapshot: supervisor.copies(&spec.task_id)?,
             failover: spec.failover.as_deref().cloned(),
             switchover: spec.switchover.as_deref().cloned(),
+            owner: spec.owner.clone(),
         })
     }
 }
@@ -275,6 +279,7 @@ pub async fn create(
         skip_approved: None,
         failover: None,
         switchover: None,
+        owner: None,
     };
     Ok(supervisor.create(spec).await?)
 }

@@ -160,6 +160,11 @@ impl Supervisor {
         }
     }
 
+    pub(super) fn owner_of(&self, id: &str) -> Option<String> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners.get(id).map(|m| m.name.clone())
+    }
+
     pub(super) fn owned_by_another(&self, id: &str) -> TaskError {
         let owner = self.owned_elsewhere(id);
         TaskError::OwnedElsewhere {

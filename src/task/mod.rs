@@ -216,9 +216,12 @@ impl Supervisor {
     }
 
     fn with_health(&self, mut spec: TaskSpec) -> TaskSpec {
-        if self.group().is_some() && !self.owns(&spec.task_id) {
-            // Its owner knows how it runs.
-            return spec;
+        if let Some(group) = self.group() {
+            spec.owner = self.owner_of(&spec.task_id);
+            if spec.owner.as_deref() != Some(group.name.as_str()) {
+                // Its owner knows how it runs.
+                return spec;
+            }
         }
         if matches!(spec.state, TaskState::Running | TaskState::FailingOver) {
             let problems = self.health(&spec.task_id).summary();

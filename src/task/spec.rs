@@ -106,6 +106,9 @@ pub struct TaskSpec {
     /// A switchover under way or done (`task::switchover`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<Box<super::switchover::SwitchoverRecord>>,
+    /// In a group: the member that runs the task now. Shown, never stored (`record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn source_cluster() -> String {
@@ -138,7 +141,11 @@ fn given_positions<'de, D: serde::Deserializer<'de>>(
 impl TaskSpec {
     /// The task's journal record: the one serialization that holds its secrets.
     pub fn record(&self) -> serde_json::Result<Vec<u8>> {
-        Secret::revealed(|| serde_json::to_vec(self))
+        let stored = TaskSpec {
+            owner: None,
+            ..self.clone()
+        };
+        Secret::revealed(|| serde_json::to_vec(&stored))
     }
 
     /// A journal record as `dump` shows it: every secret blanked by its type. A record that
@@ -179,6 +186,7 @@ impl TaskSpec {
             skip_approved: None,
             failover: None,
             switchover: None,
+            owner: None,
         }
     }
 

@@ -398,6 +398,7 @@ impl Supervisor {
             skip_approved: None,
             failover: None,
             switchover: None,
+            owner: None,
             positions: Default::default(),
             start: Default::default(),
             ..spec.clone()

@@ -146,7 +146,8 @@ def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an
 
         writer.finish()
         assert_replicated(source, target, name, timeout=120)
-        assert m1.request("GET", f"/v1/tasks/{task}")[1]["state"] == "Running"
+        shown = members[0].request("GET", f"/v1/tasks/{task}")[1]
+        assert (shown["state"], shown["owner"]) == ("Running", "m1"), shown
         # Asked of another member, a change is sent to the owner.
         status, paused = members[2].request("POST", f"/v1/tasks/{task}/pause")
         assert status == 200 and paused["state"] == "Paused", paused
