@@ -47,6 +47,7 @@ from pymilvus import DataType, FieldSchema, connections  # noqa: E402
 
 from cdc import CdcServer  # noqa: E402
 from relay import TcpRelay  # noqa: E402
+from bench_takeover import takeover_outage  # noqa: E402
 import cdc as cdc_module  # noqa: E402
 from workload import Cluster, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema  # noqa: E402
 
@@ -391,6 +392,7 @@ def main() -> int:
     parser.add_argument("--lag-batch", type=int, default=1_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
+    parser.add_argument("--takeovers", type=int, default=5, help="takeovers in a group of three appliances")
     parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
     parser.add_argument("--max-batch-bytes", type=int, help="the appliance's [apply] max_batch_bytes")
     args = parser.parse_args()
@@ -440,6 +442,10 @@ def main() -> int:
     # 5. the snapshot copy
     if args.snapshot_rows:
         report.update(snapshot_copy(source, target, e, work / "snapshot", args.snapshot_rows, args.batch))
+
+    # 6. a takeover's write outage in a group
+    if args.takeovers:
+        report.update(takeover_outage(source, target, e, work / "group", SCHEMA, visible, args.takeovers))
 
     print("\n== replication bench (one run on this machine; throughput figures are medians of --repeat)")
     for key, value in report.items():

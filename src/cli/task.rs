@@ -417,7 +417,7 @@ fn task_table(reply: &Value) -> String {
 }
 
 fn task_details(task: &Value) -> String {
-    let rows = vec![
+    let mut rows = vec![
         vec!["task".into(), text(&task["task_id"])],
         vec!["state".into(), text(&task["state"])],
         vec!["target".into(), text(&task["milvus_connect_param"]["uri"])],
@@ -425,6 +425,9 @@ fn task_details(task: &Value) -> String {
         vec!["reason".into(), text(&task["reason"])],
         vec!["consistent".into(), consistent_through(task)],
     ];
+    if let Some(owner) = task["owner"].as_str() {
+        rows.push(vec!["owner".into(), owner.to_owned()]);
+    }
     let mut out = table(&["FIELD", "VALUE"], &rows);
     for copy in task["snapshot"].as_array().into_iter().flatten() {
         out += &format!("\n{}", copy_progress(copy));

@@ -71,9 +71,20 @@ pub(super) fn end_run(txn: &WriteTransaction, task: &str) -> Result<u64, Journal
 impl Journal {
     /// Begins a new run of `task`: from now on only the returned run may write its state.
     pub fn begin_run(&self, task: &str) -> Result<TaskRun, JournalError> {
+        self.begin_run_at(task, 0)
+    }
+
+    /// [`begin_run`](Self::begin_run), numbered at least `at_least`: in a group, the etcd
+    /// revision of the claim that made this member the task's owner, so that a run of an
+    /// earlier ownership here is older than every run of a later one.
+    pub fn begin_run_at(&self, task: &str, at_least: u64) -> Result<TaskRun, JournalError> {
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
-        let number = end_run(&txn, task)?;
+        let mut number = end_run(&txn, task)?;
+        if number < at_least {
+            txn.open_table(RUNS)?.insert(task, at_least)?;
+            number = at_least;
+        }
         self.commit(txn)?;
         Ok(TaskRun {
             task: task.to_owned(),

@@ -800,3 +800,20 @@ fn a_channel_with_no_mark_below_its_pending_rows_keeps_the_previous_checkpoint()
     }
     assert_eq!(j.checkpoint("t", Some(&previous)).unwrap(), Some(previous));
 }
+
+#[test]
+fn a_run_begun_at_a_claim_s_revision_outnumbers_every_earlier_run() {
+    let (_dir, j) = journal();
+    let early = j.begin_run("t").unwrap();
+    let claimed = j.begin_run_at("t", 1_000).unwrap();
+    assert_eq!(claimed.number(), 1_000);
+    assert!(
+        j.stage(&early, "p0", &[], kafka(1), 1).is_err(),
+        "an earlier run writes nothing"
+    );
+    assert_eq!(
+        j.begin_run_at("t", 10).unwrap().number(),
+        1_001,
+        "never back"
+    );
+}

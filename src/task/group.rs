@@ -372,9 +372,9 @@ impl Supervisor {
     /// Claims a task with no owner and starts it from its checkpoint.
     async fn take_over(self: &Arc<Self>, group: &Group, spec: TaskSpec) -> Result<(), TaskError> {
         let id = spec.task_id.clone();
-        if group.claim(&id).await?.is_none() {
+        let Some(claimed_at) = group.claim(&id).await? else {
             return Ok(());
-        }
+        };
         self.note_owner(group, &id);
         let checkpoint = match group.checkpoint(&id).await? {
             Some(bytes) => serde_json::from_slice::<Checkpoint>(&bytes)
@@ -402,7 +402,9 @@ impl Supervisor {
             me.stop(&spec.task_id);
             // What an earlier ownership left here is older than the checkpoint.
             me.journal.delete_task(&spec.task_id)?;
-            let run = me.journal.begin_run(&spec.task_id)?;
+            let run = me
+                .journal
+                .begin_run_at(&spec.task_id, claimed_at.max(0) as u64)?;
             me.journal.restore(&run, &checkpoint, replay_through)?;
             me.save(&spec)?;
             me.takeovers.fetch_add(1, Ordering::Relaxed);
