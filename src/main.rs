@@ -264,7 +264,9 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {
                 .map_err(CliError::Http),
             Some(tls) => serve_https(listener, app, tls, stopped).await,
         };
-        tokio::task::spawn_blocking(move || supervisor.shutdown()).await.ok();
+        let stopping = supervisor.clone();
+        tokio::task::spawn_blocking(move || stopping.shutdown()).await.ok();
+        supervisor.leave_group().await;
         served
     })
 }

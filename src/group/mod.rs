@@ -322,6 +322,17 @@ impl Group {
             .collect())
     }
 
+    /// One task's record.
+    pub async fn task(&self, id: &str) -> Result<Option<Vec<u8>>, GroupError> {
+        let reply = self
+            .client
+            .clone()
+            .get(self.key("tasks", id), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(reply.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
     pub async fn put_task(&self, id: &str, record: &[u8]) -> Result<(), GroupError> {
         self.client
             .clone()

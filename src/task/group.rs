@@ -112,6 +112,35 @@ impl Supervisor {
         }
     }
 
+    /// After `shutdown`: this member's tasks handed over at once, each with its checkpoint,
+    /// rather than when its lease expires.
+    pub async fn leave_group(&self) {
+        let Some(group) = self.group() else {
+            return;
+        };
+        let owned: Vec<String> = {
+            let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+            owners
+                .iter()
+                .filter(|(_, m)| m.name == group.name)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in owned {
+            let checkpoint = self.journal.checkpoint(&id, None).ok().flatten();
+            let bytes = checkpoint.and_then(|c| serde_json::to_vec(&c).ok());
+            let published = match &bytes {
+                Some(bytes) => group.put_checkpoint(&id, bytes).await,
+                // Its last published checkpoint stands.
+                None => Ok(()),
+            };
+            match published.and(group.release(&id).await) {
+                Ok(()) => info!(task = id, "group: handed over as this member leaves"),
+                Err(err) => warn!(task = id, %err, "group: not released; its lease will expire"),
+            }
+        }
+    }
+
     /// Wakes the owner loop, which publishes the checkpoints of this member's tasks: after a
     /// DDL, so that the next owner replays as little DDL as it can.
     pub(super) fn checkpoint_soon(&self) {
@@ -218,6 +247,9 @@ impl Supervisor {
         group: &Group,
         passes: &mut Passes,
     ) -> Result<(), TaskError> {
+        if self.leaving.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if group.lease().is_none() {
             for id in self.running_ids() {
                 warn!(

@@ -86,6 +86,8 @@ pub struct Supervisor {
     members: Mutex<Vec<crate::group::Member>>,
     /// Tasks this member took over from another (or from itself before a restart).
     takeovers: std::sync::atomic::AtomicU64,
+    /// Set by `shutdown`: the process is ending.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// How a task reaches its target: the task's own uri and token, or its cluster's.
@@ -128,6 +130,7 @@ impl Supervisor {
             owners: Mutex::new(HashMap::new()),
             members: Mutex::new(Vec::new()),
             takeovers: std::sync::atomic::AtomicU64::new(0),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -308,6 +311,16 @@ impl Supervisor {
         }
         let _claim = self.claim(&spec)?;
         if let Some(group) = self.group() {
+            // The group's record, if this member has not mirrored it yet.
+            if let Some(record) = group.task(&spec.task_id).await? {
+                let existing: TaskSpec = serde_json::from_slice(&record)
+                    .map_err(|e| TaskError::Corrupt(spec.task_id.clone(), e.to_string()))?;
+                return if existing.same_request(&spec) {
+                    Ok(Created::Existing(self.with_health(existing)))
+                } else {
+                    Err(TaskError::Exists(spec.task_id))
+                };
+            }
             if group.claim(&spec.task_id).await?.is_none() {
                 return Err(self.owned_by_another(&spec.task_id));
             }
@@ -553,6 +566,9 @@ impl Supervisor {
 
     /// Stops every task's threads and waits for them.
     pub fn shutdown(&self) {
+        // In a group, the owner loop starts nothing more (`leave_group` follows).
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let ids: Vec<String> = self
             .running
             .lock()

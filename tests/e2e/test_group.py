@@ -196,7 +196,7 @@ def test_an_owner_cut_from_etcd_stops_before_its_lease_expires_and_the_next_star
             r.stop()
 
 
-def test_a_member_joining_takes_its_share_without_a_pause_longer_than_a_lease(tmp_path, env, source, target):
+def test_a_member_joining_takes_its_share_without_a_pause_longer_than_a_lease_and_leaving_gives_it_back(tmp_path, env, source, target):
     prefix = unique_name("group")
     names = ["m0", "m1", "m2"]
     members = [member(tmp_path, env, n, prefix).start() for n in names]
@@ -215,7 +215,12 @@ def test_a_member_joining_takes_its_share_without_a_pause_longer_than_a_lease(tm
         handed = log_time(members[2], "handing the task over")
         taken = log_time(joining, "took the task over")
         assert (taken - handed).total_seconds() <= TTL, (handed, taken)
-        time.sleep(3)
+        time.sleep(2)
+        # Stopped (SIGTERM), it hands the task back at once, not when its lease expires.
+        joining.stop()
+        took = wait_owned(members, task, "m2", timeout=TTL + 10)
+        assert took < TTL / 2, f"handed back {took:.1f} s after the stop"
+        time.sleep(2)
         writer.finish()
         assert_replicated(source, target, name, timeout=120)
     finally:
