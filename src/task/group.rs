@@ -284,11 +284,17 @@ impl Supervisor {
             };
             let runs = matches!(spec.state, TaskState::Running | TaskState::FailingOver);
             let placed = placed_on(id, &members).map(|m| m.name.as_str());
-            if mine(id) {
+            // One task's trouble holds up no other's.
+            let done = if mine(id) {
                 self.as_owner(group, passes, &spec.task_id, record, runs, placed)
-                    .await?;
+                    .await
             } else if runs && !owners.contains_key(id) && placed == Some(group.name.as_str()) {
-                self.take_over(group, spec).await?;
+                self.take_over(group, spec).await
+            } else {
+                Ok(())
+            };
+            if let Err(err) = done {
+                warn!(task = id, %err, "group: this task's turn failed; trying again");
             }
         }
         Ok(())
