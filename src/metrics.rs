@@ -257,6 +257,13 @@ pub struct Snapshot {
 pub struct GroupGauges {
     pub owners: Vec<(String, String)>,
     pub takeovers: u64,
+    /// Each live member's last heartbeat, in Unix seconds.
+    pub heartbeats: Vec<(String, f64)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    member: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -490,6 +497,19 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
             "task_owner",
             "1 for the group member that owns each task",
             owners,
+        );
+        let heartbeats = Family::<MemberLabels, Gauge<f64, AtomicU64>>::default();
+        for (member, at) in &group.heartbeats {
+            heartbeats
+                .get_or_create(&MemberLabels {
+                    member: member.clone(),
+                })
+                .set(*at);
+        }
+        registry.register(
+            "group_member_heartbeat_seconds",
+            "Each live member of the group's last heartbeat, in Unix seconds",
+            heartbeats,
         );
         let takeovers = Counter::<u64>::default();
         takeovers.inc_by(group.takeovers);

@@ -249,6 +249,11 @@ impl Supervisor {
             group: self.group_view().map(|g| crate::metrics::GroupGauges {
                 owners: g.owners.into_iter().collect(),
                 takeovers: g.takeovers,
+                heartbeats: g
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.heartbeat_ms as f64 / 1000.0))
+                    .collect(),
             }),
         })
     }
