@@ -148,13 +148,13 @@ def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an
         assert_replicated(source, target, name, timeout=120)
         shown = members[0].request("GET", f"/v1/tasks/{task}")[1]
         assert (shown["state"], shown["owner"]) == ("Running", "m1"), shown
+        metrics = m1.metrics()
+        assert metrics["milvus_cdc_task_takeovers_total"] == 1
+        assert metrics[f'milvus_cdc_task_owner{{task="{task}",member="m1"}}'] == 1
+        assert metrics['milvus_cdc_group_member_heartbeat_seconds{member="m2"}'] > time.time() - 30
         # Asked of another member, a change is sent to the owner.
         status, paused = members[2].request("POST", f"/v1/tasks/{task}/pause")
         assert status == 200 and paused["state"] == "Paused", paused
-        shown = m1.metrics()
-        assert shown["milvus_cdc_task_takeovers_total"] == 1
-        assert shown[f'milvus_cdc_task_owner{{task="{task}",member="m1"}}'] == 1
-        assert shown['milvus_cdc_group_member_heartbeat_seconds{member="m2"}'] > time.time() - 30
     finally:
         writer.stopped.set()
         for m in members:
