@@ -81,6 +81,11 @@ pub struct Member {
     pub heartbeat_ms: u64,
 }
 
+/// How keeping a lease ended.
+enum Kept {
+    Expired,
+}
+
 /// This member's lease, while it holds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -187,47 +192,74 @@ impl Group {
 
     async fn keep_lease(&self) {
         let every = self.ttl / 5;
+        let mut lease = None;
         loop {
-            if let Err(err) = self.hold_lease(every).await {
-                warn!(%err, "group: the lease could not be kept; trying again");
-            }
+            let id = match lease {
+                Some(id) => id,
+                None => match self.grant().await {
+                    Ok(id) => id,
+                    Err(err) => {
+                        warn!(%err, "group: no lease granted; asking again");
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                },
+            };
+            // The same lease is kept through a broken connection: only an expired one is given
+            // up (its tasks stopped by then, see `Lease::valid_until`).
+            lease = match self.keep(id, every).await {
+                Ok(Kept::Expired) => None,
+                Err(err) => {
+                    warn!(%err, lease = id, "group: the lease could not be renewed; trying again");
+                    Some(id)
+                }
+            };
             self.changed.notify_one();
             tokio::time::sleep(every).await;
         }
     }
 
-    /// Grants a lease and keeps it alive until a keep-alive fails or finds it expired.
-    async fn hold_lease(&self, every: Duration) -> Result<(), GroupError> {
-        let mut client = self.client.clone();
-        let ttl = self.ttl.as_secs() as i64;
+    async fn grant(&self) -> Result<i64, GroupError> {
         let granted_at = Instant::now();
-        let id = client
-            .lease_grant(ttl, None)
+        let id = self
+            .client
+            .clone()
+            .lease_grant(self.ttl.as_secs() as i64, None)
             .await
             .map_err(|e| self.err(e))?
             .id();
         self.publish(id, granted_at);
-        let (mut keeper, mut stream) =
-            client.lease_keep_alive(id).await.map_err(|e| self.err(e))?;
         info!(member = %self.name, lease = id, "group: joined");
+        Ok(id)
+    }
+
+    /// Renews the lease every `every` until a renewal fails, or finds it expired.
+    async fn keep(&self, id: i64, every: Duration) -> Result<Kept, GroupError> {
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(id)
+            .await
+            .map_err(|e| self.err(e))?;
         loop {
-            self.put_member(id).await?;
-            tokio::time::sleep(every).await;
+            if let Err(err) = self.put_member(id).await {
+                warn!(%err, "group: this member's record not written; the lease goes on");
+            }
             let sent = Instant::now();
             keeper.keep_alive().await.map_err(|e| self.err(e))?;
-            let answer = tokio::time::timeout(every, stream.message()).await;
-            match answer {
+            match tokio::time::timeout(every, stream.message()).await {
                 Ok(Ok(Some(reply))) if reply.ttl() > 0 => self.publish(id, sent),
                 Ok(Ok(_)) => {
                     warn!(
                         lease = id,
                         "group: the lease expired; this member owns nothing now"
                     );
-                    return Ok(());
+                    return Ok(Kept::Expired);
                 }
                 Ok(Err(e)) => return Err(self.err(e)),
                 Err(_) => return Err(GroupError::NoLease),
             }
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -85,8 +85,21 @@ impl Supervisor {
     /// Apart from the owner loop, whose etcd calls may hang as long as the lease's margin.
     async fn stop_when_the_lease_lapses(self: &Arc<Self>, group: &Group) {
         let mut updates = group.lease_updates();
+        let mut held = None;
         loop {
             let lease = *updates.borrow_and_update();
+            let id = lease.map(|l| l.id);
+            if held.is_some() && id != held {
+                // Claims made under the lease before are not this one's: they expire with it.
+                for id in self.running_ids() {
+                    warn!(
+                        task = id,
+                        "group: a new lease: the task stops until it is claimed again"
+                    );
+                    self.stop_now(&id).await;
+                }
+            }
+            held = id;
             let lapse = match lease {
                 Some(lease) => tokio::time::sleep_until(lease.valid_until.into()),
                 None => tokio::time::sleep(Duration::from_secs(3600)),
