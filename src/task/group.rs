@@ -291,6 +291,24 @@ impl Supervisor {
             }
         }
         self.mirror(&records, &mine)?;
+        // A record of this member's that the group lacks (its create could not write it), and
+        // a claim with no task (its create failed).
+        let local: HashMap<String, Vec<u8>> = self.journal.tasks()?.into_iter().collect();
+        for (id, record) in &local {
+            if mine(id) && !records.contains_key(id) {
+                group.put_task(id, record).await?;
+            }
+        }
+        for id in owners.keys() {
+            let creating = self
+                .creating
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(id);
+            if mine(id) && !records.contains_key(id) && !local.contains_key(id) && !creating {
+                group.release(id).await?;
+            }
+        }
         for (id, record) in &records {
             let Ok(spec) = serde_json::from_slice::<TaskSpec>(record) else {
                 continue;

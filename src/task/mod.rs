@@ -337,9 +337,14 @@ impl Supervisor {
             error!(task = %spec.task_id, %err, "cannot remove what a failed create staged");
         }
         if let Some(group) = self.group() {
-            match &created {
-                Ok(made) => group.put_task(&spec.task_id, &record(made.spec())?).await?,
-                Err(_) => group.release(&spec.task_id).await?,
+            // What is not written now the owner loop writes on its next pass: the record of a
+            // task made, the release of a claim whose create failed.
+            let shared = match &created {
+                Ok(made) => group.put_task(&spec.task_id, &record(made.spec())?).await,
+                Err(_) => group.release(&spec.task_id).await,
+            };
+            if let Err(err) = shared {
+                warn!(task = %spec.task_id, %err, "group: the create is not shared yet");
             }
         }
         created
