@@ -17,7 +17,7 @@ from pymilvus import MilvusException
 
 from cdc import CdcServer
 from test_group import group_view, member
-from workload import Cluster, create_collection, insert, make_rows, wait_until
+from workload import Cluster, create_collection, ensure_loaded, insert, make_rows, wait_until
 
 
 class Application(threading.Thread):
@@ -61,11 +61,22 @@ def takeover_outage(source: Cluster, target: Cluster, e: dict, work: Path, schem
     create_collection(source, name, schema, shards=2, consistency_level="Bounded")
     app = Application(source, name, schema)
     outages = []
+
+    def seen(pk: int) -> bool:
+        # Until the target has created and loaded the collection, a query is refused.
+        try:
+            return visible(target, name, pk)
+        except MilvusException:
+            return False
+
     try:
         status, reply = members["a"].request("POST", "/v1/tasks", {
             "task_id": "bench", "milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]},
             "collection_infos": [{"name": name}]})
         assert status == 201, reply
+        wait_until("the collection on the target", lambda: [] if target.has_collection(name) else ["not yet"],
+                   timeout=60, interval=0.1)
+        ensure_loaded(target, name)
         app.start()
         for _ in range(rounds):
             def owner() -> str | None:
@@ -74,13 +85,12 @@ def takeover_outage(source: Cluster, target: Cluster, e: dict, work: Path, schem
             wait_until("a settled owner", lambda: [] if owner() else ["moving"], timeout=120, interval=0.2)
             # Rows flowing before the kill.
             steady = app.first_after(time.monotonic())
-            wait_until("rows applying", lambda: [] if visible(target, name, steady) else ["not yet"], timeout=120,
-                       interval=0.05)
+            wait_until("rows applying", lambda: [] if seen(steady) else ["not yet"], timeout=120, interval=0.05)
             lost = members[owner()]
             killed = time.monotonic()
             lost.kill()
             first = app.first_after(killed)
-            while not visible(target, name, first):
+            while not seen(first):
                 if time.monotonic() - killed > 120:
                     raise TimeoutError(f"row {first} not on the target 120 s after the kill")
                 time.sleep(0.05)
