@@ -415,6 +415,19 @@ impl Group {
             .then(|| reply.header().map_or(0, |h| h.revision())))
     }
 
+    /// Leaves the group: the lease revoked, this member's record and claims go with it, so the
+    /// others place its tasks elsewhere at once.
+    pub async fn leave(&self) -> Result<(), GroupError> {
+        if let Some(lease) = *self.lease.borrow() {
+            self.client
+                .clone()
+                .lease_revoke(lease.id)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Gives the task up, if this member owns it.
     pub async fn release(&self, id: &str) -> Result<(), GroupError> {
         let key = self.key("owners", id);

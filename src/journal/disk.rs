@@ -189,23 +189,6 @@ impl Journal {
         Ok(Some(hold.clone()))
     }
 
-    /// Refuses a stage when the disk has no room for it, asked inside the stage's write
-    /// transaction: readers that each found room before they staged commit one at a time, and
-    /// each commit may grow the file once, so each must find the room again.
-    pub(super) fn room_to_stage(&self) -> Result<(), JournalError> {
-        let room = self.room()?;
-        let needed = room.needed(self.disk.reserve.load(Ordering::Relaxed));
-        if room.free < needed {
-            return Err(JournalError::NoRoom(format!(
-                "the disk under {} has {} free, under the {} the journal keeps",
-                self.path.parent().unwrap_or(&self.path).display(),
-                mib(room.free),
-                mib(needed)
-            )));
-        }
-        Ok(())
-    }
-
     fn room(&self) -> Result<Room, JournalError> {
         Room::read(&self.path).map_err(|e| {
             JournalError::Disk(format!("the free space of {}: {e}", self.path.display()))

@@ -107,10 +107,6 @@ pub enum JournalError {
     },
     #[error("journal storage error: {0}")]
     Storage(String),
-    /// A stage found no room on the journal's disk (`disk.rs`): its reader stages it again
-    /// once `staging_room` finds room.
-    #[error("stage refused: {0}")]
-    NoRoom(String),
     /// The disk under the journal failed; see `storage.rs`.
     #[error("the journal's disk failed: {0}")]
     Disk(String),

@@ -123,9 +123,6 @@ impl Journal {
         let db = self.db()?;
         let txn = self.begin_write(&db)?;
         run.check(&txn)?;
-        if !changes.is_empty() {
-            self.room_to_stage()?;
-        }
         let (offset, staged) = {
             let mut offsets = txn.open_table(O::TABLE)?;
             let previous: Option<O> = offsets

@@ -152,6 +152,9 @@ impl Supervisor {
                 Err(err) => warn!(task = id, %err, "group: not released; its lease will expire"),
             }
         }
+        if let Err(err) = group.leave().await {
+            warn!(%err, "group: the lease is not revoked; it will expire");
+        }
     }
 
     /// Wakes the owner loop, which publishes the checkpoints of this member's tasks: after a
