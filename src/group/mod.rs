@@ -356,19 +356,27 @@ impl Group {
 
     /// One task's record.
     pub async fn task(&self, id: &str) -> Result<Option<Vec<u8>>, GroupError> {
+        self.get("tasks", id).await
+    }
+
+    pub async fn put_task(&self, id: &str, record: &[u8]) -> Result<(), GroupError> {
+        self.put("tasks", id, record).await
+    }
+
+    async fn get(&self, kind: &str, id: &str) -> Result<Option<Vec<u8>>, GroupError> {
         let reply = self
             .client
             .clone()
-            .get(self.key("tasks", id), None)
+            .get(self.key(kind, id), None)
             .await
             .map_err(|e| self.err(e))?;
         Ok(reply.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    pub async fn put_task(&self, id: &str, record: &[u8]) -> Result<(), GroupError> {
+    async fn put(&self, kind: &str, id: &str, value: &[u8]) -> Result<(), GroupError> {
         self.client
             .clone()
-            .put(self.key("tasks", id), record, None)
+            .put(self.key(kind, id), value, None)
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -447,22 +455,11 @@ impl Group {
     }
 
     pub async fn put_checkpoint(&self, id: &str, checkpoint: &[u8]) -> Result<(), GroupError> {
-        self.client
-            .clone()
-            .put(self.key("checkpoints", id), checkpoint, None)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.put("checkpoints", id, checkpoint).await
     }
 
     pub async fn checkpoint(&self, id: &str) -> Result<Option<Vec<u8>>, GroupError> {
-        let reply = self
-            .client
-            .clone()
-            .get(self.key("checkpoints", id), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(reply.kvs().first().map(|kv| kv.value().to_vec()))
+        self.get("checkpoints", id).await
     }
 }
 

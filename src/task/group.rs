@@ -293,22 +293,18 @@ impl Supervisor {
                 self.stop_now(&id).await;
             }
         }
-        self.mirror(&records, &mine)?;
+        let local: HashMap<String, Vec<u8>> = self.journal.tasks()?.into_iter().collect();
+        self.mirror(&records, &local, &mine)?;
         // A record of this member's that the group lacks (its create could not write it), and
         // a claim with no task (its create failed).
-        let local: HashMap<String, Vec<u8>> = self.journal.tasks()?.into_iter().collect();
         for (id, record) in &local {
             if mine(id) && !records.contains_key(id) {
                 group.put_task(id, record).await?;
             }
         }
         for id in owners.keys() {
-            let creating = self
-                .creating
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(id);
-            if mine(id) && !records.contains_key(id) && !local.contains_key(id) && !creating {
+            let orphan = !records.contains_key(id) && !local.contains_key(id);
+            if mine(id) && orphan && !self.is_creating(id) {
                 group.release(id).await?;
             }
         }
@@ -358,24 +354,29 @@ impl Supervisor {
     fn mirror(
         &self,
         records: &HashMap<String, Vec<u8>>,
+        local: &HashMap<String, Vec<u8>>,
         mine: &impl Fn(&str) -> bool,
     ) -> Result<(), TaskError> {
         for (id, record) in records {
-            if !mine(id) && self.journal.task(id)?.as_deref() != Some(record.as_slice()) {
+            if !mine(id) && local.get(id) != Some(record) {
                 self.journal.put_task(id, record)?;
             }
         }
-        for (id, _) in self.journal.tasks()? {
-            let creating = self
-                .creating
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&id);
-            if !records.contains_key(&id) && !mine(&id) && !creating && !self.is_running(&id) {
-                self.journal.delete_task(&id)?;
+        for id in local.keys() {
+            let gone = !records.contains_key(id) && !mine(id);
+            if gone && !self.is_creating(id) && !self.is_running(id) {
+                self.journal.delete_task(id)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether a create of the task is under way here (its record not saved or shared yet).
+    fn is_creating(&self, id: &str) -> bool {
+        self.creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
     }
 
     /// An owned task: its record and checkpoint published, or the task handed over or

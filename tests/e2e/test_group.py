@@ -53,6 +53,11 @@ def group_view(server: CdcServer) -> dict:
     return server.request("GET", "/v1/status")[1]["group"]
 
 
+def all_joined(members: list[CdcServer]) -> None:
+    wait_until("every member joined", lambda: [] if len(group_view(members[0])["members"]) == len(members)
+               else ["joining"], timeout=30, interval=0.2)
+
+
 def owner_seen_by(server: CdcServer, task: str) -> str | None:
     return group_view(server)["owners"].get(task)
 
@@ -123,8 +128,7 @@ def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an
     name = unique_name("group")
     writer = Writer(source, name)
     try:
-        wait_until("three members", lambda: [] if len(group_view(members[0])["members"]) == 3 else ["joining"],
-                   timeout=30, interval=0.2)
+        all_joined(members)
         start_task(members[0], task, target, source, name)
         writer.start()
         wait_owned(members, task, "m1", timeout=60)
@@ -172,8 +176,7 @@ def test_an_owner_cut_from_etcd_stops_before_its_lease_expires_and_the_next_star
     name = unique_name("group")
     writer = Writer(source, name)
     try:
-        wait_until("three members", lambda: [] if len(group_view(members[0])["members"]) == 3 else ["joining"],
-                   timeout=30, interval=0.2)
+        all_joined(members)
         start_task(members[0], task, target, source, name)
         writer.start()
         applying(target, name)
