@@ -81,11 +81,6 @@ pub struct Member {
     pub heartbeat_ms: u64,
 }
 
-/// How keeping a lease ended.
-enum Kept {
-    Expired,
-}
-
 /// This member's lease, while it holds one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -208,7 +203,7 @@ impl Group {
             // The same lease is kept through a broken connection: only an expired one is given
             // up (its tasks stopped by then, see `Lease::valid_until`).
             lease = match self.keep(id, every).await {
-                Ok(Kept::Expired) => None,
+                Ok(()) => None,
                 Err(err) => {
                     warn!(%err, lease = id, "group: the lease could not be renewed; trying again");
                     Some(id)
@@ -233,8 +228,9 @@ impl Group {
         Ok(id)
     }
 
-    /// Renews the lease every `every` until a renewal fails, or finds it expired.
-    async fn keep(&self, id: i64, every: Duration) -> Result<Kept, GroupError> {
+    /// Renews the lease every `every`: Ok once it finds it expired, an error once a renewal
+    /// fails.
+    async fn keep(&self, id: i64, every: Duration) -> Result<(), GroupError> {
         let (mut keeper, mut stream) = self
             .client
             .clone()
@@ -254,7 +250,7 @@ impl Group {
                         lease = id,
                         "group: the lease expired; this member owns nothing now"
                     );
-                    return Ok(Kept::Expired);
+                    return Ok(());
                 }
                 Ok(Err(e)) => return Err(self.err(e)),
                 Err(_) => return Err(GroupError::NoLease),
