@@ -11,12 +11,15 @@
 //! to the disk (at most every 10 s, and only once the journal changed since the last time), and
 //! staging resumes when there is room again. `/readyz` and each task's reason say why while
 //! staging is held.
+//!
+//! Invariant: the room is looked at and the stage committed under one gate
+//! ([`Journal::staging_permit`]), so two readers never both stage on the same free space.
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
@@ -85,6 +88,8 @@ impl Room {
 pub(super) struct DiskState {
     reserve: AtomicU64,
     watch: Mutex<Watch>,
+    /// Held from a look at the room through the stage it allows.
+    gate: Mutex<()>,
 }
 
 impl Default for DiskState {
@@ -92,8 +97,15 @@ impl Default for DiskState {
         Self {
             reserve: AtomicU64::new(DEFAULT_DISK_RESERVE),
             watch: Mutex::new(Watch::default()),
+            gate: Mutex::new(()),
         }
     }
+}
+
+/// Leave to stage one transaction: there was room when it was given, and no other stage
+/// can take that room until it is dropped, after the commit.
+pub struct StagingPermit<'j> {
+    _gate: MutexGuard<'j, ()>,
 }
 
 #[derive(Default)]
@@ -139,10 +151,24 @@ impl Journal {
             .clone()
     }
 
+    /// Leave to stage one transaction while there is room, or the hold to wait out (holding
+    /// nothing). The readers ask before each stage.
+    pub fn staging_permit(&self) -> Result<Result<StagingPermit<'_>, DiskHold>, JournalError> {
+        let gate = self
+            .disk
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(match self.staging_room()? {
+            None => Ok(StagingPermit { _gate: gate }),
+            Some(hold) => Err(hold),
+        })
+    }
+
     /// Whether there is room to stage: `Ok(None)`, or the hold to wait out. Without room, the
-    /// file is compacted first when that may give space back (the readers call this before
-    /// they stage, so no other path needs to).
-    pub fn staging_room(&self) -> Result<Option<DiskHold>, JournalError> {
+    /// file is compacted first when that may give space back (the readers ask before they
+    /// stage, so no other path needs to).
+    fn staging_room(&self) -> Result<Option<DiskHold>, JournalError> {
         let reserve = self.disk.reserve.load(Ordering::Relaxed);
         let mut room = self.room()?;
         let mut watch = self

@@ -47,7 +47,7 @@ mod stage;
 mod storage;
 
 pub use checkpoint::{ChannelCheckpoint, Checkpoint};
-pub use disk::DiskHold;
+pub use disk::{DiskHold, StagingPermit};
 pub use imports::ImportsSeen;
 pub use run::TaskRun;
 pub use storage::StorageFault;

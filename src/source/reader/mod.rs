@@ -63,7 +63,7 @@ use super::decode::{SourceMessage, decode, timestamp};
 use super::meta::CollectionMeta;
 use super::mq::{ChannelSource, Fetched, Holding, MessageQueue, MqError};
 use crate::health::Health;
-use crate::journal::{Journal, JournalError, TaskRun};
+use crate::journal::{Journal, JournalError, StagingPermit, TaskRun};
 use crate::metrics::{ErrorKind, METRICS};
 use crate::model::{
     MessageId, MqPosition, Poison, PoisonAt, Scope, SkipPolicy, SourceOffset, StagedChange,
@@ -377,6 +377,9 @@ impl ChannelReader<'_> {
 
     /// Commits what is pending with the position and tick after it (group commit).
     fn stage_pending(&self, state: &mut ReadState) -> Result<(), ReaderError> {
+        let Some(_room) = self.disk_room()? else {
+            return Ok(()); // stopped: what is pending is read again from the stored position
+        };
         crate::failpoint::hit("stage-before-commit");
         let changes = std::mem::take(&mut state.pending).changes;
         self.journal.stage_read(
@@ -467,19 +470,28 @@ impl ChannelReader<'_> {
         self.wait_for_disk_room()
     }
 
-    /// Holds staging while the journal's disk has less free space than it keeps
-    /// (`journal/disk.rs`), shown as the task's reason. Nothing announces room on a disk, so
-    /// it is looked at again every quarter second.
+    /// Waits, before a batch is read, while the journal's disk has no room to stage it.
     fn wait_for_disk_room(&self) -> Result<(), ReaderError> {
-        while let Some(hold) = self.journal.staging_room()? {
-            self.health.problem("journal disk", &hold);
+        self.disk_room().map(drop)
+    }
+
+    /// Leave to stage, once the journal's disk has the free space it keeps
+    /// (`journal/disk.rs`); the hold is the task's reason meanwhile. None once stopped.
+    /// Nothing announces room on a disk, so it is looked at again every quarter second.
+    fn disk_room(&self) -> Result<Option<StagingPermit<'_>>, ReaderError> {
+        loop {
+            match self.journal.staging_permit()? {
+                Ok(permit) => {
+                    self.health.resolved("journal disk");
+                    return Ok(Some(permit));
+                }
+                Err(hold) => self.health.problem("journal disk", &hold),
+            }
             if self.stop.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        self.health.resolved("journal disk");
-        Ok(())
     }
 }
 
