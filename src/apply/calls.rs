@@ -178,6 +178,38 @@ pub fn next_step(
     })
 }
 
+/// Each vchannel's calls (`lanes`, sent side by side) as one lane when that sends no more
+/// calls one after the other than the longest lane does: the calls at the same place in each
+/// lane merged into one, each of one kind into one collection and partition, and under
+/// `max_call_bytes`. Otherwise the lanes as they are.
+///
+/// Invariant: each vchannel's calls keep their order (the merged calls go one after the
+/// other, in the order of their places). Across vchannels there is no order to keep: a key
+/// lives on one vchannel, and the target hashes each row to its own shard whatever call
+/// carries it.
+pub fn merged_across_vchannels(lanes: Vec<Vec<Call>>, max_call_bytes: usize) -> Vec<Vec<Call>> {
+    if lanes.len() < 2 {
+        return lanes;
+    }
+    let depth = lanes.iter().map(Vec::len).max().unwrap_or(0);
+    let mut merged: Vec<Call> = Vec::with_capacity(depth);
+    for place in 0..depth {
+        let mut at_place = lanes.iter().filter_map(|lane| lane.get(place));
+        let Some(first) = at_place.next() else {
+            continue;
+        };
+        let mut call = first.clone();
+        for next in at_place {
+            let fits = call.bytes() + next.bytes() <= max_call_bytes as u64;
+            if !fits || !matches!(merge(&mut call, next), Ok(true)) {
+                return lanes;
+            }
+        }
+        merged.push(call);
+    }
+    vec![merged]
+}
+
 /// Appends `next` to `last` when both go to the same place with the same kind; false otherwise.
 fn merge(last: &mut Call, next: &Call) -> Result<bool, prost::DecodeError> {
     match (last, next) {

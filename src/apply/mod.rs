@@ -113,11 +113,11 @@ pub trait SourceCatalog: Send + Sync {
 /// Where changes are applied. Data calls run on a thread of their own while the applier reads
 /// ahead, hence `Send`.
 pub trait Target: Send {
-    /// Applies data calls, one list per vchannel: the lists are independent of each other, so a
-    /// target may run them concurrently; the calls of one list go in order. `replay` marks calls
-    /// the target may already have: inserts must then replace rows with the same primary keys,
-    /// not add them.
-    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
+    /// Applies data calls in lanes (a lane per vchannel, or one of calls merged across them):
+    /// the lanes are independent of each other, so a target may run them concurrently; the
+    /// calls of one lane go in order. `replay` marks calls the target may already have:
+    /// inserts must then replace rows with the same primary keys, not add them.
+    fn apply_data(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError>;
     /// Applies one DDL event. Must be idempotent: after a crash the event may come again, and
     /// must then leave the target as one application would.
     fn apply_ddl(&mut self, ddl: &Ddl) -> Result<(), TargetError>;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::calls::{Call, Step, next_step};
+use super::calls::{Call, Step, merged_across_vchannels, next_step};
 use super::{ApplierSettings, ApplyError};
 use crate::journal::{InFlightBatch, Journal, JournalRow};
 use crate::model::{
@@ -31,8 +31,9 @@ pub(super) fn refused_recently(not_ready: &NotReady, row: &JournalRow) -> bool {
 /// A data batch ready to send: its rows' end per vchannel (the in-flight marker) and its calls.
 pub(super) struct DataBatch {
     pub(super) marker: InFlightBatch,
-    /// The calls of each vchannel, in the order of the marker's ends.
-    pub(super) per_vchannel: Vec<Vec<Call>>,
+    /// Lanes of calls, sent side by side, each lane's calls in order: a lane per vchannel, or
+    /// one lane of calls merged across them (`calls::merged_across_vchannels`).
+    pub(super) lanes: Vec<Vec<Call>>,
     /// Some rows may be on the target already (a snapshot copy carried them): sent as a
     /// replay, inserts as upserts.
     pub(super) replay: bool,
@@ -197,7 +198,7 @@ impl<'a> Pending<'a> {
         Ok(Due {
             data: (!per_vchannel.is_empty()).then_some(DataBatch {
                 marker: InFlightBatch { ends },
-                per_vchannel,
+                lanes: merged_across_vchannels(per_vchannel, self.max_call_bytes),
                 replay,
             }),
             ddl_heads,

@@ -27,9 +27,9 @@ struct Recorder {
 }
 
 impl Target for &mut Recorder {
-    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+    fn apply_data(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
         self.replays.push(replay);
-        for call in per_vchannel.iter().flatten() {
+        for call in lanes.iter().flatten() {
             if let Call::Delete {
                 keys: PrimaryKeys::Int64(keys),
                 ..

@@ -65,7 +65,7 @@ impl Run<'_> {
                 for batch in queued {
                     let sent = Instant::now();
                     let result = retries.run(target, |t, in_doubt| {
-                        t.apply_data(&batch.per_vchannel, in_doubt || batch.replay)
+                        t.apply_data(&batch.lanes, in_doubt || batch.replay)
                     });
                     METRICS.batch_seconds.observe(sent.elapsed().as_secs_f64());
                     METRICS.applier_stage("send", sent);
@@ -247,8 +247,8 @@ impl Run<'_> {
 }
 
 fn record_applied(task: &str, batch: &DataBatch) {
-    let rows: u64 = batch.per_vchannel.iter().flatten().map(Call::rows).sum();
-    for call in batch.per_vchannel.iter().flatten() {
+    let rows: u64 = batch.lanes.iter().flatten().map(Call::rows).sum();
+    for call in batch.lanes.iter().flatten() {
         METRICS.applied(task, call.operation(), call.rows(), call.bytes());
     }
     METRICS.rows_applied.inc_by(rows);

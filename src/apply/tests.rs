@@ -122,8 +122,8 @@ impl FakeTarget {
 }
 
 impl Target for &mut FakeTarget {
-    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
-        for call in per_vchannel.iter().flatten() {
+    fn apply_data(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+        for call in lanes.iter().flatten() {
             self.apply(call, replay)?;
         }
         Ok(())

@@ -202,3 +202,66 @@ fn merged_calls_stay_under_the_call_size() {
     let keys: Vec<i64> = alone.iter().flat_map(inserted_keys).collect();
     assert_eq!(keys, [1, 2, 3, 4], "in order, none left out");
 }
+
+fn call(row: &JournalRow) -> Call {
+    let Step::Data { mut calls, .. } =
+        next_step(std::slice::from_ref(row), true, 0, usize::MAX).unwrap()
+    else {
+        panic!()
+    };
+    calls.remove(0)
+}
+
+fn deleted_keys(call: &Call) -> Vec<i64> {
+    match call {
+        Call::Delete {
+            keys: PrimaryKeys::Int64(keys),
+            ..
+        } => keys.clone(),
+        other => panic!("not a delete: {other:?}"),
+    }
+}
+
+#[test]
+fn the_calls_at_one_place_of_each_vchannel_go_as_one_call_each_vchannel_in_its_order() {
+    let lanes = vec![
+        vec![call(&insert(1, 0, &[1, 2])), call(&delete(2, 1, &[1]))],
+        vec![call(&insert(1, 0, &[10])), call(&delete(3, 1, &[10]))],
+        vec![call(&insert(4, 0, &[20]))],
+    ];
+    let merged = merged_across_vchannels(lanes, usize::MAX);
+    assert_eq!(merged.len(), 1, "one lane");
+    assert_eq!(inserted_keys(&merged[0][0]), [1, 2, 10, 20]);
+    assert_eq!(
+        deleted_keys(&merged[0][1]),
+        [1, 10],
+        "each vchannel's delete after its insert"
+    );
+    assert_eq!(
+        merged[0].len(),
+        2,
+        "no more calls one after the other than the longest lane"
+    );
+}
+
+#[test]
+fn lanes_stay_side_by_side_when_a_place_cannot_be_one_call() {
+    let different_kinds = vec![
+        vec![call(&insert(1, 0, &[1]))],
+        vec![call(&delete(1, 0, &[10]))],
+    ];
+    assert_eq!(
+        merged_across_vchannels(different_kinds.clone(), usize::MAX),
+        different_kinds
+    );
+    let (a, b) = (call(&insert(1, 0, &[1, 2])), call(&insert(1, 0, &[3])));
+    let too_large = vec![vec![a.clone()], vec![b.clone()]];
+    let max = (a.bytes() + b.bytes() - 1) as usize;
+    assert_eq!(merged_across_vchannels(too_large.clone(), max), too_large);
+    let one = vec![vec![a.clone(), b.clone()]];
+    assert_eq!(
+        merged_across_vchannels(one.clone(), usize::MAX),
+        one,
+        "one lane is left alone"
+    );
+}

@@ -1,5 +1,5 @@
-//! Data calls: inserts (upserts when replayed) and deletes, each vchannel's calls in order and
-//! the vchannels side by side.
+//! Data calls: inserts (upserts when replayed) and deletes, each lane's calls in order and the
+//! lanes side by side (a lane per vchannel, or one of calls merged across them).
 
 use milvus::proto::milvus as rpc;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -13,14 +13,14 @@ use crate::milvus_client::MAX_MESSAGE;
 use crate::model::{CollectionRef, PrimaryKeys};
 
 impl MilvusTarget {
-    /// Sends each vchannel's calls in order, the vchannels concurrently.
+    /// Sends each lane's calls in order, the lanes concurrently.
     pub(super) fn send_data(
         &mut self,
-        per_vchannel: &[Vec<Call>],
+        lanes: &[Vec<Call>],
         replay: bool,
     ) -> Result<(), TargetError> {
         // The calls need each collection's shape (primary key, partition key) and partition.
-        for call in per_vchannel.iter().flatten() {
+        for call in lanes.iter().flatten() {
             let (Call::Insert {
                 collection,
                 partition,
@@ -36,7 +36,7 @@ impl MilvusTarget {
         let this = &*self;
         let results = self
             .runtime
-            .block_on(futures::future::join_all(per_vchannel.iter().map(
+            .block_on(futures::future::join_all(lanes.iter().map(
                 |calls| async move {
                     for call in calls {
                         this.send(call, replay).await?;

@@ -306,12 +306,12 @@ impl MilvusTarget {
 }
 
 impl Target for MilvusTarget {
-    fn apply_data(&mut self, per_vchannel: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
+    fn apply_data(&mut self, lanes: &[Vec<Call>], replay: bool) -> Result<(), TargetError> {
         let sent = self
-            .addressed_calls(per_vchannel)
+            .addressed_calls(lanes)
             .and_then(|calls| self.send_data(&calls, replay));
         if let Err(TargetError::Blocked(_)) = &sent {
-            for call in per_vchannel.iter().flatten() {
+            for call in lanes.iter().flatten() {
                 self.forget(call.collection());
             }
         }
