@@ -96,6 +96,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, each shown at 0 from the start: an error series that first appears at 1 is
+    /// no increase to Prometheus, so the first error of its kind would go unseen.
+    const ALL: [ErrorKind; 8] = [
+        ErrorKind::MessageRejected,
+        ErrorKind::TargetTransient,
+        ErrorKind::TargetPermanent,
+        ErrorKind::TargetBlocked,
+        ErrorKind::Applier,
+        ErrorKind::SourceEtcd,
+        ErrorKind::Broker,
+        ErrorKind::Reader,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             ErrorKind::MessageRejected => "message_rejected",
@@ -179,10 +192,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     task_rows_applied: Family::default(),
     staged: OperationCounters::default(),
     applied: OperationCounters::default(),
-    errors: Family::default(),
+    errors: errors_at_zero(),
     api_refused: Family::default(),
     messages_ignored: Family::default(),
 });
+
+fn errors_at_zero() -> Family<ErrorLabels, Counter> {
+    let errors = Family::default();
+    for kind in ErrorKind::ALL {
+        let _ = errors.get_or_create(&ErrorLabels {
+            kind: kind.as_str(),
+        });
+    }
+    errors
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
@@ -246,6 +269,10 @@ type Seconds = Gauge<f64, AtomicU64>;
 pub struct Snapshot {
     pub journal_bytes: u64,
     pub journal_rows: u64,
+    /// Staging is held for room on the journal's disk.
+    pub staging_held: bool,
+    /// What `/readyz` answers: the journal can stage and write.
+    pub ready: bool,
     pub tasks: Vec<TaskGauges>,
     /// Each configured cluster's role (`primary`, `standby`, `fenced`, `lost`, `none`).
     pub cluster_roles: Vec<(String, String)>,
@@ -380,21 +407,32 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Time from sending a data batch to the target's acknowledgement, retries included",
         m.batch_seconds.clone(),
     );
-    let journal_bytes = Gauge::<i64>::default();
-    journal_bytes.set(snapshot.journal_bytes as i64);
-    registry.register(
-        "journal_bytes",
-        "Bytes of changes staged and not yet applied, all tasks",
-        journal_bytes,
-    );
-
-    let journal_rows = Gauge::<i64>::default();
-    journal_rows.set(snapshot.journal_rows as i64);
-    registry.register(
-        "journal_rows",
-        "Rows the journal holds, all tasks",
-        journal_rows,
-    );
+    for (name, help, value) in [
+        (
+            "journal_bytes",
+            "Bytes of changes staged and not yet applied, all tasks",
+            snapshot.journal_bytes as i64,
+        ),
+        (
+            "journal_rows",
+            "Rows the journal holds, all tasks",
+            snapshot.journal_rows as i64,
+        ),
+        (
+            "journal_staging_held",
+            "1 while staging is held: the journal's disk has less free space than the room the journal keeps ([journal] disk_reserve_bytes, or one growth of its file)",
+            i64::from(snapshot.staging_held),
+        ),
+        (
+            "ready",
+            "1 when /readyz answers 200; 0 when the journal's disk is too full to stage or its writes fail",
+            i64::from(snapshot.ready),
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
 
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
@@ -568,6 +606,8 @@ mod tests {
             group: None,
             journal_bytes: 0,
             journal_rows: 0,
+            staging_held: false,
+            ready: true,
             tasks: vec![TaskGauges {
                 task: "t".into(),
                 state: "Running".into(),
@@ -586,6 +626,8 @@ mod tests {
         );
         assert!(text.contains("milvus_cdc_journal_bytes 0"), "{text}");
         assert!(text.contains("milvus_cdc_journal_rows 0"), "{text}");
+        assert!(text.contains("milvus_cdc_journal_staging_held 0"), "{text}");
+        assert!(text.contains("milvus_cdc_ready 1"), "{text}");
         assert!(
             text.contains(r#"milvus_cdc_source_lag_seconds{task="t",channel="p0"} 2.0"#),
             "{text}"
@@ -602,6 +644,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn every_error_kind_is_shown_before_its_first_error() {
+        let text = render(&Snapshot::default()).unwrap();
+        for kind in ErrorKind::ALL {
+            let series = format!(r#"milvus_cdc_errors_total{{kind="{}"}} "#, kind.as_str());
+            assert!(text.contains(&series), "{series} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_held_journal_shows_staging_held_and_not_ready() {
+        let snapshot = Snapshot {
+            staging_held: true,
+            ready: false,
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot).unwrap();
+        assert!(text.contains("milvus_cdc_journal_staging_held 1"), "{text}");
+        assert!(text.contains("milvus_cdc_ready 0"), "{text}");
     }
 
     #[test]

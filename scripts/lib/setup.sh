@@ -10,21 +10,26 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# apt_install [--apt-option...] PACKAGE...: installs those not installed yet.
 apt_install() {
-    local missing=()
+    local opts=() missing=()
+    while [[ "${1:-}" == --* ]]; do opts+=("$1"); shift; done
     for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     log "apt: installing ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
 }
 
 setup_system() {
     # etcd for the testbed; protobuf-compiler for the pulsar crate's build script; libssl-dev and
     # pkg-config for OpenSSL, which librdkafka (TLS to Kafka) and the pulsar crate link.
     apt_install etcd-server etcd-client protobuf-compiler curl libssl-dev pkg-config
+    # promtool, which checks and unit-tests deploy/prometheus/ (tests/e2e/test_alerts.py); without
+    # recommends, which would add the node exporter and its service.
+    apt_install --no-install-recommends prometheus
 }
 
 setup_browser() {

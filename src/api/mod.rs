@@ -146,22 +146,9 @@ async fn healthz() -> &'static str {
             content_type = "text/plain"),
     ))]
 async fn readyz(State(supervisor): State<Arc<Supervisor>>) -> Response {
-    let journal = supervisor.journal();
-    if let Some(hold) = journal.disk_hold() {
-        let since = humantime::format_rfc3339_seconds(hold.since);
-        let why = format!("not ready: journal {hold} (since {since})");
-        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
-    }
-    match journal.storage_fault() {
+    match supervisor.journal().unready() {
         None => "ready".into_response(),
-        Some(fault) => {
-            let since = humantime::format_rfc3339_seconds(fault.since);
-            let why = format!(
-                "not ready: journal writes fail (since {since}): {}",
-                fault.error
-            );
-            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
-        }
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
     }
 }
 

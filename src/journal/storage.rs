@@ -112,6 +112,19 @@ impl Journal {
             .clone()
     }
 
+    /// Why the journal cannot do its work now, and since when: staging held for room on its
+    /// disk, or writes failing. The one answer of `/readyz` and `milvus_cdc_ready`.
+    pub fn unready(&self) -> Option<String> {
+        if let Some(hold) = self.disk_hold() {
+            let since = humantime::format_rfc3339_seconds(hold.since);
+            return Some(format!("journal {hold} (since {since})"));
+        }
+        self.storage_fault().map(|fault| {
+            let since = humantime::format_rfc3339_seconds(fault.since);
+            format!("journal writes fail (since {since}): {}", fault.error)
+        })
+    }
+
     fn reopen(&self) -> Result<(), JournalError> {
         // Waits for every operation on the old database to end.
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);

@@ -211,12 +211,15 @@ impl Supervisor {
 
 impl Supervisor {
     /// The gauges `/metrics` shows now: the journal's size and every task's state, lag and
-    /// consistency point.
+    /// consistency point. In a group, only of the tasks no other member owns: each task's
+    /// series come from the one member that runs it (the others hold a copy of its record,
+    /// and perhaps lag from when they ran it), so an alert on them fires once, and rightly.
     pub fn metrics_snapshot(&self) -> Result<Snapshot, TaskError> {
         let now = now_ms();
         let tasks = self
             .tasks()?
             .into_iter()
+            .filter(|spec| self.owned_elsewhere(&spec.task_id).is_none())
             .map(|spec| {
                 let lag = self.lag(&spec.task_id, now)?;
                 Ok(TaskGauges {
@@ -244,6 +247,8 @@ impl Supervisor {
         Ok(Snapshot {
             journal_bytes: self.journal.journal_bytes()?,
             journal_rows: self.journal.journal_rows()?,
+            staging_held: self.journal.disk_hold().is_some(),
+            ready: self.journal.unready().is_none(),
             tasks,
             cluster_roles,
             group: self.group_view().map(|g| crate::metrics::GroupGauges {

@@ -59,6 +59,8 @@ def test_a_full_disk_stops_staging_says_so_and_heals_when_space_is_back(tmp_path
                    lambda: [] if probe(server, "/readyz")[0] == 503 else [probe(server, "/readyz")], timeout=60)
         status, why = probe(server, "/readyz")
         assert "staging held" in why and str(small_disk) in why and "since" in why, why
+        gauges = server.metrics()
+        assert (gauges["milvus_cdc_ready"], gauges["milvus_cdc_journal_staging_held"]) == (0, 1), gauges
         assert probe(server, "/healthz")[0] == 200, "the process is alive"
         reason = server.request("GET", f"/v1/tasks/{task}")[1]["reason"]
         assert "disk" in reason, reason
@@ -68,6 +70,8 @@ def test_a_full_disk_stops_staging_says_so_and_heals_when_space_is_back(tmp_path
         assert_replicated(source, target, name, timeout=180)
         wait_until("/readyz to be ready again",
                    lambda: [] if probe(server, "/readyz")[0] == 200 else [probe(server, "/readyz")], timeout=60)
+        gauges = server.metrics()
+        assert (gauges["milvus_cdc_ready"], gauges["milvus_cdc_journal_staging_held"]) == (1, 0), gauges
     finally:
         server.stop()
         filler.unlink(missing_ok=True)

@@ -145,7 +145,9 @@ def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an
         shutil.rmtree(m1.workdir / "data")
         m1.start()
         wait_owned(members, task, "m1", timeout=60)
-        assert "took the task over" in m1.log.read_text().split("joined")[-1]
+        # Said once the claim (which the others see at once) is followed by the journal's restore.
+        wait_until("m1 to take the task over", lambda: [] if "took the task over" in m1.log.read_text().split(
+            "joined")[-1] else ["not yet"], timeout=30)
         time.sleep(3)
 
         writer.finish()
@@ -156,6 +158,13 @@ def test_a_task_moves_to_its_member_and_survives_its_kill_and_its_return_with_an
         assert metrics["milvus_cdc_task_takeovers_total"] == 1
         assert metrics[f'milvus_cdc_task_owner{{task="{task}",member="m1"}}'] == 1
         assert metrics['milvus_cdc_group_member_heartbeat_seconds{member="m2"}'] > time.time() - 30
+        # A task's gauges come from its owner alone, though the others ran it before.
+        assert metrics[f'milvus_cdc_task_state{{task="{task}",state="Running"}}'] == 1
+        assert metrics[f'milvus_cdc_rpo_seconds{{task="{task}"}}'] < 60
+        for other in (members[0], members[2]):
+            gauges = [k for k in other.metrics() if f'task="{task}"' in k and k.startswith((
+                "milvus_cdc_task_state", "milvus_cdc_lag_seconds", "milvus_cdc_rpo_seconds"))]
+            assert gauges == [], gauges
         # Asked of another member, a change is sent to the owner.
         status, paused = members[2].request("POST", f"/v1/tasks/{task}/pause")
         assert status == 200 and paused["state"] == "Paused", paused
