@@ -112,7 +112,13 @@ impl JournalSnapshot {
             )),
             other => JournalError::Open { path: path.clone(), source: Box::new(other) },
         })?;
+        super::format::check_read(&db.begin_read()?, &path)?;
         Ok(Self { db })
+    }
+
+    /// The format version stored in the file; None for format 1, written before versions were.
+    pub fn format_version(&self) -> Result<Option<u64>, JournalError> {
+        super::format::stored(&self.db.begin_read()?)
     }
 
     /// Every entry passing `filter`, in table order; `max_rows` bounds the journal rows. A task

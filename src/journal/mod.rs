@@ -13,6 +13,10 @@
 //! - `poison_messages`: `task` → the bytes of the source message its reader stopped on (a
 //!   poison, see `model::Poison`), for `dump` to show.
 //! - `imports_seen`: `task` → the source's bulk inserts it has seen complete (`imports.rs`).
+//! - `format`: `"version"` → the journal's format version (`format.rs`). A journal of a newer
+//!   format than this code's is refused at open, by `serve` and `dump` alike, before anything
+//!   else in it is read or written; one without a version (format 1) is read as it is and
+//!   stamped.
 //!
 //! Exactly once rests on two transactions:
 //! - [`Journal::stage`] writes a run of changes **and** the channel's new source offset together,
@@ -37,6 +41,7 @@ mod copies;
 mod disk;
 mod drain;
 pub mod dump;
+mod format;
 mod imports;
 pub mod lag;
 mod offsets;
@@ -48,6 +53,7 @@ mod storage;
 
 pub use checkpoint::{ChannelCheckpoint, Checkpoint};
 pub use disk::{DiskHold, StagingPermit};
+pub use format::CURRENT as FORMAT_VERSION;
 pub use imports::ImportsSeen;
 pub use run::TaskRun;
 pub use storage::StorageFault;
@@ -115,6 +121,16 @@ pub enum JournalError {
         task: String,
         run: u64,
         current: u64,
+    },
+    #[error(
+        "journal {path} was written by a newer milvus-cdc (journal format {found}); this one \
+         reads formats up to {known}: run the newer release, or start this one on an empty \
+         data dir (its tasks are not carried over)"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u64,
+        known: u64,
     },
     #[error("journal row {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
@@ -242,6 +258,8 @@ fn open_file(path: &Path, recent_bytes: usize) -> Result<(Database, RecentRows),
             },
         })?;
     let txn = db.begin_write()?;
+    // First: a newer format is refused before any table of it is opened.
+    format::check_and_stamp(&txn, path)?;
     {
         txn.open_table(ROWS)?;
         txn.open_table(SOURCE_OFFSETS)?;
@@ -301,6 +319,13 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The format version stored in the file ([`FORMAT_VERSION`] once open).
+    pub fn format_version(&self) -> Result<Option<u64>, JournalError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        format::stored(&txn)
     }
 
     // ---- tasks -------------------------------------------------------------------------------
