@@ -3,7 +3,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cli::verify::Verdict;
 use milvus_cdc::api::{Access, AllowedHosts};
 use milvus_cdc::config::Config;
@@ -61,7 +61,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Manage the tasks of a running server: list, get, create, pause, resume, delete, positions.
+    /// Manage the tasks of a running server: list, get, create, pause, resume, skip, delete,
+    /// positions.
     Task(cli::task::TaskArgs),
     /// Compare a task's source and target row by row, through the server. Exit status: 0
     /// equal, 1 different, 2 could not tell (as `diff`).
@@ -77,6 +78,9 @@ enum Command {
     /// Put back the rows a repair replaced or deleted (`{data_dir}/repair/TASK/`), upserting
     /// them into a Milvus as they were.
     Reapply(cli::reapply::ReapplyArgs),
+    /// Write the man pages or the shell completions into a folder (for packaging).
+    #[command(hide = true)]
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Failover(args) => cli::failover::run(args).map_err(CliError::from),
         Command::Switchover(args) => cli::switchover::run(args).map_err(CliError::from),
         Command::Reapply(args) => cli::reapply::run(args).map_err(CliError::from),
+        Command::Generate(args) => cli::generate::run(args, Cli::command()).map_err(CliError::from),
         Command::Verify(args) => {
             return match cli::verify::run(args) {
                 Ok(Verdict::Equal) => ExitCode::SUCCESS,
@@ -206,6 +211,8 @@ enum CliError {
     Https(#[from] cli::https::HttpsError),
     #[error(transparent)]
     Reapply(#[from] cli::reapply::ReapplyError),
+    #[error(transparent)]
+    Generate(#[from] cli::generate::GenerateError),
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), CliError> {

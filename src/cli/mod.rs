@@ -1,4 +1,5 @@
 pub mod failover;
+pub mod generate;
 pub mod https;
 pub mod reapply;
 pub mod switchover;
