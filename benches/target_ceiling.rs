@@ -1,11 +1,11 @@
 //! The direct-insert ceiling of a target Milvus: the rows the replication bench wrote to the
-//! source (int64 pk, 128-dim float vector), inserted straight through our own gRPC client with
-//! the same batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
+//! source (int64 pk, float vector), inserted straight through our own gRPC client with the same
+//! batch size. Prints one JSON line: {"rows": N, "seconds": S, "rows_per_s": R}.
 //!
-//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows-file> <batch> [streams]`
-//! (`streams` sequences of calls side by side, default 1); the collection
-//! must exist with fields `id` (int64 pk) and `vec` (128-dim float vector). The rows file holds
-//! per row the id (i64) and the vector (128 f32), little endian. Run by scripts/bench.
+//! `cargo bench --bench target_ceiling -- <uri> <collection> <rows-file> <batch> [streams [dim]]`
+//! (`streams` sequences of calls side by side, default 1; `dim` default 128); the collection
+//! must exist with fields `id` (int64 pk) and `vec` (`dim`-dim float vector). The rows file holds
+//! per row the id (i64) and the vector (`dim` f32), little endian. Run by scripts/bench.
 
 use std::time::Instant;
 
@@ -14,16 +14,14 @@ use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::schema::{DataType, FieldData, FloatArray, LongArray, ScalarField, VectorField};
 use milvus::proto::schema::{field_data, scalar_field, vector_field};
 
-const DIM: usize = 128;
-const ROW_BYTES: usize = 8 + DIM * 4;
-
-fn columns(rows: &[u8]) -> Vec<FieldData> {
+fn columns(rows: &[u8], dim: usize) -> Vec<FieldData> {
+    let row_bytes = 8 + dim * 4;
     let ids: Vec<i64> = rows
-        .chunks_exact(ROW_BYTES)
+        .chunks_exact(row_bytes)
         .map(|row| i64::from_le_bytes(row[..8].try_into().unwrap_or_default()))
         .collect();
     let vectors: Vec<f32> = rows
-        .chunks_exact(ROW_BYTES)
+        .chunks_exact(row_bytes)
         .flat_map(|row| row[8..].chunks_exact(4))
         .map(|v| f32::from_le_bytes(v.try_into().unwrap_or_default()))
         .collect();
@@ -41,7 +39,7 @@ fn columns(rows: &[u8]) -> Vec<FieldData> {
             r#type: DataType::FloatVector as i32,
             field_name: "vec".into(),
             field: Some(field_data::Field::Vectors(VectorField {
-                dim: DIM as i64,
+                dim: dim as i64,
                 data: Some(vector_field::Data::FloatVector(FloatArray {
                     data: vectors,
                 })),
@@ -59,18 +57,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let (uri, collection, rows_file, batch, streams) = match args.as_slice() {
-        [uri, collection, rows_file, batch] => (uri, collection, rows_file, batch, "1"),
+    let (uri, collection, rows_file, batch, streams, dim) = match args.as_slice() {
+        [uri, collection, rows_file, batch] => (uri, collection, rows_file, batch, "1", "128"),
         [uri, collection, rows_file, batch, streams] => {
-            (uri, collection, rows_file, batch, streams.as_str())
+            (uri, collection, rows_file, batch, streams.as_str(), "128")
         }
+        [uri, collection, rows_file, batch, streams, dim] => (
+            uri,
+            collection,
+            rows_file,
+            batch,
+            streams.as_str(),
+            dim.as_str(),
+        ),
         _ => {
-            eprintln!("usage: target_ceiling <uri> <collection> <rows-file> <batch> [streams]");
+            eprintln!(
+                "usage: target_ceiling <uri> <collection> <rows-file> <batch> [streams [dim]]"
+            );
             return Ok(());
         }
     };
     let rows = std::fs::read(rows_file)?;
-    let (batch, streams): (usize, usize) = (batch.parse()?, streams.parse()?);
+    let (batch, streams, dim): (usize, usize, usize) =
+        (batch.parse()?, streams.parse()?, dim.parse()?);
+    let row_bytes = 8 + dim * 4;
     let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
         .connect()
         .await?;
@@ -78,10 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Batches are dealt to `streams` sequences of calls that run side by side.
     let streams = streams.max(1);
     let mut sequences: Vec<Vec<(usize, Vec<FieldData>)>> = vec![Vec::new(); streams];
-    for (i, part) in rows.chunks(batch * ROW_BYTES).enumerate() {
-        sequences[i % streams].push((part.len() / ROW_BYTES, columns(part)));
+    for (i, part) in rows.chunks(batch * row_bytes).enumerate() {
+        sequences[i % streams].push((part.len() / row_bytes, columns(part, dim)));
     }
-    let rows = rows.len() / ROW_BYTES;
+    let rows = rows.len() / row_bytes;
     let started = Instant::now();
     futures::future::try_join_all(sequences.into_iter().map(|sequence| {
         let mut client = client.clone();

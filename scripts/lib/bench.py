@@ -21,7 +21,14 @@
 5. snapshot copy: S rows written, flushed and loaded on the source before any task; a task
    created with `start_position: "snapshot"`, rows/s = S / time from the create request until its
    copy is done, and over the copy alone, next to the ceiling (2.) of the same rows into the same
-   target in the same run, and the appliance's peak RSS.
+   target in the same run, and the appliance's peak RSS;
+6. takeover: a task's write outage when its owner in a group of three is killed (bench_takeover.py);
+7. scale (`--scale`, alone: the other sections are skipped): many collections (300 and 30 over 3
+   databases under a `*` task: time until all are on the target and the appliance's CPU seconds
+   per collection, and how each grows), 768-dim vectors (catch-up and snapshot copy against
+   their ceiling), a large backlog (5,000,000 rows: journal size on disk, peak RSS, drain rate
+   against its ceiling, time until consistent within 1 s of the source) and four tasks side by
+   side against the ceiling of their rows in one stream and in four (bench_scale.py).
 
 Prints a report; exits non-zero only if something failed, never on a figure.
 """
@@ -48,11 +55,19 @@ from pymilvus import DataType, FieldSchema, connections  # noqa: E402
 from cdc import CdcServer  # noqa: E402
 from relay import TcpRelay  # noqa: E402
 from bench_takeover import takeover_outage  # noqa: E402
+# bench_scale uses this module's helpers as `bench.x`: the same module when this file runs as a script.
+sys.modules.setdefault("bench", sys.modules[__name__])
+from bench_scale import add_flags as add_scale_flags, scale  # noqa: E402
 import cdc as cdc_module  # noqa: E402
-from workload import Cluster, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema  # noqa: E402
+from workload import (Cluster, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema,  # noqa: E402
+                      wait_until)
 
 SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=128))
 STAGES = ("plan", "mark", "send", "commit")
+
+
+def dim(schema=SCHEMA) -> int:
+    return next(int(f.params["dim"]) for f in schema.fields if f.dtype == DataType.FLOAT_VECTOR)
 
 
 def env() -> dict:
@@ -94,24 +109,24 @@ def settle(pids: dict[str, int], timeout: float = 60, idle_cores: float = 0.3) -
             return
 
 
-def batches(start: int, rows: int, batch: int):
+def batches(start: int, rows: int, batch: int, schema=SCHEMA):
     for lo in range(start, start + rows, batch):
-        yield make_rows(SCHEMA, range(lo, min(lo + batch, start + rows)), seed=lo)
+        yield make_rows(schema, range(lo, min(lo + batch, start + rows)), seed=lo)
 
 
-def write(source: Cluster, name: str, start: int, rows: int, batch: int) -> None:
-    for part in batches(start, rows, batch):
+def write(source: Cluster, name: str, start: int, rows: int, batch: int, schema=SCHEMA) -> None:
+    for part in batches(start, rows, batch, schema):
         insert(source, name, part, batch=batch)
 
 
-def rows_file(path: Path, rows: int, batch: int) -> Path:
+def rows_file(path: Path, rows: int, batch: int, schema=SCHEMA) -> Path:
     """The rows `write` sends, for the ceiling client: per row the id (i64) and the vector
-    (128 f32), little endian."""
+    (`dim` f32), little endian."""
     with open(path, "wb") as out:
-        for part in batches(0, rows, batch):
+        for part in batches(0, rows, batch, schema):
             ids = np.array([row["id"] for row in part], dtype="<i8")
             vectors = np.array([row["vec"] for row in part], dtype="<f4")
-            records = np.zeros(len(part), dtype=[("id", "<i8"), ("vec", "<f4", (128,))])
+            records = np.zeros(len(part), dtype=[("id", "<i8"), ("vec", "<f4", (dim(schema),))])
             records["id"], records["vec"] = ids, vectors
             out.write(records.tobytes())
     return path
@@ -131,13 +146,17 @@ def visible(cluster: Cluster, name: str, pk: int) -> bool:
     return bool(coll.query(f"id == {pk}", output_fields=["id"], consistency_level="Strong"))
 
 
-def appliance(work: Path, e: dict, apply: dict[str, int]) -> CdcServer:
-    """An appliance whose [apply] section holds `apply`'s settings."""
+STARTED: list[CdcServer] = []  # every appliance started here, for bench_scale to stop after a failure
+
+
+def appliance(work: Path, e: dict, apply: dict[str, int], extra_config: str = "") -> CdcServer:
+    """An appliance whose [apply] section holds `apply`'s settings (and `extra_config`'s tables)."""
     work.mkdir()
-    server = CdcServer(work, e)
+    server = CdcServer(work, e, extra_config=extra_config)
     if apply:
         server.config.write_text(server.config.read_text() + "[apply]\n"
                                  + "".join(f"{key} = {value}\n" for key, value in apply.items()))
+    STARTED.append(server)
     return server.start()
 
 
@@ -185,7 +204,7 @@ def measure(server: CdcServer, pids: dict[str, int], rows: int, begin) -> dict:
 
 
 def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int,
-                      apply: dict[str, int]) -> dict:
+                      apply: dict[str, int], schema=SCHEMA) -> dict:
     """One throughput run over a backlog of N rows, measured twice on the same source rows:
 
     - catch-up: a running task, whose collection is on the target already, is paused while the
@@ -196,7 +215,7 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     name = f"bench_{time.time_ns()}"
     uri = e["TARGET_MILVUS_URI"]
     pids = part_pids()
-    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    create_collection(source, name, schema, shards=2, consistency_level="Bounded")
     server = appliance(work / f"{name}-catch-up", e, apply)
     task = server.create_task(uri, collections=(name,))
     deadline = time.monotonic() + 60
@@ -205,7 +224,7 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
             raise TimeoutError(f"{name} was not created on the target in 60 s; see {server.log}")
         time.sleep(0.1)
     assert server.post("pause", {"task_id": task})[0] == 200
-    write(source, name, 0, rows, batch)
+    write(source, name, 0, rows, batch, schema)
     source.collection(name).flush()
     settle(pids)
     catch_up = measure(server, pids, rows, lambda: server.post("resume", {"task_id": task}))
@@ -219,17 +238,18 @@ def replicate_backlog(source: Cluster, target: Cluster, e: dict, work: Path, row
     return {"catch_up": catch_up, "from_create": from_create}
 
 
-def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1) -> tuple[float, dict[str, float]]:
+def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1,
+            schema=SCHEMA) -> tuple[float, dict[str, float]]:
     """The same rows straight into the target, our own Rust client: `batch` rows per call,
     `streams` sequences of calls side by side."""
     name = f"bench_ceiling_{time.time_ns()}"
-    create_collection(target, name, SCHEMA, shards=2, consistency_level="Bounded")
+    create_collection(target, name, schema, shards=2, consistency_level="Bounded")
     pids = part_pids()
     settle(pids)
     cpu_before = cpu_use(pids)
     out = subprocess.run(
         ["cargo", "bench", "--quiet", "--bench", "target_ceiling", "--",
-         e["TARGET_MILVUS_URI"], name, str(rows), str(batch), str(streams)],
+         e["TARGET_MILVUS_URI"], name, str(rows), str(batch), str(streams), str(dim(schema))],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     cpu = {name: seconds - cpu_before[name] for name, seconds in cpu_use(pids).items()}
     target.drop_collection(name)
@@ -237,12 +257,13 @@ def ceiling(target: Cluster, e: dict, rows: Path, batch: int, streams: int = 1) 
 
 
 def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: str, rows: int,
-                   apply: dict[str, int]) -> dict:
-    """The appliance's RSS with `rows` rows in its journal, and while a restarted appliance
-    drains them to the target."""
+                   apply: dict[str, int], on_drained=None, extra_config: str = "") -> dict:
+    """The appliance's RSS with `rows` rows in its journal (and the journal's size), and while a
+    restarted appliance drains them to the target. `on_drained(server, task, started)`, when
+    given, is called once drained, the appliance still running, and adds to the report."""
     port = cdc_module.free_port()
-    server = appliance(work, e, apply)
-    server.create_task(f"http://127.0.0.1:{port}", collections=(name,))
+    server = appliance(work, e, apply, extra_config)
+    task = server.create_task(f"http://127.0.0.1:{port}", collections=(name,))
     create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
     peak = [0.0]
 
@@ -253,10 +274,19 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
 
     threading.Thread(target=sample, args=(server,), daemon=True).start()
     write(source, name, 0, rows, 10_000)
-    time.sleep(10)
+    staged_rows = f'milvus_cdc_staged_rows_total{{task="{task}",op="insert"}}'
+
+    def unstaged() -> list:
+        staged = server.metrics().get(staged_rows, 0)
+        return [] if staged >= rows else [f"{staged:.0f} of {rows} rows staged; see {server.log}"]
+
+    wait_until("the backlog staged in the journal", unstaged, timeout=120 + rows / 10_000)
     report = {"backlog_rows": rows, "appliance_rss_mb_with_backlog": rss_mb(server.proc.pid)[0],
               "appliance_peak_rss_mb_while_staging_backlog": peak[0]}
     server.stop()
+    journal = (work / "data" / "journal.redb").stat()
+    report["backlog_journal_file_mb"] = journal.st_size / 2**20
+    report["backlog_journal_on_disk_mb"] = journal.st_blocks * 512 / 2**20  # what `du` counts
     staged = subprocess.run([str(cdc_module.BINARY), "dump", "--data-dir", str(work / "data"),
                              "--max-rows", "100000000"], capture_output=True, text=True).stdout
     report["backlog_rows_in_journal"] = sum(int(line.rsplit("rows=", 1)[1]) for line in staged.splitlines()
@@ -272,6 +302,8 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
         time.sleep(0.2)
     report["backlog_drained_after_s"] = time.monotonic() - started
     report["appliance_peak_rss_mb_while_draining"] = max(peak[0], rss_mb(server.proc.pid)[1])
+    if on_drained:
+        report.update(on_drained(server, task, started))
     server.stop()
     drained = target.collection(name)
     drained.flush()
@@ -281,16 +313,17 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
     return report
 
 
-def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int) -> dict:
+def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: int, batch: int,
+                  schema=SCHEMA) -> dict:
     """Section 5: the snapshot copy of `rows` rows, and the ceiling of the same rows."""
     name = f"bench_snapshot_{time.time_ns()}"
     work.mkdir(parents=True, exist_ok=True)
-    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
-    write(source, name, 0, rows, batch)
+    create_collection(source, name, schema, shards=2, consistency_level="Bounded")
+    write(source, name, 0, rows, batch, schema)
     source.collection(name).flush()
     ensure_loaded(source, name)
-    same_rows = rows_file(work / "snapshot-rows.bin", rows, batch)
-    ceiling(target, e, same_rows, batch)  # warm-up, untimed
+    same_rows = rows_file(work / "snapshot-rows.bin", rows, batch, schema)
+    ceiling(target, e, same_rows, batch, schema=schema)  # warm-up, untimed
     pids = part_pids()
     settle(pids)
     server = appliance(work / name, e, {})
@@ -312,7 +345,7 @@ def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: i
     server.stop()
     target.drop_collection(name)
     settle(pids)
-    rate, _ = ceiling(target, e, same_rows, batch)
+    rate, _ = ceiling(target, e, same_rows, batch, schema=schema)
     source.drop_collection(name)
     # Two rates: from the create request (the target collection's creation, index and load
     # included), and over the copy alone (from its first count on the source to its last page).
@@ -395,7 +428,10 @@ def main() -> int:
     parser.add_argument("--takeovers", type=int, default=5, help="takeovers in a group of three appliances")
     parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
     parser.add_argument("--max-batch-bytes", type=int, help="the appliance's [apply] max_batch_bytes")
+    add_scale_flags(parser)
     args = parser.parse_args()
+    if args.scale:  # the scale section runs alone
+        args.repeat = args.lag_batches = args.backlog = args.snapshot_rows = args.takeovers = 0
     cdc_module.BINARY = ROOT / "target" / "release" / "milvus-cdc"
     e = env()
     source = Cluster("source", e["SOURCE_MILVUS_URI"]).connect()
@@ -446,6 +482,10 @@ def main() -> int:
     # 6. a takeover's write outage in a group
     if args.takeovers:
         report.update(takeover_outage(source, target, e, work / "group", SCHEMA, visible, args.takeovers))
+
+    # 7. scale: many collections, 768-dim vectors, four tasks, a large backlog (bench_scale.py)
+    if args.scale:
+        report.update(scale(args, source, target, e, work / "scale", lambda: fresh_testbed(source, target)))
 
     print("\n== replication bench (one run on this machine; throughput figures are medians of --repeat)")
     for key, value in report.items():
