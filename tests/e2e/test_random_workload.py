@@ -4,7 +4,7 @@ name as they come would need a restart, so the task takes two whole databases of
 `db_collections` with `*`); at the end the target equals the source.
 
 The seed is printed (and taken from MILVUS_CDC_SOAK_SEED when set) so a failure can be replayed;
-MILVUS_CDC_SOAK_SECONDS sets how long operations run (60 s in the default suite; `scripts/soak`
+MILVUS_CDC_SOAK_SECONDS sets how long operations run (30 s in the default suite; `scripts/soak`
 runs 600)."""
 
 import os
@@ -141,7 +141,7 @@ def test_a_random_mix_with_random_faults_ends_equal(tmp_path, env, source, targe
 
 def random_mix(tmp_path, env, source, target, databases, faults: bool) -> None:
     seed = int(os.environ.get("MILVUS_CDC_SOAK_SEED", random.randrange(1 << 32)))
-    seconds = float(os.environ.get("MILVUS_CDC_SOAK_SECONDS", 60))
+    seconds = float(os.environ.get("MILVUS_CDC_SOAK_SECONDS", 30))
     print(f"random workload: seed {seed}, {seconds:.0f} s (MILVUS_CDC_SOAK_SEED={seed} replays it)")
     rng = random.Random(seed)
     chaos = Chaos(tmp_path, env, target, random.Random(seed + 1)) if faults else None

@@ -25,8 +25,8 @@ def test_verify_finds_equality_then_each_row_changed_behind_the_appliances_back(
     task = server.create_task(target.uri, collections=(typed, keyed))
     create_collection(source, typed, SCALARS, shards=2)
     # More rows than a page (2,000), written in several segments, some deleted and some upserted.
-    for start in range(0, 5_000, 1_000):
-        insert(source, typed, make_rows(SCALARS, range(start, start + 1_000), seed=start))
+    for start in range(0, 5_000, 2_500):
+        insert(source, typed, make_rows(SCALARS, range(start, start + 2_500), seed=start))
         source.collection(typed).flush()
     delete(source, typed, list(range(0, 5_000, 7)))
     upsert(source, typed, make_rows(SCALARS, range(3, 5_000, 11), seed=99))
