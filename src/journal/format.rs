@@ -45,11 +45,7 @@ pub(super) fn check_and_stamp(txn: &WriteTransaction, path: &Path) -> Result<u64
 
 /// For a read-only open (`dump`): refuses a newer format; an unversioned file is format 1.
 pub(super) fn check_read(txn: &ReadTransaction, path: &Path) -> Result<u64, JournalError> {
-    let found = match txn.open_table(FORMAT) {
-        Ok(table) => table.get(VERSION)?.map_or(UNVERSIONED, |v| v.value()),
-        Err(TableError::TableDoesNotExist(_)) => UNVERSIONED,
-        Err(other) => return Err(other.into()),
-    };
+    let found = stored(txn)?.unwrap_or(UNVERSIONED);
     readable(path, found)?;
     Ok(found)
 }
