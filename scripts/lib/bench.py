@@ -327,6 +327,8 @@ def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: i
     pids = part_pids()
     settle(pids)
     server = appliance(work / name, e, {})
+    pids["appliance"] = server.proc.pid
+    cpu_before = cpu_use(pids)
     started = time.monotonic()
     status, task = server.request("POST", "/v1/tasks", {
         "milvus_connect_param": {"uri": e["TARGET_MILVUS_URI"]}, "collection_infos": [{"name": name}],
@@ -340,12 +342,16 @@ def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: i
             raise RuntimeError(f"the snapshot copy did not end; see {server.log}")
         time.sleep(0.2)
     elapsed = time.monotonic() - started
+    copy_cpu = {part: round(seconds - cpu_before[part], 2) for part, seconds in cpu_use(pids).items()}
     copying = view["snapshot"][0]["rows_per_second"]
     rss = rss_mb(server.proc.pid)
     server.stop()
+    del pids["appliance"]
     target.drop_collection(name)
     settle(pids)
-    rate, _ = ceiling(target, e, same_rows, batch, schema=schema)
+    rate, ceiling_cpu = ceiling(target, e, same_rows, batch, schema=schema)
+    print(f"snapshot copy: {copying:.0f} rows/s against a ceiling of {rate:.0f} rows/s; cpu seconds, from "
+          f"create to copied: {copy_cpu}; ceiling: { {k: round(v, 2) for k, v in ceiling_cpu.items()} }", flush=True)
     source.drop_collection(name)
     # Two rates: from the create request (the target collection's creation, index and load
     # included), and over the copy alone (from its first count on the source to its last page).

@@ -374,11 +374,7 @@ fn a_collection_being_copied_gets_only_its_creation_then_its_changes_as_replays(
     };
     f.stage("p0", vec![collection_event(V0, 0, &[V0], create)], 0);
     f.stage("p0", vec![delete(V0, 10, 1)], 20);
-    let copying = CopyState::Copying {
-        partition: 0,
-        after: None,
-        in_doubt: false,
-    };
+    let copying = CopyState::beginning();
     f.journal
         .put_copy(&TaskRun::unstarted("t"), &copy(copying))
         .unwrap();

@@ -303,14 +303,7 @@ mod tests {
                 holds_from: at(90_000),
                 segments: vec![],
             }),
-            ..CopyProgress::of_test_collection(
-                c,
-                CopyState::Copying {
-                    partition: 0,
-                    after: None,
-                    in_doubt: false,
-                },
-            )
+            ..CopyProgress::of_test_collection(c, CopyState::beginning())
         };
         journal
             .put_imports_seen(&run, &seen(96_000), std::slice::from_ref(&copy))

@@ -633,6 +633,7 @@ fn a_snapshot_copy_is_written_by_the_current_run_only_and_goes_with_its_task() {
             partition: 0,
             after: Some(PrimaryKey::Str("k\"1".into())),
             in_doubt: true,
+            doubt_through: Some(PrimaryKey::Str("k\"9".into())),
         },
         recopy: None,
         repair: false,

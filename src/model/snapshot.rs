@@ -102,17 +102,32 @@ fn default_page_rows() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CopyState {
     /// Copying partition `partition` (an index into `partitions`) after key `after`.
-    /// `in_doubt`: a page was being sent when the copy stopped, so the target may have some of
-    /// the next page: it is sent as an upsert.
+    /// `in_doubt`: pages were being sent when the copy stopped, so the target may have some of
+    /// the partition's rows past `after`, through key `doubt_through` (None: in the next page,
+    /// as copies recorded before pages went side by side say); they are sent as upserts.
     Copying {
         partition: usize,
         after: Option<PrimaryKey>,
         in_doubt: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        doubt_through: Option<PrimaryKey>,
     },
     /// Done: the journal's changes of the collection up to `replay_through` (a source
     /// timestamp past every read of the copy) may already be in the rows copied, so they are
     /// applied as replays (inserts as upserts).
     Done { replay_through: u64 },
+}
+
+impl CopyState {
+    /// Before the first page of the first partition.
+    pub fn beginning() -> Self {
+        Self::Copying {
+            partition: 0,
+            after: None,
+            in_doubt: false,
+            doubt_through: None,
+        }
+    }
 }
 
 impl CopyProgress {

@@ -40,6 +40,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::TryFutureExt;
+use futures::stream::{FuturesOrdered, StreamExt};
 use milvus::proto::milvus::{InsertRequest, UpsertRequest};
 use milvus::proto::schema::FieldData;
 use tokio::runtime::Handle;
@@ -47,7 +49,7 @@ use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
 use crate::milvus_client::{ReadError, RowReader, Seen, Shape, failure, keys};
-use crate::model::{CopyProgress, CopyState, PrimaryKey, now_ms};
+use crate::model::{CollectionRef, CopyProgress, CopyState, PrimaryKey, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
 /// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
@@ -74,22 +76,122 @@ struct Pages {
     shape: Shape,
     /// What every read of the copy sees of the source.
     seen: Seen,
-    /// The page after the last one sent, read while it was being sent.
-    prefetched: Option<Vec<FieldData>>,
-    /// Whether the target may have rows of the next page: only when a crash left it in
-    /// doubt. (The copy marks the next page in doubt before sending it as well.)
-    resumed_in_doubt: bool,
     /// A repair's saved rows of the partition being copied (its index).
     saved: Option<(usize, repair::Saved)>,
 }
 
-/// Where a copy is: partition `partition` (named `name`) after key `after`, as its progress
-/// says (see [`CopyState::Copying`]).
-struct At {
-    partition: usize,
-    name: String,
+/// Pages on their way to the target at once: the next page is read, and sent, while the ones
+/// before it are still being sent, so the source's reads and the target's writes overlap.
+const PAGES_IN_FLIGHT: usize = 2;
+
+/// What the target may have of the partition being copied, past the progress: rows of pages
+/// sent before the copy stopped, which go again as upserts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Doubt {
+    None,
+    /// In the first page after the progress (copies recorded before pages went side by side).
+    NextPage,
+    /// In the pages that begin at or below this key.
+    Through(PrimaryKey),
+}
+
+impl Doubt {
+    fn of(state: &CopyState) -> Self {
+        match state {
+            CopyState::Copying {
+                in_doubt: true,
+                doubt_through: Some(key),
+                ..
+            } => Self::Through(key.clone()),
+            CopyState::Copying { in_doubt: true, .. } => Self::NextPage,
+            _ => Self::None,
+        }
+    }
+
+    /// Whether the page after key `after` (None: the partition's first) may be on the target;
+    /// asked of each page in turn.
+    fn covers(&mut self, after: Option<&PrimaryKey>) -> bool {
+        let covered = match &*self {
+            Self::None => false,
+            Self::NextPage => true,
+            Self::Through(key) => after.is_none_or(|after| after < key),
+        };
+        if !covered || *self == Self::NextPage {
+            *self = Self::None;
+        }
+        covered
+    }
+
+    /// The key through which the target may have rows once the pages through `last` are sent.
+    fn through(&self, last: &PrimaryKey) -> PrimaryKey {
+        match self {
+            Self::Through(key) if key > last => key.clone(),
+            _ => last.clone(),
+        }
+    }
+}
+
+/// Where a copy's pages go.
+struct Destination {
+    collection: CollectionRef,
+    dynamic_field: Option<String>,
+    partition_key: bool,
+}
+
+/// The pages of a partition the target acknowledged since the progress was last committed.
+struct Acknowledged {
+    /// The last key of the newest of them (pages are acknowledged in the order they were read,
+    /// which is key order).
     after: Option<PrimaryKey>,
-    in_doubt: bool,
+    rows: u64,
+}
+
+/// The pages of a partition on their way to the target, each answering its rows and last key.
+struct InFlight<F: Future> {
+    pages: FuturesOrdered<F>,
+    acknowledged: Acknowledged,
+}
+
+impl<F: Future<Output = Result<(usize, PrimaryKey), CopyError>>> InFlight<F> {
+    /// None yet, the progress after key `after`.
+    fn after(after: Option<PrimaryKey>) -> Self {
+        Self {
+            pages: FuturesOrdered::new(),
+            acknowledged: Acknowledged { after, rows: 0 },
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self.pages.is_empty()
+    }
+
+    fn push(&mut self, page: F) {
+        self.pages.push_back(page);
+    }
+
+    /// Waits for the oldest page to be acknowledged (at once when none is in flight).
+    async fn next(&mut self) -> Result<(), CopyError> {
+        if let Some(page) = self.pages.next().await {
+            let (rows, last) = page?;
+            self.acknowledged.rows += rows as u64;
+            self.acknowledged.after = Some(last);
+            crate::failpoint::hit("snapshot-after-send");
+        }
+        Ok(())
+    }
+
+    /// Waits until fewer than `most` pages are in flight.
+    async fn make_room(&mut self, most: usize) -> Result<(), CopyError> {
+        while self.pages.len() >= most {
+            self.next().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every page is acknowledged.
+    async fn drain(&mut self) -> Result<(), CopyError> {
+        self.make_room(1).await
+    }
 }
 
 /// Copies one task's collections.
@@ -117,8 +219,8 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Copies one collection, page by page, from where its progress says; returns once it is
-    /// copied or the task stops.
+    /// Copies one collection, partition by partition, from where its progress says; returns
+    /// once it is copied or the task stops.
     async fn copy(&self, copy: &mut CopyProgress) -> Result<(), CopyError> {
         self.wait_for_target(copy).await?;
         if copy.began_ms == 0 && !self.begin(copy).await? {
@@ -130,58 +232,18 @@ impl Copier<'_> {
                 fields: copy.fields.clone(),
             },
             seen: self.reads_through(copy)?,
-            prefetched: None,
-            resumed_in_doubt: matches!(copy.state, CopyState::Copying { in_doubt: true, .. }),
             saved: None,
         };
+        let mut doubt = Doubt::of(&copy.state);
         while !self.stop.load(Ordering::Relaxed) {
-            let CopyState::Copying {
-                partition,
-                after,
-                in_doubt,
-            } = copy.state.clone()
-            else {
+            let CopyState::Copying { partition, .. } = copy.state else {
                 return Ok(());
             };
-            let Some(name) = copy.partitions.get(partition).cloned() else {
+            if partition >= copy.partitions.len() {
                 return self.finish(copy);
-            };
-            let Some(columns) = self
-                .read_page(copy, &name, after.as_ref(), &mut pages)
-                .await?
-            else {
-                // Dropped on the source: past its last partition, the copy is done.
-                copy.state = CopyState::Copying {
-                    partition: copy.partitions.len(),
-                    after: None,
-                    in_doubt,
-                };
-                continue;
-            };
-            let page_keys = page_keys(copy, &columns)?;
-            let Some(last) = page_keys.iter().max().cloned() else {
-                if copy.repair {
-                    // Past the source's last key: what the target has there goes.
-                    let saved = self.saved(copy, partition, &mut pages)?;
-                    self.repair_range(copy, &name, &[], after.as_ref(), None, saved)
-                        .await?;
-                }
-                copy.state = CopyState::Copying {
-                    partition: partition + 1,
-                    after: None,
-                    in_doubt,
-                };
-                self.journal.put_copy(&self.run, copy)?;
-                continue;
-            };
-            let at = At {
-                partition,
-                name,
-                after,
-                in_doubt,
-            };
-            self.send_page(copy, at, columns, page_keys.len(), last, &mut pages)
-                .await?;
+            }
+            self.copy_partition(copy, &mut doubt, &mut pages).await?;
+            doubt = Doubt::None;
         }
         Ok(())
     }
@@ -256,37 +318,186 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// The page of partition `name` after key `after`: the one read ahead, or read now. An
-    /// empty page when the partition is gone from the source; None when the collection is.
+    /// Copies the partition the progress is in, from where it says: its pages are read one
+    /// after another and each is sent as soon as it is read, [`PAGES_IN_FLIGHT`] at most at a
+    /// time (one in a repair). Before a page is sent, the progress is moved past the pages the
+    /// target acknowledged (in order) and marks every page sent in doubt, in one commit.
+    /// Returns once the progress is past the partition, or the task stops.
+    async fn copy_partition(
+        &self,
+        copy: &mut CopyProgress,
+        doubt: &mut Doubt,
+        pages: &mut Pages,
+    ) -> Result<(), CopyError> {
+        let CopyState::Copying {
+            partition, after, ..
+        } = copy.state.clone()
+        else {
+            return Ok(());
+        };
+        let name = copy.partitions[partition].clone();
+        let to = Destination {
+            collection: copy.target.clone(),
+            dynamic_field: copy.dynamic_field.clone(),
+            partition_key: copy.partition_key,
+        };
+        let source = copy.source.clone();
+        let most_in_flight = if copy.repair { 1 } else { PAGES_IN_FLIGHT };
+        // A collection copied again (a bulk insert), or repaired, has rows on the target.
+        let always_upsert = copy.recopy.is_some() || copy.repair;
+        let mut read_after = after.clone();
+        let mut in_flight = InFlight::after(after);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                in_flight.drain().await?;
+                return self.mark(copy, partition, &mut in_flight.acknowledged, doubt, None);
+            }
+            // The next page is read while the pages before it are sent.
+            let columns = {
+                let read =
+                    self.read_page(&source, &name, read_after.as_ref(), copy.page_rows, pages);
+                tokio::pin!(read);
+                loop {
+                    tokio::select! {
+                        biased;
+                        acknowledged = in_flight.next(), if in_flight.any() => acknowledged?,
+                        columns = &mut read => break columns?,
+                    }
+                }
+            };
+            let Some(columns) = columns else {
+                // Dropped on the source: past its last partition, the copy is done.
+                in_flight.drain().await?;
+                let past_last = copy.partitions.len();
+                return self.begin_partition(copy, past_last, in_flight.acknowledged);
+            };
+            let page_keys = page_keys(copy, &columns)?;
+            let Some(last) = page_keys.iter().max().cloned() else {
+                in_flight.drain().await?;
+                if copy.repair {
+                    // Past the source's last key: what the target has there goes.
+                    let saved = self.saved(copy, partition, pages)?;
+                    self.repair_range(copy, &name, &[], read_after.as_ref(), None, saved)
+                        .await?;
+                }
+                return self.begin_partition(copy, partition + 1, in_flight.acknowledged);
+            };
+            in_flight.make_room(most_in_flight).await?;
+            let upsert = doubt.covers(read_after.as_ref()) || always_upsert;
+            self.mark(
+                copy,
+                partition,
+                &mut in_flight.acknowledged,
+                doubt,
+                Some(&last),
+            )?;
+            crate::failpoint::hit("snapshot-after-mark");
+            if copy.repair {
+                let saved = self.saved(copy, partition, pages)?;
+                self.repair_range(
+                    copy,
+                    &name,
+                    &columns,
+                    read_after.as_ref(),
+                    Some(&last),
+                    saved,
+                )
+                .await?;
+            }
+            let rows = page_keys.len();
+            let page = self.send(&to, &name, columns, rows, upsert);
+            in_flight.push(page.map_ok({
+                let last = last.clone();
+                move |()| (rows, last)
+            }));
+            read_after = Some(last);
+            // Tests slow the copy down to act while it runs.
+            tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
+        }
+    }
+
+    /// Commits the progress of `partition`: past the pages acknowledged, and in doubt through
+    /// `last` (the newest page sent) or as far as it already was.
+    fn mark(
+        &self,
+        copy: &mut CopyProgress,
+        partition: usize,
+        acknowledged: &mut Acknowledged,
+        doubt: &Doubt,
+        last: Option<&PrimaryKey>,
+    ) -> Result<(), CopyError> {
+        let before = copy.state.clone();
+        let CopyState::Copying {
+            in_doubt,
+            doubt_through,
+            ..
+        } = &before
+        else {
+            return Ok(());
+        };
+        let doubt_through = last
+            .map(|last| doubt.through(last))
+            .or(doubt_through.clone());
+        copy.rows_copied += std::mem::take(&mut acknowledged.rows);
+        copy.state = CopyState::Copying {
+            partition,
+            after: acknowledged.after.clone(),
+            in_doubt: *in_doubt || doubt_through.is_some(),
+            doubt_through,
+        };
+        if copy.state != before {
+            self.journal.put_copy(&self.run, copy)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the progress at the beginning of partition `partition`, every page before it
+    /// acknowledged.
+    fn begin_partition(
+        &self,
+        copy: &mut CopyProgress,
+        partition: usize,
+        acknowledged: Acknowledged,
+    ) -> Result<(), CopyError> {
+        copy.rows_copied += acknowledged.rows;
+        copy.state = CopyState::Copying {
+            partition,
+            after: None,
+            in_doubt: false,
+            doubt_through: None,
+        };
+        self.journal.put_copy(&self.run, copy)?;
+        Ok(())
+    }
+
+    /// The page of partition `name` after key `after`. An empty page when the partition is
+    /// gone from the source; None when the collection is.
     async fn read_page(
         &self,
-        copy: &CopyProgress,
+        source: &CollectionRef,
         name: &str,
         after: Option<&PrimaryKey>,
-        pages: &mut Pages,
+        page_rows: usize,
+        pages: &Pages,
     ) -> Result<Option<Vec<FieldData>>, CopyError> {
-        let read = match pages.prefetched.take() {
-            Some(columns) => Ok(columns),
-            None => {
-                self.source
-                    .page_columns(
-                        &copy.source,
-                        name,
-                        &pages.shape,
-                        after,
-                        None,
-                        copy.page_rows,
-                        pages.seen,
-                    )
-                    .await
-            }
-        };
+        let read = self
+            .source
+            .page_columns(
+                source,
+                name,
+                &pages.shape,
+                after,
+                None,
+                page_rows,
+                pages.seen,
+            )
+            .await;
         match read {
             Ok(columns) => Ok(Some(columns)),
             // Dropped meanwhile: the drop is in the journal, after the changes held.
-            Err(err) => match self.source.has(&copy.source, name).await? {
+            Err(err) => match self.source.has(source, name).await? {
                 (false, _) => {
-                    info!(task = self.run.task(), collection = %copy.source.name,
+                    info!(task = self.run.task(), collection = %source.name,
                         "snapshot copy ends: the collection was dropped on the source");
                     Ok(None)
                 }
@@ -294,72 +505,6 @@ impl Copier<'_> {
                 (true, true) => Err(err.into()),
             },
         }
-    }
-
-    /// Sends one page, `rows` rows up to key `last`: marked in doubt before it is sent (unless
-    /// it is already), and once the target has it, the copy moves past it with the next page
-    /// in doubt, in one commit. The next page is read while this one is sent.
-    async fn send_page(
-        &self,
-        copy: &mut CopyProgress,
-        at: At,
-        columns: Vec<FieldData>,
-        rows: usize,
-        last: PrimaryKey,
-        pages: &mut Pages,
-    ) -> Result<(), CopyError> {
-        if !at.in_doubt {
-            copy.state = CopyState::Copying {
-                partition: at.partition,
-                after: at.after.clone(),
-                in_doubt: true,
-            };
-            self.journal.put_copy(&self.run, copy)?;
-        }
-        crate::failpoint::hit("snapshot-after-mark");
-        if copy.repair {
-            let saved = self.saved(copy, at.partition, pages)?;
-            self.repair_range(
-                copy,
-                &at.name,
-                &columns,
-                at.after.as_ref(),
-                Some(&last),
-                saved,
-            )
-            .await?;
-        }
-        // The next page is read while this one is sent: the target need not wait for the
-        // source. A failed read is left to the next turn, which reads it again.
-        // A collection copied again (a bulk insert), or repaired, has rows on the target.
-        let upsert =
-            std::mem::take(&mut pages.resumed_in_doubt) || copy.recopy.is_some() || copy.repair;
-        let (sent, next) = tokio::join!(
-            self.send(copy, &at.name, columns, rows, upsert),
-            self.source.page_columns(
-                &copy.source,
-                &at.name,
-                &pages.shape,
-                Some(&last),
-                None,
-                copy.page_rows,
-                pages.seen
-            )
-        );
-        sent?;
-        pages.prefetched = next.ok();
-        crate::failpoint::hit("snapshot-after-send");
-        // Tests slow the copy down to act while it runs.
-        tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
-        // One commit per page: past this page, and the next one (sent right away) in doubt.
-        copy.rows_copied += rows as u64;
-        copy.state = CopyState::Copying {
-            partition: at.partition,
-            after: Some(last),
-            in_doubt: true,
-        };
-        self.journal.put_copy(&self.run, copy)?;
-        Ok(())
     }
 
     /// The saved rows of the repair of `copy`'s partition `partition`, read back at its first
@@ -408,23 +553,23 @@ impl Copier<'_> {
     /// Inserts one page into the target; as an upsert when the target may have some of it.
     async fn send(
         &self,
-        copy: &CopyProgress,
+        to: &Destination,
         partition: &str,
         mut columns: Vec<FieldData>,
         rows: usize,
         upsert: bool,
     ) -> Result<(), CopyError> {
         for column in &mut columns {
-            column.is_dynamic = copy.dynamic_field.as_deref() == Some(&column.field_name);
+            column.is_dynamic = to.dynamic_field.as_deref() == Some(&column.field_name);
             fill_empty_arrays(column);
         }
         // Milvus places the rows of a partition-key collection by the key itself.
-        let partition_name = if copy.partition_key {
+        let partition_name = if to.partition_key {
             String::new()
         } else {
             partition.to_owned()
         };
-        let (t, mut client) = (&copy.target, self.target.client.clone());
+        let (t, mut client) = (&to.collection, self.target.client.clone());
         let write_error = |reason: String| CopyError::Write {
             collection: t.name.clone(),
             reason,
@@ -517,6 +662,42 @@ mod tests {
     };
 
     use super::*;
+
+    fn in_doubt(after: i64, through: Option<i64>) -> CopyState {
+        CopyState::Copying {
+            partition: 0,
+            after: Some(PrimaryKey::Int(after)),
+            in_doubt: true,
+            doubt_through: through.map(PrimaryKey::Int),
+        }
+    }
+
+    #[test]
+    fn after_a_crash_every_page_that_begins_below_the_last_key_sent_goes_again_as_an_upsert() {
+        // Pages (10, 20] and (20, 30] were in flight; the copy resumes after 10 with pages
+        // that need not end where they did.
+        let mut doubt = Doubt::of(&in_doubt(10, Some(30)));
+        assert!(doubt.covers(Some(&PrimaryKey::Int(10))));
+        assert!(doubt.covers(Some(&PrimaryKey::Int(25))));
+        assert!(!doubt.covers(Some(&PrimaryKey::Int(30))));
+        assert_eq!(doubt, Doubt::None);
+        // Marking the next page keeps the doubt as far as it reached.
+        let doubt = Doubt::of(&in_doubt(10, Some(30)));
+        assert_eq!(doubt.through(&PrimaryKey::Int(20)), PrimaryKey::Int(30));
+        assert_eq!(doubt.through(&PrimaryKey::Int(40)), PrimaryKey::Int(40));
+    }
+
+    #[test]
+    fn a_copy_in_doubt_recorded_before_pages_went_side_by_side_sends_its_next_page_as_an_upsert() {
+        let recorded: CopyState =
+            serde_json::from_str(r#"{"Copying":{"partition":0,"after":10,"in_doubt":true}}"#)
+                .unwrap();
+        assert_eq!(recorded, in_doubt(10, None));
+        let mut doubt = Doubt::of(&recorded);
+        assert!(doubt.covers(Some(&PrimaryKey::Int(10))));
+        assert!(!doubt.covers(Some(&PrimaryKey::Int(20))));
+        assert!(!Doubt::of(&CopyState::beginning()).covers(None));
+    }
 
     #[test]
     fn an_empty_array_is_sent_as_its_types_empty_list_not_as_no_data() {

@@ -300,11 +300,7 @@ mod tests {
             began_ms: 0,
             ended_ms: 0,
             start_ts: 0,
-            state: CopyState::Copying {
-                partition: 0,
-                after: None,
-                in_doubt: false,
-            },
+            state: CopyState::beginning(),
             recopy: None,
             repair: true,
         }

@@ -358,15 +358,7 @@ mod tests {
 
     #[test]
     fn a_recopy_keeps_the_earlier_copys_start_and_the_earliest_hold() {
-        let fresh = copy(
-            CopyState::Copying {
-                partition: 0,
-                after: None,
-                in_doubt: false,
-            },
-            0,
-            None,
-        );
+        let fresh = copy(CopyState::beginning(), 0, None);
         let done = copy(CopyState::Done { replay_through: 9 }, 5, None);
         let made = recopy(fresh.clone(), Some(&done), &import(4, true), 100);
         assert_eq!(made.start_ts, 5);

@@ -102,11 +102,7 @@ pub(super) fn new_copy(scope: &Scope, c: &CollectionMeta) -> CopyProgress {
         began_ms: 0,
         ended_ms: 0,
         start_ts: 0,
-        state: CopyState::Copying {
-            partition: 0,
-            after: None,
-            in_doubt: false,
-        },
+        state: CopyState::beginning(),
         recopy: None,
         repair: false,
     }
