@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryFutureExt;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
 use milvus::proto::milvus::{InsertRequest, UpsertRequest};
 use milvus::proto::schema::FieldData;
 use tokio::runtime::Handle;
@@ -83,6 +83,37 @@ struct Pages {
 /// Pages on their way to the target at once: the next page is read, and sent, while the ones
 /// before it are still being sent, so the source's reads and the target's writes overlap.
 const PAGES_IN_FLIGHT: usize = 2;
+
+/// Pages read from the source at once. Each page is a range of keys whose end a query of the
+/// keys alone finds first (cheap next to the rows), so the ranges are read side by side.
+const READS_IN_FLIGHT: usize = 2;
+
+/// A range of a partition's keys to read: after `after` (None: from the first), through
+/// `through`.
+enum Span {
+    Keys {
+        after: Option<PrimaryKey>,
+        through: PrimaryKey,
+    },
+    /// The collection is gone from the source.
+    CollectionDropped,
+}
+
+/// A span, read: one page, or more when a query answered only the first keys of it.
+enum Read {
+    Range {
+        after: Option<PrimaryKey>,
+        through: PrimaryKey,
+        columns: Vec<FieldData>,
+    },
+    CollectionDropped,
+}
+
+/// What a failed read of the source found gone.
+enum Gone {
+    Collection,
+    Partition,
+}
 
 /// What the target may have of the partition being copied, past the progress: rows of pages
 /// sent before the copy stopped, which go again as upserts.
@@ -180,6 +211,21 @@ impl<F: Future<Output = Result<(usize, PrimaryKey), CopyError>>> InFlight<F> {
         Ok(())
     }
 
+    /// Runs `work` while the pages in flight are acknowledged.
+    async fn meanwhile<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, CopyError>>,
+    ) -> Result<T, CopyError> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                acknowledged = self.next(), if self.any() => acknowledged?,
+                done = &mut work => return done,
+            }
+        }
+    }
+
     /// Waits until fewer than `most` pages are in flight.
     async fn make_room(&mut self, most: usize) -> Result<(), CopyError> {
         while self.pages.len() >= most {
@@ -191,6 +237,131 @@ impl<F: Future<Output = Result<(usize, PrimaryKey), CopyError>>> InFlight<F> {
     /// Waits until every page is acknowledged.
     async fn drain(&mut self) -> Result<(), CopyError> {
         self.make_room(1).await
+    }
+}
+
+/// How a partition's pages are read.
+struct Reading {
+    source: CollectionRef,
+    partition: String,
+    shape: Shape,
+    seen: Seen,
+    page_rows: usize,
+}
+
+impl Reading {
+    /// The partition's spans after key `after`, each ending where a query of the keys alone
+    /// finds its `page_rows`th key.
+    fn spans<'r>(
+        &'r self,
+        copier: &'r Copier<'_>,
+        after: Option<PrimaryKey>,
+    ) -> impl futures::Stream<Item = Result<Span, CopyError>> + 'r {
+        let key_only = Shape {
+            primary_key: self.shape.primary_key.clone(),
+            fields: vec![self.shape.primary_key.clone()],
+        };
+        futures::stream::try_unfold(Some(after), move |from| {
+            let key_only = key_only.clone();
+            async move {
+                let Some(after) = from else {
+                    return Ok(None);
+                };
+                let read = copier
+                    .source
+                    .page_columns(
+                        &self.source,
+                        &self.partition,
+                        &key_only,
+                        after.as_ref(),
+                        None,
+                        self.page_rows,
+                        self.seen,
+                    )
+                    .await;
+                let columns = match read {
+                    Ok(columns) => columns,
+                    Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
+                        Gone::Collection => return Ok(Some((Span::CollectionDropped, None))),
+                        Gone::Partition => return Ok(None),
+                    },
+                };
+                Ok(self.last_key(&columns)?.map(|through| {
+                    let span = Span::Keys {
+                        after,
+                        through: through.clone(),
+                    };
+                    (span, Some(Some(through)))
+                }))
+            }
+        })
+    }
+
+    /// The rows of `span`. A query answers the first keys only when it cannot tell the rest
+    /// are not better (a shard's answer ran out): the rest is read after them, a page each.
+    async fn read(&self, copier: &Copier<'_>, span: Span) -> Result<Vec<Read>, CopyError> {
+        let Span::Keys { after, through } = span else {
+            return Ok(vec![Read::CollectionDropped]);
+        };
+        let mut pages: Vec<Read> = Vec::new();
+        let mut from = after;
+        loop {
+            let read = copier
+                .source
+                .page_columns(
+                    &self.source,
+                    &self.partition,
+                    &self.shape,
+                    from.as_ref(),
+                    Some(&through),
+                    self.page_rows,
+                    self.seen,
+                )
+                .await;
+            let columns = match read {
+                Ok(columns) => columns,
+                Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
+                    Gone::Collection => return Ok(vec![Read::CollectionDropped]),
+                    // The next span's end is not found: the partition ends here.
+                    Gone::Partition => Vec::new(),
+                },
+            };
+            let last = self.last_key(&columns)?;
+            let page_through = last.clone().filter(|last| *last < through);
+            let more = page_through.is_some();
+            match (last, pages.last_mut()) {
+                // Nothing after the pages read: the last of them reaches the span's end.
+                (None, Some(Read::Range { through: end, .. })) => *end = through.clone(),
+                _ => pages.push(Read::Range {
+                    after: from,
+                    through: page_through.clone().unwrap_or_else(|| through.clone()),
+                    columns,
+                }),
+            }
+            if !more {
+                return Ok(pages);
+            }
+            from = page_through;
+        }
+    }
+
+    /// The greatest key of a page (None when it has no rows).
+    fn last_key(&self, columns: &[FieldData]) -> Result<Option<PrimaryKey>, CopyError> {
+        Ok(columns
+            .iter()
+            .find(|c| c.field_name == self.shape.primary_key)
+            .map(keys)
+            .transpose()
+            .map_err(|reason| self.unreadable(reason))?
+            .and_then(|keys| keys.into_iter().max()))
+    }
+
+    fn unreadable(&self, reason: impl std::fmt::Display) -> CopyError {
+        CopyError::Read(ReadError {
+            role: "source",
+            collection: self.source.name.clone(),
+            reason: reason.to_string(),
+        })
     }
 }
 
@@ -318,11 +489,11 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Copies the partition the progress is in, from where it says: its pages are read one
-    /// after another and each is sent as soon as it is read, [`PAGES_IN_FLIGHT`] at most at a
-    /// time (one in a repair). Before a page is sent, the progress is moved past the pages the
-    /// target acknowledged (in order) and marks every page sent in doubt, in one commit.
-    /// Returns once the progress is past the partition, or the task stops.
+    /// Copies the partition the progress is in, from where it says: its pages are read side by
+    /// side ([`READS_IN_FLIGHT`]) and each is sent once read, in key order, [`PAGES_IN_FLIGHT`]
+    /// at most at a time (one in a repair). Before a page is sent, the progress is moved past
+    /// the pages the target acknowledged (in order) and marks every page sent in doubt, in one
+    /// commit. Returns once the progress is past the partition, or the task stops.
     async fn copy_partition(
         &self,
         copy: &mut CopyProgress,
@@ -341,76 +512,74 @@ impl Copier<'_> {
             dynamic_field: copy.dynamic_field.clone(),
             partition_key: copy.partition_key,
         };
-        let source = copy.source.clone();
         let most_in_flight = if copy.repair { 1 } else { PAGES_IN_FLIGHT };
         // A collection copied again (a bulk insert), or repaired, has rows on the target.
         let always_upsert = copy.recopy.is_some() || copy.repair;
-        let mut read_after = after.clone();
+        let reading = Reading {
+            source: copy.source.clone(),
+            partition: name.clone(),
+            shape: pages.shape.clone(),
+            seen: pages.seen,
+            page_rows: copy.page_rows,
+        };
+        let mut reads = std::pin::pin!(
+            reading
+                .spans(self, after.clone())
+                .map_ok(|span| reading.read(self, span))
+                .try_buffered(READS_IN_FLIGHT)
+                .map_ok(|pages| futures::stream::iter(pages.into_iter().map(Ok)))
+                .try_flatten()
+        );
+        let mut read_through = after.clone();
         let mut in_flight = InFlight::after(after);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 in_flight.drain().await?;
                 return self.mark(copy, partition, &mut in_flight.acknowledged, doubt, None);
             }
-            // The next page is read while the pages before it are sent.
-            let columns = {
-                let read =
-                    self.read_page(&source, &name, read_after.as_ref(), copy.page_rows, pages);
-                tokio::pin!(read);
-                loop {
-                    tokio::select! {
-                        biased;
-                        acknowledged = in_flight.next(), if in_flight.any() => acknowledged?,
-                        columns = &mut read => break columns?,
-                    }
+            let read = in_flight.meanwhile(reads.try_next()).await?;
+            let Some(Read::Range {
+                after,
+                through,
+                columns,
+            }) = read
+            else {
+                in_flight.drain().await?;
+                if let Some(Read::CollectionDropped) = read {
+                    info!(task = self.run.task(), collection = %copy.source.name,
+                        "snapshot copy ends: the collection was dropped on the source");
+                    return self.begin_partition(copy, usize::MAX, in_flight.acknowledged);
                 }
-            };
-            let Some(columns) = columns else {
-                // Dropped on the source: past its last partition, the copy is done.
-                in_flight.drain().await?;
-                let past_last = copy.partitions.len();
-                return self.begin_partition(copy, past_last, in_flight.acknowledged);
-            };
-            let page_keys = page_keys(copy, &columns)?;
-            let Some(last) = page_keys.iter().max().cloned() else {
-                in_flight.drain().await?;
                 if copy.repair {
                     // Past the source's last key: what the target has there goes.
                     let saved = self.saved(copy, partition, pages)?;
-                    self.repair_range(copy, &name, &[], read_after.as_ref(), None, saved)
+                    self.repair_range(copy, &name, &[], read_through.as_ref(), None, saved)
                         .await?;
                 }
                 return self.begin_partition(copy, partition + 1, in_flight.acknowledged);
             };
+            let rows = page_keys(copy, &columns)?.len();
             in_flight.make_room(most_in_flight).await?;
-            let upsert = doubt.covers(read_after.as_ref()) || always_upsert;
+            let upsert = doubt.covers(after.as_ref()) || always_upsert;
             self.mark(
                 copy,
                 partition,
                 &mut in_flight.acknowledged,
                 doubt,
-                Some(&last),
+                Some(&through),
             )?;
             crate::failpoint::hit("snapshot-after-mark");
             if copy.repair {
                 let saved = self.saved(copy, partition, pages)?;
-                self.repair_range(
-                    copy,
-                    &name,
-                    &columns,
-                    read_after.as_ref(),
-                    Some(&last),
-                    saved,
-                )
-                .await?;
+                self.repair_range(copy, &name, &columns, after.as_ref(), Some(&through), saved)
+                    .await?;
             }
-            let rows = page_keys.len();
             let page = self.send(&to, &name, columns, rows, upsert);
             in_flight.push(page.map_ok({
-                let last = last.clone();
-                move |()| (rows, last)
+                let through = through.clone();
+                move |()| (rows, through)
             }));
-            read_after = Some(last);
+            read_through = Some(through);
             // Tests slow the copy down to act while it runs.
             tokio::time::sleep(crate::failpoint::delay("snapshot-page")).await;
         }
@@ -461,7 +630,7 @@ impl Copier<'_> {
     ) -> Result<(), CopyError> {
         copy.rows_copied += acknowledged.rows;
         copy.state = CopyState::Copying {
-            partition,
+            partition: partition.min(copy.partitions.len()),
             after: None,
             in_doubt: false,
             doubt_through: None,
@@ -470,40 +639,19 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// The page of partition `name` after key `after`. An empty page when the partition is
-    /// gone from the source; None when the collection is.
-    async fn read_page(
+    /// What a failed read of partition `partition` of `source` found gone; the read's error
+    /// when neither is.
+    async fn gone(
         &self,
         source: &CollectionRef,
-        name: &str,
-        after: Option<&PrimaryKey>,
-        page_rows: usize,
-        pages: &Pages,
-    ) -> Result<Option<Vec<FieldData>>, CopyError> {
-        let read = self
-            .source
-            .page_columns(
-                source,
-                name,
-                &pages.shape,
-                after,
-                None,
-                page_rows,
-                pages.seen,
-            )
-            .await;
-        match read {
-            Ok(columns) => Ok(Some(columns)),
-            // Dropped meanwhile: the drop is in the journal, after the changes held.
-            Err(err) => match self.source.has(source, name).await? {
-                (false, _) => {
-                    info!(task = self.run.task(), collection = %source.name,
-                        "snapshot copy ends: the collection was dropped on the source");
-                    Ok(None)
-                }
-                (true, false) => Ok(Some(Vec::new())),
-                (true, true) => Err(err.into()),
-            },
+        partition: &str,
+        err: ReadError,
+    ) -> Result<Gone, CopyError> {
+        // Dropped meanwhile: the drop is in the journal, after the changes held.
+        match self.source.has(source, partition).await? {
+            (false, _) => Ok(Gone::Collection),
+            (true, false) => Ok(Gone::Partition),
+            (true, true) => Err(err.into()),
         }
     }
 
@@ -559,6 +707,10 @@ impl Copier<'_> {
         rows: usize,
         upsert: bool,
     ) -> Result<(), CopyError> {
+        // A span whose rows were all deleted before it was read.
+        if rows == 0 {
+            return Ok(());
+        }
         for column in &mut columns {
             column.is_dynamic = to.dynamic_field.as_deref() == Some(&column.field_name);
             fill_empty_arrays(column);
