@@ -5,9 +5,12 @@
 //! What it owns: each collection's copy progress in the journal ([`CopyProgress`]) and the
 //! insert calls of the copy. The applier reads that progress and nothing else of it.
 //!
-//! How: per partition, pages of the source's rows in key order (a query after the last key
-//! copied, as of a source time past the task's start, so everything written before it is
-//! seen), each inserted into the target collection that the task's seeds created.
+//! How: per partition, pages of the source's rows in key order, each inserted into the target
+//! collection that the task's seeds created. A page is a span of keys whose end a query of the
+//! keys alone finds (cheap next to the rows), so two spans are read side by side, and two
+//! pages are sent side by side, while the next span's end is found: the source's reads and the
+//! target's writes overlap. Every read is as of a source time past the task's start, so
+//! everything written before it is seen.
 //!
 //! Invariants:
 //! - While a collection is being copied, the applier holds its changes (all but the seeds at
@@ -25,14 +28,19 @@
 //!   its rows already: every page is an upsert, and the copy begins once no batch the applier
 //!   had in flight holds a change of it and the source's queries see the imported segments.
 //!
-//! Crash behaviour: before a page is sent its collection's progress is marked in doubt, and
-//! after the target acknowledged it the progress moves past it, each in one journal transaction
-//! checked against the task's run (the move marks the next page in doubt in the same one). A
-//! crash before the mark sends the page later, once; after it, the page is read again and
-//! sent as an upsert, whether the target got some of it or none. No page is skipped and no row
-//! doubled.
+//! Crash behaviour: before a page is sent its collection's progress is marked in doubt through
+//! the page's last key, and moved past the pages the target acknowledged (in order), in one
+//! journal transaction checked against the task's run. A crash before the mark sends the page
+//! later, once; after it, every page from the progress through the last key marked is read
+//! again and sent as an upsert, whether the target got some of it or none. No page is skipped
+//! and no row doubled.
 
+mod read;
 mod repair;
+mod send;
+
+use read::{Read, Reading};
+use send::{Acknowledged, Destination, Doubt, InFlight, PAGES_IN_FLIGHT};
 
 pub use repair::SavedRows;
 
@@ -41,15 +49,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryFutureExt;
-use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
-use milvus::proto::milvus::{InsertRequest, UpsertRequest};
+use futures::stream::TryStreamExt;
 use milvus::proto::schema::FieldData;
 use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
-use crate::milvus_client::{ReadError, RowReader, Seen, Shape, failure, keys};
-use crate::model::{CollectionRef, CopyProgress, CopyState, PrimaryKey, now_ms};
+use crate::milvus_client::{ReadError, RowReader, Seen, Shape, keys};
+use crate::model::{CopyProgress, CopyState, PrimaryKey, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
 /// source's clock, which stamps the copy's reads, may run ahead of the appliance's.
@@ -78,291 +85,6 @@ struct Pages {
     seen: Seen,
     /// A repair's saved rows of the partition being copied (its index).
     saved: Option<(usize, repair::Saved)>,
-}
-
-/// Pages on their way to the target at once: the next page is read, and sent, while the ones
-/// before it are still being sent, so the source's reads and the target's writes overlap.
-const PAGES_IN_FLIGHT: usize = 2;
-
-/// Pages read from the source at once. Each page is a range of keys whose end a query of the
-/// keys alone finds first (cheap next to the rows), so the ranges are read side by side.
-const READS_IN_FLIGHT: usize = 2;
-
-/// A range of a partition's keys to read: after `after` (None: from the first), through
-/// `through`.
-enum Span {
-    Keys {
-        after: Option<PrimaryKey>,
-        through: PrimaryKey,
-    },
-    /// The collection is gone from the source.
-    CollectionDropped,
-}
-
-/// A span, read: one page, or more when a query answered only the first keys of it.
-enum Read {
-    Range {
-        after: Option<PrimaryKey>,
-        through: PrimaryKey,
-        columns: Vec<FieldData>,
-    },
-    CollectionDropped,
-}
-
-/// What a failed read of the source found gone.
-enum Gone {
-    Collection,
-    Partition,
-}
-
-/// What the target may have of the partition being copied, past the progress: rows of pages
-/// sent before the copy stopped, which go again as upserts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Doubt {
-    None,
-    /// In the first page after the progress (copies recorded before pages went side by side).
-    NextPage,
-    /// In the pages that begin at or below this key.
-    Through(PrimaryKey),
-}
-
-impl Doubt {
-    fn of(state: &CopyState) -> Self {
-        match state {
-            CopyState::Copying {
-                in_doubt: true,
-                doubt_through: Some(key),
-                ..
-            } => Self::Through(key.clone()),
-            CopyState::Copying { in_doubt: true, .. } => Self::NextPage,
-            _ => Self::None,
-        }
-    }
-
-    /// Whether the page after key `after` (None: the partition's first) may be on the target;
-    /// asked of each page in turn.
-    fn covers(&mut self, after: Option<&PrimaryKey>) -> bool {
-        let covered = match &*self {
-            Self::None => false,
-            Self::NextPage => true,
-            Self::Through(key) => after.is_none_or(|after| after < key),
-        };
-        if !covered || *self == Self::NextPage {
-            *self = Self::None;
-        }
-        covered
-    }
-
-    /// The key through which the target may have rows once the pages through `last` are sent.
-    fn through(&self, last: &PrimaryKey) -> PrimaryKey {
-        match self {
-            Self::Through(key) if key > last => key.clone(),
-            _ => last.clone(),
-        }
-    }
-}
-
-/// Where a copy's pages go.
-struct Destination {
-    collection: CollectionRef,
-    dynamic_field: Option<String>,
-    partition_key: bool,
-}
-
-/// The pages of a partition the target acknowledged since the progress was last committed.
-struct Acknowledged {
-    /// The last key of the newest of them (pages are acknowledged in the order they were read,
-    /// which is key order).
-    after: Option<PrimaryKey>,
-    rows: u64,
-}
-
-/// The pages of a partition on their way to the target, each answering its rows and last key.
-struct InFlight<F: Future> {
-    pages: FuturesOrdered<F>,
-    acknowledged: Acknowledged,
-}
-
-impl<F: Future<Output = Result<(usize, PrimaryKey), CopyError>>> InFlight<F> {
-    /// None yet, the progress after key `after`.
-    fn after(after: Option<PrimaryKey>) -> Self {
-        Self {
-            pages: FuturesOrdered::new(),
-            acknowledged: Acknowledged { after, rows: 0 },
-        }
-    }
-
-    fn any(&self) -> bool {
-        !self.pages.is_empty()
-    }
-
-    fn push(&mut self, page: F) {
-        self.pages.push_back(page);
-    }
-
-    /// Waits for the oldest page to be acknowledged (at once when none is in flight).
-    async fn next(&mut self) -> Result<(), CopyError> {
-        if let Some(page) = self.pages.next().await {
-            let (rows, last) = page?;
-            self.acknowledged.rows += rows as u64;
-            self.acknowledged.after = Some(last);
-            crate::failpoint::hit("snapshot-after-send");
-        }
-        Ok(())
-    }
-
-    /// Runs `work` while the pages in flight are acknowledged.
-    async fn meanwhile<T>(
-        &mut self,
-        work: impl Future<Output = Result<T, CopyError>>,
-    ) -> Result<T, CopyError> {
-        let mut work = std::pin::pin!(work);
-        loop {
-            tokio::select! {
-                biased;
-                acknowledged = self.next(), if self.any() => acknowledged?,
-                done = &mut work => return done,
-            }
-        }
-    }
-
-    /// Waits until fewer than `most` pages are in flight.
-    async fn make_room(&mut self, most: usize) -> Result<(), CopyError> {
-        while self.pages.len() >= most {
-            self.next().await?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every page is acknowledged.
-    async fn drain(&mut self) -> Result<(), CopyError> {
-        self.make_room(1).await
-    }
-}
-
-/// How a partition's pages are read.
-struct Reading {
-    source: CollectionRef,
-    partition: String,
-    shape: Shape,
-    seen: Seen,
-    page_rows: usize,
-}
-
-impl Reading {
-    /// The partition's spans after key `after`, each ending where a query of the keys alone
-    /// finds its `page_rows`th key.
-    fn spans<'r>(
-        &'r self,
-        copier: &'r Copier<'_>,
-        after: Option<PrimaryKey>,
-    ) -> impl futures::Stream<Item = Result<Span, CopyError>> + 'r {
-        let key_only = Shape {
-            primary_key: self.shape.primary_key.clone(),
-            fields: vec![self.shape.primary_key.clone()],
-        };
-        futures::stream::try_unfold(Some(after), move |from| {
-            let key_only = key_only.clone();
-            async move {
-                let Some(after) = from else {
-                    return Ok(None);
-                };
-                let read = copier
-                    .source
-                    .page_columns(
-                        &self.source,
-                        &self.partition,
-                        &key_only,
-                        after.as_ref(),
-                        None,
-                        self.page_rows,
-                        self.seen,
-                    )
-                    .await;
-                let columns = match read {
-                    Ok(columns) => columns,
-                    Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
-                        Gone::Collection => return Ok(Some((Span::CollectionDropped, None))),
-                        Gone::Partition => return Ok(None),
-                    },
-                };
-                Ok(self.last_key(&columns)?.map(|through| {
-                    let span = Span::Keys {
-                        after,
-                        through: through.clone(),
-                    };
-                    (span, Some(Some(through)))
-                }))
-            }
-        })
-    }
-
-    /// The rows of `span`. A query answers the first keys only when it cannot tell the rest
-    /// are not better (a shard's answer ran out): the rest is read after them, a page each.
-    async fn read(&self, copier: &Copier<'_>, span: Span) -> Result<Vec<Read>, CopyError> {
-        let Span::Keys { after, through } = span else {
-            return Ok(vec![Read::CollectionDropped]);
-        };
-        let mut pages: Vec<Read> = Vec::new();
-        let mut from = after;
-        loop {
-            let read = copier
-                .source
-                .page_columns(
-                    &self.source,
-                    &self.partition,
-                    &self.shape,
-                    from.as_ref(),
-                    Some(&through),
-                    self.page_rows,
-                    self.seen,
-                )
-                .await;
-            let columns = match read {
-                Ok(columns) => columns,
-                Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
-                    Gone::Collection => return Ok(vec![Read::CollectionDropped]),
-                    // The next span's end is not found: the partition ends here.
-                    Gone::Partition => Vec::new(),
-                },
-            };
-            let last = self.last_key(&columns)?;
-            let page_through = last.clone().filter(|last| *last < through);
-            let more = page_through.is_some();
-            match (last, pages.last_mut()) {
-                // Nothing after the pages read: the last of them reaches the span's end.
-                (None, Some(Read::Range { through: end, .. })) => *end = through.clone(),
-                _ => pages.push(Read::Range {
-                    after: from,
-                    through: page_through.clone().unwrap_or_else(|| through.clone()),
-                    columns,
-                }),
-            }
-            if !more {
-                return Ok(pages);
-            }
-            from = page_through;
-        }
-    }
-
-    /// The greatest key of a page (None when it has no rows).
-    fn last_key(&self, columns: &[FieldData]) -> Result<Option<PrimaryKey>, CopyError> {
-        Ok(columns
-            .iter()
-            .find(|c| c.field_name == self.shape.primary_key)
-            .map(keys)
-            .transpose()
-            .map_err(|reason| self.unreadable(reason))?
-            .and_then(|keys| keys.into_iter().max()))
-    }
-
-    fn unreadable(&self, reason: impl std::fmt::Display) -> CopyError {
-        CopyError::Read(ReadError {
-            role: "source",
-            collection: self.source.name.clone(),
-            reason: reason.to_string(),
-        })
-    }
 }
 
 /// Copies one task's collections.
@@ -522,14 +244,7 @@ impl Copier<'_> {
             seen: pages.seen,
             page_rows: copy.page_rows,
         };
-        let mut reads = std::pin::pin!(
-            reading
-                .spans(self, after.clone())
-                .map_ok(|span| reading.read(self, span))
-                .try_buffered(READS_IN_FLIGHT)
-                .map_ok(|pages| futures::stream::iter(pages.into_iter().map(Ok)))
-                .try_flatten()
-        );
+        let mut reads = std::pin::pin!(reading.pages(self, after.clone()));
         let mut read_through = after.clone();
         let mut in_flight = InFlight::after(after);
         loop {
@@ -639,22 +354,6 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// What a failed read of partition `partition` of `source` found gone; the read's error
-    /// when neither is.
-    async fn gone(
-        &self,
-        source: &CollectionRef,
-        partition: &str,
-        err: ReadError,
-    ) -> Result<Gone, CopyError> {
-        // Dropped meanwhile: the drop is in the journal, after the changes held.
-        match self.source.has(source, partition).await? {
-            (false, _) => Ok(Gone::Collection),
-            (true, false) => Ok(Gone::Partition),
-            (true, true) => Err(err.into()),
-        }
-    }
-
     /// The saved rows of the repair of `copy`'s partition `partition`, read back at its first
     /// page.
     fn saved<'p>(
@@ -697,68 +396,6 @@ impl Copier<'_> {
         }
         Ok(())
     }
-
-    /// Inserts one page into the target; as an upsert when the target may have some of it.
-    async fn send(
-        &self,
-        to: &Destination,
-        partition: &str,
-        mut columns: Vec<FieldData>,
-        rows: usize,
-        upsert: bool,
-    ) -> Result<(), CopyError> {
-        // A span whose rows were all deleted before it was read.
-        if rows == 0 {
-            return Ok(());
-        }
-        for column in &mut columns {
-            column.is_dynamic = to.dynamic_field.as_deref() == Some(&column.field_name);
-            fill_empty_arrays(column);
-        }
-        // Milvus places the rows of a partition-key collection by the key itself.
-        let partition_name = if to.partition_key {
-            String::new()
-        } else {
-            partition.to_owned()
-        };
-        let (t, mut client) = (&to.collection, self.target.client.clone());
-        let write_error = |reason: String| CopyError::Write {
-            collection: t.name.clone(),
-            reason,
-        };
-        let status = if upsert {
-            let request = UpsertRequest {
-                db_name: t.db_name.clone(),
-                collection_name: t.name.clone(),
-                partition_name,
-                fields_data: columns,
-                num_rows: rows as u32,
-                ..Default::default()
-            };
-            client
-                .upsert(request)
-                .await
-                .map_err(|e| write_error(format!("Upsert: {}", e.message())))?
-                .into_inner()
-                .status
-        } else {
-            let request = InsertRequest {
-                db_name: t.db_name.clone(),
-                collection_name: t.name.clone(),
-                partition_name,
-                fields_data: columns,
-                num_rows: rows as u32,
-                ..Default::default()
-            };
-            client
-                .insert(request)
-                .await
-                .map_err(|e| write_error(format!("Insert: {}", e.message())))?
-                .into_inner()
-                .status
-        };
-        failure(status.as_ref()).map_or(Ok(()), |reason| Err(write_error(reason)))
-    }
 }
 
 /// The keys of a page, from its primary key column (none in an empty page).
@@ -773,116 +410,4 @@ fn page_keys(copy: &CopyProgress, columns: &[FieldData]) -> Result<Vec<PrimaryKe
             reason: e.to_string(),
         })?
         .unwrap_or_default())
-}
-
-/// Gives each empty array of an array column its element type's empty list. A query answers an
-/// empty array as an element with no data at all, which Milvus 2.3's insert validation reads
-/// through a nil pointer, crashing the target's proxy.
-fn fill_empty_arrays(column: &mut FieldData) {
-    use milvus::proto::schema::{
-        BoolArray, DataType, DoubleArray, FloatArray, IntArray, LongArray, StringArray,
-        field_data::Field, scalar_field::Data,
-    };
-    let Some(Field::Scalars(scalars)) = &mut column.field else {
-        return;
-    };
-    let Some(Data::ArrayData(arrays)) = &mut scalars.data else {
-        return;
-    };
-    let empty = match DataType::try_from(arrays.element_type) {
-        Ok(DataType::Bool) => Data::BoolData(BoolArray::default()),
-        Ok(DataType::Int8 | DataType::Int16 | DataType::Int32) => {
-            Data::IntData(IntArray::default())
-        }
-        Ok(DataType::Int64) => Data::LongData(LongArray::default()),
-        Ok(DataType::Float) => Data::FloatData(FloatArray::default()),
-        Ok(DataType::Double) => Data::DoubleData(DoubleArray::default()),
-        Ok(DataType::VarChar | DataType::String) => Data::StringData(StringArray::default()),
-        _ => return,
-    };
-    for element in &mut arrays.data {
-        if element.data.is_none() {
-            element.data = Some(empty.clone());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use milvus::proto::schema::{
-        ArrayArray, DataType, LongArray, ScalarField, field_data::Field, scalar_field::Data,
-    };
-
-    use super::*;
-
-    fn in_doubt(after: i64, through: Option<i64>) -> CopyState {
-        CopyState::Copying {
-            partition: 0,
-            after: Some(PrimaryKey::Int(after)),
-            in_doubt: true,
-            doubt_through: through.map(PrimaryKey::Int),
-        }
-    }
-
-    #[test]
-    fn after_a_crash_every_page_that_begins_below_the_last_key_sent_goes_again_as_an_upsert() {
-        // Pages (10, 20] and (20, 30] were in flight; the copy resumes after 10 with pages
-        // that need not end where they did.
-        let mut doubt = Doubt::of(&in_doubt(10, Some(30)));
-        assert!(doubt.covers(Some(&PrimaryKey::Int(10))));
-        assert!(doubt.covers(Some(&PrimaryKey::Int(25))));
-        assert!(!doubt.covers(Some(&PrimaryKey::Int(30))));
-        assert_eq!(doubt, Doubt::None);
-        // Marking the next page keeps the doubt as far as it reached.
-        let doubt = Doubt::of(&in_doubt(10, Some(30)));
-        assert_eq!(doubt.through(&PrimaryKey::Int(20)), PrimaryKey::Int(30));
-        assert_eq!(doubt.through(&PrimaryKey::Int(40)), PrimaryKey::Int(40));
-    }
-
-    #[test]
-    fn a_copy_in_doubt_recorded_before_pages_went_side_by_side_sends_its_next_page_as_an_upsert() {
-        let recorded: CopyState =
-            serde_json::from_str(r#"{"Copying":{"partition":0,"after":10,"in_doubt":true}}"#)
-                .unwrap();
-        assert_eq!(recorded, in_doubt(10, None));
-        let mut doubt = Doubt::of(&recorded);
-        assert!(doubt.covers(Some(&PrimaryKey::Int(10))));
-        assert!(!doubt.covers(Some(&PrimaryKey::Int(20))));
-        assert!(!Doubt::of(&CopyState::beginning()).covers(None));
-    }
-
-    #[test]
-    fn an_empty_array_is_sent_as_its_types_empty_list_not_as_no_data() {
-        let element = |data: Option<Data>| ScalarField {
-            data,
-            ..Default::default()
-        };
-        let long = Data::LongData(LongArray { data: vec![7] });
-        let mut column = FieldData {
-            field_name: "ints".into(),
-            field: Some(Field::Scalars(ScalarField {
-                data: Some(Data::ArrayData(ArrayArray {
-                    data: vec![element(None), element(Some(long.clone()))],
-                    element_type: DataType::Int64 as i32,
-                })),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        fill_empty_arrays(&mut column);
-        let Some(Field::Scalars(ScalarField {
-            data: Some(Data::ArrayData(arrays)),
-            ..
-        })) = column.field
-        else {
-            panic!("not an array column");
-        };
-        assert_eq!(
-            arrays.data,
-            [
-                element(Some(Data::LongData(LongArray::default()))),
-                element(Some(long))
-            ]
-        );
-    }
 }
