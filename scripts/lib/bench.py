@@ -14,7 +14,8 @@
    the testbed is at rest (see `settle`); the CPU seconds each part used are printed per run.
    Runs 1 and 2 are repeated `--repeat` times, in alternating order, and the medians are
    reported, so both see the machine in the same states;
-3. lag: with a task running, batches written on the source one by one; lag = time from the
+3. lag: with a task running, the source takes a steady load (`--lag-load` of the ceiling
+   measured in 1., in a batch every 0.1 s); one batch a second is a sample: lag = time from the
    source's insert reply to the batch's last row being visible on the target (p50, p99);
 4. memory: the appliance's RSS while a backlog of M rows sits in its journal (target
    unreachable), and its peak while a restarted appliance drains that backlog to the target;
@@ -269,7 +270,10 @@ def backlog_memory(source: Cluster, target: Cluster, e: dict, work: Path, name: 
 
     def sample(server: CdcServer):
         while server.proc.poll() is None:
-            peak[0] = max(peak[0], rss_mb(server.proc.pid)[0])
+            try:
+                peak[0] = max(peak[0], rss_mb(server.proc.pid)[0])
+            except (KeyError, FileNotFoundError):  # exiting between the poll and the read
+                return
             time.sleep(0.2)
 
     threading.Thread(target=sample, args=(server,), daemon=True).start()
@@ -360,6 +364,66 @@ def snapshot_copy(source: Cluster, target: Cluster, e: dict, work: Path, rows: i
             "snapshot_ratio_from_create": rows / elapsed / rate, "snapshot_appliance_peak_rss_mb": rss[1]}
 
 
+def steady_lag(source: Cluster, target: Cluster, e: dict, work: Path, rows_per_s: float, samples: int,
+               period: float = 0.1) -> dict:
+    """Section 3: a task runs while the source takes `rows_per_s` rows a second, a batch every
+    `period` seconds, for `samples` seconds; the first batch of each second is a sample: its lag
+    is the time from its insert reply until its last row is visible on the target."""
+    name = f"bench_lag_{time.time_ns()}"
+    work.mkdir(parents=True, exist_ok=True)
+    create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    server = appliance(work / name, e, {})
+    try:
+        server.create_task(e["TARGET_MILVUS_URI"], collections=(name,))
+        wait_for_collection(target, name, timeout=60)
+        per_batch = max(1, round(rows_per_s * period))
+        per_second = round(1 / period)
+        block = np.random.default_rng(7).random((per_batch, dim()), dtype=np.float32)
+        written: dict[int, float] = {}
+        failed: list[BaseException] = []
+        coll = source.collection(name)
+
+        def write() -> None:
+            start = time.monotonic()
+            try:
+                for i in range(samples * per_second):
+                    time.sleep(max(0.0, start + i * period - time.monotonic()))
+                    coll.insert([list(range(i * per_batch, (i + 1) * per_batch)), block])
+                    written[i] = time.monotonic()
+            except BaseException as err:  # reported below
+                failed.append(err)
+
+        writer = threading.Thread(target=write, daemon=True)
+        pids = {**part_pids(), "appliance": server.proc.pid}
+        cpu_before, own_before = cpu_use(pids), time.process_time()
+        started = time.monotonic()
+        writer.start()
+        lags = []
+        for i in range(0, samples * per_second, per_second):
+            while i not in written:
+                if failed or time.monotonic() - started > samples * 10 + 60:
+                    raise RuntimeError(f"the steady writes stopped: {failed}")
+                time.sleep(0.005)
+            while not visible(target, name, (i + 1) * per_batch - 1):
+                if time.monotonic() - written[i] > 120:
+                    raise TimeoutError(f"batch {i} not visible on the target after 120 s")
+                time.sleep(0.01)
+            lags.append(time.monotonic() - written[i])
+        writer.join()
+        elapsed = time.monotonic() - started
+        cpu = {part: round((seconds - cpu_before[part]) / elapsed, 2) for part, seconds in cpu_use(pids).items()}
+        cpu["bench (the writer)"] = round((time.process_time() - own_before) / elapsed, 2)
+        achieved = len(written) * per_batch / (written[max(written)] - started)
+    finally:
+        server.stop()
+        source.drop_collection(name)
+        target.drop_collection(name)
+    p50, p99 = statistics.median(lags), statistics.quantiles(lags, n=100, method="inclusive")[98]
+    print(f"lag under {achieved:.0f} rows/s (asked {rows_per_s:.0f}): p50 {p50:.3f} s, p99 {p99:.3f} s, "
+          f"{len(lags)} samples; cores busy: {cpu} ({sum(cpu.values()):.2f} of {os.cpu_count()})", flush=True)
+    return {"lag_load_rows_per_s": achieved, "lag_p50_s": p50, "lag_p99_s": p99}
+
+
 def fresh_testbed(*clusters: Cluster) -> None:
     """Restarts the testbed: its in-memory Kafka slows down as it fills (each run adds the
     backlog's 100 MB or so), which only the replication runs would pay, not the ceiling."""
@@ -427,10 +491,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--lag-batches", type=int, default=40)
-    parser.add_argument("--lag-batch", type=int, default=1_000)
+    parser.add_argument("--lag-batches", type=int, default=40, help="lag samples, one a second")
+    parser.add_argument("--lag-load", type=float, default=0.5,
+                        help="the steady load under which lag is measured, a share of the ceiling measured")
+    parser.add_argument("--lag-rows-per-s", type=float, default=20_000,
+                        help="the steady load when no ceiling is measured (--repeat 0)")
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
+    parser.add_argument("--snapshot-repeat", type=int, default=1, help="snapshot copies, their medians reported")
     parser.add_argument("--takeovers", type=int, default=5, help="takeovers in a group of three appliances")
     parser.add_argument("--max-call-bytes", type=int, help="the appliance's [apply] max_call_bytes")
     parser.add_argument("--max-batch-bytes", type=int, help="the appliance's [apply] max_batch_bytes")
@@ -451,29 +519,10 @@ def main() -> int:
     if args.repeat:
         throughput(args, source, target, e, work, report)
 
-    # 3. lag, live
+    # 3. lag, live, under a steady load: a share of the ceiling measured above, else a given rate
     if args.lag_batches:
-        create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
-        (work / "lag").mkdir()
-        server = CdcServer(work / "lag", e).start()
-        server.create_task(e["TARGET_MILVUS_URI"], collections=(name,))
-        wait_for_collection(target, name, timeout=60)
-        lags = []
-        for i in range(args.lag_batches):
-            lo = i * args.lag_batch
-            insert(source, name, make_rows(SCHEMA, range(lo, lo + args.lag_batch), seed=lo), batch=args.lag_batch)
-            written = time.monotonic()
-            last = lo + args.lag_batch - 1
-            while not visible(target, name, last):
-                if time.monotonic() - written > 120:
-                    raise TimeoutError(f"row {last} not visible on the target after 120 s")
-                time.sleep(0.02)
-            lags.append(time.monotonic() - written)
-        report["lag_p50_s"] = statistics.median(lags)
-        report["lag_p99_s"] = statistics.quantiles(lags, n=100)[98] if len(lags) >= 2 else lags[0]
-        server.stop()
-        source.drop_collection(name)
-        target.drop_collection(name)
+        rate = args.lag_load * report.get("ceiling_rows_per_s", 0) or args.lag_rows_per_s
+        report.update(steady_lag(source, target, e, work / "lag", rate, args.lag_batches))
 
     # 4. memory with a backlog: held in the journal while the target is unreachable, then drained
     # by a restarted appliance once the target can be reached (through a relay started then)
@@ -483,7 +532,11 @@ def main() -> int:
 
     # 5. the snapshot copy
     if args.snapshot_rows:
-        report.update(snapshot_copy(source, target, e, work / "snapshot", args.snapshot_rows, args.batch))
+        copies = [snapshot_copy(source, target, e, work / "snapshot", args.snapshot_rows, args.batch)
+                  for _ in range(args.snapshot_repeat)]
+        report.update({key: statistics.median(c[key] for c in copies) for key in copies[0]})
+        if len(copies) > 1:
+            report["snapshot_copy_ratios"] = " ".join(f"{c['snapshot_copy_ratio']:.2f}" for c in copies)
 
     # 6. a takeover's write outage in a group
     if args.takeovers:
