@@ -212,7 +212,7 @@ impl Copier<'_> {
     }
 
     /// Copies the partition the progress is in, from where it says: its pages are read side by
-    /// side ([`READS_IN_FLIGHT`]) and each is sent once read, in key order, [`PAGES_IN_FLIGHT`]
+    /// side ([`Reading::pages`]) and each is sent once read, in key order, [`PAGES_IN_FLIGHT`]
     /// at most at a time (one in a repair). Before a page is sent, the progress is moved past
     /// the pages the target acknowledged (in order) and marks every page sent in doubt, in one
     /// commit. Returns once the progress is past the partition, or the task stops.
