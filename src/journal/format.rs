@@ -4,8 +4,15 @@
 //! without it was written before versions were stored: that is format 1, read as it is and
 //! stamped at open. A file of a format newer than [`CURRENT`] is refused, by `serve` and `dump`
 //! alike, before anything else in it is read or written: a newer release may have changed what
-//! a table's bytes mean, and this one would misread them. A format older than the current one
-//! would be brought up to date in the transaction that stamps it; none is older yet.
+//! a table's bytes mean, and this one would misread them. An older format is brought up to date
+//! in the transaction that stamps it.
+//!
+//! Formats:
+//! - 1: the first.
+//! - 2: a snapshot copy's progress may say how far its pages in flight reached
+//!   (`CopyState::Copying::doubt_through`). A release of format 1 would read such a progress
+//!   without it and send only the next page as an upsert, doubling rows of the others. A file of
+//!   format 1 is read as it is: its progress in doubt covers its next page, as it did.
 //!
 //! The `format` table's shape (`&str` → `u64`) never changes, so every release can read it.
 
@@ -16,7 +23,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTra
 use super::JournalError;
 
 /// The format this code writes, and the newest it reads.
-pub const CURRENT: u64 = 1;
+pub const CURRENT: u64 = 2;
 /// The format of a file that has tables but no version: what every release before versions wrote.
 const UNVERSIONED: u64 = 1;
 
