@@ -50,12 +50,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::TryFutureExt;
 use futures::stream::TryStreamExt;
-use milvus::proto::schema::FieldData;
 use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::journal::{Journal, JournalError, TaskRun};
-use crate::milvus_client::{ReadError, RowReader, Seen, Shape, keys};
+use crate::milvus_client::{ReadError, RowReader, Seen, Shape};
 use crate::model::{CopyProgress, CopyState, PrimaryKey, now_ms};
 
 /// How far past the end of a copy its collection's changes are applied as replays: the
@@ -257,6 +256,7 @@ impl Copier<'_> {
                 after,
                 through,
                 columns,
+                rows,
             }) = read
             else {
                 in_flight.drain().await?;
@@ -273,7 +273,6 @@ impl Copier<'_> {
                 }
                 return self.begin_partition(copy, partition + 1, in_flight.acknowledged);
             };
-            let rows = page_keys(copy, &columns)?.len();
             in_flight.make_room(most_in_flight).await?;
             let upsert = doubt.covers(after.as_ref()) || always_upsert;
             self.mark(
@@ -396,18 +395,4 @@ impl Copier<'_> {
         }
         Ok(())
     }
-}
-
-/// The keys of a page, from its primary key column (none in an empty page).
-fn page_keys(copy: &CopyProgress, columns: &[FieldData]) -> Result<Vec<PrimaryKey>, CopyError> {
-    Ok(columns
-        .iter()
-        .find(|c| c.field_name == copy.primary_key)
-        .map(keys)
-        .transpose()
-        .map_err(|e| CopyError::Write {
-            collection: copy.source.name.clone(),
-            reason: e.to_string(),
-        })?
-        .unwrap_or_default())
 }

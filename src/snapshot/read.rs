@@ -28,6 +28,7 @@ pub(super) enum Read {
         after: Option<PrimaryKey>,
         through: PrimaryKey,
         columns: Vec<FieldData>,
+        rows: usize,
     },
     CollectionDropped,
 }
@@ -79,26 +80,13 @@ impl Reading {
                 let Some(after) = from else {
                     return Ok(None);
                 };
-                let read = copier
-                    .source
-                    .page_columns(
-                        &self.source,
-                        &self.partition,
-                        &key_only,
-                        after.as_ref(),
-                        None,
-                        self.page_rows,
-                        self.seen,
-                    )
-                    .await;
-                let columns = match read {
+                let columns = match self.query(copier, &key_only, after.as_ref(), None).await? {
                     Ok(columns) => columns,
-                    Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
-                        Gone::Collection => return Ok(Some((Span::CollectionDropped, None))),
-                        Gone::Partition => return Ok(None),
-                    },
+                    Err(Gone::Collection) => return Ok(Some((Span::CollectionDropped, None))),
+                    Err(Gone::Partition) => return Ok(None),
                 };
-                Ok(self.last_key(&columns)?.map(|through| {
+                let last = self.page_keys(&columns)?.into_iter().max();
+                Ok(last.map(|through| {
                     let span = Span::Keys {
                         after,
                         through: through.clone(),
@@ -118,27 +106,16 @@ impl Reading {
         let mut pages: Vec<Read> = Vec::new();
         let mut from = after;
         loop {
-            let read = copier
-                .source
-                .page_columns(
-                    &self.source,
-                    &self.partition,
-                    &self.shape,
-                    from.as_ref(),
-                    Some(&through),
-                    self.page_rows,
-                    self.seen,
-                )
-                .await;
-            let columns = match read {
+            let read = self.query(copier, &self.shape, from.as_ref(), Some(&through));
+            let columns = match read.await? {
                 Ok(columns) => columns,
-                Err(err) => match copier.gone(&self.source, &self.partition, err).await? {
-                    Gone::Collection => return Ok(vec![Read::CollectionDropped]),
-                    // The next span's end is not found: the partition ends here.
-                    Gone::Partition => Vec::new(),
-                },
+                Err(Gone::Collection) => return Ok(vec![Read::CollectionDropped]),
+                // The next span's end is not found: the partition ends here.
+                Err(Gone::Partition) => Vec::new(),
             };
-            let last = self.last_key(&columns)?;
+            let keys = self.page_keys(&columns)?;
+            let rows = keys.len();
+            let last = keys.into_iter().max();
             let page_through = last.clone().filter(|last| *last < through);
             let more = page_through.is_some();
             match (last, pages.last_mut()) {
@@ -148,6 +125,7 @@ impl Reading {
                     after: from,
                     through: page_through.clone().unwrap_or_else(|| through.clone()),
                     columns,
+                    rows,
                 }),
             }
             if !more {
@@ -157,15 +135,42 @@ impl Reading {
         }
     }
 
-    /// The greatest key of a page (None when it has no rows).
-    fn last_key(&self, columns: &[FieldData]) -> Result<Option<PrimaryKey>, CopyError> {
+    /// The partition's rows after `after` (through `through`) in `shape`, or what is gone
+    /// when the read failed because the collection or the partition is.
+    async fn query(
+        &self,
+        copier: &Copier<'_>,
+        shape: &Shape,
+        after: Option<&PrimaryKey>,
+        through: Option<&PrimaryKey>,
+    ) -> Result<Result<Vec<FieldData>, Gone>, CopyError> {
+        let read = copier
+            .source
+            .page_columns(
+                &self.source,
+                &self.partition,
+                shape,
+                after,
+                through,
+                self.page_rows,
+                self.seen,
+            )
+            .await;
+        match read {
+            Ok(columns) => Ok(Ok(columns)),
+            Err(err) => Ok(Err(copier.gone(&self.source, &self.partition, err).await?)),
+        }
+    }
+
+    /// The keys of a page, from its primary key column (none in an empty page).
+    fn page_keys(&self, columns: &[FieldData]) -> Result<Vec<PrimaryKey>, CopyError> {
         Ok(columns
             .iter()
             .find(|c| c.field_name == self.shape.primary_key)
             .map(keys)
             .transpose()
             .map_err(|reason| self.unreadable(reason))?
-            .and_then(|keys| keys.into_iter().max()))
+            .unwrap_or_default())
     }
 
     fn unreadable(&self, reason: impl std::fmt::Display) -> CopyError {
