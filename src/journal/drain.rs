@@ -294,6 +294,9 @@ impl Journal {
         for (vchannel, end) in &batch.ends {
             recent.applied(task, vchannel, *end);
         }
+        recent.batch_applied();
+        drop(recent);
+        self.applied.notify_all();
         Ok(())
     }
 }

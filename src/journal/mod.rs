@@ -186,6 +186,8 @@ pub struct Journal {
     recent: Mutex<RecentRows>,
     /// Notified after each stage; the count of stages is kept in `recent`.
     staged: Condvar,
+    /// Notified after each applied batch; the count of batches is kept in `recent`.
+    applied: Condvar,
     storage: StorageState,
     disk: disk::DiskState,
 }
@@ -303,6 +305,7 @@ impl Journal {
             recent_bytes,
             recent: Mutex::new(recent),
             staged: Condvar::new(),
+            applied: Condvar::new(),
             storage: StorageState::default(),
             disk: disk::DiskState::default(),
         })

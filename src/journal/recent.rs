@@ -75,6 +75,9 @@ pub(super) struct RecentRows {
     drained: Option<Instant>,
     /// Stages committed since the journal was opened: an idle applier waits for the next.
     stages: u64,
+    /// Batches applied since the journal was opened: a reader held back for room waits for the
+    /// next.
+    batches_applied: u64,
     /// Each channel's offsets after its recent stages, for checkpoints.
     pub marks: Marks,
 }
@@ -116,12 +119,17 @@ impl RecentRows {
             vchannels,
             drained: None,
             stages: 0,
+            batches_applied: 0,
             marks: Marks::default(),
         }
     }
 
     pub fn stages(&self) -> u64 {
         self.stages
+    }
+
+    pub fn batches_applied(&self) -> u64 {
+        self.batches_applied
     }
 
     pub fn room(&self) -> RecentRoom {
@@ -194,6 +202,11 @@ impl RecentRows {
                 self.windows.remove(&key);
             }
         }
+    }
+
+    /// A batch was applied: counted once its vchannels are each [`applied`](Self::applied).
+    pub fn batch_applied(&mut self) {
+        self.batches_applied += 1;
     }
 
     /// The target has `vchannel`'s rows through `end`: they leave the cache.

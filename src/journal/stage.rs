@@ -231,6 +231,20 @@ impl Journal {
             .wait_timeout_while(self.recent(), timeout, |recent| recent.stages() == seen);
     }
 
+    /// Batches applied since the journal was opened (see [`wait_for_applied`](Self::wait_for_applied)).
+    pub fn batches_applied(&self) -> u64 {
+        self.recent().batches_applied()
+    }
+
+    /// Waits until more than `seen` batches have been applied, or `timeout` has passed. A
+    /// reader held back until the applier makes room waits here.
+    pub fn wait_for_applied(&self, seen: u64, timeout: Duration) {
+        // As in `wait_for_stage`, a poisoned lock only ends the wait early.
+        let _ = self.applied.wait_timeout_while(self.recent(), timeout, |recent| {
+            recent.batches_applied() == seen
+        });
+    }
+
     /// Bytes of the task's rows staged and not yet applied; its readers wait while this is
     /// above their cap.
     pub fn pending_bytes(&self, task: &str) -> Result<u64, JournalError> {

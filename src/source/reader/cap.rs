@@ -14,6 +14,10 @@ use std::time::Duration;
 use crate::journal::{Journal, JournalError};
 use crate::model::vchannel_pchannel;
 
+/// A reader waiting for the applier looks again at each applied batch, and at least this often
+/// at its stop flag (and at what the applier does not announce, as a task's rows dropped).
+pub(super) const RECHECK: Duration = Duration::from_millis(100);
+
 /// Every row the reader staged (if any) is at or below its channel's tick: the applier may
 /// apply them all, so the reader may wait for the task to fall below its cap.
 pub(super) fn covered(newest_staged: Option<u64>, tick: u64) -> bool {
@@ -27,7 +31,8 @@ pub(super) fn room(journal: &Journal, task: &str, cap: u64) -> Result<u64, Journ
 }
 
 /// Waits while `task` is past `cap` and rows of `pchannel` at or below its `tick` wait to be
-/// applied: for a reader whose newest rows its tick does not cover yet.
+/// applied: for a reader whose newest rows its tick does not cover yet. It looks again at each
+/// applied batch.
 pub(super) fn wait_for_covered_rows(
     journal: &Journal,
     task: &str,
@@ -36,13 +41,16 @@ pub(super) fn wait_for_covered_rows(
     cap: u64,
     stop: &AtomicBool,
 ) -> Result<(), JournalError> {
-    while !stop.load(Ordering::Relaxed)
-        && journal.pending_bytes(task)? > cap
-        && covered_rows_pending(journal, task, pchannel, tick)?
-    {
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let seen = journal.batches_applied();
+        if stop.load(Ordering::Relaxed)
+            || journal.pending_bytes(task)? <= cap
+            || !covered_rows_pending(journal, task, pchannel, tick)?
+        {
+            return Ok(());
+        }
+        journal.wait_for_applied(seen, RECHECK);
     }
-    Ok(())
 }
 
 /// Whether a row of `pchannel` at or below `tick` is staged and not applied.

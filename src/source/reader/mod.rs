@@ -461,13 +461,18 @@ impl ChannelReader<'_> {
         }
     }
 
+    /// Waits while the task's rows to apply are past its cap, looking again at each batch the
+    /// applier commits.
     fn wait_below_cap(&self) -> Result<(), ReaderError> {
-        while self.journal.pending_bytes(self.run.task())? > self.settings.task_cap_bytes
-            && !self.stop.load(Ordering::Relaxed)
-        {
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            let seen = self.journal.batches_applied();
+            if self.journal.pending_bytes(self.run.task())? <= self.settings.task_cap_bytes
+                || self.stop.load(Ordering::Relaxed)
+            {
+                return self.wait_for_disk_room();
+            }
+            self.journal.wait_for_applied(seen, cap::RECHECK);
         }
-        self.wait_for_disk_room()
     }
 
     /// Waits, before a batch is read, while the journal's disk has no room to stage it.

@@ -31,7 +31,8 @@ impl Default for Pacer {
 }
 
 impl Pacer {
-    const POLL: Duration = Duration::from_millis(2);
+    /// The longest a wait goes without looking at the stop flag and its own deadlines.
+    const RECHECK: Duration = Duration::from_millis(100);
 
     /// Waits, while the cache is being drained, until it has room for a stage of `bytes` and
     /// for two more staged meanwhile by other readers: a stage that does not fit ends the
@@ -39,6 +40,7 @@ impl Pacer {
     pub(super) fn wait_for_room(&mut self, journal: &Journal, bytes: usize, stop: &AtomicBool) {
         let began = Instant::now();
         loop {
+            let seen = journal.batches_applied();
             let room = journal.recent_room();
             if room.free_bytes >= 3 * bytes || room.held_bytes == 0 || stop.load(Ordering::Relaxed)
             {
@@ -55,7 +57,7 @@ impl Pacer {
                 self.gave_up = Some(Instant::now());
                 return;
             }
-            std::thread::sleep(Self::POLL);
+            journal.wait_for_applied(seen, Self::RECHECK);
         }
     }
 }
