@@ -5,8 +5,9 @@ printed next to what it is compared to, measured in the same run:
    spread over 3 databases, created and written on the source while a task over every
    collection of every database (`*`) runs: the time from the first create until the target
    acknowledged all their rows (next to the source's own time to create and write them), and
-   the appliance's CPU seconds per collection; at N/10 and at N, and their ratio (above 1.5,
-   the per-collection cost grows worse than linearly);
+   the appliance's CPU seconds per collection, and its cores busy once all are applied and
+   nothing is written; at N/10 and at N, and their ratio (above 1.5, the per-collection cost
+   grows worse than linearly);
 2. 768-dim vectors: the catch-up and from-create rates and the snapshot copy's rate, each next
    to the ceiling of the same 768-dim rows (as sections 1, 2 and 4 of bench.py);
 3. a large backlog: M rows held in the journal while the target is unreachable, then drained
@@ -104,7 +105,7 @@ def collections_growth(source: Cluster, target: Cluster, e: dict, work: Path, n:
         print(f"scale, {count} collections: all on the target after {run['until_equal_s']:.1f} s "
               f"(the source took {run['source_write_s']:.1f} s to create and write them, ratio "
               f"{run['source_to_target_ratio']:.2f}), appliance cpu {run['cpu_s_per_collection']:.3f} s "
-              "per collection", flush=True)
+              f"per collection, {run['idle_cpu_per_s']:.3f} cores once idle", flush=True)
     small, large = max(n // 10, 1), n
     for key in ("cpu_s_per_collection", "until_equal_s_per_collection"):
         ratio = report[f"scale_{large}_collections_{key}"] / report[f"scale_{small}_collections_{key}"]
@@ -141,15 +142,25 @@ def many_collections(source: Cluster, target: Cluster, e: dict, work: Path, n: i
         written = time.monotonic() - started
         acknowledged = wait_applied(server, n * rows, started_wall, timeout=300 + 5 * n)
         cpu = bench.cpu_seconds(pid) - cpu_before
+        idle = idle_cpu_per_s(pid)
         server.stop()
         check_counts(sources, {d: replicated_database(target, d) for d in dbs}, names, rows)
         return {"until_equal_s": acknowledged, "until_equal_s_per_collection": acknowledged / n,
                 "source_write_s": written, "source_to_target_ratio": written / acknowledged,
-                "cpu_s": cpu, "cpu_s_per_collection": cpu / n}
+                "cpu_s": cpu, "cpu_s_per_collection": cpu / n, "idle_cpu_per_s": idle}
     finally:
         server.stop()
         for d in dbs:
             drop_database((source, target), d)
+
+
+def idle_cpu_per_s(pid: int, seconds: float = 10) -> float:
+    """The appliance's CPU seconds per second once nothing is written: what it spends on the
+    collections' time ticks and its own upkeep. Growing with the collections, it would make the
+    CPU per collection grow with the time the run takes."""
+    before = bench.cpu_seconds(pid)
+    time.sleep(seconds)
+    return (bench.cpu_seconds(pid) - before) / seconds
 
 
 def wait_applied(server, rows: int, started_wall: float, timeout: float) -> float:
