@@ -16,7 +16,9 @@
    reported, so both see the machine in the same states;
 3. lag: with a task running, the source takes a steady load (`--lag-load` of the ceiling
    measured in 1., in a batch every 0.1 s); one batch a second is a sample: lag = time from the
-   source's insert reply to the batch's last row being visible on the target (p50, p99);
+   source's insert reply to the batch's last row being visible on the target (p50, p99), split
+   into until visible on the source, until applied and until visible on the target; next to the
+   target's own insert-to-visible time under the same load, inserted into it directly;
 4. memory: the appliance's RSS while a backlog of M rows sits in its journal (target
    unreachable), and its peak while a restarted appliance drains that backlog to the target;
 5. snapshot copy: S rows written, flushed and loaded on the source before any task; a task
@@ -44,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -60,8 +63,8 @@ from bench_takeover import takeover_outage  # noqa: E402
 sys.modules.setdefault("bench", sys.modules[__name__])
 from bench_scale import add_flags as add_scale_flags, scale  # noqa: E402
 import cdc as cdc_module  # noqa: E402
-from workload import (Cluster, create_collection, ensure_loaded, insert, int64_pk, make_rows, schema,  # noqa: E402
-                      wait_until)
+from workload import (Cluster, create_collection, ensure_loaded, insert, int64_pk, load_state, make_rows,  # noqa: E402
+                      schema, wait_until)
 
 SCHEMA = schema(int64_pk(), FieldSchema("vec", DataType.FLOAT_VECTOR, dim=128))
 STAGES = ("plan", "mark", "send", "commit")
@@ -368,60 +371,119 @@ def steady_lag(source: Cluster, target: Cluster, e: dict, work: Path, rows_per_s
                period: float = 0.1) -> dict:
     """Section 3: a task runs while the source takes `rows_per_s` rows a second, a batch every
     `period` seconds, for `samples` seconds; the first batch of each second is a sample: its lag
-    is the time from its insert reply until its last row is visible on the target."""
+    is the time from its insert reply until its last row is visible on the target. Each sample is
+    split where it can be seen from outside: until the row is visible on the source (the source's
+    own time tick and broker hop, which the reader waits for too), until the appliance counts the
+    batch's rows applied, and until the target shows them. Then the same load goes straight into
+    a collection of the target: its own insert-to-visible time is the floor of the last stage."""
     name = f"bench_lag_{time.time_ns()}"
     work.mkdir(parents=True, exist_ok=True)
     create_collection(source, name, SCHEMA, shards=2, consistency_level="Bounded")
+    ensure_loaded(source, name)  # to see when a row is visible there; the task loads the target's too
     server = appliance(work / name, e, {})
     try:
         server.create_task(e["TARGET_MILVUS_URI"], collections=(name,))
-        wait_for_collection(target, name, timeout=60)
-        per_batch = max(1, round(rows_per_s * period))
-        per_second = round(1 / period)
-        block = np.random.default_rng(7).random((per_batch, dim()), dtype=np.float32)
-        written: dict[int, float] = {}
-        failed: list[BaseException] = []
-        coll = source.collection(name)
-
-        def write() -> None:
-            start = time.monotonic()
-            try:
-                for i in range(samples * per_second):
-                    time.sleep(max(0.0, start + i * period - time.monotonic()))
-                    coll.insert([list(range(i * per_batch, (i + 1) * per_batch)), block])
-                    written[i] = time.monotonic()
-            except BaseException as err:  # reported below
-                failed.append(err)
-
-        writer = threading.Thread(target=write, daemon=True)
+        # Its index and load come from the source's, replicated.
+        wait_until("the target collection loaded", lambda: load_state(target, name) == "Loaded", timeout=60)
         pids = {**part_pids(), "appliance": server.proc.pid}
-        cpu_before, own_before = cpu_use(pids), time.process_time()
-        started = time.monotonic()
-        writer.start()
-        lags = []
-        for i in range(0, samples * per_second, per_second):
-            while i not in written:
-                if failed or time.monotonic() - started > samples * 10 + 60:
-                    raise RuntimeError(f"the steady writes stopped: {failed}")
-                time.sleep(0.005)
-            while not visible(target, name, (i + 1) * per_batch - 1):
-                if time.monotonic() - written[i] > 120:
-                    raise TimeoutError(f"batch {i} not visible on the target after 120 s")
-                time.sleep(0.01)
-            lags.append(time.monotonic() - written[i])
-        writer.join()
-        elapsed = time.monotonic() - started
-        cpu = {part: round((seconds - cpu_before[part]) / elapsed, 2) for part, seconds in cpu_use(pids).items()}
-        cpu["bench (the writer)"] = round((time.process_time() - own_before) / elapsed, 2)
-        achieved = len(written) * per_batch / (written[max(written)] - started)
+
+        def stages(i: int, rows_through: int) -> dict[str, float]:
+            # Each stage is watched on its own, so that a slow probe of one does not delay another's.
+            def applied() -> float:
+                while server.metrics().get("milvus_cdc_rows_applied_total", 0) < rows_through:
+                    time.sleep(0.005)
+                return time.monotonic()
+
+            probes = {"visible on the source": lambda: wait_visible(source, name, rows_through - 1),
+                      "applied": applied,
+                      "visible on the target": lambda: wait_visible(target, name, rows_through - 1)}
+            with ThreadPoolExecutor(len(probes)) as pool:
+                return dict(zip(probes, pool.map(lambda probe: probe(), probes.values())))
+
+        replicated = steady_writes(source.collection(name), rows_per_s, samples, period, pids, stages)
     finally:
         server.stop()
         source.drop_collection(name)
         target.drop_collection(name)
-    p50, p99 = statistics.median(lags), statistics.quantiles(lags, n=100, method="inclusive")[98]
-    print(f"lag under {achieved:.0f} rows/s (asked {rows_per_s:.0f}): p50 {p50:.3f} s, p99 {p99:.3f} s, "
-          f"{len(lags)} samples; cores busy: {cpu} ({sum(cpu.values()):.2f} of {os.cpu_count()})", flush=True)
-    return {"lag_load_rows_per_s": achieved, "lag_p50_s": p50, "lag_p99_s": p99}
+    direct_name = f"bench_lag_direct_{time.time_ns()}"
+    create_collection(target, direct_name, SCHEMA, shards=2, consistency_level="Bounded")
+    ensure_loaded(target, direct_name)
+    try:
+        direct = steady_writes(target.collection(direct_name), rows_per_s, samples, period, part_pids(),
+                               lambda i, rows_through: {"visible on the target":
+                                                        wait_visible(target, direct_name, rows_through - 1)})
+    finally:
+        target.drop_collection(direct_name)
+    lags = replicated["visible on the target"]
+    p50, p99 = statistics.median(lags), percentile99(lags)
+    print(f"lag under {replicated['rows_per_s']:.0f} rows/s (asked {rows_per_s:.0f}): p50 {p50:.3f} s, "
+          f"p99 {p99:.3f} s, {len(lags)} samples; cores busy: {replicated['cpu']} "
+          f"({sum(replicated['cpu'].values()):.2f} of {os.cpu_count()})", flush=True)
+    print("  from the insert's reply until:  " + ",  ".join(
+        f"{stage} p50 {statistics.median(times):.3f} s p99 {percentile99(times):.3f} s"
+        for stage, times in replicated.items() if isinstance(times, list)), flush=True)
+    own = direct["visible on the target"]
+    print(f"  the target's own insert-to-visible under {direct['rows_per_s']:.0f} rows/s: "
+          f"p50 {statistics.median(own):.3f} s, p99 {percentile99(own):.3f} s", flush=True)
+    return {"lag_load_rows_per_s": replicated["rows_per_s"], "lag_p50_s": p50, "lag_p99_s": p99,
+            **{f"lag_until_{stage.replace(' ', '_')}_p99_s": percentile99(times)
+               for stage, times in replicated.items() if isinstance(times, list)},
+            "lag_target_own_p50_s": statistics.median(own), "lag_target_own_p99_s": percentile99(own)}
+
+
+def percentile99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def wait_visible(cluster: Cluster, name: str, pk: int, timeout: float = 120) -> float:
+    """When the row `pk` shows in a strong query of `cluster`."""
+    deadline = time.monotonic() + timeout
+    while not visible(cluster, name, pk):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"row {pk} of {name} not visible on {cluster.name} after {timeout:.0f} s")
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+def steady_writes(coll, rows_per_s: float, samples: int, period: float, pids: dict[str, int],
+                  stages) -> dict:
+    """Inserts `rows_per_s` rows a second into `coll`, a batch every `period` seconds, for
+    `samples` seconds; for the first batch of each second, `stages(i, rows through the batch)`
+    gives when each stage saw it. Returns each stage's times from the insert's reply, the rate
+    achieved and each process's cores busy."""
+    per_batch = max(1, round(rows_per_s * period))
+    per_second = round(1 / period)
+    block = np.random.default_rng(7).random((per_batch, dim()), dtype=np.float32)
+    written: dict[int, float] = {}
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        start = time.monotonic()
+        try:
+            for i in range(samples * per_second):
+                time.sleep(max(0.0, start + i * period - time.monotonic()))
+                coll.insert([list(range(i * per_batch, (i + 1) * per_batch)), block])
+                written[i] = time.monotonic()
+        except BaseException as err:  # reported below
+            failed.append(err)
+
+    writer = threading.Thread(target=write, daemon=True)
+    cpu_before, own_before = cpu_use(pids), time.process_time()
+    started = time.monotonic()
+    writer.start()
+    times: dict[str, list[float]] = {}
+    for i in range(0, samples * per_second, per_second):
+        while i not in written:
+            if failed or time.monotonic() - started > samples * 10 + 60:
+                raise RuntimeError(f"the steady writes stopped: {failed}")
+            time.sleep(0.005)
+        for stage, at in stages(i, (i + 1) * per_batch).items():
+            times.setdefault(stage, []).append(at - written[i])
+    writer.join()
+    elapsed = time.monotonic() - started
+    cpu = {part: round((seconds - cpu_before[part]) / elapsed, 2) for part, seconds in cpu_use(pids).items()}
+    cpu["bench (the writer)"] = round((time.process_time() - own_before) / elapsed, 2)
+    return {**times, "rows_per_s": len(written) * per_batch / (written[max(written)] - started), "cpu": cpu}
 
 
 def fresh_testbed(*clusters: Cluster) -> None:
