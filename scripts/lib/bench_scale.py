@@ -2,8 +2,8 @@
 printed next to what it is compared to, measured in the same run:
 
 1. many collections: N collections (1,000 rows each, int64 pk, 128-dim vectors, 1 or 2 shards)
-   spread over 3 databases, created and written on the source while a task over every
-   collection of every database (`*`) runs: the time from the first create until the target
+   spread over 3 databases, created and written on the source (one every `--scale-pace`
+   seconds, at both counts) while a task over every collection of every database (`*`) runs: the time from the first create until the target
    acknowledged all their rows (next to the source's own time to create and write them), and
    the appliance's CPU seconds per collection, and its cores busy once all are applied and
    nothing is written; at N/10 and at N, and their ratio (above 1.5, the per-collection cost
@@ -45,6 +45,10 @@ def add_flags(parser) -> None:
                         help="run only the scale section (as with --repeat 0 --lag-batches 0 --backlog 0 "
                              "--snapshot-rows 0 --takeovers 0); each --scale-* of 0 skips its part")
     parser.add_argument("--scale-collections", type=int, default=300, help="collections (and a tenth of them)")
+    parser.add_argument("--scale-pace", type=float, default=0.4,
+                        help="seconds from one collection's create to the next's, at both counts: the source "
+                             "slows as it holds more collections, and an appliance's cost per second would "
+                             "otherwise show as a cost per collection")
     parser.add_argument("--scale-dim-rows", type=int, default=50_000, help="rows of 768-dim vectors")
     parser.add_argument("--scale-backlog", type=int, default=5_000_000, help="rows held in the journal")
     parser.add_argument("--scale-task-rows", type=int, default=100_000, help="rows per task of four")
@@ -55,7 +59,7 @@ def scale(args, source: Cluster, target: Cluster, e: dict, work: Path, fresh) ->
     apply = bench.apply_settings(args)
     parts = [
         (args.scale_collections, lambda: collections_growth(source, target, e, work / "collections",
-                                                            args.scale_collections)),
+                                                            args.scale_collections, args.scale_pace)),
         (args.scale_dim_rows, lambda: wide_vectors(source, target, e, work / "wide", args.scale_dim_rows,
                                                    args.batch, apply)),
         (args.scale_task_rows, lambda: four_tasks(source, target, e, work / "tasks", args.scale_task_rows,
@@ -95,12 +99,12 @@ def guarded(source: Cluster, target: Cluster, part) -> dict:
 # 1. many collections
 
 
-def collections_growth(source: Cluster, target: Cluster, e: dict, work: Path, n: int,
+def collections_growth(source: Cluster, target: Cluster, e: dict, work: Path, n: int, pace: float,
                        scope=lambda dbs: EVERYTHING) -> dict:
     """Part 1 at n/10 and at n collections."""
     report = {}
     for count in (max(n // 10, 1), n):
-        run = many_collections(source, target, e, work, count, scope)
+        run = many_collections(source, target, e, work, count, scope, pace)
         report.update({f"scale_{count}_collections_{key}": value for key, value in run.items()})
         print(f"scale, {count} collections: all on the target after {run['until_equal_s']:.1f} s "
               f"(the source took {run['source_write_s']:.1f} s to create and write them, ratio "
@@ -116,10 +120,11 @@ def collections_growth(source: Cluster, target: Cluster, e: dict, work: Path, n:
     return report
 
 
-def many_collections(source: Cluster, target: Cluster, e: dict, work: Path, n: int, scope,
+def many_collections(source: Cluster, target: Cluster, e: dict, work: Path, n: int, scope, pace: float,
                      rows: int = 1_000) -> dict:
     """n collections over 3 databases, created and written while a task of `scope(databases)`
-    runs; timed until the appliance's last acknowledgment of their n * rows rows."""
+    runs, one every `pace` seconds (or as fast as the source takes them, if slower); timed until
+    the appliance's last acknowledgment of their n * rows rows."""
     stamp = time.time_ns()
     dbs = [f"bench_scale_{stamp}_{i}" for i in range(3)]
     names = [(dbs[i % 3], f"c{i}") for i in range(n)]
@@ -137,6 +142,7 @@ def many_collections(source: Cluster, target: Cluster, e: dict, work: Path, n: i
             db.create_database(d, using=source.name)
             sources[d] = source.database(d)
         for i, (d, name) in enumerate(names):
+            time.sleep(max(0.0, started + i * pace - time.monotonic()))
             create_collection(sources[d], name, bench.SCHEMA, shards=1 + i % 2, consistency_level="Bounded")
             insert(sources[d], name, make_rows(bench.SCHEMA, range(rows), seed=i), batch=rows)
         written = time.monotonic() - started
