@@ -240,9 +240,11 @@ impl Journal {
     /// reader held back until the applier makes room waits here.
     pub fn wait_for_applied(&self, seen: u64, timeout: Duration) {
         // As in `wait_for_stage`, a poisoned lock only ends the wait early.
-        let _ = self.applied.wait_timeout_while(self.recent(), timeout, |recent| {
-            recent.batches_applied() == seen
-        });
+        let _ = self
+            .applied
+            .wait_timeout_while(self.recent(), timeout, |recent| {
+                recent.batches_applied() == seen
+            });
     }
 
     /// Bytes of the task's rows staged and not yet applied; its readers wait while this is

@@ -37,6 +37,7 @@ mod fence;
 mod history;
 mod keys;
 mod lookup;
+mod named;
 mod types;
 pub mod version;
 
@@ -48,9 +49,13 @@ pub use keys::{MetaKey, TOMBSTONE, is_tombstone, meta_root, parse_key};
 pub use lookup::EtcdLookup;
 pub use types::{CollectionMeta, DatabaseMeta, IndexMeta, PartitionMeta};
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
 
 use crate::model::{CaFile, parse_id};
 
@@ -103,6 +108,9 @@ impl MetaError {
 /// Keys per etcd range request: keeps each reply far below gRPC's 4 MiB message limit.
 const PAGE_SIZE: i64 = 256;
 
+/// Reads per etcd transaction, below etcd's default limit of 128 operations.
+const TXN_OPS: usize = 64;
+
 /// The first key after every key starting with `prefix` (etcd's "range end" for a prefix).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -121,6 +129,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub struct SourceMeta {
     client: Client,
     meta_root: String,
+    /// What [`collection_named`](Self::collection_named) keeps of the collections' values.
+    named: Arc<tokio::sync::Mutex<named::NamedValues>>,
 }
 
 impl std::fmt::Debug for SourceMeta {
@@ -167,7 +177,11 @@ impl SourceMeta {
             )
             .await
             .map_err(connect_err)?;
-        Ok(Self { client, meta_root })
+        Ok(Self {
+            client,
+            meta_root,
+            named: Arc::default(),
+        })
     }
 
     pub fn meta_root(&self) -> &str {
@@ -196,27 +210,6 @@ impl SourceMeta {
             kvs.extend(self.read_prefix(prefix, &mut rev, false).await?);
         }
         Ok(assemble(&self.meta_root, &kvs)?.collections)
-    }
-
-    /// The live collection of that name in that database (`""` is the default database).
-    /// Only collection-info and db-info values are read to find it, then the one collection.
-    pub async fn collection_named(
-        &self,
-        db_name: &str,
-        name: &str,
-    ) -> Result<Option<CollectionMeta>, MetaError> {
-        let mut rev = 0;
-        let mut kvs = self
-            .read_prefix("root-coord/database/", &mut rev, false)
-            .await?;
-        kvs.extend(
-            self.read_prefix("root-coord/collection/", &mut rev, false)
-                .await?,
-        );
-        match find_named(&self.meta_root, &kvs, db_name, name)? {
-            Some(id) => self.collection(id).await,
-            None => Ok(None),
-        }
     }
 
     /// The source Milvus's version, if the decoder reads it (see [`version`]).
@@ -262,22 +255,31 @@ impl SourceMeta {
         revision: i64,
     ) -> Result<Option<CollectionMeta>, MetaError> {
         let mut rev = revision;
-        // The database of a collection is only in its key, so find the key first.
-        let mut kvs = Vec::new();
-        for (key, _) in self
-            .read_prefix("root-coord/database/collection-info/", &mut rev, true)
-            .await?
-        {
-            if parse_key(&self.meta_root, &key)?.and_then(|k| k.collection_id()) == Some(id) {
-                kvs.extend(self.read_key(&key, &mut rev).await?);
+        let mut kvs = self
+            .read_prefix("root-coord/database/db-info/", &mut rev, false)
+            .await?;
+        // The database of a collection is only in its key: its key is asked for under each
+        // database (a few, read in one transaction), not found among every collection's keys.
+        let mut db_ids = BTreeSet::from([0, DEFAULT_DB_ID]);
+        for (key, _) in &kvs {
+            if let Some(MetaKey::Database { db_id }) = parse_key(&self.meta_root, key)? {
+                db_ids.insert(db_id);
             }
         }
-        let legacy = format!("{}/root-coord/collection/{id}", self.meta_root);
-        kvs.extend(self.read_key(&legacy, &mut rev).await?);
+        let mut keys: Vec<String> = db_ids
+            .iter()
+            .map(|db| {
+                format!(
+                    "{}/root-coord/database/collection-info/{db}/{id}",
+                    self.meta_root
+                )
+            })
+            .collect();
+        keys.push(format!("{}/root-coord/collection/{id}", self.meta_root));
+        kvs.extend(self.read_keys(&keys, rev).await?);
         for prefix in [
             format!("root-coord/fields/{id}/"),
             format!("root-coord/partitions/{id}/"),
-            "root-coord/database/db-info/".to_owned(),
         ] {
             kvs.extend(self.read_prefix(&prefix, &mut rev, false).await?);
         }
@@ -406,10 +408,23 @@ impl SourceMeta {
     /// same snapshot.
     async fn read_range(
         &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        rev: &mut i64,
+        keys_only: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.read_range_since(start, end, rev, keys_only, 0).await
+    }
+
+    /// As [`read_range`](Self::read_range), only the keys modified at or after revision
+    /// `since` (0: every key).
+    async fn read_range_since(
+        &self,
         mut start: Vec<u8>,
         end: Vec<u8>,
         rev: &mut i64,
         keys_only: bool,
+        since: i64,
     ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         let mut client = self.client.clone();
         let mut out = Vec::new();
@@ -417,7 +432,8 @@ impl SourceMeta {
             let mut options = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(PAGE_SIZE)
-                .with_revision(*rev);
+                .with_revision(*rev)
+                .with_min_mod_revision(since);
             if keys_only {
                 options = options.with_keys_only();
             }
@@ -438,11 +454,7 @@ impl SourceMeta {
             let kvs = resp.take_kvs();
             let last_key = kvs.last().map(|kv| kv.key().to_vec());
             for kv in kvs {
-                let key = String::from_utf8(kv.key().to_vec()).map_err(|_| MetaError::BadKey {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    reason: "not UTF-8".into(),
-                })?;
-                out.push((key, kv.value().to_vec()));
+                out.push((utf8_key(&kv)?, kv.value().to_vec()));
             }
             match last_key {
                 Some(mut last) if more => {
@@ -453,6 +465,66 @@ impl SourceMeta {
             }
         }
     }
+
+    /// The keys present among `keys` with their values, at revision `rev` (not 0), in one
+    /// etcd transaction per [`TXN_OPS`] keys.
+    async fn read_keys(
+        &self,
+        keys: &[String],
+        rev: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(TXN_OPS) {
+            let gets: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(key.as_str(), Some(GetOptions::new().with_revision(rev))))
+                .collect();
+            let reply = self
+                .client
+                .clone()
+                .txn(Txn::new().and_then(gets))
+                .await
+                .map_err(|source| MetaError::Key {
+                    key: chunk.join(", "),
+                    source: Box::new(source),
+                })?;
+            for answer in reply.op_responses() {
+                if let TxnOpResponse::Get(got) = answer {
+                    for kv in got.kvs() {
+                        out.push((utf8_key(kv)?, kv.value().to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many keys are under `{meta_root}/{rel_prefix}` at revision `rev` (not 0).
+    async fn count_prefix(&self, rel_prefix: &str, rev: i64) -> Result<usize, MetaError> {
+        let start = format!("{}/{rel_prefix}", self.meta_root);
+        let options = GetOptions::new()
+            .with_range(prefix_end(start.as_bytes()))
+            .with_revision(rev)
+            .with_count_only();
+        let reply = self
+            .client
+            .clone()
+            .get(start.clone(), Some(options))
+            .await
+            .map_err(|source| MetaError::Read {
+                end: String::from_utf8_lossy(&prefix_end(start.as_bytes())).into_owned(),
+                start,
+                source: Box::new(source),
+            })?;
+        Ok(usize::try_from(reply.count()).unwrap_or(usize::MAX))
+    }
+}
+
+fn utf8_key(kv: &etcd_client::KeyValue) -> Result<String, MetaError> {
+    String::from_utf8(kv.key().to_vec()).map_err(|_| MetaError::BadKey {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: "not UTF-8".into(),
+    })
 }
 
 #[cfg(test)]
