@@ -485,7 +485,7 @@ impl SourceMeta {
                 .txn(Txn::new().and_then(gets))
                 .await
                 .map_err(|source| MetaError::Key {
-                    key: chunk.join(", "),
+                    key: format!("{} and {} more", chunk[0], chunk.len() - 1),
                     source: Box::new(source),
                 })?;
             for answer in reply.op_responses() {
