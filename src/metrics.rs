@@ -318,6 +318,20 @@ pub struct TaskGauges {
 /// The Prometheus text of every metric, with `snapshot`'s gauges.
 pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let mut registry = Registry::with_prefix("milvus_cdc");
+    register_counters(&mut registry);
+    register_journal(&mut registry, snapshot);
+    register_tasks(&mut registry, &snapshot.tasks);
+    register_roles(&mut registry, &snapshot.cluster_roles);
+    if let Some(group) = &snapshot.group {
+        register_group(&mut registry, group);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The process's counters and histograms, kept as they happen.
+fn register_counters(registry: &mut Registry) {
     let m = &*METRICS;
     for (name, help, counter) in [
         (
@@ -369,9 +383,9 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         m.task_rows_applied.clone(),
     );
     m.staged
-        .register(&mut registry, "staged", "written to the journal");
+        .register(registry, "staged", "written to the journal");
     m.applied
-        .register(&mut registry, "applied", "acknowledged by the target");
+        .register(registry, "applied", "acknowledged by the target");
     registry.register(
         "errors",
         "Errors by kind (message_rejected, target_transient, target_permanent, target_blocked, applier, source_etcd, broker, reader)",
@@ -407,6 +421,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "Time from sending a data batch to the target's acknowledgement, retries included",
         m.batch_seconds.clone(),
     );
+}
+
+/// The journal's size and whether it can stage, as of the snapshot.
+fn register_journal(registry: &mut Registry, snapshot: &Snapshot) {
     for (name, help, value) in [
         (
             "journal_bytes",
@@ -433,7 +451,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         gauge.set(value);
         registry.register(name, help, gauge);
     }
+}
 
+/// Each task's state, lag, consistency point and snapshot copy progress.
+fn register_tasks(registry: &mut Registry, tasks: &[TaskGauges]) {
     let source_lag = Family::<ChannelLabels, Seconds>::default();
     let target_lag = Family::<ChannelLabels, Seconds>::default();
     let state = Family::<StateLabels, Gauge>::default();
@@ -441,7 +462,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
     let rpo = Family::<TaskLabels, Seconds>::default();
     let copied = Family::<CollectionLabels, Gauge>::default();
     let to_copy = Family::<CollectionLabels, Gauge>::default();
-    for task in &snapshot.tasks {
+    for task in tasks {
         for (collection, (rows, of)) in &task.snapshot {
             let labels = CollectionLabels {
                 task: task.task.clone(),
@@ -507,8 +528,12 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         to_copy,
     );
     registry.register("task_state", "1 for each task's current state", state);
+}
+
+/// Each configured cluster's role.
+fn register_roles(registry: &mut Registry, cluster_roles: &[(String, String)]) {
     let roles = Family::<RoleLabels, Gauge>::default();
-    for (cluster, role) in &snapshot.cluster_roles {
+    for (cluster, role) in cluster_roles {
         roles
             .get_or_create(&RoleLabels {
                 cluster: cluster.clone(),
@@ -521,45 +546,44 @@ pub fn render(snapshot: &Snapshot) -> Result<String, String> {
         "1 for each configured cluster's role: primary, standby, fenced (a switchover under way), lost (failed over from), none",
         roles,
     );
-    if let Some(group) = &snapshot.group {
-        let owners = Family::<OwnerLabels, Gauge>::default();
-        for (task, member) in &group.owners {
-            owners
-                .get_or_create(&OwnerLabels {
-                    task: task.clone(),
-                    member: member.clone(),
-                })
-                .set(1);
-        }
-        registry.register(
-            "task_owner",
-            "1 for the group member that owns each task",
-            owners,
-        );
-        let heartbeats = Family::<MemberLabels, Gauge<f64, AtomicU64>>::default();
-        for (member, at) in &group.heartbeats {
-            heartbeats
-                .get_or_create(&MemberLabels {
-                    member: member.clone(),
-                })
-                .set(*at);
-        }
-        registry.register(
-            "group_member_heartbeat_seconds",
-            "Each live member of the group's last heartbeat, in Unix seconds",
-            heartbeats,
-        );
-        let takeovers = Counter::<u64>::default();
-        takeovers.inc_by(group.takeovers);
-        registry.register(
-            "task_takeovers",
-            "Tasks this member took over from their checkpoint since it started",
-            takeovers,
-        );
+}
+
+/// With `[group]`: who owns each task, the members' heartbeats and this member's takeovers.
+fn register_group(registry: &mut Registry, group: &GroupGauges) {
+    let owners = Family::<OwnerLabels, Gauge>::default();
+    for (task, member) in &group.owners {
+        owners
+            .get_or_create(&OwnerLabels {
+                task: task.clone(),
+                member: member.clone(),
+            })
+            .set(1);
     }
-    let mut out = String::new();
-    encode(&mut out, &registry).map_err(|e| e.to_string())?;
-    Ok(out)
+    registry.register(
+        "task_owner",
+        "1 for the group member that owns each task",
+        owners,
+    );
+    let heartbeats = Family::<MemberLabels, Gauge<f64, AtomicU64>>::default();
+    for (member, at) in &group.heartbeats {
+        heartbeats
+            .get_or_create(&MemberLabels {
+                member: member.clone(),
+            })
+            .set(*at);
+    }
+    registry.register(
+        "group_member_heartbeat_seconds",
+        "Each live member of the group's last heartbeat, in Unix seconds",
+        heartbeats,
+    );
+    let takeovers = Counter::<u64>::default();
+    takeovers.inc_by(group.takeovers);
+    registry.register(
+        "task_takeovers",
+        "Tasks this member took over from their checkpoint since it started",
+        takeovers,
+    );
 }
 
 #[cfg(test)]
