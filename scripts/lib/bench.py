@@ -46,8 +46,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,15 +134,6 @@ def rows_file(path: Path, rows: int, batch: int, schema=SCHEMA) -> Path:
             records["id"], records["vec"] = ids, vectors
             out.write(records.tobytes())
     return path
-
-
-def wait_for_collection(cluster: Cluster, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not cluster.has_collection(name):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} was not created on {cluster.name} in {timeout:.0f}s")
-        time.sleep(0.1)
-    ensure_loaded(cluster, name)
 
 
 def visible(cluster: Cluster, name: str, pk: int) -> bool:
@@ -387,7 +378,7 @@ def steady_lag(source: Cluster, target: Cluster, e: dict, work: Path, rows_per_s
         wait_until("the target collection loaded", lambda: load_state(target, name) == "Loaded", timeout=60)
         pids = {**part_pids(), "appliance": server.proc.pid}
 
-        def stages(i: int, rows_through: int) -> dict[str, float]:
+        def stages(rows_through: int) -> dict[str, float]:
             # Each stage is watched on its own, so that a slow probe of one does not delay another's.
             def applied() -> float:
                 while server.metrics().get("milvus_cdc_rows_applied_total", 0) < rows_through:
@@ -410,7 +401,7 @@ def steady_lag(source: Cluster, target: Cluster, e: dict, work: Path, rows_per_s
     ensure_loaded(target, direct_name)
     try:
         direct = steady_writes(target.collection(direct_name), rows_per_s, samples, period, part_pids(),
-                               lambda i, rows_through: {"visible on the target":
+                               lambda rows_through: {"visible on the target":
                                                         wait_visible(target, direct_name, rows_through - 1)})
     finally:
         target.drop_collection(direct_name)
@@ -448,8 +439,8 @@ def wait_visible(cluster: Cluster, name: str, pk: int, timeout: float = 120) -> 
 def steady_writes(coll, rows_per_s: float, samples: int, period: float, pids: dict[str, int],
                   stages) -> dict:
     """Inserts `rows_per_s` rows a second into `coll`, a batch every `period` seconds, for
-    `samples` seconds; for the first batch of each second, `stages(i, rows through the batch)`
-    gives when each stage saw it. Returns each stage's times from the insert's reply, the rate
+    `samples` seconds; for the first batch of each second, `stages(rows through the batch)` gives
+    when each stage saw it. Returns each stage's times from the insert's reply, the rate
     achieved and each process's cores busy."""
     per_batch = max(1, round(rows_per_s * period))
     per_second = round(1 / period)
@@ -477,7 +468,7 @@ def steady_writes(coll, rows_per_s: float, samples: int, period: float, pids: di
             if failed or time.monotonic() - started > samples * 10 + 60:
                 raise RuntimeError(f"the steady writes stopped: {failed}")
             time.sleep(0.005)
-        for stage, at in stages(i, (i + 1) * per_batch).items():
+        for stage, at in stages((i + 1) * per_batch).items():
             times.setdefault(stage, []).append(at - written[i])
     writer.join()
     elapsed = time.monotonic() - started
