@@ -297,65 +297,9 @@ fn build_collection(
             "cannot decode CollectionSchema in collection-info: {e}"
         ))
     })?;
-    // Collections of versions before 2.1 keep fields inside the schema; newer ones keep an
-    // empty list there and one key per field (Milvus's own loader makes the same choice).
-    let mut user_fields: Vec<FieldSchema> = if schema.fields.is_empty() {
-        fields
-    } else {
-        std::mem::take(&mut schema.fields)
-    };
-    user_fields.retain(|f| f.field_id >= FIRST_USER_FIELD_ID);
-    user_fields.sort_by_key(|f| f.field_id);
-    if user_fields.is_empty() {
-        return Err(inconsistent("live collection has no user fields".into()));
-    }
-    if let Some(w) = user_fields
-        .windows(2)
-        .find(|w| w[0].field_id == w[1].field_id)
-    {
-        return Err(inconsistent(format!(
-            "field id {} appears twice",
-            w[0].field_id
-        )));
-    }
-    schema.fields = user_fields;
-
-    // Same split for partitions: old versions list them in the collection-info.
-    let mut parts: Vec<PartitionMeta> = if info.partition_ids.is_empty() {
-        partitions
-            .into_iter()
-            .filter(|p| p.state == STATE_CREATED)
-            .map(|p| PartitionMeta {
-                id: p.partition_id,
-                name: p.partition_name,
-                created: p.partition_created_timestamp,
-            })
-            .collect()
-    } else {
-        if info.partition_names.len() != info.partition_ids.len() {
-            return Err(inconsistent(format!(
-                "{} partition ids but {} partition names",
-                info.partition_ids.len(),
-                info.partition_names.len()
-            )));
-        }
-        info.partition_ids
-            .iter()
-            .zip(&info.partition_names)
-            .enumerate()
-            .map(|(i, (&pid, name))| PartitionMeta {
-                id: pid,
-                name: name.clone(),
-                created: info
-                    .partition_created_timestamps
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0),
-            })
-            .collect()
-    };
-    // Partition ids come from Milvus's global allocator, so id order is creation order.
-    parts.sort_by_key(|p| p.id);
+    schema.fields =
+        user_fields(std::mem::take(&mut schema.fields), fields).map_err(inconsistent)?;
+    let parts = partitions_of(&info, partitions).map_err(inconsistent)?;
 
     Ok(Some(CollectionMeta {
         id,
@@ -375,6 +319,75 @@ fn build_collection(
         partitions: parts,
         create_time: info.create_time,
     }))
+}
+
+/// The collection's user fields in id order, from its schema's list (`in_schema`) or from its
+/// own keys (`keyed`); an error says what is inconsistent.
+fn user_fields(
+    in_schema: Vec<FieldSchema>,
+    keyed: Vec<FieldSchema>,
+) -> Result<Vec<FieldSchema>, String> {
+    // Collections of versions before 2.1 keep fields inside the schema; newer ones keep an
+    // empty list there and one key per field (Milvus's own loader makes the same choice).
+    let mut fields = if in_schema.is_empty() {
+        keyed
+    } else {
+        in_schema
+    };
+    fields.retain(|f| f.field_id >= FIRST_USER_FIELD_ID);
+    fields.sort_by_key(|f| f.field_id);
+    if fields.is_empty() {
+        return Err("live collection has no user fields".into());
+    }
+    if let Some(w) = fields.windows(2).find(|w| w[0].field_id == w[1].field_id) {
+        return Err(format!("field id {} appears twice", w[0].field_id));
+    }
+    Ok(fields)
+}
+
+/// The collection's live partitions in creation order, from its collection-info or from their
+/// own keys (`keyed`); an error says what is inconsistent.
+fn partitions_of(
+    info: &CollectionInfo,
+    keyed: Vec<PartitionInfo>,
+) -> Result<Vec<PartitionMeta>, String> {
+    // The same split as for fields: old versions list them in the collection-info.
+    let mut parts: Vec<PartitionMeta> = if info.partition_ids.is_empty() {
+        keyed
+            .into_iter()
+            .filter(|p| p.state == STATE_CREATED)
+            .map(|p| PartitionMeta {
+                id: p.partition_id,
+                name: p.partition_name,
+                created: p.partition_created_timestamp,
+            })
+            .collect()
+    } else {
+        if info.partition_names.len() != info.partition_ids.len() {
+            return Err(format!(
+                "{} partition ids but {} partition names",
+                info.partition_ids.len(),
+                info.partition_names.len()
+            ));
+        }
+        info.partition_ids
+            .iter()
+            .zip(&info.partition_names)
+            .enumerate()
+            .map(|(i, (&pid, name))| PartitionMeta {
+                id: pid,
+                name: name.clone(),
+                created: info
+                    .partition_created_timestamps
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect()
+    };
+    // Partition ids come from Milvus's global allocator, so id order is creation order.
+    parts.sort_by_key(|p| p.id);
+    Ok(parts)
 }
 
 #[cfg(test)]

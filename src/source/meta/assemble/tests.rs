@@ -337,6 +337,52 @@ fn reports_bad_keys_and_values() {
     ));
 }
 #[test]
+fn fields_in_the_schema_win_over_keyed_ones_and_a_repeated_id_is_inconsistent() {
+    let keyed = vec![field(101, "k", DataType::Int64)];
+    let in_schema = vec![
+        field(102, "b", DataType::Int64),
+        field(100, "a", DataType::Int64),
+    ];
+    let ids = |fields: Vec<FieldSchema>| fields.iter().map(|f| f.field_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(user_fields(in_schema, keyed.clone()).unwrap()),
+        vec![100, 102]
+    );
+    assert_eq!(ids(user_fields(Vec::new(), keyed).unwrap()), vec![101]);
+    let twice = vec![
+        field(100, "a", DataType::Int64),
+        field(100, "b", DataType::Int64),
+    ];
+    assert_eq!(
+        user_fields(twice, Vec::new()).unwrap_err(),
+        "field id 100 appears twice"
+    );
+}
+
+#[test]
+fn partitions_listed_in_the_collection_info_need_as_many_names_as_ids() {
+    let mut listed = info(500, "c", STATE_CREATED);
+    listed.partition_ids = vec![9, 8];
+    listed.partition_names = vec!["p9".into(), "p8".into()];
+    let names = |parts: Vec<PartitionMeta>| parts.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(partitions_of(&listed, Vec::new()).unwrap()),
+        vec!["p8", "p9"]
+    );
+    listed.partition_names.pop();
+    assert_eq!(
+        partitions_of(&listed, Vec::new()).unwrap_err(),
+        "2 partition ids but 1 partition names"
+    );
+    let keyed = vec![part(500, 3, "live", STATE_CREATED), part(500, 2, "gone", 2)];
+    let unlisted = info(500, "c", STATE_CREATED);
+    assert_eq!(
+        names(partitions_of(&unlisted, keyed).unwrap()),
+        vec!["live"]
+    );
+}
+
+#[test]
 fn a_collection_is_found_by_database_and_name_among_live_ones() {
     let db = DatabaseInfo {
         name: "db2".into(),
