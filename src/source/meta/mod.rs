@@ -387,9 +387,22 @@ impl SourceMeta {
         rev: &mut i64,
         keys_only: bool,
     ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.read_prefix_since(rel_prefix, rev, keys_only, 0).await
+    }
+
+    /// As [`read_prefix`](Self::read_prefix), only the keys modified at or after revision
+    /// `since` (0: every key).
+    async fn read_prefix_since(
+        &self,
+        rel_prefix: &str,
+        rev: &mut i64,
+        keys_only: bool,
+        since: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         let start = format!("{}/{rel_prefix}", self.meta_root).into_bytes();
         let end = prefix_end(&start);
-        self.read_range(start, end, rev, keys_only).await
+        self.read_range_since(start, end, rev, keys_only, since)
+            .await
     }
 
     async fn read_key(
@@ -502,8 +515,9 @@ impl SourceMeta {
     /// How many keys are under `{meta_root}/{rel_prefix}` at revision `rev` (not 0).
     async fn count_prefix(&self, rel_prefix: &str, rev: i64) -> Result<usize, MetaError> {
         let start = format!("{}/{rel_prefix}", self.meta_root);
+        let end = prefix_end(start.as_bytes());
         let options = GetOptions::new()
-            .with_range(prefix_end(start.as_bytes()))
+            .with_range(end.clone())
             .with_revision(rev)
             .with_count_only();
         let reply = self
@@ -512,7 +526,7 @@ impl SourceMeta {
             .get(start.clone(), Some(options))
             .await
             .map_err(|source| MetaError::Read {
-                end: String::from_utf8_lossy(&prefix_end(start.as_bytes())).into_owned(),
+                end: String::from_utf8_lossy(&end).into_owned(),
                 start,
                 source: Box::new(source),
             })?;

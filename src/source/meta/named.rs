@@ -88,7 +88,8 @@ impl SourceMeta {
         }
     }
 
-    /// `values` as of revision `rev` (not 0). Left as it was when a read fails.
+    /// `values` as of revision `rev` (not 0). When a read fails, what is kept may hold keys
+    /// deleted since, never lack a live one: the next call's count finds them.
     async fn bring_up_to_date(
         &self,
         prefix: &str,
@@ -101,10 +102,8 @@ impl SourceMeta {
             values.replace(rev, all);
             return Ok(());
         }
-        let start = format!("{}/{prefix}", self.meta_root).into_bytes();
-        let end = super::prefix_end(&start);
         let modified = self
-            .read_range_since(start, end, &mut at, false, values.as_of + 1)
+            .read_prefix_since(prefix, &mut at, false, values.as_of + 1)
             .await?;
         let count = self.count_prefix(prefix, rev).await?;
         if values.take_modified(rev, modified, count) {
