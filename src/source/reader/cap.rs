@@ -9,14 +9,10 @@
 //! take without it, and once they are taken it reads on to its next tick.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use super::RECHECK;
 use crate::journal::{Journal, JournalError};
 use crate::model::vchannel_pchannel;
-
-/// A reader waiting for the applier looks again at each applied batch, and at least this often
-/// at its stop flag (and at what the applier does not announce, as a task's rows dropped).
-pub(super) const RECHECK: Duration = Duration::from_millis(100);
 
 /// Every row the reader staged (if any) is at or below its channel's tick: the applier may
 /// apply them all, so the reader may wait for the task to fall below its cap.

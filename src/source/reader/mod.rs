@@ -100,6 +100,11 @@ const RETENTION_CHECK: Duration = Duration::from_secs(5);
 /// How long a channel must keep ending before the reader's position before the task fails.
 const ENDS_BEFORE_CONFIRMED: Duration = Duration::from_secs(12);
 
+/// A reader held back for the applier (its cap, the cache of recent rows) looks again at each
+/// applied batch, and at least this often at its stop flag, its own deadlines and what the
+/// applier does not announce (a task's rows dropped).
+const RECHECK: Duration = Duration::from_millis(100);
+
 /// The reader's last retention answer: when asked, and since when the channel ends before it.
 struct RetentionCheck {
     checked: Instant,
@@ -471,7 +476,7 @@ impl ChannelReader<'_> {
             {
                 return self.wait_for_disk_room();
             }
-            self.journal.wait_for_applied(seen, cap::RECHECK);
+            self.journal.wait_for_applied(seen, RECHECK);
         }
     }
 

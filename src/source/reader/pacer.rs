@@ -31,9 +31,6 @@ impl Default for Pacer {
 }
 
 impl Pacer {
-    /// The longest a wait goes without looking at the stop flag and its own deadlines.
-    const RECHECK: Duration = Duration::from_millis(100);
-
     /// Waits, while the cache is being drained, until it has room for a stage of `bytes` and
     /// for two more staged meanwhile by other readers: a stage that does not fit ends the
     /// cache's window, and the applier reads the rows after it from disk.
@@ -57,7 +54,7 @@ impl Pacer {
                 self.gave_up = Some(Instant::now());
                 return;
             }
-            journal.wait_for_applied(seen, Self::RECHECK);
+            journal.wait_for_applied(seen, super::RECHECK);
         }
     }
 }
